@@ -1,0 +1,304 @@
+//! `turnstiled`'s settings: command-line flags, the same keys in a TOML
+//! file (`--config`), and the defaults, merged in that order of precedence.
+//!
+//! Every limit is here with its default, and `--help` prints them all.
+//! Unknown keys in the file are an error, never ignored.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::core::CoreConfig;
+use crate::platform::dirs;
+use crate::server::ServerConfig;
+
+/// A duration written like `10s`, `500ms`, `15m` or `1h`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s)
+            .map(Dur)
+            .map_err(|e| format!("'{s}' is not a duration like 10s, 500ms or 1h: {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every setting, as a flag and as a config-file key. `None` = not given
+/// here; the defaults are applied by [`Settings::resolve`].
+#[derive(Parser, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[command(
+    name = "turnstiled",
+    version,
+    about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.",
+    long_about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.\n\nRuns in the foreground and logs to stderr. SIGINT or SIGTERM stops it cleanly and removes the socket file.\nEvery flag can also be given as a key of the same name in the TOML file of --config (flags win)."
+)]
+pub struct Settings {
+    /// Socket to serve [default: $XDG_RUNTIME_DIR/turnstile.sock; for root /run/turnstile/turnstile.sock; else /tmp/turnstile-$UID/turnstile.sock; on Windows \\.\pipe\turnstile]
+    #[arg(long, env = "TURNSTILE_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Directory for durable state: queues and the fencing/revision counters [default: /var/lib/turnstile for root, else $XDG_STATE_HOME/turnstile or ~/.local/state/turnstile]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// TOML file with the same keys as these flags (e.g. `max-connections = 500`)
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Check the --config file (or the given FILE) and exit: 0 if valid, 78 if not
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    #[serde(skip)]
+    pub check_config: Option<PathBuf>,
+
+    /// Log filter, like RUST_LOG (RUST_LOG wins when set) [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Connections in all [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Connections per user; root and the broker's own user are bound only by --max-connections [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_uid: Option<usize>,
+
+    /// Connections that have not yet said Hello [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
+
+    /// Time a new connection has to say Hello [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub handshake_timeout: Option<Dur>,
+
+    /// Largest frame in bytes, either way [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_bytes: Option<u32>,
+
+    /// Bytes queued for a client that does not read before it is disconnected (watch events are coalesced instead) [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound_bytes: Option<usize>,
+
+    /// TTL of a lease whose request says 0 [default: 15s]
+    #[arg(long, value_name = "DURATION")]
+    pub default_ttl: Option<Dur>,
+
+    /// Shortest TTL accepted [default: 100ms]
+    #[arg(long, value_name = "DURATION")]
+    pub min_ttl: Option<Dur>,
+
+    /// Longest TTL accepted [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub max_ttl: Option<Dur>,
+
+    /// Leases, held or queued, one connection may have [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_leases_per_connection: Option<usize>,
+
+    /// Watches one connection may have [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_watches_per_connection: Option<usize>,
+
+    /// State events remembered so that a watcher can resume from a revision [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub watch_history: Option<usize>,
+
+    /// A watch quiet for this long gets a heartbeat event; 0s = never [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Dur>,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Everything `turnstiled` needs, resolved.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The socket (or pipe) to serve.
+    pub socket: PathBuf,
+    /// The durable state's directory.
+    pub data_dir: PathBuf,
+    /// The log filter.
+    pub log_level: String,
+    /// Transport and core limits.
+    pub server: ServerConfig,
+}
+
+macro_rules! merge {
+    ($a:ident, $b:ident, $($field:ident),*) => {
+        Settings { $($field: $a.$field.or($b.$field),)* }
+    };
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// These settings, with `other` filling what these leave unset.
+    pub fn or(self, other: Settings) -> Settings {
+        let (a, b) = (self, other);
+        merge!(
+            a,
+            b,
+            socket,
+            data_dir,
+            config,
+            check_config,
+            log_level,
+            max_connections,
+            max_connections_per_uid,
+            max_handshakes,
+            handshake_timeout,
+            max_frame_bytes,
+            max_outbound_bytes,
+            default_ttl,
+            min_ttl,
+            max_ttl,
+            max_leases_per_connection,
+            max_watches_per_connection,
+            watch_history,
+            heartbeat_interval
+        )
+    }
+
+    /// Applies the defaults and checks the ranges.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let d = ServerConfig::default();
+        let c = CoreConfig::default();
+        let ms = |v: Option<Dur>, default: u64| v.map_or(default, |d| d.0.as_millis() as u64);
+        let core = CoreConfig {
+            default_ttl_ms: ms(self.default_ttl, c.default_ttl_ms.into()) as u32,
+            min_ttl_ms: ms(self.min_ttl, c.min_ttl_ms.into()) as u32,
+            max_ttl_ms: ms(self.max_ttl, c.max_ttl_ms.into()).min(u64::from(u32::MAX)) as u32,
+            max_leases_per_session: self
+                .max_leases_per_connection
+                .unwrap_or(c.max_leases_per_session),
+            max_watches_per_session: self
+                .max_watches_per_connection
+                .unwrap_or(c.max_watches_per_session),
+            watch_history: self.watch_history.unwrap_or(c.watch_history),
+            heartbeat_ms: ms(self.heartbeat_interval, c.heartbeat_ms),
+        };
+        if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
+            return Err(ConfigError::Invalid(format!(
+                "min-ttl ({} ms) must be above 0 and at most max-ttl ({} ms)",
+                core.min_ttl_ms, core.max_ttl_ms
+            )));
+        }
+        if !(core.min_ttl_ms..=core.max_ttl_ms).contains(&core.default_ttl_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "default-ttl ({} ms) must lie between min-ttl ({} ms) and max-ttl ({} ms)",
+                core.default_ttl_ms, core.min_ttl_ms, core.max_ttl_ms
+            )));
+        }
+        let max_frame_bytes = self.max_frame_bytes.unwrap_or(d.max_frame_bytes);
+        if !(1024..=64 << 20).contains(&max_frame_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "max-frame-bytes ({max_frame_bytes}) must lie between 1024 and 67108864"
+            )));
+        }
+        let server = ServerConfig {
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_uid: self
+                .max_connections_per_uid
+                .unwrap_or(d.max_connections_per_uid),
+            max_handshakes: self.max_handshakes.unwrap_or(d.max_handshakes).max(1),
+            handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
+            max_frame_bytes,
+            max_outbound_bytes: self.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
+            own_uid: d.own_uid,
+            core,
+        };
+        Ok(Config {
+            socket: self.socket.unwrap_or_else(dirs::default_socket),
+            data_dir: self.data_dir.unwrap_or_else(dirs::default_data_dir),
+            log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            server,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_are_the_flag_names_and_unknown_keys_are_refused() {
+        let s: Settings =
+            toml::from_str("max-connections = 5\nheartbeat-interval = \"2s\"").unwrap();
+        assert_eq!(s.max_connections, Some(5));
+        assert_eq!(s.heartbeat_interval, Some(Dur(Duration::from_secs(2))));
+        let e = toml::from_str::<Settings>("max-conections = 5").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let flags = Settings {
+            max_connections: Some(7),
+            ..Settings::default()
+        };
+        let file = Settings {
+            max_connections: Some(5),
+            max_handshakes: Some(3),
+            ..Settings::default()
+        };
+        let c = flags.or(file).resolve().unwrap();
+        assert_eq!(c.server.max_connections, 7);
+        assert_eq!(c.server.max_handshakes, 3);
+        assert_eq!(c.server.max_connections_per_uid, 256);
+        assert_eq!(c.server.core.default_ttl_ms, 15_000);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let s = Settings {
+            default_ttl: Some("10ms".parse().unwrap()),
+            ..Settings::default()
+        };
+        assert!(s.resolve().is_err());
+    }
+}

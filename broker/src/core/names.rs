@@ -1,0 +1,44 @@
+//! Validation of resource and queue names.
+//!
+//! Owns the one rule every name obeys (1 to 255 bytes of UTF-8 without
+//! control characters). It does not decide who may use a name: that is the
+//! policy's job.
+
+use super::CoreError;
+
+/// Longest accepted name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Checks a resource or queue name; `what` ("resource", "queue") names it in
+/// the error.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), CoreError> {
+    let reason = if name.is_empty() {
+        "it is empty".to_string()
+    } else if name.len() > MAX_NAME_BYTES {
+        format!(
+            "it is {} bytes long, the limit is {MAX_NAME_BYTES}",
+            name.len()
+        )
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        format!("it contains the control character {c:?}")
+    } else {
+        return Ok(());
+    };
+    Err(CoreError::InvalidName { what, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_bounded_and_printable() {
+        assert!(check_name("resource", "pcm").is_ok());
+        assert!(check_name("resource", &"x".repeat(255)).is_ok());
+        assert!(check_name("resource", "é").is_ok());
+        assert!(check_name("resource", "").is_err());
+        assert!(check_name("resource", &"x".repeat(256)).is_err());
+        assert!(check_name("queue", "a\nb").is_err());
+        assert!(check_name("queue", "a\u{7f}b").is_err());
+    }
+}

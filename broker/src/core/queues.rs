@@ -1,0 +1,905 @@
+//! The queue table: named message queues with competing consumers,
+//! at-least-once delivery and dead-lettering.
+//!
+//! It owns, per queue, the messages ready for delivery, the count of those
+//! delivered and not yet acknowledged, the publishes reserved but not yet
+//! durable, and the consumers with their prefetch windows. It does no I/O:
+//! what must be written is returned as [`QueueChange::Persist`], and a
+//! publish is split in two ([`QueueTable::begin_publish`], then
+//! [`QueueTable::publish_committed`] or [`QueueTable::publish_failed`]) so
+//! that the dispatch layer can make it durable in between.
+//!
+//! Invariants (checked after every step of the tests):
+//! - every message is in exactly one place: reserved, ready, or in flight
+//!   to one consumer;
+//! - a queue is served lowest sequence number first, and a message is not
+//!   delivered while a publish with a lower sequence number is still being
+//!   made durable, so first deliveries follow publish order and a message
+//!   handed back (nack, or its consumer's connection closed) goes back ahead
+//!   of every message published after it;
+//! - a consumer never has more than its prefetch unacknowledged deliveries;
+//!   consumers with room are served round robin;
+//! - depth and bytes (reserved, ready and in flight together) stay within
+//!   [`QueueConfig`] for publishes; messages loaded at startup are always
+//!   accepted, even past a limit lowered since;
+//! - sequence numbers come from one counter for all queues: strictly
+//!   increasing per queue, never reused, also after a restart (the store
+//!   keeps the high-water mark).
+//!
+//! It does not decide who may publish or consume (that is the policy's
+//! job) and does not know whether a session is still connected: the core
+//! calls [`QueueTable::goodbye`] when it is not.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{CoreError, SessionId, check_name};
+
+/// Prefetch used when `Consume` says 0.
+pub const DEFAULT_PREFETCH: u32 = 16;
+
+/// Largest prefetch honoured; a larger request is lowered to it.
+pub const MAX_PREFETCH: u32 = 1024;
+
+/// Appended to a queue's name to name its dead-letter queue. A queue whose
+/// name ends with it never dead-letters: its messages are redelivered for
+/// as long as they are handed back.
+pub const DEAD_LETTER_SUFFIX: &str = ".dead";
+
+/// Header added to a dead-lettered message: the queue it failed in.
+pub const HEADER_DEAD_LETTER_QUEUE: &str = "turnstile-dead-letter-queue";
+
+/// Header added to a dead-lettered message: its sequence number in the
+/// queue it failed in (it gets a new one in the dead-letter queue).
+pub const HEADER_DEAD_LETTER_SEQ: &str = "turnstile-dead-letter-seq";
+
+macro_rules! id_type {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u64);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )*};
+}
+
+id_type! {
+    /// One `Consume` subscription, unique for the broker's lifetime.
+    ConsumerId,
+    /// One delivery of one message to one consumer, unique for the broker's
+    /// lifetime: a redelivered message gets a new one.
+    DeliveryId,
+}
+
+/// The queue limits. Every one is a broker flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Messages one queue may hold: reserved, ready and unacknowledged together.
+    pub max_depth: u64,
+    /// Bytes one queue may hold (payloads plus header keys and values),
+    /// counted like `max_depth`.
+    pub max_bytes: u64,
+    /// Deliveries a message may have; one that has had this many and comes
+    /// back is moved to its dead-letter queue. 0 = no limit.
+    pub max_attempts: u32,
+    /// Consumers one session may have at once.
+    pub max_consumers_per_session: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_depth: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_attempts: 5,
+            max_consumers_per_session: 64,
+        }
+    }
+}
+
+/// A message as the queue and the store keep it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Its place in its queue: strictly increasing in publish order.
+    pub seq: u64,
+    /// The body, opaque to the broker.
+    pub payload: Bytes,
+    /// The publisher's headers (unique keys).
+    pub headers: Vec<(String, String)>,
+    /// Deliveries so far (0 = never delivered).
+    pub attempt: u32,
+}
+
+impl Message {
+    /// The bytes it counts against its queue's `max_bytes`: payload plus
+    /// every header key and value.
+    pub fn size(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.payload.len() + headers) as u64
+    }
+}
+
+/// One message handed to one consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The consumer it was handed to.
+    pub consumer: ConsumerId,
+    /// What the consumer names in `Ack` / `Nack`.
+    pub delivery_id: DeliveryId,
+    /// The message's sequence number in its queue.
+    pub seq: u64,
+    /// The queue.
+    pub queue: Arc<str>,
+    /// The body.
+    pub payload: Bytes,
+    /// The publisher's headers.
+    pub headers: Vec<(String, String)>,
+    /// 1 for the first delivery, raised by one on each redelivery.
+    pub attempt: u32,
+}
+
+/// A write the store must make. The ops returned by one call belong
+/// together (a dead-letter move is a `Remove` plus an `Append`): commit
+/// them in one transaction. None of them has to be durable before the
+/// changes that follow it are delivered: a lost one only makes a restart
+/// redeliver a message, which at-least-once allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Add a message (a publish, or a move into a dead-letter queue).
+    Append {
+        /// The queue.
+        queue: Arc<str>,
+        /// The message, with its sequence number and attempt count.
+        message: Message,
+    },
+    /// Delete a message: acknowledged, dropped by `Nack`, moved away, or
+    /// pushed out of a full dead-letter queue. Deleting one that is not
+    /// there is not an error.
+    Remove {
+        /// The queue.
+        queue: Arc<str>,
+        /// The message.
+        seq: u64,
+    },
+    /// A message came back after `attempt` deliveries. Ignored if the
+    /// message is no longer stored.
+    SetAttempt {
+        /// The queue.
+        queue: Arc<str>,
+        /// The message.
+        seq: u64,
+        /// Deliveries so far.
+        attempt: u32,
+    },
+    /// Raise the persisted counter high-water mark (see
+    /// [`crate::core::Change::ReserveCounters`]); it never goes down.
+    ReserveCounters {
+        /// The new high-water mark.
+        reserve_until: u64,
+    },
+}
+
+/// Why a message left the broker without being acknowledged.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its dead-letter queue was full: the oldest ready messages there are
+    /// dropped to make room, and when none is ready the newcomer is.
+    DeadLetterQueueFull,
+    /// Its queue's name is too long to add [`DEAD_LETTER_SUFFIX`].
+    NoDeadLetterQueue,
+}
+
+/// A consequence of a queue operation, for the dispatch layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueChange {
+    /// Send this delivery to the session.
+    Deliver {
+        /// The consumer's session.
+        session: SessionId,
+        /// The delivery.
+        delivery: Delivery,
+    },
+    /// Write this to the store.
+    Persist(StoreOp),
+    /// For the log: a message used up its attempts and was moved.
+    DeadLettered {
+        /// Where it failed.
+        queue: Arc<str>,
+        /// Its sequence number there.
+        seq: u64,
+        /// The dead-letter queue.
+        dead_queue: Arc<str>,
+        /// Its new sequence number there.
+        dead_seq: u64,
+        /// Deliveries it had.
+        attempts: u32,
+    },
+    /// For the log: a message was discarded without being acknowledged.
+    Dropped {
+        /// Its queue.
+        queue: Arc<str>,
+        /// The message.
+        seq: u64,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// A queue's counts, for `Status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue.
+    pub queue: Arc<str>,
+    /// Durable messages waiting for a consumer.
+    pub ready: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: u64,
+    /// Consumers subscribed.
+    pub consumers: u32,
+}
+
+/// Refusals of queue operations.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QueueError {
+    /// The queue name breaks the naming rule.
+    #[error("invalid queue name: {reason}")]
+    InvalidName {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The queue holds `max_depth` messages (RESOURCE_EXHAUSTED).
+    #[error("queue {queue} is full: it holds {limit} messages, its limit")]
+    QueueFull {
+        /// The queue.
+        queue: Arc<str>,
+        /// `max_depth`.
+        limit: u64,
+    },
+    /// The message would take the queue past `max_bytes` (RESOURCE_EXHAUSTED).
+    #[error("queue {queue} is full: {size} more bytes would take it past its limit of {limit}")]
+    QueueBytesFull {
+        /// The queue.
+        queue: Arc<str>,
+        /// The refused message's size.
+        size: u64,
+        /// `max_bytes`.
+        limit: u64,
+    },
+    /// No delivery in flight has this id: it never existed, or it was
+    /// already acknowledged or handed back.
+    #[error("delivery {0} is not known: never made, or already acknowledged or returned")]
+    UnknownDelivery(DeliveryId),
+    /// The delivery went to another session.
+    #[error("delivery {0} belongs to another connection")]
+    NotYourDelivery(DeliveryId),
+    /// No consumer has this id.
+    #[error("consumer {0} is not known")]
+    UnknownConsumer(ConsumerId),
+    /// The consumer belongs to another session.
+    #[error("consumer {0} belongs to another connection")]
+    NotYourConsumer(ConsumerId),
+    /// The session has `max_consumers_per_session` consumers (RESOURCE_EXHAUSTED).
+    #[error("too many consumers on this connection (limit {limit})")]
+    TooManyConsumers {
+        /// The limit in force.
+        limit: usize,
+    },
+}
+
+/// One queue. It exists while it holds anything (a message, a reservation
+/// or a consumer) and is forgotten when idle: sequence numbers come from
+/// the table's counter, so nothing is lost by forgetting it.
+struct Queue {
+    name: Arc<str>,
+    /// Durable messages waiting, by sequence number: the first is next.
+    ready: BTreeMap<u64, Message>,
+    /// Publishes reserved and not yet durable: sequence number to size.
+    pending: BTreeMap<u64, u64>,
+    /// Deliveries in flight from this queue.
+    unacked: u64,
+    /// Size of everything reserved, ready and in flight.
+    bytes: u64,
+    consumers: u32,
+    /// Consumers with room in their prefetch window, each at most once, in
+    /// round-robin order.
+    available: VecDeque<ConsumerId>,
+}
+
+impl Queue {
+    fn new(name: Arc<str>) -> Queue {
+        Queue {
+            name,
+            ready: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            unacked: 0,
+            bytes: 0,
+            consumers: 0,
+            available: VecDeque::new(),
+        }
+    }
+
+    fn depth(&self) -> u64 {
+        self.ready.len() as u64 + self.pending.len() as u64 + self.unacked
+    }
+
+    fn is_idle(&self) -> bool {
+        self.ready.is_empty() && self.pending.is_empty() && self.unacked == 0 && self.consumers == 0
+    }
+
+    /// Whether a message of `size` bytes fits within the limits.
+    fn check_room(&self, size: u64, config: &QueueConfig) -> Result<(), QueueError> {
+        if self.depth() >= config.max_depth {
+            return Err(QueueError::QueueFull {
+                queue: self.name.clone(),
+                limit: config.max_depth,
+            });
+        }
+        if self.bytes.saturating_add(size) > config.max_bytes {
+            return Err(QueueError::QueueBytesFull {
+                queue: self.name.clone(),
+                size,
+                limit: config.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+struct Consumer {
+    session: SessionId,
+    queue: Arc<str>,
+    prefetch: u32,
+    unacked: u32,
+}
+
+/// A delivery awaiting `Ack` or `Nack`. It belongs to the session, not the
+/// consumer: a cancelled consumer's deliveries may still be acknowledged.
+struct InFlight {
+    session: SessionId,
+    consumer: ConsumerId,
+    queue: Arc<str>,
+    message: Message,
+}
+
+#[derive(Default)]
+struct SessionQueues {
+    consumers: Vec<ConsumerId>,
+    deliveries: HashSet<DeliveryId>,
+}
+
+/// Every queue, consumer and delivery in flight. Owned by the core.
+pub struct QueueTable {
+    config: QueueConfig,
+    queues: HashMap<Arc<str>, Queue>,
+    consumers: HashMap<ConsumerId, Consumer>,
+    deliveries: HashMap<DeliveryId, InFlight>,
+    sessions: HashMap<SessionId, SessionQueues>,
+    /// The last sequence number handed out, for all queues.
+    last_seq: u64,
+    next_consumer: u64,
+    next_delivery: u64,
+}
+
+fn queue_name(queue: &str) -> Result<(), QueueError> {
+    check_name("queue", queue).map_err(|e| match e {
+        CoreError::InvalidName { reason, .. } => QueueError::InvalidName { reason },
+        other => QueueError::InvalidName {
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// Whether a message delivered `attempt` times must not be delivered again
+/// from `queue` (dead-letter queues never dead-letter).
+fn out_of_attempts(config: &QueueConfig, queue: &str, attempt: u32) -> bool {
+    config.max_attempts != 0
+        && attempt >= config.max_attempts
+        && !queue.ends_with(DEAD_LETTER_SUFFIX)
+}
+
+impl QueueTable {
+    /// An empty table whose sequence numbers continue above `last_seq`
+    /// (the store's high-water mark, [`crate::store::Loaded::last_seq`]).
+    pub fn new(config: QueueConfig, last_seq: u64) -> QueueTable {
+        QueueTable {
+            config,
+            queues: HashMap::new(),
+            consumers: HashMap::new(),
+            deliveries: HashMap::new(),
+            sessions: HashMap::new(),
+            last_seq,
+            next_consumer: 1,
+            next_delivery: 1,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Adds the durable messages of one queue at startup, whatever the
+    /// limits say (nothing durable is dropped on the way up). Messages
+    /// loaded with `attempt >= max_attempts` are dead-lettered when they
+    /// reach the head.
+    pub fn load(&mut self, queue: &str, messages: Vec<Message>) -> Vec<QueueChange> {
+        let mut changes = Vec::new();
+        if messages.is_empty() {
+            return changes;
+        }
+        let highest = messages.iter().map(|m| m.seq).max().unwrap_or(0);
+        self.last_seq = self.last_seq.max(highest);
+        let q = self.queue_mut(queue);
+        for message in messages {
+            q.bytes += message.size();
+            if let Some(old) = q.ready.insert(message.seq, message) {
+                q.bytes = q.bytes.saturating_sub(old.size());
+            }
+        }
+        let name = q.name.clone();
+        self.pump(&name, &mut changes);
+        changes
+    }
+
+    /// Reserves room and a sequence number for a publish. Persist the
+    /// returned message (`StoreOp::Append`), then call
+    /// [`QueueTable::publish_committed`] or [`QueueTable::publish_failed`]:
+    /// until then it counts against the limits, and no later message of the
+    /// queue is delivered.
+    pub fn begin_publish(
+        &mut self,
+        queue: &str,
+        payload: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<Message, QueueError> {
+        queue_name(queue)?;
+        let mut message = Message {
+            seq: 0,
+            payload,
+            headers,
+            attempt: 0,
+        };
+        let size = message.size();
+        match self.queues.get(queue) {
+            Some(q) => q.check_room(size, &self.config)?,
+            None => Queue::new(Arc::from(queue)).check_room(size, &self.config)?,
+        }
+        self.last_seq += 1;
+        message.seq = self.last_seq;
+        let q = self.queue_mut(queue);
+        q.pending.insert(message.seq, size);
+        q.bytes += size;
+        Ok(message)
+    }
+
+    /// The publish is durable: the message becomes ready and goes to a
+    /// waiting consumer, if any. Answer `Published` only now.
+    ///
+    /// A message that was never reserved is accepted all the same: the
+    /// store holds it, so the table must too.
+    pub fn publish_committed(&mut self, queue: &str, message: Message) -> Vec<QueueChange> {
+        let mut changes = Vec::new();
+        self.last_seq = self.last_seq.max(message.seq);
+        let q = self.queue_mut(queue);
+        let reserved = q.pending.remove(&message.seq).unwrap_or(0);
+        q.bytes = q.bytes.saturating_sub(reserved) + message.size();
+        if let Some(old) = q.ready.insert(message.seq, message) {
+            q.bytes = q.bytes.saturating_sub(old.size());
+        }
+        let name = q.name.clone();
+        self.pump(&name, &mut changes);
+        changes
+    }
+
+    /// The publish could not be made durable: its reservation is released
+    /// (which may let later messages of the queue be delivered).
+    pub fn publish_failed(&mut self, queue: &str, seq: u64) -> Vec<QueueChange> {
+        let mut changes = Vec::new();
+        let Some(q) = self.queues.get_mut(queue) else {
+            return changes;
+        };
+        if let Some(size) = q.pending.remove(&seq) {
+            q.bytes = q.bytes.saturating_sub(size);
+        }
+        let name = q.name.clone();
+        self.pump(&name, &mut changes);
+        self.tidy(&name);
+        changes
+    }
+
+    /// Subscribes `session` to `queue`: ready messages are pushed to it
+    /// at once, at most `prefetch` unacknowledged at a time (0 =
+    /// [`DEFAULT_PREFETCH`]; above [`MAX_PREFETCH`] is lowered to it).
+    pub fn consume(
+        &mut self,
+        session: SessionId,
+        queue: &str,
+        prefetch: u32,
+    ) -> Result<(ConsumerId, Vec<QueueChange>), QueueError> {
+        queue_name(queue)?;
+        let limit = self.config.max_consumers_per_session;
+        let held = self.sessions.get(&session).map_or(0, |s| s.consumers.len());
+        if held >= limit {
+            return Err(QueueError::TooManyConsumers { limit });
+        }
+        let prefetch = match prefetch {
+            0 => DEFAULT_PREFETCH,
+            n => n.min(MAX_PREFETCH),
+        };
+        let id = ConsumerId(self.next_consumer);
+        self.next_consumer += 1;
+        let q = self.queue_mut(queue);
+        q.consumers += 1;
+        q.available.push_back(id);
+        let name = q.name.clone();
+        self.consumers.insert(
+            id,
+            Consumer {
+                session,
+                queue: name.clone(),
+                prefetch,
+                unacked: 0,
+            },
+        );
+        self.sessions.entry(session).or_default().consumers.push(id);
+        let mut changes = Vec::new();
+        self.pump(&name, &mut changes);
+        Ok((id, changes))
+    }
+
+    /// Ends a subscription: no more deliveries to it. Its deliveries in
+    /// flight stay the session's, to acknowledge or hand back.
+    pub fn cancel_consumer(
+        &mut self,
+        session: SessionId,
+        consumer: ConsumerId,
+    ) -> Result<(), QueueError> {
+        match self.consumers.get(&consumer) {
+            None => return Err(QueueError::UnknownConsumer(consumer)),
+            Some(c) if c.session != session => return Err(QueueError::NotYourConsumer(consumer)),
+            Some(_) => {}
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.consumers.retain(|c| *c != consumer);
+        }
+        if let Some(queue) = self.remove_consumer(consumer) {
+            self.tidy(&queue);
+        }
+        Ok(())
+    }
+
+    /// The consumer processed the delivery: the message is gone.
+    pub fn ack(
+        &mut self,
+        session: SessionId,
+        delivery: DeliveryId,
+    ) -> Result<Vec<QueueChange>, QueueError> {
+        let InFlight { queue, message, .. } = self.take_delivery(session, delivery)?;
+        let mut changes = Vec::new();
+        self.forget(&queue, &message, &mut changes);
+        self.pump(&queue, &mut changes);
+        self.tidy(&queue);
+        Ok(changes)
+    }
+
+    /// The consumer gives the delivery back: with `requeue` the message
+    /// returns to its place in the queue (or, out of attempts, moves to the
+    /// dead-letter queue); without, it is dropped.
+    pub fn nack(
+        &mut self,
+        session: SessionId,
+        delivery: DeliveryId,
+        requeue: bool,
+    ) -> Result<Vec<QueueChange>, QueueError> {
+        let InFlight { queue, message, .. } = self.take_delivery(session, delivery)?;
+        let mut changes = Vec::new();
+        if requeue {
+            self.hand_back(&queue, message, &mut changes);
+        } else {
+            self.forget(&queue, &message, &mut changes);
+        }
+        self.pump(&queue, &mut changes);
+        self.tidy(&queue);
+        Ok(changes)
+    }
+
+    /// The session is gone: its consumers end, and its deliveries in flight
+    /// go back to their queues in sequence order, attempt kept raised, and
+    /// are delivered to other consumers.
+    ///
+    /// Its publishes still being made durable are not its concern any more:
+    /// the dispatch layer completes them as usual.
+    pub fn goodbye(&mut self, session: SessionId) -> Vec<QueueChange> {
+        let mut changes = Vec::new();
+        let Some(gone) = self.sessions.remove(&session) else {
+            return changes;
+        };
+        let mut touched = BTreeSet::new();
+        for consumer in gone.consumers {
+            if let Some(queue) = self.remove_consumer(consumer) {
+                touched.insert(queue);
+            }
+        }
+        let mut back: Vec<InFlight> = gone
+            .deliveries
+            .iter()
+            .filter_map(|id| self.deliveries.remove(id))
+            .collect();
+        back.sort_by(|a, b| (&a.queue, a.message.seq).cmp(&(&b.queue, b.message.seq)));
+        for InFlight { queue, message, .. } in back {
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.unacked = q.unacked.saturating_sub(1);
+            }
+            self.hand_back(&queue, message, &mut changes);
+            touched.insert(queue);
+        }
+        for queue in &touched {
+            self.pump(queue, &mut changes);
+        }
+        for queue in &touched {
+            self.tidy(queue);
+        }
+        changes
+    }
+
+    /// Every queue that holds anything or has a consumer, by name.
+    pub fn info(&self) -> Vec<QueueInfo> {
+        let mut infos: Vec<QueueInfo> = self
+            .queues
+            .values()
+            .map(|q| QueueInfo {
+                queue: q.name.clone(),
+                ready: q.ready.len() as u64,
+                unacked: q.unacked,
+                consumers: q.consumers,
+            })
+            .collect();
+        infos.sort_by(|a, b| a.queue.cmp(&b.queue));
+        infos
+    }
+
+    /// The last sequence number handed out.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The queue, created empty if it does not exist.
+    fn queue_mut(&mut self, queue: &str) -> &mut Queue {
+        let key = match self.queues.get_key_value(queue) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(queue),
+        };
+        self.queues
+            .entry(key)
+            .or_insert_with_key(|name| Queue::new(name.clone()))
+    }
+
+    /// Removes a delivery in flight, checking it is the session's, and
+    /// frees its consumer's prefetch slot.
+    fn take_delivery(
+        &mut self,
+        session: SessionId,
+        delivery: DeliveryId,
+    ) -> Result<InFlight, QueueError> {
+        match self.deliveries.get(&delivery) {
+            None => return Err(QueueError::UnknownDelivery(delivery)),
+            Some(d) if d.session != session => return Err(QueueError::NotYourDelivery(delivery)),
+            Some(_) => {}
+        }
+        let flight = self
+            .deliveries
+            .remove(&delivery)
+            .ok_or(QueueError::UnknownDelivery(delivery))?;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.deliveries.remove(&delivery);
+        }
+        let q = self.queues.get_mut(&flight.queue);
+        if let Some(q) = q {
+            q.unacked = q.unacked.saturating_sub(1);
+            if let Some(c) = self.consumers.get_mut(&flight.consumer) {
+                if c.unacked == c.prefetch {
+                    q.available.push_back(flight.consumer);
+                }
+                c.unacked = c.unacked.saturating_sub(1);
+            }
+        }
+        Ok(flight)
+    }
+
+    /// Removes a consumer everywhere but from its session's list; returns
+    /// its queue.
+    fn remove_consumer(&mut self, consumer: ConsumerId) -> Option<Arc<str>> {
+        let c = self.consumers.remove(&consumer)?;
+        if let Some(q) = self.queues.get_mut(&c.queue) {
+            q.consumers = q.consumers.saturating_sub(1);
+            q.available.retain(|id| *id != consumer);
+        }
+        Some(c.queue)
+    }
+
+    /// A message taken out of the queue leaves it for good.
+    fn forget(&mut self, queue: &Arc<str>, message: &Message, changes: &mut Vec<QueueChange>) {
+        if let Some(q) = self.queues.get_mut(queue) {
+            q.bytes = q.bytes.saturating_sub(message.size());
+        }
+        changes.push(QueueChange::Persist(StoreOp::Remove {
+            queue: queue.clone(),
+            seq: message.seq,
+        }));
+    }
+
+    /// A delivered message comes back: to its place in the queue, or to
+    /// the dead-letter queue when it is out of attempts. Does not pump.
+    fn hand_back(&mut self, queue: &Arc<str>, message: Message, changes: &mut Vec<QueueChange>) {
+        if out_of_attempts(&self.config, queue, message.attempt) {
+            self.dead_letter(queue, message, changes);
+            return;
+        }
+        changes.push(QueueChange::Persist(StoreOp::SetAttempt {
+            queue: queue.clone(),
+            seq: message.seq,
+            attempt: message.attempt,
+        }));
+        let q = self.queue_mut(queue);
+        q.ready.insert(message.seq, message);
+    }
+
+    /// Moves a message, already out of `queue`'s ready set and unacked
+    /// count, to `queue.dead`, making room there by dropping its oldest
+    /// ready messages. Pumps the dead-letter queue.
+    fn dead_letter(&mut self, queue: &Arc<str>, message: Message, changes: &mut Vec<QueueChange>) {
+        self.forget(queue, &message, changes);
+        let dead_name = format!("{queue}{DEAD_LETTER_SUFFIX}");
+        if queue_name(&dead_name).is_err() {
+            changes.push(QueueChange::Dropped {
+                queue: queue.clone(),
+                seq: message.seq,
+                reason: DropReason::NoDeadLetterQueue,
+            });
+            return;
+        }
+        let old_seq = message.seq;
+        let attempts = message.attempt;
+        let mut headers = message.headers;
+        headers.retain(|(k, _)| k != HEADER_DEAD_LETTER_QUEUE && k != HEADER_DEAD_LETTER_SEQ);
+        headers.push((HEADER_DEAD_LETTER_QUEUE.to_string(), queue.to_string()));
+        headers.push((HEADER_DEAD_LETTER_SEQ.to_string(), old_seq.to_string()));
+        self.last_seq += 1;
+        let moved = Message {
+            seq: self.last_seq,
+            payload: message.payload,
+            headers,
+            attempt: attempts,
+        };
+        let size = moved.size();
+        let config = self.config.clone();
+        let dq = self.queue_mut(&dead_name);
+        let dead = dq.name.clone();
+        while dq.check_room(size, &config).is_err() {
+            let Some((_, oldest)) = dq.ready.pop_first() else {
+                break;
+            };
+            dq.bytes = dq.bytes.saturating_sub(oldest.size());
+            changes.push(QueueChange::Persist(StoreOp::Remove {
+                queue: dead.clone(),
+                seq: oldest.seq,
+            }));
+            changes.push(QueueChange::Dropped {
+                queue: dead.clone(),
+                seq: oldest.seq,
+                reason: DropReason::DeadLetterQueueFull,
+            });
+        }
+        if dq.check_room(size, &config).is_err() {
+            changes.push(QueueChange::Dropped {
+                queue: queue.clone(),
+                seq: old_seq,
+                reason: DropReason::DeadLetterQueueFull,
+            });
+            self.tidy(&dead);
+            return;
+        }
+        dq.bytes += size;
+        let dead_seq = moved.seq;
+        changes.push(QueueChange::Persist(StoreOp::Append {
+            queue: dead.clone(),
+            message: moved.clone(),
+        }));
+        dq.ready.insert(dead_seq, moved);
+        changes.push(QueueChange::DeadLettered {
+            queue: queue.clone(),
+            seq: old_seq,
+            dead_queue: dead.clone(),
+            dead_seq,
+            attempts,
+        });
+        self.pump(&dead, changes);
+    }
+
+    /// Delivers the queue's ready messages, lowest sequence number first,
+    /// round robin to consumers with room, until one or the other runs out.
+    /// Stops at a message while a lower publish is still being made durable.
+    fn pump(&mut self, queue: &str, changes: &mut Vec<QueueChange>) {
+        loop {
+            let Some(q) = self.queues.get_mut(queue) else {
+                return;
+            };
+            let Some((&seq, head)) = q.ready.first_key_value() else {
+                return;
+            };
+            if q.pending.first_key_value().is_some_and(|(&p, _)| p < seq) {
+                return;
+            }
+            if out_of_attempts(&self.config, queue, head.attempt) {
+                // Loaded at startup already out of attempts.
+                let Some((_, message)) = q.ready.pop_first() else {
+                    return;
+                };
+                let name = q.name.clone();
+                self.dead_letter(&name, message, changes);
+                continue;
+            }
+            let Some(consumer_id) = q.available.pop_front() else {
+                return;
+            };
+            let Some(consumer) = self.consumers.get_mut(&consumer_id) else {
+                // Not reachable: a consumer leaves `available` when removed.
+                continue;
+            };
+            let Some((_, mut message)) = q.ready.pop_first() else {
+                return;
+            };
+            message.attempt = message.attempt.saturating_add(1);
+            consumer.unacked += 1;
+            if consumer.unacked < consumer.prefetch {
+                q.available.push_back(consumer_id);
+            }
+            q.unacked += 1;
+            let delivery_id = DeliveryId(self.next_delivery);
+            self.next_delivery += 1;
+            let session = consumer.session;
+            changes.push(QueueChange::Deliver {
+                session,
+                delivery: Delivery {
+                    consumer: consumer_id,
+                    delivery_id,
+                    seq: message.seq,
+                    queue: q.name.clone(),
+                    payload: message.payload.clone(),
+                    headers: message.headers.clone(),
+                    attempt: message.attempt,
+                },
+            });
+            self.deliveries.insert(
+                delivery_id,
+                InFlight {
+                    session,
+                    consumer: consumer_id,
+                    queue: q.name.clone(),
+                    message,
+                },
+            );
+            self.sessions
+                .entry(session)
+                .or_default()
+                .deliveries
+                .insert(delivery_id);
+        }
+    }
+
+    /// Forgets the queue if it holds nothing and nobody consumes it.
+    fn tidy(&mut self, queue: &str) {
+        if self.queues.get(queue).is_some_and(Queue::is_idle) {
+            self.queues.remove(queue);
+        }
+    }
+}

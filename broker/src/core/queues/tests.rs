@@ -1,0 +1,968 @@
+//! Tests of the queue table: each scenario a block with a sentence on top,
+//! no runtime, and the table's bookkeeping re-counted after every step.
+
+use std::collections::{HashMap, HashSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const A: SessionId = SessionId(1);
+const B: SessionId = SessionId(2);
+const C: SessionId = SessionId(3);
+
+impl QueueTable {
+    /// Re-counts everything the table keeps incrementally.
+    #[track_caller]
+    fn assert_consistent(&self) {
+        let mut unacked: HashMap<&str, u64> = HashMap::new();
+        let mut bytes: HashMap<&str, u64> = HashMap::new();
+        let mut per_consumer: HashMap<ConsumerId, u32> = HashMap::new();
+        for (id, d) in &self.deliveries {
+            *unacked.entry(&d.queue).or_default() += 1;
+            *bytes.entry(&d.queue).or_default() += d.message.size();
+            *per_consumer.entry(d.consumer).or_default() += 1;
+            let s = self
+                .sessions
+                .get(&d.session)
+                .expect("delivery of an unknown session");
+            assert!(
+                s.deliveries.contains(id),
+                "session does not list delivery {id}"
+            );
+            assert!(
+                self.queues.contains_key(&d.queue),
+                "delivery of a forgotten queue"
+            );
+            assert!(d.message.seq <= self.last_seq);
+        }
+        let listed: usize = self.sessions.values().map(|s| s.deliveries.len()).sum();
+        assert_eq!(
+            listed,
+            self.deliveries.len(),
+            "sessions list stale deliveries"
+        );
+        for (id, c) in &self.consumers {
+            let n = per_consumer.get(id).copied().unwrap_or(0);
+            assert_eq!(c.unacked, n, "consumer {id} unacked count");
+            assert!(c.unacked <= c.prefetch, "consumer {id} over its prefetch");
+            let q = self
+                .queues
+                .get(&c.queue)
+                .expect("consumer of a forgotten queue");
+            let times = q.available.iter().filter(|a| *a == id).count();
+            assert_eq!(
+                times,
+                usize::from(c.unacked < c.prefetch),
+                "consumer {id} availability"
+            );
+            assert!(self.sessions[&c.session].consumers.contains(id));
+        }
+        let session_consumers: usize = self.sessions.values().map(|s| s.consumers.len()).sum();
+        assert_eq!(session_consumers, self.consumers.len());
+        for (name, q) in &self.queues {
+            assert_eq!(name, &q.name);
+            assert!(!q.is_idle(), "idle queue {name} kept");
+            assert_eq!(
+                q.unacked,
+                unacked.get(&**name).copied().unwrap_or(0),
+                "{name} unacked"
+            );
+            let ready: u64 = q.ready.values().map(Message::size).sum();
+            let pending: u64 = q.pending.values().sum();
+            let flight = bytes.get(&**name).copied().unwrap_or(0);
+            assert_eq!(q.bytes, ready + pending + flight, "{name} bytes");
+            for (seq, m) in &q.ready {
+                assert_eq!(*seq, m.seq);
+                assert!(*seq <= self.last_seq);
+            }
+            let consumers = self
+                .consumers
+                .values()
+                .filter(|c| c.queue == q.name)
+                .count();
+            assert_eq!(q.consumers as usize, consumers, "{name} consumers");
+            assert!(q.available.iter().all(|id| self.consumers.contains_key(id)));
+        }
+    }
+}
+
+fn table_with(config: QueueConfig) -> QueueTable {
+    QueueTable::new(config, 0)
+}
+
+fn table() -> QueueTable {
+    table_with(QueueConfig::default())
+}
+
+#[track_caller]
+fn publish(t: &mut QueueTable, queue: &str, body: &str) -> Vec<QueueChange> {
+    let m = t
+        .begin_publish(queue, Bytes::copy_from_slice(body.as_bytes()), Vec::new())
+        .expect("publish refused");
+    let changes = t.publish_committed(queue, m);
+    t.assert_consistent();
+    changes
+}
+
+#[track_caller]
+fn consume(
+    t: &mut QueueTable,
+    session: SessionId,
+    queue: &str,
+    prefetch: u32,
+) -> (ConsumerId, Vec<QueueChange>) {
+    let r = t
+        .consume(session, queue, prefetch)
+        .expect("consume refused");
+    t.assert_consistent();
+    r
+}
+
+/// The deliveries among the changes, in order.
+fn delivered(changes: &[QueueChange]) -> Vec<&Delivery> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            QueueChange::Deliver { delivery, .. } => Some(delivery),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (session, body, attempt) of each delivery.
+fn summary(changes: &[QueueChange]) -> Vec<(SessionId, String, u32)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            QueueChange::Deliver { session, delivery } => Some((
+                *session,
+                String::from_utf8_lossy(&delivery.payload).into_owned(),
+                delivery.attempt,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn bodies(changes: &[QueueChange]) -> Vec<String> {
+    summary(changes).into_iter().map(|(_, b, _)| b).collect()
+}
+
+fn persisted(changes: &[QueueChange]) -> Vec<StoreOp> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            QueueChange::Persist(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ids(changes: &[QueueChange]) -> Vec<DeliveryId> {
+    delivered(changes).iter().map(|d| d.delivery_id).collect()
+}
+
+#[track_caller]
+fn ack(t: &mut QueueTable, session: SessionId, id: DeliveryId) -> Vec<QueueChange> {
+    let changes = t.ack(session, id).expect("ack refused");
+    t.assert_consistent();
+    changes
+}
+
+#[track_caller]
+fn nack(t: &mut QueueTable, session: SessionId, id: DeliveryId, requeue: bool) -> Vec<QueueChange> {
+    let changes = t.nack(session, id, requeue).expect("nack refused");
+    t.assert_consistent();
+    changes
+}
+
+fn info(t: &QueueTable, queue: &str) -> Option<(u64, u64, u32)> {
+    t.info()
+        .into_iter()
+        .find(|i| &*i.queue == queue)
+        .map(|i| (i.ready, i.unacked, i.consumers))
+}
+
+fn q(name: &str) -> Arc<str> {
+    Arc::from(name)
+}
+
+#[test]
+fn first_deliveries_follow_publish_order() {
+    // Messages published before anyone consumes are delivered in order.
+    let mut t = table();
+    for body in ["m1", "m2", "m3"] {
+        assert!(publish(&mut t, "jobs", body).is_empty());
+    }
+    let (consumer, changes) = consume(&mut t, A, "jobs", 10);
+    assert_eq!(bodies(&changes), ["m1", "m2", "m3"]);
+    let d = delivered(&changes);
+    assert_eq!(d.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        d.iter()
+            .all(|d| d.attempt == 1 && d.consumer == consumer && &*d.queue == "jobs")
+    );
+
+    // Published while a consumer has room: delivered at once, in order.
+    let changes = publish(&mut t, "jobs", "m4");
+    assert_eq!(summary(&changes), [(A, "m4".to_string(), 1)]);
+    assert_eq!(info(&t, "jobs"), Some((0, 4, 1)));
+}
+
+#[test]
+fn headers_are_delivered_and_counted() {
+    // Headers travel with the message and count against max_bytes.
+    let mut t = table_with(QueueConfig {
+        max_bytes: 10,
+        ..QueueConfig::default()
+    });
+    let headers = vec![("k".to_string(), "vv".to_string())];
+    let m = t
+        .begin_publish("h", Bytes::from_static(b"1234567"), headers.clone())
+        .unwrap();
+    assert_eq!(m.size(), 10);
+    let changes = t.publish_committed("h", m);
+    assert!(changes.is_empty());
+    let (_, changes) = consume(&mut t, A, "h", 1);
+    assert_eq!(delivered(&changes)[0].headers, headers);
+    assert!(matches!(
+        t.begin_publish("h", Bytes::from_static(b"x"), Vec::new()),
+        Err(QueueError::QueueBytesFull {
+            size: 1,
+            limit: 10,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn prefetch_bounds_unacknowledged_deliveries() {
+    // A consumer with prefetch 2 holds at most two deliveries; each ack lets
+    // the next message through.
+    let mut t = table();
+    for i in 1..=5 {
+        publish(&mut t, "q", &format!("m{i}"));
+    }
+    let (_, changes) = consume(&mut t, A, "q", 2);
+    assert_eq!(bodies(&changes), ["m1", "m2"]);
+    assert_eq!(info(&t, "q"), Some((3, 2, 1)));
+    assert!(publish(&mut t, "q", "m6").is_empty());
+
+    let first = ids(&changes)[0];
+    let changes = ack(&mut t, A, first);
+    assert_eq!(
+        persisted(&changes),
+        [StoreOp::Remove {
+            queue: q("q"),
+            seq: 1
+        }]
+    );
+    assert_eq!(bodies(&changes), ["m3"]);
+    assert_eq!(info(&t, "q"), Some((3, 2, 1)));
+}
+
+#[test]
+fn prefetch_zero_means_default_and_large_is_capped() {
+    // 0 asks for DEFAULT_PREFETCH; anything above MAX_PREFETCH gets MAX_PREFETCH.
+    let mut t = table();
+    for i in 0..(DEFAULT_PREFETCH + MAX_PREFETCH + 10) {
+        publish(&mut t, "q", &i.to_string());
+    }
+    let (_, changes) = consume(&mut t, A, "q", 0);
+    assert_eq!(delivered(&changes).len(), DEFAULT_PREFETCH as usize);
+    let (_, changes) = consume(&mut t, B, "q", u32::MAX);
+    assert_eq!(delivered(&changes).len(), MAX_PREFETCH as usize);
+}
+
+#[test]
+fn ack_and_nack_need_a_live_delivery_of_ones_own() {
+    // Unknown ids, ids of another session and ids already acknowledged are
+    // refused with distinct errors; nothing changes.
+    let mut t = table();
+    publish(&mut t, "q", "m1");
+    let (_, changes) = consume(&mut t, A, "q", 1);
+    let id = ids(&changes)[0];
+    assert_eq!(
+        t.ack(A, DeliveryId(999)),
+        Err(QueueError::UnknownDelivery(DeliveryId(999)))
+    );
+    assert_eq!(t.ack(B, id), Err(QueueError::NotYourDelivery(id)));
+    assert_eq!(t.nack(B, id, true), Err(QueueError::NotYourDelivery(id)));
+    t.assert_consistent();
+    assert_eq!(info(&t, "q"), Some((0, 1, 1)));
+    ack(&mut t, A, id);
+    assert_eq!(t.ack(A, id), Err(QueueError::UnknownDelivery(id)));
+    assert_eq!(t.nack(A, id, false), Err(QueueError::UnknownDelivery(id)));
+    assert_eq!(info(&t, "q"), Some((0, 0, 1)));
+}
+
+#[test]
+fn nack_with_requeue_puts_the_message_back_at_the_head() {
+    // The nacked message comes back before later ones, attempt raised, and
+    // its attempt count is persisted.
+    let mut t = table();
+    for body in ["m1", "m2", "m3"] {
+        publish(&mut t, "q", body);
+    }
+    let (_, changes) = consume(&mut t, A, "q", 1);
+    let id = ids(&changes)[0];
+    let changes = nack(&mut t, A, id, true);
+    assert_eq!(
+        persisted(&changes),
+        [StoreOp::SetAttempt {
+            queue: q("q"),
+            seq: 1,
+            attempt: 1
+        }]
+    );
+    assert_eq!(summary(&changes), [(A, "m1".to_string(), 2)]);
+    let again = ids(&changes)[0];
+    assert_ne!(again, id, "a redelivery has a new delivery id");
+    let changes = ack(&mut t, A, again);
+    assert_eq!(summary(&changes), [(A, "m2".to_string(), 1)]);
+}
+
+#[test]
+fn nack_without_requeue_drops_the_message() {
+    // The message is removed from the store and never delivered again.
+    let mut t = table();
+    publish(&mut t, "q", "m1");
+    publish(&mut t, "q", "m2");
+    let (_, changes) = consume(&mut t, A, "q", 1);
+    let changes = nack(&mut t, A, ids(&changes)[0], false);
+    assert_eq!(
+        persisted(&changes),
+        [StoreOp::Remove {
+            queue: q("q"),
+            seq: 1
+        }]
+    );
+    assert_eq!(bodies(&changes), ["m2"]);
+    let changes = ack(&mut t, A, ids(&changes)[0]);
+    assert!(delivered(&changes).is_empty());
+    assert_eq!(info(&t, "q"), Some((0, 0, 1)));
+}
+
+#[test]
+fn goodbye_returns_unacked_deliveries_to_the_head_in_order() {
+    // A holds m1..m3 and disconnects; B, full with m4 and m5, then gets
+    // m1, m2, m3 (attempt 2) before m6, which was published after them.
+    let mut t = table();
+    for i in 1..=5 {
+        publish(&mut t, "q", &format!("m{i}"));
+    }
+    let (_, a) = consume(&mut t, A, "q", 3);
+    assert_eq!(bodies(&a), ["m1", "m2", "m3"]);
+    let (_, b) = consume(&mut t, B, "q", 2);
+    assert_eq!(bodies(&b), ["m4", "m5"]);
+    assert!(publish(&mut t, "q", "m6").is_empty());
+
+    let changes = t.goodbye(A);
+    t.assert_consistent();
+    assert_eq!(
+        persisted(&changes),
+        [1, 2, 3].map(|seq| StoreOp::SetAttempt {
+            queue: q("q"),
+            seq,
+            attempt: 1
+        })
+    );
+    assert!(delivered(&changes).is_empty(), "B has no room yet");
+    assert_eq!(info(&t, "q"), Some((4, 2, 1)));
+
+    let b_ids = ids(&b);
+    let changes = ack(&mut t, B, b_ids[0]);
+    assert_eq!(summary(&changes), [(B, "m1".to_string(), 2)]);
+    let changes = ack(&mut t, B, b_ids[1]);
+    assert_eq!(summary(&changes), [(B, "m2".to_string(), 2)]);
+    assert_eq!(info(&t, "q"), Some((2, 2, 1)));
+
+    // A second goodbye, or one of a session that never consumed, is a no-op.
+    assert!(t.goodbye(A).is_empty());
+    assert!(t.goodbye(C).is_empty());
+    t.assert_consistent();
+}
+
+#[test]
+fn goodbye_redelivers_at_once_to_consumers_with_room() {
+    // The returned messages go straight to another consumer that has room.
+    let mut t = table();
+    let (_, _) = consume(&mut t, A, "q", 10);
+    let changes = publish(&mut t, "q", "m1");
+    assert_eq!(summary(&changes), [(A, "m1".to_string(), 1)]);
+    let (_, changes) = consume(&mut t, B, "q", 10);
+    assert!(changes.is_empty());
+    let changes = t.goodbye(A);
+    t.assert_consistent();
+    assert_eq!(summary(&changes), [(B, "m1".to_string(), 2)]);
+    assert_eq!(info(&t, "q"), Some((0, 1, 1)));
+}
+
+#[test]
+fn competing_consumers_are_served_round_robin() {
+    // Consumers with room take turns; a full one is skipped.
+    let mut t = table();
+    consume(&mut t, A, "q", 10);
+    consume(&mut t, B, "q", 10);
+    let mut got = Vec::new();
+    for i in 1..=4 {
+        got.extend(summary(&publish(&mut t, "q", &format!("m{i}"))));
+    }
+    let who: Vec<SessionId> = got.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(who, [A, B, A, B]);
+
+    let mut t = table();
+    consume(&mut t, A, "q", 1);
+    consume(&mut t, B, "q", 10);
+    let mut who = Vec::new();
+    for i in 1..=3 {
+        who.extend(
+            summary(&publish(&mut t, "q", &format!("m{i}")))
+                .into_iter()
+                .map(|(s, _, _)| s),
+        );
+    }
+    assert_eq!(who, [A, B, B]);
+    assert_eq!(info(&t, "q"), Some((0, 3, 2)));
+}
+
+#[test]
+fn a_message_out_of_attempts_moves_to_the_dead_letter_queue() {
+    // With max_attempts 2, the second nack moves the message to q.dead,
+    // where it keeps its attempt count and says where it came from.
+    let mut t = table_with(QueueConfig {
+        max_attempts: 2,
+        ..QueueConfig::default()
+    });
+    publish(&mut t, "q", "poison");
+    let (_, changes) = consume(&mut t, A, "q", 1);
+    let changes = nack(&mut t, A, ids(&changes)[0], true);
+    assert_eq!(summary(&changes), [(A, "poison".to_string(), 2)]);
+    let changes = nack(&mut t, A, ids(&changes)[0], true);
+    assert!(delivered(&changes).is_empty());
+    let ops = persisted(&changes);
+    assert_eq!(ops.len(), 2);
+    assert_eq!(
+        ops[0],
+        StoreOp::Remove {
+            queue: q("q"),
+            seq: 1
+        }
+    );
+    let StoreOp::Append { queue, message } = &ops[1] else {
+        panic!("expected an append, got {:?}", ops[1]);
+    };
+    assert_eq!(&**queue, "q.dead");
+    assert_eq!(
+        message.seq, 2,
+        "a new sequence number in the dead-letter queue"
+    );
+    assert_eq!(message.attempt, 2);
+    assert_eq!(message.payload, Bytes::from_static(b"poison"));
+    let headers: HashMap<_, _> = message.headers.iter().cloned().collect();
+    assert_eq!(headers[HEADER_DEAD_LETTER_QUEUE], "q");
+    assert_eq!(headers[HEADER_DEAD_LETTER_SEQ], "1");
+    assert!(changes.contains(&QueueChange::DeadLettered {
+        queue: q("q"),
+        seq: 1,
+        dead_queue: q("q.dead"),
+        dead_seq: 2,
+        attempts: 2,
+    }));
+    assert_eq!(info(&t, "q"), Some((0, 0, 1)));
+    assert_eq!(info(&t, "q.dead"), Some((1, 0, 0)));
+
+    // The dead-letter queue is a normal queue, but it never dead-letters.
+    let (_, changes) = consume(&mut t, B, "q.dead", 1);
+    assert_eq!(summary(&changes), [(B, "poison".to_string(), 3)]);
+    let mut id = ids(&changes)[0];
+    for attempt in 4..10 {
+        let changes = nack(&mut t, B, id, true);
+        assert_eq!(summary(&changes), [(B, "poison".to_string(), attempt)]);
+        id = ids(&changes)[0];
+    }
+    ack(&mut t, B, id);
+    assert_eq!(info(&t, "q.dead"), Some((0, 0, 1)));
+}
+
+#[test]
+fn disconnects_count_as_failed_attempts() {
+    // A message whose consumers keep dying is dead-lettered too.
+    let mut t = table_with(QueueConfig {
+        max_attempts: 3,
+        ..QueueConfig::default()
+    });
+    publish(&mut t, "q", "crashes-consumers");
+    for (n, session) in [(1, SessionId(10)), (2, SessionId(11))] {
+        let (_, changes) = consume(&mut t, session, "q", 1);
+        assert_eq!(delivered(&changes)[0].attempt, n);
+        let changes = t.goodbye(session);
+        t.assert_consistent();
+        assert_eq!(
+            persisted(&changes),
+            [StoreOp::SetAttempt {
+                queue: q("q"),
+                seq: 1,
+                attempt: n
+            }]
+        );
+    }
+    let (_, changes) = consume(&mut t, SessionId(12), "q", 1);
+    assert_eq!(delivered(&changes)[0].attempt, 3);
+    let changes = t.goodbye(SessionId(12));
+    t.assert_consistent();
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, QueueChange::DeadLettered { attempts: 3, .. }))
+    );
+    assert_eq!(info(&t, "q"), None, "the idle queue is forgotten");
+    assert_eq!(info(&t, "q.dead"), Some((1, 0, 0)));
+}
+
+#[test]
+fn messages_loaded_out_of_attempts_are_dead_lettered() {
+    // After a restart with a lower max_attempts, an exhausted message is
+    // moved instead of delivered.
+    let mut t = table_with(QueueConfig {
+        max_attempts: 2,
+        ..QueueConfig::default()
+    });
+    let msg = |seq, attempt| Message {
+        seq,
+        payload: Bytes::from_static(b"x"),
+        headers: Vec::new(),
+        attempt,
+    };
+    let changes = t.load("q", vec![msg(3, 5), msg(4, 1)]);
+    t.assert_consistent();
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        QueueChange::DeadLettered {
+            seq: 3,
+            dead_seq: 5,
+            ..
+        }
+    )));
+    assert_eq!(info(&t, "q"), Some((1, 0, 0)));
+    assert_eq!(info(&t, "q.dead"), Some((1, 0, 0)));
+    let (_, changes) = consume(&mut t, A, "q", 5);
+    let d = delivered(&changes);
+    assert_eq!((d[0].seq, d[0].attempt), (4, 2));
+}
+
+#[test]
+fn a_full_dead_letter_queue_drops_its_oldest() {
+    // q.dead holds at most max_depth messages; the oldest ready one makes
+    // room for the newcomer.
+    let mut t = table_with(QueueConfig {
+        max_attempts: 1,
+        max_depth: 2,
+        ..QueueConfig::default()
+    });
+    let (_, _) = consume(&mut t, A, "q", 1);
+    let mut dropped = Vec::new();
+    for i in 1..=3 {
+        let changes = publish(&mut t, "q", &format!("m{i}"));
+        let changes = nack(&mut t, A, ids(&changes)[0], true);
+        dropped.extend(changes.iter().filter_map(|c| match c {
+            QueueChange::Dropped { queue, seq, reason } => Some((queue.clone(), *seq, *reason)),
+            _ => None,
+        }));
+    }
+    // Sequence numbers: m1=1 -> dead 2, m2=3 -> dead 4, m3=5 -> dead 6.
+    assert_eq!(dropped, [(q("q.dead"), 2, DropReason::DeadLetterQueueFull)]);
+    assert_eq!(info(&t, "q.dead"), Some((2, 0, 0)));
+
+    // When nothing there is ready to drop, the newcomer is dropped.
+    let (_, changes) = consume(&mut t, B, "q.dead", 10);
+    assert_eq!(delivered(&changes).len(), 2);
+    let changes = publish(&mut t, "q", "m4");
+    let changes = nack(&mut t, A, ids(&changes)[0], true);
+    assert_eq!(
+        persisted(&changes),
+        [StoreOp::Remove {
+            queue: q("q"),
+            seq: 7
+        }]
+    );
+    assert!(changes.contains(&QueueChange::Dropped {
+        queue: q("q"),
+        seq: 7,
+        reason: DropReason::DeadLetterQueueFull
+    }));
+    assert_eq!(info(&t, "q.dead"), Some((0, 2, 1)));
+}
+
+#[test]
+fn a_queue_whose_name_is_too_long_for_a_dead_letter_queue_drops() {
+    // `<name>.dead` would break the naming rule: the message is dropped.
+    let mut t = table_with(QueueConfig {
+        max_attempts: 1,
+        ..QueueConfig::default()
+    });
+    let name = "n".repeat(MAX_NAME);
+    let (_, _) = consume(&mut t, A, &name, 1);
+    let changes = publish(&mut t, &name, "m");
+    let changes = nack(&mut t, A, ids(&changes)[0], true);
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        QueueChange::Dropped {
+            reason: DropReason::NoDeadLetterQueue,
+            ..
+        }
+    )));
+    assert_eq!(info(&t, &name), Some((0, 0, 1)));
+}
+
+const MAX_NAME: usize = crate::core::MAX_NAME_BYTES;
+
+#[test]
+fn depth_and_bytes_limits_count_uncommitted_publishes() {
+    // Reservations count: two publishes in flight fill a queue of depth 2,
+    // and a failed one frees its room.
+    let mut t = table_with(QueueConfig {
+        max_depth: 2,
+        max_bytes: 100,
+        ..QueueConfig::default()
+    });
+    let m1 = t
+        .begin_publish("q", Bytes::from_static(b"a"), Vec::new())
+        .unwrap();
+    let m2 = t
+        .begin_publish("q", Bytes::from_static(b"b"), Vec::new())
+        .unwrap();
+    t.assert_consistent();
+    assert_eq!(
+        t.begin_publish("q", Bytes::from_static(b"c"), Vec::new()),
+        Err(QueueError::QueueFull {
+            queue: q("q"),
+            limit: 2
+        })
+    );
+    assert!(t.publish_failed("q", m2.seq).is_empty());
+    t.assert_consistent();
+    let m3 = t
+        .begin_publish("q", Bytes::from_static(b"c"), Vec::new())
+        .unwrap();
+    t.publish_committed("q", m1);
+    t.publish_committed("q", m3);
+    t.assert_consistent();
+
+    // Delivered and unacknowledged messages count too; an ack frees room.
+    let (_, changes) = consume(&mut t, A, "q", 10);
+    assert!(t.begin_publish("q", Bytes::new(), Vec::new()).is_err());
+    ack(&mut t, A, ids(&changes)[0]);
+    assert!(t.begin_publish("q", Bytes::new(), Vec::new()).is_ok());
+
+    // Bytes: 60 reserved + 50 would pass 100.
+    let mut t = table_with(QueueConfig {
+        max_bytes: 100,
+        ..QueueConfig::default()
+    });
+    let big = t
+        .begin_publish("q", Bytes::from(vec![0u8; 60]), Vec::new())
+        .unwrap();
+    assert_eq!(
+        t.begin_publish("q", Bytes::from(vec![0u8; 50]), Vec::new()),
+        Err(QueueError::QueueBytesFull {
+            queue: q("q"),
+            size: 50,
+            limit: 100
+        })
+    );
+    assert!(
+        t.begin_publish("q", Bytes::from(vec![0u8; 40]), Vec::new())
+            .is_ok()
+    );
+    t.publish_failed("q", big.seq);
+    assert!(
+        t.begin_publish("q", Bytes::from(vec![0u8; 50]), Vec::new())
+            .is_ok()
+    );
+    t.assert_consistent();
+
+    // Limits are per queue.
+    assert!(
+        t.begin_publish("other", Bytes::from(vec![0u8; 100]), Vec::new())
+            .is_ok()
+    );
+    // A message larger than a whole queue never fits.
+    assert!(matches!(
+        t.begin_publish("empty", Bytes::from(vec![0u8; 101]), Vec::new()),
+        Err(QueueError::QueueBytesFull { .. })
+    ));
+    assert_eq!(
+        info(&t, "empty"),
+        None,
+        "a refused publish creates no queue"
+    );
+}
+
+#[test]
+fn a_message_waits_for_lower_publishes_to_be_durable() {
+    // m2 commits before m1: it is not delivered ahead of m1; a failed m1
+    // releases it.
+    let mut t = table();
+    consume(&mut t, A, "q", 10);
+    let m1 = t
+        .begin_publish("q", Bytes::from_static(b"m1"), Vec::new())
+        .unwrap();
+    let m2 = t
+        .begin_publish("q", Bytes::from_static(b"m2"), Vec::new())
+        .unwrap();
+    let m3 = t
+        .begin_publish("q", Bytes::from_static(b"m3"), Vec::new())
+        .unwrap();
+    assert!(t.publish_committed("q", m2).is_empty());
+    t.assert_consistent();
+    assert_eq!(info(&t, "q"), Some((1, 0, 1)));
+    assert_eq!(bodies(&t.publish_committed("q", m1)), ["m1", "m2"]);
+    t.assert_consistent();
+    let m4 = t
+        .begin_publish("q", Bytes::from_static(b"m4"), Vec::new())
+        .unwrap();
+    assert!(t.publish_committed("q", m4).is_empty());
+    assert_eq!(bodies(&t.publish_failed("q", m3.seq)), ["m4"]);
+    t.assert_consistent();
+}
+
+#[test]
+fn sequence_numbers_only_increase() {
+    // Sequence numbers continue above the store's high-water mark and
+    // above every loaded message, across queues.
+    let mut t = QueueTable::new(QueueConfig::default(), 100);
+    let m = t.begin_publish("a", Bytes::new(), Vec::new()).unwrap();
+    assert_eq!(m.seq, 101);
+    let loaded = vec![
+        Message {
+            seq: 150,
+            payload: Bytes::new(),
+            headers: Vec::new(),
+            attempt: 0,
+        },
+        Message {
+            seq: 170,
+            payload: Bytes::new(),
+            headers: Vec::new(),
+            attempt: 1,
+        },
+    ];
+    t.load("b", loaded);
+    t.assert_consistent();
+    assert_eq!(t.last_seq(), 170);
+    assert_eq!(
+        t.begin_publish("a", Bytes::new(), Vec::new()).unwrap().seq,
+        171
+    );
+    assert_eq!(
+        t.begin_publish("b", Bytes::new(), Vec::new()).unwrap().seq,
+        172
+    );
+    let (_, changes) = consume(&mut t, A, "b", 10);
+    let d = delivered(&changes);
+    assert_eq!(
+        d.iter().map(|d| (d.seq, d.attempt)).collect::<Vec<_>>(),
+        [(150, 1), (170, 2)]
+    );
+}
+
+#[test]
+fn names_and_consumer_quota_are_checked() {
+    // Bad names are InvalidName; a session has at most
+    // max_consumers_per_session consumers.
+    let mut t = table_with(QueueConfig {
+        max_consumers_per_session: 2,
+        ..QueueConfig::default()
+    });
+    assert!(matches!(
+        t.begin_publish("", Bytes::new(), Vec::new()),
+        Err(QueueError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        t.consume(A, "a\nb", 1),
+        Err(QueueError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        t.consume(A, &"x".repeat(MAX_NAME + 1), 1),
+        Err(QueueError::InvalidName { .. })
+    ));
+    consume(&mut t, A, "q", 1);
+    consume(&mut t, A, "q", 1);
+    assert_eq!(
+        t.consume(A, "r", 1),
+        Err(QueueError::TooManyConsumers { limit: 2 })
+    );
+    consume(&mut t, B, "r", 1);
+    assert!(t.info().iter().all(|i| &*i.queue != "a\nb"));
+}
+
+#[test]
+fn a_cancelled_consumer_gets_nothing_more_but_may_still_ack() {
+    // Cancel stops deliveries; deliveries in flight stay the session's.
+    let mut t = table();
+    let (a, _) = consume(&mut t, A, "q", 10);
+    let (b, _) = consume(&mut t, B, "q", 10);
+    let changes = publish(&mut t, "q", "m1");
+    assert_eq!(summary(&changes)[0].0, A);
+    let held = ids(&changes)[0];
+    assert_eq!(t.cancel_consumer(B, a), Err(QueueError::NotYourConsumer(a)));
+    assert_eq!(
+        t.cancel_consumer(A, ConsumerId(99)),
+        Err(QueueError::UnknownConsumer(ConsumerId(99)))
+    );
+    t.cancel_consumer(A, a).unwrap();
+    t.assert_consistent();
+    assert_eq!(t.cancel_consumer(A, a), Err(QueueError::UnknownConsumer(a)));
+    assert_eq!(summary(&publish(&mut t, "q", "m2"))[0].0, B);
+    assert_eq!(summary(&publish(&mut t, "q", "m3"))[0].0, B);
+    assert_eq!(info(&t, "q"), Some((0, 3, 1)));
+    ack(&mut t, A, held);
+    t.cancel_consumer(B, b).unwrap();
+    t.assert_consistent();
+    assert_eq!(info(&t, "q"), Some((0, 2, 0)));
+    // B's deliveries come back when B goes.
+    t.goodbye(B);
+    t.assert_consistent();
+    assert_eq!(info(&t, "q"), Some((2, 0, 0)));
+}
+
+#[test]
+fn info_lists_queues_by_name_and_forgets_idle_ones() {
+    // info counts ready, unacked and consumers per queue, sorted by name.
+    let mut t = table();
+    publish(&mut t, "zeta", "1");
+    publish(&mut t, "alpha", "1");
+    publish(&mut t, "alpha", "2");
+    let (_, changes) = consume(&mut t, A, "alpha", 1);
+    consume(&mut t, B, "mid", 1);
+    let infos = t.info();
+    let names: Vec<&str> = infos.iter().map(|i| &*i.queue).collect();
+    assert_eq!(names, ["alpha", "mid", "zeta"]);
+    assert_eq!(info(&t, "alpha"), Some((1, 1, 1)));
+    assert_eq!(info(&t, "mid"), Some((0, 0, 1)));
+    assert_eq!(info(&t, "zeta"), Some((1, 0, 0)));
+    t.goodbye(B);
+    let changes = ack(&mut t, A, ids(&changes)[0]);
+    ack(&mut t, A, ids(&changes)[0]);
+    t.goodbye(A);
+    t.assert_consistent();
+    let names: Vec<Arc<str>> = t.info().into_iter().map(|i| i.queue).collect();
+    assert_eq!(names, [q("zeta")]);
+}
+
+/// One step of a random workload.
+#[derive(Clone, Debug)]
+enum Op {
+    Publish(u8),
+    Commit,
+    Fail,
+    Consume(u8, u8, u32),
+    Ack(u8),
+    Nack(u8, bool),
+    Goodbye(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..2u8).prop_map(Op::Publish),
+        Just(Op::Commit),
+        Just(Op::Fail),
+        (0..3u8, 0..2u8, 0..4u32).prop_map(|(s, q, p)| Op::Consume(s, q, p)),
+        any::<u8>().prop_map(Op::Ack),
+        (any::<u8>(), any::<bool>()).prop_map(|(d, r)| Op::Nack(d, r)),
+        (0..3u8).prop_map(Op::Goodbye),
+    ]
+}
+
+proptest! {
+    /// Whatever happens, the bookkeeping holds, no message is delivered
+    /// twice at once, and every durable message is accounted for: ready,
+    /// in flight, acknowledged, dropped by a nack, or dead-lettered.
+    #[test]
+    fn random_workloads_keep_every_message_accounted_for(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut t = table_with(QueueConfig { max_attempts: 3, max_depth: 6, ..QueueConfig::default() });
+        let queues = ["q0", "q1"];
+        let mut reserved: Vec<(&str, Message)> = Vec::new();
+        let mut in_flight: HashMap<DeliveryId, (SessionId, u64)> = HashMap::new();
+        let mut stored: HashSet<(Arc<str>, u64)> = HashSet::new();
+        let apply = |changes: Vec<QueueChange>, in_flight: &mut HashMap<DeliveryId, (SessionId, u64)>, stored: &mut HashSet<(Arc<str>, u64)>| {
+            for c in changes {
+                match c {
+                    QueueChange::Deliver { session, delivery } => {
+                        assert!(stored.contains(&(delivery.queue.clone(), delivery.seq)), "delivered a message not stored");
+                        assert!(!in_flight.values().any(|(_, s)| *s == delivery.seq), "delivered twice at once");
+                        in_flight.insert(delivery.delivery_id, (session, delivery.seq));
+                    }
+                    QueueChange::Persist(StoreOp::Append { queue, message }) => {
+                        assert!(stored.insert((queue, message.seq)));
+                    }
+                    QueueChange::Persist(StoreOp::Remove { queue, seq }) => {
+                        assert!(stored.remove(&(queue, seq)), "removed a message not stored");
+                    }
+                    QueueChange::Persist(StoreOp::SetAttempt { queue, seq, .. }) => {
+                        assert!(stored.contains(&(queue, seq)));
+                    }
+                    _ => {}
+                }
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Publish(qi) => {
+                    let name = queues[qi as usize];
+                    if let Ok(m) = t.begin_publish(name, Bytes::from_static(b"x"), Vec::new()) {
+                        reserved.push((name, m));
+                    }
+                }
+                Op::Commit => {
+                    if let Some((name, m)) = reserved.pop() {
+                        stored.insert((q(name), m.seq));
+                        let changes = t.publish_committed(name, m);
+                        apply(changes, &mut in_flight, &mut stored);
+                    }
+                }
+                Op::Fail => {
+                    if !reserved.is_empty() {
+                        let (name, m) = reserved.remove(0);
+                        let changes = t.publish_failed(name, m.seq);
+                        apply(changes, &mut in_flight, &mut stored);
+                    }
+                }
+                Op::Consume(s, qi, p) => {
+                    if let Ok((_, changes)) = t.consume(SessionId(s.into()), queues[qi as usize], p) {
+                        apply(changes, &mut in_flight, &mut stored);
+                    }
+                }
+                Op::Ack(i) | Op::Nack(i, _) if in_flight.is_empty() => { let _ = i; }
+                Op::Ack(i) => {
+                    let mut keys: Vec<DeliveryId> = in_flight.keys().copied().collect();
+                    keys.sort();
+                    let id = keys[i as usize % keys.len()];
+                    let (session, _) = in_flight.remove(&id).unwrap();
+                    let changes = t.ack(session, id).unwrap();
+                    apply(changes, &mut in_flight, &mut stored);
+                }
+                Op::Nack(i, requeue) => {
+                    let mut keys: Vec<DeliveryId> = in_flight.keys().copied().collect();
+                    keys.sort();
+                    let id = keys[i as usize % keys.len()];
+                    let (session, _) = in_flight.remove(&id).unwrap();
+                    let changes = t.nack(session, id, requeue).unwrap();
+                    apply(changes, &mut in_flight, &mut stored);
+                }
+                Op::Goodbye(s) => {
+                    let session = SessionId(s.into());
+                    in_flight.retain(|_, (owner, _)| *owner != session);
+                    let changes = t.goodbye(session);
+                    apply(changes, &mut in_flight, &mut stored);
+                }
+            }
+            t.assert_consistent();
+            let held: usize = t.info().iter().map(|i| (i.ready + i.unacked) as usize).sum();
+            prop_assert_eq!(held, stored.len(), "the table and the store disagree");
+            prop_assert_eq!(t.deliveries.len(), in_flight.len());
+        }
+    }
+}

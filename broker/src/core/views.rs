@@ -1,0 +1,143 @@
+//! Read-only views of the lease table, as status, watch snapshots and
+//! queue positions show them. Views are copies: holding one never holds
+//! up the core.
+
+use std::sync::Arc;
+
+use super::leases::{Lease, LeaseState, LeaseTable, Resource};
+use super::{FencingToken, LeaseId, Millis, Mode, Peer, Progress, Revision};
+
+/// One lease, held or queued.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseView {
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Its resource.
+    pub resource: Arc<str>,
+    /// EXCLUSIVE or SHARED.
+    pub mode: Mode,
+    /// What it is for.
+    pub purpose: Arc<str>,
+    /// Who holds or wants it.
+    pub holder: Arc<Peer>,
+    /// The fencing token, once granted.
+    pub fencing: Option<FencingToken>,
+    /// The holder's last progress report.
+    pub progress: Option<Progress>,
+    /// When it was granted (monotonic ms).
+    pub granted_at: Option<Millis>,
+    /// When it joined the queue, if it ever waited (monotonic ms).
+    pub queued_at: Option<Millis>,
+    /// When its TTL runs out unless kept alive (monotonic ms).
+    pub expires_at: Option<Millis>,
+    /// 0 for holders; 1 = next in line for waiters.
+    pub position: u32,
+}
+
+/// A resource's whole state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceView {
+    /// Its name.
+    pub resource: Arc<str>,
+    /// The revision of its last change.
+    pub revision: Revision,
+    /// Holders, in grant order.
+    pub holders: Vec<LeaseView>,
+    /// Waiters, first in line first.
+    pub waiters: Vec<LeaseView>,
+}
+
+/// The answer to `GetStatus`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusView {
+    /// The global revision at the time of the snapshot.
+    pub revision: Revision,
+    /// The resources asked for, in name order.
+    pub resources: Vec<ResourceView>,
+}
+
+pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
+    let (fencing, granted_at, queued_at, expires_at) = match l.state {
+        LeaseState::Waiting { queued_at, .. } => (None, None, Some(queued_at), None),
+        LeaseState::Held {
+            fencing,
+            granted_at,
+            expires_at,
+            queued_at,
+        } => (Some(fencing), Some(granted_at), queued_at, Some(expires_at)),
+    };
+    LeaseView {
+        lease_id: l.id,
+        resource: l.resource.clone(),
+        mode: l.mode,
+        purpose: l.purpose.clone(),
+        holder: l.peer.clone(),
+        fencing,
+        progress: l.progress.clone(),
+        granted_at,
+        queued_at,
+        expires_at,
+        position,
+    }
+}
+
+impl LeaseTable {
+    pub(super) fn view(&self, res: &Resource) -> ResourceView {
+        let holders = res
+            .holders
+            .iter()
+            .filter_map(|id| self.leases.get(id))
+            .map(|l| lease_view(l, 0))
+            .collect();
+        let waiters = res
+            .waiters
+            .iter()
+            .filter_map(|id| self.leases.get(id))
+            .enumerate()
+            .map(|(i, l)| lease_view(l, i as u32 + 1))
+            .collect();
+        ResourceView {
+            resource: res.name.clone(),
+            revision: res.revision,
+            holders,
+            waiters,
+        }
+    }
+
+    /// The state of a resource by name; an unused resource is shown empty.
+    pub(super) fn view_by_name(&self, name: &Arc<str>, revision: Revision) -> ResourceView {
+        match self.resources.get(name) {
+            Some(res) => self.view(res),
+            None => ResourceView {
+                resource: name.clone(),
+                revision,
+                holders: Vec::new(),
+                waiters: Vec::new(),
+            },
+        }
+    }
+
+    /// Views of the named resources (all in use when `names` is empty), in
+    /// name order. A named resource nobody uses is shown empty.
+    pub(super) fn views(&self, names: &[String]) -> Vec<ResourceView> {
+        let mut out: Vec<ResourceView> = if names.is_empty() {
+            self.resources.values().map(|r| self.view(r)).collect()
+        } else {
+            names
+                .iter()
+                .map(|n| match self.resources.get(n.as_str()) {
+                    Some(r) => self.view(r),
+                    None => ResourceView {
+                        resource: Arc::from(n.as_str()),
+                        revision: Revision(0),
+                        holders: Vec::new(),
+                        waiters: Vec::new(),
+                    },
+                })
+                .collect()
+        };
+        out.sort_by(|a, b| a.resource.cmp(&b.resource));
+        out.dedup_by(|a, b| a.resource == b.resource);
+        out
+    }
+}

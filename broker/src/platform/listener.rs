@@ -1,0 +1,231 @@
+//! Binding the broker's endpoint safely.
+//!
+//! Unix: a socket **file** (never the Linux abstract namespace, which has
+//! no permission checks), mode 0666 so that every local user can connect
+//! (connecting grants nothing: the policy decides each verb), inside a
+//! directory only the broker's user can write (created 0755 when missing;
+//! the broker refuses to start if it is writable by others, because anyone
+//! who can write there could swap the socket). A lock file beside the
+//! socket (`PATH.lock`, held with an exclusive lock for the broker's life)
+//! tells a live broker from a stale socket left by a killed one: a second
+//! broker on a live path refuses and leaves the first alone; a stale socket
+//! is replaced.
+//!
+//! Windows: a named pipe; the pipe's security (DACL, first instance,
+//! remote clients) is set by `interprocess`'s listener options.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::ListenerOptions;
+use interprocess::local_socket::tokio::Listener;
+
+/// Why the endpoint could not be bound. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another broker holds the lock: it is alive and serving.
+    #[error(
+        "another turnstiled{pid} is already serving {path}; stop it first or choose another --socket"
+    )]
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+        /// " (pid N)" when the lock file says so.
+        pid: String,
+    },
+    /// The socket's directory is unsafe.
+    #[error("{dir}: {reason}; choose a directory only the broker's user can write (--socket)")]
+    UnsafeDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Something that is not a socket sits where the socket goes.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// An I/O error while preparing or binding.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// A bound listener and what guards its endpoint.
+pub struct BoundListener {
+    /// The listener to accept on.
+    pub listener: Listener,
+    /// Keep it as long as the listener serves.
+    pub guard: EndpointGuard,
+}
+
+/// The endpoint's lock. Dropping it removes the socket file and the lock
+/// file, and releases the lock.
+pub struct EndpointGuard {
+    /// What the listener is bound to.
+    pub path: PathBuf,
+    _lock: Option<File>,
+}
+
+impl Drop for EndpointGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(lock_path(&self.path));
+        }
+    }
+}
+
+#[cfg(unix)]
+fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BindError + 'a {
+    move |source| BindError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Binds the broker's socket at `path` (Unix) or pipe name (Windows).
+/// Must be called inside a tokio runtime.
+#[cfg(unix)]
+pub fn bind(path: &Path) -> Result<BoundListener, BindError> {
+    use interprocess::local_socket::{GenericFilePath, ToFsName};
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(io_err("cannot create the socket directory", &dir))?;
+    }
+    let meta = std::fs::metadata(&dir).map_err(io_err("cannot inspect", &dir))?;
+    let me = super::peer::own_uid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(BindError::UnsafeDirectory {
+            dir,
+            reason: format!(
+                "it belongs to uid {}, not to the broker's uid {me}",
+                meta.uid()
+            ),
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(BindError::UnsafeDirectory {
+            dir,
+            reason: format!(
+                "it is writable by other users (mode {:o})",
+                meta.mode() & 0o7777
+            ),
+        });
+    }
+
+    let lock_file = lock_path(path);
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_file)
+        .map_err(io_err("cannot open the lock file", &lock_file))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&lock_file)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            return Err(BindError::InUse {
+                path: path.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(io_err("cannot lock", &lock_file)(e));
+        }
+    }
+    lock.set_len(0)
+        .and_then(|_| writeln!(lock, "{}", std::process::id()))
+        .map_err(io_err("cannot write the lock file", &lock_file))?;
+
+    // We hold the lock, so a socket file here is stale (its broker died).
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            tracing::info!(path = %path.display(), "replacing a stale socket left by a broker that is gone");
+            std::fs::remove_file(path).map_err(io_err("cannot remove the stale socket", path))?;
+        }
+        Ok(_) => return Err(BindError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("cannot inspect", path)(e)),
+    }
+
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(io_err("invalid socket path", path))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .reclaim_name(false)
+        .try_overwrite(false)
+        .create_tokio()
+        .map_err(io_err("cannot listen on", path))?;
+    // bind() applied the umask; widen to 0666 now. The directory is ours
+    // alone, so nobody can swap the file between bind and chmod.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(io_err("cannot set the mode of", path))?;
+    Ok(BoundListener {
+        listener,
+        guard: EndpointGuard {
+            path: path.to_path_buf(),
+            _lock: Some(lock),
+        },
+    })
+}
+
+/// Binds the broker's named pipe. `path` is `\\.\pipe\NAME` or a bare name.
+#[cfg(windows)]
+pub fn bind(path: &Path) -> Result<BoundListener, BindError> {
+    use interprocess::local_socket::{GenericNamespaced, ToNsName};
+    let text = path.to_string_lossy();
+    let bare = text.strip_prefix(r"\\.\pipe\").unwrap_or(&text).to_string();
+    let name = bare
+        .clone()
+        .to_ns_name::<GenericNamespaced>()
+        .map_err(io_err("invalid pipe name", path))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .create_tokio()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => BindError::InUse {
+                path: path.to_path_buf(),
+                pid: String::new(),
+            },
+            _ => io_err("cannot create the pipe", path)(e),
+        })?;
+    Ok(BoundListener {
+        listener,
+        guard: EndpointGuard {
+            path: path.to_path_buf(),
+            _lock: None,
+        },
+    })
+}

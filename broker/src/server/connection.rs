@@ -1,0 +1,323 @@
+//! One connection's two tasks: the reader, which does the handshake and
+//! hands decoded frames to the core task, and the writer, which drains the
+//! connection's outbound queue into one socket write at a time.
+//!
+//! Neither ever waits on the core's state: the reader waits only for room
+//! in the core's inbox (back-pressure on a flooding client), and the core
+//! never waits for a writer (see `outbound.rs`).
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use interprocess::local_socket::tokio::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use turnstile_proto::v1::{self, ErrorCode};
+use turnstile_proto::{PROTOCOL_VERSION, ServerCodec, encode_frame};
+
+use super::ToCore;
+use super::wire::{error_of, error_reply};
+use crate::platform::peer::PeerCredentials;
+
+/// What a writer sends: a whole frame, or a watch event whose body was
+/// encoded once for every watcher (without its `watch_id`, which the writer
+/// prepends: protobuf accepts fields in any order).
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame to encode.
+    Frame(v1::ServerFrame),
+    /// `WatchEvent` bytes without field 1, and the watch id to add.
+    WatchEvent {
+        /// The watch this copy is for.
+        watch_id: u64,
+        /// The encoded `WatchEvent` with `watch_id` left at 0 (so absent).
+        body: Bytes,
+    },
+}
+
+impl Outbound {
+    /// Bytes this item takes on the wire, roughly: for outbound accounting.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) => prost::Message::encoded_len(f) + 4,
+            Outbound::WatchEvent { body, .. } => body.len() + 16,
+        }
+    }
+
+    fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            Outbound::Frame(f) => encode_frame(f, dst),
+            Outbound::WatchEvent { watch_id, body } => {
+                // ServerFrame { watch_event (field 3, LEN) { watch_id (field 1, varint), ..body } }
+                let id_len = 1 + prost::encoding::encoded_len_varint(*watch_id);
+                let inner = id_len + body.len();
+                let outer = 1 + prost::encoding::encoded_len_varint(inner as u64) + inner;
+                prost::encoding::encode_varint(outer as u64, dst);
+                dst.put_u8(0x1a);
+                prost::encoding::encode_varint(inner as u64, dst);
+                dst.put_u8(0x08);
+                prost::encoding::encode_varint(*watch_id, dst);
+                dst.extend_from_slice(body);
+            }
+        }
+    }
+}
+
+/// What the reader needs to know about its connection.
+pub struct ReaderSetup {
+    /// The core task's inbox.
+    pub to_core: mpsc::Sender<ToCore>,
+    /// This connection's outbound queue.
+    pub outbound: mpsc::Sender<Outbound>,
+    /// Cancelled when the broker or the core ends the connection.
+    pub cancel: CancellationToken,
+    /// The kernel's word on the peer.
+    pub creds: PeerCredentials,
+    /// The frame limit.
+    pub max_frame_bytes: u32,
+    /// Time allowed to say Hello.
+    pub handshake_timeout: Duration,
+    /// Released once the handshake is over.
+    pub handshake_permit: tokio::sync::OwnedSemaphorePermit,
+    /// Released when the connection ends (per-uid and total counts).
+    pub slot: super::ConnectionSlot,
+}
+
+/// Splits a connection and runs its reader and writer until it ends.
+pub fn spawn(stream: Stream, setup: ReaderSetup, outbound_rx: mpsc::Receiver<Outbound>) {
+    let stream = Shared(Arc::new(stream));
+    tokio::spawn(write_loop(
+        stream.clone(),
+        outbound_rx,
+        setup.cancel.clone(),
+    ));
+    tokio::spawn(read_loop(stream, setup));
+}
+
+/// One socket used by the reader and the writer at once: `&Stream` reads
+/// and writes, so each task holds an `Arc` (interprocess's own advice in
+/// place of its deprecated `split`). The socket closes when both are gone.
+#[derive(Clone)]
+struct Shared(Arc<Stream>);
+
+impl AsyncRead for Shared {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}
+
+/// Sends a last error (Reply id 0 unless `id` says otherwise).
+fn farewell(out: &mpsc::Sender<Outbound>, id: u64, code: ErrorCode, message: String) {
+    let _ = out.try_send(Outbound::Frame(error_reply(id, error_of(code, message))));
+}
+
+async fn read_loop(recv: Shared, setup: ReaderSetup) {
+    let ReaderSetup {
+        to_core,
+        outbound,
+        cancel,
+        creds,
+        max_frame_bytes,
+        handshake_timeout,
+        handshake_permit,
+        slot,
+    } = setup;
+    let mut frames = FramedRead::new(recv, ServerCodec::new(max_frame_bytes));
+
+    // The handshake: the first frame must be Hello, within the deadline.
+    let first = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = tokio::time::timeout(handshake_timeout, frames.next()) => r,
+    };
+    let hello_frame = match first {
+        Err(_) => {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "closing a connection that sent no Hello within {handshake_timeout:?}"
+            );
+            farewell(
+                &outbound,
+                0,
+                ErrorCode::TimedOut,
+                format!("no Hello within {} ms", handshake_timeout.as_millis()),
+            );
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(Err(e))) => {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "closing a connection before Hello: {e}"
+            );
+            if let Some(code) = e.wire_code() {
+                farewell(&outbound, 0, code, e.to_string());
+            }
+            return;
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    let hello = match hello_frame.body {
+        Some(v1::client_frame::Body::Hello(h)) => h,
+        _ => {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "closing a connection whose first frame was not Hello"
+            );
+            farewell(
+                &outbound,
+                0,
+                ErrorCode::ProtocolViolation,
+                "the first frame must be Hello".into(),
+            );
+            return;
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        tracing::info!(
+            uid = creds.uid,
+            pid = creds.pid,
+            version = hello.protocol_version,
+            "refusing an unsupported protocol version"
+        );
+        farewell(
+            &outbound,
+            hello_frame.id,
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not supported; this broker speaks versions {PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        );
+        return;
+    }
+    drop(handshake_permit);
+
+    let (session_tx, session_rx) = oneshot::channel();
+    let hello_msg = ToCore::Hello {
+        id: hello_frame.id,
+        hello,
+        creds,
+        outbound: outbound.clone(),
+        cancel: cancel.clone(),
+        session: session_tx,
+    };
+    if to_core.send(hello_msg).await.is_err() {
+        return;
+    }
+    let Ok(session) = session_rx.await else {
+        return;
+    };
+    drop(outbound);
+
+    let reason = loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break "closed by the broker".to_string(),
+            n = frames.next() => n,
+        };
+        match next {
+            None => break "the client closed the connection".to_string(),
+            Some(Ok(frame)) => {
+                if to_core
+                    .send(ToCore::Request { session, frame })
+                    .await
+                    .is_err()
+                {
+                    break "the broker is stopping".to_string();
+                }
+            }
+            Some(Err(e)) => {
+                let code = e.wire_code();
+                if let Some(code) = code {
+                    let _ = to_core
+                        .send(ToCore::Fatal {
+                            session,
+                            code,
+                            message: e.to_string(),
+                        })
+                        .await;
+                }
+                break e.to_string();
+            }
+        }
+    };
+    let _ = to_core.send(ToCore::Goodbye { session, reason }).await;
+    drop(slot);
+}
+
+async fn write_loop(mut send: Shared, mut rx: mpsc::Receiver<Outbound>, cancel: CancellationToken) {
+    let mut batch = Vec::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    loop {
+        let n = tokio::select! {
+            _ = cancel.cancelled() => 0,
+            n = rx.recv_many(&mut batch, 256) => n,
+        };
+        if n == 0 {
+            break;
+        }
+        for item in batch.drain(..) {
+            item.encode(&mut buf);
+        }
+        let write = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = send.write_all(&buf) => r,
+        };
+        if write.is_err() {
+            break;
+        }
+        buf.clear();
+        // Do not keep a large buffer around after a burst.
+        if buf.capacity() > 256 * 1024 {
+            buf = BytesMut::with_capacity(8 * 1024);
+        }
+    }
+    // Flush what is already queued (a farewell error), briefly.
+    rx.close();
+    while let Ok(item) = rx.try_recv() {
+        item.encode(&mut buf);
+    }
+    if !buf.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_millis(500), send.write_all(&buf)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), send.shutdown()).await;
+}
+
+/// Writes what is queued for a refused connection (its one error), then
+/// closes it.
+pub fn spawn_farewell(stream: Stream, outbound_rx: mpsc::Receiver<Outbound>) {
+    tokio::spawn(write_loop(
+        Shared(Arc::new(stream)),
+        outbound_rx,
+        CancellationToken::new(),
+    ));
+}

@@ -1,0 +1,50 @@
+//! `Hello`: the handshake's second half. The reader checked the frame and
+//! the version; here the session is opened and the peer learns what the
+//! broker saw of it (uid and pid from the kernel, not from the client).
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use turnstile_proto::v1;
+
+use super::Dispatcher;
+use crate::core::SessionId;
+use crate::platform::peer::PeerCredentials;
+use crate::server::outbound::Conn;
+use crate::server::{Outbound, wire};
+
+pub(super) fn handle(
+    d: &mut Dispatcher,
+    id: u64,
+    hello: v1::Hello,
+    creds: PeerCredentials,
+    outbound: mpsc::Sender<Outbound>,
+    cancel: CancellationToken,
+    session_tx: oneshot::Sender<SessionId>,
+) {
+    let peer = d.core.connect(hello.client_name, creds.uid, creds.pid);
+    let session = peer.session;
+    tracing::debug!(session = session.0, uid = creds.uid, pid = creds.pid, client = %peer.client_name, "hello");
+    d.conns.insert(
+        session,
+        Conn::new(session, outbound, cancel, creds.uid, creds.pid),
+    );
+    let reply = v1::HelloReply {
+        broker_version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol_version: turnstile_proto::PROTOCOL_VERSION,
+        session_id: session.0,
+        max_frame_bytes: d.config.max_frame_bytes,
+        peer: Some(wire::peer(&peer)),
+        min_protocol_version: turnstile_proto::PROTOCOL_VERSION,
+        max_protocol_version: turnstile_proto::PROTOCOL_VERSION,
+    };
+    d.send(
+        session,
+        Outbound::Frame(wire::reply(id, v1::reply::Result::Hello(reply))),
+    );
+    if session_tx.send(session).is_err() {
+        // The reader is already gone: the connection closed meanwhile.
+        let changes = d.core.goodbye(session, d.clock.now());
+        d.conns.remove(&session);
+        d.deliver(changes, d.clock.now());
+    }
+}

@@ -1,0 +1,283 @@
+//! The core task: it owns the [`Core`], takes every request from the
+//! connection tasks, answers it, and delivers the changes the core returns.
+//!
+//! One file per operation, behind one exhaustive `match` with no catch-all
+//! arm, so that a new message cannot be forgotten. Each operation returns
+//! its answer; the changes it caused are delivered after the answer, so a
+//! client always sees `AcquireReply{queued}` before any `LeaseUpdate` of
+//! that lease.
+
+mod ack;
+mod acquire;
+mod cancel;
+mod consume;
+mod hello;
+mod keep_alive;
+mod nack;
+mod ping;
+mod publish;
+mod release;
+mod report_progress;
+mod status;
+mod unwatch;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use turnstile_proto::v1::{self, ErrorCode, client_frame::Body};
+
+use super::outbound::Conn;
+use super::wire::{self, Clock};
+use super::{Outbound, ServerConfig, ToCore};
+use crate::core::{Change, Core, Counters, Millis, SessionId, StateEvent};
+
+/// What an operation answers: a reply now, or an error now.
+type Answer = Result<v1::reply::Result, v1::Error>;
+
+/// The state the core task owns besides the core itself.
+pub(super) struct Dispatcher {
+    core: Core,
+    conns: HashMap<SessionId, Conn>,
+    clock: Clock,
+    config: ServerConfig,
+    to_core: mpsc::Sender<ToCore>,
+    /// Changes of the operation being handled, delivered after its answer.
+    changes: Vec<Change>,
+}
+
+/// Runs the core task until every connection task and the accept loop are
+/// gone or `stop` is cancelled.
+pub(super) async fn core_loop(
+    mut inbox: mpsc::Receiver<ToCore>,
+    to_core: mpsc::Sender<ToCore>,
+    config: ServerConfig,
+    stop: CancellationToken,
+) {
+    let (core, reservation) = Core::new(config.core.clone(), Counters::default());
+    let mut d = Dispatcher {
+        core,
+        conns: HashMap::new(),
+        clock: Clock::start(),
+        config,
+        to_core,
+        changes: Vec::new(),
+    };
+    d.persist(&reservation);
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        let deadline = d.core.next_deadline().map(|at| d.clock.instant(at));
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            n = inbox.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break;
+                }
+                for msg in batch.drain(..) {
+                    d.handle(msg);
+                }
+            }
+            _ = sleep => {
+                let now = d.clock.now();
+                let changes = d.core.expire(now);
+                d.deliver(changes, now);
+            }
+        }
+    }
+    for conn in d.conns.values() {
+        conn.cancel.cancel();
+    }
+}
+
+impl Dispatcher {
+    fn handle(&mut self, msg: ToCore) {
+        match msg {
+            ToCore::Hello {
+                id,
+                hello,
+                creds,
+                outbound,
+                cancel,
+                session,
+            } => hello::handle(self, id, hello, creds, outbound, cancel, session),
+            ToCore::Request { session, frame } => self.request(session, frame),
+            ToCore::Fatal {
+                session,
+                code,
+                message,
+            } => {
+                self.send(
+                    session,
+                    Outbound::Frame(wire::error_reply(0, wire::error_of(code, message))),
+                );
+            }
+            ToCore::Goodbye { session, reason } => self.goodbye(session, &reason),
+            ToCore::Writable { session } => {
+                let (clock, now) = (self.clock, self.clock.now());
+                if let Some(conn) = self.conns.get_mut(&session) {
+                    conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, session: SessionId, frame: v1::ClientFrame) {
+        let id = frame.id;
+        let now = self.clock.now();
+        let answer = match frame.body {
+            _ if id == 0 => Err(wire::error_of(
+                ErrorCode::InvalidArgument,
+                "request id must be non-zero",
+            )),
+            None => Err(wire::error_of(
+                ErrorCode::InvalidArgument,
+                "the frame carries no request (empty or from a newer protocol)",
+            )),
+            Some(body) => match body {
+                Body::Hello(_) => Err(wire::error_of(
+                    ErrorCode::ProtocolViolation,
+                    "Hello was already said on this connection",
+                )),
+                Body::Ping(r) => ping::handle(r),
+                Body::GetStatus(r) => status::handle(self, r, now),
+                Body::Acquire(r) => acquire::handle(self, session, r, now),
+                Body::KeepAlive(r) => keep_alive::handle(self, session, r, now),
+                Body::Release(r) => release::handle(self, session, r, now),
+                Body::Cancel(r) => cancel::handle(self, session, r, now),
+                Body::ReportProgress(r) => report_progress::handle(self, session, r, now),
+                Body::Watch(r) => watch::handle(self, session, id, r, now),
+                Body::Unwatch(r) => unwatch::handle(self, session, r),
+                Body::Publish(r) => publish::handle(self, session, r),
+                Body::Consume(r) => consume::handle(self, session, r),
+                Body::Ack(r) => ack::handle(self, session, r),
+                Body::Nack(r) => nack::handle(self, session, r),
+            },
+        };
+        // Persist a counter reservation before the answer can carry a token.
+        let changes = std::mem::take(&mut self.changes);
+        self.reserve_first(&changes);
+        match answer {
+            Ok(result) => self.send(session, Outbound::Frame(wire::reply(id, result))),
+            Err(e) => self.send(session, Outbound::Frame(wire::error_reply(id, e))),
+        }
+        self.deliver(changes, now);
+    }
+
+    fn goodbye(&mut self, session: SessionId, reason: &str) {
+        let Some(conn) = self.conns.remove(&session) else {
+            return;
+        };
+        tracing::debug!(
+            session = session.0,
+            uid = conn.uid,
+            pid = conn.pid,
+            "goodbye: {reason}"
+        );
+        let now = self.clock.now();
+        let changes = self.core.goodbye(session, now);
+        self.deliver(changes, now);
+    }
+
+    /// Queues an item for a session; a client too far behind is cut off
+    /// through the goodbye path.
+    fn send(&mut self, session: SessionId, item: Outbound) {
+        let limit = self.config.max_outbound_bytes;
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
+        if conn.send(item, limit, &self.to_core).is_err() {
+            tracing::warn!(
+                session = session.0,
+                uid = conn.uid,
+                pid = conn.pid,
+                "closing a connection that does not read: more than {limit} bytes queued (--max-outbound-bytes)"
+            );
+            conn.cancel.cancel();
+            self.goodbye(session, "outbound limit exceeded");
+        }
+    }
+
+    fn reserve_first(&mut self, changes: &[Change]) {
+        for c in changes {
+            if let Change::ReserveCounters { .. } = c {
+                self.persist(c);
+            }
+        }
+    }
+
+    /// Persists a counter reservation. (Without a store the counters only
+    /// live as long as the broker.)
+    fn persist(&mut self, change: &Change) {
+        if let Change::ReserveCounters { reserve_until } = change {
+            tracing::trace!(reserve_until, "counter reservation");
+        }
+    }
+
+    /// Sends every change to whom it concerns. Watch events are encoded once
+    /// per event, whatever the number of watchers.
+    fn deliver(&mut self, changes: Vec<Change>, now: Millis) {
+        let mut encoded: Option<(*const StateEvent, Bytes)> = None;
+        let clock = self.clock;
+        for change in changes {
+            match change {
+                Change::Lease {
+                    session,
+                    lease,
+                    update,
+                } => {
+                    let frame = wire::lease_update(lease.0, &update, &clock, now);
+                    self.send(session, Outbound::Frame(frame));
+                }
+                Change::Watch {
+                    session,
+                    watch,
+                    event,
+                } => {
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
+                    let body = || match &encoded {
+                        Some((ptr, bytes)) if *ptr == Arc::as_ptr(&event) => bytes.clone(),
+                        _ => encode_event(&event, false, &clock, now),
+                    };
+                    let mut produced = None;
+                    conn.send_watch(
+                        watch.0,
+                        &event,
+                        || {
+                            let b = body();
+                            produced = Some(b.clone());
+                            b
+                        },
+                        &self.to_core,
+                    );
+                    if let Some(b) = produced {
+                        encoded = Some((Arc::as_ptr(&event), b));
+                    }
+                }
+                c @ Change::ReserveCounters { .. } => self.persist(&c),
+            }
+        }
+    }
+}
+
+/// A `WatchEvent` without its `watch_id`, encoded once for all watchers.
+fn encode_event(e: &StateEvent, coalesced: bool, clock: &Clock, now: Millis) -> Bytes {
+    let frame = wire::watch_event(0, e, coalesced, clock, now);
+    match frame.body {
+        Some(v1::server_frame::Body::WatchEvent(w)) => {
+            Bytes::from(prost::Message::encode_to_vec(&w))
+        }
+        _ => Bytes::new(),
+    }
+}

@@ -1,0 +1,26 @@
+//! `ReportProgress`: a holder says how far its job has got; watchers and
+//! waiters are told.
+
+use turnstile_proto::v1;
+
+use super::{Answer, Dispatcher};
+use crate::core::{LeaseId, Millis, Progress, SessionId};
+use crate::server::wire;
+
+pub(super) fn handle(
+    d: &mut Dispatcher,
+    session: SessionId,
+    req: v1::ReportProgress,
+    now: Millis,
+) -> Answer {
+    let progress = Progress {
+        done: req.done,
+        total: req.total,
+        message: req.message,
+    };
+    d.changes = d
+        .core
+        .report_progress(session, LeaseId(req.lease_id), progress, now)
+        .map_err(|e| wire::error(&e))?;
+    Ok(v1::reply::Result::Done(v1::Done {}))
+}

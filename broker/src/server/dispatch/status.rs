@@ -1,0 +1,18 @@
+//! `GetStatus`: holders and waiters of the named resources (all in use when
+//! none are named), in order.
+
+use turnstile_proto::v1;
+
+use super::{Answer, Dispatcher};
+use crate::core::{Millis, check_name};
+use crate::server::wire;
+
+pub(super) fn handle(d: &mut Dispatcher, req: v1::GetStatus, now: Millis) -> Answer {
+    for r in &req.resources {
+        check_name("resource", r).map_err(|e| wire::error(&e))?;
+    }
+    let view = d.core.status(&req.resources);
+    Ok(v1::reply::Result::Status(wire::status(
+        &view, &d.clock, now,
+    )))
+}

@@ -1,0 +1,43 @@
+//! `Watch`: a snapshot (or the replay of missed events) now, then every
+//! state change of the watched resources.
+
+use std::sync::Arc;
+
+use turnstile_proto::v1;
+
+use super::{Answer, Dispatcher};
+use crate::core::{Change, Millis, SessionId};
+use crate::server::wire;
+
+pub(super) fn handle(
+    d: &mut Dispatcher,
+    session: SessionId,
+    _id: u64,
+    req: v1::Watch,
+    now: Millis,
+) -> Answer {
+    let start = d
+        .core
+        .watch(session, req.resources, req.start_revision, now)
+        .map_err(|e| wire::error(&e))?;
+    // Replayed events follow the answer, in order, like any change.
+    d.changes = start
+        .replay
+        .iter()
+        .map(|event| Change::Watch {
+            session,
+            watch: start.watch_id,
+            event: Arc::clone(event),
+        })
+        .collect();
+    Ok(v1::reply::Result::Watch(v1::WatchStarted {
+        watch_id: start.watch_id.0,
+        revision: start.revision.0,
+        snapshot: start
+            .snapshot
+            .iter()
+            .map(|r| wire::resource(r, &d.clock, now))
+            .collect(),
+        resync: start.resync,
+    }))
+}

@@ -1,0 +1,484 @@
+//! Durable storage: the queued messages and the counters' high-water marks,
+//! in one `redb` file, `turnstile.redb`, inside the broker's data directory.
+//!
+//! It owns the file: opening it (never a silent fresh start over a file
+//! it cannot read, never a panic on a corrupt one), loading everything at
+//! startup, and committing batches of [`StoreOp`]s, each batch one durable
+//! transaction (redb's default durability, `Immediate`: the commit returns
+//! after fsync). [`StoreWriter`] runs the commits on a thread of their own
+//! and shares one transaction among every batch submitted meanwhile (group
+//! commit).
+//!
+//! It decides nothing about queues: the core says what to write.
+//!
+//! Layout (format 1):
+//! - table `messages`: `(queue, seq)` → a protobuf record (attempt,
+//!   payload, headers), so one range scan yields every queue in order;
+//! - table `meta`: `format` (1), `counters.reserved_until` (the core's
+//!   counter reservation) and `queues.last_seq` (the highest sequence number
+//!   ever stored); both high-water marks only ever rise.
+
+mod record;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::core::Counters;
+use crate::core::queues::{Message, StoreOp};
+use record::Record;
+
+pub use writer::StoreWriter;
+
+/// The store's file name inside the data directory.
+pub const FILE_NAME: &str = "turnstile.redb";
+
+/// The layout version this broker writes and reads.
+const FORMAT: u64 = 1;
+
+const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_FORMAT: &str = "format";
+const META_RESERVED_UNTIL: &str = "counters.reserved_until";
+const META_LAST_SEQ: &str = "queues.last_seq";
+
+/// What a failed store operation was doing, for the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Doing {
+    Open,
+    Read,
+    Write,
+}
+
+/// Storage failures. Every message names the file, and those met at
+/// startup say what the operator can do. Cloneable, so that one failed
+/// group commit can be reported to each of its submitters.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {}: {detail}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The operating system's reason.
+        detail: String,
+    },
+    /// Another process has the file open.
+    #[error(
+        "{} is in use by another process: is another turnstiled running with this data directory?",
+        path.display()
+    )]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a readable turnstile store.
+    #[error(
+        "{} is corrupt ({detail}); the broker will not start over it. Restore it from a backup, \
+         or move it aside to start with empty queues (fencing tokens and revisions then restart \
+         from zero)",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The file was written by another version of turnstile or redb.
+    #[error("{} has a format this broker cannot use: {detail}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Which format it is.
+        detail: String,
+    },
+    /// The file could not be opened or read (permissions, I/O).
+    #[error("cannot read {}: {detail}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        detail: String,
+    },
+    /// The disk is full: the transaction was not committed. Later commits
+    /// are tried again.
+    #[error("cannot write {}: the disk is full", path.display())]
+    DiskFull {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A write failed: the transaction was not committed. Later commits
+    /// reopen the file and try again.
+    #[error("cannot write {}: {detail}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        detail: String,
+    },
+    /// The writer thread has stopped: the broker is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether this is a full disk (answered as RESOURCE_EXHAUSTED rather
+    /// than INTERNAL).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
+/// Everything durable, as the broker finds it at startup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The counters' persisted reservation (0 for a new store).
+    pub counters: Counters,
+    /// The highest message sequence number ever stored: give it to
+    /// [`crate::core::queues::QueueTable::new`] so that none is reused.
+    pub last_seq: u64,
+    /// Every queue that holds messages, by name, each with its messages in
+    /// sequence order.
+    pub queues: Vec<(String, Vec<Message>)>,
+}
+
+/// How the store (re)opens its database: a plain file in production, a
+/// fault-injecting backend in tests. `first` is true for the open at
+/// startup, false for a reopen after a failed write.
+type Opener = Box<dyn Fn(&Path, bool) -> Result<Database, DatabaseError> + Send>;
+
+/// The open store. Owned by one thread at a time ([`StoreWriter`]'s, once
+/// the broker runs).
+pub struct Store {
+    path: PathBuf,
+    /// `None` after a failed write: the next commit reopens the file,
+    /// since redb refuses every operation after an I/O error.
+    db: Option<Database>,
+    opener: Opener,
+    commits: Arc<AtomicU64>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("open", &self.db.is_some())
+            .field("commits", &self.commits())
+            .finish()
+    }
+}
+
+fn open_file(path: &Path, first: bool) -> Result<Database, DatabaseError> {
+    let mut builder = Database::builder();
+    // Every message is also held in memory by the queue table: a small
+    // cache is enough.
+    builder.set_cache_size(16 * 1024 * 1024);
+    // At startup, verify every page's checksum, so that a file damaged
+    // outside redb is reported as corrupt instead of being trusted.
+    builder.set_check_integrity_on_open(first);
+    builder.create(path)
+}
+
+/// Runs a redb call that may panic on a damaged file; a panic becomes an
+/// error naming the file.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "the storage library failed while reading it".to_string(),
+        })
+    })
+}
+
+/// Turns a redb error into a [`StoreError`] naming the file.
+fn classify(path: &Path, doing: Doing, err: impl Into<redb::Error>) -> StoreError {
+    let path = path.to_path_buf();
+    let err: redb::Error = err.into();
+    match err {
+        redb::Error::DatabaseAlreadyOpen => StoreError::Locked { path },
+        redb::Error::Corrupted(detail) => StoreError::Corrupt { path, detail },
+        redb::Error::RepairAborted => StoreError::Corrupt {
+            path,
+            detail: "its repair was aborted".to_string(),
+        },
+        redb::Error::UpgradeRequired(v) => StoreError::Format {
+            path,
+            detail: format!("redb file format {v}, which this broker's redb cannot read"),
+        },
+        redb::Error::Io(e) if doing == Doing::Write && is_disk_full(&e) => {
+            StoreError::DiskFull { path }
+        }
+        redb::Error::Io(e)
+            if doing != Doing::Write && e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Corrupt {
+                path,
+                detail: e.to_string(),
+            }
+        }
+        redb::Error::TableTypeMismatch { .. } | redb::Error::TableIsMultimap(_) => {
+            StoreError::Format {
+                path,
+                detail: format!("not a turnstile store: {err}"),
+            }
+        }
+        other => match doing {
+            Doing::Open | Doing::Read => StoreError::Read {
+                path,
+                detail: other.to_string(),
+            },
+            Doing::Write => StoreError::Write {
+                path,
+                detail: other.to_string(),
+            },
+        },
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Creates the data directory if missing: only the broker's user may enter
+/// it on unix.
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| StoreError::CreateDir {
+        dir: dir.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Opens (or creates) `dir/turnstile.redb`, creating `dir` (mode 0700
+    /// on unix) if missing. A file that is not a readable store, or that
+    /// another process holds, is an error naming it; it is never replaced.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, Box::new(open_file))
+    }
+
+    fn open_with(dir: &Path, opener: Opener) -> Result<Store, StoreError> {
+        create_dir(dir)?;
+        let path = dir.join(FILE_NAME);
+        let db = guarded(&path, || {
+            let db = opener(&path, true).map_err(|e| classify(&path, Doing::Open, e))?;
+            prepare(&path, &db)?;
+            Ok(db)
+        })?;
+        Ok(Store {
+            path,
+            db: Some(db),
+            opener,
+            commits: Arc::new(AtomicU64::new(0)),
+            buf: Vec::new(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Transactions committed since the store was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Reads everything: the counters, the sequence high-water mark and
+    /// every queue's messages in order. A record that does not decode is
+    /// [`StoreError::Corrupt`].
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let path = &self.path;
+        let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
+            path: path.clone(),
+            detail: "the file is closed after a failed write".to_string(),
+        })?;
+        guarded(path, || load(path, db))
+    }
+
+    /// Commits `ops` in one durable transaction: when it returns `Ok`, all
+    /// of them survive a crash; when it returns `Err`, none was made.
+    pub fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if self.db.is_none() {
+            let path = &self.path;
+            let db = guarded(path, || {
+                let db = (self.opener)(path, false).map_err(|e| classify(path, Doing::Write, e))?;
+                prepare(path, &db)?;
+                Ok(db)
+            })?;
+            self.db = Some(db);
+        }
+        let path = &self.path;
+        let Some(db) = self.db.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        let buf = &mut self.buf;
+        let result = guarded(path, || write(path, db, ops, buf)).map_err(|e| match e {
+            // A panic while writing is a failed write, not a corrupt file.
+            StoreError::Corrupt { path, detail } => StoreError::Write { path, detail },
+            other => other,
+        });
+        match result {
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // redb refuses everything after an I/O error until the file
+                // is reopened; start afresh on the next commit.
+                self.db = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_counter(&self) -> Arc<AtomicU64> {
+        self.commits.clone()
+    }
+}
+
+/// Creates the tables of a new store and checks the format of an old one.
+fn prepare(path: &Path, db: &Database) -> Result<(), StoreError> {
+    let fail = |e: redb::Error| classify(path, Doing::Open, e);
+    let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(|e| fail(e.into()))?
+            .map(|v| v.value());
+        match format {
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(StoreError::Format {
+                    path: path.to_path_buf(),
+                    detail: format!("store format {other}, this broker reads format {FORMAT}"),
+                });
+            }
+            None => {
+                meta.insert(META_FORMAT, FORMAT)
+                    .map_err(|e| fail(e.into()))?;
+            }
+        }
+        txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
+    }
+    txn.commit().map_err(|e| fail(e.into()))
+}
+
+fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
+    let fail = |e: redb::Error| classify(path, Doing::Read, e);
+    let txn = db.begin_read().map_err(|e| fail(e.into()))?;
+    let meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+    let read_meta = |key: &str| -> Result<u64, StoreError> {
+        Ok(meta
+            .get(key)
+            .map_err(|e| fail(e.into()))?
+            .map_or(0, |v| v.value()))
+    };
+    let mut loaded = Loaded {
+        counters: Counters {
+            reserved_until: read_meta(META_RESERVED_UNTIL)?,
+        },
+        last_seq: read_meta(META_LAST_SEQ)?,
+        queues: Vec::new(),
+    };
+    let messages = txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
+    for entry in messages.iter().map_err(|e| fail(e.into()))? {
+        let (key, value) = entry.map_err(|e| fail(e.into()))?;
+        let (queue, seq) = key.value();
+        let message =
+            Record::decode_message(seq, value.value()).map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("message {seq} of queue {queue:?} does not decode: {e}"),
+            })?;
+        loaded.last_seq = loaded.last_seq.max(seq);
+        match loaded.queues.last_mut() {
+            Some((name, list)) if name == queue => list.push(message),
+            _ => loaded.queues.push((queue.to_string(), vec![message])),
+        }
+    }
+    Ok(loaded)
+}
+
+fn write(path: &Path, db: &Database, ops: &[StoreOp], buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    let fail = |e: redb::Error| classify(path, Doing::Write, e);
+    // Durability is redb's default, Immediate: commit() returns after fsync.
+    let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    {
+        let mut messages = txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
+        let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+        let mut last_seq = None;
+        let mut reserve = None;
+        for op in ops {
+            match op {
+                StoreOp::Append { queue, message } => {
+                    Record::encode_message(message, buf);
+                    messages
+                        .insert((&**queue, message.seq), buf.as_slice())
+                        .map_err(|e| fail(e.into()))?;
+                    last_seq = last_seq.max(Some(message.seq));
+                }
+                StoreOp::Remove { queue, seq } => {
+                    messages
+                        .remove((&**queue, *seq))
+                        .map_err(|e| fail(e.into()))?;
+                }
+                StoreOp::SetAttempt {
+                    queue,
+                    seq,
+                    attempt,
+                } => {
+                    let updated =
+                        match messages.get((&**queue, *seq)).map_err(|e| fail(e.into()))? {
+                            // A record that does not decode is left as it is:
+                            // loading reports it, and it must not fail the
+                            // publishes sharing this transaction.
+                            Some(old) => Record::with_attempt(old.value(), *attempt).ok(),
+                            None => None,
+                        };
+                    if let Some(bytes) = updated {
+                        messages
+                            .insert((&**queue, *seq), bytes.as_slice())
+                            .map_err(|e| fail(e.into()))?;
+                    }
+                }
+                StoreOp::ReserveCounters { reserve_until } => {
+                    reserve = reserve.max(Some(*reserve_until));
+                }
+            }
+        }
+        raise(&mut meta, META_LAST_SEQ, last_seq).map_err(fail)?;
+        raise(&mut meta, META_RESERVED_UNTIL, reserve).map_err(fail)?;
+    }
+    txn.commit().map_err(|e| fail(e.into()))
+}
+
+/// Sets a high-water mark to `value` unless it is already higher.
+fn raise(
+    meta: &mut redb::Table<&str, u64>,
+    key: &str,
+    value: Option<u64>,
+) -> Result<(), redb::Error> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let current = meta.get(key)?.map_or(0, |v| v.value());
+    if value > current {
+        meta.insert(key, value)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The on-disk encoding of one queued message: a private protobuf record,
+//! kept apart from the wire types so that the protocol and the file format
+//! can change independently.
+//!
+//! Decoding never allocates more than the record's own length: prost
+//! checks every length prefix against the bytes it was given.
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::core::queues::Message;
+
+/// One message as stored under its `(queue, seq)` key.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct Record {
+    /// Deliveries so far.
+    #[prost(uint32, tag = "1")]
+    pub attempt: u32,
+    /// The body.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub payload: Bytes,
+    /// The publisher's headers, in order.
+    #[prost(message, repeated, tag = "3")]
+    pub headers: Vec<Header>,
+}
+
+/// One header.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct Header {
+    /// Its name.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// Its value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+impl Record {
+    /// Encodes a message (all but its sequence number, which is the key)
+    /// into `buf`, which is cleared first.
+    pub(super) fn encode_message(message: &Message, buf: &mut Vec<u8>) {
+        let record = Record {
+            attempt: message.attempt,
+            payload: message.payload.clone(),
+            headers: message
+                .headers
+                .iter()
+                .map(|(key, value)| Header {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        };
+        buf.clear();
+        buf.reserve(record.encoded_len());
+        // Encoding into a Vec cannot run out of room.
+        let _ = record.encode(buf);
+    }
+
+    /// Decodes the record stored for message `seq`.
+    pub(super) fn decode_message(seq: u64, bytes: &[u8]) -> Result<Message, prost::DecodeError> {
+        let record = Record::decode(bytes)?;
+        Ok(Message {
+            seq,
+            payload: record.payload,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| (h.key, h.value))
+                .collect(),
+            attempt: record.attempt,
+        })
+    }
+
+    /// The record with its attempt count replaced.
+    pub(super) fn with_attempt(bytes: &[u8], attempt: u32) -> Result<Vec<u8>, prost::DecodeError> {
+        let mut record = Record::decode(bytes)?;
+        record.attempt = attempt;
+        Ok(record.encode_to_vec())
+    }
+}

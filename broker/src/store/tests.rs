@@ -1,0 +1,582 @@
+//! Tests of the store and its group-commit writer, on real files in
+//! temporary directories.
+
+use std::fs::{File, OpenOptions};
+use std::ops::Bound;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use bytes::Bytes;
+use redb::backends::FileBackend;
+use redb::{BackendError, StorageBackend, StorageError};
+
+use super::*;
+
+fn message(seq: u64, body: &str) -> Message {
+    Message {
+        seq,
+        payload: Bytes::copy_from_slice(body.as_bytes()),
+        headers: Vec::new(),
+        attempt: 0,
+    }
+}
+
+fn append(queue: &str, message: Message) -> StoreOp {
+    StoreOp::Append {
+        queue: Arc::from(queue),
+        message,
+    }
+}
+
+/// The messages of `queue` as (seq, body, attempt).
+fn contents(loaded: &Loaded, queue: &str) -> Vec<(u64, String, u32)> {
+    loaded
+        .queues
+        .iter()
+        .find(|(name, _)| name == queue)
+        .map(|(_, list)| {
+            list.iter()
+                .map(|m| {
+                    (
+                        m.seq,
+                        String::from_utf8_lossy(&m.payload).into_owned(),
+                        m.attempt,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[track_caller]
+fn assert_names_file(err: &StoreError, path: &Path) {
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()),
+        "{text:?} does not name {}",
+        path.display()
+    );
+}
+
+#[test]
+fn messages_and_counters_round_trip() {
+    // What is committed is loaded back, queues by name, messages by seq.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap(), Loaded::default());
+    let with_headers = Message {
+        seq: 2,
+        payload: Bytes::from_static(b"\x00\xffbinary"),
+        headers: vec![("k".into(), "v".into()), ("a".into(), "é".into())],
+        attempt: 3,
+    };
+    store
+        .commit(&[
+            append("jobs", message(3, "third")),
+            append("jobs", message(1, "first")),
+            append("alerts", with_headers.clone()),
+            StoreOp::ReserveCounters { reserve_until: 42 },
+        ])
+        .unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.counters, Counters { reserved_until: 42 });
+    assert_eq!(loaded.last_seq, 3);
+    let names: Vec<&str> = loaded.queues.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["alerts", "jobs"]);
+    assert_eq!(loaded.queues[0].1, [with_headers]);
+    assert_eq!(
+        contents(&loaded, "jobs"),
+        [(1, "first".into(), 0), (3, "third".into(), 0)]
+    );
+    assert_eq!(store.commits(), 1);
+}
+
+#[test]
+fn a_reopened_store_keeps_messages_and_high_water_marks() {
+    // Dropping and reopening loses nothing; the high-water marks never go
+    // down, even when every message is gone.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        store
+            .commit(&[
+                append("q", message(7, "m7")),
+                append("q", message(9, "m9")),
+                StoreOp::ReserveCounters {
+                    reserve_until: 1 << 20,
+                },
+            ])
+            .unwrap();
+        // Lower reservations are ignored.
+        store
+            .commit(&[StoreOp::ReserveCounters { reserve_until: 5 }])
+            .unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.counters.reserved_until, 1 << 20);
+    assert_eq!(
+        contents(&loaded, "q"),
+        [(7, "m7".into(), 0), (9, "m9".into(), 0)]
+    );
+    store
+        .commit(&[
+            StoreOp::Remove {
+                queue: Arc::from("q"),
+                seq: 7,
+            },
+            StoreOp::Remove {
+                queue: Arc::from("q"),
+                seq: 9,
+            },
+        ])
+        .unwrap();
+    drop(store);
+    let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+    assert!(loaded.queues.is_empty());
+    assert_eq!(loaded.last_seq, 9, "the sequence high-water mark survives");
+    assert_eq!(loaded.counters.reserved_until, 1 << 20);
+}
+
+#[test]
+fn remove_and_set_attempt() {
+    // SetAttempt rewrites only the attempt; on a removed message it does
+    // nothing (it must not bring it back); removing twice is harmless.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .commit(&[append("q", message(1, "a")), append("q", message(2, "b"))])
+        .unwrap();
+    let q = || Arc::<str>::from("q");
+    store
+        .commit(&[
+            StoreOp::SetAttempt {
+                queue: q(),
+                seq: 2,
+                attempt: 4,
+            },
+            StoreOp::Remove { queue: q(), seq: 1 },
+        ])
+        .unwrap();
+    store
+        .commit(&[
+            StoreOp::SetAttempt {
+                queue: q(),
+                seq: 1,
+                attempt: 9,
+            },
+            StoreOp::Remove { queue: q(), seq: 1 },
+            StoreOp::SetAttempt {
+                queue: Arc::from("nowhere"),
+                seq: 2,
+                attempt: 1,
+            },
+        ])
+        .unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(contents(&loaded, "q"), [(2, "b".into(), 4)]);
+    assert_eq!(loaded.queues.len(), 1);
+}
+
+#[test]
+fn a_dead_letter_move_is_one_transaction() {
+    // Remove from the queue and append to its dead-letter queue commit together.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[append("q", message(1, "poison"))]).unwrap();
+    store
+        .commit(&[
+            StoreOp::Remove {
+                queue: Arc::from("q"),
+                seq: 1,
+            },
+            append("q.dead", message(2, "poison")),
+        ])
+        .unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(contents(&loaded, "q"), []);
+    assert_eq!(contents(&loaded, "q.dead"), [(2, "poison".into(), 0)]);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_created_private() {
+    // A missing data directory is created, readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a/b");
+    let store = Store::open(&data).unwrap();
+    assert_eq!(store.path(), data.join(FILE_NAME));
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_created_is_an_error() {
+    // A file where the directory should be: an error naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let err = Store::open(&blocker.join("data")).unwrap_err();
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    assert!(err.to_string().contains("file"), "{err}");
+}
+
+#[test]
+fn a_file_of_garbage_is_refused_and_kept() {
+    // Random bytes: a clear error naming the file, no panic, and the file
+    // is left as it was (never a silent fresh start).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let mut garbage = vec![0u8; 64 * 1024];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in garbage.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&path, &garbage).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_names_file(&err, &path);
+    assert!(err.to_string().contains("move it aside"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[test]
+fn a_truncated_file_is_refused() {
+    // The real file cut in half: a clear error, no panic.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        for chunk in 0..20u64 {
+            let ops: Vec<StoreOp> = (0..50)
+                .map(|i| append("q", message(chunk * 50 + i + 1, &"payload ".repeat(40))))
+                .collect();
+            store.commit(&ops).unwrap();
+        }
+    }
+    let path = dir.path().join(FILE_NAME);
+    let len = std::fs::metadata(&path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let result = Store::open(dir.path()).and_then(|store| store.load());
+    let err = result.expect_err("a truncated store must not load");
+    assert!(
+        matches!(err, StoreError::Corrupt { .. } | StoreError::Read { .. }),
+        "{err:?}"
+    );
+    assert_names_file(&err, &path);
+}
+
+#[test]
+fn a_file_damaged_in_the_middle_is_refused() {
+    // Pages overwritten with garbage, wherever they are: a clear error
+    // naming the file, never a panic and never a silent fresh start.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        for chunk in 0..20u64 {
+            let ops: Vec<StoreOp> = (0..50)
+                .map(|i| append("q", message(chunk * 50 + i + 1, &"payload ".repeat(40))))
+                .collect();
+            store.commit(&ops).unwrap();
+        }
+    }
+    let path = dir.path().join(FILE_NAME);
+    let pristine = std::fs::read(&path).unwrap();
+    let mut refused = 0;
+    for offset in (4096..pristine.len()).step_by(pristine.len() / 16) {
+        let mut damaged = pristine.clone();
+        let end = (offset + 4096).min(damaged.len());
+        for (i, b) in damaged[offset..end].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+        }
+        std::fs::write(&path, &damaged).unwrap();
+        match Store::open(dir.path()).and_then(|store| store.load()) {
+            Err(err) => {
+                assert_names_file(&err, &path);
+                refused += 1;
+            }
+            // A page no longer in use may be overwritten harmlessly.
+            Ok(loaded) => assert_eq!(
+                contents(&loaded, "q").len(),
+                1000,
+                "damage at {offset} lost data silently"
+            ),
+        }
+    }
+    assert!(refused > 0, "no damage was noticed");
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_corrupt() {
+    // A value that is not a record: Corrupt, naming the file and the message.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    {
+        let db = store.db.as_ref().unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(MESSAGES).unwrap();
+            // Field 2 (payload) claims 100 bytes and has 1.
+            table.insert(("q", 5), [0x12u8, 100, 1].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = store.load().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_names_file(&err, store.path());
+    assert!(
+        err.to_string().contains("message 5 of queue \"q\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_store_of_another_format_is_refused() {
+    // A future format number: refused with a message, not misread.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_FORMAT, 2)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Format { .. }), "{err:?}");
+    assert_names_file(&err, &path);
+}
+
+#[test]
+fn a_store_in_use_is_refused() {
+    // The file is locked while open: a second open says so.
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    assert_names_file(&err, &dir.path().join(FILE_NAME));
+}
+
+/// A file backend whose writes fail with "disk full" while `full` is set.
+#[derive(Debug)]
+struct FillableDisk {
+    file: FileBackend,
+    full: Arc<AtomicBool>,
+}
+
+impl FillableDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            Err(std::io::ErrorKind::StorageFull.into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl StorageBackend for FillableDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+fn open_fillable(dir: &Path) -> (Store, Arc<AtomicBool>) {
+    let full = Arc::new(AtomicBool::new(false));
+    let flag = full.clone();
+    let opener: Opener = Box::new(move |path: &Path, first: bool| {
+        let file: File = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
+        let disk = FillableDisk {
+            file: FileBackend::new(file)?,
+            full: flag.clone(),
+        };
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(first);
+        builder.create_with_backend(disk)
+    });
+    (Store::open_with(dir, opener).unwrap(), full)
+}
+
+#[test]
+fn a_full_disk_fails_the_commit_and_the_store_recovers() {
+    // While the disk is full, commits fail with DiskFull and change nothing;
+    // once there is room again, the next commit succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, full) = open_fillable(dir.path());
+    store.commit(&[append("q", message(1, "before"))]).unwrap();
+    full.store(true, Ordering::SeqCst);
+    let err = store
+        .commit(&[append("q", message(2, "lost"))])
+        .unwrap_err();
+    assert!(err.is_disk_full(), "{err:?}");
+    assert_names_file(&err, store.path());
+    let err = store
+        .commit(&[append("q", message(3, "lost too"))])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DiskFull { .. } | StoreError::Write { .. }),
+        "{err:?}"
+    );
+    full.store(false, Ordering::SeqCst);
+    store.commit(&[append("q", message(4, "after"))]).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(
+        contents(&loaded, "q"),
+        [(1, "before".into(), 0), (4, "after".into(), 0)]
+    );
+    drop(store);
+    let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(contents(&loaded, "q").len(), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_submits_share_commits() {
+    // Eight tasks submit at once: all succeed, in fewer transactions than
+    // submissions, and everything is there after the writer is dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let writer = StoreWriter::spawn(Store::open(dir.path()).unwrap()).unwrap();
+    let tasks: Vec<_> = (1..=8u64)
+        .map(|seq| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.submit(vec![append("q", message(seq, "m"))]).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let commits = writer.commits();
+    assert!(
+        (1..8).contains(&commits),
+        "{commits} transactions for 8 submits"
+    );
+    drop(writer);
+    let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+    let seqs: Vec<u64> = contents(&loaded, "q").iter().map(|m| m.0).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_transaction_is_reported_to_each_submitter() {
+    // Disk full: every submitter of the failed transaction gets the error;
+    // the writer keeps going once there is room.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, full) = open_fillable(dir.path());
+    let writer = StoreWriter::spawn(store).unwrap();
+    full.store(true, Ordering::SeqCst);
+    let results = futures::future::join_all(
+        (1..=4u64).map(|seq| writer.submit(vec![append("q", message(seq, "m"))])),
+    )
+    .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_err_and(StoreError::is_disk_full)),
+        "{results:?}"
+    );
+    full.store(false, Ordering::SeqCst);
+    writer
+        .submit(vec![append("q", message(5, "m"))])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn group_commit_timing() {
+    // Not an assertion: how long 1000 single-message publishes from 8
+    // tasks take, against 50 one at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let writer = StoreWriter::spawn(Store::open(dir.path()).unwrap()).unwrap();
+    let start = Instant::now();
+    for seq in 1..=50u64 {
+        writer
+            .submit(vec![append("solo", message(seq, "m"))])
+            .await
+            .unwrap();
+    }
+    let solo = start.elapsed();
+    let before = writer.commits();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..8u64)
+        .map(|task| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for i in 0..125u64 {
+                    let seq = 1000 + task * 125 + i;
+                    writer
+                        .submit(vec![append("q", message(seq, "payload"))])
+                        .await?;
+                }
+                Ok::<(), StoreError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let grouped = start.elapsed();
+    let commits = writer.commits() - before;
+    println!(
+        "store timing: 50 sequential submits {:?} ({:?} each); 1000 submits from 8 tasks {:?} \
+         in {commits} transactions ({:.1} submits per transaction, {:?} per submit)",
+        solo,
+        solo / 50,
+        grouped,
+        1000.0 / commits as f64,
+        grouped / 1000,
+    );
+}

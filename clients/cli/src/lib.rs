@@ -1,0 +1,228 @@
+//! `turnstile`, the debug CLI: a thin shell over `turnstile-client`.
+//!
+//! Exit codes (sysexits style): 0 success; 1 the broker refused a request;
+//! 64 bad usage; 69 the broker is unavailable; 70 an internal error;
+//! 75 `run --no-wait` found the resource busy (or `--max-wait` ran out);
+//! `run` otherwise exits with its command's status (128+N if killed by
+//! signal N).
+
+#![deny(missing_docs)]
+
+mod format;
+mod run;
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use turnstile_client::{Client, ClientError, ConnectOptions};
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// The broker refused a request.
+pub const EXIT_REFUSED: u8 = 1;
+/// Bad usage.
+pub const EXIT_USAGE: u8 = 64;
+/// The broker is unavailable.
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// An internal error.
+pub const EXIT_SOFTWARE: u8 = 70;
+/// The resource is busy (`run --no-wait`) or the wait ran out.
+pub const EXIT_BUSY: u8 = 75;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "turnstile",
+    version,
+    about = "Talk to a turnstile broker: leases, queues, watches.",
+    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage; 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
+)]
+struct Cli {
+    /// Broker socket [default: $TURNSTILE_SOCKET, else $XDG_RUNTIME_DIR/turnstile.sock, /run/turnstile/turnstile.sock for root, /tmp/turnstile-$UID/turnstile.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Print JSON instead of text (one object per line for streams)
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Round trips to the broker: prints the time of each, or min/p50/p99/max with --count
+    Ping {
+        /// Number of round trips
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Payload size in bytes
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Holders and waiters of resources (all in use when none named), and queues
+    Status {
+        /// Resources to show
+        resources: Vec<String>,
+    },
+    /// Why am I waiting? Who holds RESOURCE, for what, since when, how far, who waits, how long
+    Why {
+        /// The resource
+        resource: String,
+    },
+    /// Watch resources (all when none named): one line per change; survives broker restarts
+    Watch {
+        /// Resources to watch
+        resources: Vec<String>,
+    },
+    /// Hold a lease on RESOURCE while COMMAND runs (like flock(1)), showing the queue while waiting
+    #[command(
+        after_help = "Exits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out."
+    )]
+    Run(run::RunArgs),
+}
+
+/// Runs the CLI with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("turnstile: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("turnstile: {e}");
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+fn exit_code_of(e: &ClientError) -> u8 {
+    if e.is_unavailable() {
+        EXIT_UNAVAILABLE
+    } else if matches!(e, ClientError::Protocol(_)) {
+        EXIT_SOFTWARE
+    } else {
+        EXIT_REFUSED
+    }
+}
+
+pub(crate) fn options(socket: &Option<PathBuf>) -> ConnectOptions {
+    let name = format!("turnstile-cli[{}]", std::process::id());
+    let mut o = ConnectOptions::new(name);
+    if let Some(s) = socket {
+        o = o.socket(s);
+    }
+    o
+}
+
+async fn execute(cli: Cli) -> Result<u8, ClientError> {
+    let opts = options(&cli.socket);
+    match cli.command {
+        Command::Ping { count, size } => {
+            let client = Client::connect(opts).await?;
+            ping(&client, count.max(1), size, cli.json).await
+        }
+        Command::Status { resources } => {
+            let client = Client::connect(opts).await?;
+            let status = client.status(&resources).await?;
+            if cli.json {
+                println!("{}", format::status_json(&status));
+            } else {
+                print!("{}", format::status_text(&status, format::now_ms()));
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Why { resource } => {
+            let client = Client::connect(opts).await?;
+            let status = client.status(std::slice::from_ref(&resource)).await?;
+            let state = status
+                .resources
+                .into_iter()
+                .find(|r| r.resource == resource);
+            if cli.json {
+                println!(
+                    "{}",
+                    state
+                        .as_ref()
+                        .map_or(serde_json::Value::Null, format::resource_json)
+                );
+            } else {
+                print!(
+                    "{}",
+                    format::why_text(&resource, state.as_ref(), format::now_ms())
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
+        Command::Run(args) => run::run(opts, args).await,
+    }
+}
+
+async fn ping(client: &Client, count: u32, size: usize, json: bool) -> Result<u8, ClientError> {
+    let payload = bytes::Bytes::from(vec![0u8; size]);
+    let mut samples = Vec::with_capacity(count as usize);
+    let started = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        client.ping(payload.clone()).await?;
+        samples.push(t.elapsed());
+    }
+    let total = started.elapsed();
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let hello = client.hello();
+    if json {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "{}",
+            serde_json::json!({
+                "broker_version": hello.broker_version,
+                "count": count,
+                "size": size,
+                "min_us": us(pick(0.0)),
+                "p50_us": us(pick(0.5)),
+                "p99_us": us(pick(0.99)),
+                "max_us": us(pick(1.0)),
+                "per_second": f64::from(count) / total.as_secs_f64(),
+            })
+        );
+    } else if count == 1 {
+        println!(
+            "pong from turnstiled {} (protocol {}): {} bytes in {}",
+            hello.broker_version,
+            hello.protocol_version,
+            size,
+            format::micros(pick(0.0))
+        );
+    } else {
+        println!(
+            "{count} pings of {size} bytes to turnstiled {}: min {}  p50 {}  p99 {}  max {}  ({:.0}/s)",
+            hello.broker_version,
+            format::micros(pick(0.0)),
+            format::micros(pick(0.5)),
+            format::micros(pick(0.99)),
+            format::micros(pick(1.0)),
+            f64::from(count) / total.as_secs_f64()
+        );
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,343 @@
+//! The async Rust client for the turnstile broker.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), turnstile_client::ClientError> {
+//! use turnstile_client::Client;
+//! let client = Client::connect_default("my-agent").await?;
+//! // Queue for the resource; see where we stand while we wait.
+//! let lease = client
+//!     .acquire("pcm")
+//!     .shared()
+//!     .purpose("initialise")
+//!     .wait_with(|q| println!("queued at position {}", q.position))
+//!     .await?;
+//! // ... work under the lease ...
+//! lease.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A [`Client`] is one connection; clone it freely (clones share it). One
+//! driver task owns the socket (see `connection.rs`); requests are matched
+//! to replies by id and pushed frames are routed to the lease, watch or
+//! consumer that opened them.
+
+#![deny(missing_docs)]
+
+mod connection;
+mod lease;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::traits::tokio::Stream as _;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+pub use turnstile_proto::v1 as proto;
+use turnstile_proto::v1::{self, ErrorCode, client_frame::Body, reply};
+use turnstile_proto::{ClientCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, encode_frame};
+
+pub use connection::Push;
+pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate};
+pub use turnstile_proto::endpoint::{SOCKET_ENV, default_socket, socket_from_env};
+pub use watch::WatchStream;
+
+use connection::{Command, Response};
+
+/// Everything that can go wrong talking to the broker.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The broker could not be reached.
+    #[error("cannot connect to the broker at {socket}: {message}")]
+    Connect {
+        /// Where it was looked for.
+        socket: PathBuf,
+        /// Why it failed.
+        message: String,
+    },
+    /// The connection is gone (the broker stopped or closed it).
+    #[error("connection to the broker lost: {0}")]
+    Disconnected(String),
+    /// The broker refused the request.
+    #[error("{message} ({})", code.as_str_name())]
+    Broker {
+        /// The broker's error code.
+        code: ErrorCode,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// The lease or the place in the queue was lost (expired, timed out).
+    #[error("lease lost: {}", .0.detail)]
+    Lost(LeaseLost),
+    /// The broker answered something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    fn from_wire(e: v1::Error) -> ClientError {
+        ClientError::Broker {
+            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+            message: e.message,
+        }
+    }
+
+    /// The broker's error code, when the broker refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether the broker could not be reached or the connection was lost.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. } | ClientError::Disconnected(_)
+        )
+    }
+}
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    socket: PathBuf,
+    client_name: String,
+    retry_for: Duration,
+}
+
+impl ConnectOptions {
+    /// Connect to `TURNSTILE_SOCKET`, else the default socket, as `client_name`,
+    /// without retrying.
+    pub fn new(client_name: impl Into<String>) -> ConnectOptions {
+        ConnectOptions {
+            socket: socket_from_env(),
+            client_name: client_name.into(),
+            retry_for: Duration::ZERO,
+        }
+    }
+
+    /// Connect to this socket (or pipe) instead.
+    pub fn socket(mut self, socket: impl AsRef<Path>) -> ConnectOptions {
+        self.socket = socket.as_ref().to_path_buf();
+        self
+    }
+
+    /// Keep trying for this long while the broker is not there yet (a
+    /// client that starts before its broker), with backoff from 50 ms to 1 s.
+    pub fn retry_for(mut self, d: Duration) -> ConnectOptions {
+        self.retry_for = d;
+        self
+    }
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    next_id: AtomicU64,
+    hello: v1::HelloReply,
+}
+
+/// One connection to the broker. Cheap to clone; the connection closes when
+/// the last clone (and every lease, watch and consumer) is dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to the default socket (or `TURNSTILE_SOCKET`) as `client_name`.
+    pub async fn connect_default(client_name: &str) -> Result<Client, ClientError> {
+        Client::connect(ConnectOptions::new(client_name)).await
+    }
+
+    /// Connects and says Hello.
+    pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
+        let deadline = tokio::time::Instant::now() + options.retry_for;
+        let mut backoff = Duration::from_millis(50);
+        let stream = loop {
+            match dial(&options.socket).await {
+                Ok(s) => break s,
+                Err(e) if tokio::time::Instant::now() + backoff <= deadline => {
+                    tracing::debug!("broker not reachable yet ({e}); retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(ClientError::Connect {
+                        socket: options.socket.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        };
+        let (mut frames, mut writer) = connection::framed(stream, DEFAULT_MAX_FRAME_BYTES);
+        let hello = hello(&mut frames, &mut writer, &options).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(connection::drive(frames, writer, rx));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                commands: tx,
+                next_id: AtomicU64::new(1),
+                hello,
+            }),
+        })
+    }
+
+    /// What the broker said in its `HelloReply`: its version, limits, and
+    /// who it sees (uid and pid from the kernel).
+    pub fn hello(&self) -> &v1::HelloReply {
+        &self.inner.hello
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn call(&self, body: Body) -> Result<Response, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        let frame = v1::ClientFrame {
+            id: self.next_id(),
+            body: Some(body),
+        };
+        self.inner
+            .commands
+            .send(Command::Request {
+                frame,
+                reply: Some(tx),
+            })
+            .await
+            .map_err(|_| ClientError::Disconnected("the connection is closed".into()))?;
+        rx.await
+            .map_err(|_| ClientError::Disconnected("the connection is closed".into()))?
+    }
+
+    /// Sends a request without waiting for its answer (used on drop paths).
+    fn send_and_forget(&self, body: Body) {
+        let frame = v1::ClientFrame {
+            id: self.next_id(),
+            body: Some(body),
+        };
+        let _ = self
+            .inner
+            .commands
+            .try_send(Command::Request { frame, reply: None });
+    }
+
+    /// Round trip with a payload; answers the echoed payload.
+    pub async fn ping(&self, payload: impl Into<Bytes>) -> Result<Bytes, ClientError> {
+        let r = self
+            .call(Body::Ping(v1::Ping {
+                payload: payload.into(),
+            }))
+            .await?;
+        match r.result {
+            reply::Result::Pong(p) => Ok(p.payload),
+            other => Err(unexpected("Pong", &other)),
+        }
+    }
+
+    /// The state of the named resources (all in use when empty) and queues.
+    pub async fn status(&self, resources: &[String]) -> Result<v1::Status, ClientError> {
+        let r = self
+            .call(Body::GetStatus(v1::GetStatus {
+                resources: resources.to_vec(),
+            }))
+            .await?;
+        match r.result {
+            reply::Result::Status(s) => Ok(s),
+            other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    /// Starts building a lease request on `resource` (EXCLUSIVE, queued,
+    /// the broker's default TTL, unless told otherwise).
+    pub fn acquire(&self, resource: &str) -> AcquireBuilder {
+        AcquireBuilder::new(self.clone(), resource)
+    }
+
+    /// Watches the named resources (all when empty) from `start_revision`
+    /// (0 = now, with a snapshot).
+    pub async fn watch(
+        &self,
+        resources: &[String],
+        start_revision: u64,
+    ) -> Result<WatchStream, ClientError> {
+        let r = self
+            .call(Body::Watch(v1::Watch {
+                resources: resources.to_vec(),
+                start_revision,
+            }))
+            .await?;
+        match (r.result, r.pushes) {
+            (reply::Result::Watch(started), Some(events)) => {
+                Ok(WatchStream::new(self.clone(), started, events))
+            }
+            (other, _) => Err(unexpected("WatchStarted", &other)),
+        }
+    }
+}
+
+async fn dial(socket: &Path) -> std::io::Result<Stream> {
+    #[cfg(unix)]
+    {
+        use interprocess::local_socket::{GenericFilePath, ToFsName};
+        Stream::connect(socket.to_fs_name::<GenericFilePath>()?).await
+    }
+    #[cfg(windows)]
+    {
+        use interprocess::local_socket::{GenericNamespaced, ToNsName};
+        let text = socket.to_string_lossy();
+        let bare = text.strip_prefix(r"\\.\pipe\").unwrap_or(&text).to_string();
+        Stream::connect(bare.to_ns_name::<GenericNamespaced>()?).await
+    }
+}
+
+async fn hello(
+    frames: &mut FramedRead<impl tokio::io::AsyncRead + Unpin, ClientCodec>,
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    options: &ConnectOptions,
+) -> Result<v1::HelloReply, ClientError> {
+    let mut buf = bytes::BytesMut::new();
+    encode_frame(
+        &v1::ClientFrame {
+            id: 1,
+            body: Some(Body::Hello(v1::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: options.client_name.clone(),
+            })),
+        },
+        &mut buf,
+    );
+    let lost = |e: String| ClientError::Disconnected(e);
+    writer
+        .write_all(&buf)
+        .await
+        .map_err(|e| lost(format!("sending Hello failed: {e}")))?;
+    match frames.next().await {
+        Some(Ok(v1::ServerFrame {
+            body: Some(v1::server_frame::Body::Reply(v1::Reply { result, .. })),
+        })) => match result {
+            Some(reply::Result::Hello(h)) => Ok(h),
+            Some(reply::Result::Error(e)) => Err(ClientError::from_wire(e)),
+            other => Err(ClientError::Protocol(format!(
+                "expected HelloReply, got {other:?}"
+            ))),
+        },
+        Some(Ok(other)) => Err(ClientError::Protocol(format!(
+            "expected HelloReply, got {other:?}"
+        ))),
+        Some(Err(e)) => Err(lost(format!("bad frame from the broker: {e}"))),
+        None => Err(lost("the broker closed the connection during Hello".into())),
+    }
+}
+
+fn unexpected(wanted: &str, got: &reply::Result) -> ClientError {
+    ClientError::Protocol(format!("expected {wanted}, got {got:?}"))
+}

@@ -1,0 +1,277 @@
+//! The frame codec: one frame is a protobuf varint length prefix followed by
+//! that many bytes of one message (the standard "delimited" form).
+//!
+//! It owns the framing rules: the length limit, checked before any memory is
+//! reserved for a frame; the varint prefix, parsed without consuming it until
+//! it is complete; and the errors for frames that break them. It does not
+//! judge what a well-framed message says (an empty `ClientFrame`, an unknown
+//! enum value, a second `Hello`): the broker does, and maps [`FrameError`]s to
+//! wire errors with [`FrameError::wire_code`].
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{Buf, BytesMut};
+use prost::Message;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::v1::{ClientFrame, ErrorCode, ServerFrame};
+
+/// The default frame limit: 1 MiB of message, the length prefix not counted.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1 << 20;
+
+/// The longest a varint may be: 10 bytes carry 64 bits, 7 at a time.
+const MAX_VARINT_BYTES: usize = 10;
+
+/// The broker's side of a connection: decodes `ClientFrame`s, encodes
+/// `ServerFrame`s.
+pub type ServerCodec = FrameCodec<ClientFrame, ServerFrame>;
+
+/// The client's side of a connection: decodes `ServerFrame`s, encodes
+/// `ClientFrame`s.
+pub type ClientCodec = FrameCodec<ServerFrame, ClientFrame>;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix (or, when encoding, the message) is over the limit.
+    /// Raised before any memory is reserved for the frame.
+    #[error("frame of {declared} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// The length the prefix declared, or the encoded message's length.
+        declared: u64,
+        /// The codec's limit, in bytes.
+        max: u32,
+    },
+    /// The length prefix is not a varint: longer than 10 bytes, or a value
+    /// that does not fit in 64 bits.
+    #[error("frame length prefix is not a valid varint (longer than 10 bytes or over 64 bits)")]
+    BadLengthPrefix,
+    /// The frame's bytes are not a valid message (including nesting deeper
+    /// than prost's recursion limit).
+    #[error("malformed frame: {0}")]
+    Malformed(#[source] prost::DecodeError),
+    /// The stream ended inside a frame: the peer sent part of one and left.
+    #[error("stream ended inside a frame: {have} bytes of it were left over")]
+    Truncated {
+        /// Bytes of the unfinished frame (prefix included) that had arrived.
+        have: usize,
+    },
+    /// Reading or writing the underlying stream failed.
+    #[error("frame I/O failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl FrameError {
+    /// The wire error the broker owes the peer before it closes the
+    /// connection, or `None` when there is no one left to tell (the stream
+    /// ended or broke).
+    ///
+    /// Such an error concerns no request, so it goes out in a `Reply` with
+    /// id 0.
+    pub fn wire_code(&self) -> Option<ErrorCode> {
+        match self {
+            FrameError::TooLarge { .. } => Some(ErrorCode::FrameTooLarge),
+            FrameError::BadLengthPrefix | FrameError::Malformed(_) => {
+                Some(ErrorCode::ProtocolViolation)
+            }
+            FrameError::Truncated { .. } | FrameError::Io(_) => None,
+        }
+    }
+}
+
+/// Reads `In` frames and writes `Out` frames, each at most
+/// `max_frame_bytes` bytes of message.
+///
+/// The same limit applies both ways: a message too large to send is refused
+/// with [`FrameError::TooLarge`] and nothing is written, so the sender can
+/// answer with an error instead of a frame the peer would reject.
+pub struct FrameCodec<In, Out> {
+    max_frame_bytes: u32,
+    // `fn(Out) -> In`: the codec holds neither, so it is Send, Sync and Unpin
+    // whatever they are.
+    messages: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> FrameCodec<In, Out> {
+    /// A codec that accepts and sends frames of at most `max_frame_bytes`
+    /// bytes of message (the length prefix not counted).
+    pub fn new(max_frame_bytes: u32) -> Self {
+        FrameCodec {
+            max_frame_bytes,
+            messages: PhantomData,
+        }
+    }
+
+    /// The limit this codec enforces, in bytes of message.
+    pub fn max_frame_bytes(&self) -> u32 {
+        self.max_frame_bytes
+    }
+
+    fn check_len(&self, declared: u64) -> Result<(), FrameError> {
+        if declared > u64::from(self.max_frame_bytes) {
+            return Err(FrameError::TooLarge {
+                declared,
+                max: self.max_frame_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<In, Out> Default for FrameCodec<In, Out> {
+    /// A codec with [`DEFAULT_MAX_FRAME_BYTES`].
+    fn default() -> Self {
+        FrameCodec::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl<In, Out> Clone for FrameCodec<In, Out> {
+    fn clone(&self) -> Self {
+        FrameCodec::new(self.max_frame_bytes)
+    }
+}
+
+impl<In, Out> fmt::Debug for FrameCodec<In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameCodec")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .finish()
+    }
+}
+
+impl<In: Message + Default, Out> Decoder for FrameCodec<In, Out> {
+    type Item = In;
+    type Error = FrameError;
+
+    /// Decodes one frame from the front of `src`, or returns `Ok(None)` and
+    /// consumes nothing while the frame is incomplete.
+    ///
+    /// A frame that is framed correctly but is not a valid message is
+    /// consumed before [`FrameError::Malformed`] is returned. The message is
+    /// decoded from a borrowed slice, so its `bytes` fields are copies: they
+    /// do not pin the read buffer however long they are kept.
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        let Some((declared, prefix_len)) = peek_varint(src)? else {
+            return Ok(None);
+        };
+        self.check_len(declared)?;
+        // Checked above: `declared` is at most `u32::MAX`, so neither step
+        // fails on a 64-bit target; on a smaller one, too large is too large.
+        let frame_len = usize::try_from(declared)
+            .ok()
+            .and_then(|body_len| body_len.checked_add(prefix_len))
+            .ok_or(FrameError::TooLarge {
+                declared,
+                max: self.max_frame_bytes,
+            })?;
+        let Some(body) = src.get(prefix_len..frame_len) else {
+            // Incomplete: make room for the rest of this frame, no more.
+            src.reserve(frame_len - src.len());
+            return Ok(None);
+        };
+        let message = In::decode(body);
+        src.advance(frame_len);
+        message.map(Some).map_err(FrameError::Malformed)
+    }
+
+    /// As [`decode`](Self::decode); then bytes left over once the stream has
+    /// ended are an unfinished frame, reported as [`FrameError::Truncated`].
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        match self.decode(src)? {
+            Some(message) => Ok(Some(message)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated { have: src.len() }),
+        }
+    }
+}
+
+impl<In, Out: Message> FrameCodec<In, Out> {
+    /// Appends `message` to `dst` as one frame, or refuses a message over
+    /// the limit and leaves `dst` untouched; what the [`Encoder`] impl does,
+    /// for a message the caller keeps.
+    ///
+    /// (The codec implements `Encoder<Out>` only: a second impl for `&Out`
+    /// would leave `SinkExt::flush` and `close` on a `FramedWrite` without
+    /// an inferable item type.)
+    pub fn encode_ref(&self, message: &Out, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.check_len(message.encoded_len() as u64)?;
+        encode_frame(message, dst);
+        Ok(())
+    }
+}
+
+impl<In, Out: Message> Encoder<Out> for FrameCodec<In, Out> {
+    type Error = FrameError;
+
+    /// Appends one frame to `dst`, or refuses a message over the limit and
+    /// leaves `dst` untouched.
+    fn encode(&mut self, message: Out, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode_ref(&message, dst)
+    }
+}
+
+/// Appends `message` to `dst` as one frame: its varint length, then its bytes.
+///
+/// Enforces no limit; [`FrameCodec`]'s encoders check theirs first.
+pub fn encode_frame(message: &impl Message, dst: &mut BytesMut) {
+    let body_len = message.encoded_len();
+    dst.reserve(prost::length_delimiter_len(body_len) + body_len);
+    // prost's only encoding error is a destination without room, and a
+    // `BytesMut` grows as needed, so there is nothing to handle.
+    let _ = message.encode_length_delimited(dst);
+}
+
+/// Reads the varint at the front of `buf` without consuming it: its value
+/// and length in bytes, or `None` while it is incomplete.
+fn peek_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
+    let mut value = 0u64;
+    for (index, &byte) in buf.iter().take(MAX_VARINT_BYTES).enumerate() {
+        // The tenth byte carries only bit 63: anything above it overflows,
+        // and its continuation bit would mean an eleventh byte.
+        if index == MAX_VARINT_BYTES - 1 && byte > 1 {
+            return Err(FrameError::BadLengthPrefix);
+        }
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok(Some((value, index + 1)));
+        }
+    }
+    // Fewer than ten bytes so far, all with the continuation bit set.
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_varint_reads_canonical_and_padded_forms() {
+        assert_eq!(peek_varint(&[0x00]).ok(), Some(Some((0, 1))));
+        assert_eq!(peek_varint(&[0x96, 0x01, 0xff]).ok(), Some(Some((150, 2))));
+        // Non-canonical padding is valid protobuf: 0 in two bytes.
+        assert_eq!(peek_varint(&[0x80, 0x00]).ok(), Some(Some((0, 2))));
+        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(peek_varint(&max).ok(), Some(Some((u64::MAX, 10))));
+    }
+
+    #[test]
+    fn peek_varint_waits_for_an_incomplete_prefix() {
+        assert_eq!(peek_varint(&[]).ok(), Some(None));
+        assert_eq!(peek_varint(&[0xff; 9]).ok(), Some(None));
+    }
+
+    #[test]
+    fn peek_varint_refuses_eleven_bytes_and_overflow() {
+        assert!(matches!(
+            peek_varint(&[0xff; 10]),
+            Err(FrameError::BadLengthPrefix)
+        ));
+        let overflow = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert!(matches!(
+            peek_varint(&overflow),
+            Err(FrameError::BadLengthPrefix)
+        ));
+    }
+}

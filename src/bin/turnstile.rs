@@ -1,0 +1,5 @@
+//! `turnstile`: the debug CLI. See `turnstile --help`.
+
+fn main() -> std::process::ExitCode {
+    turnstile_cli::main()
+}

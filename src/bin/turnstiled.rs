@@ -1,0 +1,5 @@
+//! `turnstiled`: the turnstile broker. See `turnstiled --help`.
+
+fn main() -> std::process::ExitCode {
+    turnstile_broker::cli::main()
+}
