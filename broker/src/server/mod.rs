@@ -175,6 +175,16 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     loop {
+        // At most `max_handshakes` connections may be between accept and
+        // Hello: past that, new ones wait in the kernel's listen backlog
+        // (a burst of honest clients is slowed, not refused).
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = handshakes.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             a = listener.accept() => a,
@@ -215,15 +225,6 @@ pub async fn run(
                 connection::spawn_farewell(stream, out_rx);
                 continue;
             }
-        };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            refuse(format!(
-                "{} connections are already in handshake (--max-handshakes)",
-                config.max_handshakes
-            ));
-            drop(out_tx);
-            connection::spawn_farewell(stream, out_rx);
-            continue;
         };
         let setup = connection::ReaderSetup {
             to_core: to_core.clone(),

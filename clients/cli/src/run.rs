@@ -88,7 +88,10 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
         .await
     {
         Ok(l) => l,
-        Err(ClientError::Broker { code, message }) if code == v1::ErrorCode::Busy => {
+        Err(ClientError::Broker {
+            code: v1::ErrorCode::Busy,
+            message,
+        }) => {
             eprintln!("turnstile: {message}");
             return Ok(EXIT_BUSY);
         }

@@ -184,7 +184,7 @@ impl Pending {
         loop {
             match &self.state {
                 QueueUpdate::Granted(g) => {
-                    let g = g.clone();
+                    let g = *g;
                     return Ok(self.into_lease(g));
                 }
                 QueueUpdate::Queued(_) => {
@@ -262,7 +262,7 @@ impl Lease {
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(keep_alive(
             client.clone(),
-            granted.clone(),
+            granted,
             pushes,
             lost_tx,
             stop_rx,

@@ -118,9 +118,8 @@ fn a_resumed_watch_replays_exactly_what_came_after() {
     let live = core.watch(ui, vec![], 0, 0).unwrap().watch_id;
     let mut history: Vec<Arc<StateEvent>> = Vec::new();
     for (i, name) in ["a", "b", "a"].into_iter().enumerate() {
-        let (outcome, changes) = acquire(&mut core, svc, request(name, Mode::Shared), i as u64);
+        let (_, changes) = acquire(&mut core, svc, request(name, Mode::Shared), i as u64);
         history.extend(events_for(&changes, live));
-        let _ = outcome;
     }
     let r = core.revision();
     for (i, name) in ["b", "a", "a", "b"].into_iter().enumerate() {

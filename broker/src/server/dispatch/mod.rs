@@ -83,6 +83,13 @@ pub(super) async fn core_loop(
                 if n == 0 {
                     break;
                 }
+                // Deadlines already due are applied first: a KeepAlive that
+                // arrives after the TTL ran out must find the lease expired.
+                let now = d.clock.now();
+                if d.core.next_deadline().is_some_and(|at| at <= now) {
+                    let changes = d.core.expire(now);
+                    d.deliver(changes, now);
+                }
                 for msg in batch.drain(..) {
                     d.handle(msg);
                 }

@@ -1,0 +1,278 @@
+//! The broker as a process: it starts, answers, refuses bad input without
+//! harm to others, and stops cleanly (real binary, real socket, real signals).
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::*;
+use turnstile_proto::v1::{self, ErrorCode, client_frame::Body, reply};
+
+#[tokio::test]
+async fn hello_ping_and_status() {
+    let broker = spawn_broker();
+    let client = broker.client("tester").await;
+    // The broker reports the peer it saw from the kernel, not from the client.
+    let hello = client.hello();
+    assert_eq!(hello.protocol_version, 1);
+    let peer = hello.peer.clone().expect("peer");
+    assert_eq!(peer.client_name, "tester");
+    assert_eq!(peer.pid, std::process::id());
+    // SAFETY: geteuid touches no memory.
+    assert_eq!(peer.uid, unsafe { libc::geteuid() });
+    assert_eq!(client.ping(&b"abc"[..]).await.unwrap(), &b"abc"[..]);
+    let status = client.status(&[]).await.unwrap();
+    assert!(status.resources.is_empty());
+    // A named resource nobody uses is shown, empty.
+    let status = client.status(&["pcm".into()]).await.unwrap();
+    assert_eq!(status.resources.len(), 1);
+    assert!(status.resources[0].holders.is_empty());
+}
+
+#[tokio::test]
+async fn a_first_frame_that_is_not_hello_is_a_protocol_violation() {
+    let broker = spawn_broker();
+    let mut raw = broker.raw_no_hello().await;
+    raw.send(v1::ClientFrame {
+        id: 1,
+        body: Some(Body::Ping(v1::Ping::default())),
+    })
+    .await;
+    let e = raw.expect_fatal().await;
+    assert_eq!(e.code, ErrorCode::ProtocolViolation as i32, "{e:?}");
+    // Others are still served.
+    broker.client("other").await.ping(&b""[..]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_protocol_version_is_refused_naming_the_supported_range() {
+    let broker = spawn_broker();
+    let mut raw = broker.raw_no_hello().await;
+    raw.send(v1::ClientFrame {
+        id: 7,
+        body: Some(Body::Hello(v1::Hello {
+            protocol_version: 2,
+            client_name: "future".into(),
+        })),
+    })
+    .await;
+    match raw.next_frame().await {
+        Some(v1::server_frame::Body::Reply(v1::Reply {
+            id: 7,
+            result: Some(reply::Result::Error(e)),
+        })) => {
+            assert_eq!(e.code, ErrorCode::UnsupportedVersion as i32);
+            assert!(e.message.contains("1 to 1"), "{}", e.message);
+        }
+        other => panic!("expected UNSUPPORTED_VERSION, got {other:?}"),
+    }
+    assert!(raw.next_frame().await.is_none(), "closed after refusing");
+}
+
+#[tokio::test]
+async fn garbage_bytes_get_an_error_and_the_broker_keeps_serving() {
+    let broker = spawn_broker();
+    let mut raw = broker.raw().await;
+    // A valid length prefix followed by bytes that are no protobuf message.
+    raw.send_bytes(&[0x05, 0xff, 0xff, 0xff, 0xff, 0xff]).await;
+    let e = raw.expect_fatal().await;
+    assert_eq!(e.code, ErrorCode::ProtocolViolation as i32, "{e:?}");
+    broker.client("other").await.ping(&b""[..]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_4_gib_length_prefix_is_refused_before_anything_is_allocated() {
+    let broker = spawn_broker();
+    let mut raw = broker.raw().await;
+    // varint 0xFFFFFFFF
+    raw.send_bytes(&[0xff, 0xff, 0xff, 0xff, 0x0f]).await;
+    let e = raw.expect_fatal().await;
+    assert_eq!(e.code, ErrorCode::FrameTooLarge as i32, "{e:?}");
+    assert!(e.message.contains("4294967295"), "{}", e.message);
+    broker.client("other").await.ping(&b""[..]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_without_an_id_is_refused_and_the_connection_stays_open() {
+    let broker = spawn_broker();
+    let mut raw = broker.raw().await;
+    raw.send(v1::ClientFrame {
+        id: 0,
+        body: Some(Body::Ping(v1::Ping::default())),
+    })
+    .await;
+    match raw.next_frame().await {
+        Some(v1::server_frame::Body::Reply(v1::Reply {
+            result: Some(reply::Result::Error(e)),
+            ..
+        })) => assert_eq!(e.code, ErrorCode::InvalidArgument as i32),
+        other => panic!("{other:?}"),
+    }
+    let r = raw.request(Body::Ping(v1::Ping::default())).await;
+    assert!(matches!(r, reply::Result::Pong(_)));
+}
+
+#[tokio::test]
+async fn a_connection_that_never_says_hello_is_closed_at_the_handshake_deadline() {
+    let broker = spawn_broker_with(&["--handshake-timeout", "300ms"]);
+    let mut raw = broker.raw_no_hello().await;
+    let e = raw.expect_fatal().await;
+    assert_eq!(e.code, ErrorCode::TimedOut as i32, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_ping_at_once() {
+    let broker = spawn_broker();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let opts = broker.options(&format!("c{i}"));
+        tasks.push(tokio::spawn(async move {
+            let c = turnstile_client::Client::connect(opts).await.unwrap();
+            for _ in 0..20 {
+                c.ping(vec![i as u8; 32]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn sigterm_stops_it_cleanly_and_removes_the_socket() {
+    let mut broker = spawn_broker();
+    assert!(broker.socket.exists());
+    broker.signal(libc::SIGTERM);
+    let status = broker.wait_exit();
+    assert_eq!(status.code(), Some(0), "log:\n{}", broker.log_text());
+    assert!(!broker.socket.exists(), "socket file removed");
+    assert!(broker.log_text().contains("SIGTERM received"));
+}
+
+#[test]
+fn a_second_broker_on_a_live_path_refuses_and_the_first_still_serves() {
+    let broker = spawn_broker();
+    let out = std::process::Command::new(turnstiled())
+        .arg("--socket")
+        .arg(&broker.socket)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already serving"), "{stderr}");
+    assert!(broker.socket.exists(), "the live socket was left alone");
+    let (code, stdout, _) = broker.cli(&["ping"]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[test]
+fn after_sigkill_a_restart_on_the_same_path_replaces_the_stale_socket() {
+    let mut broker = spawn_broker();
+    let dir = broker.dir.clone();
+    broker.kill();
+    assert!(
+        broker.socket.exists(),
+        "SIGKILL leaves the socket file behind"
+    );
+    let again = start_in(&dir, &[]);
+    let (code, out, err) = again.cli(&["ping"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(again.log_text().contains("stale socket"));
+}
+
+#[test]
+fn a_broker_whose_stderr_is_closed_still_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A pipe whose reading end is closed at once: every log write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut broker = start_in_no_wait(tmp.path(), &[], Some(Stdio::from(writer)));
+    wait_ready(&broker);
+    for _ in 0..3 {
+        let (code, out, err) = broker.cli(&["ping"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    broker.signal(libc::SIGTERM);
+    assert_eq!(broker.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn the_socket_is_a_file_open_to_all_in_a_directory_only_the_broker_writes() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let broker = spawn_broker();
+    let meta = std::fs::metadata(&broker.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+    let dir_mode = std::fs::metadata(&broker.dir).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o022, 0, "directory not writable by others");
+    // Never the abstract namespace.
+    let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let abstract_ours = unix
+        .lines()
+        .any(|l| l.contains('@') && l.contains("turnstile"));
+    assert!(!abstract_ours, "an abstract socket of ours exists");
+}
+
+#[test]
+fn a_socket_directory_writable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(turnstiled())
+        .arg("--socket")
+        .arg(open.join("t.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writable by other users"));
+}
+
+#[test]
+fn config_files_are_checked_and_unknown_keys_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.toml");
+    std::fs::write(&good, "max-connections = 50\nhandshake-timeout = \"2s\"\n").unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "max-conections = 50\n").unwrap();
+    let run = |f: &std::path::Path| {
+        std::process::Command::new(turnstiled())
+            .arg("--check-config")
+            .arg(f)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&good).status.code(), Some(0));
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+}
+
+#[test]
+fn the_cli_reports_an_absent_broker_with_exit_69() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(turnstile_cli())
+        .arg("--socket")
+        .arg(tmp.path().join("nobody.sock"))
+        .arg("ping")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[tokio::test]
+async fn a_client_that_starts_before_its_broker_connects_once_it_is_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let opts = turnstile_client::ConnectOptions::new("early")
+        .socket(dir.join("turnstile.sock"))
+        .retry_for(Duration::from_secs(15));
+    let early = tokio::spawn(async move { turnstile_client::Client::connect(opts).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _broker = start_in(&dir, &[]);
+    let client = early.await.unwrap().expect("connected after retrying");
+    client.ping(&b""[..]).await.unwrap();
+}

@@ -1,0 +1,361 @@
+//! The integration-test harness: spawn the real `turnstiled` on a temporary
+//! socket, connect to it with the client library or with raw frames, send
+//! it real signals, restart it on the same data.
+//!
+//! Every wait is bounded and generous; tests assert order and outcome,
+//! never speed.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use tokio::net::UnixStream;
+use tokio_util::codec::Framed;
+use turnstile_client::{Client, ConnectOptions};
+use turnstile_proto::v1::{self, client_frame::Body, reply, server_frame};
+use turnstile_proto::{ClientCodec, PROTOCOL_VERSION};
+
+/// How long any single wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `turnstiled` in its own temporary directory.
+pub struct Broker {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn turnstiled() -> &'static str {
+    env!("CARGO_BIN_EXE_turnstiled")
+}
+
+pub fn turnstile_cli() -> &'static str {
+    env!("CARGO_BIN_EXE_turnstile")
+}
+
+/// Starts a broker with default settings on a fresh socket.
+pub fn spawn_broker() -> Broker {
+    spawn_broker_with(&[])
+}
+
+/// Starts a broker with extra flags on a fresh socket.
+pub fn spawn_broker_with(args: &[&str]) -> Broker {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_path_buf();
+    let mut b = start_in(&dir, args);
+    b._tmp = Some(tmp);
+    b
+}
+
+/// Starts a broker on `dir/turnstile.sock` with data in `dir/data`, and
+/// waits until it accepts connections.
+pub fn start_in(dir: &Path, args: &[&str]) -> Broker {
+    let b = start_in_no_wait(dir, args, None);
+    wait_ready(&b);
+    b
+}
+
+/// Starts a broker without waiting for it; its stderr goes to `stderr`, or
+/// to a log file in `dir` when `None`.
+pub fn start_in_no_wait(dir: &Path, args: &[&str], stderr: Option<Stdio>) -> Broker {
+    let socket = dir.join("turnstile.sock");
+    let data_dir = dir.join("data");
+    let log = dir.join(format!("broker-{}.log", unique()));
+    let stderr =
+        stderr.unwrap_or_else(|| Stdio::from(std::fs::File::create(&log).expect("log file")));
+    let child = Command::new(turnstiled())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--log-level", "debug"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn turnstiled");
+    Broker {
+        child,
+        dir: dir.to_path_buf(),
+        socket,
+        data_dir,
+        log,
+        _tmp: None,
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Waits until the broker's socket accepts a connection.
+#[track_caller]
+pub fn wait_ready(b: &Broker) {
+    let start = Instant::now();
+    loop {
+        if std::os::unix::net::UnixStream::connect(&b.socket).is_ok() {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "broker did not start within {PATIENCE:?}; log:\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Broker {
+    /// The broker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal to the broker.
+    pub fn signal(&self, sig: i32) {
+        signal(self.pid(), sig);
+    }
+
+    /// SIGKILLs the broker and reaps it.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the broker to exit.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_child(&mut self.child)
+    }
+
+    /// Connection options for this broker.
+    pub fn options(&self, name: &str) -> ConnectOptions {
+        ConnectOptions::new(name).socket(&self.socket)
+    }
+
+    /// A client-library connection.
+    pub async fn client(&self, name: &str) -> Client {
+        Client::connect(self.options(name))
+            .await
+            .expect("connect to the broker")
+    }
+
+    /// A raw connection that has said Hello.
+    pub async fn raw(&self) -> Raw {
+        let mut r = self.raw_no_hello().await;
+        let reply = r
+            .request(Body::Hello(v1::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "raw".into(),
+            }))
+            .await;
+        assert!(matches!(reply, reply::Result::Hello(_)), "{reply:?}");
+        r
+    }
+
+    /// A raw connection that has said nothing yet.
+    pub async fn raw_no_hello(&self) -> Raw {
+        let s = UnixStream::connect(&self.socket).await.expect("connect");
+        Raw {
+            framed: Framed::new(s, ClientCodec::new(64 << 20)),
+            next_id: 1,
+            pushed: Vec::new(),
+        }
+    }
+
+    /// Runs the CLI against this broker and returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(turnstile_cli())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run turnstile");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts the CLI against this broker in the background.
+    pub fn cli_spawn(&self, args: &[&str]) -> Child {
+        Command::new(turnstile_cli())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn turnstile")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill touches no memory; a stale pid only yields an error.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Waits for a child to exit, within [`PATIENCE`].
+#[track_caller]
+pub fn wait_child(child: &mut Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "child did not exit within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads everything a child wrote to a pipe.
+pub fn read_all(r: Option<impl Read>) -> String {
+    let mut s = String::new();
+    if let Some(mut r) = r {
+        let _ = r.read_to_string(&mut s);
+    }
+    s
+}
+
+/// A connection speaking raw frames, for protocol tests.
+pub struct Raw {
+    pub framed: Framed<UnixStream, ClientCodec>,
+    pub next_id: u64,
+    /// Pushed frames that arrived while waiting for a reply.
+    pub pushed: Vec<server_frame::Body>,
+}
+
+impl Raw {
+    /// Sends a request and waits for its reply (keeping pushed frames).
+    pub async fn request(&mut self, body: Body) -> reply::Result {
+        let id = self.next_id;
+        self.next_id += 1;
+        {
+            self.send(v1::ClientFrame {
+                id,
+                body: Some(body),
+            })
+            .await;
+            loop {
+                match self.next_frame().await {
+                    Some(server_frame::Body::Reply(r)) if r.id == id => {
+                        return r.result.expect("reply with a result");
+                    }
+                    Some(server_frame::Body::Reply(r)) => panic!("unexpected reply {r:?}"),
+                    Some(other) => self.pushed.push(other),
+                    None => panic!("connection closed while waiting for reply {id}"),
+                }
+            }
+        }
+    }
+
+    /// Sends a frame.
+    pub async fn send(&mut self, frame: v1::ClientFrame) {
+        self.framed.send(frame).await.expect("send frame");
+    }
+
+    /// Writes raw bytes.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.framed
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .expect("write bytes");
+    }
+
+    /// The next frame's body, or None at EOF (or on a read error).
+    pub async fn next_frame(&mut self) -> Option<server_frame::Body> {
+        match tokio::time::timeout(PATIENCE, self.framed.next()).await {
+            Ok(Some(Ok(f))) => f.body,
+            Ok(_) => None,
+            Err(_) => panic!("no frame within {PATIENCE:?}"),
+        }
+    }
+
+    /// Waits for a pushed frame matching `pick` (looking at kept ones first).
+    pub async fn expect_push<T>(
+        &mut self,
+        mut pick: impl FnMut(&server_frame::Body) -> Option<T>,
+    ) -> T {
+        if let Some(i) = self.pushed.iter().position(|p| pick(p).is_some()) {
+            let p = self.pushed.remove(i);
+            return pick(&p).expect("picked");
+        }
+        loop {
+            match self.next_frame().await {
+                Some(b) => match pick(&b) {
+                    Some(t) => return t,
+                    None => self.pushed.push(b),
+                },
+                None => panic!("connection closed while waiting for a push"),
+            }
+        }
+    }
+
+    /// Expects the broker to send an error with id 0 and close.
+    pub async fn expect_fatal(&mut self) -> v1::Error {
+        {
+            let frame = self.next_frame().await;
+            let err = match frame {
+                Some(server_frame::Body::Reply(v1::Reply {
+                    id,
+                    result: Some(reply::Result::Error(e)),
+                })) => {
+                    assert_eq!(id, 0, "a fatal error concerns no request");
+                    e
+                }
+                other => panic!("expected a fatal error, got {other:?}"),
+            };
+            assert!(self.next_frame().await.is_none(), "the broker should close");
+            err
+        }
+    }
+}
+
+/// Encodes a frame by hand (length prefix + message).
+pub fn encode(frame: &v1::ClientFrame) -> BytesMut {
+    let mut b = BytesMut::new();
+    turnstile_proto::encode_frame(frame, &mut b);
+    b
+}
+
+/// The error code of a reply, if it is an error.
+pub fn error_code(r: &reply::Result) -> Option<v1::ErrorCode> {
+    match r {
+        reply::Result::Error(e) => v1::ErrorCode::try_from(e.code).ok(),
+        _ => None,
+    }
+}
