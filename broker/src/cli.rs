@@ -24,7 +24,12 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// Runs `turnstiled` with the process's arguments.
 pub fn main() -> ExitCode {
-    let flags = match Settings::try_parse() {
+    main_from(std::env::args_os())
+}
+
+/// Runs `turnstiled` with these arguments (the first is the program name).
+pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let flags = match Settings::try_parse_from(args) {
         Ok(f) => f,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };

@@ -158,25 +158,12 @@ impl Broker {
 
     /// A raw connection that has said Hello.
     pub async fn raw(&self) -> Raw {
-        let mut r = self.raw_no_hello().await;
-        let reply = r
-            .request(Body::Hello(v1::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "raw".into(),
-            }))
-            .await;
-        assert!(matches!(reply, reply::Result::Hello(_)), "{reply:?}");
-        r
+        Raw::connect(&self.socket).await
     }
 
     /// A raw connection that has said nothing yet.
     pub async fn raw_no_hello(&self) -> Raw {
-        let s = UnixStream::connect(&self.socket).await.expect("connect");
-        Raw {
-            framed: Framed::new(s, ClientCodec::new(64 << 20)),
-            next_id: 1,
-            pushed: Vec::new(),
-        }
+        Raw::connect_no_hello(&self.socket).await
     }
 
     /// Runs the CLI against this broker and returns (exit code, stdout, stderr).
@@ -258,6 +245,29 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Connects to a socket and says Hello.
+    pub async fn connect(socket: impl AsRef<Path>) -> Raw {
+        let mut r = Raw::connect_no_hello(socket).await;
+        let reply = r
+            .request(Body::Hello(v1::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "raw".into(),
+            }))
+            .await;
+        assert!(matches!(reply, reply::Result::Hello(_)), "{reply:?}");
+        r
+    }
+
+    /// Connects to a socket and says nothing yet.
+    pub async fn connect_no_hello(socket: impl AsRef<Path>) -> Raw {
+        let s = UnixStream::connect(socket.as_ref()).await.expect("connect");
+        Raw {
+            framed: Framed::new(s, ClientCodec::new(64 << 20)),
+            next_id: 1,
+            pushed: Vec::new(),
+        }
+    }
+
     /// Sends a request and waits for its reply (keeping pushed frames).
     pub async fn request(&mut self, body: Body) -> reply::Result {
         let id = self.next_id;

@@ -1,0 +1,155 @@
+//! The whole PCM story against a real broker, in one command:
+//!
+//!     cargo run --release --example demo
+//!
+//! It starts `turnstiled` on a temporary socket (this program re-executed as
+//! the broker, running the same entry point as the `turnstiled` binary),
+//! starts the service, which begins a job under an EXCLUSIVE lease on `pcm`,
+//! and then, mid-job, starts the agent. The agent queues its
+//! initialisation, reports where it stands and how far the job has got, and
+//! initialises the moment the job ends. The old failure ("Timed out waiting
+//! for the PCM service semaphore ... Exiting") has no path to happen.
+//!
+//! `TURNSTILE_DEMO_FAST=1` shortens the job for tests.
+
+#[path = "pcm/mod.rs"]
+mod pcm;
+
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use turnstile_client::{Client, ConnectOptions};
+
+fn main() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        // The broker: the same entry point as the `turnstiled` binary.
+        Some("--as-turnstiled") => {
+            let rest = std::iter::once("turnstiled".into()).chain(args[2..].iter().map(Into::into));
+            return Ok(turnstile_broker::cli::main_from(rest));
+        }
+        Some("--as-service") => {
+            runtime()?.block_on(pcm::run_service(
+                ConnectOptions::new("pcmsvc").socket(&args[2]),
+                &["Install Office 97".to_string()],
+                5,
+                step(),
+            ))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some("--as-agent") => {
+            runtime()?.block_on(pcm::run_agent(
+                ConnectOptions::new("pcmwin[alice]").socket(&args[2]),
+                "alice",
+            ))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    story()
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn step() -> Duration {
+    if std::env::var_os("TURNSTILE_DEMO_FAST").is_some() {
+        Duration::from_millis(150)
+    } else {
+        Duration::from_millis(1200)
+    }
+}
+
+fn role(args: &[&str], stderr: Stdio) -> anyhow::Result<Child> {
+    Ok(Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(stderr)
+        .spawn()?)
+}
+
+fn story() -> anyhow::Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("turnstile.sock");
+    let socket_arg = socket.to_string_lossy().to_string();
+    let data = dir.path().join("data").to_string_lossy().to_string();
+    println!("demo    ==> starting turnstiled on {socket_arg}");
+    let mut broker = role(
+        &[
+            "--as-turnstiled",
+            "--socket",
+            &socket_arg,
+            "--data-dir",
+            &data,
+            "--log-level",
+            "warn",
+        ],
+        Stdio::inherit(),
+    )?;
+    let rt = runtime()?;
+    let observer = rt.block_on(Client::connect(
+        ConnectOptions::new("demo")
+            .socket(&socket)
+            .retry_for(Duration::from_secs(10)),
+    ))?;
+
+    println!("demo    ==> starting the service: it runs one job, 'Install Office 97'");
+    let mut service = role(&["--as-service", &socket_arg], Stdio::inherit())?;
+    // Mid-job: wait until the service holds `pcm` and has made some progress.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = rt.block_on(observer.status(&[pcm::RESOURCE.to_string()]))?;
+        let progressed = status.resources.first().is_some_and(|r| {
+            r.holders
+                .iter()
+                .any(|h| h.progress.as_ref().is_some_and(|p| p.done >= 2))
+        });
+        if progressed {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the service never started its job"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "demo    ==> the job is under way: starting the agent (this is where a semaphore timed out)"
+    );
+    let started = Instant::now();
+    let mut agent = role(&["--as-agent", &socket_arg], Stdio::inherit())?;
+    let agent_status = agent.wait()?;
+    let service_status = service.wait()?;
+    println!(
+        "demo    ==> the agent initialised {:.1} s after it started, right after the job; nobody restarted anything",
+        started.elapsed().as_secs_f64()
+    );
+    drop(observer);
+    // SAFETY: kill touches no memory.
+    unsafe {
+        libc_kill(broker.id() as i32);
+    }
+    let broker_status = broker.wait()?;
+    println!("demo    ==> turnstiled stopped ({broker_status})");
+    if agent_status.success() && service_status.success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("demo    ==> something failed: agent {agent_status}, service {service_status}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Asks the broker to stop as a service manager would: SIGTERM on Unix.
+#[cfg(unix)]
+unsafe fn libc_kill(pid: i32) {
+    // SAFETY: kill touches no memory; a stale pid only yields an error.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+#[cfg(windows)]
+unsafe fn libc_kill(_pid: i32) {}
