@@ -432,7 +432,7 @@ impl Core {
     pub fn status(&self, resources: &[String]) -> StatusView {
         StatusView {
             revision: self.revision,
-            resources: self.leases.views(resources),
+            resources: self.leases.views(resources, self.revision),
         }
     }
 

@@ -118,8 +118,10 @@ impl LeaseTable {
     }
 
     /// Views of the named resources (all in use when `names` is empty), in
-    /// name order. A named resource nobody uses is shown empty.
-    pub(super) fn views(&self, names: &[String]) -> Vec<ResourceView> {
+    /// name order. A named resource nobody uses is shown empty, as of
+    /// `current` (the table forgets idle resources, so their last revision
+    /// is not known; `current` is a revision at which the state holds).
+    pub(super) fn views(&self, names: &[String], current: Revision) -> Vec<ResourceView> {
         let mut out: Vec<ResourceView> = if names.is_empty() {
             self.resources.values().map(|r| self.view(r)).collect()
         } else {
@@ -129,7 +131,7 @@ impl LeaseTable {
                     Some(r) => self.view(r),
                     None => ResourceView {
                         resource: Arc::from(n.as_str()),
-                        revision: Revision(0),
+                        revision: current,
                         holders: Vec::new(),
                         waiters: Vec::new(),
                     },

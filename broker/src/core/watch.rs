@@ -157,7 +157,7 @@ impl Core {
             (Vec::new(), replay, false)
         } else {
             (
-                self.leases.views(&resources),
+                self.leases.views(&resources, self.revision),
                 Vec::new(),
                 start_revision != 0,
             )

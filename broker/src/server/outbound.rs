@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Outbound, ToCore};
 use crate::core::{SessionId, StateEvent};
 
+/// Most (watch, resource) states kept for one slow connection.
+pub(super) const MAX_COALESCED: usize = 4096;
+
 /// A watch event held back for a slow watcher: the newest per
 /// (watch, resource).
 struct Coalesced {
@@ -99,21 +102,24 @@ impl Conn {
     }
 
     /// Queues a watch event, or keeps only its newest state when the client
-    /// is behind. `encode` gives the event's shared body.
+    /// is behind. `encode` gives the event's shared body. A client so far
+    /// behind that it would be owed more than [`MAX_COALESCED`] resources'
+    /// states is cut off instead (it resumes from its last revision when it
+    /// reconnects, or gets a resync).
     pub fn send_watch(
         &mut self,
         watch_id: u64,
         event: &Arc<StateEvent>,
         encode: impl FnOnce() -> Bytes,
         to_core: &mpsc::Sender<ToCore>,
-    ) {
+    ) -> Result<(), Overflow> {
         if !self.lagging() {
             let item = Outbound::WatchEvent {
                 watch_id,
                 body: encode(),
             };
             match self.tx.try_send(item) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {}
             }
         }
@@ -124,13 +130,19 @@ impl Conn {
             .find(|c| c.watch_id == watch_id && c.resource == resource)
         {
             Some(c) => c.event = event.clone(),
-            None => self.coalesced.push(Coalesced {
-                watch_id,
-                resource,
-                event: event.clone(),
-            }),
+            None => {
+                if self.coalesced.len() >= MAX_COALESCED {
+                    return Err(Overflow);
+                }
+                self.coalesced.push(Coalesced {
+                    watch_id,
+                    resource,
+                    event: event.clone(),
+                });
+            }
         }
         self.arm_waker(to_core);
+        Ok(())
     }
 
     /// Moves what waited into the queue while it has room: the backlog

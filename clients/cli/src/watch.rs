@@ -2,10 +2,8 @@
 //! line; it reconnects after a broker restart and resumes from the last
 //! revision it saw (the broker says when it had to resync).
 
-use std::time::Duration;
-
 use turnstile_client::proto as v1;
-use turnstile_client::{Client, ClientError, ConnectOptions};
+use turnstile_client::{ClientError, ConnectOptions, WatchItem, Watcher};
 
 use crate::format::{event_kind, now_ms, resource_json, span, who};
 
@@ -14,56 +12,38 @@ pub async fn watch(
     resources: Vec<String>,
     json: bool,
 ) -> Result<u8, ClientError> {
-    let mut revision = 0u64;
-    let mut first = true;
+    let mut watcher = Watcher::start(opts, resources).await?;
     loop {
-        let attempt = if first {
-            opts.clone()
-        } else {
-            opts.clone().retry_for(Duration::from_secs(3600))
-        };
-        let client = match Client::connect(attempt).await {
-            Ok(c) => c,
-            Err(e) if first => return Err(e),
-            Err(e) => {
-                eprintln!("turnstile: {e}; still trying");
-                continue;
-            }
-        };
-        let mut stream = match client.watch(&resources, revision).await {
-            Ok(s) => s,
-            Err(e) if e.is_unavailable() && !first => continue,
-            Err(e) => return Err(e),
-        };
-        let started = stream.started().clone();
-        if !first {
-            eprintln!(
-                "turnstile: reconnected; {}",
-                if started.resync {
-                    format!(
-                        "history did not reach back to revision {revision}: fresh state follows"
-                    )
-                } else {
-                    format!("resumed after revision {revision}")
+        match watcher.next().await {
+            WatchItem::Snapshot {
+                revision,
+                states,
+                resync,
+            } => {
+                if resync {
+                    eprintln!(
+                        "turnstile: the broker's history did not reach back: fresh state follows"
+                    );
                 }
-            );
-        }
-        if first || started.resync {
-            for r in &started.snapshot {
-                print_state(started.revision, "SNAPSHOT", r, "", false, json);
+                for r in &states {
+                    print_state(revision, "SNAPSHOT", r, "", false, json);
+                }
             }
-        }
-        first = false;
-        revision = started.revision.max(revision);
-        while let Some(e) = stream.next().await {
-            revision = revision.max(e.revision);
-            let kind = event_kind(e.kind);
-            match &e.state {
-                Some(state) => print_state(e.revision, kind, state, &e.detail, e.coalesced, json),
-                None => print_heartbeat(e.revision, kind, json),
+            WatchItem::Event(e) => {
+                let kind = event_kind(e.kind);
+                match &e.state {
+                    Some(state) => {
+                        print_state(e.revision, kind, state, &e.detail, e.coalesced, json)
+                    }
+                    None => print_heartbeat(e.revision, kind, json),
+                }
             }
+            WatchItem::Disconnected(why) => eprintln!("turnstile: {why}; reconnecting"),
+            WatchItem::Reconnected => eprintln!(
+                "turnstile: reconnected; resuming after revision {}",
+                watcher.revision()
+            ),
         }
-        eprintln!("turnstile: connection to the broker lost; reconnecting");
     }
 }
 
@@ -131,9 +111,9 @@ fn print_state(
                 .join(", ")
         )
     };
-    let time = chrono_like(now);
     println!(
-        "{time}  rev {revision:<6} {kind:<12} {}  {holders}{waiters}{}{}",
+        "{}  rev {revision:<6} {kind:<12} {}  {holders}{waiters}{}{}",
+        clock(now),
         r.resource,
         if detail.is_empty() {
             String::new()
@@ -144,8 +124,8 @@ fn print_state(
     );
 }
 
-/// HH:MM:SS.mmm in UTC, without a date library.
-fn chrono_like(ms: u64) -> String {
+/// HH:MM:SS.mmm (UTC) without a date library.
+fn clock(ms: u64) -> String {
     let s = ms / 1000;
     format!(
         "{:02}:{:02}:{:02}.{:03}",

@@ -46,7 +46,7 @@ use turnstile_proto::{ClientCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, en
 pub use connection::Push;
 pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate};
 pub use turnstile_proto::endpoint::{SOCKET_ENV, default_socket, socket_from_env};
-pub use watch::WatchStream;
+pub use watch::{WatchItem, WatchStream, Watcher};
 
 use connection::{Command, Response};
 

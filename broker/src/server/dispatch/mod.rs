@@ -258,7 +258,7 @@ impl Dispatcher {
                         _ => encode_event(&event, false, &clock, now),
                     };
                     let mut produced = None;
-                    conn.send_watch(
+                    let sent = conn.send_watch(
                         watch.0,
                         &event,
                         || {
@@ -270,6 +270,17 @@ impl Dispatcher {
                     );
                     if let Some(b) = produced {
                         encoded = Some((Arc::as_ptr(&event), b));
+                    }
+                    if sent.is_err() {
+                        tracing::warn!(
+                            session = session.0,
+                            uid = conn.uid,
+                            pid = conn.pid,
+                            "closing a watcher that stopped reading: it is owed the state of more than {} resources",
+                            super::outbound::MAX_COALESCED
+                        );
+                        conn.cancel.cancel();
+                        self.goodbye(session, "watcher too far behind");
                     }
                 }
                 c @ Change::ReserveCounters { .. } => self.persist(&c),
