@@ -1,5 +1,9 @@
 //! The broker as a process: it starts, answers, refuses bad input without
 //! harm to others, and stops cleanly (real binary, real socket, real signals).
+//!
+//! Unix only: it uses signals, socket files and raw Unix sockets
+//! (`tests/portable.rs` holds the tests every platform runs).
+#![cfg(unix)]
 
 mod support;
 

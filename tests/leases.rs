@@ -1,5 +1,9 @@
 //! Busy leases and the fair wait queue, end to end: real broker, real client
 //! processes, real signals.
+//!
+//! Unix only: it uses signals, socket files and raw Unix sockets
+//! (`tests/portable.rs` holds the tests every platform runs).
+#![cfg(unix)]
 
 mod support;
 

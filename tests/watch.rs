@@ -1,5 +1,9 @@
 //! Watches end to end: every change in order, resume or resync after a gap,
 //! slow watchers bounded and harmless to others, the CLI's JSON stream.
+//!
+//! Unix only: it uses signals, socket files and raw Unix sockets
+//! (`tests/portable.rs` holds the tests every platform runs).
+#![cfg(unix)]
 
 mod support;
 

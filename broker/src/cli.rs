@@ -1,9 +1,11 @@
 //! `turnstiled`'s entry point: flags and config file, logging, binding the
-//! socket, serving until SIGINT/SIGTERM.
+//! socket, opening the durable store, serving until SIGINT/SIGTERM.
 //!
 //! Exit codes (sysexits): 0 after a clean stop; 64 bad flags; 69 the
 //! endpoint is taken by a live broker or cannot be bound; 71 an internal
-//! error; 78 an invalid configuration.
+//! error; 73 the data store cannot be opened (corrupt, unreadable, in use
+//! by another broker, or its directory cannot be created); 78 an invalid
+//! configuration.
 
 use std::process::ExitCode;
 
@@ -12,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Settings};
 use crate::platform::{listener, signals};
+use crate::server::Storage;
 
 /// Bad flags.
 pub const EXIT_USAGE: u8 = 64;
@@ -19,6 +22,8 @@ pub const EXIT_USAGE: u8 = 64;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Something failed that should not.
 pub const EXIT_SOFTWARE: u8 = 71;
+/// The data store cannot be opened or read.
+pub const EXIT_CANTCREAT: u8 = 73;
 /// The configuration is invalid.
 pub const EXIT_CONFIG: u8 = 78;
 
@@ -97,6 +102,11 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_SOFTWARE);
         }
     };
+    // The endpoint first, so that a second broker on a live endpoint is
+    // told so (exit 69) without touching the first one's store; then the
+    // store, before a single connection is accepted. A store that cannot
+    // be used gives the endpoint back (the guard removes the socket) and
+    // stops the broker: never a silent fresh start.
     let bound = match listener::bind(&config.socket) {
         Ok(b) => b,
         Err(e) => {
@@ -104,6 +114,23 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    let mut config = config;
+    let storage = match Storage::open(&config.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot open the data store: {e}");
+            drop(bound);
+            return ExitCode::from(EXIT_CANTCREAT);
+        }
+    };
+    let (queues, messages) = storage.found();
+    tracing::info!(
+        data = %storage.path().display(),
+        queues,
+        messages,
+        "durable state opened"
+    );
+    config.server.storage = Some(storage);
     tracing::info!(
         socket = %bound.guard.path.display(),
         pid = std::process::id(),

@@ -12,6 +12,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::core::CoreConfig;
+use crate::core::queues::QueueConfig;
 use crate::platform::dirs;
 use crate::server::ServerConfig;
 
@@ -119,6 +120,22 @@ pub struct Settings {
     /// A watch quiet for this long gets a heartbeat event; 0s = never [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub heartbeat_interval: Option<Dur>,
+
+    /// Messages one queue may hold, ready and unacknowledged together; past it publishes get RESOURCE_EXHAUSTED [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_queue_depth: Option<u64>,
+
+    /// Bytes (payloads and headers) one queue may hold; past it publishes get RESOURCE_EXHAUSTED [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub max_queue_bytes: Option<u64>,
+
+    /// Deliveries a message may have before it moves to the dead-letter queue QUEUE.dead; 0 = no limit [default: 5]
+    #[arg(long, value_name = "N")]
+    pub max_delivery_attempts: Option<u32>,
+
+    /// Queue consumers one connection may have [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_consumers_per_connection: Option<usize>,
 }
 
 /// A setting that cannot be used.
@@ -200,7 +217,11 @@ impl Settings {
             max_leases_per_connection,
             max_watches_per_connection,
             watch_history,
-            heartbeat_interval
+            heartbeat_interval,
+            max_queue_depth,
+            max_queue_bytes,
+            max_delivery_attempts,
+            max_consumers_per_connection
         )
     }
 
@@ -208,7 +229,22 @@ impl Settings {
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let d = ServerConfig::default();
         let c = CoreConfig::default();
+        let q = QueueConfig::default();
         let ms = |v: Option<Dur>, default: u64| v.map_or(default, |d| d.0.as_millis() as u64);
+        let queues = QueueConfig {
+            max_depth: self.max_queue_depth.unwrap_or(q.max_depth),
+            max_bytes: self.max_queue_bytes.unwrap_or(q.max_bytes),
+            max_attempts: self.max_delivery_attempts.unwrap_or(q.max_attempts),
+            max_consumers_per_session: self
+                .max_consumers_per_connection
+                .unwrap_or(q.max_consumers_per_session),
+        };
+        if queues.max_depth == 0 || queues.max_bytes == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "max-queue-depth ({}) and max-queue-bytes ({}) must be above 0",
+                queues.max_depth, queues.max_bytes
+            )));
+        }
         let core = CoreConfig {
             default_ttl_ms: ms(self.default_ttl, c.default_ttl_ms.into()) as u32,
             min_ttl_ms: ms(self.min_ttl, c.min_ttl_ms.into()) as u32,
@@ -221,6 +257,7 @@ impl Settings {
                 .unwrap_or(c.max_watches_per_session),
             watch_history: self.watch_history.unwrap_or(c.watch_history),
             heartbeat_ms: ms(self.heartbeat_interval, c.heartbeat_ms),
+            queues,
         };
         if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
             return Err(ConfigError::Invalid(format!(
@@ -251,6 +288,7 @@ impl Settings {
             max_outbound_bytes: self.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
             own_uid: d.own_uid,
             core,
+            storage: None,
         };
         Ok(Config {
             socket: self.socket.unwrap_or_else(dirs::default_socket),
@@ -291,6 +329,9 @@ mod tests {
         assert_eq!(c.server.max_handshakes, 3);
         assert_eq!(c.server.max_connections_per_uid, 256);
         assert_eq!(c.server.core.default_ttl_ms, 15_000);
+        assert_eq!(c.server.core.queues.max_depth, 100_000);
+        assert_eq!(c.server.core.queues.max_bytes, 64 << 20);
+        assert_eq!(c.server.core.queues.max_attempts, 5);
     }
 
     #[test]

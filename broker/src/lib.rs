@@ -14,5 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod platform;
+pub mod policy;
 pub mod server;
 pub mod store;

@@ -1,5 +1,5 @@
-//! The broker's pure state machine: sessions, the lease table, watches and
-//! the global revision counter.
+//! The broker's pure state machine: sessions, the lease table, watches,
+//! the message queues ([`queues`]) and the global revision counter.
 //!
 //! The core does no I/O. It never reads a clock (every call takes `now`, a
 //! monotonic time in milliseconds chosen by the caller), never touches a
@@ -7,6 +7,21 @@
 //! [`Change`]s it caused; the dispatch layer turns them into frames. That
 //! makes every rule about leases, queues, fairness and expiry testable with
 //! plain `#[test]`s and a fake clock (see `tests.rs`).
+
+/// Declares id newtypes: a `u64` that prints as the number. Defined before
+/// the `mod` lines so that every submodule can use it.
+macro_rules! id_type {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u64);
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )*};
+}
 
 mod leases;
 mod names;
@@ -20,27 +35,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 pub use leases::{AcquireOutcome, AcquireRequest, Grant, QueuePosition, WaitPolicy};
 pub use names::{MAX_NAME_BYTES, check_name};
 pub use views::{LeaseView, ResourceView, StatusView};
 pub use watch::{StateEvent, WatchStart};
 
+use queues::{
+    ConsumerId, DeliveryId, Message, QueueChange, QueueConfig, QueueError, QueueInfo, QueueTable,
+};
+
 /// Monotonic time in milliseconds since an origin the caller picks (the
 /// broker's start). Only differences between two values mean anything.
 pub type Millis = u64;
-
-macro_rules! id_type {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
-        $(#[$doc])*
-        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub u64);
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    )*};
-}
 
 id_type! {
     /// One connection's identity inside the broker, unique for the broker's lifetime.
@@ -178,6 +186,9 @@ pub enum Change {
         /// The new high-water mark for both counters.
         reserve_until: u64,
     },
+    /// A consequence of a queue operation: a delivery to push, a write for
+    /// the store, or a line for the log.
+    Queue(QueueChange),
 }
 
 /// What the owner of a lease is told when its lease changes.
@@ -246,6 +257,9 @@ pub enum CoreError {
     /// No watch with this id on this session.
     #[error("watch {0} is not known on this connection")]
     UnknownWatch(WatchId),
+    /// A queue operation was refused.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 /// The core's limits and defaults. Every one is a broker flag.
@@ -265,6 +279,8 @@ pub struct CoreConfig {
     pub watch_history: usize,
     /// A watch quiet for this long gets a heartbeat (0 = never).
     pub heartbeat_ms: u64,
+    /// The message queues' limits.
+    pub queues: QueueConfig,
 }
 
 impl Default for CoreConfig {
@@ -277,6 +293,7 @@ impl Default for CoreConfig {
             max_watches_per_session: 64,
             watch_history: 4096,
             heartbeat_ms: 10_000,
+            queues: QueueConfig::default(),
         }
     }
 }
@@ -284,6 +301,10 @@ impl Default for CoreConfig {
 /// How many ids the counters may hand out past their persisted
 /// reservation before another reservation must be written.
 pub const COUNTER_BLOCK: u64 = 1 << 20;
+
+fn queue_changes(changes: Vec<QueueChange>) -> Vec<Change> {
+    changes.into_iter().map(Change::Queue).collect()
+}
 
 /// Where the persisted counters stood when the broker started.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -309,6 +330,7 @@ pub struct Core {
     reserved_until: u64,
     leases: leases::LeaseTable,
     watches: watch::Watches,
+    queues: QueueTable,
     deadlines: BTreeSet<(Millis, Deadline)>,
 }
 
@@ -328,6 +350,7 @@ impl Core {
         let start = counters.reserved_until;
         let reserve_until = start + COUNTER_BLOCK;
         let watch_history = config.watch_history;
+        let queues = QueueTable::new(config.queues.clone(), 0);
         let core = Core {
             config,
             sessions: HashMap::new(),
@@ -337,6 +360,7 @@ impl Core {
             reserved_until: reserve_until,
             leases: leases::LeaseTable::default(),
             watches: watch::Watches::new(watch_history, Revision(start)),
+            queues,
             deadlines: BTreeSet::new(),
         };
         (core, Change::ReserveCounters { reserve_until })
@@ -375,7 +399,9 @@ impl Core {
 
     /// The one goodbye path: the session's connection is gone (EOF, error,
     /// quota breach or clean close). Its leases end, its waiters leave their
-    /// queues, its watches are dropped; the next waiters are granted.
+    /// queues, its watches are dropped; the next waiters are granted; its
+    /// consumers end and its unacknowledged deliveries go back to their
+    /// queues (attempt kept raised) for other consumers.
     pub fn goodbye(&mut self, session: SessionId, now: Millis) -> Vec<Change> {
         let mut changes = Vec::new();
         let Some(gone) = self.sessions.remove(&session) else {
@@ -402,7 +428,96 @@ impl Core {
         for (name, from) in touched {
             self.settle(&name, from, now, &mut changes);
         }
+        changes.extend(self.queues.goodbye(session).into_iter().map(Change::Queue));
         changes
+    }
+
+    /// Puts back what the store held at startup: sequence numbers continue
+    /// above `last_seq` ([`crate::store::Loaded::last_seq`]), and every
+    /// queue gets its durable messages, whatever the limits say. Call it
+    /// once, before any session connects. Messages already out of attempts
+    /// are dead-lettered at once: the changes carry those writes.
+    pub fn restore_queues(
+        &mut self,
+        last_seq: u64,
+        queues: Vec<(String, Vec<Message>)>,
+    ) -> Vec<Change> {
+        self.queues = QueueTable::new(self.config.queues.clone(), last_seq);
+        let mut changes = Vec::new();
+        for (name, messages) in queues {
+            changes.extend(
+                self.queues
+                    .load(&name, messages)
+                    .into_iter()
+                    .map(Change::Queue),
+            );
+        }
+        changes
+    }
+
+    /// Reserves a sequence number and room in `queue` for a publish. Store
+    /// the returned message, then call [`Core::publish_committed`] or
+    /// [`Core::publish_failed`]; until then no later message of the queue is
+    /// delivered. Publishes need no session: one whose connection closed
+    /// meanwhile is completed all the same.
+    pub fn begin_publish(
+        &mut self,
+        queue: &str,
+        payload: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<Message, CoreError> {
+        Ok(self.queues.begin_publish(queue, payload, headers)?)
+    }
+
+    /// The publish is durable: the message is ready, and delivered if a
+    /// consumer has room.
+    pub fn publish_committed(&mut self, queue: &str, message: Message) -> Vec<Change> {
+        queue_changes(self.queues.publish_committed(queue, message))
+    }
+
+    /// The publish could not be stored: its reservation is released.
+    pub fn publish_failed(&mut self, queue: &str, seq: u64) -> Vec<Change> {
+        queue_changes(self.queues.publish_failed(queue, seq))
+    }
+
+    /// Subscribes the session to `queue`, at most `prefetch` deliveries
+    /// unacknowledged at a time (0 = the default). Ready messages follow as
+    /// changes.
+    pub fn consume(
+        &mut self,
+        session: SessionId,
+        queue: &str,
+        prefetch: u32,
+    ) -> Result<(ConsumerId, Vec<Change>), CoreError> {
+        // A consumer of a closed session would never be cleaned up.
+        self.session_mut(session)?;
+        let (consumer, changes) = self.queues.consume(session, queue, prefetch)?;
+        Ok((consumer, queue_changes(changes)))
+    }
+
+    /// The session handled the delivery: its message is gone.
+    pub fn ack(
+        &mut self,
+        session: SessionId,
+        delivery: DeliveryId,
+    ) -> Result<Vec<Change>, CoreError> {
+        Ok(queue_changes(self.queues.ack(session, delivery)?))
+    }
+
+    /// The session gives the delivery back: requeued (or dead-lettered when
+    /// out of attempts), or dropped without `requeue`.
+    pub fn nack(
+        &mut self,
+        session: SessionId,
+        delivery: DeliveryId,
+        requeue: bool,
+    ) -> Result<Vec<Change>, CoreError> {
+        Ok(queue_changes(self.queues.nack(session, delivery, requeue)?))
+    }
+
+    /// Every queue that holds anything or has a consumer, by name.
+    pub fn queue_info(&self) -> Vec<QueueInfo> {
+        self.queues.info()
     }
 
     /// The earliest moment at which [`Core::expire`] has work to do.

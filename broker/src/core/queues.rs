@@ -34,7 +34,6 @@
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -58,19 +57,6 @@ pub const HEADER_DEAD_LETTER_QUEUE: &str = "turnstile-dead-letter-queue";
 /// Header added to a dead-lettered message: its sequence number in the
 /// queue it failed in (it gets a new one in the dead-letter queue).
 pub const HEADER_DEAD_LETTER_SEQ: &str = "turnstile-dead-letter-seq";
-
-macro_rules! id_type {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
-        $(#[$doc])*
-        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub u64);
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    )*};
-}
 
 id_type! {
     /// One `Consume` subscription, unique for the broker's lifetime.
@@ -447,6 +433,8 @@ impl QueueTable {
         }
         let name = q.name.clone();
         self.pump(&name, &mut changes);
+        // Every message may have moved to the dead-letter queue.
+        self.tidy(&name);
         changes
     }
 

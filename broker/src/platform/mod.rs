@@ -6,6 +6,7 @@
 //! Porting to a new platform means reading these four files, nothing else.
 
 pub mod dirs;
+pub mod groups;
 pub mod listener;
 pub mod peer;
 pub mod signals;

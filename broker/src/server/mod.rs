@@ -8,7 +8,16 @@
 //! On tokio's current_thread runtime there are no locks on the hot path.
 //!
 //! [`run`] takes a bound listener, the configuration and a shutdown future,
-//! so tests and the binary bind their own sockets.
+//! so tests and the binary bind their own sockets. The durable store comes
+//! in the configuration ([`Storage`]), opened by the caller, so that a store
+//! that cannot be used stops the binary before it binds its socket.
+//!
+//! The core task never waits for the disk on a publish: the message is
+//! handed to the store's writer thread, a small task waits for the commit,
+//! and the outcome comes back to the core task as `ToCore::Committed`.
+//! The one write the core task does wait for is a counter reservation (at
+//! startup, then once every [`crate::core::COUNTER_BLOCK`] tokens or
+//! revisions), since nothing that may carry a token can leave before it.
 
 mod connection;
 mod dispatch;
@@ -17,6 +26,7 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +36,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1::{self, ErrorCode};
 
+use crate::core::queues::Message;
 use crate::core::{CoreConfig, SessionId};
 use crate::platform::peer::{PeerCredentials, peer_credentials};
+use crate::store::{Loaded, Store, StoreError, StoreWriter};
 pub use connection::Outbound;
 
 /// Limits of the transport. Every one is a `turnstiled` flag.
@@ -48,8 +60,11 @@ pub struct ServerConfig {
     pub max_outbound_bytes: usize,
     /// The broker's own uid (trusted like root).
     pub own_uid: u32,
-    /// The core's limits and defaults.
+    /// The core's limits and defaults, the queues' among them.
     pub core: CoreConfig,
+    /// The durable store. `None` keeps queues and counters in memory only:
+    /// nothing survives the process (for tests of the transport).
+    pub storage: Option<Storage>,
 }
 
 impl Default for ServerConfig {
@@ -63,7 +78,86 @@ impl Default for ServerConfig {
             max_outbound_bytes: 8 << 20,
             own_uid: crate::platform::peer::own_uid(),
             core: CoreConfig::default(),
+            storage: None,
         }
+    }
+}
+
+/// The durable store a server runs on: opened and read before serving,
+/// its writer thread started. Clones share it. What it held at startup is
+/// handed to the one server that runs on it.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<StorageInner>,
+}
+
+struct StorageInner {
+    path: PathBuf,
+    writer: StoreWriter,
+    queues: usize,
+    messages: usize,
+    loaded: Mutex<Option<Loaded>>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("path", &self.inner.path)
+            .field("queues", &self.inner.queues)
+            .field("messages", &self.inner.messages)
+            .finish()
+    }
+}
+
+impl Storage {
+    /// Opens (or creates) the store in `dir`, reads everything in it and
+    /// starts its writer thread. A store that cannot be opened or read is
+    /// an error naming the file: never a silent fresh start.
+    pub fn open(dir: &Path) -> Result<Storage, StoreError> {
+        let store = Store::open(dir)?;
+        let loaded = store.load()?;
+        let path = store.path().to_path_buf();
+        let writer = StoreWriter::spawn(store).map_err(|e| StoreError::Write {
+            path: path.clone(),
+            detail: format!("cannot start the store's writer thread: {e}"),
+        })?;
+        Ok(Storage {
+            inner: Arc::new(StorageInner {
+                path,
+                writer,
+                queues: loaded.queues.len(),
+                messages: loaded.queues.iter().map(|(_, m)| m.len()).sum(),
+                loaded: Mutex::new(Some(loaded)),
+            }),
+        })
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Queues and messages found at startup.
+    pub fn found(&self) -> (usize, usize) {
+        (self.inner.queues, self.inner.messages)
+    }
+
+    /// What the store held at startup, for the one server that runs on it:
+    /// taken, so that the messages are not kept twice. A second server on
+    /// the same storage is refused like a second broker on the same file:
+    /// what it would read is stale (counters included).
+    fn take_loaded(&self) -> Result<Loaded, StoreError> {
+        let mut slot = match self.inner.loaded.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slot.take().ok_or_else(|| StoreError::Locked {
+            path: self.inner.path.clone(),
+        })
+    }
+
+    fn writer(&self) -> StoreWriter {
+        self.inner.writer.clone()
     }
 }
 
@@ -96,6 +190,15 @@ pub(crate) enum ToCore {
     Goodbye { session: SessionId, reason: String },
     /// A connection's outbound queue has room again.
     Writable { session: SessionId },
+    /// The store answered a publish: complete it, whether or not its
+    /// connection is still open.
+    Committed {
+        session: SessionId,
+        request_id: u64,
+        queue: String,
+        message: Message,
+        result: Result<(), StoreError>,
+    },
 }
 
 /// Counts of open connections, per uid and in all. A slot is released when
@@ -164,12 +267,11 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (to_core, core_rx) = mpsc::channel::<ToCore>(4096);
     let stop = CancellationToken::new();
-    let core_task = tokio::spawn(dispatch::core_loop(
-        core_rx,
-        to_core.clone(),
-        config.clone(),
-        stop.clone(),
-    ));
+    // The store's contents and the counters' first reservation are in place
+    // before the first connection is accepted.
+    let dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
+        .map_err(std::io::Error::other)?;
+    let core_task = tokio::spawn(dispatch::core_loop(dispatcher, core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
     let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
     tokio::pin!(shutdown);

@@ -8,11 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use turnstile_proto::v1;
 
+use crate::core::queues::{Delivery, QueueError, QueueInfo};
 use crate::core::{
     AcquireOutcome, AcquireRequest, CoreError, EventKind, Grant, LeaseUpdate, LeaseView,
     LostReason, Millis, Mode, Peer, QueuePosition, ResourceView, StateEvent, StatusView,
     WaitPolicy,
 };
+use crate::store::StoreError;
 
 /// The broker's time base: monotonic milliseconds since start for the core
 /// (a wall-clock jump changes no expiry), and the wall-clock instant that
@@ -64,8 +66,35 @@ pub fn error(e: &CoreError) -> v1::Error {
         CoreError::Busy { .. } => C::Busy,
         CoreError::WrongState(_) => C::InvalidArgument,
         CoreError::Quota { .. } => C::ResourceExhausted,
+        CoreError::Queue(q) => return queue_error(q),
     };
     error_of(code, e.to_string())
+}
+
+/// The wire error for a refused queue operation.
+pub fn queue_error(e: &QueueError) -> v1::Error {
+    use v1::ErrorCode as C;
+    let code = match e {
+        QueueError::InvalidName { .. } => C::InvalidArgument,
+        QueueError::QueueFull { .. }
+        | QueueError::QueueBytesFull { .. }
+        | QueueError::TooManyConsumers { .. } => C::ResourceExhausted,
+        QueueError::UnknownDelivery(_) | QueueError::UnknownConsumer(_) => C::NotFound,
+        QueueError::NotYourDelivery(_) | QueueError::NotYourConsumer(_) => C::PermissionDenied,
+    };
+    error_of(code, e.to_string())
+}
+
+/// The wire error for a publish the store could not make durable: a full
+/// disk is RESOURCE_EXHAUSTED (the publisher may retry later), anything
+/// else INTERNAL. The message names the file.
+pub fn store_error(e: &StoreError) -> v1::Error {
+    let code = if e.is_disk_full() {
+        v1::ErrorCode::ResourceExhausted
+    } else {
+        v1::ErrorCode::Internal
+    };
+    error_of(code, format!("the message was not stored: {e}"))
 }
 
 /// A wire error from a code and a message.
@@ -185,6 +214,31 @@ pub fn status(s: &StatusView, clock: &Clock, now: Millis) -> v1::Status {
             .map(|r| resource(r, clock, now))
             .collect(),
         queues: Vec::new(),
+    }
+}
+
+/// The wire form of a queue's counts.
+pub fn queue_info(q: &QueueInfo) -> v1::QueueInfo {
+    v1::QueueInfo {
+        queue: q.queue.to_string(),
+        ready: q.ready,
+        unacked: q.unacked,
+        consumers: q.consumers,
+    }
+}
+
+/// The pushed frame carrying one message to one consumer.
+pub fn delivery(d: &Delivery) -> v1::ServerFrame {
+    v1::ServerFrame {
+        body: Some(v1::server_frame::Body::Delivery(v1::Delivery {
+            consumer_id: d.consumer.0,
+            delivery_id: d.delivery_id.0,
+            seq: d.seq,
+            queue: d.queue.to_string(),
+            payload: d.payload.clone(),
+            headers: d.headers.iter().cloned().collect(),
+            attempt: d.attempt,
+        })),
     }
 }
 

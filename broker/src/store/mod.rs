@@ -274,6 +274,10 @@ impl Store {
     fn open_with(dir: &Path, opener: Opener) -> Result<Store, StoreError> {
         create_dir(dir)?;
         let path = dir.join(FILE_NAME);
+        // When it cannot be told whether the file exists, opening it says why.
+        if !path.try_exists().unwrap_or(true) {
+            create(dir, &path, &opener)?;
+        }
         let db = guarded(&path, || {
             let db = opener(&path, true).map_err(|e| classify(&path, Doing::Open, e))?;
             prepare(&path, &db)?;
@@ -349,6 +353,49 @@ impl Store {
     fn commit_counter(&self) -> Arc<AtomicU64> {
         self.commits.clone()
     }
+}
+
+/// Creates a new, empty store at `path` without ever leaving a partial file
+/// there: it is built beside it under a name of this process's own, made
+/// durable, and linked into place only when complete (a link never replaces
+/// a store another broker put there meanwhile). A broker killed during its
+/// very first start thus leaves no store or a whole, empty one, never a
+/// half-written file that every later start would refuse as corrupt.
+fn create(dir: &Path, path: &Path, opener: &Opener) -> Result<(), StoreError> {
+    let building = dir.join(format!("{FILE_NAME}.new-{}", std::process::id()));
+    // Left by a killed broker that had this pid: no live process owns it.
+    let _ = std::fs::remove_file(&building);
+    let built = guarded(path, || {
+        let db = opener(&building, true).map_err(|e| classify(path, Doing::Open, e))?;
+        prepare(path, &db)
+    });
+    let placed = built.and_then(|()| {
+        match std::fs::hard_link(&building, path) {
+            Ok(()) => {}
+            // Another broker created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // A file system without hard links: a rename, which replaces.
+            Err(_) => std::fs::rename(&building, path).map_err(|e| StoreError::Write {
+                path: path.to_path_buf(),
+                detail: format!("cannot move the new store into place: {e}"),
+            })?,
+        }
+        sync_dir(dir);
+        Ok(())
+    });
+    let _ = std::fs::remove_file(&building);
+    placed
+}
+
+/// Makes a new directory entry durable (on unix; elsewhere the file
+/// system's own journal does).
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 /// Creates the tables of a new store and checks the format of an old one.

@@ -212,6 +212,28 @@ fn the_data_directory_is_created_private() {
 }
 
 #[test]
+fn a_new_store_appears_whole_or_not_at_all() {
+    // A store is built under a name of its own and linked into place when
+    // complete: a partial one left by a broker killed while creating it is
+    // not the store, and is replaced; nothing else is left behind.
+    let dir = tempfile::tempdir().unwrap();
+    let leftover = dir
+        .path()
+        .join(format!("{FILE_NAME}.new-{}", std::process::id()));
+    std::fs::write(&leftover, b"half a header").unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[append("q", message(1, "m"))]).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [FILE_NAME]);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(contents(&store.load().unwrap(), "q").len(), 1);
+}
+
+#[test]
 fn a_data_directory_that_cannot_be_created_is_an_error() {
     // A file where the directory should be: an error naming it.
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 //! write, nor retry: a failed transaction is reported to each of its
 //! submitters, and the next one is tried afresh.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -97,12 +98,32 @@ impl StoreWriter {
     /// Commits `ops` durably, in one transaction with whatever else was
     /// submitted meanwhile. `Ok` means they survive a crash.
     pub async fn submit(&self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
+        self.enqueue(ops).await
+    }
+
+    /// Like [`StoreWriter::submit`], but `ops` join the submission queue
+    /// now, when this is called, rather than when the returned future is
+    /// first polled: batches enqueued one after the other from one task are
+    /// committed in that order (in the same transaction or a later one)
+    /// even when the futures are awaited by different tasks. The dispatch
+    /// layer relies on it: a message moved to a dead-letter queue must not
+    /// be removed there by an `Ack` committed before the move.
+    pub fn enqueue(
+        &self,
+        ops: Vec<StoreOp>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let (done, answer) = oneshot::channel();
-        self.inner
+        let sent = self
+            .inner
             .requests
             .send(Request::Commit { ops, done })
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.unwrap_or(Err(StoreError::Closed))
+            .is_ok();
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        }
     }
 
     /// Transactions committed so far.

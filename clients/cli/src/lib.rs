@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod format;
+mod queue;
 mod run;
 mod watch;
 
@@ -83,6 +84,11 @@ enum Command {
         after_help = "Exits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out."
     )]
     Run(run::RunArgs),
+    /// Message queues: list them, publish, consume
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
 }
 
 /// Runs the CLI with the process's arguments.
@@ -174,6 +180,7 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         }
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
+        Command::Queue { command } => queue::run(opts, command, cli.json).await,
     }
 }
 

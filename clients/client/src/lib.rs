@@ -25,6 +25,7 @@
 
 mod connection;
 mod lease;
+mod queue;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ use turnstile_proto::{ClientCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, en
 
 pub use connection::Push;
 pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate};
+pub use queue::{Consumer, Delivery};
 pub use turnstile_proto::endpoint::{SOCKET_ENV, default_socket, socket_from_env};
 pub use watch::{WatchItem, WatchStream, Watcher};
 

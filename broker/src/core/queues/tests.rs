@@ -729,6 +729,26 @@ fn a_message_waits_for_lower_publishes_to_be_durable() {
 }
 
 #[test]
+fn a_queue_loaded_only_with_dead_letters_is_not_kept() {
+    // Every loaded message is out of attempts: all move to q.dead, and q,
+    // now idle, is forgotten rather than listed empty.
+    let mut t = table_with(QueueConfig {
+        max_attempts: 2,
+        ..QueueConfig::default()
+    });
+    let poison = Message {
+        seq: 7,
+        payload: Bytes::from_static(b"poison"),
+        headers: Vec::new(),
+        attempt: 2,
+    };
+    t.load("q", vec![poison]);
+    t.assert_consistent();
+    assert_eq!(info(&t, "q"), None);
+    assert_eq!(info(&t, "q.dead"), Some((1, 0, 0)));
+}
+
+#[test]
 fn sequence_numbers_only_increase() {
     // Sequence numbers continue above the store's high-water mark and
     // above every loaded message, across queues.

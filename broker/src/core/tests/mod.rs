@@ -4,12 +4,14 @@
 //! - `leases.rs`: scenarios of the lease table (fairness, expiry, errors).
 //! - `watch.rs`: watches, history, resync and heartbeats.
 //! - `props.rs`: property tests over random command sequences.
+//! - `queues.rs`: the queue table as the core drives it (goodbye, restore).
 //!
 //! Each scenario is a block with one sentence on top. The helpers below
 //! panic with the caller's location (`#[track_caller]`).
 
 mod leases;
 mod props;
+mod queues;
 mod watch;
 
 use std::sync::Arc;

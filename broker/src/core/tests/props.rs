@@ -268,6 +268,8 @@ impl Observer {
                     }
                 }
                 Change::ReserveCounters { .. } => {}
+                // The lease model uses no queue.
+                Change::Queue(_) => {}
             }
         }
         Ok(())

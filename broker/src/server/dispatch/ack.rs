@@ -1,14 +1,17 @@
-//! `Ack`: message queues (being integrated).
+//! `Ack`: the consumer handled a delivery; its message is gone and the
+//! consumer's prefetch window has room for the next.
 
-use turnstile_proto::v1::{self, ErrorCode};
+use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::SessionId;
+use crate::core::queues::DeliveryId;
 use crate::server::wire;
 
-pub(super) fn handle(_d: &mut Dispatcher, _session: SessionId, _req: v1::Ack) -> Answer {
-    Err(wire::error_of(
-        ErrorCode::Internal,
-        "message queues are not available in this build yet",
-    ))
+pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Ack) -> Answer {
+    d.changes = d
+        .core
+        .ack(session, DeliveryId(req.delivery_id))
+        .map_err(|e| wire::error(&e))?;
+    Ok(v1::reply::Result::Done(v1::Done {}))
 }

@@ -1,14 +1,20 @@
-//! `Consume`: message queues (being integrated).
+//! `Consume`: subscribes the connection to a queue. `ConsumeStarted` is
+//! answered first; the ready messages follow as `Delivery` frames, at most
+//! `prefetch` unacknowledged at a time, until the connection closes.
 
-use turnstile_proto::v1::{self, ErrorCode};
+use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::SessionId;
 use crate::server::wire;
 
-pub(super) fn handle(_d: &mut Dispatcher, _session: SessionId, _req: v1::Consume) -> Answer {
-    Err(wire::error_of(
-        ErrorCode::Internal,
-        "message queues are not available in this build yet",
-    ))
+pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Consume) -> Answer {
+    let (consumer, changes) = d
+        .core
+        .consume(session, &req.queue, req.prefetch)
+        .map_err(|e| wire::error(&e))?;
+    d.changes = changes;
+    Ok(v1::reply::Result::Consume(v1::ConsumeStarted {
+        consumer_id: consumer.0,
+    }))
 }

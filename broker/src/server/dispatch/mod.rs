@@ -5,7 +5,15 @@
 //! arm, so that a new message cannot be forgotten. Each operation returns
 //! its answer; the changes it caused are delivered after the answer, so a
 //! client always sees `AcquireReply{queued}` before any `LeaseUpdate` of
-//! that lease.
+//! that lease, and `ConsumeStarted` before any `Delivery` of that consumer.
+//!
+//! `Publish` alone is answered later: the message goes to the store's
+//! writer thread, and `Published` (or the store's error) is sent when the
+//! commit comes back as [`ToCore::Committed`] (see `publish.rs`). The
+//! store writes that queue operations cause (acks, requeues, dead-letter
+//! moves) are enqueued, in order, without waiting: a lost one only makes a
+//! restart deliver a message again. A counter reservation is waited for
+//! (see [`Dispatcher::persist`]).
 
 mod ack;
 mod acquire;
@@ -22,7 +30,7 @@ mod status;
 mod unwatch;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -33,7 +41,9 @@ use turnstile_proto::v1::{self, ErrorCode, client_frame::Body};
 use super::outbound::Conn;
 use super::wire::{self, Clock};
 use super::{Outbound, ServerConfig, ToCore};
-use crate::core::{Change, Core, Counters, Millis, SessionId, StateEvent};
+use crate::core::queues::{DropReason, QueueChange, StoreOp};
+use crate::core::{Change, Core, Millis, SessionId, StateEvent};
+use crate::store::{StoreError, StoreWriter};
 
 /// What an operation answers: a reply now, or an error now.
 type Answer = Result<v1::reply::Result, v1::Error>;
@@ -47,26 +57,56 @@ pub(super) struct Dispatcher {
     to_core: mpsc::Sender<ToCore>,
     /// Changes of the operation being handled, delivered after its answer.
     changes: Vec<Change>,
+    /// The store's writer; `None` when the server keeps nothing on disk.
+    store: Option<StoreWriter>,
+    /// Request ids of each connection's publishes not yet answered: a
+    /// second publish with one of them is refused, or its answer could not
+    /// be told apart.
+    publishing: HashMap<SessionId, HashSet<u64>>,
+    /// The highest counter reservation made durable.
+    reserved: u64,
+}
+
+impl Dispatcher {
+    /// The core task's state, with what the store held put back and the
+    /// counters' first reservation durable. Blocks for that one commit:
+    /// nothing is served before it.
+    pub(super) fn start(
+        config: ServerConfig,
+        to_core: mpsc::Sender<ToCore>,
+    ) -> Result<Dispatcher, StoreError> {
+        let loaded = match &config.storage {
+            Some(storage) => storage.take_loaded()?,
+            None => Default::default(),
+        };
+        let (core, reservation) = Core::new(config.core.clone(), loaded.counters);
+        let mut d = Dispatcher {
+            core,
+            conns: HashMap::new(),
+            clock: Clock::start(),
+            store: config.storage.as_ref().map(super::Storage::writer),
+            config,
+            to_core,
+            changes: Vec::new(),
+            publishing: HashMap::new(),
+            reserved: 0,
+        };
+        if let Change::ReserveCounters { reserve_until } = reservation {
+            d.reserve(reserve_until)?;
+        }
+        let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
+        d.deliver(restored, 0);
+        Ok(d)
+    }
 }
 
 /// Runs the core task until every connection task and the accept loop are
 /// gone or `stop` is cancelled.
 pub(super) async fn core_loop(
+    mut d: Dispatcher,
     mut inbox: mpsc::Receiver<ToCore>,
-    to_core: mpsc::Sender<ToCore>,
-    config: ServerConfig,
     stop: CancellationToken,
 ) {
-    let (core, reservation) = Core::new(config.core.clone(), Counters::default());
-    let mut d = Dispatcher {
-        core,
-        conns: HashMap::new(),
-        clock: Clock::start(),
-        config,
-        to_core,
-        changes: Vec::new(),
-    };
-    d.persist(&reservation);
     let mut batch = Vec::with_capacity(256);
     loop {
         let deadline = d.core.next_deadline().map(|at| d.clock.instant(at));
@@ -135,6 +175,13 @@ impl Dispatcher {
                     conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
                 }
             }
+            ToCore::Committed {
+                session,
+                request_id,
+                queue,
+                message,
+                result,
+            } => publish::committed(self, session, request_id, &queue, message, result),
         }
     }
 
@@ -164,7 +211,11 @@ impl Dispatcher {
                 Body::ReportProgress(r) => report_progress::handle(self, session, r, now),
                 Body::Watch(r) => watch::handle(self, session, id, r, now),
                 Body::Unwatch(r) => unwatch::handle(self, session, r),
-                Body::Publish(r) => publish::handle(self, session, r),
+                Body::Publish(r) => match publish::handle(self, session, id, r) {
+                    // Answered once the store has the message (`committed`).
+                    Ok(publish::Started) => return,
+                    Err(e) => Err(e),
+                },
                 Body::Consume(r) => consume::handle(self, session, r),
                 Body::Ack(r) => ack::handle(self, session, r),
                 Body::Nack(r) => nack::handle(self, session, r),
@@ -190,6 +241,9 @@ impl Dispatcher {
             pid = conn.pid,
             "goodbye: {reason}"
         );
+        // Its publishes still in flight are completed all the same, their
+        // answers dropped (see `publish::committed`).
+        self.publishing.remove(&session);
         let now = self.clock.now();
         let changes = self.core.goodbye(session, now);
         self.deliver(changes, now);
@@ -222,17 +276,83 @@ impl Dispatcher {
         }
     }
 
-    /// Persists a counter reservation. (Without a store the counters only
-    /// live as long as the broker.)
+    /// Makes a counter reservation durable before anything after it is
+    /// sent, so that no fencing token or revision is handed out twice
+    /// across a restart. The core task waits for this one commit: it
+    /// happens once every [`crate::core::COUNTER_BLOCK`] tokens or
+    /// revisions, and every frame after it must wait for it anyway.
+    /// (Without a store the counters only live as long as the broker.)
     fn persist(&mut self, change: &Change) {
-        if let Change::ReserveCounters { reserve_until } = change {
-            tracing::trace!(reserve_until, "counter reservation");
+        let Change::ReserveCounters { reserve_until } = *change else {
+            return;
+        };
+        if reserve_until <= self.reserved {
+            return;
         }
+        let mut tries = 0;
+        while let Err(e) = self.reserve(reserve_until) {
+            tries += 1;
+            if tries == 3 {
+                tracing::error!(
+                    reserve_until,
+                    "the counter reservation could not be stored: {e}; fencing tokens and revisions \
+                     handed out from now on may be handed out again after a restart"
+                );
+                self.reserved = reserve_until;
+                return;
+            }
+            tracing::warn!(
+                reserve_until,
+                "the counter reservation could not be stored, retrying: {e}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Commits a counter reservation and waits for it.
+    fn reserve(&mut self, reserve_until: u64) -> Result<(), StoreError> {
+        if let Some(store) = &self.store {
+            let op = StoreOp::ReserveCounters { reserve_until };
+            futures::executor::block_on(store.enqueue(vec![op]))?;
+        }
+        tracing::debug!(reserve_until, "counter reservation stored");
+        self.reserved = reserve_until;
+        Ok(())
+    }
+
+    /// Hands writes to the store without waiting: they are committed in the
+    /// order enqueued, and a failure is only logged (the message concerned
+    /// is delivered again after a restart, which at-least-once allows).
+    fn store_detached(&self, ops: Vec<StoreOp>) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let commit = store.enqueue(ops);
+        tokio::spawn(async move {
+            if let Err(e) = commit.await {
+                tracing::warn!(
+                    "a queue update was not stored ({e}); an acknowledged message may be delivered again after a restart"
+                );
+            }
+        });
     }
 
     /// Sends every change to whom it concerns. Watch events are encoded once
     /// per event, whatever the number of watchers.
-    fn deliver(&mut self, changes: Vec<Change>, now: Millis) {
+    fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
+        // The writes of one core call go to the store first, in one
+        // transaction (a dead-letter move is a Remove plus an Append), and
+        // before any send below can close a connection and cause more.
+        let ops: Vec<StoreOp> = changes
+            .extract_if(.., |c| matches!(c, Change::Queue(QueueChange::Persist(_))))
+            .filter_map(|c| match c {
+                Change::Queue(QueueChange::Persist(op)) => Some(op),
+                _ => None,
+            })
+            .collect();
+        if !ops.is_empty() {
+            self.store_detached(ops);
+        }
         let mut encoded: Option<(*const StateEvent, Bytes)> = None;
         let clock = self.clock;
         for change in changes {
@@ -284,6 +404,32 @@ impl Dispatcher {
                     }
                 }
                 c @ Change::ReserveCounters { .. } => self.persist(&c),
+                Change::Queue(QueueChange::Deliver { session, delivery }) => {
+                    self.send(session, Outbound::Frame(wire::delivery(&delivery)));
+                }
+                // Taken out above.
+                Change::Queue(QueueChange::Persist(_)) => {}
+                Change::Queue(QueueChange::DeadLettered {
+                    queue,
+                    seq,
+                    dead_queue,
+                    dead_seq,
+                    attempts,
+                }) => {
+                    tracing::info!(
+                        %queue, seq, %dead_queue, dead_seq, attempts,
+                        "a message used up its delivery attempts and moved to the dead-letter queue"
+                    );
+                }
+                Change::Queue(QueueChange::Dropped { queue, seq, reason }) => {
+                    let why = match reason {
+                        DropReason::DeadLetterQueueFull => "its dead-letter queue is full",
+                        DropReason::NoDeadLetterQueue => {
+                            "its queue's name is too long for a dead-letter queue"
+                        }
+                    };
+                    tracing::warn!(%queue, seq, "a message was dropped unacknowledged: {why}");
+                }
             }
         }
     }

@@ -1,14 +1,17 @@
-//! `Nack`: message queues (being integrated).
+//! `Nack`: the consumer gives a delivery back: requeued at its place (or
+//! moved to the dead-letter queue when out of attempts), or dropped.
 
-use turnstile_proto::v1::{self, ErrorCode};
+use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::SessionId;
+use crate::core::queues::DeliveryId;
 use crate::server::wire;
 
-pub(super) fn handle(_d: &mut Dispatcher, _session: SessionId, _req: v1::Nack) -> Answer {
-    Err(wire::error_of(
-        ErrorCode::Internal,
-        "message queues are not available in this build yet",
-    ))
+pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Nack) -> Answer {
+    d.changes = d
+        .core
+        .nack(session, DeliveryId(req.delivery_id), req.requeue)
+        .map_err(|e| wire::error(&e))?;
+    Ok(v1::reply::Result::Done(v1::Done {}))
 }

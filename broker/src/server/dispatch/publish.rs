@@ -1,14 +1,157 @@
-//! `Publish`: message queues (being integrated).
+//! `Publish`: answered with `Published{seq}` only once the message is
+//! durable.
+//!
+//! The core reserves a sequence number and room in the queue
+//! ([`crate::core::Core::begin_publish`]); the store's writer thread commits
+//! the message, in one transaction with every other write that arrives
+//! meanwhile (group commit); a small task waits for that commit and hands
+//! the outcome back to the core task as [`ToCore::Committed`], where
+//! [`committed`] answers and delivers. The core task never waits for the
+//! disk. A publish whose connection closes meanwhile is completed all the
+//! same: the message is stored, so the queue must have it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use turnstile_proto::v1::{self, ErrorCode};
 
-use super::{Answer, Dispatcher};
+use super::Dispatcher;
 use crate::core::SessionId;
-use crate::server::wire;
+use crate::core::queues::{
+    DEAD_LETTER_SUFFIX, HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_SEQ, Message, StoreOp,
+};
+use crate::server::{Outbound, ToCore, wire};
+use crate::store::StoreError;
 
-pub(super) fn handle(_d: &mut Dispatcher, _session: SessionId, _req: v1::Publish) -> Answer {
-    Err(wire::error_of(
-        ErrorCode::Internal,
-        "message queues are not available in this build yet",
-    ))
+/// The publish was accepted and is being stored: it is answered later.
+pub(super) struct Started;
+
+pub(super) fn handle(
+    d: &mut Dispatcher,
+    session: SessionId,
+    id: u64,
+    req: v1::Publish,
+) -> Result<Started, v1::Error> {
+    if d.publishing
+        .get(&session)
+        .is_some_and(|ids| ids.contains(&id))
+    {
+        return Err(wire::error_of(
+            ErrorCode::InvalidArgument,
+            format!(
+                "request id {id} is already taken by a publish in flight on this connection: \
+                 its answer could not be told apart"
+            ),
+        ));
+    }
+    let dead_letters =
+        d.core.config().queues.max_attempts != 0 && !req.queue.ends_with(DEAD_LETTER_SUFFIX);
+    let len = delivery_len(&req, dead_letters);
+    let limit = d.config.max_frame_bytes;
+    if len > limit as usize {
+        return Err(wire::error_of(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "the message is too large: its delivery would take {len} bytes, over the \
+                 {limit}-byte frame limit (payload {} bytes)",
+                req.payload.len()
+            ),
+        ));
+    }
+    let v1::Publish {
+        queue,
+        payload,
+        headers,
+    } = req;
+    // Headers come in key order (a BTreeMap): stored and delivered so.
+    let message = d
+        .core
+        .begin_publish(&queue, payload, headers.into_iter().collect())
+        .map_err(|e| wire::error(&e))?;
+    d.publishing.entry(session).or_default().insert(id);
+    let Some(store) = &d.store else {
+        committed(d, session, id, &queue, message, Ok(()));
+        return Ok(Started);
+    };
+    let commit = store.enqueue(vec![StoreOp::Append {
+        queue: Arc::from(queue.as_str()),
+        message: message.clone(),
+    }]);
+    let to_core = d.to_core.clone();
+    tokio::spawn(async move {
+        let result = commit.await;
+        // Fails only when the core task has stopped: nobody to answer.
+        let _ = to_core
+            .send(ToCore::Committed {
+                session,
+                request_id: id,
+                queue,
+                message,
+                result,
+            })
+            .await;
+    });
+    Ok(Started)
+}
+
+/// The store answered: the message is ready (and delivered to a consumer
+/// with room), or its reservation is released; the publisher, if still
+/// connected, is told which.
+pub(super) fn committed(
+    d: &mut Dispatcher,
+    session: SessionId,
+    request_id: u64,
+    queue: &str,
+    message: Message,
+    result: Result<(), StoreError>,
+) {
+    if let Some(ids) = d.publishing.get_mut(&session) {
+        ids.remove(&request_id);
+        if ids.is_empty() {
+            d.publishing.remove(&session);
+        }
+    }
+    let seq = message.seq;
+    let (answer, changes) = match result {
+        Ok(()) => (
+            wire::reply(
+                request_id,
+                v1::reply::Result::Publish(v1::Published { seq }),
+            ),
+            d.core.publish_committed(queue, message),
+        ),
+        Err(e) => {
+            tracing::warn!(queue, seq, "a publish was refused: {e}");
+            (
+                wire::error_reply(request_id, wire::store_error(&e)),
+                d.core.publish_failed(queue, seq),
+            )
+        }
+    };
+    // A connection that closed meanwhile has no conn: the answer is dropped.
+    d.send(session, Outbound::Frame(answer));
+    let now = d.clock.now();
+    d.deliver(changes, now);
+}
+
+/// The length of the largest `Delivery` frame `req` can make (every id at
+/// its longest, and the headers a move to the dead-letter queue adds when
+/// the queue has one): a message whose delivery would be over the frame
+/// limit is refused, since no consumer could receive it.
+fn delivery_len(req: &v1::Publish, dead_letters: bool) -> usize {
+    use prost::encoding::{btree_map, bytes, encoded_len_varint, string, uint32, uint64};
+    let mut delivery = 3 * uint64::encoded_len(1, &u64::MAX)
+        + string::encoded_len(4, &req.queue)
+        + bytes::encoded_len(5, &req.payload)
+        + btree_map::encoded_len(string::encoded_len, string::encoded_len, 6, &req.headers)
+        + uint32::encoded_len(7, &u32::MAX);
+    if dead_letters {
+        let added = BTreeMap::from([
+            (HEADER_DEAD_LETTER_QUEUE.to_string(), req.queue.clone()),
+            (HEADER_DEAD_LETTER_SEQ.to_string(), u64::MAX.to_string()),
+        ]);
+        delivery += btree_map::encoded_len(string::encoded_len, string::encoded_len, 6, &added);
+    }
+    // ServerFrame { delivery (field 4, LEN) }
+    1 + encoded_len_varint(delivery as u64) + delivery
 }

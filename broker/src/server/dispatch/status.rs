@@ -1,5 +1,6 @@
 //! `GetStatus`: holders and waiters of the named resources (all in use when
-//! none are named), in order.
+//! none are named), in order, and the counts of every queue in use (queues
+//! are not resources: naming resources does not filter them).
 
 use turnstile_proto::v1;
 
@@ -12,7 +13,7 @@ pub(super) fn handle(d: &mut Dispatcher, req: v1::GetStatus, now: Millis) -> Ans
         check_name("resource", r).map_err(|e| wire::error(&e))?;
     }
     let view = d.core.status(&req.resources);
-    Ok(v1::reply::Result::Status(wire::status(
-        &view, &d.clock, now,
-    )))
+    let mut status = wire::status(&view, &d.clock, now);
+    status.queues = d.core.queue_info().iter().map(wire::queue_info).collect();
+    Ok(v1::reply::Result::Status(status))
 }

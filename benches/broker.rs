@@ -1,0 +1,269 @@
+//! `cargo bench --bench broker`: the broker against the bare socket and
+//! the semaphore it replaces, in one run, with real processes and sockets.
+//!
+//! It starts its own `turnstiled` (the one cargo built for this package)
+//! on a temporary socket and measures each figure next to its baseline in
+//! the same repetitions: Ping and Acquire+Release round trips against a
+//! bare tokio echo, the contended handoff against a zero-logic relay and a
+//! POSIX named semaphore, fan-out to 100 and 1000 watchers against a bare
+//! fan-out, 64 pipelining clients against the echo, broker memory per idle
+//! connection against a bare tokio server, and durable queues once they
+//! exist. Peers are this binary re-executed in a role
+//! (`TURNSTILE_BENCH_ROLE`); they die with it.
+//!
+//! It prints one Markdown table (and per-run values, to judge the noise)
+//! and writes the same as JSON to `target/turnstile-bench.json`.
+//!
+//! - `TURNSTILE_BENCH_QUICK=1 cargo bench --bench broker`: small counts, well
+//!   under a minute; CI's smoke test. It asserts nothing about speed: it
+//!   fails only if a figure cannot be taken at all (a peer hangs or the
+//!   broker answers something wrong). Run as a test (`cargo test --benches`,
+//!   without cargo bench's `--bench` flag) it runs quick too.
+//! - `cargo bench --bench broker -- ping handoff`: only the figures whose
+//!   names contain one of the words (ping, handoff, fanout, throughput,
+//!   idle, queues).
+//!
+//! Linux only: it reads `/proc` and uses Linux's death signal.
+
+#[cfg(target_os = "linux")]
+mod support;
+
+#[cfg(target_os = "linux")]
+#[path = "broker/bare.rs"]
+mod bare;
+#[cfg(target_os = "linux")]
+#[path = "broker/fanout.rs"]
+mod fanout;
+#[cfg(target_os = "linux")]
+#[path = "broker/handoff.rs"]
+mod handoff;
+#[cfg(target_os = "linux")]
+#[path = "broker/idle.rs"]
+mod idle;
+#[cfg(target_os = "linux")]
+#[path = "broker/ping.rs"]
+mod ping;
+#[cfg(target_os = "linux")]
+#[path = "broker/queues.rs"]
+mod queues;
+#[cfg(target_os = "linux")]
+#[path = "broker/throughput.rs"]
+mod throughput;
+
+use std::process::ExitCode;
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    println!("turnstile's benchmark harness runs on Linux only; nothing measured.");
+    ExitCode::SUCCESS
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Ok(role) = std::env::var(support::procs::ROLE_ENV) {
+        return match play(&role, &args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench peer {role}: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match orchestrate(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs this process as a peer in `role`.
+#[cfg(target_os = "linux")]
+fn play(role: &str, args: &[String]) -> anyhow::Result<()> {
+    support::procs::raise_nofile();
+    match role {
+        "echo" => bare::echo(args),
+        "relay" => bare::relay(args),
+        "fanout-server" => bare::fanout_server(args),
+        "idle-server" => bare::idle_server(args),
+        "handoff-peer" => handoff::peer(args),
+        "watchers" => fanout::watchers(args),
+        "idle-holder" => idle::holder(args),
+        other => anyhow::bail!("unknown role {other}"),
+    }
+}
+
+#[cfg(target_os = "linux")]
+type Figure<'a> = Box<dyn Fn() -> anyhow::Result<Vec<support::report::Row>> + 'a>;
+
+/// Runs the selected figures and reports them.
+#[cfg(target_os = "linux")]
+fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
+    use std::time::Instant;
+
+    use support::procs::{Broker, raise_nofile};
+    use support::report::{self, Kind, Row};
+
+    let quick_env = std::env::var("TURNSTILE_BENCH_QUICK")
+        .map(|v| !v.is_empty() && v != "0")
+        .unwrap_or(false);
+    let under_cargo_bench = args.iter().any(|a| a == "--bench");
+    let tmp = tempfile::Builder::new()
+        .prefix("turnstile-bench-")
+        .tempdir()?;
+    let plan = support::Plan {
+        quick: quick_env || !under_cargo_bench,
+        only: args
+            .iter()
+            .filter(|a| !a.starts_with('-'))
+            .cloned()
+            .collect(),
+        tmp: tmp.path().to_path_buf(),
+    };
+    let nofile = raise_nofile();
+    let machine = machine();
+    let source = source();
+    let load_before = loadavg();
+    let started = Instant::now();
+    eprintln!(
+        "turnstile benchmarks ({} run): {machine}; source {source}; load average {load_before}; \
+         open files limit {nofile}",
+        if plan.quick { "quick" } else { "full" }
+    );
+
+    let broker = Broker::start(&plan.path("broker"), &[])?;
+    let figures: Vec<(&str, Figure)> = vec![
+        ("ping", Box::new(|| ping::run(&plan, &broker))),
+        ("handoff", Box::new(|| handoff::run(&plan, &broker))),
+        ("fanout", Box::new(|| fanout::run(&plan, &broker))),
+        ("throughput", Box::new(|| throughput::run(&plan, &broker))),
+        ("idle", Box::new(|| idle::run(&plan))),
+        ("queues", Box::new(|| queues::run(&plan, &broker))),
+    ];
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failed = Vec::new();
+    for (name, figure) in &figures {
+        if !plan.wants(name) {
+            continue;
+        }
+        let t = Instant::now();
+        eprintln!("  {name}...");
+        match figure() {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                let why = format!("failed: {e:#}");
+                eprintln!("  {name} {why}\n  broker log:\n{}", broker.log_tail());
+                rows.push(Row::missing(name, name, Kind::Latency, &why));
+                failed.push(*name);
+            }
+        }
+        eprintln!("  {name} took {:.1} s", t.elapsed().as_secs_f64());
+    }
+    drop(figures);
+    drop(broker);
+
+    let load_after = loadavg();
+    println!();
+    println!(
+        "{machine}; source {source}; load average {load_before} before, {load_after} after \
+         (other work on the machine shares its CPUs)."
+    );
+    println!();
+    println!("{}", report::table(&rows));
+    println!("Runs (each value one repetition; the spread is the noise):");
+    println!("{}", report::details(&rows));
+    println!("Targets (issue 4):");
+    println!("{}", report::verdicts(&rows));
+
+    let header = serde_json::json!({
+        "quick": plan.quick,
+        "machine": machine,
+        "source": source,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "seconds": started.elapsed().as_secs_f64(),
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "failed": failed,
+    });
+    let json = report::json(&rows, header);
+    let target_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| "target".into());
+    let out = target_dir.join("turnstile-bench.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
+    println!(
+        "Wrote {} ({:.0} s in all).",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// CPUs, CPU model, kernel and compiler, in one line.
+#[cfg(target_os = "linux")]
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let rustc =
+        std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "rustc unknown".into());
+    format!("{cpus} CPUs, {model}, Linux {kernel}, {rustc}")
+}
+
+/// The 1, 5 and 15 minute load averages: how much else was running.
+#[cfg(target_os = "linux")]
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The commit the broker was built from, `+changes` when the tree differs
+/// from it. Read-only plumbing: nothing here touches the index.
+#[cfg(target_os = "linux")]
+fn source() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .output()
+            .ok()
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]).filter(|o| o.status.success()) else {
+        return "unknown".into();
+    };
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    match git(&["diff-index", "--quiet", "HEAD", "--"]).map(|o| o.status.success()) {
+        Some(true) => head,
+        _ => format!("{head}+changes"),
+    }
+}

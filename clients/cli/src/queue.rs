@@ -1,0 +1,300 @@
+//! `turnstile queue`: list queues, publish a message, consume messages.
+//!
+//! `consume` prints each message, then acknowledges it (so a message is
+//! never acknowledged before it was written out); with `--no-ack` it only
+//! looks: the messages stay in the queue and are delivered again, attempt
+//! raised, once the command exits (so a message looked at often enough
+//! moves to the dead-letter queue, like any other delivery not acknowledged).
+//!
+//! Payloads in `--json` output: `"payload"` holds the payload as a string
+//! when it is valid UTF-8 (`"payload_encoding": "utf-8"`), else its
+//! standard base64 with padding (`"payload_encoding": "base64"`). In text
+//! output a payload that is not UTF-8 is printed as `base64:...`.
+
+use std::io::{Read, Write};
+
+use clap::Subcommand;
+use serde_json::json;
+use turnstile_client::proto as v1;
+use turnstile_client::{Client, ClientError, ConnectOptions, Delivery};
+
+use crate::{EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE};
+
+/// Prefetch when consuming without `--count` or `--prefetch`.
+const DEFAULT_PREFETCH: u32 = 16;
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// Every queue in use: messages ready, delivered and unacknowledged, consumers
+    Ls,
+    /// Publish one message: DATA, or all of stdin when DATA is absent; prints its sequence number once stored
+    Publish {
+        /// The queue
+        queue: String,
+        /// The payload (read from stdin when absent)
+        data: Option<String>,
+        /// A header KEY=VALUE; repeatable
+        #[arg(short = 'H', long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+    },
+    /// Print the queue's messages as they arrive, acknowledging each once printed
+    #[command(
+        after_help = "With --json: one object per line; \"payload\" is the payload as a string when it is valid UTF-8\n(\"payload_encoding\": \"utf-8\"), else its base64 (\"payload_encoding\": \"base64\")."
+    )]
+    Consume {
+        /// The queue
+        queue: String,
+        /// Stop after N messages (default: run until interrupted)
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Do not acknowledge: the messages stay in the queue and are delivered again once this command exits (each look uses one of a message's delivery attempts)
+        #[arg(long)]
+        no_ack: bool,
+        /// Messages held unacknowledged at a time [default: N of --count, at most 16 (all N with --no-ack); else 16]
+        #[arg(long, value_name = "N")]
+        prefetch: Option<u32>,
+    },
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+pub async fn run(
+    opts: ConnectOptions,
+    command: QueueCommand,
+    json: bool,
+) -> Result<u8, ClientError> {
+    match command {
+        QueueCommand::Ls => {
+            let client = Client::connect(opts).await?;
+            let status = client.status(&[]).await?;
+            print!("{}", ls_text(&status.queues, json));
+            Ok(EXIT_OK)
+        }
+        QueueCommand::Publish {
+            queue,
+            data,
+            headers,
+        } => {
+            let payload = match data {
+                Some(d) => d.into_bytes(),
+                None => {
+                    let mut buf = Vec::new();
+                    if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
+                        eprintln!("turnstile: cannot read the payload from stdin: {e}");
+                        return Ok(EXIT_USAGE);
+                    }
+                    buf
+                }
+            };
+            let client = Client::connect(opts).await?;
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let seq = client.publish(&queue, payload, &headers).await?;
+            if json {
+                println!("{}", json!({ "queue": queue, "seq": seq }));
+            } else {
+                println!("published to {queue}: seq {seq}");
+            }
+            Ok(EXIT_OK)
+        }
+        QueueCommand::Consume {
+            queue,
+            count,
+            no_ack,
+            prefetch,
+        } => {
+            let prefetch = prefetch.unwrap_or(match count {
+                Some(n) if no_ack => n.min(u64::from(u32::MAX)) as u32,
+                Some(n) => n.min(u64::from(DEFAULT_PREFETCH)) as u32,
+                None => DEFAULT_PREFETCH,
+            });
+            let client = Client::connect(opts).await?;
+            let mut consumer = client.consume(&queue, prefetch).await?;
+            let mut seen = 0u64;
+            let mut kept = Vec::new();
+            while count.is_none_or(|n| seen < n) {
+                let Some(delivery) = consumer.next().await else {
+                    return Err(ClientError::Disconnected(
+                        "the broker closed the connection".into(),
+                    ));
+                };
+                // Written out before it is acknowledged: a reader that went
+                // away (`| head -1`) leaves the message in the queue.
+                let written = {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{}", delivery_line(delivery.as_proto(), json))
+                        .and_then(|()| out.flush())
+                };
+                if let Err(e) = written {
+                    delivery.leave_unacked();
+                    kept.into_iter().for_each(Delivery::leave_unacked);
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(EXIT_OK);
+                    }
+                    eprintln!("turnstile: cannot write the message out: {e}");
+                    return Ok(EXIT_SOFTWARE);
+                }
+                seen += 1;
+                if no_ack {
+                    kept.push(delivery);
+                } else {
+                    delivery.ack().await?;
+                }
+            }
+            kept.into_iter().for_each(Delivery::leave_unacked);
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// `queue ls`: a table, or a JSON array of the queues.
+fn ls_text(queues: &[v1::QueueInfo], json: bool) -> String {
+    if json {
+        let list: Vec<_> = queues
+            .iter()
+            .map(|q| {
+                json!({
+                    "queue": q.queue, "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
+                })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(list));
+    }
+    if queues.is_empty() {
+        return "no queue holds messages or has consumers\n".to_string();
+    }
+    let width = queues
+        .iter()
+        .map(|q| q.queue.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("QUEUE".len());
+    let mut out = format!(
+        "{:<width$}  {:>8}  {:>8}  {:>9}\n",
+        "QUEUE", "READY", "UNACKED", "CONSUMERS"
+    );
+    for q in queues {
+        out.push_str(&format!(
+            "{:<width$}  {:>8}  {:>8}  {:>9}\n",
+            q.queue, q.ready, q.unacked, q.consumers
+        ));
+    }
+    out
+}
+
+/// One consumed message: `[seq S, attempt A, key=value...] payload`, or a
+/// JSON object.
+fn delivery_line(d: &v1::Delivery, json: bool) -> String {
+    let text = std::str::from_utf8(&d.payload).ok();
+    if json {
+        let (payload, encoding) = match text {
+            Some(t) => (t.to_string(), "utf-8"),
+            None => (base64(&d.payload), "base64"),
+        };
+        return json!({
+            "queue": d.queue,
+            "seq": d.seq,
+            "attempt": d.attempt,
+            "delivery_id": d.delivery_id,
+            "headers": d.headers,
+            "payload": payload,
+            "payload_encoding": encoding,
+        })
+        .to_string();
+    }
+    let mut line = format!("[seq {}, attempt {}", d.seq, d.attempt);
+    for (k, v) in &d.headers {
+        line.push_str(&format!(", {k}={v}"));
+    }
+    line.push_str("] ");
+    match text {
+        Some(t) => line.push_str(t),
+        None => {
+            line.push_str("base64:");
+            line.push_str(&base64(&d.payload));
+        }
+    }
+    line
+}
+
+/// Standard base64 (RFC 4648), with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        // The test vectors of RFC 4648, section 10.
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn headers_are_key_equals_value() {
+        assert_eq!(
+            parse_header("job=42=x"),
+            Ok(("job".to_string(), "42=x".to_string()))
+        );
+        assert!(parse_header("job").is_err());
+        assert!(parse_header("=42").is_err());
+    }
+
+    #[test]
+    fn a_binary_payload_is_printed_as_base64() {
+        let d = v1::Delivery {
+            consumer_id: 1,
+            delivery_id: 7,
+            seq: 3,
+            queue: "q".into(),
+            payload: vec![0xff, 0x00].into(),
+            headers: [("k".to_string(), "v".to_string())].into(),
+            attempt: 2,
+        };
+        assert_eq!(
+            delivery_line(&d, false),
+            "[seq 3, attempt 2, k=v] base64:/wA="
+        );
+        let j: serde_json::Value = serde_json::from_str(&delivery_line(&d, true)).unwrap();
+        assert_eq!(j["payload"], "/wA=");
+        assert_eq!(j["payload_encoding"], "base64");
+        assert_eq!(j["headers"]["k"], "v");
+    }
+}

@@ -1,0 +1,619 @@
+//! Message queues end to end: durable publishes that survive a SIGKILL of
+//! the broker, redelivery after a consumer process dies, dead-lettering,
+//! limits, fencing tokens across a restart, the CLI, and a corrupt store.
+//!
+//! Throughput is measured by the ignored `throughput` test:
+//! `cargo test --release --test queues -- --ignored --nocapture throughput`.
+//!
+//! Unix only: it uses signals, socket files and raw Unix sockets
+//! (`tests/portable.rs` holds the tests every platform runs).
+#![cfg(unix)]
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use prost::Message as _;
+use support::*;
+use turnstile_client::proto::{self as v1, ErrorCode, client_frame::Body, reply, server_frame};
+use turnstile_client::{Client, Consumer, Delivery};
+
+/// The next delivery of `consumer`, within [`PATIENCE`].
+async fn next_delivery(consumer: &mut Consumer) -> Delivery {
+    match tokio::time::timeout(PATIENCE, consumer.next()).await {
+        Ok(Some(d)) => d,
+        Ok(None) => panic!("the connection closed while waiting for a delivery"),
+        Err(_) => panic!("no delivery within {PATIENCE:?}"),
+    }
+}
+
+/// The counts of `queue`, if the broker lists it.
+async fn queue_info(client: &Client, queue: &str) -> Option<v1::QueueInfo> {
+    let status = client.status(&[]).await.expect("status");
+    status.queues.into_iter().find(|q| q.queue == queue)
+}
+
+/// Waits until `queue`'s counts satisfy `ok`.
+async fn wait_for_queue(client: &Client, queue: &str, ok: impl Fn(Option<&v1::QueueInfo>) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let info = queue_info(client, queue).await;
+        if ok(info.as_ref()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue {queue} never reached the expected state; last: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The error code of a client error.
+#[track_caller]
+fn code_of<T: std::fmt::Debug>(r: Result<T, turnstile_client::ClientError>) -> ErrorCode {
+    match r {
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("not a broker refusal: {e}")),
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+    }
+}
+
+/// The durability test: 1 000 messages published (each answered
+/// only once durable), 300 of them consumed and acknowledged, the broker
+/// SIGKILLed at once and restarted on the same data directory: every one
+/// of the 1 000 is consumed in the end. Acknowledgements the kill beat to
+/// the disk may come back as duplicates (at least once); none may be
+/// missing.
+#[tokio::test]
+async fn a_thousand_messages_survive_a_sigkill_of_the_broker() {
+    let mut broker = spawn_broker();
+    let publisher = broker.client("publisher").await;
+    let seqs: Vec<u64> = futures::stream::iter(0..1000)
+        .map(|i| {
+            let p = publisher.clone();
+            async move { p.publish("jobs", format!("msg-{i}"), &[]).await.unwrap() }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let distinct: HashSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(distinct.len(), 1000, "every publish has its own seq");
+
+    let mut received: HashMap<String, u32> = HashMap::new();
+    let consumer_client = broker.client("consumer").await;
+    let mut consumer = consumer_client.consume("jobs", 32).await.unwrap();
+    for _ in 0..300 {
+        let d = next_delivery(&mut consumer).await;
+        *received
+            .entry(String::from_utf8(d.payload().to_vec()).unwrap())
+            .or_default() += 1;
+        d.ack().await.unwrap();
+    }
+    broker.kill();
+
+    let broker = start_in(&broker.dir.clone(), &[]);
+    let consumer_client = broker.client("consumer").await;
+    let mut consumer = consumer_client.consume("jobs", 64).await.unwrap();
+    while received.len() < 1000 {
+        let d = next_delivery(&mut consumer).await;
+        *received
+            .entry(String::from_utf8(d.payload().to_vec()).unwrap())
+            .or_default() += 1;
+        d.ack().await.unwrap();
+    }
+    // Whatever else comes (duplicates) is counted too, until it is quiet.
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
+    {
+        *received
+            .entry(String::from_utf8(d.payload().to_vec()).unwrap())
+            .or_default() += 1;
+        d.ack().await.unwrap();
+    }
+    let missing: Vec<usize> = (0..1000)
+        .filter(|i| !received.contains_key(&format!("msg-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "missing after the restart: {missing:?}");
+    assert_eq!(received.len(), 1000, "only the published messages");
+    let duplicates: u32 = received.values().map(|n| n - 1).sum();
+    println!("1000 messages, 300 acknowledged before the SIGKILL: {duplicates} duplicates");
+    assert!(
+        duplicates <= 300,
+        "only acknowledged messages may come back"
+    );
+    wait_for_queue(&consumer_client, "jobs", |q| {
+        q.is_some_and(|q| q.ready == 0 && q.unacked == 0)
+    })
+    .await;
+}
+
+/// A consumer process SIGKILLed with three unacknowledged deliveries: the
+/// kernel closes its socket, and another consumer gets the three, in
+/// order, each with a higher attempt.
+#[tokio::test]
+async fn a_killed_consumers_deliveries_go_to_another_consumer_with_a_higher_attempt() {
+    let broker = spawn_broker();
+    let client = broker.client("publisher").await;
+    for i in 0..3 {
+        client
+            .publish("work", format!("job {i}"), &[])
+            .await
+            .unwrap();
+    }
+    let mut victim = broker.cli_spawn(&["queue", "consume", "work", "--no-ack"]);
+    wait_for_queue(&client, "work", |q| {
+        q.is_some_and(|q| q.unacked == 3 && q.ready == 0)
+    })
+    .await;
+    signal(victim.id() as i32, libc::SIGKILL);
+    let _ = victim.wait();
+    let printed = read_all(victim.stdout.take());
+    assert_eq!(printed.lines().count(), 3, "the victim saw them: {printed}");
+
+    let mut heir = client.consume("work", 0).await.unwrap();
+    for i in 0..3 {
+        let d = next_delivery(&mut heir).await;
+        assert_eq!(d.payload().as_ref(), format!("job {i}").as_bytes());
+        assert_eq!(d.attempt(), 2, "delivered once to the victim");
+        d.ack().await.unwrap();
+    }
+    wait_for_queue(&client, "work", |q| {
+        q.is_some_and(|q| q.ready == 0 && q.unacked == 0)
+    })
+    .await;
+}
+
+/// Fencing tokens and revisions never go backwards: after a SIGKILL and a
+/// restart on the same data, a new grant's token is above every token
+/// handed out before, and the revision above every earlier one.
+#[tokio::test]
+async fn fencing_tokens_after_a_restart_are_above_every_earlier_one() {
+    let mut broker = spawn_broker();
+    let client = broker.client("service").await;
+    let mut highest = 0;
+    for resource in ["pcm", "pcm", "disk", "pcm"] {
+        let lease = client.acquire(resource).wait().await.unwrap();
+        assert!(lease.fencing_token() > highest);
+        highest = lease.fencing_token();
+        lease.release().await.unwrap();
+    }
+    let revision = client.status(&[]).await.unwrap().revision;
+    broker.kill();
+
+    let broker = start_in(&broker.dir.clone(), &[]);
+    let client = broker.client("service").await;
+    let before = client.status(&[]).await.unwrap().revision;
+    assert!(before > revision, "revision {before} after {revision}");
+    for resource in ["pcm", "disk"] {
+        let lease = client.acquire(resource).wait().await.unwrap();
+        assert!(
+            lease.fencing_token() > highest,
+            "token {} after the restart, {highest} before",
+            lease.fencing_token()
+        );
+        lease.release().await.unwrap();
+    }
+}
+
+/// A message whose delivery would not fit in a frame is refused with
+/// FRAME_TOO_LARGE on its request, and the connection goes on; a frame over
+/// the limit closes only its own connection. Nothing is stored either way.
+#[tokio::test]
+async fn an_oversized_payload_is_refused_and_the_broker_keeps_serving() {
+    const LIMIT: usize = 64 * 1024;
+    let broker = spawn_broker_with(&["--max-frame-bytes", "65536"]);
+    let mut raw = broker.raw().await;
+
+    // A Publish frame just under the limit: its Delivery would be over it.
+    let mut payload_len = LIMIT;
+    let frame = loop {
+        let frame = v1::ClientFrame {
+            id: 100,
+            body: Some(Body::Publish(v1::Publish {
+                queue: "big".into(),
+                payload: vec![7u8; payload_len].into(),
+                headers: Default::default(),
+            })),
+        };
+        if frame.encoded_len() < LIMIT {
+            break frame;
+        }
+        payload_len -= 1;
+    };
+    raw.send(frame).await;
+    match raw.next_frame().await {
+        Some(server_frame::Body::Reply(v1::Reply {
+            id: 100,
+            result: Some(reply::Result::Error(e)),
+        })) => {
+            assert_eq!(e.code, ErrorCode::FrameTooLarge as i32, "{e:?}");
+            assert!(e.message.contains("frame limit"), "{}", e.message);
+        }
+        other => panic!("expected FRAME_TOO_LARGE on request 100, got {other:?}"),
+    }
+    let pong = raw
+        .request(Body::Ping(v1::Ping {
+            payload: "still here".into(),
+        }))
+        .await;
+    assert!(matches!(pong, reply::Result::Pong(_)), "{pong:?}");
+    let small = raw
+        .request(Body::Publish(v1::Publish {
+            queue: "big".into(),
+            payload: vec![1u8; 1000].into(),
+            headers: Default::default(),
+        }))
+        .await;
+    assert!(matches!(small, reply::Result::Publish(_)), "{small:?}");
+
+    // Over the frame limit: the codec refuses the frame and closes.
+    raw.send_bytes(&encode(&v1::ClientFrame {
+        id: 101,
+        body: Some(Body::Publish(v1::Publish {
+            queue: "big".into(),
+            payload: vec![7u8; LIMIT + 1].into(),
+            headers: Default::default(),
+        })),
+    }))
+    .await;
+    let fatal = raw.expect_fatal().await;
+    assert_eq!(fatal.code, ErrorCode::FrameTooLarge as i32);
+
+    let client = broker.client("after").await;
+    client.ping("ok").await.unwrap();
+    let info = queue_info(&client, "big").await.unwrap();
+    assert_eq!(info.ready, 1, "only the small message was stored");
+}
+
+/// With `--max-delivery-attempts 2`, a message handed back twice moves to
+/// `QUEUE.dead`, where `turnstile queue ls` shows it and a consumer finds
+/// it with the headers saying where it failed.
+#[tokio::test]
+async fn a_message_out_of_attempts_moves_to_the_dead_letter_queue() {
+    let broker = spawn_broker_with(&["--max-delivery-attempts", "2"]);
+    let client = broker.client("agent").await;
+    let seq = client
+        .publish("notices", "poison", &[("job", "7")])
+        .await
+        .unwrap();
+    let mut consumer = client.consume("notices", 1).await.unwrap();
+    let first = next_delivery(&mut consumer).await;
+    assert_eq!(first.attempt(), 1);
+    first.nack(true).await.unwrap();
+    let second = next_delivery(&mut consumer).await;
+    assert_eq!((second.seq(), second.attempt()), (seq, 2));
+    second.nack(true).await.unwrap();
+
+    wait_for_queue(&client, "notices.dead", |q| q.is_some_and(|q| q.ready == 1)).await;
+    let (code, out, err) = broker.cli(&["queue", "ls"]);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("notices.dead "))
+        .unwrap_or_else(|| panic!("no dead-letter queue in:\n{out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, ["notices.dead", "1", "0", "0"], "{out}");
+    let (code, out, _) = broker.cli(&["--json", "queue", "ls"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let dead = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "notices.dead")
+        .unwrap();
+    assert_eq!(dead["ready"], 1);
+
+    let mut morgue = client.consume("notices.dead", 0).await.unwrap();
+    let dead = next_delivery(&mut morgue).await;
+    assert_eq!(dead.payload().as_ref(), b"poison");
+    assert_eq!(dead.headers()["job"], "7");
+    assert_eq!(dead.headers()["turnstile-dead-letter-queue"], "notices");
+    assert_eq!(dead.headers()["turnstile-dead-letter-seq"], seq.to_string());
+    assert!(dead.seq() > seq);
+    dead.ack().await.unwrap();
+}
+
+/// The CLI round trip: publish from an argument (with headers) and from
+/// stdin (binary), then consume both as JSON, acknowledged.
+#[tokio::test]
+async fn the_cli_publishes_and_consumes() {
+    let broker = spawn_broker();
+    let (code, out, err) = broker.cli(&[
+        "queue",
+        "publish",
+        "notices",
+        "package 42 is pending",
+        "-H",
+        "job=42",
+        "-H",
+        "kind=install",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("published to notices: seq "), "{out}");
+
+    let mut child = Command::new(turnstile_cli())
+        .arg("--socket")
+        .arg(&broker.socket)
+        .args(["--json", "queue", "publish", "notices"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&[0xff, 0, 1])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(published["queue"], "notices");
+
+    let (code, out, err) = broker.cli(&["--json", "queue", "consume", "notices", "--count", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["payload"], "package 42 is pending");
+    assert_eq!(lines[0]["payload_encoding"], "utf-8");
+    assert_eq!(lines[0]["headers"]["job"], "42");
+    assert_eq!(lines[0]["headers"]["kind"], "install");
+    assert_eq!(lines[0]["attempt"], 1);
+    assert_eq!(lines[1]["payload"], "/wAB");
+    assert_eq!(lines[1]["payload_encoding"], "base64");
+    assert_eq!(lines[1]["seq"], published["seq"]);
+
+    // Acknowledged: nothing is left.
+    let client = broker.client("observer").await;
+    wait_for_queue(&client, "notices", |q| q.is_none()).await;
+    let (code, out, _) = broker.cli(&["queue", "ls"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("notices"), "{out}");
+}
+
+/// A store file that is not a turnstile store stops `turnstiled` before it
+/// binds its socket, with exit code 73 and a message naming the file; the
+/// file is left as it was.
+#[test]
+fn a_corrupt_data_file_stops_the_broker_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("turnstile.redb");
+    let garbage = vec![0x5a; 64 * 1024];
+    std::fs::write(&file, &garbage).unwrap();
+
+    let mut broker = start_in_no_wait(tmp.path(), &[], None);
+    let status = broker.wait_exit();
+    assert_eq!(status.code(), Some(73), "log:\n{}", broker.log_text());
+    let log = broker.log_text();
+    assert!(log.contains(&file.display().to_string()), "{log}");
+    assert!(log.contains("corrupt"), "{log}");
+    assert!(!broker.socket.exists(), "the socket was never bound");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        garbage,
+        "the file is untouched"
+    );
+}
+
+/// Refusals answered on their request: a bad queue name, a full queue, an
+/// unknown delivery, another connection's delivery; a consumer gets no more
+/// than its prefetch until it acknowledges.
+#[tokio::test]
+async fn refusals_and_the_prefetch_window() {
+    let broker = spawn_broker_with(&["--max-queue-depth", "3"]);
+    let client = broker.client("svc").await;
+    assert_eq!(
+        code_of(client.publish("bad\nname", "x", &[]).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code_of(client.publish("", "x", &[]).await),
+        ErrorCode::InvalidArgument
+    );
+    for i in 0..3 {
+        client.publish("small", format!("{i}"), &[]).await.unwrap();
+    }
+    assert_eq!(
+        code_of(client.publish("small", "one too many", &[]).await),
+        ErrorCode::ResourceExhausted
+    );
+
+    let mut consumer = client.consume("small", 2).await.unwrap();
+    let first = next_delivery(&mut consumer).await;
+    let second = next_delivery(&mut consumer).await;
+    assert_eq!((first.attempt(), second.attempt()), (1, 1));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), consumer.next())
+            .await
+            .is_err(),
+        "a third delivery beyond the prefetch of 2"
+    );
+    let info = queue_info(&client, "small").await.unwrap();
+    assert_eq!((info.ready, info.unacked, info.consumers), (1, 2, 1));
+
+    let mut other = broker.raw().await;
+    let stolen = other
+        .request(Body::Ack(v1::Ack {
+            delivery_id: first.delivery_id(),
+        }))
+        .await;
+    assert_eq!(error_code(&stolen), Some(ErrorCode::PermissionDenied));
+    let unknown = other
+        .request(Body::Ack(v1::Ack {
+            delivery_id: 999_999,
+        }))
+        .await;
+    assert_eq!(error_code(&unknown), Some(ErrorCode::NotFound));
+    let nack_unknown = other
+        .request(Body::Nack(v1::Nack {
+            delivery_id: 999_999,
+            requeue: true,
+        }))
+        .await;
+    assert_eq!(error_code(&nack_unknown), Some(ErrorCode::NotFound));
+
+    first.ack().await.unwrap();
+    let third = next_delivery(&mut consumer).await;
+    assert_eq!(third.payload().as_ref(), b"2");
+    // Nack without requeue drops the message.
+    second.nack(false).await.unwrap();
+    third.ack().await.unwrap();
+    wait_for_queue(&client, "small", |q| {
+        q.is_some_and(|q| q.ready == 0 && q.unacked == 0)
+    })
+    .await;
+}
+
+/// Two publishes in flight with one request id on one connection: the
+/// second is refused (its answer could not be told apart), the first is
+/// answered once stored. A publish whose connection closes before it is
+/// stored is completed all the same.
+#[tokio::test]
+async fn duplicate_publish_ids_are_refused_and_orphaned_publishes_complete() {
+    let broker = spawn_broker();
+    let mut raw = broker.raw().await;
+    let publish = |payload: &str| v1::ClientFrame {
+        id: 77,
+        body: Some(Body::Publish(v1::Publish {
+            queue: "dup".into(),
+            payload: payload.to_string().into(),
+            headers: Default::default(),
+        })),
+    };
+    let mut both = encode(&publish("first"));
+    both.extend_from_slice(&encode(&publish("second")));
+    raw.send_bytes(&both).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        match raw.next_frame().await {
+            Some(server_frame::Body::Reply(v1::Reply {
+                id: 77,
+                result: Some(r),
+            })) => answers.push(r),
+            other => panic!("expected a reply to 77, got {other:?}"),
+        }
+    }
+    assert_eq!(error_code(&answers[0]), Some(ErrorCode::InvalidArgument));
+    assert!(
+        matches!(answers[1], reply::Result::Publish(_)),
+        "{answers:?}"
+    );
+
+    // Sent, then the connection closed at once.
+    let mut orphan = broker.raw().await;
+    orphan
+        .send(v1::ClientFrame {
+            id: 1,
+            body: Some(Body::Publish(v1::Publish {
+                queue: "orphans".into(),
+                payload: "left behind".into(),
+                headers: Default::default(),
+            })),
+        })
+        .await;
+    drop(orphan);
+    let client = broker.client("heir").await;
+    let mut consumer = client.consume("orphans", 0).await.unwrap();
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!(d.payload().as_ref(), b"left behind");
+    d.ack().await.unwrap();
+}
+
+/// Durable publish throughput with 1, 8 and 32 concurrent publishers (each
+/// waiting for every answer), and consume throughput, acknowledging each
+/// message (acks pipelined, then each awaited). Prints messages per
+/// second; asserts nothing about speed.
+///
+/// `cargo test --release --test queues -- --ignored --nocapture throughput`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run it with --release --ignored --nocapture"]
+async fn throughput() {
+    const PAYLOAD: usize = 128;
+    let broker = spawn_broker();
+    let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+
+    for publishers in [1usize, 8, 32] {
+        let per_publisher = 4000 / publishers;
+        let mut clients = Vec::new();
+        for i in 0..publishers {
+            clients.push(broker.client(&format!("publisher{i}")).await);
+        }
+        let queue = format!("bench{publishers}");
+        let started = Instant::now();
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|c| {
+                let payload = payload.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_publisher {
+                        c.publish(&queue, payload.clone(), &[]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let total = per_publisher * publishers;
+        println!(
+            "durable publish, {publishers} publisher(s): {total} messages of {PAYLOAD} bytes in {:.2?}: {:.0} msgs/s",
+            elapsed,
+            total as f64 / elapsed.as_secs_f64()
+        );
+    }
+
+    // Consume what the 8 publishers stored, acknowledging each (the acks
+    // pipelined: each is sent at once, its answer awaited in a task).
+    // An ack is answered before its removal is durable (a lost one only
+    // means a redelivery), so this is not bound by the disk.
+    let client = broker.client("consumer").await;
+    let total = queue_info(&client, "bench8").await.unwrap().ready;
+    let mut consumer = client.consume("bench8", 256).await.unwrap();
+    let started = Instant::now();
+    let mut acks = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let d = next_delivery(&mut consumer).await;
+        acks.push(tokio::spawn(d.ack()));
+    }
+    for a in acks {
+        a.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "consume, acks pipelined: {total} messages in {:.2?}: {:.0} msgs/s",
+        elapsed,
+        total as f64 / elapsed.as_secs_f64()
+    );
+
+    // One message at a time: each ack awaited before the next message.
+    let total = queue_info(&client, "bench32").await.unwrap().ready;
+    let mut consumer = client.consume("bench32", 16).await.unwrap();
+    let started = Instant::now();
+    for _ in 0..total {
+        next_delivery(&mut consumer).await.ack().await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "consume, each ack awaited: {total} messages in {:.2?}: {:.0} msgs/s",
+        elapsed,
+        total as f64 / elapsed.as_secs_f64()
+    );
+}
