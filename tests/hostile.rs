@@ -4,8 +4,12 @@
 //! the broker process must be alive and serve a fresh client; whatever it
 //! sends must be valid frames; a connection it got EOF on must be closed.
 //!
-//! The random test runs 256 cases (about 2 s) against one broker (state piles up across
-//! cases, as it would under a real attacker); `PROPTEST_CASES=N` runs more.
+//! The random test runs 256 cases (about 2 s) against one broker, so that
+//! state piles up across cases as it would under a real attacker;
+//! `PROPTEST_CASES=N` runs more. Unix only: it speaks raw frames over Unix
+//! sockets and reads `/proc`.
+
+#![cfg(unix)]
 
 mod support;
 
@@ -630,5 +634,75 @@ async fn many_names_per_watch_do_not_blow_up_the_broker() {
     assert!(
         grown_mib < 128,
         "one connection's watches grew the broker by {grown_mib} MiB"
+    );
+}
+
+/// A raw connection that, like the client library, refuses frames over the
+/// limit the broker announces (1 MiB by default).
+async fn strict_raw(broker: &Broker) -> Raw {
+    let stream = tokio::net::UnixStream::connect(&broker.socket)
+        .await
+        .expect("connect");
+    let mut raw = Raw {
+        framed: tokio_util::codec::Framed::new(
+            stream,
+            turnstile_proto::ClientCodec::new(turnstile_proto::DEFAULT_MAX_FRAME_BYTES),
+        ),
+        next_id: 1,
+        pushed: Vec::new(),
+    };
+    let r = raw
+        .request(Body::Hello(v1::Hello {
+            protocol_version: 1,
+            client_name: "strict".into(),
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Hello(_)), "{r:?}");
+    raw
+}
+
+/// Finding (reported, not yet fixed): `purpose` is bounded only by the frame
+/// size, and the broker encodes outgoing frames without checking the limit
+/// it announces. Any user who may take SHARED leases (everyone, by default)
+/// takes two with a 600 kB purpose each; from then on every watch event of
+/// the resource and the service's own EXCLUSIVE `Acquire` reply (whose
+/// `ahead` lists both) are 1.2 MB frames, which the client library (1 MiB
+/// limit) refuses: watchers and the service lose their connections.
+/// Expected: a cap on `purpose` (and other free text), and an outgoing
+/// limit check.
+#[tokio::test]
+#[ignore = "finding: unbounded purpose pushes frames over the limit to others; un-ignore once capped"]
+async fn a_long_purpose_cannot_push_frames_over_the_limit_to_others() {
+    let broker = spawn_broker();
+    let mut watcher = strict_raw(&broker).await;
+    let r = watcher
+        .request(Body::Watch(v1::Watch {
+            resources: vec!["pcm".into()],
+            start_revision: 0,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Watch(_)), "{r:?}");
+    let mut hostile = broker.raw().await;
+    for _ in 0..2 {
+        // Granted or refused: either way nobody else may suffer for it.
+        hostile
+            .request(Body::Acquire(v1::Acquire {
+                resource: "pcm".into(),
+                mode: v1::Mode::Shared as i32,
+                purpose: "p".repeat(600_000),
+                ..Default::default()
+            }))
+            .await;
+    }
+    let mut service = strict_raw(&broker).await;
+    service.send(acquire_frame(service.next_id, "pcm")).await;
+    assert!(
+        service.next_frame().await.is_some(),
+        "the service's Acquire reply was over the frame limit (or the broker closed)"
+    );
+    let r = watcher.request(Body::Ping(v1::Ping::default())).await;
+    assert!(
+        matches!(r, reply::Result::Pong(_)),
+        "the watcher was cut off"
     );
 }

@@ -13,7 +13,8 @@
 //! # Semantics
 //!
 //! - **Root (uid 0) and the broker's own uid may do everything.** No rule
-//!   can restrict them.
+//!   can restrict them. An id the platform could not tell
+//!   ([`UNKNOWN_ID`]) is never privileged and matches no rule.
 //! - Otherwise, for a verb on a name (a resource, or a queue for
 //!   `publish` and `consume`): the rules that list the verb **and** have a
 //!   pattern matching the name *mention* the pair. If any rule mentions it,
@@ -148,6 +149,14 @@ impl FromStr for Verb {
             })
     }
 }
+
+/// The id a platform reports when it cannot tell (`PeerCredentials` on
+/// Windows until SIDs are mapped; `(uid_t)-1` is no valid id on Unix
+/// either). It is never privileged and matches no rule, even one that lists
+/// 4294967295: an unknown caller gets the defaults and nothing more. (On
+/// Windows the broker's own id is unknown too, so without this every
+/// caller would count as the broker's own user.)
+pub const UNKNOWN_ID: u32 = u32::MAX;
 
 /// Who is calling, as the kernel says: never taken from a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -534,9 +543,13 @@ impl Rule {
     }
 
     fn includes(&self, s: &Subject) -> bool {
-        self.uids.contains(&s.uid)
-            || self.gids.contains(&s.gid)
-            || s.groups.iter().any(|g| self.gids.contains(g))
+        let known = |id: &u32| *id != UNKNOWN_ID;
+        (known(&s.uid) && self.uids.contains(&s.uid))
+            || (known(&s.gid) && self.gids.contains(&s.gid))
+            || s.groups
+                .iter()
+                .filter(|g| known(g))
+                .any(|g| self.gids.contains(g))
     }
 }
 
@@ -697,7 +710,7 @@ impl Policy {
     }
 
     fn privileged(&self, s: &Subject) -> bool {
-        s.uid == 0 || s.uid == self.own_uid
+        s.uid != UNKNOWN_ID && (s.uid == 0 || s.uid == self.own_uid)
     }
 
     /// May `subject` apply `verb` to `name`? See the module documentation
@@ -978,6 +991,30 @@ mod tests {
         assert!(allowed(&p, &user(1002), Verb::Watch, "public"));
         assert!(allowed(&p, &user(0), Verb::Watch, "private.x"));
         assert!(allowed(&p, &user(OWN), Verb::LeaseShared, "private.x"));
+    }
+
+    #[test]
+    fn an_unknown_id_is_never_privileged_and_matches_no_rule() {
+        // As on Windows today: the peer's and the broker's ids both unknown.
+        let config: PolicyConfig = toml::from_str(
+            r#"
+            [[policy]]
+            verbs = ["lease-exclusive"]
+            resources = ["*"]
+            users = [4294967295]
+            groups = [4294967295]
+            "#,
+        )
+        .unwrap();
+        let p = Policy::resolve_with(&config, UNKNOWN_ID, &Names).unwrap();
+        let unknown = Subject {
+            uid: UNKNOWN_ID,
+            gid: UNKNOWN_ID,
+            groups: vec![UNKNOWN_ID],
+        };
+        assert!(!allowed(&p, &unknown, Verb::LeaseExclusive, "pcm"));
+        assert!(allowed(&p, &unknown, Verb::LeaseShared, "pcm"));
+        assert!(p.check_every_name(&unknown, Verb::Watch).is_ok());
     }
 
     #[test]

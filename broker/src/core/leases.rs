@@ -13,9 +13,10 @@
 //!
 //! It does not deliver anything: each change is returned as a [`Change`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::Map;
 use super::{
     Change, Core, CoreError, Deadline, Ending, EventKind, FencingToken, LeaseId, LeaseUpdate,
     LostReason, Millis, Mode, Peer, Progress, SessionId, check_name,
@@ -136,13 +137,13 @@ pub(super) struct Resource {
 /// removed: the table only holds what is in use.
 #[derive(Default)]
 pub(super) struct LeaseTable {
-    pub resources: HashMap<Arc<str>, Resource>,
-    pub leases: HashMap<LeaseId, Lease>,
+    pub resources: Map<Arc<str>, Resource>,
+    pub leases: Map<LeaseId, Lease>,
     next_lease: u64,
-    endings: HashMap<LeaseId, Ending>,
+    endings: Map<LeaseId, Ending>,
     ending_order: VecDeque<LeaseId>,
     /// Typical hold times of resources removed while idle (bounded).
-    idle_hold_times: HashMap<Arc<str>, u64>,
+    idle_hold_times: Map<Arc<str>, u64>,
     idle_order: VecDeque<Arc<str>>,
 }
 
@@ -326,7 +327,13 @@ impl Core {
         {
             self.deadlines.insert((*at, Deadline::Lease(id)));
         }
-        self.state_changed(&name, EventKind::Queued, String::new(), now, &mut changes);
+        self.state_changed(
+            &name,
+            EventKind::Queued,
+            super::Cause::None,
+            now,
+            &mut changes,
+        );
         let position = self
             .queue_position(id, now)
             .ok_or_else(|| CoreError::WrongState(format!("lease {id} vanished")))?;
@@ -423,7 +430,7 @@ impl Core {
         self.state_changed(
             &resource,
             EventKind::Progress,
-            String::new(),
+            super::Cause::None,
             now,
             &mut changes,
         );
@@ -510,56 +517,37 @@ impl Core {
             }
         };
 
-        let who = format!(
-            "lease {lease} of {} (uid {}, pid {})",
-            display_name(&l.peer.client_name),
-            l.peer.uid,
-            l.peer.pid
-        );
-        let (kind, detail) = match ending {
-            Ending::Released => (EventKind::Released, format!("{who} released")),
-            Ending::Cancelled => (EventKind::Cancelled, format!("{who} left the queue")),
-            Ending::Expired => (
-                EventKind::Expired,
-                format!("{who} expired: no KeepAlive within {} ms", l.ttl_ms),
-            ),
-            Ending::TimedOut => (
-                EventKind::Cancelled,
-                format!("{who} gave up waiting (max_wait reached)"),
-            ),
-            Ending::Disconnected => (
-                EventKind::Disconnected,
-                format!(
-                    "{who} {}: its connection closed",
-                    if was_holder {
-                        "ended"
-                    } else {
-                        "left the queue"
-                    }
-                ),
-            ),
+        let kind = match ending {
+            Ending::Released => EventKind::Released,
+            Ending::Cancelled | Ending::TimedOut => EventKind::Cancelled,
+            Ending::Expired => EventKind::Expired,
+            Ending::Disconnected => EventKind::Disconnected,
         };
-        match ending {
-            Ending::Expired => changes.push(Change::Lease {
+        // Formatted only where someone reads it (a watcher, a lost holder).
+        let cause = super::Cause::Ended {
+            lease,
+            peer: l.peer.clone(),
+            ending,
+            was_holder,
+            ttl_ms: l.ttl_ms,
+        };
+        let lost = match ending {
+            Ending::Expired => Some(LostReason::Expired),
+            Ending::TimedOut => Some(LostReason::TimedOut),
+            _ => None,
+        };
+        if let Some(reason) = lost {
+            changes.push(Change::Lease {
                 session: l.peer.session,
                 lease,
                 update: LeaseUpdate::Lost {
-                    reason: LostReason::Expired,
-                    detail: detail.clone(),
+                    reason,
+                    detail: cause.to_string(),
                 },
-            }),
-            Ending::TimedOut => changes.push(Change::Lease {
-                session: l.peer.session,
-                lease,
-                update: LeaseUpdate::Lost {
-                    reason: LostReason::TimedOut,
-                    detail: detail.clone(),
-                },
-            }),
-            _ => {}
+            });
         }
         let name = l.resource.clone();
-        self.state_changed(&name, kind, detail, now, changes);
+        self.state_changed(&name, kind, cause, now, changes);
         Some((name, waiter_index))
     }
 
@@ -642,14 +630,13 @@ impl Core {
             fencing,
             ttl_ms: l.ttl_ms,
         };
-        let detail = format!(
-            "lease {head} granted to {} (uid {}, pid {}) with fencing token {fencing}",
-            display_name(&l.peer.client_name),
-            l.peer.uid,
-            l.peer.pid
-        );
+        let cause = super::Cause::Granted {
+            lease: head,
+            peer: l.peer.clone(),
+            fencing,
+        };
         self.deadlines.insert((expires_at, Deadline::Lease(head)));
-        self.state_changed(name, EventKind::Granted, detail, now, changes);
+        self.state_changed(name, EventKind::Granted, cause, now, changes);
         Some(grant)
     }
 

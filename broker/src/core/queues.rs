@@ -33,11 +33,12 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::Map;
 use super::{CoreError, SessionId, check_name};
 
 /// Prefetch used when `Consume` says 0.
@@ -365,10 +366,10 @@ struct SessionQueues {
 /// Every queue, consumer and delivery in flight. Owned by the core.
 pub struct QueueTable {
     config: QueueConfig,
-    queues: HashMap<Arc<str>, Queue>,
-    consumers: HashMap<ConsumerId, Consumer>,
-    deliveries: HashMap<DeliveryId, InFlight>,
-    sessions: HashMap<SessionId, SessionQueues>,
+    queues: Map<Arc<str>, Queue>,
+    consumers: Map<ConsumerId, Consumer>,
+    deliveries: Map<DeliveryId, InFlight>,
+    sessions: Map<SessionId, SessionQueues>,
     /// The last sequence number handed out, for all queues.
     last_seq: u64,
     next_consumer: u64,
@@ -398,10 +399,10 @@ impl QueueTable {
     pub fn new(config: QueueConfig, last_seq: u64) -> QueueTable {
         QueueTable {
             config,
-            queues: HashMap::new(),
-            consumers: HashMap::new(),
-            deliveries: HashMap::new(),
-            sessions: HashMap::new(),
+            queues: Map::default(),
+            consumers: Map::default(),
+            deliveries: Map::default(),
+            sessions: Map::default(),
             last_seq,
             next_consumer: 1,
             next_delivery: 1,

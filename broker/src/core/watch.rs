@@ -7,9 +7,10 @@
 //! no longer reaches gets a fresh snapshot marked `resync`: never a silent
 //! gap. Delivery and coalescing are the transport's job.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::Map;
 use super::{
     Change, Core, CoreError, Deadline, EventKind, Millis, Revision, SessionId, WatchId, check_name,
     views::ResourceView,
@@ -24,8 +25,9 @@ pub struct StateEvent {
     pub kind: EventKind,
     /// The resource's whole state after the change (empty for heartbeats).
     pub state: ResourceView,
-    /// A sentence explaining it: which holder ended and why, the new token.
-    pub detail: String,
+    /// What caused it: which holder ended and why, who was granted with which
+    /// token. Its `Display` is the sentence watchers get as `detail`.
+    pub cause: super::Cause,
 }
 
 /// The answer to `Watch`.
@@ -51,8 +53,8 @@ struct WatchEntry {
 }
 
 pub(super) struct Watches {
-    entries: HashMap<WatchId, WatchEntry>,
-    by_resource: HashMap<Arc<str>, Vec<WatchId>>,
+    entries: Map<WatchId, WatchEntry>,
+    by_resource: Map<Arc<str>, Vec<WatchId>>,
     everything: Vec<WatchId>,
     history: VecDeque<Arc<StateEvent>>,
     history_len: usize,
@@ -60,19 +62,33 @@ pub(super) struct Watches {
     floor: Revision,
     next_id: u64,
     heartbeat_at: Option<Millis>,
+    /// The last time a change happened while someone watched (or the first
+    /// change after the last watch went).
+    last_watched: Option<Millis>,
+    /// The last watch went and no change has happened since.
+    just_emptied: bool,
 }
+
+/// How long the history keeps recording after the last watch went: long
+/// enough for a UI whose connection dropped to come back and resume
+/// without a resync. With nobody watching for longer, changes cost no
+/// history (no state copy per change), and a resume from before then gets
+/// a resync, never a silent gap.
+pub const HISTORY_LINGER_MS: Millis = 60_000;
 
 impl Watches {
     pub(super) fn new(history_len: usize, floor: Revision) -> Watches {
         Watches {
-            entries: HashMap::new(),
-            by_resource: HashMap::new(),
+            entries: Map::default(),
+            by_resource: Map::default(),
             everything: Vec::new(),
             history: VecDeque::with_capacity(history_len.min(4096)),
             history_len,
             floor,
             next_id: 0,
             heartbeat_at: None,
+            last_watched: None,
+            just_emptied: false,
         }
     }
 
@@ -80,6 +96,7 @@ impl Watches {
         let Some(entry) = self.entries.remove(&id) else {
             return;
         };
+        self.just_emptied = self.entries.is_empty();
         match entry.resources {
             None => self.everything.retain(|w| *w != id),
             Some(names) => {
@@ -210,7 +227,7 @@ impl Core {
         &mut self,
         name: &Arc<str>,
         kind: EventKind,
-        detail: String,
+        cause: super::Cause,
         now: Millis,
         changes: &mut Vec<Change>,
     ) {
@@ -218,11 +235,23 @@ impl Core {
         if let Some(res) = self.leases.resources.get_mut(name) {
             res.revision = revision;
         }
+        let w = &mut self.watches;
+        if !w.entries.is_empty() || std::mem::take(&mut w.just_emptied) {
+            w.last_watched = Some(now);
+        }
+        let recording = w.last_watched.is_some_and(|t| now < t + HISTORY_LINGER_MS);
+        if !recording {
+            // Nobody watches or will soon resume: keep no history. Anyone
+            // resuming from before this revision is resynced.
+            w.history.clear();
+            w.floor = revision;
+            return;
+        }
         let event = Arc::new(StateEvent {
             revision,
             kind,
             state: self.leases.view_by_name(name, revision),
-            detail,
+            cause,
         });
         let w = &mut self.watches;
         let targeted = w.by_resource.get(name).map(|v| v.as_slice()).unwrap_or(&[]);
@@ -257,7 +286,7 @@ impl Core {
                 holders: Vec::new(),
                 waiters: Vec::new(),
             },
-            detail: String::new(),
+            cause: super::Cause::None,
         });
         let mut next = now + interval;
         for (id, entry) in w.entries.iter_mut() {

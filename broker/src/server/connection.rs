@@ -10,12 +10,17 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+#[cfg(windows)]
 use std::pin::Pin;
+#[cfg(windows)]
 use std::sync::Arc;
+#[cfg(windows)]
 use std::task::{Context, Poll};
 
 use interprocess::local_socket::tokio::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+#[cfg(windows)]
+use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +36,9 @@ use crate::platform::peer::PeerCredentials;
 /// prepends: protobuf accepts fields in any order).
 #[derive(Debug)]
 pub enum Outbound {
-    /// A frame to encode.
-    Frame(v1::ServerFrame),
+    /// A frame to encode (boxed: queue slots stay small, so an idle
+    /// connection's queue costs little).
+    Frame(Box<v1::ServerFrame>),
     /// `WatchEvent` bytes without field 1, and the watch id to add.
     WatchEvent {
         /// The watch this copy is for.
@@ -43,6 +49,11 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// A frame to send.
+    pub fn frame(f: v1::ServerFrame) -> Outbound {
+        Outbound::Frame(Box::new(f))
+    }
+
     /// Bytes this item takes on the wire, roughly: for outbound accounting.
     pub fn wire_len(&self) -> usize {
         match self {
@@ -92,21 +103,47 @@ pub struct ReaderSetup {
 
 /// Splits a connection and runs its reader and writer until it ends.
 pub fn spawn(stream: Stream, setup: ReaderSetup, outbound_rx: mpsc::Receiver<Outbound>) {
-    let stream = Shared(Arc::new(stream));
-    tokio::spawn(write_loop(
-        stream.clone(),
-        outbound_rx,
-        setup.cancel.clone(),
-    ));
-    tokio::spawn(read_loop(stream, setup));
+    let (recv, send) = split(stream);
+    tokio::spawn(write_loop(send, outbound_rx, setup.cancel.clone()));
+    tokio::spawn(read_loop(recv, setup));
 }
 
-/// One socket used by the reader and the writer at once: `&Stream` reads
-/// and writes, so each task holds an `Arc` (interprocess's own advice in
-/// place of its deprecated `split`). The socket closes when both are gone.
+/// The two halves of a connection, for the reader and the writer task.
+///
+/// Unix: tokio's own `UnixStream` halves. Their reads stop polling the
+/// socket after a short read, where interprocess's `&Stream` reads try
+/// once more and get EAGAIN: a measured extra `recvfrom` per request.
+#[cfg(unix)]
+fn split(
+    stream: Stream,
+) -> (
+    impl AsyncRead + Send + Unpin,
+    impl AsyncWrite + Send + Unpin,
+) {
+    match stream {
+        Stream::UdSocket(s) => tokio::net::UnixStream::from(s).into_split(),
+    }
+}
+
+/// The two halves of a connection: on Windows, both use one shared pipe
+/// handle (`&Stream` reads and writes; interprocess's advice in place of its
+/// deprecated `split`). The pipe closes when both are gone.
+#[cfg(windows)]
+fn split(
+    stream: Stream,
+) -> (
+    impl AsyncRead + Send + Unpin,
+    impl AsyncWrite + Send + Unpin,
+) {
+    let shared = Shared(Arc::new(stream));
+    (shared.clone(), shared)
+}
+
+#[cfg(windows)]
 #[derive(Clone)]
 struct Shared(Arc<Stream>);
 
+#[cfg(windows)]
 impl AsyncRead for Shared {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -117,6 +154,7 @@ impl AsyncRead for Shared {
     }
 }
 
+#[cfg(windows)]
 impl AsyncWrite for Shared {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -135,10 +173,10 @@ impl AsyncWrite for Shared {
 
 /// Sends a last error (Reply id 0 unless `id` says otherwise).
 fn farewell(out: &mpsc::Sender<Outbound>, id: u64, code: ErrorCode, message: String) {
-    let _ = out.try_send(Outbound::Frame(error_reply(id, error_of(code, message))));
+    let _ = out.try_send(Outbound::frame(error_reply(id, error_of(code, message))));
 }
 
-async fn read_loop(recv: Shared, setup: ReaderSetup) {
+async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
     let ReaderSetup {
         to_core,
         outbound,
@@ -149,7 +187,9 @@ async fn read_loop(recv: Shared, setup: ReaderSetup) {
         handshake_permit,
         slot,
     } = setup;
-    let mut frames = FramedRead::new(recv, ServerCodec::new(max_frame_bytes));
+    // Small to start with: an idle connection costs little; the buffer grows
+    // to the frames that arrive (never past the frame limit).
+    let mut frames = FramedRead::with_capacity(recv, ServerCodec::new(max_frame_bytes), 512);
 
     // The handshake: the first frame must be Hello, within the deadline.
     let first = tokio::select! {
@@ -274,9 +314,14 @@ async fn read_loop(recv: Shared, setup: ReaderSetup) {
     drop(slot);
 }
 
-async fn write_loop(mut send: Shared, mut rx: mpsc::Receiver<Outbound>, cancel: CancellationToken) {
+async fn write_loop(
+    mut send: impl AsyncWrite + Unpin,
+    mut rx: mpsc::Receiver<Outbound>,
+    cancel: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(64);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Allocated at the first write, not while the connection idles.
+    let mut buf = BytesMut::new();
     loop {
         let n = tokio::select! {
             _ = cancel.cancelled() => 0,
@@ -298,7 +343,7 @@ async fn write_loop(mut send: Shared, mut rx: mpsc::Receiver<Outbound>, cancel: 
         buf.clear();
         // Do not keep a large buffer around after a burst.
         if buf.capacity() > 256 * 1024 {
-            buf = BytesMut::with_capacity(8 * 1024);
+            buf = BytesMut::new();
         }
     }
     // Flush what is already queued (a farewell error), briefly.
@@ -315,9 +360,6 @@ async fn write_loop(mut send: Shared, mut rx: mpsc::Receiver<Outbound>, cancel: 
 /// Writes what is queued for a refused connection (its one error), then
 /// closes it.
 pub fn spawn_farewell(stream: Stream, outbound_rx: mpsc::Receiver<Outbound>) {
-    tokio::spawn(write_loop(
-        Shared(Arc::new(stream)),
-        outbound_rx,
-        CancellationToken::new(),
-    ));
+    let (_recv, send) = split(stream);
+    tokio::spawn(write_loop(send, outbound_rx, CancellationToken::new()));
 }

@@ -314,7 +314,7 @@ pub async fn run(
                 pid = creds.pid,
                 "refusing a connection: {message}"
             );
-            let _ = out_tx.try_send(Outbound::Frame(wire::error_reply(
+            let _ = out_tx.try_send(Outbound::frame(wire::error_reply(
                 0,
                 wire::error_of(ErrorCode::ResourceExhausted, message),
             )));

@@ -327,7 +327,7 @@ pub fn watch_event(
             kind: event_kind(e.kind) as i32,
             state,
             coalesced,
-            detail: e.detail.clone(),
+            detail: e.cause.to_string(),
         })),
     }
 }

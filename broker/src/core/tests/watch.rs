@@ -76,9 +76,9 @@ fn watch_all_sees_every_state_event_in_revision_order() {
     assert!(expired.state.holders.is_empty());
     assert_eq!(expired.state.waiters[0].lease_id, waiting);
     assert!(
-        expired.detail.contains(&held.to_string()),
+        expired.cause.to_string().contains(&held.to_string()),
         "{}",
-        expired.detail
+        expired.cause
     );
     let granted = &seen[5];
     assert_eq!(granted.state.holders[0].lease_id, waiting);
@@ -165,6 +165,8 @@ fn a_revision_older_than_the_history_gets_a_resync() {
     });
     let ui = connect(&mut core, "ui");
     let svc = connect(&mut core, "service");
+    // Someone watches, so the history records.
+    core.watch(ui, vec!["z".into()], 0, 0).unwrap();
     let base = core.revision().0;
     let mut leases = Vec::new();
     for i in 0..10u64 {
@@ -284,4 +286,43 @@ fn watch_quota_and_unwatch() {
     core.goodbye(ui, 1);
     let (_, changes) = acquire(&mut core, svc, request("a", Mode::Shared), 2);
     assert!(watch_events(&changes).is_empty());
+}
+
+#[test]
+fn history_is_kept_while_someone_watches_and_for_a_while_after() {
+    // With nobody watching, changes keep no history: a resume gets a
+    // resync. While someone watches, and for HISTORY_LINGER_MS after the
+    // last watcher left, the history records and a resume replays.
+    let mut core = core_with(CoreConfig::default());
+    let ui = connect(&mut core, "ui");
+    let svc = connect(&mut core, "service");
+    acquire_sh(&mut core, svc, "a", 0);
+    let before = core.revision().0;
+    acquire_sh(&mut core, svc, "a", 1);
+    let first = core.watch(ui, vec![], before, 2).unwrap();
+    assert!(first.resync);
+    core.unwatch(ui, first.watch_id).unwrap();
+
+    let other = connect(&mut core, "other-ui");
+    let w = core.watch(other, vec![], 0, 3).unwrap().watch_id;
+    let from = core.revision().0;
+    acquire_sh(&mut core, svc, "a", 4);
+    core.unwatch(other, w).unwrap();
+    // The last watcher left; changes within the linger are still recorded.
+    let linger = crate::core::watch::HISTORY_LINGER_MS;
+    acquire_sh(&mut core, svc, "a", 4 + linger - 10);
+    let resumed = core.watch(ui, vec![], from, 4 + linger - 5).unwrap();
+    assert!(!resumed.resync);
+    assert_eq!(resumed.replay.len(), 2);
+    core.unwatch(ui, resumed.watch_id).unwrap();
+    // Long after the last watcher left, changes are no longer recorded (the
+    // linger counts from the first change after the last watch went).
+    acquire_sh(&mut core, svc, "a", 4 + 2 * linger);
+    let later = core.revision().0;
+    acquire_sh(&mut core, svc, "a", 4 + 3 * linger + 1);
+    assert!(
+        core.watch(ui, vec![], later, 4 + 3 * linger + 2)
+            .unwrap()
+            .resync
+    );
 }

@@ -39,7 +39,7 @@ pub(super) fn handle(
     };
     d.send(
         session,
-        Outbound::Frame(wire::reply(id, v1::reply::Result::Hello(reply))),
+        Outbound::frame(wire::reply(id, v1::reply::Result::Hello(reply))),
     );
     if session_tx.send(session).is_err() {
         // The reader is already gone: the connection closed meanwhile.

@@ -165,7 +165,7 @@ impl Dispatcher {
             } => {
                 self.send(
                     session,
-                    Outbound::Frame(wire::error_reply(0, wire::error_of(code, message))),
+                    Outbound::frame(wire::error_reply(0, wire::error_of(code, message))),
                 );
             }
             ToCore::Goodbye { session, reason } => self.goodbye(session, &reason),
@@ -224,11 +224,18 @@ impl Dispatcher {
         // Persist a counter reservation before the answer can carry a token.
         let changes = std::mem::take(&mut self.changes);
         self.reserve_first(&changes);
+        // What the request did to others goes out first (a waiter's grant
+        // before the releaser's Done: the handoff is not delayed by it);
+        // what concerns the requester follows its answer, so it always sees
+        // `AcquireReply{queued}` before a `LeaseUpdate` of that lease.
+        let (own, others): (Vec<Change>, Vec<Change>) =
+            changes.into_iter().partition(|c| concerns(c, session));
+        self.deliver(others, now);
         match answer {
-            Ok(result) => self.send(session, Outbound::Frame(wire::reply(id, result))),
-            Err(e) => self.send(session, Outbound::Frame(wire::error_reply(id, e))),
+            Ok(result) => self.send(session, Outbound::frame(wire::reply(id, result))),
+            Err(e) => self.send(session, Outbound::frame(wire::error_reply(id, e))),
         }
-        self.deliver(changes, now);
+        self.deliver(own, now);
     }
 
     fn goodbye(&mut self, session: SessionId, reason: &str) {
@@ -363,7 +370,7 @@ impl Dispatcher {
                     update,
                 } => {
                     let frame = wire::lease_update(lease.0, &update, &clock, now);
-                    self.send(session, Outbound::Frame(frame));
+                    self.send(session, Outbound::frame(frame));
                 }
                 Change::Watch {
                     session,
@@ -405,7 +412,7 @@ impl Dispatcher {
                 }
                 c @ Change::ReserveCounters { .. } => self.persist(&c),
                 Change::Queue(QueueChange::Deliver { session, delivery }) => {
-                    self.send(session, Outbound::Frame(wire::delivery(&delivery)));
+                    self.send(session, Outbound::frame(wire::delivery(&delivery)));
                 }
                 // Taken out above.
                 Change::Queue(QueueChange::Persist(_)) => {}
@@ -432,6 +439,15 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// Whether a change is addressed to `session` (store writes are nobody's).
+fn concerns(change: &Change, session: SessionId) -> bool {
+    match change {
+        Change::Lease { session: s, .. } | Change::Watch { session: s, .. } => *s == session,
+        Change::Queue(QueueChange::Deliver { session: s, .. }) => *s == session,
+        _ => false,
     }
 }
 

@@ -129,7 +129,7 @@ pub(super) fn committed(
         }
     };
     // A connection that closed meanwhile has no conn: the answer is dropped.
-    d.send(session, Outbound::Frame(answer));
+    d.send(session, Outbound::frame(answer));
     let now = d.clock.now();
     d.deliver(changes, now);
 }
