@@ -39,13 +39,18 @@ pub enum Outbound {
     /// A frame to encode (boxed: queue slots stay small, so an idle
     /// connection's queue costs little).
     Frame(Box<v1::ServerFrame>),
-    /// `WatchEvent` bytes without field 1, and the watch id to add.
-    WatchEvent {
-        /// The watch this copy is for.
-        watch_id: u64,
-        /// The encoded `WatchEvent` with `watch_id` left at 0 (so absent).
-        body: Bytes,
-    },
+    /// `WatchEvent` bytes without field 1, and the watch id to add (boxed
+    /// too: every slot of every connection's queue is this enum's size).
+    WatchEvent(Box<WatchCopy>),
+}
+
+/// One watcher's copy of a state event.
+#[derive(Debug)]
+pub struct WatchCopy {
+    /// The watch this copy is for.
+    pub watch_id: u64,
+    /// The encoded `WatchEvent` with `watch_id` left at 0 (so absent).
+    pub body: Bytes,
 }
 
 impl Outbound {
@@ -58,14 +63,15 @@ impl Outbound {
     pub fn wire_len(&self) -> usize {
         match self {
             Outbound::Frame(f) => prost::Message::encoded_len(f) + 4,
-            Outbound::WatchEvent { body, .. } => body.len() + 16,
+            Outbound::WatchEvent(w) => w.body.len() + 16,
         }
     }
 
     fn encode(&self, dst: &mut BytesMut) {
         match self {
             Outbound::Frame(f) => encode_frame(f, dst),
-            Outbound::WatchEvent { watch_id, body } => {
+            Outbound::WatchEvent(w) => {
+                let (watch_id, body) = (&w.watch_id, &w.body);
                 // ServerFrame { watch_event (field 3, LEN) { watch_id (field 1, varint), ..body } }
                 let id_len = 1 + prost::encoding::encoded_len_varint(*watch_id);
                 let inner = id_len + body.len();
@@ -189,7 +195,7 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
     } = setup;
     // Small to start with: an idle connection costs little; the buffer grows
     // to the frames that arrive (never past the frame limit).
-    let mut frames = FramedRead::with_capacity(recv, ServerCodec::new(max_frame_bytes), 512);
+    let mut frames = FramedRead::with_capacity(recv, ServerCodec::new(max_frame_bytes), 128);
 
     // The handshake: the first frame must be Hello, within the deadline.
     let first = tokio::select! {
@@ -319,7 +325,8 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Outbound>,
     cancel: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(64);
+    // Grows with the first burst; no room is reserved while idle.
+    let mut batch = Vec::new();
     // Allocated at the first write, not while the connection idles.
     let mut buf = BytesMut::new();
     loop {
@@ -341,9 +348,12 @@ async fn write_loop(
             break;
         }
         buf.clear();
-        // Do not keep a large buffer around after a burst.
+        // Do not keep large buffers around after a burst.
         if buf.capacity() > 256 * 1024 {
             buf = BytesMut::new();
+        }
+        if batch.capacity() > 256 {
+            batch = Vec::new();
         }
     }
     // Flush what is already queued (a farewell error), briefly.

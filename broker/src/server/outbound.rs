@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::connection::WatchCopy;
 use super::{Outbound, ToCore};
 use crate::core::{SessionId, StateEvent};
 
@@ -114,10 +115,10 @@ impl Conn {
         to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         if !self.lagging() {
-            let item = Outbound::WatchEvent {
+            let item = Outbound::WatchEvent(Box::new(WatchCopy {
                 watch_id,
                 body: encode(),
-            };
+            }));
             match self.tx.try_send(item) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {}
@@ -166,10 +167,10 @@ impl Conn {
             }
         }
         while let Some(c) = self.coalesced.first() {
-            let item = Outbound::WatchEvent {
+            let item = Outbound::WatchEvent(Box::new(WatchCopy {
                 watch_id: c.watch_id,
                 body: encode_coalesced(&c.event),
-            };
+            }));
             match self.tx.try_send(item) {
                 Ok(()) => {
                     self.coalesced.remove(0);
