@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::core::CoreConfig;
 use crate::core::queues::QueueConfig;
 use crate::platform::dirs;
+use crate::policy::{DefaultsConfig, Policy, PolicyConfig, RuleConfig};
 use crate::server::ServerConfig;
 
 /// A duration written like `10s`, `500ms`, `15m` or `1h`.
@@ -136,6 +137,22 @@ pub struct Settings {
     /// Queue consumers one connection may have [default: 64]
     #[arg(long, value_name = "N")]
     pub max_consumers_per_connection: Option<usize>,
+
+    /// Requests one connection may have in flight (answered later: durable publishes); past it RESOURCE_EXHAUSTED [default: 128]
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<usize>,
+
+    /// Access rules (config file only): `[[policy]]` tables with `verbs`,
+    /// `resources`, `users`, `groups`; see README "Security model".
+    #[arg(skip)]
+    #[serde(default)]
+    pub policy: Option<Vec<RuleConfig>>,
+
+    /// Per-verb defaults for names no rule mentions (config file only):
+    /// `[policy-defaults]` with `lease-exclusive = "deny"` and the like.
+    #[arg(skip)]
+    #[serde(default)]
+    pub policy_defaults: Option<DefaultsConfig>,
 }
 
 /// A setting that cannot be used.
@@ -221,7 +238,10 @@ impl Settings {
             max_queue_depth,
             max_queue_bytes,
             max_delivery_attempts,
-            max_consumers_per_connection
+            max_consumers_per_connection,
+            max_in_flight,
+            policy,
+            policy_defaults
         )
     }
 
@@ -286,7 +306,18 @@ impl Settings {
             handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
             max_frame_bytes,
             max_outbound_bytes: self.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
+            max_in_flight: self.max_in_flight.unwrap_or(d.max_in_flight).max(1),
             own_uid: d.own_uid,
+            policy: std::sync::Arc::new(
+                Policy::resolve(
+                    &PolicyConfig {
+                        policy: self.policy.unwrap_or_default(),
+                        policy_defaults: self.policy_defaults.unwrap_or_default(),
+                    },
+                    d.own_uid,
+                )
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            ),
             core,
             storage: None,
         };

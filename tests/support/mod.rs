@@ -30,7 +30,7 @@ pub struct Broker {
     pub socket: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    pub _tmp: Option<tempfile::TempDir>,
 }
 
 pub fn turnstiled() -> &'static str {

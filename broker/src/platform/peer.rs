@@ -10,14 +10,27 @@ use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon as _;
 
 /// The kernel's account of a connected peer.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerCredentials {
     /// Effective user id (on Windows: `u32::MAX` until SIDs are mapped).
     pub uid: u32,
     /// Effective group id (on Windows: `u32::MAX`).
     pub gid: u32,
+    /// Supplementary groups (`SO_PEERGROUPS` on Linux; empty elsewhere).
+    pub groups: Vec<u32>,
     /// Process id.
     pub pid: u32,
+}
+
+impl PeerCredentials {
+    /// The policy's view of this peer.
+    pub fn subject(&self) -> crate::policy::Subject {
+        crate::policy::Subject {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        }
+    }
 }
 
 /// Reads the peer's credentials from a freshly accepted connection.
@@ -26,9 +39,14 @@ pub fn peer_credentials(stream: &Stream) -> std::io::Result<PeerCredentials> {
     let pid = creds.pid().map(|p| p as u32).unwrap_or(0);
     #[cfg(unix)]
     {
+        use std::os::fd::AsFd;
+        let groups = match stream {
+            Stream::UdSocket(s) => super::groups::supplementary_groups(s.as_fd()),
+        };
         Ok(PeerCredentials {
             uid: creds.euid().unwrap_or(u32::MAX),
             gid: creds.egid().unwrap_or(u32::MAX),
+            groups,
             pid,
         })
     }
@@ -37,6 +55,7 @@ pub fn peer_credentials(stream: &Stream) -> std::io::Result<PeerCredentials> {
         Ok(PeerCredentials {
             uid: u32::MAX,
             gid: u32::MAX,
+            groups: Vec::new(),
             pid,
         })
     }

@@ -58,8 +58,13 @@ pub struct ServerConfig {
     /// Bytes queued for a client that does not read before it is cut off
     /// (watch events beyond the queue are coalesced and do not count).
     pub max_outbound_bytes: usize,
+    /// Requests answered later (durable publishes) one connection may have
+    /// outstanding.
+    pub max_in_flight: usize,
     /// The broker's own uid (trusted like root).
     pub own_uid: u32,
+    /// Who may do what.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
     /// The core's limits and defaults, the queues' among them.
     pub core: CoreConfig,
     /// The durable store. `None` keeps queues and counters in memory only:
@@ -76,7 +81,11 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_frame_bytes: turnstile_proto::DEFAULT_MAX_FRAME_BYTES,
             max_outbound_bytes: 8 << 20,
+            max_in_flight: 128,
             own_uid: crate::platform::peer::own_uid(),
+            policy: std::sync::Arc::new(crate::policy::Policy::builtin(
+                crate::platform::peer::own_uid(),
+            )),
             core: CoreConfig::default(),
             storage: None,
         }

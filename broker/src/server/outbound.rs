@@ -38,6 +38,8 @@ pub(super) struct Conn {
     pub cancel: CancellationToken,
     pub uid: u32,
     pub pid: u32,
+    /// Who the kernel says is calling, for the policy.
+    pub subject: crate::policy::Subject,
     backlog: VecDeque<Outbound>,
     backlog_bytes: usize,
     coalesced: Vec<Coalesced>,
@@ -52,14 +54,15 @@ impl Conn {
         session: SessionId,
         tx: mpsc::Sender<Outbound>,
         cancel: CancellationToken,
-        uid: u32,
+        subject: crate::policy::Subject,
         pid: u32,
     ) -> Conn {
         Conn {
             session,
             tx,
             cancel,
-            uid,
+            uid: subject.uid,
+            subject,
             pid,
             backlog: VecDeque::new(),
             backlog_bytes: 0,

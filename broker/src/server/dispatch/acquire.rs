@@ -3,7 +3,8 @@
 use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
-use crate::core::{Millis, SessionId};
+use crate::core::{Millis, Mode, SessionId};
+use crate::policy::Verb;
 use crate::server::wire;
 
 pub(super) fn handle(
@@ -13,6 +14,11 @@ pub(super) fn handle(
     now: Millis,
 ) -> Answer {
     let req = wire::acquire_request(req).map_err(|e| wire::error(&e))?;
+    let verb = match req.mode {
+        Mode::Exclusive => Verb::LeaseExclusive,
+        Mode::Shared => Verb::LeaseShared,
+    };
+    d.allow(session, verb, Some(&req.resource))?;
     let (outcome, changes) = d
         .core
         .acquire(session, req, now)

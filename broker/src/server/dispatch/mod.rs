@@ -65,7 +65,14 @@ pub(super) struct Dispatcher {
     publishing: HashMap<SessionId, HashSet<u64>>,
     /// The highest counter reservation made durable.
     reserved: u64,
+    /// Refusals logged in the current second, and when it began: denials
+    /// are logged at most [`DENIALS_LOGGED_PER_SECOND`] a second.
+    denials: (Millis, u32),
 }
+
+/// How many policy refusals are logged per second at most (the rest are
+/// counted and summed up in the next one logged).
+const DENIALS_LOGGED_PER_SECOND: u32 = 10;
 
 impl Dispatcher {
     /// The core task's state, with what the store held put back and the
@@ -90,6 +97,7 @@ impl Dispatcher {
             changes: Vec::new(),
             publishing: HashMap::new(),
             reserved: 0,
+            denials: (0, 0),
         };
         if let Change::ReserveCounters { reserve_until } = reservation {
             d.reserve(reserve_until)?;
@@ -147,6 +155,52 @@ pub(super) async fn core_loop(
 }
 
 impl Dispatcher {
+    /// Asks the policy whether `session` may do `verb` on `name` (`None`:
+    /// on every name at once). A refusal is PERMISSION_DENIED naming the
+    /// verb and the name, and is logged (rate-limited).
+    fn allow(
+        &mut self,
+        session: SessionId,
+        verb: crate::policy::Verb,
+        name: Option<&str>,
+    ) -> Result<(), v1::Error> {
+        let Some(conn) = self.conns.get(&session) else {
+            return Err(wire::error_of(ErrorCode::Internal, "no such connection"));
+        };
+        let decision = match name {
+            Some(n) => self.config.policy.check(&conn.subject, verb, n),
+            None => self.config.policy.check_every_name(&conn.subject, verb),
+        };
+        let Err(denied) = decision else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let (since, count) = &mut self.denials;
+        if now >= *since + 1000 {
+            if *count > DENIALS_LOGGED_PER_SECOND {
+                tracing::warn!(
+                    "{} more policy refusals were not logged",
+                    *count - DENIALS_LOGGED_PER_SECOND
+                );
+            }
+            *since = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count <= DENIALS_LOGGED_PER_SECOND {
+            tracing::warn!(
+                uid = conn.uid,
+                pid = conn.pid,
+                session = session.0,
+                "{denied}"
+            );
+        }
+        Err(wire::error_of(
+            ErrorCode::PermissionDenied,
+            denied.to_string(),
+        ))
+    }
+
     fn handle(&mut self, msg: ToCore) {
         match msg {
             ToCore::Hello {
@@ -203,7 +257,7 @@ impl Dispatcher {
                     "Hello was already said on this connection",
                 )),
                 Body::Ping(r) => ping::handle(r),
-                Body::GetStatus(r) => status::handle(self, r, now),
+                Body::GetStatus(r) => status::handle(self, session, r, now),
                 Body::Acquire(r) => acquire::handle(self, session, r, now),
                 Body::KeepAlive(r) => keep_alive::handle(self, session, r, now),
                 Body::Release(r) => release::handle(self, session, r, now),

@@ -32,6 +32,17 @@ pub(super) fn handle(
     id: u64,
     req: v1::Publish,
 ) -> Result<Started, v1::Error> {
+    d.allow(session, crate::policy::Verb::Publish, Some(&req.queue))?;
+    let in_flight = d.publishing.get(&session).map_or(0, |ids| ids.len());
+    if in_flight >= d.config.max_in_flight {
+        return Err(wire::error_of(
+            ErrorCode::ResourceExhausted,
+            format!(
+                "{in_flight} requests are already in flight on this connection, the limit \
+                 (--max-in-flight): wait for their answers"
+            ),
+        ));
+    }
     if d.publishing
         .get(&session)
         .is_some_and(|ids| ids.contains(&id))

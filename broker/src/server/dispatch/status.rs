@@ -5,12 +5,22 @@
 use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
-use crate::core::{Millis, check_name};
+use crate::core::{Millis, SessionId, check_name};
+use crate::policy::Verb;
 use crate::server::wire;
 
-pub(super) fn handle(d: &mut Dispatcher, req: v1::GetStatus, now: Millis) -> Answer {
+pub(super) fn handle(
+    d: &mut Dispatcher,
+    session: SessionId,
+    req: v1::GetStatus,
+    now: Millis,
+) -> Answer {
     for r in &req.resources {
         check_name("resource", r).map_err(|e| wire::error(&e))?;
+        d.allow(session, Verb::Status, Some(r))?;
+    }
+    if req.resources.is_empty() {
+        d.allow(session, Verb::Status, None)?;
     }
     let view = d.core.status(&req.resources);
     let mut status = wire::status(&view, &d.clock, now);

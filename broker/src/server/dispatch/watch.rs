@@ -7,6 +7,7 @@ use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::{Change, Millis, SessionId};
+use crate::policy::Verb;
 use crate::server::wire;
 
 pub(super) fn handle(
@@ -16,6 +17,12 @@ pub(super) fn handle(
     req: v1::Watch,
     now: Millis,
 ) -> Answer {
+    if req.resources.is_empty() {
+        d.allow(session, Verb::Watch, None)?;
+    }
+    for r in &req.resources {
+        d.allow(session, Verb::Watch, Some(r))?;
+    }
     let start = d
         .core
         .watch(session, req.resources, req.start_revision, now)
