@@ -28,6 +28,18 @@ fn main() -> anyhow::Result<ExitCode> {
             let rest = std::iter::once("turnstiled".into()).chain(args[2..].iter().map(Into::into));
             return Ok(turnstile_broker::cli::main_from(rest));
         }
+        Some("--as-scheduler") => {
+            runtime()?.block_on(async {
+                let client =
+                    Client::connect(ConnectOptions::new("pcmsvc").socket(&args[2])).await?;
+                pcm::post_notice(
+                    &client,
+                    "mandatory package 'Install Office 97' is scheduled for today",
+                )
+                .await
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Some("--as-service") => {
             runtime()?.block_on(pcm::run_service(
                 ConnectOptions::new("pcmsvc").socket(&args[2]),
@@ -76,20 +88,28 @@ fn story() -> anyhow::Result<ExitCode> {
     let socket = dir.path().join("turnstile.sock");
     let socket_arg = socket.to_string_lossy().to_string();
     let data = dir.path().join("data").to_string_lossy().to_string();
+    let broker_args = [
+        "--as-turnstiled",
+        "--socket",
+        &socket_arg,
+        "--data-dir",
+        &data,
+        "--log-level",
+        "warn",
+    ];
     println!("demo    ==> starting turnstiled on {socket_arg}");
-    let mut broker = role(
-        &[
-            "--as-turnstiled",
-            "--socket",
-            &socket_arg,
-            "--data-dir",
-            &data,
-            "--log-level",
-            "warn",
-        ],
-        Stdio::inherit(),
-    )?;
+    let mut broker = role(&broker_args, Stdio::inherit())?;
     let rt = runtime()?;
+    rt.block_on(Client::connect(
+        ConnectOptions::new("demo")
+            .socket(&socket)
+            .retry_for(Duration::from_secs(10)),
+    ))?;
+    println!("demo    ==> the service schedules today's job while no agent runs");
+    role(&["--as-scheduler", &socket_arg], Stdio::inherit())?.wait()?;
+    println!("demo    ==> the broker restarts (the notice is on disk, not in memory)");
+    stop(&mut broker)?;
+    let mut broker = role(&broker_args, Stdio::inherit())?;
     let observer = rt.block_on(Client::connect(
         ConnectOptions::new("demo")
             .socket(&socket)
@@ -128,11 +148,7 @@ fn story() -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     drop(observer);
-    // SAFETY: kill touches no memory.
-    unsafe {
-        libc_kill(broker.id() as i32);
-    }
-    let broker_status = broker.wait()?;
+    let broker_status = stop(&mut broker)?;
     println!("demo    ==> turnstiled stopped ({broker_status})");
     if agent_status.success() && service_status.success() {
         Ok(ExitCode::SUCCESS)
@@ -142,14 +158,17 @@ fn story() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Asks the broker to stop as a service manager would: SIGTERM on Unix.
-#[cfg(unix)]
-unsafe fn libc_kill(pid: i32) {
-    // SAFETY: kill touches no memory; a stale pid only yields an error.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
+/// Stops the broker as a service manager would: SIGTERM on Unix (a clean
+/// stop), TerminateProcess on Windows.
+fn stop(broker: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+    #[cfg(unix)]
+    {
+        // SAFETY: kill touches no memory; a stale pid only yields an error.
+        unsafe {
+            libc::kill(broker.id() as i32, libc::SIGTERM);
+        }
     }
+    #[cfg(not(unix))]
+    broker.kill()?;
+    broker.wait()
 }
-
-#[cfg(windows)]
-unsafe fn libc_kill(_pid: i32) {}

@@ -299,6 +299,11 @@ fn the_demo_runs_to_completion() {
         "{stdout}"
     );
     assert!(stdout.contains("Initialized"), "{stdout}");
+    // The notice posted before the broker restarted reached the agent.
+    assert!(
+        stdout.contains("Notice 1: mandatory package 'Install Office 97'"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("Timed out"), "{stdout}");
 }
 

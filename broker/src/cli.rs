@@ -13,7 +13,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Settings};
-use crate::platform::{listener, signals};
+use crate::platform::{listener, readiness, signals};
 use crate::server::Storage;
 
 /// Bad flags.
@@ -34,12 +34,37 @@ pub fn main() -> ExitCode {
 
 /// Runs `turnstiled` with these arguments (the first is the program name).
 pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "service") {
+        return service_command(&args[2..]);
+    }
+    let config = match prepare(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config.log_level, false);
+    block_on(async {
+        // Inside the runtime: the handlers register with its driver.
+        match signals::shutdown_requested() {
+            Ok(shutdown) => serve(config, shutdown).await,
+            Err(e) => {
+                tracing::error!("cannot install the signal handlers: {e}");
+                ExitCode::from(EXIT_SOFTWARE)
+            }
+        }
+    })
+}
+
+/// Parses the flags, reads the config file and resolves the settings; the
+/// `Err` is the exit code (after `--help`, `--check-config`, or an error
+/// already printed).
+fn prepare(args: Vec<std::ffi::OsString>) -> Result<Config, ExitCode> {
     let flags = match Settings::try_parse_from(args) {
         Ok(f) => f,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            return Err(ExitCode::from(code));
         }
     };
     if let Some(check) = flags.check_config.clone() {
@@ -50,58 +75,111 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         };
         let Some(file) = file else {
             eprintln_quiet("turnstiled: --check-config needs a FILE (or --config FILE)");
-            return ExitCode::from(EXIT_USAGE);
+            return Err(ExitCode::from(EXIT_USAGE));
         };
-        return match Settings::from_file(&file).and_then(|s| flags.clone().or(s).resolve()) {
-            Ok(_) => {
-                println_quiet(&format!("{}: valid", file.display()));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln_quiet(&format!("turnstiled: {e}"));
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
+        return Err(
+            match Settings::from_file(&file).and_then(|s| flags.clone().or(s).resolve()) {
+                Ok(_) => {
+                    println_quiet(&format!("{}: valid", file.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln_quiet(&format!("turnstiled: {e}"));
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            },
+        );
     }
     let settings = match &flags.config {
         Some(file) => match Settings::from_file(file) {
             Ok(s) => flags.clone().or(s),
             Err(e) => {
                 eprintln_quiet(&format!("turnstiled: {e}"));
-                return ExitCode::from(EXIT_CONFIG);
+                return Err(ExitCode::from(EXIT_CONFIG));
             }
         },
         None => flags,
     };
-    let config = match settings.resolve() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln_quiet(&format!("turnstiled: {e}"));
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    init_logging(&config.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    settings.resolve().map_err(|e| {
+        eprintln_quiet(&format!("turnstiled: {e}"));
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn block_on(serve: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(r) => r,
+        Ok(runtime) => runtime.block_on(serve),
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_SOFTWARE);
+            ExitCode::from(EXIT_SOFTWARE)
         }
-    };
-    runtime.block_on(serve(config))
+    }
 }
 
-async fn serve(config: Config) -> ExitCode {
-    let shutdown = match signals::shutdown_requested() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install the signal handlers: {e}");
-            return ExitCode::from(EXIT_SOFTWARE);
+/// `turnstiled service install|uninstall|run [FLAGS...]`: the Windows
+/// service entry points (see `platform/service.rs`).
+#[cfg(windows)]
+fn service_command(rest: &[std::ffi::OsString]) -> ExitCode {
+    use crate::platform::service;
+    let verb = rest.first().and_then(|v| v.to_str()).unwrap_or("");
+    let flags = rest.iter().skip(1).cloned().collect::<Vec<_>>();
+    let result = match verb {
+        "install" => service::install(flags).map(|_| "installed the turnstiled service"),
+        "uninstall" => service::uninstall().map(|_| "removed the turnstiled service"),
+        "run" => service::run(flags).map(|_| "the turnstiled service stopped"),
+        _ => {
+            eprintln_quiet("usage: turnstiled service install|uninstall|run [FLAGS...]");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
+    match result {
+        Ok(done) => {
+            println_quiet(done);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln_quiet(&format!("turnstiled service {verb}: {e}"));
+            ExitCode::from(EXIT_SOFTWARE)
+        }
+    }
+}
+
+/// On Unix the service manager is systemd (or none): see
+/// `packaging/turnstiled.service`.
+#[cfg(not(windows))]
+fn service_command(_rest: &[std::ffi::OsString]) -> ExitCode {
+    eprintln_quiet(
+        "turnstiled service ... is for the Windows Service Control Manager; on Linux run \
+         turnstiled under systemd with packaging/turnstiled.service (Type=notify), or directly",
+    );
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// The broker run by the Windows service: the same as the command line,
+/// with `stop` (the SCM's stop request) in place of Ctrl-C, and logs in
+/// `%ProgramData%\turnstile\turnstiled.log`. Returns the Win32 exit code.
+#[cfg(windows)]
+pub fn run_service(
+    flags: Vec<std::ffi::OsString>,
+    stop: impl Future<Output = &'static str>,
+) -> u32 {
+    let args = std::iter::once("turnstiled".into()).chain(flags).collect();
+    let config = match prepare(args) {
+        Ok(c) => c,
+        Err(_) => return u32::from(EXIT_CONFIG),
+    };
+    init_logging(&config.log_level, true);
+    if block_on(serve(config, stop)) == ExitCode::SUCCESS {
+        0
+    } else {
+        u32::from(EXIT_SOFTWARE)
+    }
+}
+
+async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> ExitCode {
     // The endpoint first, so that a second broker on a live endpoint is
     // told so (exit 69) without touching the first one's store; then the
     // store, before a single connection is accepted. A store that cannot
@@ -137,9 +215,11 @@ async fn serve(config: Config) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "turnstiled ready: accepting connections"
     );
+    readiness::ready(&bound.guard.path);
     let stop = async {
         let why = shutdown.await;
         tracing::info!("{why} received: stopping");
+        readiness::stopping();
     };
     let listener::BoundListener { listener, guard } = bound;
     let result = crate::server::run(listener, config.server, stop).await;
@@ -157,18 +237,39 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr, or (`to_file`, for the Windows service, which has none)
+/// to `turnstiled.log` in the platform's data directory.
+fn init_logging(level: &str, to_file: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // A closed stderr must not stop the broker: write errors are dropped
-    // silently instead of being reported (which would itself fail).
-    let _ = tracing_subscriber::fmt()
+    let file = to_file
+        .then(|| {
+            let dir = crate::platform::dirs::default_data_dir();
+            std::fs::create_dir_all(&dir).ok()?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("turnstiled.log"))
+                .ok()
+        })
+        .flatten();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .log_internal_errors(false)
-        .try_init();
+        // A closed stderr must not stop the broker: write errors are
+        // dropped silently instead of being reported (which would itself
+        // fail).
+        .log_internal_errors(false);
+    let _ = match file {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }
 
 fn eprintln_quiet(line: &str) {

@@ -14,6 +14,19 @@ use turnstile_client::{Client, ConnectOptions, proto as v1};
 /// The resource the service and the agents take turns on.
 pub const RESOURCE: &str = "pcm";
 
+/// The durable queue of notices from the service to the agents.
+pub const NOTICES: &str = "pcm.notices";
+
+/// Posts a notice for the agents. It is durable once this returns: an agent
+/// that starts later, even after a broker restart, still gets it.
+pub async fn post_notice(client: &Client, text: &str) -> anyhow::Result<()> {
+    let seq = client
+        .publish(NOTICES, text.as_bytes().to_vec(), &[("from", "pcmsvc")])
+        .await?;
+    println!("PCMSVC  ==> Notice {seq} posted for the agents: {text}");
+    Ok(())
+}
+
 /// Runs `jobs` one after the other, each under an EXCLUSIVE lease on `pcm`,
 /// reporting progress after each of `steps` steps of `step` each.
 pub async fn run_service(
@@ -24,6 +37,7 @@ pub async fn run_service(
 ) -> anyhow::Result<()> {
     let client = Client::connect(options.retry_for(Duration::from_secs(10))).await?;
     for job in jobs {
+        post_notice(&client, &format!("package '{job}' is being installed now")).await?;
         let lease = client
             .acquire(RESOURCE)
             .purpose(job.clone())
@@ -76,6 +90,18 @@ pub async fn run_agent(options: ConnectOptions, user: &str) -> anyhow::Result<()
         lease.fencing_token()
     );
     lease.release().await?;
+    // The notices posted while no agent ran (the old design lost them).
+    let mut notices = client.consume(NOTICES, 16).await?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(300), notices.next()).await;
+        let Ok(Some(notice)) = next else { break };
+        println!(
+            "{TAG} Notice {}: {}",
+            notice.seq(),
+            String::from_utf8_lossy(notice.payload())
+        );
+        notice.ack().await?;
+    }
     Ok(())
 }
 
@@ -93,7 +119,7 @@ fn describe_wait(q: &v1::Queued) -> String {
         None => "PCM service busy".to_string(),
     };
     s.push_str(&format!(": initialization queued, position {}", q.position));
-    if q.estimated_wait_ms > 0 {
+    if q.estimated_wait_ms >= 100 {
         s.push_str(&format!(
             ", about {:.1} s to go",
             f64::from(q.estimated_wait_ms) / 1000.0

@@ -9,4 +9,7 @@ pub mod dirs;
 pub mod groups;
 pub mod listener;
 pub mod peer;
+pub mod readiness;
+#[cfg(windows)]
+pub mod service;
 pub mod signals;

@@ -8,14 +8,10 @@
 //! a push that follows its reply immediately can never be lost.
 
 use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use interprocess::local_socket::tokio::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use turnstile_proto::v1::{self, reply, server_frame};
@@ -45,35 +41,6 @@ pub(crate) enum Command {
         frame: v1::ClientFrame,
         reply: Option<oneshot::Sender<Result<Response, ClientError>>>,
     },
-}
-
-#[derive(Clone)]
-struct Shared(Arc<Stream>);
-
-impl AsyncRead for Shared {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Shared {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_shutdown(cx)
-    }
 }
 
 /// Routes of pushed frames, keyed by the id the broker puts in them.
@@ -126,17 +93,13 @@ impl Routes {
 /// Splits a connected, greeted stream into its reader half and the shared
 /// stream for the driver.
 pub(crate) fn framed(
-    stream: Stream,
+    (recv, send): crate::transport::Halves,
     max_frame: u32,
 ) -> (
     FramedRead<impl AsyncRead + Unpin, ClientCodec>,
     impl AsyncWrite + Unpin,
 ) {
-    let shared = Shared(Arc::new(stream));
-    (
-        FramedRead::new(shared.clone(), ClientCodec::new(max_frame)),
-        shared,
-    )
+    (FramedRead::new(recv, ClientCodec::new(max_frame)), send)
 }
 
 /// Runs the connection until the broker or the last client handle goes.

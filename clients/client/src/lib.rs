@@ -26,6 +26,7 @@
 mod connection;
 mod lease;
 mod queue;
+mod transport;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -35,8 +36,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use interprocess::local_socket::tokio::Stream;
-use interprocess::local_socket::traits::tokio::Stream as _;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -164,7 +163,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + options.retry_for;
         let mut backoff = Duration::from_millis(50);
         let stream = loop {
-            match dial(&options.socket).await {
+            match transport::dial(&options.socket).await {
                 Ok(s) => break s,
                 Err(e) if tokio::time::Instant::now() + backoff <= deadline => {
                     tracing::debug!("broker not reachable yet ({e}); retrying in {backoff:?}");
@@ -283,21 +282,6 @@ impl Client {
             }
             (other, _) => Err(unexpected("WatchStarted", &other)),
         }
-    }
-}
-
-async fn dial(socket: &Path) -> std::io::Result<Stream> {
-    #[cfg(unix)]
-    {
-        use interprocess::local_socket::{GenericFilePath, ToFsName};
-        Stream::connect(socket.to_fs_name::<GenericFilePath>()?).await
-    }
-    #[cfg(windows)]
-    {
-        use interprocess::local_socket::{GenericNamespaced, ToNsName};
-        let text = socket.to_string_lossy();
-        let bare = text.strip_prefix(r"\\.\pipe\").unwrap_or(&text).to_string();
-        Stream::connect(bare.to_ns_name::<GenericNamespaced>()?).await
     }
 }
 

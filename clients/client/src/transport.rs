@@ -14,24 +14,29 @@
 use std::io;
 use std::path::Path;
 
-/// A connected byte stream to the broker.
-pub(crate) trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Transport for T {}
+/// A connection's reading and writing halves.
+pub(crate) type Halves = (
+    Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+);
 
-/// Connects to the broker's socket (Unix) or pipe (Windows).
+/// Connects to the broker's socket (a socket file, through interprocess),
+/// then reads and writes through tokio's own halves, which stop polling
+/// after a short read (one `recvfrom` per frame, not two).
 #[cfg(unix)]
-pub(crate) async fn dial(socket: &Path) -> io::Result<impl Transport> {
+pub(crate) async fn dial(socket: &Path) -> io::Result<Halves> {
     use interprocess::local_socket::tokio::Stream;
     use interprocess::local_socket::traits::tokio::Stream as _;
     use interprocess::local_socket::{GenericFilePath, ToFsName};
-    Stream::connect(socket.to_fs_name::<GenericFilePath>()?).await
+    let Stream::UdSocket(s) = Stream::connect(socket.to_fs_name::<GenericFilePath>()?).await?;
+    let (r, w) = tokio::net::UnixStream::from(s).into_split();
+    Ok((Box::new(r), Box::new(w)))
 }
 
 /// Connects to the broker's named pipe: `\\.\pipe\NAME` or a bare NAME.
 #[cfg(windows)]
-pub(crate) async fn dial(socket: &Path) -> io::Result<impl Transport> {
+pub(crate) async fn dial(socket: &Path) -> io::Result<Halves> {
     use std::os::windows::ffi::OsStrExt;
-    use std::os::windows::io::FromRawHandle;
     use tokio::net::windows::named_pipe::NamedPipeClient;
     use windows_sys::Win32::Foundation::{ERROR_PIPE_BUSY, INVALID_HANDLE_VALUE};
     use windows_sys::Win32::Storage::FileSystem::{
@@ -73,6 +78,8 @@ pub(crate) async fn dial(socket: &Path) -> io::Result<impl Transport> {
             return Err(e);
         }
         // SAFETY: the handle was just opened, overlapped, and is owned here.
-        return unsafe { NamedPipeClient::from_raw_handle(handle as _) };
+        let pipe = unsafe { NamedPipeClient::from_raw_handle(handle as _) }?;
+        let (r, w) = tokio::io::split(pipe);
+        return Ok((Box::new(r), Box::new(w)));
     }
 }
