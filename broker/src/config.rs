@@ -86,6 +86,10 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     pub handshake_timeout: Option<Dur>,
 
+    /// Time a client has to finish a frame it has begun sending (slow senders are closed with TIMED_OUT) [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub frame_timeout: Option<Dur>,
+
     /// Largest frame in bytes, either way [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u32>,
@@ -226,6 +230,7 @@ impl Settings {
             max_connections_per_uid,
             max_handshakes,
             handshake_timeout,
+            frame_timeout,
             max_frame_bytes,
             max_outbound_bytes,
             default_ttl,
@@ -304,6 +309,7 @@ impl Settings {
                 .unwrap_or(d.max_connections_per_uid),
             max_handshakes: self.max_handshakes.unwrap_or(d.max_handshakes).max(1),
             handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
+            frame_timeout: self.frame_timeout.map_or(d.frame_timeout, |d| d.0),
             max_frame_bytes,
             max_outbound_bytes: self.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
             max_in_flight: self.max_in_flight.unwrap_or(d.max_in_flight).max(1),

@@ -21,6 +21,9 @@ use crate::v1::{ClientFrame, ErrorCode, ServerFrame};
 /// The default frame limit: 1 MiB of message, the length prefix not counted.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1 << 20;
 
+/// The most the decoder reserves at once for an incomplete frame.
+const RESERVE_STEP: usize = 64 << 10;
+
 /// The longest a varint may be: 10 bytes carry 64 bits, 7 at a time.
 const MAX_VARINT_BYTES: usize = 10;
 
@@ -167,8 +170,10 @@ impl<In: Message + Default, Out> Decoder for FrameCodec<In, Out> {
                 max: self.max_frame_bytes,
             })?;
         let Some(body) = src.get(prefix_len..frame_len) else {
-            // Incomplete: make room for the rest of this frame, no more.
-            src.reserve(frame_len - src.len());
+            // Incomplete: make room for the rest of this frame, no more, and
+            // at most 64 KiB at a time: memory follows the bytes that really
+            // arrive, not a length a peer declared and never sends.
+            src.reserve((frame_len - src.len()).min(RESERVE_STEP));
             return Ok(None);
         };
         let message = In::decode(body);

@@ -238,6 +238,7 @@ impl Core {
         now: Millis,
     ) -> Result<(AcquireOutcome, Vec<Change>), CoreError> {
         check_name("resource", &req.resource)?;
+        super::check_text("purpose", &req.purpose)?;
         let ttl_ms = if req.ttl_ms == 0 {
             self.config.default_ttl_ms
         } else {
@@ -416,6 +417,7 @@ impl Core {
                 "lease {lease} is still queued; only a holder reports progress"
             )));
         }
+        super::check_text("progress message", &progress.message)?;
         if progress.total != 0 && progress.done > progress.total {
             return Err(CoreError::InvalidArgument(format!(
                 "progress done ({}) exceeds total ({})",

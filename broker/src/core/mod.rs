@@ -38,7 +38,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use leases::{AcquireOutcome, AcquireRequest, Grant, QueuePosition, WaitPolicy};
-pub use names::{MAX_NAME_BYTES, check_name};
+pub use names::{
+    MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_TEXT_BYTES, check_name, check_name_count, check_text,
+};
 pub use views::{LeaseView, ResourceView, StatusView};
 pub use watch::{StateEvent, WatchStart};
 
@@ -461,7 +463,16 @@ impl Core {
     }
 
     /// Opens a session for a peer that has said Hello.
-    pub fn connect(&mut self, client_name: String, uid: u32, pid: u32) -> Arc<Peer> {
+    /// The client's name is informative only; past [`MAX_NAME_BYTES`] it is
+    /// cut (at a character boundary) rather than refused.
+    pub fn connect(&mut self, mut client_name: String, uid: u32, pid: u32) -> Arc<Peer> {
+        if client_name.len() > MAX_NAME_BYTES {
+            let mut end = MAX_NAME_BYTES;
+            while !client_name.is_char_boundary(end) {
+                end -= 1;
+            }
+            client_name.truncate(end);
+        }
         let session = SessionId(self.next_session);
         self.next_session += 1;
         let peer = Arc::new(Peer {

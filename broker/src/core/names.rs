@@ -27,6 +27,36 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), CoreError> {
     Err(CoreError::InvalidName { what, reason })
 }
 
+/// Longest free text accepted (a lease's purpose, a progress message), in
+/// bytes: every watcher and waiter gets a copy, so it is bounded like a
+/// name, not only by the frame size.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// Most names in one request (status or watch of named resources).
+pub const MAX_NAMES_PER_REQUEST: usize = 256;
+
+/// Checks a free-text field; `what` names it in the error.
+pub fn check_text(what: &'static str, text: &str) -> Result<(), CoreError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(CoreError::InvalidArgument(format!(
+            "{what} is {} bytes long, the limit is {MAX_TEXT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the number of names in one request.
+pub fn check_name_count(count: usize) -> Result<(), CoreError> {
+    if count > MAX_NAMES_PER_REQUEST {
+        return Err(CoreError::Quota {
+            what: "names in one request",
+            limit: MAX_NAMES_PER_REQUEST,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,7 @@ impl Core {
         start_revision: u64,
         now: Millis,
     ) -> Result<WatchStart, CoreError> {
+        super::check_name_count(resources.len())?;
         for r in &resources {
             check_name("resource", r)?;
         }

@@ -201,18 +201,55 @@ pub fn bind(path: &Path) -> Result<BoundListener, BindError> {
     })
 }
 
+/// The pipe's security descriptor, in SDDL ("Security Descriptor String
+/// Format", Microsoft Learn), protected from inheritance (`P`):
+///
+/// - deny everything to network logons (`NU`) and anonymous (`AN`): with
+///   `PIPE_REJECT_REMOTE_CLIENTS` (interprocess sets it by default) remote
+///   clients never get in;
+/// - full control (`GA`) to LocalSystem (`SY`), Administrators (`BA`) and
+///   the pipe's owner (`OW`: the broker's own account, which must be able
+///   to create further instances of its pipe);
+/// - to authenticated users (`AU`, interactive ones included) `0x0012019B`:
+///   `FILE_GENERIC_READ | FILE_GENERIC_WRITE` **without** `FILE_APPEND_DATA`
+///   (0x4), which for a pipe is `FILE_CREATE_PIPE_INSTANCE`: clients can
+///   read and write but never add a server instance to squat the name
+///   ("Named Pipe Security and Access Rights"). The client asks for no
+///   more (see `turnstile-client`'s `transport.rs`).
+///
+/// Being able to connect grants nothing else: the policy decides each verb.
+#[cfg(windows)]
+pub const PIPE_SDDL: &str =
+    "D:P(D;;GA;;;NU)(D;;GA;;;AN)(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;OW)(A;;0x0012019b;;;AU)";
+
 /// Binds the broker's named pipe. `path` is `\\.\pipe\NAME` or a bare name.
+///
+/// The first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`
+/// (interprocess does this for the first instance of a listener), so a
+/// name already taken, by a live broker or by a squatter, makes this fail
+/// loudly instead of joining someone else's pipe. Wine does not enforce
+/// that flag nor the DACL (seen under Wine 8); only real Windows proves it.
 #[cfg(windows)]
 pub fn bind(path: &Path) -> Result<BoundListener, BindError> {
     use interprocess::local_socket::{GenericNamespaced, ToNsName};
+    use interprocess::os::windows::local_socket::ListenerOptionsExt;
+    use interprocess::os::windows::security_descriptor::SecurityDescriptor;
     let text = path.to_string_lossy();
     let bare = text.strip_prefix(r"\\.\pipe\").unwrap_or(&text).to_string();
     let name = bare
         .clone()
         .to_ns_name::<GenericNamespaced>()
         .map_err(io_err("invalid pipe name", path))?;
+    let sddl = widestring::U16CString::from_str(PIPE_SDDL).map_err(|e| BindError::Io {
+        what: "invalid security descriptor for",
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+    })?;
+    let descriptor = SecurityDescriptor::deserialize(&sddl)
+        .map_err(io_err("cannot build the security descriptor of", path))?;
     let listener = ListenerOptions::new()
         .name(name)
+        .security_descriptor(descriptor)
         .create_tokio()
         .map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => BindError::InUse {

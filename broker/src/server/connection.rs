@@ -101,6 +101,8 @@ pub struct ReaderSetup {
     pub max_frame_bytes: u32,
     /// Time allowed to say Hello.
     pub handshake_timeout: Duration,
+    /// Time allowed to finish a frame once begun.
+    pub frame_timeout: Duration,
     /// Released once the handshake is over.
     pub handshake_permit: tokio::sync::OwnedSemaphorePermit,
     /// Released when the connection ends (per-uid and total counts).
@@ -190,6 +192,7 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
         creds,
         max_frame_bytes,
         handshake_timeout,
+        frame_timeout,
         handshake_permit,
         slot,
     } = setup;
@@ -286,9 +289,29 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
     drop(outbound);
 
     let reason = loop {
+        // A frame begun must be finished within `frame_timeout` (slowloris):
+        // an idle connection only wakes up to find its buffer empty.
         let next = tokio::select! {
             _ = cancel.cancelled() => break "closed by the broker".to_string(),
-            n = frames.next() => n,
+            n = tokio::time::timeout(frame_timeout, frames.next()) => n,
+        };
+        let next = match next {
+            Ok(n) => n,
+            Err(_) if frames.read_buffer().is_empty() => continue,
+            Err(_) => {
+                let message = format!(
+                    "a frame was begun and not finished within {} ms (--frame-timeout)",
+                    frame_timeout.as_millis()
+                );
+                let _ = to_core
+                    .send(ToCore::Fatal {
+                        session,
+                        code: ErrorCode::TimedOut,
+                        message: message.clone(),
+                    })
+                    .await;
+                break message;
+            }
         };
         match next {
             None => break "the client closed the connection".to_string(),

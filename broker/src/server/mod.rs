@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub max_handshakes: usize,
     /// Time allowed to say Hello.
     pub handshake_timeout: Duration,
+    /// Time allowed to finish a frame once its first byte arrived.
+    pub frame_timeout: Duration,
     /// Largest frame, either way.
     pub max_frame_bytes: u32,
     /// Bytes queued for a client that does not read before it is cut off
@@ -79,6 +81,7 @@ impl Default for ServerConfig {
             max_connections_per_uid: 256,
             max_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
             max_frame_bytes: turnstile_proto::DEFAULT_MAX_FRAME_BYTES,
             max_outbound_bytes: 8 << 20,
             max_in_flight: 128,
@@ -344,6 +347,7 @@ pub async fn run(
             creds,
             max_frame_bytes: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
+            frame_timeout: config.frame_timeout,
             handshake_permit: permit,
             slot,
         };

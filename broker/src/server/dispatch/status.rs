@@ -5,7 +5,7 @@
 use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
-use crate::core::{Millis, SessionId, check_name};
+use crate::core::{Millis, SessionId, check_name, check_name_count};
 use crate::policy::Verb;
 use crate::server::wire;
 
@@ -15,6 +15,7 @@ pub(super) fn handle(
     req: v1::GetStatus,
     now: Millis,
 ) -> Answer {
+    check_name_count(req.resources.len()).map_err(|e| wire::error(&e))?;
     for r in &req.resources {
         check_name("resource", r).map_err(|e| wire::error(&e))?;
         d.allow(session, Verb::Status, Some(r))?;
