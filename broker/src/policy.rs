@@ -726,19 +726,7 @@ impl Policy {
             }
             mentioning.push(rule.number);
         }
-        let by = if !mentioning.is_empty() {
-            DeniedBy::Rules(mentioning)
-        } else if self.default_for(verb) == Decision::Allow {
-            return Ok(());
-        } else {
-            DeniedBy::Default
-        };
-        Err(Denied {
-            uid: subject.uid,
-            verb,
-            name: Some(name.to_string()),
-            by,
-        })
+        self.verdict(subject, verb, Some(name), mentioning)
     }
 
     /// May `subject` apply `verb` to every name at once (a status or watch
@@ -765,8 +753,20 @@ impl Policy {
             .filter(|r| !r.includes(subject))
             .map(|r| r.number)
             .collect();
-        let by = if !excluding.is_empty() {
-            DeniedBy::Rules(excluding)
+        self.verdict(subject, verb, None, excluding)
+    }
+
+    /// The answer once no rule granted: refused by the rules in `against`
+    /// if there are any, else by the verb's default.
+    fn verdict(
+        &self,
+        subject: &Subject,
+        verb: Verb,
+        name: Option<&str>,
+        against: Vec<usize>,
+    ) -> Result<(), Denied> {
+        let by = if !against.is_empty() {
+            DeniedBy::Rules(against)
         } else if self.default_for(verb) == Decision::Allow {
             return Ok(());
         } else {
@@ -775,7 +775,7 @@ impl Policy {
         Err(Denied {
             uid: subject.uid,
             verb,
-            name: None,
+            name: name.map(str::to_string),
             by,
         })
     }
@@ -1210,19 +1210,22 @@ mod tests {
                 name: "nogroup-here".into()
             }
         );
-        let e = resolve_err(
-            r#"
+        // Windows refuses names before any lookup (numeric ids only there).
+        if cfg!(unix) {
+            let e = resolve_err(
+                r#"
             [[policy]]
             verbs = ["watch"]
             resources = ["pcm"]
             users = ["broken"]
             "#,
-        );
-        assert!(
-            e.to_string()
-                .contains("cannot look up user \"broken\": database unreachable"),
-            "{e}"
-        );
+            );
+            assert!(
+                e.to_string()
+                    .contains("cannot look up user \"broken\": database unreachable"),
+                "{e}"
+            );
+        }
         let e = resolve_err("[[policy]]\nverbs = []\nresources = [\"pcm\"]");
         assert!(e.to_string().contains("`verbs` is empty"), "{e}");
         let e = resolve_err("[[policy]]\nverbs = [\"watch\"]\nresources = []");

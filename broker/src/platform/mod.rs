@@ -1,9 +1,11 @@
 //! Everything that differs between Unix and Windows, one small module per
 //! concern, each behind `cfg`: where the socket lives and how it is bound
-//! and guarded ([`listener`]), who is calling ([`peer`]), when to stop
-//! ([`signals`]) and where durable state goes ([`dirs`]).
+//! and guarded ([`listener`], with the pipe's DACL), who is calling
+//! ([`peer`], [`groups`]), when to stop ([`signals`]), telling the service
+//! manager ([`readiness`]; the Windows SCM in `service`), and where durable
+//! state goes ([`dirs`]).
 //!
-//! Porting to a new platform means reading these four files, nothing else.
+//! Porting to a new platform means reading these files, nothing else.
 
 pub mod dirs;
 pub mod groups;
