@@ -107,6 +107,8 @@ impl Broker {
             .args(["--heartbeat-interval", "0s"])
             .args(["--max-connections", "20000"])
             .args(["--max-connections-per-uid", "20000"])
+            // The queue figures pipeline more publishes than the default cap.
+            .args(["--max-in-flight", "100000"])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
