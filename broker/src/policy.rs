@@ -55,8 +55,9 @@
 //! name is an error naming the rule and the name, as are an unknown verb,
 //! an empty `verbs` or `resources` list and a bad pattern. A name that is
 //! all digits and names no user (group) is taken as the id, like chown(1).
-//! On Windows names cannot be resolved yet (they will be mapped to SIDs):
-//! only numeric ids are accepted there.
+//! On Windows a user or group is a SID (`S-1-5-21-...`) or an account name,
+//! resolved with `LookupAccountNameW` and matched against the SIDs in the
+//! client's token (see `platform::peer::windows_identity`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -362,18 +363,6 @@ pub enum PolicyError {
         /// The system's error.
         reason: String,
     },
-    /// Names cannot be resolved on this platform yet.
-    #[error(
-        "policy rule {rule}: {what} name {name:?} cannot be resolved on this platform yet; use a numeric id"
-    )]
-    NamesUnsupported {
-        /// The rule, from 1.
-        rule: usize,
-        /// "user" or "group".
-        what: &'static str,
-        /// The name.
-        name: String,
-    },
 }
 
 /// Where user and group names are looked up: the system's databases in the
@@ -386,9 +375,8 @@ pub trait NameLookup {
 }
 
 /// The system's user and group databases: `getpwnam_r` / `getgrnam_r` on
-/// Unix (through `nix`, so NSS sources such as LDAP count too). On Windows
-/// every lookup fails: accounts will be matched by SID (see the module
-/// documentation), and until then only numeric ids are accepted.
+/// Unix (through `nix`, so NSS sources such as LDAP count too); on Windows
+/// SIDs and account names (see the module documentation).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct SystemNames;
 
@@ -406,21 +394,20 @@ impl NameLookup for SystemNames {
     }
 }
 
-/// Windows: names are refused (see [`PolicyError::NamesUnsupported`]) until
-/// they are mapped to SIDs with `LookupAccountNameW` and matched against the
-/// client token's user and group SIDs; numeric ids pass through.
+/// Windows: a user or group is a SID (`S-1-5-21-...`) or an account name
+/// (`LookupAccountNameW`), mapped to the same local ids the broker gives
+/// the SIDs in its clients' tokens
+/// ([`crate::platform::peer::windows_identity`]).
 #[cfg(windows)]
 impl NameLookup for SystemNames {
-    fn user(&self, _name: &str) -> Result<Option<u32>, String> {
-        Err(NAMES_UNSUPPORTED.to_string())
+    fn user(&self, name: &str) -> Result<Option<u32>, String> {
+        use crate::platform::peer::windows_identity::{account_sid, intern};
+        account_sid(name).map(|sid| sid.map(|s| intern(&s)))
     }
-    fn group(&self, _name: &str) -> Result<Option<u32>, String> {
-        Err(NAMES_UNSUPPORTED.to_string())
+    fn group(&self, name: &str) -> Result<Option<u32>, String> {
+        self.user(name)
     }
 }
-
-#[cfg(windows)]
-const NAMES_UNSUPPORTED: &str = "names unsupported";
 
 /// One element of a compiled pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -816,13 +803,6 @@ fn resolve_principal(
                 name: name.clone(),
             },
         }),
-        #[cfg(windows)]
-        Err(_) => Err(PolicyError::NamesUnsupported {
-            rule,
-            what,
-            name: name.clone(),
-        }),
-        #[cfg(not(windows))]
         Err(reason) => Err(PolicyError::Lookup {
             rule,
             what,
@@ -1210,8 +1190,8 @@ mod tests {
                 name: "nogroup-here".into()
             }
         );
-        // Windows refuses names before any lookup (numeric ids only there).
-        if cfg!(unix) {
+        // The fake lookup fails the same way on every platform.
+        {
             let e = resolve_err(
                 r#"
             [[policy]]
