@@ -280,3 +280,32 @@ async fn a_client_that_starts_before_its_broker_connects_once_it_is_up() {
     let client = early.await.unwrap().expect("connected after retrying");
     client.ping(&b""[..]).await.unwrap();
 }
+
+#[test]
+fn systemd_is_told_when_the_broker_is_ready_and_when_it_stops() {
+    // What systemd does for Type=notify: a datagram socket in NOTIFY_SOCKET.
+    let tmp = tempfile::tempdir().unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(tmp.path().join("notify")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let socket = tmp.path().join("turnstile.sock");
+    let mut child = std::process::Command::new(turnstiled())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env("NOTIFY_SOCKET", tmp.path().join("notify"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("a readiness message");
+    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(socket.exists(), "ready means the socket accepts");
+    signal(child.id() as i32, libc::SIGTERM);
+    let n = notify.recv(&mut buf).expect("a stopping message");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert_eq!(wait_child(&mut child).code(), Some(0));
+}
