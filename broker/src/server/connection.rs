@@ -29,6 +29,7 @@ use turnstile_proto::{PROTOCOL_VERSION, ServerCodec, encode_frame};
 
 use super::ToCore;
 use super::wire::{error_of, error_reply};
+use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
 
 /// What a writer sends: a whole frame, or a watch event whose body was
@@ -185,108 +186,14 @@ fn farewell(out: &mpsc::Sender<Outbound>, id: u64, code: ErrorCode, message: Str
 }
 
 async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
-    let ReaderSetup {
-        to_core,
-        outbound,
-        cancel,
-        creds,
-        max_frame_bytes,
-        handshake_timeout,
-        frame_timeout,
-        handshake_permit,
-        slot,
-    } = setup;
-    // Small to start with: an idle connection costs little; the buffer grows
-    // to the frames that arrive (never past the frame limit).
-    let mut frames = FramedRead::with_capacity(recv, ServerCodec::new(max_frame_bytes), 128);
-
-    // The handshake: the first frame must be Hello, within the deadline.
-    let first = tokio::select! {
-        _ = cancel.cancelled() => return,
-        r = tokio::time::timeout(handshake_timeout, frames.next()) => r,
-    };
-    let hello_frame = match first {
-        Err(_) => {
-            tracing::info!(
-                uid = creds.uid,
-                pid = creds.pid,
-                "closing a connection that sent no Hello within {handshake_timeout:?}"
-            );
-            farewell(
-                &outbound,
-                0,
-                ErrorCode::TimedOut,
-                format!("no Hello within {} ms", handshake_timeout.as_millis()),
-            );
-            return;
-        }
-        Ok(None) => return,
-        Ok(Some(Err(e))) => {
-            tracing::info!(
-                uid = creds.uid,
-                pid = creds.pid,
-                "closing a connection before Hello: {e}"
-            );
-            if let Some(code) = e.wire_code() {
-                farewell(&outbound, 0, code, e.to_string());
-            }
-            return;
-        }
-        Ok(Some(Ok(frame))) => frame,
-    };
-    let hello = match hello_frame.body {
-        Some(v1::client_frame::Body::Hello(h)) => h,
-        _ => {
-            tracing::info!(
-                uid = creds.uid,
-                pid = creds.pid,
-                "closing a connection whose first frame was not Hello"
-            );
-            farewell(
-                &outbound,
-                0,
-                ErrorCode::ProtocolViolation,
-                "the first frame must be Hello".into(),
-            );
-            return;
-        }
-    };
-    if hello.protocol_version != PROTOCOL_VERSION {
-        tracing::info!(
-            uid = creds.uid,
-            pid = creds.pid,
-            version = hello.protocol_version,
-            "refusing an unsupported protocol version"
-        );
-        farewell(
-            &outbound,
-            hello_frame.id,
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "protocol version {} is not supported; this broker speaks versions {PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
-                hello.protocol_version
-            ),
-        );
-        return;
-    }
-    drop(handshake_permit);
-
-    let (session_tx, session_rx) = oneshot::channel();
-    let hello_msg = ToCore::Hello {
-        id: hello_frame.id,
-        hello,
-        creds,
-        outbound: outbound.clone(),
-        cancel: cancel.clone(),
-        session: session_tx,
-    };
-    if to_core.send(hello_msg).await.is_err() {
-        return;
-    }
-    let Ok(session) = session_rx.await else {
+    let to_core = setup.to_core.clone();
+    let cancel = setup.cancel.clone();
+    let frame_timeout = setup.frame_timeout;
+    // The handshake's state lives on the heap only while it runs, so an
+    // idle connection keeps only the (smaller) request loop's state.
+    let Some((mut frames, session, slot)) = Box::pin(handshake(recv, setup)).await else {
         return;
     };
-    drop(outbound);
 
     let reason = loop {
         // A frame begun must be finished within `frame_timeout` (slowloris):
@@ -341,6 +248,115 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
     };
     let _ = to_core.send(ToCore::Goodbye { session, reason }).await;
     drop(slot);
+}
+
+/// Reads the Hello (within the deadline), checks it and opens the session
+/// with the core; `None` when the connection ended or was refused.
+async fn handshake<R: AsyncRead + Unpin>(
+    recv: R,
+    setup: ReaderSetup,
+) -> Option<(FramedRead<R, ServerCodec>, SessionId, super::ConnectionSlot)> {
+    let ReaderSetup {
+        to_core,
+        outbound,
+        cancel,
+        creds,
+        max_frame_bytes,
+        handshake_timeout,
+        frame_timeout: _,
+        handshake_permit,
+        slot,
+    } = setup;
+    // Small to start with: an idle connection costs little; the buffer grows
+    // to the frames that arrive (never past the frame limit).
+    let mut frames = FramedRead::with_capacity(recv, ServerCodec::new(max_frame_bytes), 64);
+
+    // The handshake: the first frame must be Hello, within the deadline.
+    let first = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        r = tokio::time::timeout(handshake_timeout, frames.next()) => r,
+    };
+    let hello_frame = match first {
+        Err(_) => {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "closing a connection that sent no Hello within {handshake_timeout:?}"
+            );
+            farewell(
+                &outbound,
+                0,
+                ErrorCode::TimedOut,
+                format!("no Hello within {} ms", handshake_timeout.as_millis()),
+            );
+            return None;
+        }
+        Ok(None) => return None,
+        Ok(Some(Err(e))) => {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "closing a connection before Hello: {e}"
+            );
+            if let Some(code) = e.wire_code() {
+                farewell(&outbound, 0, code, e.to_string());
+            }
+            return None;
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    let hello = match hello_frame.body {
+        Some(v1::client_frame::Body::Hello(h)) => h,
+        _ => {
+            tracing::info!(
+                uid = creds.uid,
+                pid = creds.pid,
+                "closing a connection whose first frame was not Hello"
+            );
+            farewell(
+                &outbound,
+                0,
+                ErrorCode::ProtocolViolation,
+                "the first frame must be Hello".into(),
+            );
+            return None;
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        tracing::info!(
+            uid = creds.uid,
+            pid = creds.pid,
+            version = hello.protocol_version,
+            "refusing an unsupported protocol version"
+        );
+        farewell(
+            &outbound,
+            hello_frame.id,
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not supported; this broker speaks versions {PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        );
+        return None;
+    }
+    drop(handshake_permit);
+
+    let (session_tx, session_rx) = oneshot::channel();
+    let hello_msg = ToCore::Hello {
+        id: hello_frame.id,
+        hello,
+        creds,
+        outbound: outbound.clone(),
+        cancel: cancel.clone(),
+        session: session_tx,
+    };
+    if to_core.send(hello_msg).await.is_err() {
+        return None;
+    }
+    let session = session_rx.await.ok()?;
+    drop(outbound);
+    Some((frames, session, slot))
 }
 
 async fn write_loop(

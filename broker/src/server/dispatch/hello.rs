@@ -26,7 +26,13 @@ pub(super) fn handle(
     tracing::debug!(session = session.0, uid = creds.uid, pid = creds.pid, client = %peer.client_name, "hello");
     d.conns.insert(
         session,
-        Conn::new(session, outbound, cancel, creds.subject(), creds.pid),
+        Box::new(Conn::new(
+            session,
+            outbound,
+            cancel,
+            creds.subject(),
+            creds.pid,
+        )),
     );
     let reply = v1::HelloReply {
         broker_version: env!("CARGO_PKG_VERSION").to_string(),

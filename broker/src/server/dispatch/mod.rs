@@ -51,7 +51,8 @@ type Answer = Result<v1::reply::Result, v1::Error>;
 /// The state the core task owns besides the core itself.
 pub(super) struct Dispatcher {
     core: Core,
-    conns: HashMap<SessionId, Conn>,
+    /// Boxed: the table is sized for its peak, so its slots stay small.
+    conns: HashMap<SessionId, Box<Conn>>,
     clock: Clock,
     config: ServerConfig,
     to_core: mpsc::Sender<ToCore>,
