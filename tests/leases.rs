@@ -373,17 +373,6 @@ impl Drop for HolderProcess {
     }
 }
 
-fn read_role_line(out: &mut impl BufRead) -> String {
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "holder exited");
-        // libtest may print "test holder_role ... " before it.
-        if let Some(at) = line.find("ROLE: ") {
-            return line[at + 6..].trim().to_string();
-        }
-    }
-}
-
 /// Not a test of its own: the holder process of
 /// `a_stopped_holder_expires_and_its_late_requests_are_refused`.
 #[tokio::test]

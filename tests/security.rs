@@ -50,10 +50,7 @@ fn as_nobody(broker: &Broker, script: &str) -> Vec<String> {
         "the nobody role failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
-        .lines()
-        .filter_map(|l| l.find("ROLE: ").map(|at| l[at + 6..].trim().to_string()))
-        .collect()
+    stdout.lines().filter_map(role_line).collect()
 }
 
 #[test]
@@ -127,7 +124,7 @@ async fn one_user_is_capped_while_root_still_connects_and_acquires() {
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let line = read_role(&mut out);
+    let line = read_role_line(&mut out);
     assert_eq!(line, "flood 256 served, 44 refused: RESOURCE_EXHAUSTED");
     // Meanwhile (nobody's 256 connections still open) root is served.
     let root = broker.client("root").await;
@@ -136,16 +133,6 @@ async fn one_user_is_capped_while_root_still_connects_and_acquires() {
     drop(child.stdin.take());
     let _ = child.wait();
     assert!(broker.log_text().contains("per-user limit"));
-}
-
-fn read_role(out: &mut impl std::io::BufRead) -> String {
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "role exited");
-        if let Some(at) = line.find("ROLE: ") {
-            return line[at + 6..].trim().to_string();
-        }
-    }
 }
 
 /// Not a test of its own: the client run as nobody by the tests above.

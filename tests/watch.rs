@@ -170,14 +170,7 @@ async fn resume_replays_missed_events_or_resyncs() {
     let broker = spawn_broker_with(&["--watch-history", "8"]);
     let client = broker.client("ui").await;
     // Revision 0 means "from now": make one change so there is a revision to resume from.
-    client
-        .acquire("b")
-        .wait()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    acquire_release(&client, "b").await;
     // A UI watches, then its connection drops (the history keeps recording
     // for a while after the last watcher goes, so it can resume).
     let dropped = client.watch(&["a".into()], 0).await.unwrap();
@@ -185,14 +178,7 @@ async fn resume_replays_missed_events_or_resyncs() {
     assert!(start > 0);
     drop(dropped);
     for _ in 0..3 {
-        client
-            .acquire("a")
-            .wait()
-            .await
-            .unwrap()
-            .release()
-            .await
-            .unwrap();
+        acquire_release(&client, "a").await;
     }
     // 6 changes: within the history of 8.
     let mut w = client.watch(&["a".into()], start).await.unwrap();
@@ -213,14 +199,7 @@ async fn resume_replays_missed_events_or_resyncs() {
     );
     drop(w);
     for _ in 0..10 {
-        client
-            .acquire("a")
-            .wait()
-            .await
-            .unwrap()
-            .release()
-            .await
-            .unwrap();
+        acquire_release(&client, "a").await;
     }
     let w = client.watch(&["a".into()], start).await.unwrap();
     assert!(w.started().resync, "the history no longer reaches back");
@@ -240,13 +219,7 @@ async fn a_watcher_survives_a_broker_restart() {
         WatchItem::Snapshot { resync: false, .. }
     ));
     let c = broker.client("worker").await;
-    c.acquire("pcm")
-        .wait()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    acquire_release(&c, "pcm").await;
     for _ in 0..2 {
         let item = tokio::time::timeout(PATIENCE, watcher.next())
             .await

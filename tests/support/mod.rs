@@ -227,6 +227,40 @@ pub fn wait_child(child: &mut Child) -> ExitStatus {
     }
 }
 
+/// Takes a lease on `resource` and releases it: two state changes.
+pub async fn acquire_release(client: &Client, resource: &str) {
+    client
+        .acquire(resource)
+        .wait()
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+}
+
+/// What a role process (this test binary re-executed) reported on a line:
+/// the text after `ROLE: ` (libtest may print `test NAME ... ` before it).
+pub fn role_line(line: &str) -> Option<String> {
+    line.find("ROLE: ")
+        .map(|at| line[at + 6..].trim().to_string())
+}
+
+/// Reads a role process's output up to its next `ROLE: ` line.
+#[track_caller]
+pub fn read_role_line(out: &mut impl std::io::BufRead) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the role process exited"
+        );
+        if let Some(said) = role_line(&line) {
+            return said;
+        }
+    }
+}
+
 /// Reads everything a child wrote to a pipe.
 pub fn read_all(r: Option<impl Read>) -> String {
     let mut s = String::new();
