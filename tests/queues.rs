@@ -617,3 +617,18 @@ async fn throughput() {
         total as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// A broker run with a larger frame limit delivers larger messages: the
+/// client reads up to the limit the broker announced in its HelloReply.
+#[tokio::test]
+async fn the_client_reads_frames_up_to_the_limit_the_broker_announced() {
+    let broker = spawn_broker_with(&["--max-frame-bytes", "4194304"]);
+    let client = broker.client("big").await;
+    assert_eq!(client.hello().max_frame_bytes, 4 << 20);
+    let payload = vec![7u8; 2 << 20];
+    client.publish("big", payload.clone(), &[]).await.unwrap();
+    let mut consumer = client.consume("big", 1).await.unwrap();
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!(d.payload().len(), payload.len());
+    d.ack().await.unwrap();
+}

@@ -112,6 +112,12 @@ impl<In, Out> FrameCodec<In, Out> {
         self.max_frame_bytes
     }
 
+    /// Changes the limit, e.g. to the one a broker announced in its
+    /// `HelloReply`.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: u32) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
     fn check_len(&self, declared: u64) -> Result<(), FrameError> {
         if declared > u64::from(self.max_frame_bytes) {
             return Err(FrameError::TooLarge {

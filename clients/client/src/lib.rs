@@ -180,6 +180,11 @@ impl Client {
         };
         let (mut frames, mut writer) = connection::framed(stream, DEFAULT_MAX_FRAME_BYTES);
         let hello = hello(&mut frames, &mut writer, &options).await?;
+        // Frames as large as the broker says it sends (a broker run with a
+        // larger --max-frame-bytes), never below the protocol's default.
+        frames
+            .decoder_mut()
+            .set_max_frame_bytes(hello.max_frame_bytes.max(DEFAULT_MAX_FRAME_BYTES));
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(connection::drive(frames, writer, rx));
         Ok(Client {
