@@ -108,7 +108,8 @@ impl Watcher {
             revision: 0,
             queued: Default::default(),
         };
-        w.open().await?;
+        let options = w.options.clone();
+        w.open(options).await?;
         Ok(w)
     }
 
@@ -117,8 +118,8 @@ impl Watcher {
         self.revision
     }
 
-    async fn open(&mut self) -> Result<(), crate::ClientError> {
-        let client = Client::connect(self.options.clone()).await?;
+    async fn open(&mut self, options: crate::ConnectOptions) -> Result<(), crate::ClientError> {
+        let client = Client::connect(options).await?;
         let stream = client.watch(&self.resources, self.revision).await?;
         let started = stream.started().clone();
         if self.revision == 0 || started.resync {
@@ -154,13 +155,13 @@ impl Watcher {
                     }
                 },
                 None => {
-                    let options = self.options.clone();
-                    self.options = options
+                    // Keep trying (backing off up to once a second) until the
+                    // broker is back.
+                    let patient = self
+                        .options
                         .clone()
                         .retry_for(std::time::Duration::from_secs(3600));
-                    let result = self.open().await;
-                    self.options = options;
-                    match result {
+                    match self.open(patient).await {
                         Ok(()) => return WatchItem::Reconnected,
                         Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
                     }

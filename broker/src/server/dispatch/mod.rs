@@ -502,7 +502,12 @@ fn concerns(change: &Change, session: SessionId) -> bool {
     match change {
         Change::Lease { session: s, .. } | Change::Watch { session: s, .. } => *s == session,
         Change::Queue(QueueChange::Deliver { session: s, .. }) => *s == session,
-        _ => false,
+        Change::ReserveCounters { .. }
+        | Change::Queue(
+            QueueChange::Persist(_)
+            | QueueChange::DeadLettered { .. }
+            | QueueChange::Dropped { .. },
+        ) => false,
     }
 }
 
