@@ -312,13 +312,16 @@ class AcquireRequest:
     async def queued(self) -> AsyncIterator[Queued]:
         """Sends the request and yields each place it waits in; ends once granted.
 
-        ``await`` the request afterwards for the lease.
+        ``await`` the request afterwards for the lease. Leaving the loop early
+        keeps the place; cancelling the task gives it back.
         """
         try:
             place = await self._start()
             while place is not None:
                 yield place
                 place = await self._next()
+        except GeneratorExit:
+            raise  # the caller stopped iterating: the request still waits
         except BaseException:
             self._give_back()
             raise
