@@ -100,7 +100,9 @@ class Connection:
 
     def _frame(self, field: str, body: Any) -> Tuple[int, bytes]:
         if self.lost is not None:
-            raise self.lost
+            if isinstance(self.lost, ConnectionLost):
+                raise self.lost
+            raise ConnectionLost(f"the connection is closed: {self.lost}", self.socket)
         rid = next(self._ids)
         data = _wire.encode(pb.ClientFrame(id=rid, **{field: body}))
         if len(data) > self._max_out + 10:

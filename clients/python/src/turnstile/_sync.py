@@ -50,13 +50,23 @@ class _LoopThread:
             raise
 
     def stop(self) -> None:
-        """Stops the loop and its thread."""
+        """Cancels what still runs in the loop (keep-alives, readers), then
+        stops the loop and its thread."""
         if self.loop.is_closed():
             return
+        if threading.current_thread() is not self._thread:
+            self.run(_cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.current_thread() is not self._thread:
             self._thread.join()
             self.loop.close()
+
+
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def connect(
@@ -188,12 +198,18 @@ class Client:
 
         An iterator of :class:`turnstile.WatchEvent`: first a ``"SNAPSHOT"``
         (unless resuming from ``start_revision``), then every change.
-        Heartbeats are skipped unless ``heartbeats``. Close it with
+        Heartbeats are skipped unless ``heartbeats``. It has a connection and
+        a thread of its own and may outlive this client. Close it with
         :meth:`Watch.close` or ``with``.
         """
         inner = self._inner.watch(resources, start_revision=start_revision, heartbeats=heartbeats)
-        self._runner.run(inner.start())
-        return Watch(inner, self._runner)
+        runner = _LoopThread()  # its own thread: the watch may outlive this client
+        try:
+            runner.run(inner.start())
+        except BaseException:
+            runner.stop()
+            raise
+        return Watch(inner, runner)
 
     def publish(
         self,
@@ -316,9 +332,10 @@ class Watch:
         return self.next()
 
     def close(self) -> None:
-        """Ends the watch and its connection."""
+        """Ends the watch, its connection and its thread."""
         if not self._runner.loop.is_closed():
             self._runner.run(self._inner.close())
+            self._runner.stop()
 
     def __enter__(self) -> "Watch":
         return self
