@@ -77,7 +77,7 @@ def _grant_order(b: Broker) -> List[str]:
     release = {name: threading.Event() for name in "BCD"}
     clients = {name: b.connect(name) for name in "ABCD"}
     a = clients["A"].acquire("r", purpose="A")
-    positions = {}
+    positions: "dict[str, int]" = {}
 
     def waiter(name: str, shared: bool, placed: threading.Event) -> None:
         def on_queued(q: turnstile.Queued) -> None:
