@@ -267,3 +267,20 @@ async def _aio_lost_on_broker_death(b: Broker) -> None:
 
 def test_aio_lost_when_the_connection_goes(broker: Broker) -> None:
     asyncio.run(_aio_lost_on_broker_death(broker))
+
+
+def test_an_interrupted_wait_gives_the_place_back(broker: Broker) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(q: turnstile.Queued) -> None:
+        raise Interrupted()
+
+    with broker.connect("holder") as a, broker.connect("waiter") as b:
+        with a.acquire("pcm"):
+            with pytest.raises(Interrupted):
+                b.acquire("pcm", on_queued=interrupt)
+            # The broker hears of it before the next request on that connection.
+            b.ping()
+            state = a.status(["pcm"]).resource("pcm")
+            assert state is not None and not state.waiters
