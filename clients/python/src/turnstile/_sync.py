@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import weakref
 from types import TracebackType
 from typing import Any, Callable, Coroutine, Dict, Iterator, Optional, Sequence, Type, TypeVar, Union
 
@@ -27,12 +28,18 @@ T = TypeVar("T")
 
 
 class _LoopThread:
-    """An event loop running in a daemon thread of its own."""
+    """An event loop running in a daemon thread of its own.
+
+    It stops (its connections closed, so the broker ends their leases at
+    once) on :meth:`stop`, when nothing refers to it any more (the client,
+    its leases, watches and consumers all dropped), or at interpreter exit.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="turnstile", daemon=True)
         self._thread.start()
+        self._finalizer = weakref.finalize(self, _shut_down, self.loop, self._thread)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: Optional[float] = None) -> T:
         """Runs ``coro`` in the loop and waits for it (cancelled if the wait is interrupted)."""
@@ -52,14 +59,29 @@ class _LoopThread:
     def stop(self) -> None:
         """Cancels what still runs in the loop (keep-alives, readers), then
         stops the loop and its thread."""
-        if self.loop.is_closed():
-            return
-        if threading.current_thread() is not self._thread:
-            self.run(_cancel_all())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-            self.loop.close()
+        self._finalizer()
+
+
+def _shut_down(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    if loop.is_closed():
+        return
+    if threading.current_thread() is thread:
+        # Dropped from inside the loop: finish there, without waiting on it.
+        task = loop.create_task(_cancel_all())
+        task.add_done_callback(lambda _: loop.stop())
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(_SHUTDOWN_PATIENCE)
+    except Exception:
+        pass  # a stuck loop: stop it all the same
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(_SHUTDOWN_PATIENCE)
+    if not thread.is_alive():
+        loop.close()
+
+
+#: Seconds a shutdown waits for the loop thread before leaving it to die with the process.
+_SHUTDOWN_PATIENCE = 5.0
 
 
 async def _cancel_all() -> None:
@@ -122,7 +144,8 @@ class Client:
 
     def close(self) -> None:
         """Closes the connection (the broker ends its leases and waits at
-        once) and stops the client's thread."""
+        once) and stops the client's thread. Leases of this client are lost;
+        a :class:`Watch` has its own connection and goes on."""
         if not self._runner.loop.is_closed():
             self._runner.run(self._inner.close())
             self._runner.stop()
