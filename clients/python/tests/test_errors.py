@@ -122,7 +122,12 @@ def test_broker_unavailable(broker_dir: pathlib.Path) -> None:
         turnstile.connect(missing)
     assert e.value.socket == missing and missing in str(e.value)
     with pytest.raises(turnstile.BrokerUnavailable):
-        asyncio.run(turnstile.aio.connect(missing))
+        asyncio.run(_aio_connect(missing))
+
+
+async def _aio_connect(socket: str) -> None:
+    async with turnstile.aio.connect(socket):
+        pass
 
 
 def test_connection_lost_while_waiting(broker: Broker) -> None:
@@ -189,7 +194,7 @@ def test_permission_denied_for_another_user(broker: Broker) -> None:
 
 
 async def _aio_errors(b: Broker) -> None:
-    async with await turnstile.aio.connect(b.socket, name="a") as a, await turnstile.aio.connect(
+    async with turnstile.aio.connect(b.socket, name="a") as a, turnstile.aio.connect(
         b.socket, name="b"
     ) as c:
         async with a.acquire("pcm"):

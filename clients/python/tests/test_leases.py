@@ -169,7 +169,7 @@ def test_lost_is_set_when_the_connection_goes(broker: Broker) -> None:
 
 
 async def _aio_expire(socket: str) -> None:
-    async with await turnstile.aio.connect(socket, name="stuck") as c:
+    async with turnstile.aio.connect(socket, name="stuck") as c:
         lease = await c.acquire("pcm", ttl=0.2)
         time.sleep(1.0)  # the holder hangs: its event loop cannot keep the lease alive
         await asyncio.wait_for(lease.lost.wait(), PATIENCE)
@@ -237,7 +237,7 @@ async def _aio_kill_holder(b: Broker) -> None:
         await asyncio.get_running_loop().run_in_executor(
             None, wait_until_state, b, "pcm", held_by("doomed"), "the Rust holder"
         )
-        async with await turnstile.aio.connect(b.socket, name="agent") as c:
+        async with turnstile.aio.connect(b.socket, name="agent") as c:
             request = c.acquire("pcm", shared=True, purpose="initialise")
             async for q in request.queued():
                 assert q.position == 1 and q.ahead[0].purpose == "doomed"

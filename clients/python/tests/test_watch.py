@@ -64,7 +64,7 @@ def test_watch_lives_through_a_broker_restart(broker: Broker) -> None:
 
 
 async def _aio_watch_restart(b: Broker) -> None:
-    async with await turnstile.aio.connect(b.socket) as c:
+    async with turnstile.aio.connect(b.socket) as c:
         w = await c.watch(["pcm"]).start()
         assert (await w.__anext__()).kind == "SNAPSHOT"
         async with c.acquire("pcm", purpose="one"):
@@ -77,7 +77,7 @@ async def _aio_watch_restart(b: Broker) -> None:
             break
     # The release may or may not reach the watcher before the broker stops.
     assert kinds[-2:] == ["CONNECTION_LOST", "RECONNECTED"], kinds
-    async with await turnstile.aio.connect(b.socket) as c:
+    async with turnstile.aio.connect(b.socket) as c:
         async with c.acquire("pcm", purpose="two"):
             async for ev in w:
                 if ev.kind == "GRANTED":

@@ -46,7 +46,7 @@ def run_sync(socket: Optional[str], count: int, payload: bytes) -> None:
 
 async def run_aio(socket: Optional[str], count: int, payload: bytes) -> None:
     """The asyncio client."""
-    async with await turnstile.aio.connect(socket, name="ping.py") as c:
+    async with turnstile.aio.connect(socket, name="ping.py") as c:
         await c.ping(payload)
         samples = []
         started = time.perf_counter()

@@ -12,7 +12,7 @@ Blocking:
                             on_queued=lambda q: print("position", q.position)) as lease:
             lease.report_progress(1, 5, "copying")
 
-asyncio: the same names in :mod:`turnstile.aio` (``await turnstile.aio.connect(...)``).
+asyncio: the same names in :mod:`turnstile.aio` (``async with turnstile.aio.connect(...) as client``).
 
 Errors are exceptions named after the wire codes (:class:`Busy`,
 :class:`PermissionDenied`, :class:`NotFound`, ...), all subclasses of

@@ -17,7 +17,15 @@ import itertools
 from typing import Any, Dict, Optional, Tuple, Union
 
 from . import _wire
-from ._errors import BrokerUnavailable, ConnectionLost, Error, FrameTooLarge, ProtocolViolation, from_wire
+from ._errors import (
+    BrokerUnavailable,
+    ConnectionLost,
+    Error,
+    FrameTooLarge,
+    ProtocolViolation,
+    TimedOut,
+    from_wire,
+)
 from ._transport import Stream, dial
 from ._types import HelloInfo
 from .v1 import turnstile_pb2 as pb
@@ -60,6 +68,10 @@ class Connection:
         self.closed = asyncio.Event()
         self.hello: Optional[HelloInfo] = None
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        # A reader cancelled before its first step never runs its finally.
+        self._reader.add_done_callback(
+            lambda _: self._shut(ConnectionLost("the client was closed", self.socket))
+        )
 
     @classmethod
     async def open(
@@ -104,12 +116,12 @@ class Connection:
                 raise self.lost
             raise ConnectionLost(f"the connection is closed: {self.lost}", self.socket)
         rid = next(self._ids)
-        data = _wire.encode(pb.ClientFrame(id=rid, **{field: body}))
-        if len(data) > self._max_out + 10:
+        message = pb.ClientFrame(id=rid, **{field: body}).SerializeToString()
+        if len(message) > self._max_out:
             raise FrameTooLarge(
-                f"a {field} request of {len(data)} bytes is over the broker's limit of {self._max_out}"
+                f"a {field} request of {len(message)} bytes is over the broker's limit of {self._max_out}"
             )
-        return rid, data
+        return rid, _wire.varint(len(message)) + message
 
     async def request(
         self, field: str, body: Any, timeout: Optional[float] = None
@@ -132,8 +144,6 @@ class Connection:
                 return await fut
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
-            from ._errors import TimedOut
-
             raise TimedOut(f"no answer to {field} within {timeout} s") from None
         finally:
             if not fut.done():
@@ -224,6 +234,8 @@ class Connection:
         return None
 
     def _shut(self, lost: Error) -> None:
+        if self.closed.is_set():
+            return
         if self.lost is None:
             self.lost = lost
         for fut in self._pending.values():

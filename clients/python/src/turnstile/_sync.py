@@ -111,7 +111,7 @@ def connect(
     """
     runner = _LoopThread()
     try:
-        inner = runner.run(aio.connect(socket, name=name, timeout=timeout, retry_for=retry_for))
+        inner = runner.run(aio.connect(socket, name=name, timeout=timeout, retry_for=retry_for)._connect())
     except BaseException:
         runner.stop()
         raise
@@ -246,10 +246,10 @@ class Client:
         broker has stored it durably. A ``str`` payload is sent as UTF-8."""
         return self._runner.run(self._inner.publish(queue, payload, headers=headers, timeout=timeout))
 
-    def consume(self, queue: str, *, prefetch: int = 0) -> "Consumer":
+    def consume(self, queue: str, *, prefetch: int = 0, timeout: Optional[float] = None) -> "Consumer":
         """Starts consuming ``queue``: an iterator of :class:`Delivery`, at most
         ``prefetch`` unacknowledged at a time (0: the broker's default, 16)."""
-        return Consumer(self._runner.run(self._inner.consume(queue, prefetch=prefetch)), self._runner)
+        return Consumer(self._runner.run(self._inner.consume(queue, prefetch=prefetch, timeout=timeout)), self._runner)
 
 
 class Lease:
@@ -374,7 +374,7 @@ class Watch:
 
 class Delivery:
     """One message handed to a consumer: :meth:`ack` it once handled, or
-    :meth:`nack` it to give it back."""
+    :meth:`nack` it to give it back; one dropped unsettled is given back."""
 
     def __init__(self, inner: aio.Delivery, runner: _LoopThread) -> None:
         self._inner = inner
@@ -413,6 +413,11 @@ class Delivery:
     def ack(self) -> None:
         """The message was handled: the broker forgets it."""
         self._runner.run(self._inner.ack())
+
+    def leave_unacked(self) -> None:
+        """Neither acks nor gives the message back: it keeps its place in the
+        prefetch window until the connection closes, and is then delivered again."""
+        self._inner.leave_unacked()
 
     def nack(self, requeue: bool = True) -> None:
         """Gives the message back: delivered again with ``requeue``, else dropped."""

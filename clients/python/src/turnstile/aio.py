@@ -5,7 +5,7 @@
     import turnstile.aio
 
     async def main() -> None:
-        async with await turnstile.aio.connect(name="agent") as client:
+        async with turnstile.aio.connect(name="agent") as client:
             request = client.acquire("pcm", shared=True, purpose="initialise")
             async for queued in request.queued():      # each change of place
                 print("position", queued.position)
@@ -45,7 +45,7 @@ from ._lease_options import acquire_message
 from ._types import HelloInfo, Queued, ResourceState, Status, WatchEvent, enum_name, headers_dict
 from .v1 import turnstile_pb2 as pb
 
-__all__ = ["connect", "Client", "AcquireRequest", "Lease", "Watcher", "Consumer", "Delivery"]
+__all__ = ["connect", "Connecting", "Client", "AcquireRequest", "Lease", "Watcher", "Consumer", "Delivery"]
 
 #: ``on_queued`` may be a plain function or a coroutine function.
 OnQueued = Callable[[Queued], Union[None, Awaitable[None]]]
@@ -58,14 +58,15 @@ def default_name() -> str:
     return prog or "python"
 
 
-async def connect(
+def connect(
     socket: Optional[PathLike] = None,
     *,
     name: Optional[str] = None,
     timeout: Optional[float] = 5.0,
     retry_for: float = 0.0,
-) -> "Client":
-    """Connects to the broker and says Hello.
+) -> "Connecting":
+    """Connects to the broker and says Hello: ``client = await connect(...)``,
+    or ``async with connect(...) as client:`` to close it at the end.
 
     ``socket``: the socket file (or on Windows the pipe); default
     ``TURNSTILE_SOCKET``, else the platform's default (see
@@ -76,10 +77,37 @@ async def connect(
 
     Raises :class:`turnstile.BrokerUnavailable` when nothing answers.
     """
-    path = resolve_socket(socket)
-    label = name if name is not None else default_name()
-    conn = await Connection.open(path, label, timeout, retry_for)
-    return Client(conn, label, timeout)
+    return Connecting(resolve_socket(socket), name if name is not None else default_name(), timeout, retry_for)
+
+
+class Connecting:
+    """What :func:`connect` returns: awaitable (gives the :class:`Client`)
+    and an async context manager (closes the client at the end)."""
+
+    def __init__(self, socket: str, name: str, timeout: Optional[float], retry_for: float) -> None:
+        self._args = (socket, name, timeout, retry_for)
+        self._client: Optional[Client] = None
+
+    async def _connect(self) -> "Client":
+        socket, name, timeout, retry_for = self._args
+        conn = await Connection.open(socket, name, timeout, retry_for)
+        self._client = Client(conn, name, timeout)
+        return self._client
+
+    def __await__(self) -> Generator[Any, None, "Client"]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> "Client":
+        return await self._connect()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if self._client is not None:
+            await self._client.close()
 
 
 class Client:
@@ -197,7 +225,7 @@ class Client:
         reply, _ = await self._conn.request("publish", body, timeout)
         return int(_expect(reply, "publish").seq)
 
-    async def consume(self, queue: str, *, prefetch: int = 0) -> "Consumer":
+    async def consume(self, queue: str, *, prefetch: int = 0, timeout: Optional[float] = None) -> "Consumer":
         """Starts consuming ``queue``: at most ``prefetch`` deliveries
         unacknowledged at a time (0: the broker's default, 16).
 
@@ -205,7 +233,7 @@ class Client:
         acked nor nacked when it closes are delivered again.
         """
         reply, route = await self._conn.request(
-            "consume", pb.Consume(queue=queue, prefetch=prefetch), self._timeout
+            "consume", pb.Consume(queue=queue, prefetch=prefetch), timeout
         )
         started = _expect(reply, "consume")
         assert route is not None
@@ -648,11 +676,13 @@ class Watcher:
 
 class Delivery:
     """One message handed to a consumer: settle it with :meth:`ack` once
-    handled, or :meth:`nack` to give it back. Delivery is at least once: one
-    left unsettled when the connection closes is delivered again."""
+    handled, or :meth:`nack` to give it back. One dropped unsettled is given
+    back (requeued). Delivery is at least once: one unsettled when the
+    connection closes is delivered again."""
 
     def __init__(self, conn: Connection, m: pb.Delivery) -> None:
         self._conn = conn
+        self._loop = asyncio.get_running_loop()
         #: The message body, as published.
         self.payload: bytes = m.payload
         #: The publisher's headers.
@@ -677,6 +707,22 @@ class Delivery:
         """Gives the message back: delivered again with ``requeue``, else dropped."""
         self.settled = True
         await self._conn.request("nack", pb.Nack(delivery_id=self.delivery_id, requeue=requeue))
+
+    def __del__(self) -> None:
+        # Dropped unsettled: give it back, so that its place in the prefetch
+        # window is not held until the connection closes (as in the Rust client).
+        if getattr(self, "settled", True):
+            return
+        body = pb.Nack(delivery_id=self.delivery_id, requeue=True)
+        try:
+            self._loop.call_soon_threadsafe(self._conn.send_nowait, "nack", body)
+        except RuntimeError:
+            pass  # the loop is closed: the connection is gone, the broker redelivers
+
+    def leave_unacked(self) -> None:
+        """Neither acks nor gives the message back: it keeps its place in the
+        prefetch window until the connection closes, and is then delivered again."""
+        self.settled = True
 
     def __repr__(self) -> str:
         return f"<Delivery {self.queue!r} seq={self.seq} attempt={self.attempt} {len(self.payload)} bytes>"
