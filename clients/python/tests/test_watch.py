@@ -88,3 +88,27 @@ async def _aio_watch_restart(b: Broker) -> None:
 
 def test_aio_watch_lives_through_a_broker_restart(broker: Broker) -> None:
     asyncio.run(asyncio.wait_for(_aio_watch_restart(broker), PATIENCE * 2))
+
+
+def test_watch_resumes_from_a_revision_or_says_resync(broker: Broker) -> None:
+    with broker.connect() as c:
+        c.acquire("pcm", purpose="seen").release()
+        before = c.status().revision  # 0 would mean "from now"
+        assert before > 0
+        # The broker keeps history only while someone watches: none did, so
+        # resuming gets a fresh snapshot that says so.
+        c.acquire("pcm", purpose="forgotten").release()
+        with c.watch(["pcm"], start_revision=before) as w:
+            snap = w.next(timeout=PATIENCE)
+            assert snap.kind == "SNAPSHOT" and snap.resync, snap
+        with c.watch(["pcm"]) as keeper:
+            assert keeper.next(timeout=PATIENCE).kind == "SNAPSHOT"
+            before = keeper.revision
+            c.acquire("pcm", purpose="missed").release()
+            assert kinds_until(keeper, "RELEASED") == ["GRANTED", "RELEASED"]
+            with c.watch(["pcm"], start_revision=before) as w:
+                # No snapshot: the changes after `before` are replayed.
+                first = w.next(timeout=PATIENCE)
+                assert first.kind == "GRANTED" and first.revision == before + 1, first
+                assert first.state is not None and first.state.holders[0].purpose == "missed"
+                assert w.next(timeout=PATIENCE).kind == "RELEASED"
