@@ -62,7 +62,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description="Ping round trips from the Python client")
     p.add_argument("--socket", default=None)
     p.add_argument("--count", type=int, default=10000)
-    p.add_argument("--size", type=int, default=0)
+    p.add_argument("--size", type=int, default=64, help="payload bytes (default 64, as turnstile ping)")
     p.add_argument("--flavour", choices=["sync", "aio", "both"], default="both")
     args = p.parse_args()
     payload = bytes(args.size)

@@ -13,6 +13,7 @@ the watch ended.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -34,6 +35,23 @@ from .v1 import turnstile_pb2 as pb
 Push = Union[pb.LeaseUpdate, pb.WatchEvent, pb.Delivery, None]
 #: A route's key: which kind of push, and the id the broker puts in it.
 RouteKey = Tuple[str, int]
+#: A reply, and the route it opened.
+Answer = Tuple[pb.Reply, "Optional[asyncio.Queue[Push]]"]
+
+
+def _settle(fut: "Union[asyncio.Future[Answer], concurrent.futures.Future[Answer]]", value: Union[Answer, Error]) -> bool:
+    """Completes ``fut``; ``False`` if its waiter gave up (a future of another
+    thread may be cancelled there at any moment)."""
+    if fut.done():
+        return False
+    try:
+        if isinstance(value, Error):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+    except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+        return False
+    return True
 
 
 def route_of(reply: pb.Reply) -> Optional[RouteKey]:
@@ -60,14 +78,16 @@ class Connection:
         self.socket = socket
         self._stream = stream
         self._ids = itertools.count(1)
-        self._pending: Dict[int, "asyncio.Future[Tuple[pb.Reply, Optional[asyncio.Queue[Push]]]]"] = {}
+        # Futures of the event loop (request) or of another thread (request_threadsafe).
+        self._pending: Dict[int, "Union[asyncio.Future[Answer], concurrent.futures.Future[Answer]]"] = {}
         self._routes: Dict[RouteKey, "asyncio.Queue[Push]"] = {}
         self._decoder = _wire.FrameDecoder()
         self._max_out = _wire.DEFAULT_MAX_FRAME_BYTES
         self.lost: Optional[Error] = None
         self.closed = asyncio.Event()
         self.hello: Optional[HelloInfo] = None
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        self._loop = asyncio.get_running_loop()
+        self._reader = self._loop.create_task(self._read_loop())
         # A reader cancelled before its first step never runs its finally.
         self._reader.add_done_callback(
             lambda _: self._shut(ConnectionLost("the client was closed", self.socket))
@@ -125,7 +145,7 @@ class Connection:
 
     async def request(
         self, field: str, body: Any, timeout: Optional[float] = None
-    ) -> "Tuple[pb.Reply, Optional[asyncio.Queue[Push]]]":
+    ) -> Answer:
         """Sends one request and waits for its reply (and the route it opened).
 
         A wire ``Error`` raises its exception; a lost connection
@@ -133,7 +153,7 @@ class Connection:
         :class:`TimedOut`.
         """
         rid, data = self._frame(field, body)
-        fut: "asyncio.Future[Tuple[pb.Reply, Optional[asyncio.Queue[Push]]]]" = (
+        fut: "asyncio.Future[Answer]" = (
             asyncio.get_running_loop().create_future()
         )
         self._pending[rid] = fut
@@ -148,6 +168,27 @@ class Connection:
         finally:
             if not fut.done():
                 fut.cancel()
+
+    def request_threadsafe(
+        self, field: str, body: Any
+    ) -> "concurrent.futures.Future[Answer]":
+        """:meth:`request` for another thread, without a task: the frame is
+        encoded in the calling thread and handed to the loop, and the reply
+        completes the returned future from the reader (one wake-up each way).
+        Cancelling the future is like a cancelled :meth:`request`."""
+        rid, data = self._frame(field, body)
+        fut: "concurrent.futures.Future[Answer]" = (
+            concurrent.futures.Future()
+        )
+        self._loop.call_soon_threadsafe(self._submit, rid, data, fut)
+        return fut
+
+    def _submit(self, rid: int, data: bytes, fut: "concurrent.futures.Future[Answer]") -> None:
+        if self.lost is not None:
+            _settle(fut, ConnectionLost(f"the connection is closed: {self.lost}", self.socket))
+            return
+        self._pending[rid] = fut
+        self._stream.write(data)
 
     def send_nowait(self, field: str, body: Any) -> None:
         """Sends a request whose answer nobody waits for (clean-up paths)."""
@@ -203,8 +244,8 @@ class Connection:
                 if reply.id == 0:
                     return error  # about no request: the broker is closing on us
                 fut = self._pending.pop(reply.id, None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(error)
+                if fut is not None:
+                    _settle(fut, error)
                 return None
             key = route_of(reply)
             queue: "Optional[asyncio.Queue[Push]]" = None
@@ -212,8 +253,8 @@ class Connection:
                 queue = asyncio.Queue()
                 self._routes[key] = queue
             fut = self._pending.pop(reply.id, None)
-            if fut is not None and not fut.done():
-                fut.set_result((reply, queue))
+            if fut is not None and _settle(fut, (reply, queue)):
+                pass
             elif key is not None:
                 self._routes.pop(key, None)
                 self._abandon(reply, key)
@@ -239,8 +280,7 @@ class Connection:
         if self.lost is None:
             self.lost = lost
         for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(lost)
+            _settle(fut, lost)
         self._pending.clear()
         for q in self._routes.values():
             q.put_nowait(None)

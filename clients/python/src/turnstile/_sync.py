@@ -20,7 +20,9 @@ from typing import Any, Callable, Coroutine, Dict, Iterator, Optional, Sequence,
 
 from . import aio
 from ._errors import ConnectionLost, NotFound, TimedOut
+from ._connection import Connection
 from ._types import HelloInfo, Queued, Status, WatchEvent
+from .v1 import turnstile_pb2 as pb
 
 __all__ = ["connect", "Client", "Lease", "Watch", "Consumer", "Delivery"]
 
@@ -29,6 +31,9 @@ T = TypeVar("T")
 
 class _LoopThread:
     """An event loop running in a daemon thread of its own.
+
+    Plain requests (ping, status, publish, progress, ack) go straight to the
+    connection (:meth:`call`); the rest run as coroutines in the loop (:meth:`run`).
 
     It stops (its connections closed, so the broker ends their leases at
     once) on :meth:`stop`, when nothing refers to it any more (the client,
@@ -55,6 +60,19 @@ class _LoopThread:
         except BaseException:
             fut.cancel()
             raise
+
+    def call(self, conn: Connection, field: str, body: Any, timeout: Optional[float]) -> pb.Reply:
+        """One request on ``conn`` answered by a plain reply (no route), without a task."""
+        fut = conn.request_threadsafe(field, body)
+        try:
+            reply, _ = fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimedOut(f"no answer to {field} within {timeout} s") from None
+        except BaseException:
+            fut.cancel()
+            raise
+        return reply
 
     def stop(self) -> None:
         """Cancels what still runs in the loop (keep-alives, readers), then
@@ -163,11 +181,14 @@ class Client:
 
     def ping(self, payload: bytes = b"", *, timeout: Optional[float] = None) -> bytes:
         """A round trip to the broker; answers ``payload`` echoed."""
-        return self._runner.run(self._inner.ping(payload, timeout=timeout))
+        reply = self._runner.call(self._inner._conn, "ping", pb.Ping(payload=payload), timeout)
+        return bytes(aio.expect(reply, "pong").payload)
 
     def status(self, resources: Optional[Sequence[str]] = None, *, timeout: Optional[float] = None) -> Status:
         """The state of the named resources (every one in use when ``None``) and of the queues."""
-        return self._runner.run(self._inner.status(resources, timeout=timeout))
+        body = pb.GetStatus(resources=list(resources or []))
+        reply = self._runner.call(self._inner._conn, "get_status", body, timeout)
+        return Status.from_pb(aio.expect(reply, "status"))
 
     def acquire(
         self,
@@ -244,7 +265,9 @@ class Client:
     ) -> int:
         """Appends a message to ``queue``; answers its sequence number once the
         broker has stored it durably. A ``str`` payload is sent as UTF-8."""
-        return self._runner.run(self._inner.publish(queue, payload, headers=headers, timeout=timeout))
+        body = aio.publish_message(queue, payload, headers)
+        reply = self._runner.call(self._inner._conn, "publish", body, timeout)
+        return int(aio.expect(reply, "publish").seq)
 
     def consume(self, queue: str, *, prefetch: int = 0, timeout: Optional[float] = None) -> "Consumer":
         """Starts consuming ``queue``: an iterator of :class:`Delivery`, at most
@@ -299,7 +322,9 @@ class Lease:
 
     def report_progress(self, done: int, total: int, message: str = "") -> None:
         """Tells waiters and watchers how far the work under the lease has got."""
-        self._runner.run(self._inner.report_progress(done, total, message))
+        inner = self._inner
+        body = pb.ReportProgress(lease_id=inner.lease_id, done=done, total=total, message=message)
+        self._runner.call(inner._conn, "report_progress", body, None)
 
     def release(self) -> None:
         """Releases the lease and waits for the broker to confirm.
@@ -412,7 +437,9 @@ class Delivery:
 
     def ack(self) -> None:
         """The message was handled: the broker forgets it."""
-        self._runner.run(self._inner.ack())
+        inner = self._inner
+        inner.settled = True
+        self._runner.call(inner._conn, "ack", pb.Ack(delivery_id=inner.delivery_id), None)
 
     def leave_unacked(self) -> None:
         """Neither acks nor gives the message back: it keeps its place in the
@@ -421,7 +448,9 @@ class Delivery:
 
     def nack(self, requeue: bool = True) -> None:
         """Gives the message back: delivered again with ``requeue``, else dropped."""
-        self._runner.run(self._inner.nack(requeue))
+        inner = self._inner
+        inner.settled = True
+        self._runner.call(inner._conn, "nack", pb.Nack(delivery_id=inner.delivery_id, requeue=requeue), None)
 
     def __repr__(self) -> str:
         return repr(self._inner)

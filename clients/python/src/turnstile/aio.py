@@ -154,7 +154,7 @@ class Client:
     async def ping(self, payload: bytes = b"", *, timeout: Optional[float] = None) -> bytes:
         """A round trip to the broker; answers ``payload`` echoed."""
         reply, _ = await self._conn.request("ping", pb.Ping(payload=payload), timeout)
-        return _expect(reply, "pong").payload  # type: ignore[no-any-return]
+        return expect(reply, "pong").payload  # type: ignore[no-any-return]
 
     async def status(
         self, resources: Optional[Sequence[str]] = None, *, timeout: Optional[float] = None
@@ -162,7 +162,7 @@ class Client:
         """The state of the named resources (every one in use when ``None``) and of the queues."""
         body = pb.GetStatus(resources=list(resources or []))
         reply, _ = await self._conn.request("get_status", body, timeout)
-        return Status.from_pb(_expect(reply, "status"))
+        return Status.from_pb(expect(reply, "status"))
 
     def acquire(
         self,
@@ -220,10 +220,8 @@ class Client:
     ) -> int:
         """Appends a message to ``queue``; answers its sequence number once the
         broker has stored it durably. A ``str`` payload is sent as UTF-8."""
-        data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        body = pb.Publish(queue=queue, payload=data, headers=dict(headers or {}))
-        reply, _ = await self._conn.request("publish", body, timeout)
-        return int(_expect(reply, "publish").seq)
+        reply, _ = await self._conn.request("publish", publish_message(queue, payload, headers), timeout)
+        return int(expect(reply, "publish").seq)
 
     async def consume(self, queue: str, *, prefetch: int = 0, timeout: Optional[float] = None) -> "Consumer":
         """Starts consuming ``queue``: at most ``prefetch`` deliveries
@@ -235,12 +233,19 @@ class Client:
         reply, route = await self._conn.request(
             "consume", pb.Consume(queue=queue, prefetch=prefetch), timeout
         )
-        started = _expect(reply, "consume")
+        started = expect(reply, "consume")
         assert route is not None
         return Consumer(self._conn, started.consumer_id, queue, route)
 
 
-def _expect(reply: pb.Reply, kind: str) -> Any:
+def publish_message(queue: str, payload: Union[bytes, str], headers: Optional[Dict[str, str]]) -> pb.Publish:
+    """The ``Publish`` request (a ``str`` payload as UTF-8)."""
+    data = payload.encode() if isinstance(payload, str) else bytes(payload)
+    return pb.Publish(queue=queue, payload=data, headers=dict(headers or {}))
+
+
+def expect(reply: pb.Reply, kind: str) -> Any:
+    """The ``kind`` result of ``reply``; :class:`turnstile.ProtocolViolation` if it is another."""
     got = reply.WhichOneof("result")
     if got != kind:
         raise ProtocolViolation(f"expected {kind} in the broker's reply, got {got}")
@@ -291,7 +296,7 @@ class AcquireRequest:
         """Sends the request once; the place it got, or ``None`` if granted."""
         if self._route is None:
             reply, route = await self._conn.request("acquire", self._message)
-            acquired = _expect(reply, "acquire")
+            acquired = expect(reply, "acquire")
             assert route is not None
             self._route = route
             if acquired.WhichOneof("outcome") == "granted":
@@ -597,7 +602,7 @@ class Watcher:
         except BaseException:
             conn.close()
             raise
-        started = _expect(reply, "watch")
+        started = expect(reply, "watch")
         if self.revision == 0 or started.resync:
             self._ready.append(
                 WatchEvent(
