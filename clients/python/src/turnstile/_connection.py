@@ -2,8 +2,10 @@
 replies matched to their requests, and pushed frames routed to the lease,
 watch or consumer that opened them.
 
-As in the Rust client (``clients/client/src/connection.rs``), a route is
-opened by the reader itself when it sees the reply that creates it (an
+The transport hands each chunk of bytes to :meth:`Connection._received`
+in the event loop (no reader task: one wake-up less per frame). As in the
+Rust client (``clients/client/src/connection.rs``), a route is opened by
+the dispatcher itself when it sees the reply that creates it (an
 ``AcquireReply``, a ``WatchStarted``, a ``ConsumeStarted``), so a push that
 follows its reply at once is never lost. A reply whose caller gave up
 (cancelled, timed out) gives back what it created: the lease is released,
@@ -87,11 +89,7 @@ class Connection:
         self.closed = asyncio.Event()
         self.hello: Optional[HelloInfo] = None
         self._loop = asyncio.get_running_loop()
-        self._reader = self._loop.create_task(self._read_loop())
-        # A reader cancelled before its first step never runs its finally.
-        self._reader.add_done_callback(
-            lambda _: self._shut(ConnectionLost("the client was closed", self.socket))
-        )
+        stream.start(self._received, self._ended)
 
     @classmethod
     async def open(
@@ -216,24 +214,23 @@ class Connection:
         elif kind == "watch":
             self.send_nowait("unwatch", pb.Unwatch(watch_id=ident))
 
-    async def _read_loop(self) -> None:
-        lost: Error = ConnectionLost("the broker closed the connection", self.socket)
+    def _received(self, data: bytes) -> None:
+        """Bytes from the broker (called by the transport, in the loop)."""
+        if self.lost is not None:
+            return
         try:
-            while True:
-                data = await self._stream.read()
-                if not data:
-                    break
-                for frame in self._decoder.feed(data):
-                    failure = self._dispatch(frame)
-                    if failure is not None:
-                        lost = failure
-                        return
+            for frame in self._decoder.feed(data):
+                failure = self._dispatch(frame)
+                if failure is not None:
+                    self._shut(failure)
+                    return
         except Error as e:
-            lost = e
-        except asyncio.CancelledError:
-            lost = ConnectionLost("the client was closed", self.socket)
-        finally:
-            self._shut(lost)
+            self._shut(e)
+
+    def _ended(self, why: Optional[BaseException]) -> None:
+        """The transport closed (called by the transport, in the loop)."""
+        detail = f": {why}" if why is not None else ""
+        self._shut(ConnectionLost(f"the broker closed the connection{detail}", self.socket))
 
     def _dispatch(self, frame: pb.ServerFrame) -> Optional[Error]:
         kind = frame.WhichOneof("body")
@@ -291,10 +288,7 @@ class Connection:
     def close(self) -> None:
         """Closes the connection: the broker ends its leases, waits, watches
         and consumers, and redelivers its unacknowledged messages."""
-        if not self._reader.done():
-            self._reader.cancel()
-        else:
-            self._stream.close()
+        self._shut(ConnectionLost("the client was closed", self.socket))
 
     async def wait_closed(self) -> None:
         """Waits until the connection is fully closed."""

@@ -181,9 +181,9 @@ class PipeHandle:
 
 class _PipeStream(Stream):
     def __init__(self, pipe: PipeHandle, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self._pipe = pipe
         self._loop = loop
-        self._incoming: "asyncio.Queue[bytes]" = asyncio.Queue()
         self._outgoing: "queue.Queue[Optional[bytes]]" = queue.Queue()
         self._reader = threading.Thread(target=self._read_loop, name="turnstile-pipe-reader", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name="turnstile-pipe-writer", daemon=True)
@@ -207,7 +207,10 @@ class _PipeStream(Stream):
 
     def _post(self, data: bytes) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._incoming.put_nowait, data)
+            if data:
+                self._loop.call_soon_threadsafe(self._deliver, data)
+            else:
+                self._loop.call_soon_threadsafe(self._finish, None)
         except RuntimeError:  # the loop is closed: nobody reads any more
             pass
 
@@ -221,9 +224,6 @@ class _PipeStream(Stream):
                     self._pipe.cancel()
             except OSError:
                 self._pipe.cancel()
-
-    async def read(self) -> bytes:
-        return await self._incoming.get()
 
     def write(self, data: bytes) -> None:
         self._outgoing.put(data)
