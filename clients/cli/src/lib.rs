@@ -1,5 +1,9 @@
 //! `turnstile`, the debug CLI: a thin shell over `turnstile-client`.
 //!
+//! This file parses the command line and hands each command to its module,
+//! which owns what it prints: `ping.rs`, `status.rs`, `why.rs`, `watch.rs`,
+//! `run.rs`, `queue.rs`; `format.rs` holds only what several share.
+//!
 //! Exit codes (sysexits style): 0 success; 1 the broker refused a request;
 //! 64 bad usage; 69 the broker is unavailable; 70 an internal error;
 //! 75 `run --no-wait` found the resource busy (or `--max-wait` ran out);
@@ -9,16 +13,18 @@
 #![deny(missing_docs)]
 
 mod format;
+mod ping;
 mod queue;
 mod run;
+mod status;
 mod watch;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use turnstile_client::{Client, ClientError, ConnectOptions};
+use turnstile_client::{ClientError, ConnectOptions};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -142,94 +148,11 @@ pub(crate) fn options(socket: &Option<PathBuf>) -> ConnectOptions {
 async fn execute(cli: Cli) -> Result<u8, ClientError> {
     let opts = options(&cli.socket);
     match cli.command {
-        Command::Ping { count, size } => {
-            let client = Client::connect(opts).await?;
-            ping(&client, count.max(1), size, cli.json).await
-        }
-        Command::Status { resources } => {
-            let client = Client::connect(opts).await?;
-            let status = client.status(&resources).await?;
-            if cli.json {
-                println!("{}", format::status_json(&status));
-            } else {
-                print!("{}", format::status_text(&status, format::now_ms()));
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Why { resource } => {
-            let client = Client::connect(opts).await?;
-            let status = client.status(std::slice::from_ref(&resource)).await?;
-            let state = status
-                .resources
-                .into_iter()
-                .find(|r| r.resource == resource);
-            if cli.json {
-                println!(
-                    "{}",
-                    state
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, format::resource_json)
-                );
-            } else {
-                print!(
-                    "{}",
-                    format::why_text(&resource, state.as_ref(), format::now_ms())
-                );
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Ping { count, size } => ping::run(opts, count, size, cli.json).await,
+        Command::Status { resources } => status::run(opts, resources, cli.json).await,
+        Command::Why { resource } => why::run(opts, resource, cli.json).await,
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
     }
-}
-
-async fn ping(client: &Client, count: u32, size: usize, json: bool) -> Result<u8, ClientError> {
-    let payload = bytes::Bytes::from(vec![0u8; size]);
-    let mut samples = Vec::with_capacity(count as usize);
-    let started = Instant::now();
-    for _ in 0..count {
-        let t = Instant::now();
-        client.ping(payload.clone()).await?;
-        samples.push(t.elapsed());
-    }
-    let total = started.elapsed();
-    samples.sort();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    let hello = client.hello();
-    if json {
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        println!(
-            "{}",
-            serde_json::json!({
-                "broker_version": hello.broker_version,
-                "count": count,
-                "size": size,
-                "min_us": us(pick(0.0)),
-                "p50_us": us(pick(0.5)),
-                "p99_us": us(pick(0.99)),
-                "max_us": us(pick(1.0)),
-                "per_second": f64::from(count) / total.as_secs_f64(),
-            })
-        );
-    } else if count == 1 {
-        println!(
-            "pong from turnstiled {} (protocol {}): {} bytes in {}",
-            hello.broker_version,
-            hello.protocol_version,
-            size,
-            format::micros(pick(0.0))
-        );
-    } else {
-        println!(
-            "{count} pings of {size} bytes to turnstiled {}: min {}  p50 {}  p99 {}  max {}  ({:.0}/s)",
-            hello.broker_version,
-            format::micros(pick(0.0)),
-            format::micros(pick(0.5)),
-            format::micros(pick(0.99)),
-            format::micros(pick(1.0)),
-            f64::from(count) / total.as_secs_f64()
-        );
-    }
-    Ok(EXIT_OK)
 }

@@ -19,11 +19,14 @@
 //! A [`Client`] is one connection; clone it freely (clones share it). One
 //! driver task owns the socket (see `connection.rs`); requests are matched
 //! to replies by id and pushed frames are routed to the lease, watch or
-//! consumer that opened them.
+//! consumer that opened them. The enum fields of what the broker sends are
+//! read typed through [`kinds`] (a mode, an event kind, an error code, a
+//! lost reason), never as raw `i32`s.
 
 #![deny(missing_docs)]
 
 mod connection;
+pub mod kinds;
 mod lease;
 mod queue;
 mod transport;
@@ -40,10 +43,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 pub use turnstile_proto::v1 as proto;
-use turnstile_proto::v1::{self, ErrorCode, client_frame::Body, reply};
+use turnstile_proto::v1::{self, client_frame::Body, reply};
 use turnstile_proto::{ClientCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, encode_frame};
 
 pub use connection::Push;
+pub use kinds::{ErrorCode, EventKind, LostReason, Mode, ShortName};
 pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate};
 pub use queue::{Consumer, Delivery};
 pub use turnstile_proto::endpoint::{SOCKET_ENV, default_socket, socket_from_env};
@@ -84,7 +88,7 @@ pub enum ClientError {
 impl ClientError {
     fn from_wire(e: v1::Error) -> ClientError {
         ClientError::Broker {
-            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+            code: kinds::error_code(&e).unwrap_or(ErrorCode::Unspecified),
             message: e.message,
         }
     }
