@@ -7,11 +7,13 @@
 //! Exit codes (sysexits style): 0 success; 1 the broker refused a request;
 //! 64 bad usage; 69 the broker is unavailable; 70 an internal error;
 //! 75 `run --no-wait` found the resource busy (or `--max-wait` ran out);
+//! 76 `run`'s lease was lost while its command ran (see `run.rs`);
 //! `run` otherwise exits with its command's status (128+N if killed by
 //! signal N).
 
 #![deny(missing_docs)]
 
+mod child;
 mod format;
 mod ping;
 mod queue;
@@ -38,13 +40,16 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_SOFTWARE: u8 = 70;
 /// The resource is busy (`run --no-wait`) or the wait ran out.
 pub const EXIT_BUSY: u8 = 75;
+/// `run`: the lease was lost while the command ran (and the command was
+/// stopped, unless `--on-lost ignore`).
+pub const EXIT_LOST: u8 = 76;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "turnstile",
     version,
     about = "Talk to a turnstile broker: leases, queues, watches.",
-    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage; 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
+    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage; 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n76 `run`'s lease was lost while the command ran (unless --on-lost ignore);\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
 )]
 struct Cli {
     /// Broker socket [default: $TURNSTILE_SOCKET, else $XDG_RUNTIME_DIR/turnstile.sock, /run/turnstile/turnstile.sock for root, /tmp/turnstile-$UID/turnstile.sock]
@@ -87,7 +92,7 @@ enum Command {
     },
     /// Hold a lease on RESOURCE while COMMAND runs (like flock(1)), showing the queue while waiting
     #[command(
-        after_help = "Exits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out."
+        after_help = "The lease is held exactly as long as COMMAND lives: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to turnstile\nare passed on to COMMAND and the lease is released only after it has exited; if turnstile is killed,\nCOMMAND is killed too (Linux, Windows). COMMAND sees TURNSTILE_LEASE_ID and TURNSTILE_FENCING_TOKEN.\n\nExits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out;\n76 when the lease was lost while COMMAND ran (it was stopped as --on-lost says; not with --on-lost ignore)."
     )]
     Run(run::RunArgs),
     /// Message queues: list them, publish, consume
