@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Settings};
 use crate::platform::service::{self, ServiceError};
-use crate::platform::{listener, readiness, signals};
+use crate::platform::{limits, listener, readiness, signals};
 use crate::server::Storage;
 
 /// Bad flags.
@@ -158,6 +158,7 @@ fn run_service(flags: Vec<std::ffi::OsString>, stop: service::Stop) -> u32 {
 }
 
 async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> ExitCode {
+    raise_open_files_limit(config.server.max_connections);
     // The endpoint first, so that a second broker on a live endpoint is
     // told so (exit 69) without touching the first one's store; then the
     // store, before a single connection is accepted. A store that cannot
@@ -212,6 +213,42 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
             tracing::error!("the server failed: {e}");
             ExitCode::from(EXIT_SOFTWARE)
         }
+    }
+}
+
+/// Descriptors the broker holds besides its connections: stdio, the
+/// listener and its lock file, the store, the runtime's poller and wakers, a
+/// log file; counted generously.
+const FILES_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Raises the soft open-files limit to the hard one (see
+/// `platform/limits.rs`) and warns when even that is below what
+/// `--max-connections` needs: past it `accept()` fails with `EMFILE`.
+fn raise_open_files_limit(max_connections: usize) {
+    let needed = (max_connections as u64).saturating_add(FILES_BESIDES_CONNECTIONS);
+    match limits::raise_open_files_limit() {
+        Ok(Some(l)) => {
+            if l.now > l.before {
+                tracing::info!(
+                    from = l.before,
+                    to = l.now,
+                    "raised the open-files limit (soft RLIMIT_NOFILE) to the hard limit"
+                );
+            }
+            if l.now < needed {
+                tracing::warn!(
+                    "the open-files limit is {} (hard limit {}), below the {needed} that \
+                     --max-connections {max_connections} needs: connections past about {} \
+                     cannot be accepted; raise the hard limit (LimitNOFILE= in the systemd \
+                     unit, ulimit -Hn) or lower --max-connections",
+                    l.now,
+                    l.hard,
+                    l.now.saturating_sub(FILES_BESIDES_CONNECTIONS)
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
     }
 }
 

@@ -3,7 +3,8 @@
 //! and guarded ([`listener`], with the pipe's DACL), who is calling
 //! ([`peer`], [`groups`]), user and group names ([`accounts`]), when to stop
 //! ([`signals`]), telling the service manager ([`readiness`]; the Windows
-//! SCM in [`service`]), and where durable state goes ([`dirs`]).
+//! SCM in [`service`]), where durable state goes ([`dirs`]), and how many
+//! files it may open ([`limits`]).
 //!
 //! Porting to a new platform means reading these files, nothing else.
 //! `cfg(unix)` and `cfg(windows)` appear nowhere else in the broker, and
@@ -14,6 +15,7 @@
 pub mod accounts;
 pub mod dirs;
 pub mod groups;
+pub mod limits;
 pub mod listener;
 pub mod peer;
 pub mod readiness;
