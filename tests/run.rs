@@ -73,14 +73,15 @@ fn running(pid: i32) -> bool {
     }
 }
 
-/// A shell command that logs `start PID` to `log`, then whatever `body`
-/// does, its own pid being `$$`.
-fn logging(log: &Path, body: &str) -> Vec<String> {
+/// A shell command that does `setup` (traps), logs `start PID` to `log`
+/// (so a test that saw the line knows the traps are set), then does `body`;
+/// its own pid is `$$`, the log `$log`.
+fn logging(log: &Path, setup: &str, body: &str) -> Vec<String> {
     vec![
         "sh".into(),
         "-c".into(),
         format!(
-            "log={}; echo \"start $$\" >> \"$log\"; {body}",
+            "log={}; {setup} echo \"start $$\" >> \"$log\"; {body}",
             log.display()
         ),
     ]
@@ -95,25 +96,28 @@ fn args<'a>(flags: &[&'a str], command: &'a [String]) -> Vec<&'a str> {
 
 /// SIGKILL of `turnstile run` kills its command (PR_SET_PDEATHSIG), and a
 /// second `run` waiting for the same resource starts its command only once
-/// the first command no longer runs. Three rounds: each holder is killed
-/// while the next waits.
+/// the first command no longer runs: each command, once started, appends
+/// `tick PID` lines to one file as fast as it can until it dies, after a
+/// `begin PID` line; a tick of an earlier command after a later `begin` is
+/// an overlap. Ten rounds: each holder is killed while the next waits.
 #[test]
 fn a_sigkilled_run_takes_its_command_along_and_the_next_never_overlaps() {
     let broker = spawn_broker();
     let dir: PathBuf = broker.dir.clone();
-    let checks = dir.join("checks");
+    let ticks = dir.join("ticks");
     let mut previous: Option<(Child, i32)> = None;
-    for round in 0..3 {
+    for round in 0..10 {
         let log = dir.join(format!("round{round}"));
-        // The command checks, as it starts, whether the previous one runs.
-        let check = match &previous {
-            Some((_, pid)) => format!(
-                "if [ -e /proc/{pid} ] && ! grep -q ') [ZX]' /proc/{pid}/stat 2>/dev/null; then echo \"OVERLAP with {pid}\" >> {checks}; else echo \"clear of {pid}\" >> {checks}; fi; ",
-                checks = checks.display()
+        let command: Vec<String> = vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "echo \"begin $$\" >> {ticks}; echo \"start $$\" >> {log}; \
+                 while :; do echo \"tick $$\" >> {ticks}; done",
+                ticks = ticks.display(),
+                log = log.display(),
             ),
-            None => String::new(),
-        };
-        let command = logging(&log, &format!("{check}exec sleep 60"));
+        ];
         let mut next = run(&broker, &format!("run{round}"), &args(&["pcm"], &command));
         if let Some((mut holder, pid)) = previous.take() {
             // The next one is queued behind the holder before the kill.
@@ -140,9 +144,24 @@ fn a_sigkilled_run_takes_its_command_along_and_the_next_never_overlaps() {
     signal(last.id() as i32, libc::SIGKILL);
     let _ = last.wait();
     wait_until("the last command is gone", || !running(pid));
-    let checks = read(&checks);
-    assert_eq!(checks.lines().count(), 2, "{checks}");
-    assert!(!checks.contains("OVERLAP"), "{checks}");
+    // Every pid that began before the current one must be silent.
+    let (mut ended, mut current, mut begun) = (Vec::new(), None, 0);
+    for line in read(&ticks).lines() {
+        match line.split_once(' ') {
+            Some(("begin", p)) => {
+                ended.extend(current.replace(p.to_string()));
+                begun += 1;
+            }
+            Some(("tick", p)) => {
+                assert!(
+                    !ended.iter().any(|e| e == p),
+                    "{p} ticked after its successor began"
+                );
+            }
+            _ => panic!("a torn line {line:?}"),
+        }
+    }
+    assert_eq!(begun, 10);
 }
 
 /// SIGTERM to `turnstile run` reaches its command; the lease is released
@@ -155,10 +174,10 @@ fn sigterm_is_passed_on_and_the_lease_outlives_the_command() {
     let log = broker.dir.join("log");
     let first = logging(
         &log,
-        "trap 'echo \"term $$\" >> \"$log\"; sleep 0.3; echo \"end $$\" >> \"$log\"; exit 0' TERM; \
-         while :; do sleep 0.05; done",
+        "trap 'echo \"term $$\" >> \"$log\"; sleep 0.3; echo \"end $$\" >> \"$log\"; exit 0' TERM;",
+        "while :; do sleep 0.05; done",
     );
-    let second = logging(&log, "echo \"end $$\" >> \"$log\"");
+    let second = logging(&log, "", "echo \"end $$\" >> \"$log\"");
     let mut holder = run(&broker, "first", &args(&["pcm"], &first));
     wait_until("the first command started", || read(&log).contains("start"));
     let mut waiter = run(&broker, "second", &args(&["pcm"], &second));
@@ -196,7 +215,8 @@ fn a_lost_broker_stops_the_command_with_sigterm_and_run_exits_76() {
     let log = broker.dir.join("log");
     let command = logging(
         &log,
-        "trap 'echo \"term $$\" >> \"$log\"; exit 0' TERM; while :; do sleep 0.05; done",
+        "trap 'echo \"term $$\" >> \"$log\"; exit 0' TERM;",
+        "while :; do sleep 0.05; done",
     );
     let mut holder = run(&broker, "run", &args(&["pcm"], &command));
     wait_until("the command started", || read(&log).contains("start"));
@@ -213,7 +233,7 @@ fn a_lost_broker_stops_the_command_with_sigterm_and_run_exits_76() {
 fn a_command_deaf_to_sigterm_is_killed_after_kill_after() {
     let mut broker = spawn_broker();
     let log = broker.dir.join("log");
-    let command = logging(&log, "trap '' TERM; while :; do sleep 0.05; done");
+    let command = logging(&log, "trap '' TERM;", "while :; do sleep 0.05; done");
     let mut holder = run(
         &broker,
         "run",
@@ -238,7 +258,8 @@ async fn an_expired_lease_stops_the_command_and_run_exits_76() {
     let log = broker.dir.join("log");
     let command = logging(
         &log,
-        "trap 'echo \"term $$\" >> \"$log\"; exit 0' TERM; while :; do sleep 0.05; done",
+        "trap 'echo \"term $$\" >> \"$log\"; exit 0' TERM;",
+        "while :; do sleep 0.05; done",
     );
     let mut holder = run(&broker, "run", &args(&["pcm", "--ttl", "500ms"], &command));
     wait_until("the command started", || read(&log).contains("start"));
@@ -266,6 +287,7 @@ fn on_lost_ignore_lets_the_command_finish_and_exits_with_its_status() {
     let go = broker.dir.join("go");
     let command = logging(
         &log,
+        "",
         &format!(
             "while [ ! -e {} ]; do sleep 0.05; done; exit 7",
             go.display()

@@ -16,6 +16,17 @@
 //!   terminal reaches the command directly too, since it shares the CLI's
 //!   process group, so it may see that SIGINT twice. On Windows the console
 //!   sends Ctrl-C to both; the CLI only keeps waiting.
+//! - **The connection outlives the command.** On Unix the command inherits
+//!   a second descriptor of the CLI's connection to the broker (it need not
+//!   touch it), so that the broker sees the connection close only once the
+//!   command has closed it too: a SIGKILLed CLI's lease ends only when its
+//!   command is dead, never in the moment between the CLI's death and the
+//!   command's (the kernel closes the CLI's files before it sends
+//!   `PR_SET_PDEATHSIG`). After the command has exited, [`disconnect`] shuts
+//!   the connection down, so that a daemon the command left behind with the
+//!   descriptor does not keep it open. (A process the command started that
+//!   survives a SIGKILLed CLI keeps the lease's connection open but sends no
+//!   KeepAlive: the lease then ends when its TTL runs out.)
 //! - **Stopped.** [`stop`] ends the command when the lease is lost.
 //!
 //! It does not talk to the broker: `run.rs` does.
@@ -34,11 +45,38 @@ pub enum Stop {
     Kill,
 }
 
-/// Spawns `command` tied to this process's life (see the module
-/// documentation).
-pub fn spawn(command: &mut Command) -> io::Result<Child> {
-    imp::tie_to_parent(command)?;
+/// The connection to the broker the command inherits (see the module
+/// documentation): a descriptor on Unix, nothing on Windows.
+#[cfg(unix)]
+pub type Connection<'a> = Option<std::os::fd::BorrowedFd<'a>>;
+/// The connection to the broker the command inherits: nothing on Windows.
+#[cfg(windows)]
+pub type Connection<'a> = Option<std::marker::PhantomData<&'a ()>>;
+
+/// The connection `client` keeps for its children.
+pub fn connection(client: &turnstile_client::Client) -> Connection<'_> {
+    #[cfg(unix)]
+    {
+        client.socket_fd()
+    }
+    #[cfg(windows)]
+    {
+        let _ = client;
+        None
+    }
+}
+
+/// Spawns `command` tied to this process's life, inheriting `connection`
+/// (see the module documentation).
+pub fn spawn(command: &mut Command, connection: Connection<'_>) -> io::Result<Child> {
+    imp::tie_to_parent(command, connection)?;
     command.spawn()
+}
+
+/// Shuts the inherited connection down for every process that holds it
+/// (call once the command has exited and the lease is released).
+pub fn disconnect(connection: Connection<'_>) {
+    imp::disconnect(connection);
 }
 
 /// A signal sent to the CLI that the command must see; `None` once no more
@@ -73,26 +111,40 @@ pub fn stop(child: &mut Child, how: Stop) -> io::Result<()> {
 mod imp {
     use std::io;
 
+    use std::os::fd::AsRawFd;
+
     use tokio::process::{Child, Command};
     use tokio::signal::unix::{Signal, SignalKind, signal};
 
-    use super::Stop;
+    use super::{Connection, Stop};
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    pub fn tie_to_parent(command: &mut Command) -> io::Result<()> {
+    pub fn tie_to_parent(command: &mut Command, connection: Connection<'_>) -> io::Result<()> {
+        let inherit = connection.map(|fd| fd.as_raw_fd());
         // The pid the child must find as its parent; read before the fork.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the child between fork and exec and
-        // calls only async-signal-safe functions (prctl, getppid, raise).
+        // calls only async-signal-safe functions (fcntl, prctl, getppid,
+        // raise) on its own copies of the descriptors.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
+                if let Some(fd) = inherit {
+                    // Clear close-on-exec on the child's copy only.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
-                // The parent may have died before prctl: then nobody would
-                // send the signal, and the child has been re-parented.
-                if libc::getppid() != parent {
-                    libc::raise(libc::SIGKILL);
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // The parent may have died before prctl: then nobody
+                    // would send the signal, and the child has been
+                    // re-parented.
+                    if libc::getppid() != parent {
+                        libc::raise(libc::SIGKILL);
+                    }
                 }
                 Ok(())
             });
@@ -100,9 +152,11 @@ mod imp {
         Ok(())
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    pub fn tie_to_parent(_command: &mut Command) -> io::Result<()> {
-        Ok(())
+    pub fn disconnect(connection: Connection<'_>) {
+        if let Some(fd) = connection {
+            // SAFETY: shutdown on a descriptor borrowed for the call.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
     }
 
     const PASSED_ON: [(libc::c_int, &str); 4] = [
@@ -174,13 +228,13 @@ mod imp {
     };
     use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
-    use super::Stop;
+    use super::{Connection, Stop};
 
     /// Puts the CLI itself in a new job that kills its processes when its
     /// last handle closes, so the command is born in it (no window between
     /// spawn and assignment). The handle is never closed: the process's
     /// end closes it.
-    pub fn tie_to_parent(_command: &mut Command) -> io::Result<()> {
+    pub fn tie_to_parent(_command: &mut Command, _connection: Connection<'_>) -> io::Result<()> {
         // SAFETY: plain Win32 calls with valid arguments; the limit struct
         // is plain data, zeroed as documented before setting a flag.
         unsafe {
@@ -203,6 +257,8 @@ mod imp {
         }
         Ok(())
     }
+
+    pub fn disconnect(_connection: Connection<'_>) {}
 
     pub struct Signals;
 

@@ -86,7 +86,7 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
         eprintln!("turnstile run: no command given");
         return Ok(EXIT_USAGE);
     };
-    let client = Client::connect(opts).await?;
+    let client = Client::connect(opts.keep_socket_for_children()).await?;
     let mut req = client.acquire(&args.resource).purpose(
         args.purpose
             .clone()
@@ -160,7 +160,8 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
         .args(rest)
         .env("TURNSTILE_LEASE_ID", lease.id().to_string())
         .env("TURNSTILE_FENCING_TOKEN", lease.fencing_token().to_string());
-    let mut child = match child::spawn(&mut command) {
+    let connection = child::connection(&client);
+    let mut child = match child::spawn(&mut command, connection) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("turnstile: cannot run {program}: {e}");
@@ -230,6 +231,7 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
     };
     // Only now that the command has exited.
     let _ = lease.release().await;
+    child::disconnect(connection);
     let status = match status {
         Ok(s) => s,
         Err(e) => {

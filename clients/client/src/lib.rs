@@ -116,6 +116,7 @@ pub struct ConnectOptions {
     socket: PathBuf,
     client_name: String,
     retry_for: Duration,
+    keep_for_children: bool,
 }
 
 impl ConnectOptions {
@@ -126,6 +127,7 @@ impl ConnectOptions {
             socket: socket_from_env(),
             client_name: client_name.into(),
             retry_for: Duration::ZERO,
+            keep_for_children: false,
         }
     }
 
@@ -141,12 +143,26 @@ impl ConnectOptions {
         self.retry_for = d;
         self
     }
+
+    /// Keep a second descriptor of the connection, for a child process to
+    /// inherit ([`Client::socket_fd`]; Unix only, nothing on Windows). A
+    /// connection is closed, and its leases end, only once every process
+    /// holding it has closed it: `turnstile run` gives it to its command so
+    /// that the broker cannot see its connection close, even when the CLI
+    /// is SIGKILLed, before the command has exited too.
+    pub fn keep_socket_for_children(mut self) -> ConnectOptions {
+        self.keep_for_children = true;
+        self
+    }
 }
 
 struct Inner {
     commands: mpsc::Sender<Command>,
     next_id: AtomicU64,
     hello: v1::HelloReply,
+    /// Read on Unix only ([`Client::socket_fd`]); always `None` on Windows.
+    #[cfg_attr(windows, allow(dead_code))]
+    kept: Option<transport::Kept>,
 }
 
 /// One connection to the broker. Cheap to clone; the connection closes when
@@ -166,8 +182,8 @@ impl Client {
     pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
         let deadline = tokio::time::Instant::now() + options.retry_for;
         let mut backoff = Duration::from_millis(50);
-        let stream = loop {
-            match transport::dial(&options.socket).await {
+        let (stream, kept) = loop {
+            match transport::dial(&options.socket, options.keep_for_children).await {
                 Ok(s) => break s,
                 Err(e) if tokio::time::Instant::now() + backoff <= deadline => {
                     tracing::debug!("broker not reachable yet ({e}); retrying in {backoff:?}");
@@ -196,6 +212,7 @@ impl Client {
                 commands: tx,
                 next_id: AtomicU64::new(1),
                 hello,
+                kept,
             }),
         })
     }
@@ -204,6 +221,15 @@ impl Client {
     /// who it sees (uid and pid from the kernel).
     pub fn hello(&self) -> &v1::HelloReply {
         &self.inner.hello
+    }
+
+    /// The second descriptor of the connection kept by
+    /// [`ConnectOptions::keep_socket_for_children`] (close-on-exec: a child
+    /// inherits it only if told to), alive as long as this client.
+    #[cfg(unix)]
+    pub fn socket_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.inner.kept.as_ref().map(|fd| fd.as_fd())
     }
 
     fn next_id(&self) -> u64 {
