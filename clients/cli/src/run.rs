@@ -173,9 +173,34 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
             });
         }
     };
-    // Until the command has exited: pass signals on, and stop it if the
-    // lease is lost (then SIGKILL after --kill-after if SIGTERM was not
-    // enough).
+    let (status, lost) = supervise(&mut child, &lease, &mut signals, &args, program).await;
+    // Only now that the command has exited.
+    let _ = lease.release().await;
+    child::disconnect(connection);
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnstile: waiting for {program} failed: {e}");
+            return Ok(EXIT_SOFTWARE);
+        }
+    };
+    if lost && args.on_lost != OnLost::Ignore {
+        return Ok(EXIT_LOST);
+    }
+    Ok(exit_code(status))
+}
+
+/// Waits for the command to exit, passing signals on, and stops it as
+/// `--on-lost` says if the lease is lost (then SIGKILL after
+/// `--kill-after` if SIGTERM was not enough). Answers its exit status and
+/// whether the lease was lost meanwhile.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    lease: &turnstile_client::Lease,
+    signals: &mut child::Signals,
+    args: &RunArgs,
+    program: &str,
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
     let pid = child.id();
     let mut lost = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
@@ -210,7 +235,7 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
                     why.detail,
                     if how == Stop::Term { "SIGTERM" } else { "SIGKILL" }
                 );
-                if let Err(e) = child::stop(&mut child, how) {
+                if let Err(e) = child::stop(child, how) {
                     eprintln!("turnstile: cannot stop {program}: {e}");
                 }
                 if how == Stop::Term {
@@ -223,26 +248,13 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
                     "turnstile: {program} still runs {} after SIGTERM: SIGKILL",
                     span(args.kill_after.as_millis() as u64)
                 );
-                if let Err(e) = child::stop(&mut child, Stop::Kill) {
+                if let Err(e) = child::stop(child, Stop::Kill) {
                     eprintln!("turnstile: cannot kill {program}: {e}");
                 }
             }
         }
     };
-    // Only now that the command has exited.
-    let _ = lease.release().await;
-    child::disconnect(connection);
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("turnstile: waiting for {program} failed: {e}");
-            return Ok(EXIT_SOFTWARE);
-        }
-    };
-    if lost && args.on_lost != OnLost::Ignore {
-        return Ok(EXIT_LOST);
-    }
-    Ok(exit_code(status))
+    (status, lost)
 }
 
 fn exit_code(status: std::process::ExitStatus) -> u8 {
