@@ -311,3 +311,64 @@ fn on_lost_ignore_lets_the_command_finish_and_exits_with_its_status() {
     let status = wait_child(&mut holder);
     assert_eq!(status.code(), Some(7), "{}", stderr_of(&broker, "run"));
 }
+
+/// SIGINT, SIGHUP and SIGQUIT are passed on as SIGTERM is, one by one, and
+/// the command that survives them keeps its lease.
+#[test]
+fn sigint_sighup_and_sigquit_are_passed_on_too() {
+    let broker = spawn_broker();
+    let log = broker.dir.join("log");
+    let command = logging(
+        &log,
+        "for s in INT HUP QUIT; do trap \"echo got-$s >> \\\"\\$log\\\"\" $s; done; \
+         trap 'echo got-TERM >> \"$log\"; exit 5' TERM;",
+        "while :; do sleep 0.05; done",
+    );
+    let mut holder = run(&broker, "run", &args(&["pcm"], &command));
+    wait_until("the command started", || read(&log).contains("start"));
+    for (sig, name) in [
+        (libc::SIGINT, "INT"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGQUIT, "QUIT"),
+    ] {
+        signal(holder.id() as i32, sig);
+        wait_until(&format!("the command got SIG{name}"), || {
+            read(&log).contains(&format!("got-{name}"))
+        });
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "run outlives SIG{name}"
+        );
+        let (_, out, _) = broker.cli(&["why", "pcm"]);
+        assert!(out.contains("is held EXCLUSIVE"), "{out}");
+    }
+    signal(holder.id() as i32, libc::SIGTERM);
+    let status = wait_child(&mut holder);
+    assert_eq!(status.code(), Some(5), "{}", stderr_of(&broker, "run"));
+    let (_, out, _) = broker.cli(&["why", "pcm"]);
+    assert!(out.contains("is free"), "{out}");
+}
+
+/// `--on-lost kill`: SIGKILL at once, without waiting for --kill-after.
+#[test]
+fn on_lost_kill_kills_at_once() {
+    let mut broker = spawn_broker();
+    let log = broker.dir.join("log");
+    let command = logging(&log, "trap '' TERM;", "while :; do sleep 0.05; done");
+    let mut holder = run(
+        &broker,
+        "run",
+        &args(
+            &["pcm", "--on-lost", "kill", "--kill-after", "1h"],
+            &command,
+        ),
+    );
+    wait_until("the command started", || read(&log).contains("start"));
+    let pid = pid_in(&log, "start ").unwrap();
+    broker.kill();
+    let status = wait_child(&mut holder);
+    let err = stderr_of(&broker, "run");
+    assert_eq!(status.code(), Some(76), "{err}");
+    assert!(err.contains("stopping sh with SIGKILL"), "{err}");
+    assert!(!running(pid));
+}
