@@ -207,48 +207,6 @@ fn sigterm_is_passed_on_and_the_lease_outlives_the_command() {
     );
 }
 
-/// The broker dies under a running command: the connection, hence the
-/// lease, is lost; the command gets SIGTERM and `run` exits 76.
-#[test]
-fn a_lost_broker_stops_the_command_with_sigterm_and_run_exits_76() {
-    let mut broker = spawn_broker();
-    let log = broker.dir.join("log");
-    let command = logging(
-        &log,
-        "trap 'echo \"term $$\" >> \"$log\"; exit 0' TERM;",
-        "while :; do sleep 0.05; done",
-    );
-    let mut holder = run(&broker, "run", &args(&["pcm"], &command));
-    wait_until("the command started", || read(&log).contains("start"));
-    broker.kill();
-    let status = wait_child(&mut holder);
-    let err = stderr_of(&broker, "run");
-    assert_eq!(status.code(), Some(76), "{err}");
-    assert!(read(&log).contains("term"), "{}", read(&log));
-    assert!(err.contains("was lost"), "{err}");
-}
-
-/// A command that ignores SIGTERM gets SIGKILL after `--kill-after`.
-#[test]
-fn a_command_deaf_to_sigterm_is_killed_after_kill_after() {
-    let mut broker = spawn_broker();
-    let log = broker.dir.join("log");
-    let command = logging(&log, "trap '' TERM;", "while :; do sleep 0.05; done");
-    let mut holder = run(
-        &broker,
-        "run",
-        &args(&["pcm", "--kill-after", "200ms"], &command),
-    );
-    wait_until("the command started", || read(&log).contains("start"));
-    let pid = pid_in(&log, "start ").unwrap();
-    broker.kill();
-    let status = wait_child(&mut holder);
-    let err = stderr_of(&broker, "run");
-    assert_eq!(status.code(), Some(76), "{err}");
-    assert!(err.contains("SIGKILL"), "{err}");
-    wait_until("the command is gone", || !running(pid));
-}
-
 /// A holder whose lease expires (the CLI stopped longer than its TTL) has
 /// its command stopped once it runs again, and exits 76; meanwhile the
 /// waiter was granted.
@@ -349,26 +307,75 @@ fn sigint_sighup_and_sigquit_are_passed_on_too() {
     assert!(out.contains("is free"), "{out}");
 }
 
-/// `--on-lost kill`: SIGKILL at once, without waiting for --kill-after.
-#[test]
-fn on_lost_kill_kills_at_once() {
+/// What became of a `run` whose broker died under its command.
+struct AfterTheBroker {
+    /// `run`'s exit code.
+    code: Option<i32>,
+    /// `run`'s stderr.
+    err: String,
+    /// The command's log.
+    log: String,
+    /// The command's pid.
+    pid: i32,
+}
+
+/// `run pcm FLAGS -- sh` with `setup` (its traps) and an endless loop; once
+/// the command has started, the broker is SIGKILLed (the connection, hence
+/// the lease, is lost) and `run` is waited for.
+fn run_until_the_broker_dies(flags: &[&str], setup: &str) -> AfterTheBroker {
     let mut broker = spawn_broker();
     let log = broker.dir.join("log");
-    let command = logging(&log, "trap '' TERM;", "while :; do sleep 0.05; done");
-    let mut holder = run(
-        &broker,
-        "run",
-        &args(
-            &["pcm", "--on-lost", "kill", "--kill-after", "1h"],
-            &command,
-        ),
-    );
+    let command = logging(&log, setup, "while :; do sleep 0.05; done");
+    let mut flags = flags.to_vec();
+    flags.insert(0, "pcm");
+    let mut holder = run(&broker, "run", &args(&flags, &command));
     wait_until("the command started", || read(&log).contains("start"));
     let pid = pid_in(&log, "start ").unwrap();
     broker.kill();
     let status = wait_child(&mut holder);
-    let err = stderr_of(&broker, "run");
-    assert_eq!(status.code(), Some(76), "{err}");
-    assert!(err.contains("stopping sh with SIGKILL"), "{err}");
-    assert!(!running(pid));
+    AfterTheBroker {
+        code: status.code(),
+        err: stderr_of(&broker, "run"),
+        log: read(&log),
+        pid,
+    }
+}
+
+/// The broker dies under a running command: the command gets SIGTERM and
+/// `run` exits 76.
+#[test]
+fn a_lost_broker_stops_the_command_with_sigterm_and_run_exits_76() {
+    let after = run_until_the_broker_dies(&[], "trap 'echo \"term $$\" >> \"$log\"; exit 0' TERM;");
+    assert_eq!(after.code, Some(76), "{}", after.err);
+    assert!(after.log.contains("term"), "{}", after.log);
+    assert!(after.err.contains("was lost"), "{}", after.err);
+}
+
+/// A command that ignores SIGTERM gets SIGKILL after `--kill-after`.
+#[test]
+fn a_command_deaf_to_sigterm_is_killed_after_kill_after() {
+    let after = run_until_the_broker_dies(&["--kill-after", "200ms"], "trap '' TERM;");
+    assert_eq!(after.code, Some(76), "{}", after.err);
+    assert!(
+        after.err.contains("after SIGTERM: SIGKILL"),
+        "{}",
+        after.err
+    );
+    assert!(!running(after.pid));
+}
+
+/// `--on-lost kill`: SIGKILL at once, without waiting for --kill-after.
+#[test]
+fn on_lost_kill_kills_at_once() {
+    let after = run_until_the_broker_dies(
+        &["--on-lost", "kill", "--kill-after", "1h"],
+        "trap '' TERM;",
+    );
+    assert_eq!(after.code, Some(76), "{}", after.err);
+    assert!(
+        after.err.contains("stopping sh with SIGKILL"),
+        "{}",
+        after.err
+    );
+    assert!(!running(after.pid));
 }
