@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use super::Map;
 use super::{
-    Change, Core, CoreError, Deadline, Ending, EventKind, FencingToken, LeaseId, LeaseUpdate,
-    LostReason, Millis, Mode, Peer, Progress, SessionId, check_name,
+    BadArgument, Change, Core, CoreError, Deadline, Ending, EventKind, FencingToken, LeaseId,
+    LeaseUpdate, LostReason, Millis, Mode, Peer, Progress, SessionId, WrongState, check_name,
 };
 
 /// At most this many entries in `QueuePosition::ahead` (holders first,
@@ -245,10 +245,11 @@ impl Core {
             req.ttl_ms
         };
         if !(self.config.min_ttl_ms..=self.config.max_ttl_ms).contains(&ttl_ms) {
-            return Err(CoreError::InvalidArgument(format!(
-                "ttl_ms {ttl_ms} is outside the accepted range {}..={} ms",
-                self.config.min_ttl_ms, self.config.max_ttl_ms
-            )));
+            return Err(CoreError::InvalidArgument(BadArgument::TtlOutOfRange {
+                ttl_ms,
+                min: self.config.min_ttl_ms,
+                max: self.config.max_ttl_ms,
+            }));
         }
         let limit = self.config.max_leases_per_session;
         let sess = self.session_mut(session)?;
@@ -335,9 +336,10 @@ impl Core {
             now,
             &mut changes,
         );
-        let position = self
-            .queue_position(id, now)
-            .ok_or_else(|| CoreError::WrongState(format!("lease {id} vanished")))?;
+        let Some(position) = self.queue_position(id, now) else {
+            debug_assert!(false, "lease {id} left the queue it just joined");
+            return Err(CoreError::Broken("a queued request left its queue at once"));
+        };
         Ok((AcquireOutcome::Queued(position), changes))
     }
 
@@ -394,9 +396,7 @@ impl Core {
     ) -> Result<Vec<Change>, CoreError> {
         let l = self.leases.owned(session, lease)?;
         if let LeaseState::Held { .. } = l.state {
-            return Err(CoreError::WrongState(format!(
-                "lease {lease} was already granted; release it instead"
-            )));
+            return Err(CoreError::WrongState(WrongState::AlreadyGranted(lease)));
         }
         let mut changes = Vec::new();
         self.end_lease(lease, Ending::Cancelled, now, &mut changes);
@@ -413,16 +413,14 @@ impl Core {
     ) -> Result<Vec<Change>, CoreError> {
         let l = self.leases.owned(session, lease)?;
         if let LeaseState::Waiting { .. } = l.state {
-            return Err(CoreError::WrongState(format!(
-                "lease {lease} is still queued; only a holder reports progress"
-            )));
+            return Err(CoreError::WrongState(WrongState::StillQueued(lease)));
         }
         super::check_text("progress message", &progress.message)?;
         if progress.total != 0 && progress.done > progress.total {
-            return Err(CoreError::InvalidArgument(format!(
-                "progress done ({}) exceeds total ({})",
-                progress.done, progress.total
-            )));
+            return Err(CoreError::InvalidArgument(BadArgument::ProgressOverTotal {
+                done: progress.done,
+                total: progress.total,
+            }));
         }
         let resource = l.resource.clone();
         if let Some(l) = self.leases.leases.get_mut(&lease) {

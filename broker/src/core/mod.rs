@@ -305,8 +305,8 @@ pub enum CoreError {
         reason: String,
     },
     /// Some other argument is out of range.
-    #[error("{0}")]
-    InvalidArgument(String),
+    #[error(transparent)]
+    InvalidArgument(BadArgument),
     /// No lease with this id was ever handed out (or it was long forgotten).
     #[error("lease {0} is not known to this broker")]
     UnknownLease(LeaseId),
@@ -329,9 +329,10 @@ pub enum CoreError {
         /// Who holds it, for what.
         holder: String,
     },
-    /// The request is valid but the lease is in the wrong state for it.
-    #[error("{0}")]
-    WrongState(String),
+    /// The request is valid but the lease or session is in the wrong
+    /// state for it.
+    #[error(transparent)]
+    WrongState(WrongState),
     /// A per-session quota is used up.
     #[error("too many {what} on this connection (limit {limit})")]
     Quota {
@@ -346,6 +347,57 @@ pub enum CoreError {
     /// A queue operation was refused.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// One of the core's own invariants does not hold (a bug): the request
+    /// is refused rather than answered from a broken table.
+    #[error("internal error: {0}")]
+    Broken(&'static str),
+}
+
+/// An argument out of range, other than a name.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadArgument {
+    /// The TTL asked for is outside the configured range.
+    #[error("ttl_ms {ttl_ms} is outside the accepted range {min}..={max} ms")]
+    TtlOutOfRange {
+        /// The TTL asked for (the default already put in for 0).
+        ttl_ms: u32,
+        /// `min_ttl_ms`.
+        min: u32,
+        /// `max_ttl_ms`.
+        max: u32,
+    },
+    /// A free-text field is longer than [`MAX_TEXT_BYTES`].
+    #[error("{what} is {len} bytes long, the limit is {limit}")]
+    TextTooLong {
+        /// Which field.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// [`MAX_TEXT_BYTES`].
+        limit: usize,
+    },
+    /// A progress report with more steps done than in all.
+    #[error("progress done ({done}) exceeds total ({total})")]
+    ProgressOverTotal {
+        /// Steps done.
+        done: u32,
+        /// Steps in all.
+        total: u32,
+    },
+}
+
+/// Why a valid request does not apply to the lease or session it names.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WrongState {
+    /// `Cancel` on a request that was granted meanwhile.
+    #[error("lease {0} was already granted; release it instead")]
+    AlreadyGranted(LeaseId),
+    /// `ReportProgress` on a request still in the queue.
+    #[error("lease {0} is still queued; only a holder reports progress")]
+    StillQueued(LeaseId),
+    /// The session has said goodbye.
+    #[error("session {0} is closed")]
+    SessionClosed(SessionId),
 }
 
 /// The core's limits and defaults. Every one is a broker flag.
@@ -561,7 +613,7 @@ impl Core {
         payload: Bytes,
         headers: Vec<(String, String)>,
     ) -> Result<Message, CoreError> {
-        Ok(self.queues.begin_publish(queue, payload, headers)?)
+        self.queues.begin_publish(queue, payload, headers)
     }
 
     /// The publish is durable: the message is ready, and delivered if a
@@ -656,7 +708,7 @@ impl Core {
         // is answered like any bad request rather than trusted.
         self.sessions
             .get_mut(&session)
-            .ok_or_else(|| CoreError::WrongState(format!("session {session} is closed")))
+            .ok_or(CoreError::WrongState(WrongState::SessionClosed(session)))
     }
 
     /// Takes the next revision, reserving another block first if needed.

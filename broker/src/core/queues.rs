@@ -237,12 +237,6 @@ pub struct QueueInfo {
 /// Refusals of queue operations.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueueError {
-    /// The queue name breaks the naming rule.
-    #[error("invalid queue name: {reason}")]
-    InvalidName {
-        /// What is wrong with it.
-        reason: String,
-    },
     /// The queue holds `max_depth` messages (RESOURCE_EXHAUSTED).
     #[error("queue {queue} is full: it holds {limit} messages, its limit")]
     QueueFull {
@@ -268,12 +262,6 @@ pub enum QueueError {
     /// The delivery went to another session.
     #[error("delivery {0} belongs to another connection")]
     NotYourDelivery(DeliveryId),
-    /// No consumer has this id.
-    #[error("consumer {0} is not known")]
-    UnknownConsumer(ConsumerId),
-    /// The consumer belongs to another session.
-    #[error("consumer {0} belongs to another connection")]
-    NotYourConsumer(ConsumerId),
     /// The session has `max_consumers_per_session` consumers (RESOURCE_EXHAUSTED).
     #[error("too many consumers on this connection (limit {limit})")]
     TooManyConsumers {
@@ -376,15 +364,6 @@ pub struct QueueTable {
     next_delivery: u64,
 }
 
-fn queue_name(queue: &str) -> Result<(), QueueError> {
-    check_name("queue", queue).map_err(|e| match e {
-        CoreError::InvalidName { reason, .. } => QueueError::InvalidName { reason },
-        other => QueueError::InvalidName {
-            reason: other.to_string(),
-        },
-    })
-}
-
 /// Whether a message delivered `attempt` times must not be delivered again
 /// from `queue` (dead-letter queues never dead-letter).
 fn out_of_attempts(config: &QueueConfig, queue: &str, attempt: u32) -> bool {
@@ -449,8 +428,8 @@ impl QueueTable {
         queue: &str,
         payload: Bytes,
         headers: Vec<(String, String)>,
-    ) -> Result<Message, QueueError> {
-        queue_name(queue)?;
+    ) -> Result<Message, CoreError> {
+        check_name("queue", queue)?;
         let mut message = Message {
             seq: 0,
             payload,
@@ -513,12 +492,12 @@ impl QueueTable {
         session: SessionId,
         queue: &str,
         prefetch: u32,
-    ) -> Result<(ConsumerId, Vec<QueueChange>), QueueError> {
-        queue_name(queue)?;
+    ) -> Result<(ConsumerId, Vec<QueueChange>), CoreError> {
+        check_name("queue", queue)?;
         let limit = self.config.max_consumers_per_session;
         let held = self.sessions.get(&session).map_or(0, |s| s.consumers.len());
         if held >= limit {
-            return Err(QueueError::TooManyConsumers { limit });
+            return Err(QueueError::TooManyConsumers { limit }.into());
         }
         let prefetch = match prefetch {
             0 => DEFAULT_PREFETCH,
@@ -543,27 +522,6 @@ impl QueueTable {
         let mut changes = Vec::new();
         self.pump(&name, &mut changes);
         Ok((id, changes))
-    }
-
-    /// Ends a subscription: no more deliveries to it. Its deliveries in
-    /// flight stay the session's, to acknowledge or hand back.
-    pub fn cancel_consumer(
-        &mut self,
-        session: SessionId,
-        consumer: ConsumerId,
-    ) -> Result<(), QueueError> {
-        match self.consumers.get(&consumer) {
-            None => return Err(QueueError::UnknownConsumer(consumer)),
-            Some(c) if c.session != session => return Err(QueueError::NotYourConsumer(consumer)),
-            Some(_) => {}
-        }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.consumers.retain(|c| *c != consumer);
-        }
-        if let Some(queue) = self.remove_consumer(consumer) {
-            self.tidy(&queue);
-        }
-        Ok(())
     }
 
     /// The consumer processed the delivery: the message is gone.
@@ -656,11 +614,6 @@ impl QueueTable {
         infos
     }
 
-    /// The last sequence number handed out.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
     /// The queue, created empty if it does not exist.
     fn queue_mut(&mut self, queue: &str) -> &mut Queue {
         let key = match self.queues.get_key_value(queue) {
@@ -748,7 +701,7 @@ impl QueueTable {
     fn dead_letter(&mut self, queue: &Arc<str>, message: Message, changes: &mut Vec<QueueChange>) {
         self.forget(queue, &message, changes);
         let dead_name = format!("{queue}{DEAD_LETTER_SUFFIX}");
-        if queue_name(&dead_name).is_err() {
+        if check_name("queue", &dead_name).is_err() {
             changes.push(QueueChange::Dropped {
                 queue: queue.clone(),
                 seq: message.seq,

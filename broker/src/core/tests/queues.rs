@@ -155,7 +155,7 @@ fn queue_refusals_are_core_errors() {
     });
     assert!(matches!(
         core.begin_publish("", Bytes::new(), Vec::new()),
-        Err(CoreError::Queue(QueueError::InvalidName { .. }))
+        Err(CoreError::InvalidName { what: "queue", .. })
     ));
     publish(&mut core, "q", "one");
     assert!(matches!(

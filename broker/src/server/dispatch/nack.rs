@@ -6,12 +6,10 @@ use turnstile_proto::v1;
 use super::{Answer, Dispatcher};
 use crate::core::SessionId;
 use crate::core::queues::DeliveryId;
-use crate::server::wire;
 
 pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Nack) -> Answer {
     d.changes = d
         .core
-        .nack(session, DeliveryId(req.delivery_id), req.requeue)
-        .map_err(|e| wire::error(&e))?;
+        .nack(session, DeliveryId(req.delivery_id), req.requeue)?;
     Ok(v1::reply::Result::Done(v1::Done {}))
 }

@@ -15,9 +15,9 @@ pub(super) fn handle(
     req: v1::GetStatus,
     now: Millis,
 ) -> Answer {
-    check_name_count(req.resources.len()).map_err(|e| wire::error(&e))?;
+    check_name_count(req.resources.len())?;
     for r in &req.resources {
-        check_name("resource", r).map_err(|e| wire::error(&e))?;
+        check_name("resource", r)?;
         d.allow(session, Verb::Status, Some(r))?;
     }
     if req.resources.is_empty() {
