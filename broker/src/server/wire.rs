@@ -52,6 +52,12 @@ impl From<CoreError> for v1::Error {
     }
 }
 
+impl From<QueueError> for v1::Error {
+    fn from(e: QueueError) -> v1::Error {
+        v1::Error::from(&CoreError::Queue(e))
+    }
+}
+
 impl From<&Denied> for v1::Error {
     fn from(denied: &Denied) -> v1::Error {
         error(ErrorCode::PermissionDenied, denied.to_string())

@@ -101,9 +101,7 @@ impl Dispatcher {
             reserved: 0,
             denials: (0, 0),
         };
-        if let Change::ReserveCounters { reserve_until } = reservation {
-            d.reserve(reserve_until)?;
-        }
+        d.reserve(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
         d.deliver(restored, 0);
         Ok(d)

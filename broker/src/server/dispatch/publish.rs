@@ -16,10 +16,10 @@ use std::sync::Arc;
 use turnstile_proto::v1;
 
 use super::Dispatcher;
-use crate::core::SessionId;
 use crate::core::queues::{
     DEAD_LETTER_SUFFIX, HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_SEQ, Message, StoreOp,
 };
+use crate::core::{Change, SessionId};
 use crate::server::wire::Refusal;
 use crate::server::{Outbound, ToCore, wire};
 use crate::store::StoreError;
@@ -64,6 +64,7 @@ pub(super) fn handle(
     // Headers come in key order (a BTreeMap): stored and delivered so.
     let message = d
         .core
+        .queues
         .begin_publish(&queue, payload, headers.into_iter().collect())?;
     d.publishing.entry(session).or_default().insert(id);
     let Some(store) = &d.store else {
@@ -115,13 +116,13 @@ pub(super) fn committed(
                 request_id,
                 v1::reply::Result::Publish(v1::Published { seq }),
             ),
-            d.core.publish_committed(queue, message),
+            Change::from_queue(d.core.queues.publish_committed(queue, message)),
         ),
         Err(e) => {
             tracing::warn!(queue, seq, "a publish was refused: {e}");
             (
                 wire::error_reply(request_id, Refusal::NotStored(e)),
-                d.core.publish_failed(queue, seq),
+                Change::from_queue(d.core.queues.publish_failed(queue, seq)),
             )
         }
     };

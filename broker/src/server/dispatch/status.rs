@@ -25,6 +25,6 @@ pub(super) fn handle(
     }
     let view = d.core.status(&req.resources);
     let mut status = wire::status(&view, &d.clock, now);
-    status.queues = d.core.queue_info().iter().map(wire::queue_info).collect();
+    status.queues = d.core.queues.info().iter().map(wire::queue_info).collect();
     Ok(v1::reply::Result::Status(status))
 }
