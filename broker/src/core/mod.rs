@@ -69,6 +69,7 @@ pub(crate) use types::display_name;
 
 use effects::{Deadline, Deadlines, Effects, Issuer};
 use leases::LeaseTable;
+#[cfg(not(fuzzing))]
 use queues::QueueTable;
 use watch::Watches;
 
