@@ -19,38 +19,6 @@ fn cstr(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-/// A Rust holder of `resource` (EXCLUSIVE, purpose "job"), on its own runtime.
-struct Holder {
-    rt: tokio::runtime::Runtime,
-    lease: Option<turnstile_client::Lease>,
-}
-
-impl Holder {
-    fn take(broker: &Broker, resource: &str) -> Holder {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let lease = rt.block_on(async {
-            let c = turnstile_client::Client::connect(broker.options("holder"))
-                .await
-                .unwrap();
-            c.acquire(resource).purpose("job").wait().await.unwrap()
-        });
-        Holder {
-            rt,
-            lease: Some(lease),
-        }
-    }
-
-    fn progress(&self, done: u32, total: u32, msg: &str) {
-        let l = self.lease.as_ref().unwrap();
-        self.rt.block_on(l.progress(done, total, msg)).unwrap();
-    }
-
-    fn release(&mut self) {
-        let l = self.lease.take().unwrap();
-        self.rt.block_on(l.release()).unwrap();
-    }
-}
-
 #[test]
 fn connect_ping_info_status() {
     let b = spawn_broker();

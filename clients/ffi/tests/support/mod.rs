@@ -162,3 +162,171 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A Rust holder of `resource` (EXCLUSIVE, purpose "job"), on its own runtime.
+pub struct Holder {
+    rt: tokio::runtime::Runtime,
+    lease: Option<turnstile_client::Lease>,
+}
+
+impl Holder {
+    pub fn take(broker: &Broker, resource: &str) -> Holder {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let lease = rt.block_on(async {
+            let c = turnstile_client::Client::connect(broker.options("holder"))
+                .await
+                .unwrap();
+            c.acquire(resource).purpose("job").wait().await.unwrap()
+        });
+        Holder {
+            rt,
+            lease: Some(lease),
+        }
+    }
+
+    pub fn progress(&self, done: u32, total: u32, msg: &str) {
+        let l = self.lease.as_ref().unwrap();
+        self.rt.block_on(l.progress(done, total, msg)).unwrap();
+    }
+
+    pub fn release(&mut self) {
+        let l = self.lease.take().unwrap();
+        self.rt.block_on(l.release()).unwrap();
+    }
+}
+
+/// A program under test whose stdout is read line by line.
+pub struct Agent {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    patience: Duration,
+}
+
+impl Agent {
+    /// Starts `cmd` against `broker` (through `TURNSTILE_SOCKET`).
+    pub fn spawn(broker: &Broker, mut cmd: Command, patience: Duration) -> Agent {
+        use std::io::BufRead;
+        let mut child = cmd
+            .env("TURNSTILE_SOCKET", &broker.endpoint)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Agent {
+            child,
+            lines,
+            seen: Vec::new(),
+            patience,
+        }
+    }
+
+    /// Waits for a line containing `text`; its index in `seen`.
+    #[track_caller]
+    pub fn expect(&mut self, text: &str) -> usize {
+        if let Some(i) = self.seen.iter().position(|l| l.contains(text)) {
+            return i;
+        }
+        let start = Instant::now();
+        loop {
+            let left = self.patience.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    eprintln!("  | {line}");
+                    self.seen.push(line);
+                    if self.seen.last().unwrap().contains(text) {
+                        return self.seen.len() - 1;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with {text:?} ({e}); got:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the program to exit (bounded); its exit code.
+    #[track_caller]
+    pub fn wait(&mut self) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    eprintln!("  | {line}");
+                    self.seen.push(line);
+                }
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < self.patience,
+                "the agent did not exit; got:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The seed's scenario, for an agent in any language: a Rust holder runs a
+/// job on `pcm` and reports progress; the agent, started meanwhile, must
+/// queue (position 1, the job and its progress ahead), follow the progress,
+/// and initialise only once the job has released `pcm`. Returns its lines.
+#[track_caller]
+pub fn queue_behind_a_job(broker: &Broker, agent: Command, patience: Duration) -> Vec<String> {
+    let mut holder = Holder::take(broker, "pcm");
+    holder.progress(1, 4, "copying");
+    let mut agent = Agent::spawn(broker, agent, patience);
+    agent.expect("queued: position 1");
+    agent.expect("progress 1/4 copying");
+    holder.progress(2, 4, "registering");
+    let followed = agent.expect("progress 2/4 registering");
+    holder.release();
+    let granted = agent.expect("granted");
+    let initialised = agent.expect("initialised");
+    assert_eq!(
+        agent.wait(),
+        0,
+        "the agent failed; got:\n{}",
+        agent.seen.join("\n")
+    );
+    assert!(
+        followed < granted && granted < initialised,
+        "{:#?}",
+        agent.seen
+    );
+    assert!(
+        agent.seen.iter().all(|l| !l.contains("lost")),
+        "{:#?}",
+        agent.seen
+    );
+    agent.seen.clone()
+}
+
+/// Whether `program` can be run (found on PATH).
+pub fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
