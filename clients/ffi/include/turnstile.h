@@ -41,9 +41,11 @@
  * from a given ts_watch or ts_consumer (the strings of the previous event
  * are replaced). Closing a handle while another thread waits in a call on
  * it makes that call return TS_ERR_CLOSED.
- * The library owns its threads: one I/O thread ("turnstile-io") and one
- * callback thread ("turnstile-callbacks"); they start on first use and are
- * never visible otherwise. Callbacks: on_queue runs on the thread that
+ * The library owns its threads: one I/O thread ("turnstile-io"), started
+ * on first use, and one callback thread ("turnstile-callbacks"), started
+ * when a callback is due and ended after 200 ms without one (so runtimes
+ * that adopt foreign threads, like Mono, see it end). Callers never see
+ * the runtime behind them. Callbacks: on_queue runs on the thread that
  * called ts_acquire, inside that call; on_lost and notify callbacks run on
  * the callback thread, one at a time, never after the release / close of
  * their handle has returned. A callback may call any function of the

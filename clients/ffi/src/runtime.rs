@@ -144,29 +144,62 @@ thread_local! {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Queues a job for the callback thread (started on first use).
+/// How long the callback thread waits for work before it ends (a new one
+/// starts with the next callback). Runtimes that adopt foreign threads
+/// calling into them (Mono waits for them at exit) see it end.
+const CALLBACK_THREAD_IDLE: Duration = Duration::from_millis(200);
+
+/// The callback thread's queue, when the thread runs.
+static CALLBACK_QUEUE: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// Queues a job for the callback thread, starting it if it is not running.
 fn post(job: Job) {
-    static THREAD: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
-    let sender = THREAD.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("turnstile-callbacks".into())
-            .spawn(move || {
-                for job in rx {
-                    // A panic in the library's part of a job must not end
-                    // the thread (the caller's C code cannot unwind).
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    match sender {
-        Some(tx) => {
-            let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(job);
+    let mut queue = CALLBACK_QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+    let job = match queue.as_ref() {
+        Some(tx) => match tx.send(job) {
+            Ok(()) => return,
+            Err(mpsc::SendError(job)) => job,
+        },
+        None => job,
+    };
+    let (tx, rx) = mpsc::channel::<Job>();
+    let started = std::thread::Builder::new()
+        .name("turnstile-callbacks".into())
+        .spawn(move || callback_thread(rx));
+    match started {
+        Ok(_) => {
+            let _ = tx.send(job);
+            *queue = Some(tx);
         }
-        // No thread could be started: run it here (the runtime's thread),
-        // rather than never.
-        None => job(),
+        // No thread could be started: run it here (the I/O thread) rather
+        // than never.
+        Err(_) => {
+            drop(queue);
+            job();
+        }
+    }
+}
+
+fn callback_thread(rx: mpsc::Receiver<Job>) {
+    loop {
+        let job = match rx.recv_timeout(CALLBACK_THREAD_IDLE) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // End, unless a job came in meanwhile: decided under the
+                // lock that `post` sends under, so none is stranded.
+                let mut queue = CALLBACK_QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+                match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => {
+                        *queue = None;
+                        return;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        // A panic in the library's part of a job must not end the thread
+        // (the caller's C code cannot unwind).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
 }
