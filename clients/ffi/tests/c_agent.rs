@@ -1,7 +1,8 @@
 //! The C agent (`examples/agent.c`), compiled with the system's `cc`
 //! against `include/turnstile.h` and libturnstile, queues behind a running
 //! job on the real broker and initialises when it ends; the same run under
-//! valgrind shows no memory error and no leak; and the static library links.
+//! valgrind shows no memory error and no leak; the static library links;
+//! and the header serves C++ (`examples/raii.cpp`, built with `c++`).
 
 #![cfg(unix)]
 
@@ -126,4 +127,29 @@ fn the_static_library_links() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("libturnstile {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn the_header_serves_cplusplus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("raii");
+    let build = build_dir();
+    let st = Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pthread"])
+        .arg(format!("-I{}", crate_dir().join("include").display()))
+        .arg(crate_dir().join("examples/raii.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", build.display()))
+        .arg("-lturnstile")
+        .arg(format!("-Wl,-rpath,{}", build.display()))
+        .status()
+        .expect("run c++");
+    assert!(st.success(), "c++ failed on raii.cpp");
+    let b = spawn_broker();
+    let mut prog = Agent::spawn(&b, Command::new(&exe), PATIENCE);
+    prog.expect("busy as expected: TS_ERR_BUSY");
+    prog.expect("watched: granted 1, released 1");
+    prog.expect("raii: ok");
+    assert_eq!(prog.wait(), 0, "{}", prog.seen.join("\n"));
 }
