@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use turnstile::{TS_WAIT_FOREVER, ts_client_close, ts_connect, ts_error, ts_ping};
 
 const ROUNDS: u32 = 10;
+const PAYLOAD: &[u8] = &[0; 16];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -49,25 +50,24 @@ fn main() {
         ))
         .expect("connect");
 
-    let payload = [0u8; 16];
     let mut ffi = Histogram::<u64>::new(3).unwrap();
     let mut native = Histogram::<u64>::new(3).unwrap();
     // Warm-up, both.
     for _ in 0..1000 {
-        unsafe { ts_ping(client, payload.as_ptr(), payload.len(), TS_WAIT_FOREVER) };
-        rt.block_on(rust.ping(&payload[..])).unwrap();
+        unsafe { ts_ping(client, PAYLOAD.as_ptr(), PAYLOAD.len(), TS_WAIT_FOREVER) };
+        rt.block_on(rust.ping(PAYLOAD)).unwrap();
     }
     for _ in 0..ROUNDS {
         for _ in 0..per_round {
             let t = Instant::now();
-            let e = unsafe { ts_ping(client, payload.as_ptr(), payload.len(), TS_WAIT_FOREVER) };
+            let e = unsafe { ts_ping(client, PAYLOAD.as_ptr(), PAYLOAD.len(), TS_WAIT_FOREVER) };
             ffi.record(t.elapsed().as_nanos() as u64).unwrap();
             assert_eq!(e, ts_error::TS_OK);
         }
         rt.block_on(async {
             for _ in 0..per_round {
                 let t = Instant::now();
-                rust.ping(&payload[..]).await.unwrap();
+                rust.ping(PAYLOAD).await.unwrap();
                 native.record(t.elapsed().as_nanos() as u64).unwrap();
             }
         });
