@@ -21,7 +21,7 @@ fn crate_dir() -> &'static Path {
 /// Compiles `source` with `cc`, linked with `link` (extra arguments).
 #[track_caller]
 fn cc(source: &Path, out: &Path, link: &[&str]) {
-    let build = build_dir();
+    let lib = lib_dir();
     let st = Command::new("cc")
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
         .arg(format!("-I{}", crate_dir().join("include").display()))
@@ -30,7 +30,7 @@ fn cc(source: &Path, out: &Path, link: &[&str]) {
         .arg(out)
         .args(
             link.iter()
-                .map(|a| a.replace("{build}", &build.to_string_lossy())),
+                .map(|a| a.replace("{lib}", &lib.to_string_lossy())),
         )
         .status()
         .expect("run cc (the system C compiler)");
@@ -42,7 +42,7 @@ fn agent_exe(dir: &Path) -> PathBuf {
     cc(
         &crate_dir().join("examples/agent.c"),
         &exe,
-        &["-L{build}", "-lturnstile", "-Wl,-rpath,{build}"],
+        &["-L{lib}", "-lturnstile", "-Wl,-rpath,{lib}"],
     );
     exe
 }
@@ -111,7 +111,7 @@ fn the_static_library_links() {
         &crate_dir().join("examples/agent.c"),
         &exe,
         &[
-            "{build}/libturnstile.a",
+            "{lib}/libturnstile.a",
             "-lgcc_s",
             "-lutil",
             "-lrt",
@@ -133,16 +133,16 @@ fn the_static_library_links() {
 fn the_header_serves_cplusplus() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("raii");
-    let build = build_dir();
+    let lib = lib_dir();
     let st = Command::new("c++")
         .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pthread"])
         .arg(format!("-I{}", crate_dir().join("include").display()))
         .arg(crate_dir().join("examples/raii.cpp"))
         .arg("-o")
         .arg(&exe)
-        .arg(format!("-L{}", build.display()))
+        .arg(format!("-L{}", lib.display()))
         .arg("-lturnstile")
-        .arg(format!("-Wl,-rpath,{}", build.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
         .status()
         .expect("run c++");
     assert!(st.success(), "c++ failed on raii.cpp");

@@ -42,7 +42,7 @@ fn mcs(program: &str, out: &Path) -> Option<PathBuf> {
 
 fn mono(exe: &Path) -> Command {
     let mut cmd = Command::new("mono");
-    cmd.arg(exe).env("LD_LIBRARY_PATH", build_dir());
+    cmd.arg(exe).env("LD_LIBRARY_PATH", lib_dir());
     cmd
 }
 

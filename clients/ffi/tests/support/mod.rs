@@ -30,6 +30,12 @@ pub fn build_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where this test build's libturnstile is: target/<profile>/deps (cargo
+/// copies it up to target/<profile>/ only for `cargo build`, not for tests).
+pub fn lib_dir() -> PathBuf {
+    build_dir().join("deps")
+}
+
 /// A built binary of the workspace, by name.
 #[track_caller]
 pub fn binary(name: &str) -> PathBuf {
