@@ -32,7 +32,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use turnstile_broker::core::queues::{
+use turnstile_broker::core::{
     ConsumerId, DEFAULT_PREFETCH, DeliveryId, MAX_PREFETCH, Message, QueueChange, QueueConfig,
 };
 use turnstile_broker::core::{
@@ -399,8 +399,8 @@ impl World {
             Op::Publish { queue, len, commit } => {
                 let q = QUEUES[usize::from(*queue) % QUEUES.len()];
                 let payload = Bytes::from(vec![b'm'; usize::from(*len)]);
-                match self.core.begin_publish(q, payload, Vec::new()) {
-                    Ok(m) if *commit => self.core.publish_committed(q, m),
+                match self.core.queues_mut().begin_publish(q, payload, Vec::new()) {
+                    Ok(m) if *commit => Change::from_queue(self.core.queues_mut().publish_committed(q, m)),
                     Ok(m) => {
                         self.pending.push((q, m));
                         Vec::new()
@@ -414,9 +414,9 @@ impl World {
                 } else {
                     let (q, m) = self.pending.remove(usize::from(*pick) % self.pending.len());
                     if *ok {
-                        self.core.publish_committed(q, m)
+                        Change::from_queue(self.core.queues_mut().publish_committed(q, m))
                     } else {
-                        self.core.publish_failed(q, m.seq)
+                        Change::from_queue(self.core.queues_mut().publish_failed(q, m.seq))
                     }
                 }
             }
@@ -451,10 +451,10 @@ impl World {
             Op::Ack { slot, delivery } => {
                 let s = self.session(*slot);
                 let d = Self::pick(&self.deliveries, delivery, DeliveryId);
-                match self.core.ack(s, d) {
+                match self.core.queues_mut().ack(s, d) {
                     Ok(changes) => {
                         self.settled(s, d);
-                        changes
+                        Change::from_queue(changes)
                     }
                     Err(_) => Vec::new(),
                 }
@@ -466,10 +466,10 @@ impl World {
             } => {
                 let s = self.session(*slot);
                 let d = Self::pick(&self.deliveries, delivery, DeliveryId);
-                match self.core.nack(s, d, *requeue) {
+                match self.core.queues_mut().nack(s, d, *requeue) {
                     Ok(changes) => {
                         self.settled(s, d);
-                        changes
+                        Change::from_queue(changes)
                     }
                     Err(_) => Vec::new(),
                 }
@@ -645,7 +645,7 @@ impl World {
         self.held_tokens = now_held;
 
         let pending_per_queue = |q: &str| self.pending.iter().filter(|(p, _)| *p == q).count();
-        for info in self.core.queue_info() {
+        for info in self.core.queues_mut().info() {
             let unacked = self
                 .in_flight
                 .values()

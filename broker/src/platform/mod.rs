@@ -3,11 +3,13 @@
 //! and guarded ([`listener`], with the pipe's DACL), who is calling
 //! ([`peer`], [`groups`]), when to stop ([`signals`]), telling the service
 //! manager ([`readiness`]; the Windows SCM in `service`), and where durable
-//! state goes ([`dirs`]).
+//! state goes ([`dirs`]) and how its directory is made private and durable
+//! ([`fs`]); how a connection splits into reader and writer ([`stream`]).
 //!
 //! Porting to a new platform means reading these files, nothing else.
 
 pub mod dirs;
+pub mod fs;
 pub mod groups;
 pub mod listener;
 pub mod peer;
@@ -15,3 +17,4 @@ pub mod readiness;
 #[cfg(windows)]
 pub mod service;
 pub mod signals;
+pub mod stream;

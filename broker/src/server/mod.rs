@@ -19,6 +19,7 @@
 //! startup, then once every [`crate::core::COUNTER_BLOCK`] tokens or
 //! revisions), since nothing that may carry a token can leave before it.
 
+mod clock;
 mod connection;
 mod dispatch;
 mod outbound;
@@ -34,7 +35,7 @@ use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use turnstile_proto::v1::{self, ErrorCode};
+use turnstile_proto::v1;
 
 use crate::core::queues::Message;
 use crate::core::{CoreConfig, SessionId};
@@ -195,8 +196,7 @@ pub(crate) enum ToCore {
     /// A broken frame: answer with this error (id 0), then close.
     Fatal {
         session: SessionId,
-        code: ErrorCode,
-        message: String,
+        refusal: wire::Refusal,
     },
     /// The connection is gone.
     Goodbye { session: SessionId, reason: String },
@@ -328,7 +328,7 @@ pub async fn run(
             );
             let _ = out_tx.try_send(Outbound::frame(wire::error_reply(
                 0,
-                wire::error_of(ErrorCode::ResourceExhausted, message),
+                wire::Refusal::TooManyConnections(message),
             )));
         };
         let slot = match take_slot(&counts, &config, creds.uid) {

@@ -27,7 +27,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::*;
-use crate::core::{CoreError, Ending, LostReason, Progress, Revision, views::ResourceView};
+use crate::core::{CoreError, Ending, LostReason, Progress, ResourceView, Revision};
 
 const RESOURCES: [&str; 2] = ["pcm", "spool"];
 const SLOTS: usize = 4;

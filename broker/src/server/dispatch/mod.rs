@@ -36,10 +36,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use turnstile_proto::v1::{self, ErrorCode, client_frame::Body};
+use turnstile_proto::v1::{self, client_frame::Body};
 
+use super::clock::Clock;
 use super::outbound::Conn;
-use super::wire::{self, Clock};
+use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
 use crate::core::queues::{DropReason, QueueChange, StoreOp};
 use crate::core::{Change, Core, Millis, SessionId, StateEvent};
@@ -100,9 +101,7 @@ impl Dispatcher {
             reserved: 0,
             denials: (0, 0),
         };
-        if let Change::ReserveCounters { reserve_until } = reservation {
-            d.reserve(reserve_until)?;
-        }
+        d.reserve(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
         d.deliver(restored, 0);
         Ok(d)
@@ -166,7 +165,7 @@ impl Dispatcher {
         name: Option<&str>,
     ) -> Result<(), v1::Error> {
         let Some(conn) = self.conns.get(&session) else {
-            return Err(wire::error_of(ErrorCode::Internal, "no such connection"));
+            return Err(Refusal::NoConnection.into());
         };
         let decision = match name {
             Some(n) => self.config.policy.check(&conn.subject, verb, n),
@@ -196,10 +195,7 @@ impl Dispatcher {
                 "{denied}"
             );
         }
-        Err(wire::error_of(
-            ErrorCode::PermissionDenied,
-            denied.to_string(),
-        ))
+        Err(v1::Error::from(&denied))
     }
 
     fn handle(&mut self, msg: ToCore) {
@@ -213,15 +209,8 @@ impl Dispatcher {
                 session,
             } => hello::handle(self, id, hello, creds, outbound, cancel, session),
             ToCore::Request { session, frame } => self.request(session, frame),
-            ToCore::Fatal {
-                session,
-                code,
-                message,
-            } => {
-                self.send(
-                    session,
-                    Outbound::frame(wire::error_reply(0, wire::error_of(code, message))),
-                );
+            ToCore::Fatal { session, refusal } => {
+                self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
             }
             ToCore::Goodbye { session, reason } => self.goodbye(session, &reason),
             ToCore::Writable { session } => {
@@ -244,19 +233,10 @@ impl Dispatcher {
         let id = frame.id;
         let now = self.clock.now();
         let answer = match frame.body {
-            _ if id == 0 => Err(wire::error_of(
-                ErrorCode::InvalidArgument,
-                "request id must be non-zero",
-            )),
-            None => Err(wire::error_of(
-                ErrorCode::InvalidArgument,
-                "the frame carries no request (empty or from a newer protocol)",
-            )),
+            _ if id == 0 => Err(Refusal::ZeroRequestId.into()),
+            None => Err(Refusal::EmptyRequest.into()),
             Some(body) => match body {
-                Body::Hello(_) => Err(wire::error_of(
-                    ErrorCode::ProtocolViolation,
-                    "Hello was already said on this connection",
-                )),
+                Body::Hello(_) => Err(Refusal::HelloAgain.into()),
                 Body::Ping(r) => ping::handle(r),
                 Body::GetStatus(r) => status::handle(self, session, r, now),
                 Body::Acquire(r) => acquire::handle(self, session, r, now),
@@ -513,11 +493,5 @@ fn concerns(change: &Change, session: SessionId) -> bool {
 
 /// A `WatchEvent` without its `watch_id`, encoded once for all watchers.
 fn encode_event(e: &StateEvent, coalesced: bool, clock: &Clock, now: Millis) -> Bytes {
-    let frame = wire::watch_event(0, e, coalesced, clock, now);
-    match frame.body {
-        Some(v1::server_frame::Body::WatchEvent(w)) => {
-            Bytes::from(prost::Message::encode_to_vec(&w))
-        }
-        _ => Bytes::new(),
-    }
+    turnstile_proto::encode_shared_watch_event(wire::watch_event(0, e, coalesced, clock, now))
 }

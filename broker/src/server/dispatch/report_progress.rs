@@ -5,7 +5,6 @@ use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::{LeaseId, Millis, Progress, SessionId};
-use crate::server::wire;
 
 pub(super) fn handle(
     d: &mut Dispatcher,
@@ -20,7 +19,6 @@ pub(super) fn handle(
     };
     d.changes = d
         .core
-        .report_progress(session, LeaseId(req.lease_id), progress, now)
-        .map_err(|e| wire::error(&e))?;
+        .report_progress(session, LeaseId(req.lease_id), progress, now)?;
     Ok(v1::reply::Result::Done(v1::Done {}))
 }

@@ -25,8 +25,7 @@ pub(super) fn handle(
     }
     let start = d
         .core
-        .watch(session, req.resources, req.start_revision, now)
-        .map_err(|e| wire::error(&e))?;
+        .watch(session, req.resources, req.start_revision, now)?;
     // Replayed events follow the answer, in order, like any change.
     d.changes = start
         .replay
