@@ -18,6 +18,7 @@ fn message(seq: u64, body: &str) -> Message {
         payload: Bytes::copy_from_slice(body.as_bytes()),
         headers: Vec::new(),
         attempt: 0,
+        publisher: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn messages_and_counters_round_trip() {
         payload: Bytes::from_static(b"\x00\xffbinary"),
         headers: vec![("k".into(), "v".into()), ("a".into(), "é".into())],
         attempt: 3,
+        publisher: None,
     };
     store
         .commit(&[
