@@ -436,3 +436,57 @@ mod checker {
         ]);
     }
 }
+
+/// A broker stopped for 3 s (SIGSTOP) while five holders with a 1 s TTL
+/// keep their leases alive: none is lost, since their KeepAlives were sent
+/// on time; the broker's own stall does not count against them.
+#[test]
+fn a_stopped_broker_expires_no_lease_kept_alive_on_time() {
+    let broker = spawn_broker();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = broker.client("holders").await;
+        let mut leases = Vec::new();
+        for i in 0..5 {
+            let lease = client
+                .acquire(&format!("kept-{i}"))
+                .exclusive()
+                .ttl(Duration::from_secs(1))
+                .wait()
+                .await
+                .expect("acquire");
+            leases.push(lease);
+        }
+        broker.signal(libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        broker.signal(libc::SIGCONT);
+        // Two TTLs after the broker is back: every lease still held.
+        let lost = tokio::time::timeout(
+            Duration::from_secs(2),
+            futures::future::select_all(leases.iter().map(|l| Box::pin(l.lost()))),
+        )
+        .await;
+        if let Ok((reason, index, _)) = lost {
+            panic!("lease kept-{index}, kept alive on time, was lost: {reason:?}");
+        }
+        drop(lost);
+        let status = client.status(&[]).await.expect("status");
+        let held = status
+            .resources
+            .iter()
+            .filter(|r| r.holders.len() == 1)
+            .count();
+        assert_eq!(held, 5, "every lease is still held: {status:?}");
+        for lease in leases {
+            lease.release().await.expect("release");
+        }
+    });
+    assert!(
+        broker.log_text().contains("the broker did not run for"),
+        "the stall is logged:\n{}",
+        broker.log_text()
+    );
+}
