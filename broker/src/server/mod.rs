@@ -134,6 +134,14 @@ pub(crate) enum ToCore {
         message: Message,
         result: Result<(), StoreError>,
     },
+    /// The store made the counter reservation up to `until` durable.
+    CountersStored { until: u64 },
+    /// The store answered an ack's removal.
+    Acked {
+        session: SessionId,
+        request_id: u64,
+        result: Result<(), StoreError>,
+    },
 }
 
 /// Serves `listener` until `shutdown` resolves; then closes every

@@ -531,6 +531,22 @@ impl LeaseTable {
         self.drop_if_unused(name);
     }
 
+    /// Grants, on every resource, the waiters that could have been granted
+    /// had their fencing tokens been durable (after the store caught up).
+    pub(crate) fn settle_all(&mut self, fx: &mut Effects) {
+        let waiting: Vec<Arc<str>> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| !r.waiters.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in waiting {
+            if self.promote(&name, fx) {
+                self.notify_waiters(&name, 0, fx);
+            }
+        }
+    }
+
     /// Grants waiters from the head for as long as they fit beside the
     /// holders, telling each grantee. Returns whether anyone was granted.
     fn promote(&mut self, name: &Arc<str>, fx: &mut Effects) -> bool {
@@ -557,7 +573,9 @@ impl LeaseTable {
             return None;
         }
         let now = fx.now;
-        let fencing = fx.take_fencing();
+        // No durable token, no grant: the head waits until the store has
+        // reserved the next block (see `Issuer`).
+        let fencing = fx.take_fencing()?;
         let res = self.resources.get_mut(name)?;
         res.waiters.pop_front();
         res.holders.push(head);

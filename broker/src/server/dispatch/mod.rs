@@ -26,6 +26,7 @@ mod consume;
 mod deliver;
 mod hello;
 mod keep_alive;
+mod log_limit;
 mod nack;
 mod persist;
 mod ping;
@@ -48,6 +49,7 @@ use super::{Outbound, ServerConfig, ToCore};
 use crate::core::{Change, Core, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
 use deliver::{concerns, encode_event};
+use log_limit::LogLimit;
 
 /// What an operation answers: a reply now and the changes it caused
 /// (delivered around the reply), or an error now.
@@ -67,16 +69,11 @@ pub(super) struct Dispatcher {
     /// second publish with one of them is refused, or its answer could not
     /// be told apart.
     publishing: HashMap<SessionId, HashSet<u64>>,
-    /// The highest counter reservation made durable.
-    reserved: u64,
-    /// Refusals logged in the current second, and when it began: denials
-    /// are logged at most [`DENIALS_LOGGED_PER_SECOND`] a second.
-    denials: (Millis, u32),
+    /// Policy denials are logged at a bounded rate.
+    denials: LogLimit,
+    /// So are refused publishes.
+    pub(super) refused_publishes: LogLimit,
 }
-
-/// How many policy refusals are logged per second at most (the rest are
-/// counted and summed up in the next one logged).
-const DENIALS_LOGGED_PER_SECOND: u32 = 10;
 
 impl Dispatcher {
     /// The core task's state, with what the store held put back and the
@@ -99,10 +96,10 @@ impl Dispatcher {
             config,
             to_core,
             publishing: HashMap::new(),
-            reserved: 0,
-            denials: (0, 0),
+            denials: LogLimit::default(),
+            refused_publishes: LogLimit::default(),
         };
-        d.reserve(reservation.reserve_until)?;
+        d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
         d.deliver(restored, 0);
         Ok(d)
@@ -113,6 +110,26 @@ impl Dispatcher {
     /// When the core next has deadlines to apply.
     pub(super) fn next_deadline(&self) -> Option<tokio::time::Instant> {
         self.core.next_deadline().map(|at| self.clock.instant(at))
+    }
+
+    /// The core's time now.
+    pub(super) fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// The broker did not run for `stopped` (the process was stopped, or
+    /// the core task blocked): core time stands still for it, so no lease
+    /// expires for a KeepAlive its holder sent on time and the broker did
+    /// not read. `seen` is the latest core time anything was done at.
+    pub(super) fn broker_stopped(&mut self, stopped: std::time::Duration, seen: Millis) {
+        let before = self.clock.now();
+        self.clock.skip(stopped, seen);
+        tracing::warn!(
+            "the broker did not run for {} ms (stopped, or its core task blocked): lease \
+             deadlines move {} ms later, since holders could not be heard meanwhile",
+            stopped.as_millis(),
+            before - self.clock.now()
+        );
     }
 
     /// Applies the deadlines due now (`woken`: the core task slept until
@@ -151,20 +168,7 @@ impl Dispatcher {
         let Err(denied) = decision else {
             return Ok(());
         };
-        let now = self.clock.now();
-        let (since, count) = &mut self.denials;
-        if now >= *since + 1000 {
-            if *count > DENIALS_LOGGED_PER_SECOND {
-                tracing::warn!(
-                    "{} more policy refusals were not logged",
-                    *count - DENIALS_LOGGED_PER_SECOND
-                );
-            }
-            *since = now;
-            *count = 0;
-        }
-        *count += 1;
-        if *count <= DENIALS_LOGGED_PER_SECOND {
+        if self.denials.admit(self.clock.now(), "policy refusals") {
             tracing::warn!(
                 uid = conn.uid,
                 pid = conn.pid,
@@ -190,6 +194,12 @@ impl Dispatcher {
                 self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
             }
             ToCore::Goodbye { session, reason } => self.goodbye(session, &reason),
+            ToCore::CountersStored { until } => self.counters_stored(until),
+            ToCore::Acked {
+                session,
+                request_id,
+                result,
+            } => ack::acked(self, session, request_id, result),
             ToCore::Writable { session } => {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
@@ -229,7 +239,11 @@ impl Dispatcher {
                     Err(e) => Err(e),
                 },
                 Body::Consume(r) => consume::handle(self, session, r),
-                Body::Ack(r) => ack::handle(self, session, r),
+                Body::Ack(r) => match ack::handle(self, session, id, r) {
+                    // Answered once the store has the removal (`acked`).
+                    Ok(ack::Started) => return,
+                    Err(e) => Err(e),
+                },
                 Body::Nack(r) => nack::handle(self, session, r),
             },
         };
@@ -237,8 +251,6 @@ impl Dispatcher {
             Ok((result, changes)) => (Ok(result), changes),
             Err(e) => (Err(e), Vec::new()),
         };
-        // Persist a counter reservation before the answer can carry a token.
-        self.reserve_first(&changes);
         // What the request did to others goes out first (a waiter's grant
         // before the releaser's Done: the handoff is not delayed by it);
         // what concerns the requester follows its answer, so it always sees
