@@ -79,9 +79,9 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_connections_per_uid: Option<usize>,
 
-    /// Connections that have not yet said Hello [default: 64]
+    /// Connections of one user that have not yet said Hello; more of that user's wait their turn, other users are not concerned [default: 64]
     #[arg(long, value_name = "N")]
-    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_uid: Option<usize>,
 
     /// Time a new connection has to say Hello [default: 10s]
     #[arg(long, value_name = "DURATION")]
@@ -95,7 +95,7 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u32>,
 
-    /// Bytes queued for a client that does not read before it is disconnected (watch events are coalesced instead) [default: 8388608]
+    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead) [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes: Option<usize>,
 
@@ -151,7 +151,7 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_consumers_per_connection: Option<usize>,
 
-    /// Requests one connection may have in flight (answered later: durable publishes); past it RESOURCE_EXHAUSTED [default: 128]
+    /// Requests one connection may have awaiting answers (durable publishes); past it the broker stops reading that connection until answers go out, it never refuses [default: 128]
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
@@ -237,7 +237,7 @@ impl Settings {
             log_level,
             max_connections,
             max_connections_per_uid,
-            max_handshakes,
+            max_handshakes_per_uid,
             handshake_timeout,
             frame_timeout,
             max_frame_bytes,
@@ -320,7 +320,10 @@ impl Settings {
             max_connections_per_uid: self
                 .max_connections_per_uid
                 .unwrap_or(d.max_connections_per_uid),
-            max_handshakes: self.max_handshakes.unwrap_or(d.max_handshakes).max(1),
+            max_handshakes_per_uid: self
+                .max_handshakes_per_uid
+                .unwrap_or(d.max_handshakes_per_uid)
+                .max(1),
             handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
             frame_timeout: self.frame_timeout.map_or(d.frame_timeout, |d| d.0),
             max_frame_bytes,
@@ -371,12 +374,12 @@ mod tests {
         };
         let file = Settings {
             max_connections: Some(5),
-            max_handshakes: Some(3),
+            max_handshakes_per_uid: Some(3),
             ..Settings::default()
         };
         let c = flags.or(file).resolve().unwrap();
         assert_eq!(c.server.max_connections, 7);
-        assert_eq!(c.server.max_handshakes, 3);
+        assert_eq!(c.server.max_handshakes_per_uid, 3);
         assert_eq!(c.server.max_connections_per_uid, 256);
         assert_eq!(c.server.core.default_ttl_ms, 15_000);
         assert_eq!(c.server.core.queues.max_depth, 100_000);

@@ -9,12 +9,23 @@
 //! watch and resource is kept, and it is sent marked `coalesced` when the
 //! queue has room again. So a stalled watcher costs bounded memory however
 //! many changes happen, and never delays anyone else.
+//!
+//! The backlog is counted at what it costs the broker (each frame's bytes
+//! plus its allocations), not at its size on the wire: an empty `Pong` is a
+//! few bytes on the wire and a few hundred in memory. Past half the bound
+//! the connection's [`ReadGate`] closes: its reader stops reading, so a
+//! client that writes and never reads stalls itself (its writes block in
+//! the kernel) rather than growing the broker; it is cut off only when the
+//! backlog still grows past the whole bound (events it did not ask for).
+//! The same gate closes while the connection has `--max-in-flight`
+//! requests awaiting answers (DESIGN "Flow control").
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::{encode_frame, encode_watch_event_frame, v1};
 
@@ -49,11 +60,18 @@ impl Outbound {
         Outbound::Frame(Box::new(f))
     }
 
-    /// Bytes this item takes on the wire, roughly: for outbound accounting.
-    pub fn wire_len(&self) -> usize {
+    /// What this item costs the broker while it waits in a backlog: its
+    /// bytes, the frame's own struct and the slot and allocations around it.
+    pub fn cost(&self) -> usize {
+        /// A backlog slot plus the allocator's bookkeeping of a box.
+        const OVERHEAD: usize = std::mem::size_of::<Outbound>() + 32;
         match self {
-            Outbound::Frame(f) => prost::Message::encoded_len(f) + 4,
-            Outbound::WatchEvent(w) => w.body.len() + 16,
+            Outbound::Frame(f) => {
+                prost::Message::encoded_len(f.as_ref())
+                    + std::mem::size_of::<v1::ServerFrame>()
+                    + OVERHEAD
+            }
+            Outbound::WatchEvent(w) => w.body.len() + std::mem::size_of::<WatchCopy>() + OVERHEAD,
         }
     }
 
@@ -63,6 +81,65 @@ impl Outbound {
             Outbound::Frame(f) => encode_frame(f, dst),
             Outbound::WatchEvent(w) => encode_watch_event_frame(w.watch_id, &w.body, dst),
         }
+    }
+}
+
+/// Whether a connection's reader may read its next frame. The core task
+/// closes it while the connection's backlog is over half its bound or its
+/// requests awaiting answers are at `--max-in-flight`, and opens it again
+/// when neither holds; the reader waits at the gate before each frame.
+///
+/// The reader also stops after handing the core [`MAX_HANDED`] frames it
+/// has not handled yet, so that what a client can make the broker answer
+/// before the gate closes is bounded per connection.
+#[derive(Debug, Default)]
+pub struct ReadGate {
+    closed: AtomicBool,
+    handed: AtomicUsize,
+    opened: Notify,
+}
+
+/// Frames a reader may hand the core before the core has handled them.
+pub const MAX_HANDED: usize = 32;
+
+impl ReadGate {
+    /// An open gate.
+    pub fn new() -> Arc<ReadGate> {
+        Arc::new(ReadGate::default())
+    }
+
+    /// Returns once the gate is open.
+    pub async fn wait_open(&self) {
+        while self.is_closed() {
+            // `notify_one` keeps a permit when nobody waits yet, so an
+            // opening between the load and this await is not missed.
+            self.opened.notified().await;
+        }
+    }
+
+    /// The reader hands the core a frame.
+    pub fn hand(&self) {
+        self.handed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The core has taken a frame the reader handed it.
+    pub fn taken(&self) {
+        let before = self.handed.fetch_sub(1, Ordering::AcqRel);
+        if before == MAX_HANDED {
+            self.opened.notify_one();
+        }
+    }
+
+    fn set_closed(&self, closed: bool) {
+        let was = self.closed.swap(closed, Ordering::AcqRel);
+        if was && !closed {
+            self.opened.notify_one();
+        }
+    }
+
+    /// Whether the gate is closed now.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.handed.load(Ordering::Acquire) >= MAX_HANDED
     }
 }
 
@@ -86,8 +163,21 @@ pub(super) struct Conn {
     pub pid: u32,
     /// Who the kernel says is calling, for the policy.
     pub subject: crate::policy::Subject,
+    /// Requests read but not yet handled, in order: they arrived while the
+    /// connection had `--max-in-flight` requests awaiting answers.
+    pub deferred: VecDeque<turnstile_proto::v1::ClientFrame>,
+    /// Why the connection ended, when it ended with requests still deferred:
+    /// they are handled first, then the goodbye.
+    pub pending_goodbye: Option<String>,
+    /// The dispatcher's word: requests awaiting answers are at the bound.
+    in_flight_full: bool,
     backlog: VecDeque<Outbound>,
+    /// What the backlog costs (see [`Outbound::cost`]).
     backlog_bytes: usize,
+    /// `--max-outbound-bytes`: past it the client is cut off; past half of
+    /// it its reader pauses.
+    limit: usize,
+    gate: Arc<ReadGate>,
     coalesced: VecDeque<Coalesced>,
     waker_armed: bool,
 }
@@ -102,6 +192,8 @@ impl Conn {
         cancel: CancellationToken,
         subject: crate::policy::Subject,
         pid: u32,
+        gate: Arc<ReadGate>,
+        limit: usize,
     ) -> Conn {
         Conn {
             session,
@@ -110,8 +202,13 @@ impl Conn {
             uid: subject.uid,
             subject,
             pid,
+            deferred: VecDeque::new(),
+            pending_goodbye: None,
+            in_flight_full: false,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
+            limit,
+            gate,
             coalesced: VecDeque::new(),
             waker_armed: false,
         }
@@ -121,11 +218,34 @@ impl Conn {
         !self.backlog.is_empty() || !self.coalesced.is_empty()
     }
 
-    /// Queues a frame that must arrive (a reply, a lease update).
+    /// Tells whether the connection's requests awaiting answers are at the
+    /// bound (its reader then pauses).
+    pub fn set_in_flight_full(&mut self, full: bool) {
+        self.in_flight_full = full;
+        self.refresh_gate();
+    }
+
+    /// Closes or opens the reader's gate by the backlog, the requests in
+    /// flight and the deferred ones.
+    fn refresh_gate(&self) {
+        let closed =
+            self.backlog_bytes > self.limit / 2 || self.in_flight_full || !self.deferred.is_empty();
+        self.gate.set_closed(closed);
+    }
+
+    /// The core has taken a frame this connection's reader handed it.
+    pub fn taken(&self) {
+        self.gate.taken();
+    }
+
+    /// Queues a frame that must arrive (a reply, a lease update). An answer
+    /// to the connection's own request (`answer`) never cuts it off: its
+    /// reader is paused instead, which bounds them; anything else past the
+    /// whole bound does (the client has stopped reading).
     pub fn send(
         &mut self,
         item: Outbound,
-        limit: usize,
+        answer: bool,
         to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         if !self.lagging() {
@@ -140,15 +260,16 @@ impl Conn {
             self.push_backlog(item);
         }
         self.arm_waker(to_core);
-        if self.backlog_bytes > limit {
+        if !answer && self.backlog_bytes > self.limit {
             return Err(Overflow);
         }
         Ok(())
     }
 
     fn push_backlog(&mut self, item: Outbound) {
-        self.backlog_bytes += item.wire_len();
+        self.backlog_bytes += item.cost();
         self.backlog.push_back(item);
+        self.refresh_gate();
     }
 
     /// Queues a watch event, or keeps only its newest state when the client
@@ -204,17 +325,19 @@ impl Conn {
     ) {
         self.waker_armed = false;
         while let Some(item) = self.backlog.pop_front() {
-            let len = item.wire_len();
+            let cost = item.cost();
             match self.tx.try_send(item) {
-                Ok(()) => self.backlog_bytes -= len,
+                Ok(()) => self.backlog_bytes -= cost,
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
                 Err(mpsc::error::TrySendError::Full(item)) => {
                     self.backlog.push_front(item);
+                    self.refresh_gate();
                     self.arm_waker(to_core);
                     return;
                 }
             }
         }
+        self.refresh_gate();
         while let Some(c) = self.coalesced.front() {
             let item = Outbound::WatchEvent(Box::new(WatchCopy {
                 watch_id: c.watch_id,
