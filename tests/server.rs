@@ -331,3 +331,54 @@ async fn a_client_that_does_not_read_its_replies_stalls_itself_and_is_not_cut_of
     let _tx = writer.await.expect("the writer finished");
     server.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_is_told_the_heads_progress_paced_and_the_newest_last() {
+    // The holder reports progress 100 times in a burst: the waiter is not
+    // sent 100 updates (each carries the whole head of the queue) but a
+    // few, paced, and the last shows the newest progress.
+    let server = start(ServerConfig::default());
+    let mut holder = server.raw().await;
+    let mut waiter = server.raw().await;
+    let r = holder.request(acquire("pcm", 60_000, 0)).await;
+    let reply::Result::Acquire(v1::AcquireReply {
+        outcome: Some(v1::acquire_reply::Outcome::Granted(g)),
+    }) = r
+    else {
+        panic!("{r:?}")
+    };
+    let r = waiter.request(acquire("pcm", 60_000, 0)).await;
+    assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+    for done in 1..=100 {
+        let r = holder
+            .request(Body::ReportProgress(v1::ReportProgress {
+                lease_id: g.lease_id,
+                done,
+                total: 100,
+                message: String::new(),
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+    }
+    let mut updates = 0;
+    loop {
+        let u = lease_update(&mut waiter).await;
+        let Some(v1::lease_update::Change::Queued(q)) = u.change else {
+            panic!("expected a place in the queue: {u:?}")
+        };
+        updates += 1;
+        let done = q
+            .ahead
+            .first()
+            .and_then(|h| h.progress.as_ref())
+            .map(|p| p.done);
+        if done == Some(100) {
+            break;
+        }
+    }
+    assert!(
+        updates <= 3,
+        "{updates} updates for a burst of 100 progress reports"
+    );
+    server.stop().await;
+}

@@ -20,7 +20,7 @@
 //! The same gate closes while the connection has `--max-in-flight`
 //! requests awaiting answers (DESIGN "Flow control").
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -143,6 +143,18 @@ impl ReadGate {
     }
 }
 
+/// A waiter is told its place in the queue (and the head's progress) at
+/// most once in this many milliseconds; in between, only the newest state
+/// is kept and sent when the time comes.
+pub(super) const QUEUED_PACE_MS: u64 = 250;
+
+/// One waiting lease's pacing: when it was last told, and the newest
+/// update held back since.
+struct Paced {
+    last_sent: crate::core::Millis,
+    pending: Option<Outbound>,
+}
+
 /// Most (watch, resource) states kept for one slow connection.
 pub(super) const MAX_COALESCED: usize = 4096;
 
@@ -180,6 +192,9 @@ pub(super) struct Conn {
     gate: Arc<ReadGate>,
     coalesced: VecDeque<Coalesced>,
     waker_armed: bool,
+    /// Queue updates of this connection's waiting leases, paced.
+    queued: HashMap<u64, Paced>,
+    pacer_armed: bool,
 }
 
 /// The connection is not reading and its backlog is over the limit.
@@ -211,6 +226,8 @@ impl Conn {
             gate,
             coalesced: VecDeque::new(),
             waker_armed: false,
+            queued: HashMap::new(),
+            pacer_armed: false,
         }
     }
 
@@ -270,6 +287,91 @@ impl Conn {
         self.backlog_bytes += item.cost();
         self.backlog.push_back(item);
         self.refresh_gate();
+    }
+
+    /// Queues a waiter's new place in the queue, or keeps it (only the
+    /// newest per lease) until [`QUEUED_PACE_MS`] have passed since the
+    /// last one sent: a waiter needs its place and the head's progress a
+    /// few times a second, not at every progress report.
+    pub fn send_queued(
+        &mut self,
+        lease: u64,
+        item: Outbound,
+        now: crate::core::Millis,
+        to_core: &mpsc::Sender<ToCore>,
+    ) -> Result<(), Overflow> {
+        match self.queued.get_mut(&lease) {
+            Some(p) if now < p.last_sent + QUEUED_PACE_MS || p.pending.is_some() => {
+                p.pending = Some(item);
+                self.arm_pacer(to_core);
+                Ok(())
+            }
+            _ => {
+                self.queued.insert(
+                    lease,
+                    Paced {
+                        last_sent: now,
+                        pending: None,
+                    },
+                );
+                self.send(item, false, to_core)
+            }
+        }
+    }
+
+    /// A lease's update that is not a place in the queue (granted, lost):
+    /// a place held back for it is now stale and is dropped.
+    pub fn forget_queued(&mut self, lease: u64) {
+        self.queued.remove(&lease);
+    }
+
+    /// Sends the held-back queue updates whose time has come.
+    pub fn flush_paced(
+        &mut self,
+        now: crate::core::Millis,
+        to_core: &mpsc::Sender<ToCore>,
+    ) -> Result<(), Overflow> {
+        self.pacer_armed = false;
+        let mut due = Vec::new();
+        let mut waiting = false;
+        for p in self.queued.values_mut() {
+            if p.pending.is_none() {
+                continue;
+            }
+            if now >= p.last_sent + QUEUED_PACE_MS {
+                p.last_sent = now;
+                due.extend(p.pending.take());
+            } else {
+                waiting = true;
+            }
+        }
+        if waiting {
+            self.arm_pacer(to_core);
+        }
+        for item in due {
+            self.send(item, false, to_core)?;
+        }
+        Ok(())
+    }
+
+    /// Asks to be woken (with [`ToCore::Writable`]) when held-back queue
+    /// updates may be due.
+    fn arm_pacer(&mut self, to_core: &mpsc::Sender<ToCore>) {
+        if self.pacer_armed {
+            return;
+        }
+        self.pacer_armed = true;
+        let to_core = to_core.clone();
+        let session = self.session;
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(QUEUED_PACE_MS)) => {
+                    let _ = to_core.send(ToCore::Writable { session }).await;
+                }
+            }
+        });
     }
 
     /// Queues a watch event, or keeps only its newest state when the client

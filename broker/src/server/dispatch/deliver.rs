@@ -9,7 +9,9 @@ use bytes::Bytes;
 use turnstile_proto::encode_shared_watch_event;
 
 use super::Dispatcher;
-use crate::core::{Change, DropReason, Millis, QueueChange, SessionId, StateEvent, StoreOp};
+use crate::core::{
+    Change, DropReason, LeaseUpdate, Millis, QueueChange, SessionId, StateEvent, StoreOp,
+};
 use crate::server::clock::Clock;
 use crate::server::outbound::{MAX_COALESCED, Outbound};
 use crate::server::wire;
@@ -42,8 +44,23 @@ impl Dispatcher {
                     lease,
                     update,
                 } => {
-                    let frame = wire::lease_update(lease.0, &update, &clock, now);
-                    self.send(session, Outbound::frame(frame));
+                    let frame = Outbound::frame(wire::lease_update(lease.0, &update, &clock, now));
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
+                    if let LeaseUpdate::Queued(_) = update {
+                        // Paced per waiter: the newest place, a few times a
+                        // second at most.
+                        if conn
+                            .send_queued(lease.0, frame, now, &self.to_core)
+                            .is_err()
+                        {
+                            self.cut_off(session);
+                        }
+                    } else {
+                        conn.forget_queued(lease.0);
+                        self.send(session, frame);
+                    }
                 }
                 Change::Watch {
                     session,

@@ -199,6 +199,9 @@ impl Dispatcher {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
                     conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
+                    if conn.flush_paced(now, &self.to_core).is_err() {
+                        self.cut_off(session);
+                    }
                 }
             }
             ToCore::Committed {
@@ -285,7 +288,13 @@ impl Dispatcher {
                 Body::Acquire(r) => acquire::handle(self, session, r, now),
                 Body::KeepAlive(r) => keep_alive::handle(self, session, r, now),
                 Body::Release(r) => release::handle(self, session, r, now),
-                Body::Cancel(r) => cancel::handle(self, session, r, now),
+                Body::Cancel(r) => {
+                    // A place in the queue held back for pacing is stale now.
+                    if let Some(conn) = self.conns.get_mut(&session) {
+                        conn.forget_queued(r.lease_id);
+                    }
+                    cancel::handle(self, session, r, now)
+                }
                 Body::ReportProgress(r) => report_progress::handle(self, session, r, now),
                 Body::Watch(r) => watch::handle(self, session, id, r, now),
                 Body::Unwatch(r) => unwatch::handle(self, session, r),
@@ -350,19 +359,28 @@ impl Dispatcher {
     /// Queues an item; `answer`: the answer to the session's own request,
     /// which never cuts it off (its reader pauses instead).
     fn send_item(&mut self, session: SessionId, item: Outbound, answer: bool) {
-        let limit = self.config.max_outbound_bytes;
         let Some(conn) = self.conns.get_mut(&session) else {
             return;
         };
         if conn.send(item, answer, &self.to_core).is_err() {
-            tracing::warn!(
-                session = session.0,
-                uid = conn.uid,
-                pid = conn.pid,
-                "closing a connection that does not read: more than {limit} bytes queued (--max-outbound-bytes)"
-            );
-            conn.cancel.cancel();
-            self.goodbye(session, "outbound limit exceeded");
+            self.cut_off(session);
         }
+    }
+
+    /// Closes a connection that does not read (its backlog is past
+    /// `--max-outbound-bytes`) through the goodbye path.
+    fn cut_off(&mut self, session: SessionId) {
+        let limit = self.config.max_outbound_bytes;
+        let Some(conn) = self.conns.get(&session) else {
+            return;
+        };
+        tracing::warn!(
+            session = session.0,
+            uid = conn.uid,
+            pid = conn.pid,
+            "closing a connection that does not read: more than {limit} bytes queued (--max-outbound-bytes)"
+        );
+        conn.cancel.cancel();
+        self.goodbye(session, "outbound limit exceeded");
     }
 }
