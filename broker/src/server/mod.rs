@@ -92,7 +92,10 @@ impl Default for ServerConfig {
             policy: std::sync::Arc::new(crate::policy::Policy::builtin(
                 crate::platform::peer::own_uid(),
             )),
-            core: CoreConfig::default(),
+            core: CoreConfig {
+                own_uid: crate::platform::peer::own_uid(),
+                ..CoreConfig::default()
+            },
             storage: None,
         }
     }

@@ -86,6 +86,8 @@ struct Limits {
     min_ttl_ms: u32,
     max_ttl_ms: u32,
     max_per_session: usize,
+    max_waiters_per_uid: usize,
+    own_uid: u32,
 }
 
 /// Resources and leases. Resources with neither holders nor waiters are
@@ -102,6 +104,8 @@ pub(crate) struct LeaseTable {
     /// Typical hold times of resources removed while idle (bounded).
     idle_hold_times: Map<Arc<str>, u64>,
     idle_order: VecDeque<Arc<str>>,
+    /// Requests waiting in queues, per uid (`--max-waiters-per-uid`).
+    waiting_per_uid: Map<u32, usize>,
 }
 
 impl LeaseTable {
@@ -113,7 +117,10 @@ impl LeaseTable {
                 min_ttl_ms: config.min_ttl_ms,
                 max_ttl_ms: config.max_ttl_ms,
                 max_per_session: config.max_leases_per_session,
+                max_waiters_per_uid: config.max_waiters_per_uid,
+                own_uid: config.own_uid,
             },
+            waiting_per_uid: Map::default(),
             resources: Map::default(),
             leases: Map::default(),
             by_session: Map::default(),
@@ -169,6 +176,15 @@ impl LeaseTable {
             None => true,
             Some(res) => res.waiters.is_empty() && self.compatible(res, req.mode),
         };
+        let uid = peer.uid;
+        let waiting = self.waiting_per_uid.get(&uid).copied().unwrap_or(0);
+        let bounded = uid != 0 && uid != self.limits.own_uid;
+        if !free_now && bounded && waiting >= self.limits.max_waiters_per_uid {
+            return Err(CoreError::UserWaiters {
+                uid,
+                limit: self.limits.max_waiters_per_uid,
+            });
+        }
         if !free_now && req.wait == WaitPolicy::NoWait {
             let holder = self
                 .resources
@@ -198,6 +214,7 @@ impl LeaseTable {
                 ..Resource::default()
             });
         res.waiters.push_back(id);
+        *self.waiting_per_uid.entry(uid).or_insert(0) += 1;
         let give_up_at = (req.max_wait_ms > 0).then(|| now + u64::from(req.max_wait_ms));
         self.leases.insert(
             id,
@@ -485,6 +502,7 @@ impl LeaseTable {
                 }
                 let index = res.waiters.iter().position(|w| *w == lease).unwrap_or(0);
                 res.waiters.retain(|w| *w != lease);
+                left_queue(&mut self.waiting_per_uid, l.peer.uid);
                 (false, index)
             }
         };
@@ -563,6 +581,7 @@ impl LeaseTable {
         res.waiters.pop_front();
         res.holders.push(head);
         let l = self.leases.get_mut(&head)?;
+        left_queue(&mut self.waiting_per_uid, l.peer.uid);
         let queued_at = match l.state {
             LeaseState::Waiting {
                 queued_at,
@@ -701,6 +720,16 @@ impl LeaseTable {
             && let Some(t) = res.typical_hold_ms
         {
             self.remember_hold_time(&res.name, t);
+        }
+    }
+}
+
+/// One of `uid`'s requests left a queue (granted or ended).
+fn left_queue(waiting: &mut Map<u32, usize>, uid: u32) {
+    if let Some(n) = waiting.get_mut(&uid) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            waiting.remove(&uid);
         }
     }
 }
