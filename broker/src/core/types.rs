@@ -314,7 +314,9 @@ pub struct StatusView {
 
 /// At most this many entries in `QueuePosition::ahead` (holders first,
 /// then the waiters nearest the head); `position` still counts them all.
-pub const MAX_AHEAD: usize = 64;
+/// Small, since every waiter's every update carries them: a waiter needs
+/// who holds and who is next, not the whole queue (that is `GetStatus`).
+pub const MAX_AHEAD: usize = 8;
 
 /// Whether a request that cannot be granted now joins the queue.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

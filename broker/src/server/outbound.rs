@@ -149,10 +149,11 @@ impl ReadGate {
 pub(super) const QUEUED_PACE_MS: u64 = 250;
 
 /// One waiting lease's pacing: when it was last told, and the newest
-/// update held back since.
+/// place held back since (in the core's form: made into a frame only when
+/// it is sent, so a place replaced before then costs no encoding).
 struct Paced {
     last_sent: crate::core::Millis,
-    pending: Option<Outbound>,
+    pending: Option<crate::core::QueuePosition>,
 }
 
 /// Most (watch, resource) states kept for one slow connection.
@@ -296,13 +297,14 @@ impl Conn {
     pub fn send_queued(
         &mut self,
         lease: u64,
-        item: Outbound,
+        place: crate::core::QueuePosition,
         now: crate::core::Millis,
+        encode: impl Fn(&crate::core::QueuePosition) -> Outbound,
         to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         match self.queued.get_mut(&lease) {
             Some(p) if now < p.last_sent + QUEUED_PACE_MS || p.pending.is_some() => {
-                p.pending = Some(item);
+                p.pending = Some(place);
                 self.arm_pacer(to_core);
                 Ok(())
             }
@@ -314,7 +316,7 @@ impl Conn {
                         pending: None,
                     },
                 );
-                self.send(item, false, to_core)
+                self.send(encode(&place), false, to_core)
             }
         }
     }
@@ -329,6 +331,7 @@ impl Conn {
     pub fn flush_paced(
         &mut self,
         now: crate::core::Millis,
+        encode: impl Fn(&crate::core::QueuePosition) -> Outbound,
         to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         self.pacer_armed = false;
@@ -348,8 +351,8 @@ impl Conn {
         if waiting {
             self.arm_pacer(to_core);
         }
-        for item in due {
-            self.send(item, false, to_core)?;
+        for place in due {
+            self.send(encode(&place), false, to_core)?;
         }
         Ok(())
     }

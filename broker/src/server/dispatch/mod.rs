@@ -47,7 +47,7 @@ use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
 use crate::core::{Change, Core, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
-use deliver::{concerns, encode_event};
+use deliver::{concerns, encode_event, queued_frame};
 
 /// What an operation answers: a reply now and the changes it caused
 /// (delivered around the reply), or an error now.
@@ -199,7 +199,8 @@ impl Dispatcher {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
                     conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
-                    if conn.flush_paced(now, &self.to_core).is_err() {
+                    let encode = |p: &crate::core::QueuePosition| queued_frame(p, &clock, now);
+                    if conn.flush_paced(now, encode, &self.to_core).is_err() {
                         self.cut_off(session);
                     }
                 }
