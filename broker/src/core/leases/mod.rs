@@ -414,10 +414,13 @@ impl LeaseTable {
     fn compatible(&self, res: &Resource, mode: Mode) -> bool {
         match mode {
             Mode::Exclusive => res.holders.is_empty(),
+            // Holders are one EXCLUSIVE lease or only SHARED ones: the
+            // first tells (looking at all of them made granting N SHARED
+            // waiters at once quadratic).
             Mode::Shared => res
                 .holders
-                .iter()
-                .all(|h| self.leases.get(h).is_some_and(|l| l.mode == Mode::Shared)),
+                .first()
+                .is_none_or(|h| self.leases.get(h).is_some_and(|l| l.mode == Mode::Shared)),
         }
     }
 
