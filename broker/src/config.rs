@@ -79,9 +79,9 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_connections_per_uid: Option<usize>,
 
-    /// Connections that have not yet said Hello [default: 64]
+    /// Connections of one user that have not yet said Hello; more of that user's wait their turn, other users are not concerned [default: 64]
     #[arg(long, value_name = "N")]
-    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_uid: Option<usize>,
 
     /// Time a new connection has to say Hello [default: 10s]
     #[arg(long, value_name = "DURATION")]
@@ -95,7 +95,7 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u32>,
 
-    /// Bytes queued for a client that does not read before it is disconnected (watch events are coalesced instead) [default: 8388608]
+    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead) [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes: Option<usize>,
 
@@ -114,6 +114,10 @@ pub struct Settings {
     /// Leases, held or queued, one connection may have [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_leases_per_connection: Option<usize>,
+
+    /// Requests one user may have waiting in lease queues, over all its connections; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_waiters_per_uid: Option<usize>,
 
     /// Watches one connection may have [default: 64]
     #[arg(long, value_name = "N")]
@@ -151,7 +155,7 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_consumers_per_connection: Option<usize>,
 
-    /// Requests one connection may have in flight (answered later: durable publishes); past it RESOURCE_EXHAUSTED [default: 128]
+    /// Requests one connection may have awaiting answers (durable publishes); past it the broker stops reading that connection until answers go out, it never refuses [default: 128]
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
@@ -237,7 +241,7 @@ impl Settings {
             log_level,
             max_connections,
             max_connections_per_uid,
-            max_handshakes,
+            max_handshakes_per_uid,
             handshake_timeout,
             frame_timeout,
             max_frame_bytes,
@@ -246,6 +250,7 @@ impl Settings {
             min_ttl,
             max_ttl,
             max_leases_per_connection,
+            max_waiters_per_uid,
             max_watches_per_connection,
             watch_history,
             heartbeat_interval,
@@ -290,6 +295,8 @@ impl Settings {
             max_leases_per_session: self
                 .max_leases_per_connection
                 .unwrap_or(c.max_leases_per_session),
+            max_waiters_per_uid: self.max_waiters_per_uid.unwrap_or(c.max_waiters_per_uid),
+            own_uid: d.own_uid,
             max_watches_per_session: self
                 .max_watches_per_connection
                 .unwrap_or(c.max_watches_per_session),
@@ -320,7 +327,10 @@ impl Settings {
             max_connections_per_uid: self
                 .max_connections_per_uid
                 .unwrap_or(d.max_connections_per_uid),
-            max_handshakes: self.max_handshakes.unwrap_or(d.max_handshakes).max(1),
+            max_handshakes_per_uid: self
+                .max_handshakes_per_uid
+                .unwrap_or(d.max_handshakes_per_uid)
+                .max(1),
             handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
             frame_timeout: self.frame_timeout.map_or(d.frame_timeout, |d| d.0),
             max_frame_bytes,
@@ -371,12 +381,12 @@ mod tests {
         };
         let file = Settings {
             max_connections: Some(5),
-            max_handshakes: Some(3),
+            max_handshakes_per_uid: Some(3),
             ..Settings::default()
         };
         let c = flags.or(file).resolve().unwrap();
         assert_eq!(c.server.max_connections, 7);
-        assert_eq!(c.server.max_handshakes, 3);
+        assert_eq!(c.server.max_handshakes_per_uid, 3);
         assert_eq!(c.server.max_connections_per_uid, 256);
         assert_eq!(c.server.core.default_ttl_ms, 15_000);
         assert_eq!(c.server.core.queues.max_depth, 100_000);

@@ -53,6 +53,17 @@ pub enum CoreError {
         /// The limit in force.
         limit: usize,
     },
+    /// The uid already has `--max-waiters-per-uid` requests waiting in
+    /// lease queues (RESOURCE_EXHAUSTED).
+    #[error(
+        "uid {uid} already has {limit} requests waiting for leases, the per-user limit (--max-waiters-per-uid)"
+    )]
+    UserWaiters {
+        /// The requester.
+        uid: u32,
+        /// The limit in force.
+        limit: usize,
+    },
     /// No watch with this id on this session.
     #[error("watch {0} is not known on this connection")]
     UnknownWatch(WatchId),

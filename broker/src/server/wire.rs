@@ -32,7 +32,7 @@ impl From<&CoreError> for v1::Error {
             }
             CoreError::NotOwner(_) => ErrorCode::PermissionDenied,
             CoreError::Busy { .. } => ErrorCode::Busy,
-            CoreError::Quota { .. } => ErrorCode::ResourceExhausted,
+            CoreError::Quota { .. } | CoreError::UserWaiters { .. } => ErrorCode::ResourceExhausted,
             CoreError::Queue(q) => match q {
                 QueueError::QueueFull { .. }
                 | QueueError::QueueBytesFull { .. }

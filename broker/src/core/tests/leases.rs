@@ -743,3 +743,32 @@ fn a_huge_progress_total_does_not_overflow_the_estimate() {
     let queued = expect_queued(&acquire_ex(&mut core, agent, "pcm", now), 1);
     assert_eq!(queued.estimated_wait_ms, Some(u64::MAX));
 }
+
+#[test]
+fn waiters_per_uid_are_bounded_over_all_its_sessions() {
+    // One uid queues at most `max_waiters_per_uid` requests, whatever the
+    // number of its connections; a grant frees a place; being granted at
+    // once takes none; root is not bound.
+    let mut core = core_with(CoreConfig {
+        max_waiters_per_uid: 2,
+        ..CoreConfig::default()
+    });
+    let svc = core.connect("service".into(), 0, 1).session;
+    let a = connect(&mut core, "a");
+    let b = connect(&mut core, "b");
+    let held = expect_granted(&acquire_ex(&mut core, svc, "pcm", 0)).lease_id;
+    expect_queued(&acquire_ex(&mut core, a, "pcm", 0), 1);
+    expect_queued(&acquire_ex(&mut core, b, "pcm", 0), 2);
+    assert_eq!(
+        core.acquire(b, request("pcm", Mode::Exclusive), 0)
+            .unwrap_err(),
+        CoreError::UserWaiters {
+            uid: 1000,
+            limit: 2
+        }
+    );
+    expect_granted(&acquire_ex(&mut core, b, "free", 0));
+    expect_queued(&acquire_ex(&mut core, svc, "pcm", 0), 3);
+    release(&mut core, svc, held, 1);
+    expect_queued(&acquire_ex(&mut core, b, "pcm", 0), 3);
+}
