@@ -32,7 +32,13 @@ impl Dispatcher {
             })
             .collect();
         if !ops.is_empty() {
-            self.store_detached(ops);
+            // A delivery goes out only once its attempt is stored, so that a
+            // message whose deliveries keep ending in a crash (the broker's
+            // too) still reaches its dead-letter queue.
+            let deliveries: Vec<Change> = changes
+                .extract_if(.., |c| matches!(c, Change::Queue(QueueChange::Deliver { .. })))
+                .collect();
+            self.store_then_deliver(ops, deliveries);
         }
         // The last event encoded, and its bytes: every watcher of one event gets
         // the same `Arc`, so identity says whether the bytes fit.

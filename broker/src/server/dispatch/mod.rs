@@ -200,6 +200,10 @@ impl Dispatcher {
                 _ => self.goodbye(session, &reason),
             },
             ToCore::CountersStored { until } => self.counters_stored(until),
+            ToCore::Deliveries { deliveries } => {
+                let now = self.clock.now();
+                self.deliver(deliveries, now);
+            }
             ToCore::Acked {
                 session,
                 request_id,

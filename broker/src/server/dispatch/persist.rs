@@ -84,19 +84,28 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Hands writes to the store without waiting: they are committed in the
-    /// order enqueued, and a failure is only logged (the message concerned
-    /// is delivered again after a restart, which at-least-once allows).
-    pub(super) fn store_detached(&self, ops: Vec<StoreOp>) {
+    /// Hands writes to the store: they are committed in the order enqueued.
+    /// `deliveries` (the deliveries whose attempts are among the writes) go
+    /// out once the commit is back, through the core task
+    /// ([`ToCore::Deliveries`]); nothing else waits. A failure is logged and
+    /// the deliveries go out all the same (an attempt count may then be
+    /// low after a crash, which at-least-once allows).
+    pub(super) fn store_then_deliver(&mut self, ops: Vec<StoreOp>, deliveries: Vec<Change>) {
         let Some(store) = &self.store else {
+            let now = self.clock.now();
+            self.deliver(deliveries, now);
             return;
         };
         let commit = store.enqueue(ops);
+        let to_core = self.to_core.clone();
         tokio::spawn(async move {
             if let Err(e) = commit.await {
                 tracing::warn!(
-                    "a queue update was not stored ({e}); an acknowledged message may be delivered again after a restart"
+                    "a queue update was not stored ({e}); a message may be delivered again after a restart, or with a lower attempt count"
                 );
+            }
+            if !deliveries.is_empty() {
+                let _ = to_core.send(ToCore::Deliveries { deliveries }).await;
             }
         });
     }
