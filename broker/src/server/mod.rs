@@ -140,7 +140,9 @@ pub(crate) enum ToCore {
         result: Result<(), StoreError>,
     },
     /// Deliveries whose attempts the store now holds: send them.
-    Deliveries { deliveries: Vec<crate::core::Change> },
+    Deliveries {
+        deliveries: Vec<crate::core::Change>,
+    },
     /// The store made the counter reservation up to `until` durable.
     CountersStored { until: u64 },
     /// The store answered an ack's removal.

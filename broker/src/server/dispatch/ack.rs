@@ -3,7 +3,8 @@
 //!
 //! Answered once the removal is durable (group-committed with whatever
 //! else is being written), like a publish: an acknowledged message never
-//! comes back after a crash. The next delivery does not wait for it.
+//! comes back after a crash. The next delivery, whose attempt is written
+//! in the same commit, goes out with it.
 
 use turnstile_proto::v1;
 
@@ -33,18 +34,30 @@ pub(super) fn handle(
             _ => None,
         })
         .collect();
-    // The next deliveries go out now; only the answer waits for the store.
-    let now = d.clock.now();
-    d.deliver(Change::from_queue(rest), now);
-    let Some(store) = &d.store else {
+    let mut rest = Change::from_queue(rest);
+    let Some(store) = d.store.clone() else {
+        let now = d.clock.now();
+        d.deliver(rest, now);
         acked(d, session, id, Ok(()));
         return Ok(Started);
     };
+    // The next deliveries carry attempts that are among the writes: they
+    // go out with the answer, once the commit is back.
+    let deliveries: Vec<Change> = rest
+        .extract_if(.., |c| {
+            matches!(c, Change::Queue(QueueChange::Deliver { .. }))
+        })
+        .collect();
+    let now = d.clock.now();
+    d.deliver(rest, now);
     let commit = store.enqueue(ops);
     let to_core = d.to_core.clone();
     tokio::spawn(async move {
         let result = commit.await;
         // Fails only when the core task has stopped: nobody to answer.
+        if !deliveries.is_empty() {
+            let _ = to_core.send(ToCore::Deliveries { deliveries }).await;
+        }
         let _ = to_core
             .send(ToCore::Acked {
                 session,

@@ -18,12 +18,15 @@ use crate::server::outbound::{MAX_COALESCED, Outbound};
 use crate::server::wire;
 
 impl Dispatcher {
-    /// Sends every change to whom it concerns. Watch events are encoded once
-    /// per event, whatever the number of watchers.
-    pub(super) fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
-        // The writes of one core call go to the store first, in one
-        // transaction (a dead-letter move is a Remove plus an Append), and
-        // before any send below can close a connection and cause more.
+    /// Takes the store writes out of `changes` and hands them to the store
+    /// first, in one transaction (a dead-letter move is a Remove plus an
+    /// Append), before any send can close a connection and cause more.
+    /// When there are writes, the deliveries among the changes go with
+    /// them and out only once they are stored: a delivery's attempt must be
+    /// durable before it is seen, so that a message whose deliveries keep
+    /// ending in a crash (the broker's too) still reaches its dead-letter
+    /// queue.
+    pub(super) fn write_first(&mut self, changes: &mut Vec<Change>) {
         let ops: Vec<StoreOp> = changes
             .extract_if(.., |c| matches!(c, Change::Queue(QueueChange::Persist(_))))
             .filter_map(|c| match c {
@@ -31,15 +34,21 @@ impl Dispatcher {
                 _ => None,
             })
             .collect();
-        if !ops.is_empty() {
-            // A delivery goes out only once its attempt is stored, so that a
-            // message whose deliveries keep ending in a crash (the broker's
-            // too) still reaches its dead-letter queue.
-            let deliveries: Vec<Change> = changes
-                .extract_if(.., |c| matches!(c, Change::Queue(QueueChange::Deliver { .. })))
-                .collect();
-            self.store_then_deliver(ops, deliveries);
+        if ops.is_empty() {
+            return;
         }
+        let deliveries: Vec<Change> = changes
+            .extract_if(.., |c| {
+                matches!(c, Change::Queue(QueueChange::Deliver { .. }))
+            })
+            .collect();
+        self.store_then_deliver(ops, deliveries);
+    }
+
+    /// Sends every change to whom it concerns. Watch events are encoded once
+    /// per event, whatever the number of watchers.
+    pub(super) fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
+        self.write_first(&mut changes);
         // The last event encoded, and its bytes: every watcher of one event gets
         // the same `Arc`, so identity says whether the bytes fit.
         let mut encoded: Option<(Arc<StateEvent>, Bytes)> = None;

@@ -338,6 +338,8 @@ impl Dispatcher {
         // before the releaser's Done: the handoff is not delayed by it);
         // what concerns the requester follows its answer, so it always sees
         // `AcquireReply{queued}` before a `LeaseUpdate` of that lease.
+        let mut changes = changes;
+        self.write_first(&mut changes);
         let (own, others): (Vec<Change>, Vec<Change>) =
             changes.into_iter().partition(|c| concerns(c, session));
         self.deliver(others, now);
