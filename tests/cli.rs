@@ -69,3 +69,82 @@ fn status_and_why_outputs() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["resources"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn check_config_takes_the_form_its_help_describes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("t.toml");
+    std::fs::write(&file, "max-connections = 50\n").unwrap();
+    // `--config FILE --check-config`, with no FILE after the flag.
+    let out = Command::new(turnstiled())
+        .arg("--config")
+        .arg(&file)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn an_invalid_log_level_is_an_error_in_a_flag_and_in_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(turnstiled())
+        .args(["--log-level", "verbose", "--socket"])
+        .arg(tmp.path().join("t.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'verbose' is not a level"), "{err}");
+    let file = tmp.path().join("t.toml");
+    std::fs::write(&file, "log-level = \"loud\"\n").unwrap();
+    let out = Command::new(turnstiled())
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'loud' is not a level"));
+}
+
+#[test]
+fn durations_share_one_syntax_and_overflow_is_refused() {
+    let broker = spawn_broker();
+    let (code, _, err) =
+        broker.cli(&["run", "pcm", "--ttl", "99999999999999999999h", "--", "true"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("too large"), "{err}");
+    // Fractions, as flock's -w takes them.
+    let (code, _, err) = broker.cli(&["run", "pcm", "--max-wait", "0.5", "--", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = broker.cli(&["run", "pcm", "--ttl", "1.5s", "--", "true"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_refused_argument_is_a_usage_error_in_plain_words() {
+    let broker = spawn_broker();
+    let (code, _, err) = broker.cli(&["run", "pcm", "--ttl", "10ms", "--", "true"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("time to live of 10 ms"), "{err}");
+    assert!(!err.contains("ERROR_CODE"), "{err}");
+    assert!(!err.contains("ttl_ms"), "{err}");
+}
+
+#[test]
+fn ping_names_the_frame_limit_and_prints_round_figures() {
+    let broker = spawn_broker();
+    let (code, _, err) = broker.cli(&["ping", "--size", "2000000"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("frame limit is 1048576 bytes"), "{err}");
+    let (code, out, err) = broker.cli(&["--json", "ping", "--count", "20"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["min_us", "p50_us", "p99_us", "max_us"] {
+        let text = v[key].to_string();
+        let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "{key} = {text}");
+    }
+}

@@ -206,7 +206,7 @@ impl LeaseTable {
                     l.peer.pid
                 );
                 if !l.purpose.is_empty() {
-                    s.push_str(&format!(" for '{}'", l.purpose));
+                    s.push_str(&format!(" for \"{}\"", l.purpose));
                 }
                 out.push(s);
             }
@@ -246,7 +246,7 @@ impl Core {
         };
         if !(self.config.min_ttl_ms..=self.config.max_ttl_ms).contains(&ttl_ms) {
             return Err(CoreError::InvalidArgument(format!(
-                "ttl_ms {ttl_ms} is outside the accepted range {}..={} ms",
+                "a time to live of {ttl_ms} ms is outside the accepted range {}..={} ms",
                 self.config.min_ttl_ms, self.config.max_ttl_ms
             )));
         }

@@ -46,21 +46,64 @@ pub fn mode(l: &v1::Lease) -> &'static str {
     }
 }
 
-/// "service (uid 0, pid 12)".
+/// "service (root, pid 12)": the user's name where the system knows it,
+/// else `uid N`; a name that already ends in `[PID]` loses it, so the pid
+/// shows once.
 pub fn who(p: Option<&v1::Peer>) -> String {
     match p {
-        Some(p) => format!(
-            "{} (uid {}, pid {})",
-            if p.client_name.is_empty() {
-                "unnamed"
-            } else {
-                &p.client_name
-            },
-            p.uid,
-            p.pid
-        ),
+        Some(p) => {
+            let suffix = format!("[{}]", p.pid);
+            let name = p
+                .client_name
+                .strip_suffix(&suffix)
+                .unwrap_or(&p.client_name);
+            format!(
+                "{} ({}, pid {})",
+                if name.is_empty() { "unnamed" } else { name },
+                user(p.uid),
+                p.pid
+            )
+        }
         None => "unknown".into(),
     }
+}
+
+/// A user's login name, or `uid N` when the system has none for it.
+/// (`user_name` is the name alone.)
+pub fn user(uid: u32) -> String {
+    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(unix)]
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); it is
+    // only read after getpwuid_r has filled it.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local of the stated size;
+    // getpwuid_r writes the strings into `buf` and points `pwd` at them.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points at a NUL-terminated string inside `buf`,
+    // which outlives this borrow.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+#[cfg(not(unix))]
+pub fn user_name(_uid: u32) -> Option<String> {
+    None
 }
 
 /// "2/5 (40%) copying files".
@@ -125,6 +168,19 @@ pub fn resource_json(r: &v1::ResourceState) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_names_the_pid_once() {
+        let peer = v1::Peer {
+            client_name: "agent[42]".into(),
+            uid: 0,
+            pid: 42,
+            ..Default::default()
+        };
+        let shown = who(Some(&peer));
+        assert_eq!(shown.matches("42").count(), 1, "{shown}");
+        assert!(shown.starts_with("agent ("), "{shown}");
+    }
 
     #[test]
     fn spans_read_naturally() {

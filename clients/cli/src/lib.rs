@@ -5,8 +5,9 @@
 //! `run.rs` (with `child.rs`, the command it runs), `queue.rs`; `format.rs`
 //! holds only what several share.
 //!
-//! Exit codes (sysexits style): 0 success; 1 the broker refused a request;
-//! 64 bad usage; 69 the broker is unavailable; 70 an internal error;
+//! Exit codes (sysexits style, the same numbers as `turnstiled`'s): 0
+//! success; 1 the broker refused a request; 64 bad usage (including a
+//! request the broker refused as an invalid argument); 69 the broker is unavailable; 70 an internal error;
 //! 75 `run --no-wait` found the resource busy (or `--max-wait` ran out);
 //! 76 `run`'s lease was lost while its command ran (see `run.rs`);
 //! `run` otherwise exits with its command's status (128+N if killed by
@@ -27,13 +28,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use turnstile_client::{ClientError, ConnectOptions};
+use turnstile_client::{ClientError, ConnectOptions, ErrorCode};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
 /// The broker refused a request.
 pub const EXIT_REFUSED: u8 = 1;
-/// Bad usage.
+/// Bad usage, or a request the broker refused as an invalid argument.
 pub const EXIT_USAGE: u8 = 64;
 /// The broker is unavailable.
 pub const EXIT_UNAVAILABLE: u8 = 69;
@@ -50,7 +51,7 @@ pub const EXIT_LOST: u8 = 76;
     name = "turnstile",
     version,
     about = "Talk to a turnstile broker: leases, queues, watches.",
-    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage; 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n76 `run`'s lease was lost while the command ran (unless --on-lost ignore);\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
+    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage (or an argument the broker refused); 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n76 `run`'s lease was lost while the command ran (unless --on-lost ignore);\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
 )]
 struct Cli {
     /// Broker socket [default: $TURNSTILE_SOCKET, else $XDG_RUNTIME_DIR/turnstile.sock, /run/turnstile/turnstile.sock for root, /tmp/turnstile-$UID/turnstile.sock]
@@ -126,25 +127,71 @@ pub fn main() -> ExitCode {
     match runtime.block_on(execute(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("turnstile: {e}");
+            eprintln!("turnstile: {}", describe(&e));
             ExitCode::from(exit_code_of(&e))
         }
     }
 }
 
 fn exit_code_of(e: &ClientError) -> u8 {
-    if e.is_unavailable() {
-        EXIT_UNAVAILABLE
-    } else if matches!(e, ClientError::Protocol(_)) {
-        EXIT_SOFTWARE
-    } else {
-        EXIT_REFUSED
+    match e {
+        _ if e.is_unavailable() => EXIT_UNAVAILABLE,
+        ClientError::Protocol(_) => EXIT_SOFTWARE,
+        ClientError::Broker {
+            code: ErrorCode::InvalidArgument | ErrorCode::FrameTooLarge,
+            ..
+        } => EXIT_USAGE,
+        ClientError::Broker {
+            code: ErrorCode::Internal,
+            ..
+        } => EXIT_SOFTWARE,
+        _ => EXIT_REFUSED,
+    }
+}
+
+/// An error for people: the broker's words without the protocol's code
+/// names, and for a refusal by the policy what would be allowed instead.
+pub(crate) fn describe(e: &ClientError) -> String {
+    let ClientError::Broker { code, message } = e else {
+        return e.to_string();
+    };
+    if *code != ErrorCode::PermissionDenied {
+        return message.clone();
+    }
+    // "permission denied: uid 1000 may not lease-exclusive "pcm" (...)"
+    let verb = message
+        .split_once(" may not ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("VERB");
+    let mut hint = String::new();
+    if verb == "lease-exclusive" {
+        hint.push_str("\n  a shared lease may be allowed: try --shared if the command only reads;");
+    }
+    hint.push_str(&format!(
+        "\n  or allow it in the broker's --config file with a rule like\n    [[policy]]\n    verbs = [\"{verb}\"]\n    resources = [\"NAME\"]\n    users = [{}]",
+        user_name()
+    ));
+    format!("{message}{hint}")
+}
+
+/// The user running the CLI as a policy rule names it: `"name"`, or the
+/// uid when it has no name.
+fn user_name() -> String {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid cannot fail and has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        format::user_name(uid).map_or_else(|| uid.to_string(), |n| format!("\"{n}\""))
+    }
+    #[cfg(not(unix))]
+    {
+        "\"YOUR-USER\"".to_string()
     }
 }
 
 pub(crate) fn options(socket: &Option<PathBuf>) -> ConnectOptions {
-    let name = format!("turnstile-cli[{}]", std::process::id());
-    let mut o = ConnectOptions::new(name);
+    // No pid in the name: the broker knows it from the kernel and shows it.
+    let mut o = ConnectOptions::new("turnstile-cli");
     if let Some(s) = socket {
         o = o.socket(s);
     }
@@ -160,5 +207,33 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_refusal_suggests_what_would_be_allowed() {
+        let e = ClientError::Broker {
+            code: ErrorCode::PermissionDenied,
+            message: "permission denied: uid 1000 may not lease-exclusive \"pcm\" (default for lease-exclusive)".into(),
+        };
+        let text = describe(&e);
+        assert!(text.contains("--shared"), "{text}");
+        assert!(text.contains("[[policy]]"), "{text}");
+        assert!(text.contains("verbs = [\"lease-exclusive\"]"), "{text}");
+        assert!(!text.contains("ERROR_CODE"), "{text}");
+        assert_eq!(exit_code_of(&e), EXIT_REFUSED);
+        let e = ClientError::Broker {
+            code: ErrorCode::InvalidArgument,
+            message: "a time to live of 10 ms is outside the accepted range".into(),
+        };
+        assert_eq!(
+            describe(&e),
+            "a time to live of 10 ms is outside the accepted range"
+        );
+        assert_eq!(exit_code_of(&e), EXIT_USAGE);
     }
 }

@@ -62,23 +62,9 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime_like(s).ok_or_else(|| format!("'{s}' is not a duration like 10s, 500ms or 2m"))
-}
-
-/// Parses `500ms`, `10s`, `2m`, `1h` (or plain seconds).
-fn humantime_like(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" | "min" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return None,
-    })
+/// The one duration syntax of both binaries (`turnstile_proto::duration`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    turnstile_proto::duration::parse(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError> {
@@ -297,18 +283,4 @@ fn show_queued(resource: &str, q: &v1::Queued, tty: bool) {
         let _ = writeln!(err, "{line}");
     }
     let _ = err.flush();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(humantime_like("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(humantime_like("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(humantime_like("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(humantime_like("7"), Some(Duration::from_secs(7)));
-        assert_eq!(humantime_like("x"), None);
-    }
 }
