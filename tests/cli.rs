@@ -148,3 +148,45 @@ fn ping_names_the_frame_limit_and_prints_round_figures() {
         assert!(decimals <= 3, "{key} = {text}");
     }
 }
+
+/// The CLI with no --socket and no TURNSTILE_SOCKET, its user's runtime
+/// directory being `runtime`.
+fn cli_finding(runtime: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(turnstile_cli())
+        .args(args)
+        .env_remove("TURNSTILE_SOCKET")
+        .env("XDG_RUNTIME_DIR", runtime)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_finds_the_users_broker_and_says_where_it_looked() {
+    let broker = spawn_broker();
+    let runtime = broker.socket.parent().unwrap();
+    let (code, out, err) = cli_finding(runtime, &["ping"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("pong"), "{out}");
+    let (code, _, err) = cli_finding(runtime, &["--user", "ping"]);
+    assert_eq!(code, 0, "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli_finding(empty.path(), &["--user", "ping"]);
+    assert_eq!(code, 69, "{err}");
+    let looked = empty.path().join("turnstile.sock");
+    assert!(err.contains(&looked.display().to_string()), "{err}");
+    assert!(err.contains("systemctl start turnstiled"), "{err}");
+    // Only the system socket with --system, wherever the user's broker is.
+    let (code, _, err) = cli_finding(runtime, &["--system", "ping"]);
+    if code != 0 {
+        assert_eq!(code, 69, "{err}");
+        assert!(err.contains("/run/turnstile/turnstile.sock"), "{err}");
+        assert!(!err.contains(&broker.socket.display().to_string()), "{err}");
+    }
+}

@@ -17,6 +17,7 @@
 
 mod child;
 mod format;
+mod locate;
 mod ping;
 mod queue;
 mod run;
@@ -54,9 +55,17 @@ pub const EXIT_LOST: u8 = 76;
     after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage (or an argument the broker refused); 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n76 `run`'s lease was lost while the command ran (unless --on-lost ignore);\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
 )]
 struct Cli {
-    /// Broker socket [default: $TURNSTILE_SOCKET, else $XDG_RUNTIME_DIR/turnstile.sock, /run/turnstile/turnstile.sock for root, /tmp/turnstile-$UID/turnstile.sock]
+    /// Broker socket [default: $TURNSTILE_SOCKET, else the user's broker ($XDG_RUNTIME_DIR/turnstile.sock or /tmp/turnstile-$UID/turnstile.sock) if it answers, else the system's (/run/turnstile/turnstile.sock)]
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+
+    /// Only look for the user's own broker, not the system's
+    #[arg(long, global = true, conflicts_with_all = ["socket", "system"])]
+    user: bool,
+
+    /// Only look for the system broker (/run/turnstile/turnstile.sock)
+    #[arg(long, global = true, conflicts_with = "socket")]
+    system: bool,
 
     /// Print JSON instead of text (one object per line for streams)
     #[arg(long, global = true)]
@@ -152,8 +161,10 @@ fn exit_code_of(e: &ClientError) -> u8 {
 /// An error for people: the broker's words without the protocol's code
 /// names, and for a refusal by the policy what would be allowed instead.
 pub(crate) fn describe(e: &ClientError) -> String {
-    let ClientError::Broker { code, message } = e else {
-        return e.to_string();
+    let (code, message) = match e {
+        ClientError::Broker { code, message } => (code, message),
+        ClientError::Connect { .. } => return format!("{e}\n{}", locate::how_to_start()),
+        _ => return e.to_string(),
     };
     if *code != ErrorCode::PermissionDenied {
         return message.clone();
@@ -189,6 +200,23 @@ fn user_name() -> String {
     }
 }
 
+/// The socket to dial: `--socket`, else `TURNSTILE_SOCKET`, else the first
+/// broker that answers of those `--user` / `--system` allow (`locate.rs`).
+fn socket(cli: &Cli) -> Result<PathBuf, String> {
+    if let Some(s) = &cli.socket {
+        return Ok(s.clone());
+    }
+    let which = match (cli.user, cli.system) {
+        (true, _) => locate::Which::User,
+        (_, true) => locate::Which::System,
+        _ => match std::env::var_os(turnstile_client::SOCKET_ENV).filter(|s| !s.is_empty()) {
+            Some(s) => return Ok(PathBuf::from(s)),
+            None => locate::Which::Any,
+        },
+    };
+    locate::find(&locate::candidates(which))
+}
+
 pub(crate) fn options(socket: &Option<PathBuf>) -> ConnectOptions {
     // No pid in the name: the broker knows it from the kernel and shows it.
     let mut o = ConnectOptions::new("turnstile-cli");
@@ -199,7 +227,14 @@ pub(crate) fn options(socket: &Option<PathBuf>) -> ConnectOptions {
 }
 
 async fn execute(cli: Cli) -> Result<u8, ClientError> {
-    let opts = options(&cli.socket);
+    let socket = match socket(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnstile: {e}");
+            return Ok(EXIT_UNAVAILABLE);
+        }
+    };
+    let opts = options(&Some(socket));
     match cli.command {
         Command::Ping { count, size } => ping::run(opts, count, size, cli.json).await,
         Command::Status { resources } => status::run(opts, resources, cli.json).await,
