@@ -134,6 +134,32 @@ pub fn purpose(l: &v1::Lease) -> String {
     }
 }
 
+/// Where a waiter stands: "position 2, held by service (root, pid 12) for
+/// "backup" (2/5 (40%))". The one sentence `run`'s waiting line uses.
+pub fn queued_line(position: u32, holder: Option<&v1::Lease>) -> String {
+    let mut line = format!("position {position}");
+    if let Some(h) = holder {
+        line.push_str(&format!(", held by {}", who(h.holder.as_ref())));
+        if !h.purpose.is_empty() {
+            line.push_str(&format!(" for \"{}\"", h.purpose));
+        }
+        if let Some(p) = &h.progress {
+            line.push_str(&format!(" ({})", progress(p)));
+        }
+    }
+    line
+}
+
+/// The broker's estimate of a wait as `run`, `why` and `status` show it:
+/// ", about 12 s left"; nothing when there is none (0).
+pub fn estimate(ms: u64) -> String {
+    if ms == 0 {
+        String::new()
+    } else {
+        format!(", about {} left", span(ms))
+    }
+}
+
 /// A lease as JSON.
 pub fn lease_json(l: &v1::Lease) -> Value {
     json!({

@@ -22,6 +22,7 @@ mod ping;
 mod queue;
 mod run;
 mod status;
+mod waiting;
 mod watch;
 mod why;
 
@@ -56,19 +57,19 @@ pub const EXIT_LOST: u8 = 76;
 )]
 struct Cli {
     /// Broker socket [default: $TURNSTILE_SOCKET, else the user's broker ($XDG_RUNTIME_DIR/turnstile.sock or /tmp/turnstile-$UID/turnstile.sock) if it answers, else the system's (/run/turnstile/turnstile.sock)]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", display_order = 100)]
     socket: Option<PathBuf>,
 
     /// Only look for the user's own broker, not the system's
-    #[arg(long, global = true, conflicts_with_all = ["socket", "system"])]
+    #[arg(long, global = true, conflicts_with_all = ["socket", "system"], display_order = 101)]
     user: bool,
 
     /// Only look for the system broker (/run/turnstile/turnstile.sock)
-    #[arg(long, global = true, conflicts_with = "socket")]
+    #[arg(long, global = true, conflicts_with = "socket", display_order = 102)]
     system: bool,
 
     /// Print JSON instead of text (one object per line for streams)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 103)]
     json: bool,
 
     #[command(subcommand)]
@@ -103,7 +104,7 @@ enum Command {
     },
     /// Hold a lease on RESOURCE while COMMAND runs (like flock(1)), showing the queue while waiting
     #[command(
-        after_help = "The lease is held exactly as long as COMMAND lives: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to turnstile\nare passed on to COMMAND and the lease is released only after it has exited; if turnstile is killed,\nCOMMAND is killed too (Linux, Windows). COMMAND sees TURNSTILE_LEASE_ID and TURNSTILE_FENCING_TOKEN.\n\nExits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out;\n76 when the lease was lost while COMMAND ran (it was stopped as --on-lost says; not with --on-lost ignore)."
+        after_help = "The lease is held exactly as long as COMMAND lives: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to turnstile\nare passed on to COMMAND and the lease is released only after it has exited; if turnstile is killed,\nCOMMAND is killed too (Linux, Windows). COMMAND sees TURNSTILE_LEASE_ID and TURNSTILE_FENCING_TOKEN, and\n(Unix) TURNSTILE_PROGRESS_FD: lines `DONE/TOTAL MESSAGE` written there become the lease's progress,\ne.g. `echo \"3/10 copying\" >&$TURNSTILE_PROGRESS_FD`.\n\nAs flock(1): `turnstile run -n pcm make`, `-w 0.5`, `-s`, `-c 'shell line'`, `-E 3`, `-q`.\nExits with COMMAND's status; 75 (or -E's code) when -n finds RESOURCE busy or -w runs out;\n76 when the lease was lost while COMMAND ran (it was stopped as --on-lost says; not with --on-lost ignore)."
     )]
     Run(run::RunArgs),
     /// Message queues: list them, publish, consume
@@ -115,7 +116,7 @@ enum Command {
 
 /// Runs the CLI with the process's arguments.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
@@ -123,6 +124,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::Run(args) = &mut cli.command {
+        args.prepare();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
