@@ -190,3 +190,45 @@ fn the_cli_finds_the_users_broker_and_says_where_it_looked() {
         assert!(!err.contains(&broker.socket.display().to_string()), "{err}");
     }
 }
+
+#[test]
+fn packaging_installs_man_pages_and_completions() {
+    let root = tempfile::tempdir().unwrap();
+    let from = Path::new(turnstile_cli()).parent().unwrap();
+    let out = Command::new("sh")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/install.sh"))
+        .env("DESTDIR", root.path())
+        .env("PREFIX", "/usr")
+        .env("FROM", from)
+        .env("SYSTEMD_DIR", "/lib/systemd/system")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+    assert!(read("usr/share/man/man1/turnstile.1").contains(".TH turnstile 1"));
+    assert!(read("usr/share/man/man1/turnstiled.1").contains("max\\-connections"));
+    assert!(read("usr/share/bash-completion/completions/turnstile").contains("completions"));
+    assert!(read("usr/share/zsh/site-functions/_turnstile").contains("#compdef turnstile"));
+    assert!(read("usr/share/fish/vendor_completions.d/turnstile.fish").contains("max-wait"));
+    assert!(
+        read("lib/systemd/system/turnstiled.service").contains("ExecStart=/usr/bin/turnstiled")
+    );
+    assert!(root.path().join("usr/bin/turnstile").exists());
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = Command::new(turnstile_cli())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("no-wait"), "{shell}: {text}");
+    }
+}

@@ -39,6 +39,9 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     if args.get(1).is_some_and(|a| a == "service") {
         return service_command(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == "manpage") && args.len() == 2 {
+        return manpage();
+    }
     let config = match prepare(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -101,6 +104,18 @@ fn prepare(args: Vec<std::ffi::OsString>) -> Result<Config, ExitCode> {
         eprintln_quiet(&format!("turnstiled: {e}"));
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// `turnstiled manpage`: the man page (roff) on stdout, for packaging.
+fn manpage() -> ExitCode {
+    let page = clap_mangen::Man::new(<Settings as clap::CommandFactory>::command());
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln_quiet(&format!("turnstiled: cannot write the man page: {e}"));
+            ExitCode::from(EXIT_SOFTWARE)
+        }
+    }
 }
 
 fn block_on(serve: impl Future<Output = ExitCode>) -> ExitCode {

@@ -112,6 +112,13 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// Print a shell completion script: `turnstile completions bash > /etc/bash_completion.d/turnstile`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `turnstile manpage > turnstile.1`
+    Manpage,
 }
 
 /// Runs the CLI with the process's arguments.
@@ -124,8 +131,24 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Command::Run(args) = &mut cli.command {
-        args.prepare();
+    match &mut cli.command {
+        Command::Run(args) => args.prepare(),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "turnstile", &mut std::io::stdout());
+            return ExitCode::from(EXIT_OK);
+        }
+        Command::Manpage => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::from(EXIT_OK),
+                Err(e) => {
+                    eprintln!("turnstile: cannot write the man page: {e}");
+                    ExitCode::from(EXIT_SOFTWARE)
+                }
+            };
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -246,6 +269,8 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
+        // Answered in `main`, without a broker.
+        Command::Completions { .. } | Command::Manpage => Ok(EXIT_OK),
     }
 }
 
