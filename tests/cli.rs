@@ -232,3 +232,55 @@ fn completions_for_every_shell() {
         assert!(text.contains("no-wait"), "{shell}: {text}");
     }
 }
+
+#[test]
+fn watch_names_the_holder_once_then_shows_its_progress() {
+    use std::io::BufRead;
+    let broker = spawn_broker();
+    let mut watch = broker.cli_spawn(&["watch", "pcm"]);
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains("SNAPSHOT") && first.contains("free"),
+        "{first}"
+    );
+    let (code, _, err) = broker.cli(&[
+        "run",
+        "pcm",
+        "-c",
+        "echo '1/2 halfway' >&$TURNSTILE_PROGRESS_FD; echo '2/2 done' >&$TURNSTILE_PROGRESS_FD; turnstile_wait=1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let released = line.contains("RELEASED");
+        seen.push(line);
+        if released {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let all = seen.join("\n");
+    let granted = seen.iter().find(|l| l.contains(" GRANTED ")).expect(&all);
+    assert_eq!(granted.matches("turnstile-cli (").count(), 1, "{all}");
+    let progress: Vec<_> = seen.iter().filter(|l| l.contains(" PROGRESS ")).collect();
+    assert!(!progress.is_empty(), "{all}");
+    for l in progress {
+        assert!(
+            l.contains("progress ") && !l.contains("turnstile-cli ("),
+            "{all}"
+        );
+    }
+    // The revision column is wide enough for a restarted broker's.
+    assert!(
+        granted.contains("rev ")
+            && granted
+                .split("rev ")
+                .nth(1)
+                .unwrap()
+                .starts_with(|c: char| c.is_ascii_digit()),
+        "{all}"
+    );
+}

@@ -315,8 +315,24 @@ async fn supervise(
             }
         }
     };
+    // Lines the command wrote just before it exited: reported before the
+    // release. Bounded: a process it left behind may hold the pipe open.
+    if let Some(lines) = progress.as_mut() {
+        let drain = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((done, total, message)) = progress::parse(&line) {
+                    let _ = lease.progress(done, total, message).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(PROGRESS_DRAIN, drain).await;
+    }
     (status, lost)
 }
+
+/// How long progress lines written by a command that has exited are still
+/// read (the pipe normally ends at once).
+const PROGRESS_DRAIN: Duration = Duration::from_millis(200);
 
 fn exit_code(status: std::process::ExitStatus) -> u8 {
     if let Some(c) = status.code() {
