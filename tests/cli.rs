@@ -50,6 +50,7 @@ fn turnstile_help() {
     snapshot("turnstile-help.txt", &help(cli, &[]));
     snapshot("turnstile-run-help.txt", &help(cli, &["run"]));
     snapshot("turnstile-queue-help.txt", &help(cli, &["queue"]));
+    snapshot("turnstile-status-help.txt", &help(cli, &["status"]));
 }
 
 #[test]
@@ -283,4 +284,79 @@ fn watch_names_the_holder_once_then_shows_its_progress() {
                 .starts_with(|c: char| c.is_ascii_digit()),
         "{all}"
     );
+}
+
+#[test]
+fn status_is_a_table_and_its_json_has_times_and_nulls() {
+    let broker = spawn_broker();
+    let dir = broker.dir.display().to_string();
+    let mut holder = broker.cli_spawn(&[
+        "run",
+        "pcm",
+        "--purpose",
+        "Install Office 97 — ünïcødé",
+        "-c",
+        &format!("touch {dir}/held; while [ ! -e {dir}/stop ]; do sleep 0.02; done"),
+    ]);
+    let start = std::time::Instant::now();
+    while !broker.dir.join("held").exists() {
+        assert!(start.elapsed() < PATIENCE, "the holder never held");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut waiter = broker.cli_spawn(&["run", "-q", "pcm", "true"]);
+    let waiting = || {
+        let (_, out, _) = broker.cli(&["--json", "status", "pcm"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    while waiting()["resources"][0]["waiters"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(start.elapsed() < PATIENCE, "the waiter never queued");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let (code, out, err) = broker.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("RESOURCE  STATE"), "{out}");
+    assert!(
+        lines[1].starts_with("pcm") && lines[1].contains("held"),
+        "{out}"
+    );
+    assert!(lines[1].contains("Install Office 97 — ünïcødé"), "{out}");
+    assert!(lines[2].contains("waiting 1"), "{out}");
+    // Columns line up in characters, not bytes, past the non-ASCII purpose.
+    let col = |l: &str, w: &str| l.find(w).map(|b| l[..b].chars().count());
+    assert_eq!(
+        col(lines[0], "FOR"),
+        col(
+            lines[1],
+            lines[1]
+                .split("  ")
+                .filter(|s| !s.is_empty())
+                .nth(7)
+                .unwrap()
+        ),
+        "{out}"
+    );
+    let (_, out, _) = broker.cli(&["status", "--no-legend"]);
+    assert!(out.starts_with("pcm"), "{out}");
+
+    let v = waiting();
+    let held = &v["resources"][0]["holders"][0];
+    let waits = &v["resources"][0]["waiters"][0];
+    assert!(held["holder"]["user"].is_string(), "{held}");
+    let at = held["granted_at"].as_str().unwrap();
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "{at}"
+    );
+    assert_eq!(waits["fencing_token"], serde_json::Value::Null);
+    assert_eq!(waits["granted_at"], serde_json::Value::Null);
+    assert!(waits["queued_at"].is_string());
+
+    std::fs::write(broker.dir.join("stop"), "").unwrap();
+    assert_eq!(wait_child(&mut holder).code(), Some(0));
+    assert_eq!(wait_child(&mut waiter).code(), Some(0));
 }

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
 use turnstile_client::proto as v1;
 use turnstile_client::{Mode, ShortName, kinds};
 
@@ -160,35 +159,32 @@ pub fn estimate(ms: u64) -> String {
     }
 }
 
-/// A lease as JSON.
-pub fn lease_json(l: &v1::Lease) -> Value {
-    json!({
-        "lease_id": l.lease_id,
-        "resource": l.resource,
-        "mode": mode(l),
-        "purpose": l.purpose,
-        "holder": l.holder.as_ref().map(|p| json!({
-            "client_name": p.client_name, "uid": p.uid, "pid": p.pid, "session_id": p.session_id,
-        })),
-        "fencing_token": l.fencing_token,
-        "progress": l.progress.as_ref().map(|p| json!({
-            "done": p.done, "total": p.total, "message": p.message,
-        })),
-        "granted_at_ms": l.granted_at_ms,
-        "queued_at_ms": l.queued_at_ms,
-        "expires_in_ms": l.expires_in_ms,
-        "position": l.position,
-    })
+/// A table for people: as wide as the terminal allows (cells wrap), no
+/// borders, a header line unless `legend` is false. Correct with
+/// non-ASCII names (widths are counted in columns, not bytes).
+pub fn table(header: &[&str], legend: bool) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    if legend {
+        t.set_header(header.iter().copied());
+    }
+    t
 }
 
-/// A resource's state as JSON.
-pub fn resource_json(r: &v1::ResourceState) -> Value {
-    json!({
-        "resource": r.resource,
-        "revision": r.revision,
-        "holders": r.holders.iter().map(lease_json).collect::<Vec<_>>(),
-        "waiters": r.waiters.iter().map(lease_json).collect::<Vec<_>>(),
-    })
+/// A table's text: each line without the padding comfy-table leaves at the
+/// end, and a final newline.
+pub fn table_text(t: &mut comfy_table::Table) -> String {
+    // Two spaces between columns, none before the first.
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    let mut out = String::new();
+    for line in t.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

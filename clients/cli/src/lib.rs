@@ -22,6 +22,7 @@ mod ping;
 mod queue;
 mod run;
 mod status;
+mod view;
 mod waiting;
 mod watch;
 mod why;
@@ -91,6 +92,9 @@ enum Command {
     Status {
         /// Resources to show
         resources: Vec<String>,
+        /// No header lines in the tables
+        #[arg(long)]
+        no_legend: bool,
     },
     /// Why am I waiting? Who holds RESOURCE, for what, since when, how far, who waits, how long
     Why {
@@ -264,7 +268,10 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
     let opts = options(&Some(socket));
     match cli.command {
         Command::Ping { count, size } => ping::run(opts, count, size, cli.json).await,
-        Command::Status { resources } => status::run(opts, resources, cli.json).await,
+        Command::Status {
+            resources,
+            no_legend,
+        } => status::run(opts, resources, !no_legend, cli.json).await,
         Command::Why { resource } => why::run(opts, resource, cli.json).await,
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,

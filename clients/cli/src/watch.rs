@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use turnstile_client::proto as v1;
 use turnstile_client::{ClientError, ConnectOptions, ShortName, WatchItem, Watcher, kinds};
 
-use crate::format::{now_ms, progress, resource_json, span, who};
+use crate::format::{now_ms, progress, span, who};
+use crate::view::{self, ResourceView, WatchLineView};
 
 pub async fn watch(
     opts: ConnectOptions,
@@ -56,10 +57,7 @@ fn event_kind(e: &v1::WatchEvent) -> &'static str {
 
 fn print_heartbeat(revision: u64, kind: &str, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "time_ms": now_ms(), "revision": revision, "kind": kind })
-        );
+        view::print(&WatchLineView::new(revision, kind, "", false));
     }
 }
 
@@ -81,17 +79,9 @@ impl Lines {
         json: bool,
     ) {
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "time_ms": now_ms(),
-                    "revision": revision,
-                    "kind": kind,
-                    "coalesced": coalesced,
-                    "detail": detail,
-                    "state": resource_json(r),
-                })
-            );
+            let mut line = WatchLineView::new(revision, kind, detail, coalesced);
+            line.state = Some(ResourceView::from(r));
+            view::print(&line);
             return;
         }
         let now = now_ms();
