@@ -22,6 +22,7 @@ mod ping;
 mod queue;
 mod run;
 mod status;
+mod top;
 mod view;
 mod waiting;
 mod watch;
@@ -111,6 +112,8 @@ enum Command {
         after_help = "The lease is held exactly as long as COMMAND lives: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to turnstile\nare passed on to COMMAND and the lease is released only after it has exited; if turnstile is killed,\nCOMMAND is killed too (Linux, Windows). COMMAND sees TURNSTILE_LEASE_ID and TURNSTILE_FENCING_TOKEN, and\n(Unix) TURNSTILE_PROGRESS_FD: lines `DONE/TOTAL MESSAGE` written there become the lease's progress,\ne.g. `echo \"3/10 copying\" >&$TURNSTILE_PROGRESS_FD`.\n\nAs flock(1): `turnstile run -n pcm make`, `-w 0.5`, `-s`, `-c 'shell line'`, `-E 3`, `-q`.\nExits with COMMAND's status; 75 (or -E's code) when -n finds RESOURCE busy or -w runs out;\n76 when the lease was lost while COMMAND ran (it was stopped as --on-lost says; not with --on-lost ignore)."
     )]
     Run(run::RunArgs),
+    /// A live full-screen view of every resource: holders, progress, queues, the last events (q quits)
+    Top,
     /// Message queues: list them, publish, consume
     Queue {
         #[command(subcommand)]
@@ -276,6 +279,7 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
+        Command::Top => top::run(opts).await,
         // Answered in `main`, without a broker.
         Command::Completions { .. } | Command::Manpage => Ok(EXIT_OK),
     }
