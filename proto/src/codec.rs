@@ -7,16 +7,25 @@
 //! judge what a well-framed message says (an empty `ClientFrame`, an unknown
 //! enum value, a second `Hello`): the broker does, and maps [`FrameError`]s to
 //! wire errors with [`FrameError::wire_code`].
+//!
+//! It also owns the few encodings the broker needs beyond "encode this
+//! message": a watch event encoded once and framed for each watcher
+//! ([`encode_shared_watch_event`], [`encode_watch_event_frame`]), and the
+//! largest delivery a publish can make ([`max_delivery_frame_len`]). No
+//! protobuf byte is written by hand outside this crate.
 
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 
-use bytes::{Buf, BytesMut};
+use std::collections::BTreeMap;
+
+use bytes::{Buf, Bytes, BytesMut};
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::v1::{ClientFrame, ErrorCode, ServerFrame};
+use crate::v1::{ClientFrame, ErrorCode, Publish, ServerFrame, WatchEvent};
 
 /// The default frame limit: 1 MiB of message, the length prefix not counted.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1 << 20;
@@ -234,6 +243,72 @@ pub fn encode_frame(message: &impl Message, dst: &mut BytesMut) {
     let _ = message.encode_length_delimited(dst);
 }
 
+/// A `WatchEvent` encoded once for every watcher it goes to: all its
+/// fields but `watch_id`, which is left at 0 (so absent from the bytes).
+/// Each watcher's frame is then made with [`encode_watch_event_frame`],
+/// without encoding the event again.
+pub fn encode_shared_watch_event(mut event: WatchEvent) -> Bytes {
+    event.watch_id = 0;
+    Bytes::from(event.encode_to_vec())
+}
+
+/// Appends one frame `ServerFrame { watch_event: WatchEvent { watch_id,
+/// ..shared } }` to `dst`, where `shared` is what
+/// [`encode_shared_watch_event`] made. Protobuf accepts fields in any order,
+/// so the id goes first and the shared bytes follow as they are.
+pub fn encode_watch_event_frame(watch_id: u64, shared: &[u8], dst: &mut BytesMut) {
+    // WatchEvent { watch_id (field 1, varint), ..shared }
+    let inner = key_len(WATCH_EVENT_WATCH_ID) + encoded_len_varint(watch_id) + shared.len();
+    // ServerFrame { watch_event (field 3, length-delimited) }
+    let outer = key_len(SERVER_FRAME_WATCH_EVENT) + encoded_len_varint(inner as u64) + inner;
+    dst.reserve(encoded_len_varint(outer as u64) + outer);
+    encode_varint(outer as u64, dst);
+    encode_key(SERVER_FRAME_WATCH_EVENT, WireType::LengthDelimited, dst);
+    encode_varint(inner as u64, dst);
+    encode_key(WATCH_EVENT_WATCH_ID, WireType::Varint, dst);
+    encode_varint(watch_id, dst);
+    dst.extend_from_slice(shared);
+}
+
+/// `ServerFrame.watch_event`'s field number.
+const SERVER_FRAME_WATCH_EVENT: u32 = 3;
+/// `WatchEvent.watch_id`'s field number.
+const WATCH_EVENT_WATCH_ID: u32 = 1;
+/// `ServerFrame.delivery`'s field number.
+const SERVER_FRAME_DELIVERY: u32 = 4;
+
+/// The length (length prefix not counted) of the largest
+/// `ServerFrame { delivery }` that can carry the message of `publish`:
+/// every id and counter at its longest, and `added_headers` (headers the
+/// broker may add on the way, such as a dead-letter queue's) beside the
+/// publisher's. A broker refuses a message whose delivery could be over the
+/// frame limit, since no consumer could receive it.
+///
+/// Keys of `added_headers` that the publisher also set are counted twice:
+/// the figure is an upper bound, exact when the keys differ.
+pub fn max_delivery_frame_len(
+    publish: &Publish,
+    added_headers: &BTreeMap<String, String>,
+) -> usize {
+    use prost::encoding::{btree_map, bytes, string, uint32, uint64};
+    // Delivery { consumer_id 1, delivery_id 2, seq 3, queue 4, payload 5,
+    //            headers 6, attempt 7 }
+    let delivery = uint64::encoded_len(1, &u64::MAX)
+        + uint64::encoded_len(2, &u64::MAX)
+        + uint64::encoded_len(3, &u64::MAX)
+        + string::encoded_len(4, &publish.queue)
+        + bytes::encoded_len(5, &publish.payload)
+        + btree_map::encoded_len(
+            string::encoded_len,
+            string::encoded_len,
+            6,
+            &publish.headers,
+        )
+        + btree_map::encoded_len(string::encoded_len, string::encoded_len, 6, added_headers)
+        + uint32::encoded_len(7, &u32::MAX);
+    key_len(SERVER_FRAME_DELIVERY) + encoded_len_varint(delivery as u64) + delivery
+}
+
 /// Reads the varint at the front of `buf` without consuming it: its value
 /// and length in bytes, or `None` while it is incomplete.
 fn peek_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
@@ -271,6 +346,89 @@ mod tests {
     fn peek_varint_waits_for_an_incomplete_prefix() {
         assert_eq!(peek_varint(&[]).ok(), Some(None));
         assert_eq!(peek_varint(&[0xff; 9]).ok(), Some(None));
+    }
+
+    use crate::v1::{Delivery, ResourceState, server_frame};
+
+    fn watch_event() -> WatchEvent {
+        WatchEvent {
+            watch_id: 0,
+            revision: 300,
+            kind: 2,
+            state: Some(ResourceState {
+                resource: "pcm".into(),
+                revision: 300,
+                holders: Vec::new(),
+                waiters: Vec::new(),
+            }),
+            coalesced: true,
+            detail: "lease 7 released".into(),
+        }
+    }
+
+    #[test]
+    fn a_shared_watch_event_frames_as_prost_would_for_every_watch_id() {
+        let mut event = watch_event();
+        // A watch id given to the shared encoder is left out.
+        event.watch_id = 99;
+        let shared = encode_shared_watch_event(event);
+        for watch_id in [0, 1, 127, 128, 300, u64::MAX] {
+            let mut dst = BytesMut::new();
+            encode_watch_event_frame(watch_id, &shared, &mut dst);
+            let expected = ServerFrame {
+                body: Some(server_frame::Body::WatchEvent(WatchEvent {
+                    watch_id,
+                    ..watch_event()
+                })),
+            };
+            let decoded = ServerFrame::decode_length_delimited(&dst[..]).unwrap();
+            assert_eq!(decoded, expected, "watch id {watch_id}");
+            // Same length as prost's own frame, byte for byte where the
+            // field order agrees (prost writes watch_id first too).
+            let mut prost_bytes = BytesMut::new();
+            encode_frame(&expected, &mut prost_bytes);
+            if watch_id != 0 {
+                assert_eq!(dst, prost_bytes, "watch id {watch_id}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_delivery_is_what_prost_encodes() {
+        let publish = Publish {
+            queue: "jobs".into(),
+            payload: Bytes::from(vec![7u8; 300]),
+            headers: BTreeMap::from([("from".to_string(), "svc".to_string())]),
+        };
+        let added = BTreeMap::from([
+            (
+                "turnstile-dead-letter-queue".to_string(),
+                "jobs".to_string(),
+            ),
+            (
+                "turnstile-dead-letter-seq".to_string(),
+                u64::MAX.to_string(),
+            ),
+        ]);
+        for extra in [BTreeMap::new(), added] {
+            let mut headers = publish.headers.clone();
+            headers.extend(extra.clone());
+            let largest = ServerFrame {
+                body: Some(server_frame::Body::Delivery(Delivery {
+                    consumer_id: u64::MAX,
+                    delivery_id: u64::MAX,
+                    seq: u64::MAX,
+                    queue: publish.queue.clone(),
+                    payload: publish.payload.clone(),
+                    headers,
+                    attempt: u32::MAX,
+                })),
+            };
+            assert_eq!(
+                max_delivery_frame_len(&publish, &extra),
+                largest.encoded_len()
+            );
+        }
     }
 
     #[test]

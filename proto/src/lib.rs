@@ -27,6 +27,7 @@ pub mod v1 {
 
 pub use codec::{
     ClientCodec, DEFAULT_MAX_FRAME_BYTES, FrameCodec, FrameError, ServerCodec, encode_frame,
+    encode_shared_watch_event, encode_watch_event_frame, max_delivery_frame_len,
 };
 pub use v1::{ClientFrame, Reply, ServerFrame, client_frame, reply, server_frame};
 

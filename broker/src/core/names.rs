@@ -4,7 +4,7 @@
 //! control characters). It does not decide who may use a name: that is the
 //! policy's job.
 
-use super::CoreError;
+use super::{BadArgument, CoreError};
 
 /// Longest accepted name, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
@@ -38,10 +38,11 @@ pub const MAX_NAMES_PER_REQUEST: usize = 256;
 /// Checks a free-text field; `what` names it in the error.
 pub fn check_text(what: &'static str, text: &str) -> Result<(), CoreError> {
     if text.len() > MAX_TEXT_BYTES {
-        return Err(CoreError::InvalidArgument(format!(
-            "{what} is {} bytes long, the limit is {MAX_TEXT_BYTES}",
-            text.len()
-        )));
+        return Err(CoreError::InvalidArgument(BadArgument::TextTooLong {
+            what,
+            len: text.len(),
+            limit: MAX_TEXT_BYTES,
+        }));
     }
     Ok(())
 }

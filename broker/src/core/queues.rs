@@ -39,6 +39,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Map;
+pub use super::errors::QueueError;
+pub use super::types::{ConsumerId, DeliveryId, QueueConfig};
 use super::{CoreError, SessionId, check_name};
 
 /// Prefetch used when `Consume` says 0.
@@ -58,40 +60,6 @@ pub const HEADER_DEAD_LETTER_QUEUE: &str = "turnstile-dead-letter-queue";
 /// Header added to a dead-lettered message: its sequence number in the
 /// queue it failed in (it gets a new one in the dead-letter queue).
 pub const HEADER_DEAD_LETTER_SEQ: &str = "turnstile-dead-letter-seq";
-
-id_type! {
-    /// One `Consume` subscription, unique for the broker's lifetime.
-    ConsumerId,
-    /// One delivery of one message to one consumer, unique for the broker's
-    /// lifetime: a redelivered message gets a new one.
-    DeliveryId,
-}
-
-/// The queue limits. Every one is a broker flag.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueConfig {
-    /// Messages one queue may hold: reserved, ready and unacknowledged together.
-    pub max_depth: u64,
-    /// Bytes one queue may hold (payloads plus header keys and values),
-    /// counted like `max_depth`.
-    pub max_bytes: u64,
-    /// Deliveries a message may have; one that has had this many and comes
-    /// back is moved to its dead-letter queue. 0 = no limit.
-    pub max_attempts: u32,
-    /// Consumers one session may have at once.
-    pub max_consumers_per_session: usize,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            max_depth: 100_000,
-            max_bytes: 64 * 1024 * 1024,
-            max_attempts: 5,
-            max_consumers_per_session: 64,
-        }
-    }
-}
 
 /// A message as the queue and the store keep it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,54 +202,6 @@ pub struct QueueInfo {
     pub consumers: u32,
 }
 
-/// Refusals of queue operations.
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub enum QueueError {
-    /// The queue name breaks the naming rule.
-    #[error("invalid queue name: {reason}")]
-    InvalidName {
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The queue holds `max_depth` messages (RESOURCE_EXHAUSTED).
-    #[error("queue {queue} is full: it holds {limit} messages, its limit")]
-    QueueFull {
-        /// The queue.
-        queue: Arc<str>,
-        /// `max_depth`.
-        limit: u64,
-    },
-    /// The message would take the queue past `max_bytes` (RESOURCE_EXHAUSTED).
-    #[error("queue {queue} is full: {size} more bytes would take it past its limit of {limit}")]
-    QueueBytesFull {
-        /// The queue.
-        queue: Arc<str>,
-        /// The refused message's size.
-        size: u64,
-        /// `max_bytes`.
-        limit: u64,
-    },
-    /// No delivery in flight has this id: it never existed, or it was
-    /// already acknowledged or handed back.
-    #[error("delivery {0} is not known: never made, or already acknowledged or returned")]
-    UnknownDelivery(DeliveryId),
-    /// The delivery went to another session.
-    #[error("delivery {0} belongs to another connection")]
-    NotYourDelivery(DeliveryId),
-    /// No consumer has this id.
-    #[error("consumer {0} is not known")]
-    UnknownConsumer(ConsumerId),
-    /// The consumer belongs to another session.
-    #[error("consumer {0} belongs to another connection")]
-    NotYourConsumer(ConsumerId),
-    /// The session has `max_consumers_per_session` consumers (RESOURCE_EXHAUSTED).
-    #[error("too many consumers on this connection (limit {limit})")]
-    TooManyConsumers {
-        /// The limit in force.
-        limit: usize,
-    },
-}
-
 /// One queue. It exists while it holds anything (a message, a reservation
 /// or a consumer) and is forgotten when idle: sequence numbers come from
 /// the table's counter, so nothing is lost by forgetting it.
@@ -376,15 +296,6 @@ pub struct QueueTable {
     next_delivery: u64,
 }
 
-fn queue_name(queue: &str) -> Result<(), QueueError> {
-    check_name("queue", queue).map_err(|e| match e {
-        CoreError::InvalidName { reason, .. } => QueueError::InvalidName { reason },
-        other => QueueError::InvalidName {
-            reason: other.to_string(),
-        },
-    })
-}
-
 /// Whether a message delivered `attempt` times must not be delivered again
 /// from `queue` (dead-letter queues never dead-letter).
 fn out_of_attempts(config: &QueueConfig, queue: &str, attempt: u32) -> bool {
@@ -407,11 +318,6 @@ impl QueueTable {
             next_consumer: 1,
             next_delivery: 1,
         }
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
     }
 
     /// Adds the durable messages of one queue at startup, whatever the
@@ -449,8 +355,8 @@ impl QueueTable {
         queue: &str,
         payload: Bytes,
         headers: Vec<(String, String)>,
-    ) -> Result<Message, QueueError> {
-        queue_name(queue)?;
+    ) -> Result<Message, CoreError> {
+        check_name("queue", queue)?;
         let mut message = Message {
             seq: 0,
             payload,
@@ -513,12 +419,12 @@ impl QueueTable {
         session: SessionId,
         queue: &str,
         prefetch: u32,
-    ) -> Result<(ConsumerId, Vec<QueueChange>), QueueError> {
-        queue_name(queue)?;
+    ) -> Result<(ConsumerId, Vec<QueueChange>), CoreError> {
+        check_name("queue", queue)?;
         let limit = self.config.max_consumers_per_session;
         let held = self.sessions.get(&session).map_or(0, |s| s.consumers.len());
         if held >= limit {
-            return Err(QueueError::TooManyConsumers { limit });
+            return Err(QueueError::TooManyConsumers { limit }.into());
         }
         let prefetch = match prefetch {
             0 => DEFAULT_PREFETCH,
@@ -543,27 +449,6 @@ impl QueueTable {
         let mut changes = Vec::new();
         self.pump(&name, &mut changes);
         Ok((id, changes))
-    }
-
-    /// Ends a subscription: no more deliveries to it. Its deliveries in
-    /// flight stay the session's, to acknowledge or hand back.
-    pub fn cancel_consumer(
-        &mut self,
-        session: SessionId,
-        consumer: ConsumerId,
-    ) -> Result<(), QueueError> {
-        match self.consumers.get(&consumer) {
-            None => return Err(QueueError::UnknownConsumer(consumer)),
-            Some(c) if c.session != session => return Err(QueueError::NotYourConsumer(consumer)),
-            Some(_) => {}
-        }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.consumers.retain(|c| *c != consumer);
-        }
-        if let Some(queue) = self.remove_consumer(consumer) {
-            self.tidy(&queue);
-        }
-        Ok(())
     }
 
     /// The consumer processed the delivery: the message is gone.
@@ -656,11 +541,6 @@ impl QueueTable {
         infos
     }
 
-    /// The last sequence number handed out.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
     /// The queue, created empty if it does not exist.
     fn queue_mut(&mut self, queue: &str) -> &mut Queue {
         let key = match self.queues.get_key_value(queue) {
@@ -748,7 +628,7 @@ impl QueueTable {
     fn dead_letter(&mut self, queue: &Arc<str>, message: Message, changes: &mut Vec<QueueChange>) {
         self.forget(queue, &message, changes);
         let dead_name = format!("{queue}{DEAD_LETTER_SUFFIX}");
-        if queue_name(&dead_name).is_err() {
+        if check_name("queue", &dead_name).is_err() {
             changes.push(QueueChange::Dropped {
                 queue: queue.clone(),
                 seq: message.seq,

@@ -3,8 +3,10 @@
 //! and guarded ([`listener`], with the pipe's DACL), who is calling
 //! ([`peer`], [`groups`]), user and group names ([`accounts`]), when to stop
 //! ([`signals`]), telling the service manager ([`readiness`]; the Windows
-//! SCM in [`service`]), where durable state goes ([`dirs`]), and how many
-//! files it may open ([`limits`]).
+//! SCM in [`service`]), where durable state goes ([`dirs`]) and how its
+//! directory is made private and durable ([`fs`]), how a connection splits
+//! into reader and writer ([`stream`]), and how many files it may open
+//! ([`limits`]).
 //!
 //! Porting to a new platform means reading these files, nothing else.
 //! `cfg(unix)` and `cfg(windows)` appear nowhere else in the broker, and
@@ -14,6 +16,7 @@
 
 pub mod accounts;
 pub mod dirs;
+pub mod fs;
 pub mod groups;
 pub mod limits;
 pub mod listener;
@@ -21,3 +24,4 @@ pub mod peer;
 pub mod readiness;
 pub mod service;
 pub mod signals;
+pub mod stream;

@@ -192,15 +192,6 @@ impl From<&PeerCredentials> for Subject {
     }
 }
 
-/// The policy's view of a peer, as a method for the server's callers
-/// (`creds.subject()`); the same as `Subject::from(&creds)`.
-impl PeerCredentials {
-    /// The policy's view of this peer.
-    pub fn subject(&self) -> Subject {
-        Subject::from(self)
-    }
-}
-
 /// Allow or deny.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

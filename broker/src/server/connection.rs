@@ -8,85 +8,22 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::StreamExt;
-#[cfg(windows)]
-use std::pin::Pin;
-#[cfg(windows)]
-use std::sync::Arc;
-#[cfg(windows)]
-use std::task::{Context, Poll};
-
 use interprocess::local_socket::tokio::Stream;
-#[cfg(windows)]
-use tokio::io::ReadBuf;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use turnstile_proto::v1::{self, ErrorCode};
-use turnstile_proto::{PROTOCOL_VERSION, ServerCodec, encode_frame};
+use turnstile_proto::v1;
+use turnstile_proto::{PROTOCOL_VERSION, ServerCodec};
 
 use super::ToCore;
-use super::wire::{error_of, error_reply};
+use super::outbound::Outbound;
+use super::wire::{Refusal, error_reply};
 use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
-
-/// What a writer sends: a whole frame, or a watch event whose body was
-/// encoded once for every watcher (without its `watch_id`, which the writer
-/// prepends: protobuf accepts fields in any order).
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame to encode (boxed: queue slots stay small, so an idle
-    /// connection's queue costs little).
-    Frame(Box<v1::ServerFrame>),
-    /// `WatchEvent` bytes without field 1, and the watch id to add (boxed
-    /// too: every slot of every connection's queue is this enum's size).
-    WatchEvent(Box<WatchCopy>),
-}
-
-/// One watcher's copy of a state event.
-#[derive(Debug)]
-pub struct WatchCopy {
-    /// The watch this copy is for.
-    pub watch_id: u64,
-    /// The encoded `WatchEvent` with `watch_id` left at 0 (so absent).
-    pub body: Bytes,
-}
-
-impl Outbound {
-    /// A frame to send.
-    pub fn frame(f: v1::ServerFrame) -> Outbound {
-        Outbound::Frame(Box::new(f))
-    }
-
-    /// Bytes this item takes on the wire, roughly: for outbound accounting.
-    pub fn wire_len(&self) -> usize {
-        match self {
-            Outbound::Frame(f) => prost::Message::encoded_len(f) + 4,
-            Outbound::WatchEvent(w) => w.body.len() + 16,
-        }
-    }
-
-    fn encode(&self, dst: &mut BytesMut) {
-        match self {
-            Outbound::Frame(f) => encode_frame(f, dst),
-            Outbound::WatchEvent(w) => {
-                let (watch_id, body) = (&w.watch_id, &w.body);
-                // ServerFrame { watch_event (field 3, LEN) { watch_id (field 1, varint), ..body } }
-                let id_len = 1 + prost::encoding::encoded_len_varint(*watch_id);
-                let inner = id_len + body.len();
-                let outer = 1 + prost::encoding::encoded_len_varint(inner as u64) + inner;
-                prost::encoding::encode_varint(outer as u64, dst);
-                dst.put_u8(0x1a);
-                prost::encoding::encode_varint(inner as u64, dst);
-                dst.put_u8(0x08);
-                prost::encoding::encode_varint(*watch_id, dst);
-                dst.extend_from_slice(body);
-            }
-        }
-    }
-}
+use crate::platform::stream::split;
 
 /// What the reader needs to know about its connection.
 pub struct ReaderSetup {
@@ -107,7 +44,7 @@ pub struct ReaderSetup {
     /// Released once the handshake is over.
     pub handshake_permit: tokio::sync::OwnedSemaphorePermit,
     /// Released when the connection ends (per-uid and total counts).
-    pub slot: super::ConnectionSlot,
+    pub slot: super::accounting::ConnectionSlot,
 }
 
 /// Splits a connection and runs its reader and writer until it ends.
@@ -117,72 +54,9 @@ pub fn spawn(stream: Stream, setup: ReaderSetup, outbound_rx: mpsc::Receiver<Out
     tokio::spawn(read_loop(recv, setup));
 }
 
-/// The two halves of a connection, for the reader and the writer task.
-///
-/// Unix: tokio's own `UnixStream` halves. Their reads stop polling the
-/// socket after a short read, where interprocess's `&Stream` reads try
-/// once more and get EAGAIN: a measured extra `recvfrom` per request.
-#[cfg(unix)]
-fn split(
-    stream: Stream,
-) -> (
-    impl AsyncRead + Send + Unpin,
-    impl AsyncWrite + Send + Unpin,
-) {
-    match stream {
-        Stream::UdSocket(s) => tokio::net::UnixStream::from(s).into_split(),
-    }
-}
-
-/// The two halves of a connection: on Windows, both use one shared pipe
-/// handle (`&Stream` reads and writes; interprocess's advice in place of its
-/// deprecated `split`). The pipe closes when both are gone.
-#[cfg(windows)]
-fn split(
-    stream: Stream,
-) -> (
-    impl AsyncRead + Send + Unpin,
-    impl AsyncWrite + Send + Unpin,
-) {
-    let shared = Shared(Arc::new(stream));
-    (shared.clone(), shared)
-}
-
-#[cfg(windows)]
-#[derive(Clone)]
-struct Shared(Arc<Stream>);
-
-#[cfg(windows)]
-impl AsyncRead for Shared {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
-    }
-}
-
-#[cfg(windows)]
-impl AsyncWrite for Shared {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_shutdown(cx)
-    }
-}
-
 /// Sends a last error (Reply id 0 unless `id` says otherwise).
-fn farewell(out: &mpsc::Sender<Outbound>, id: u64, code: ErrorCode, message: String) {
-    let _ = out.try_send(Outbound::frame(error_reply(id, error_of(code, message))));
+fn farewell(out: &mpsc::Sender<Outbound>, id: u64, refusal: Refusal) {
+    let _ = out.try_send(Outbound::frame(error_reply(id, refusal)));
 }
 
 async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
@@ -206,17 +80,9 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
             Ok(n) => n,
             Err(_) if frames.read_buffer().is_empty() => continue,
             Err(_) => {
-                let message = format!(
-                    "a frame was begun and not finished within {} ms (--frame-timeout)",
-                    frame_timeout.as_millis()
-                );
-                let _ = to_core
-                    .send(ToCore::Fatal {
-                        session,
-                        code: ErrorCode::TimedOut,
-                        message: message.clone(),
-                    })
-                    .await;
+                let refusal = Refusal::FrameUnfinished(frame_timeout);
+                let message = refusal.to_string();
+                let _ = to_core.send(ToCore::Fatal { session, refusal }).await;
                 break message;
             }
         };
@@ -232,17 +98,11 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
                 }
             }
             Some(Err(e)) => {
-                let code = e.wire_code();
-                if let Some(code) = code {
-                    let _ = to_core
-                        .send(ToCore::Fatal {
-                            session,
-                            code,
-                            message: e.to_string(),
-                        })
-                        .await;
+                let message = e.to_string();
+                if let Some(refusal) = Refusal::bad_frame(e) {
+                    let _ = to_core.send(ToCore::Fatal { session, refusal }).await;
                 }
-                break e.to_string();
+                break message;
             }
         }
     };
@@ -255,7 +115,11 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
 async fn handshake<R: AsyncRead + Unpin>(
     recv: R,
     setup: ReaderSetup,
-) -> Option<(FramedRead<R, ServerCodec>, SessionId, super::ConnectionSlot)> {
+) -> Option<(
+    FramedRead<R, ServerCodec>,
+    SessionId,
+    super::accounting::ConnectionSlot,
+)> {
     let ReaderSetup {
         to_core,
         outbound,
@@ -283,12 +147,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 pid = creds.pid,
                 "closing a connection that sent no Hello within {handshake_timeout:?}"
             );
-            farewell(
-                &outbound,
-                0,
-                ErrorCode::TimedOut,
-                format!("no Hello within {} ms", handshake_timeout.as_millis()),
-            );
+            farewell(&outbound, 0, Refusal::NoHello(handshake_timeout));
             return None;
         }
         Ok(None) => return None,
@@ -298,8 +157,8 @@ async fn handshake<R: AsyncRead + Unpin>(
                 pid = creds.pid,
                 "closing a connection before Hello: {e}"
             );
-            if let Some(code) = e.wire_code() {
-                farewell(&outbound, 0, code, e.to_string());
+            if let Some(refusal) = Refusal::bad_frame(e) {
+                farewell(&outbound, 0, refusal);
             }
             return None;
         }
@@ -313,12 +172,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 pid = creds.pid,
                 "closing a connection whose first frame was not Hello"
             );
-            farewell(
-                &outbound,
-                0,
-                ErrorCode::ProtocolViolation,
-                "the first frame must be Hello".into(),
-            );
+            farewell(&outbound, 0, Refusal::FirstFrameNotHello);
             return None;
         }
     };
@@ -332,11 +186,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         farewell(
             &outbound,
             hello_frame.id,
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "protocol version {} is not supported; this broker speaks versions {PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
-                hello.protocol_version
-            ),
+            Refusal::UnsupportedVersion(hello.protocol_version),
         );
         return None;
     }

@@ -1,107 +1,189 @@
-//! Conversions between the core's domain types and the wire's generated
-//! types, in one place, with the time base that turns the core's monotonic
-//! milliseconds into the wall-clock times clients display.
+//! The broker's transport edge: conversions between the core's domain
+//! types and the wire's generated types, in one place, and the one place
+//! that picks a wire [`ErrorCode`](v1::ErrorCode): for core refusals
+//! (`From<&CoreError>`), policy refusals (`From<&Denied>`) and the
+//! transport's own ([`Refusal`]).
 //!
 //! Unknown enum values in requests are refused here, never defaulted.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use turnstile_proto::v1;
+use turnstile_proto::FrameError;
+use turnstile_proto::v1::{self, ErrorCode};
 
+use super::clock::Clock;
 use crate::core::queues::{Delivery, QueueError, QueueInfo};
 use crate::core::{
     AcquireOutcome, AcquireRequest, CoreError, EventKind, Grant, LeaseUpdate, LeaseView,
     LostReason, Millis, Mode, Peer, QueuePosition, ResourceView, StateEvent, StatusView,
     WaitPolicy,
 };
+use crate::policy::Denied;
 use crate::store::StoreError;
 
-/// The broker's time base: monotonic milliseconds since start for the core
-/// (a wall-clock jump changes no expiry), and the wall-clock instant that
-/// corresponds to the start, for display only.
-#[derive(Clone, Copy)]
-pub struct Clock {
-    start: tokio::time::Instant,
-    wall_at_start_ms: u64,
-}
-
-impl Clock {
-    /// Starts the time base now.
-    pub fn start() -> Clock {
-        let wall_at_start_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Clock {
-            start: tokio::time::Instant::now(),
-            wall_at_start_ms,
-        }
-    }
-
-    /// Monotonic milliseconds since start.
-    pub fn now(&self) -> Millis {
-        self.start.elapsed().as_millis() as u64
-    }
-
-    /// The tokio instant of a core time, for sleeping until a deadline.
-    pub fn instant(&self, at: Millis) -> tokio::time::Instant {
-        self.start + std::time::Duration::from_millis(at)
-    }
-
-    /// Wall-clock unix milliseconds of a core time.
-    pub fn wall_ms(&self, at: Millis) -> u64 {
-        self.wall_at_start_ms + at
+impl From<&CoreError> for v1::Error {
+    fn from(e: &CoreError) -> v1::Error {
+        let code = match e {
+            CoreError::InvalidName { .. }
+            | CoreError::InvalidArgument(_)
+            | CoreError::WrongState(_) => ErrorCode::InvalidArgument,
+            CoreError::UnknownLease(_) | CoreError::Ended { .. } | CoreError::UnknownWatch(_) => {
+                ErrorCode::NotFound
+            }
+            CoreError::NotOwner(_) => ErrorCode::PermissionDenied,
+            CoreError::Busy { .. } => ErrorCode::Busy,
+            CoreError::Quota { .. } => ErrorCode::ResourceExhausted,
+            CoreError::Queue(q) => match q {
+                QueueError::QueueFull { .. }
+                | QueueError::QueueBytesFull { .. }
+                | QueueError::TooManyConsumers { .. } => ErrorCode::ResourceExhausted,
+                QueueError::UnknownDelivery(_) => ErrorCode::NotFound,
+                QueueError::NotYourDelivery(_) => ErrorCode::PermissionDenied,
+            },
+            CoreError::Broken(_) => ErrorCode::Internal,
+        };
+        error(code, e.to_string())
     }
 }
 
-/// The wire error for a core refusal.
-pub fn error(e: &CoreError) -> v1::Error {
-    use v1::ErrorCode as C;
-    let code = match e {
-        CoreError::InvalidName { .. } | CoreError::InvalidArgument(_) => C::InvalidArgument,
-        CoreError::UnknownLease(_) | CoreError::Ended { .. } | CoreError::UnknownWatch(_) => {
-            C::NotFound
-        }
-        CoreError::NotOwner(_) => C::PermissionDenied,
-        CoreError::Busy { .. } => C::Busy,
-        CoreError::WrongState(_) => C::InvalidArgument,
-        CoreError::Quota { .. } => C::ResourceExhausted,
-        CoreError::Queue(q) => return queue_error(q),
-    };
-    error_of(code, e.to_string())
+impl From<CoreError> for v1::Error {
+    fn from(e: CoreError) -> v1::Error {
+        v1::Error::from(&e)
+    }
 }
 
-/// The wire error for a refused queue operation.
-pub fn queue_error(e: &QueueError) -> v1::Error {
-    use v1::ErrorCode as C;
-    let code = match e {
-        QueueError::InvalidName { .. } => C::InvalidArgument,
-        QueueError::QueueFull { .. }
-        | QueueError::QueueBytesFull { .. }
-        | QueueError::TooManyConsumers { .. } => C::ResourceExhausted,
-        QueueError::UnknownDelivery(_) | QueueError::UnknownConsumer(_) => C::NotFound,
-        QueueError::NotYourDelivery(_) | QueueError::NotYourConsumer(_) => C::PermissionDenied,
-    };
-    error_of(code, e.to_string())
+impl From<QueueError> for v1::Error {
+    fn from(e: QueueError) -> v1::Error {
+        v1::Error::from(&CoreError::Queue(e))
+    }
 }
 
-/// The wire error for a publish the store could not make durable: a full
-/// disk is RESOURCE_EXHAUSTED (the publisher may retry later), anything
-/// else INTERNAL. The message names the file.
-pub fn store_error(e: &StoreError) -> v1::Error {
-    let code = if e.is_disk_full() {
-        v1::ErrorCode::ResourceExhausted
-    } else {
-        v1::ErrorCode::Internal
-    };
-    error_of(code, format!("the message was not stored: {e}"))
+impl From<&Denied> for v1::Error {
+    fn from(denied: &Denied) -> v1::Error {
+        error(ErrorCode::PermissionDenied, denied.to_string())
+    }
 }
 
-/// A wire error from a code and a message.
-pub fn error_of(code: v1::ErrorCode, message: impl Into<String>) -> v1::Error {
+/// What the transport refuses on its own account: broken or unexpected
+/// frames, the handshake, quotas of connections and requests in flight,
+/// and a publish the store could not keep. Each becomes one wire error.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No Hello within the handshake time-out (then close).
+    #[error("no Hello within {} ms", .0.as_millis())]
+    NoHello(Duration),
+    /// The first frame was not Hello (then close).
+    #[error("the first frame must be Hello")]
+    FirstFrameNotHello,
+    /// Hello asked for a version this broker does not speak (then close).
+    #[error(
+        "protocol version {0} is not supported; this broker speaks versions {v} to {v}",
+        v = turnstile_proto::PROTOCOL_VERSION
+    )]
+    UnsupportedVersion(u32),
+    /// A frame that cannot be read: too large, a bad prefix, not a message
+    /// (then close).
+    #[error(transparent)]
+    BadFrame(FrameError),
+    /// A frame begun and not finished in time (slowloris; then close).
+    #[error(
+        "a frame was begun and not finished within {} ms (--frame-timeout)",
+        .0.as_millis()
+    )]
+    FrameUnfinished(Duration),
+    /// The connection is over a connection quota (then close).
+    #[error("{0}")]
+    TooManyConnections(String),
+    /// A request with id 0.
+    #[error("request id must be non-zero")]
+    ZeroRequestId,
+    /// A frame without a request in it.
+    #[error("the frame carries no request (empty or from a newer protocol)")]
+    EmptyRequest,
+    /// A second Hello.
+    #[error("Hello was already said on this connection")]
+    HelloAgain,
+    /// An `Acquire` with a mode this version does not know.
+    #[error("unknown mode {0}; expected MODE_EXCLUSIVE (1) or MODE_SHARED (2)")]
+    UnknownMode(i32),
+    /// An `Acquire` with a wait policy this version does not know.
+    #[error("unknown wait policy {0}; expected WAIT_POLICY_QUEUE (1) or WAIT_POLICY_NO_WAIT (2)")]
+    UnknownWaitPolicy(i32),
+    /// Too many publishes awaiting their answer on one connection.
+    #[error(
+        "{0} requests are already in flight on this connection, the limit \
+         (--max-in-flight): wait for their answers"
+    )]
+    TooManyInFlight(usize),
+    /// A publish reusing the id of one still in flight.
+    #[error(
+        "request id {0} is already taken by a publish in flight on this connection: \
+         its answer could not be told apart"
+    )]
+    IdInFlight(u64),
+    /// A message whose delivery could not fit in a frame.
+    #[error(
+        "the message is too large: its delivery would take {len} bytes, over the \
+         {limit}-byte frame limit (payload {payload} bytes)"
+    )]
+    MessageTooLarge {
+        /// The largest delivery frame it could make.
+        len: usize,
+        /// The frame limit.
+        limit: u32,
+        /// The payload's size.
+        payload: usize,
+    },
+    /// The store could not make a publish durable.
+    #[error("the message was not stored: {0}")]
+    NotStored(StoreError),
+    /// A request for a connection the dispatcher does not know (a bug).
+    #[error("no such connection")]
+    NoConnection,
+}
+
+impl Refusal {
+    /// The refusal owed for a frame that could not be read, or `None` when
+    /// there is nobody left to tell (the stream ended or broke).
+    pub fn bad_frame(e: FrameError) -> Option<Refusal> {
+        e.wire_code().map(|_| Refusal::BadFrame(e))
+    }
+}
+
+impl From<&Refusal> for v1::Error {
+    fn from(r: &Refusal) -> v1::Error {
+        let code = match r {
+            Refusal::NoHello(_) | Refusal::FrameUnfinished(_) => ErrorCode::TimedOut,
+            Refusal::FirstFrameNotHello | Refusal::HelloAgain => ErrorCode::ProtocolViolation,
+            Refusal::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            Refusal::BadFrame(e) => e.wire_code().unwrap_or(ErrorCode::ProtocolViolation),
+            Refusal::TooManyConnections(_) | Refusal::TooManyInFlight(_) => {
+                ErrorCode::ResourceExhausted
+            }
+            Refusal::ZeroRequestId
+            | Refusal::EmptyRequest
+            | Refusal::UnknownMode(_)
+            | Refusal::UnknownWaitPolicy(_)
+            | Refusal::IdInFlight(_) => ErrorCode::InvalidArgument,
+            Refusal::MessageTooLarge { .. } => ErrorCode::FrameTooLarge,
+            // A full disk: the publisher may retry later.
+            Refusal::NotStored(e) if e.is_disk_full() => ErrorCode::ResourceExhausted,
+            Refusal::NotStored(_) | Refusal::NoConnection => ErrorCode::Internal,
+        };
+        error(code, r.to_string())
+    }
+}
+
+impl From<Refusal> for v1::Error {
+    fn from(r: Refusal) -> v1::Error {
+        v1::Error::from(&r)
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> v1::Error {
     v1::Error {
         code: code as i32,
-        message: message.into(),
+        message,
     }
 }
 
@@ -116,33 +198,23 @@ pub fn reply(id: u64, result: v1::reply::Result) -> v1::ServerFrame {
 }
 
 /// An error reply frame.
-pub fn error_reply(id: u64, error: v1::Error) -> v1::ServerFrame {
-    reply(id, v1::reply::Result::Error(error))
+pub fn error_reply(id: u64, error: impl Into<v1::Error>) -> v1::ServerFrame {
+    reply(id, v1::reply::Result::Error(error.into()))
 }
 
 /// Converts an `Acquire`, refusing enum values this version does not know.
 /// The mode must be stated (`MODE_UNSPECIFIED` is refused: a lock request
 /// should say what it wants); `WAIT_POLICY_UNSPECIFIED` means QUEUE.
-pub fn acquire_request(a: v1::Acquire) -> Result<AcquireRequest, CoreError> {
+pub fn acquire_request(a: v1::Acquire) -> Result<AcquireRequest, Refusal> {
     let mode = match v1::Mode::try_from(a.mode) {
         Ok(v1::Mode::Exclusive) => Mode::Exclusive,
         Ok(v1::Mode::Shared) => Mode::Shared,
-        Ok(v1::Mode::Unspecified) | Err(_) => {
-            return Err(CoreError::InvalidArgument(format!(
-                "unknown mode {}; expected MODE_EXCLUSIVE (1) or MODE_SHARED (2)",
-                a.mode
-            )));
-        }
+        Ok(v1::Mode::Unspecified) | Err(_) => return Err(Refusal::UnknownMode(a.mode)),
     };
     let wait = match v1::WaitPolicy::try_from(a.wait) {
         Ok(v1::WaitPolicy::Unspecified | v1::WaitPolicy::Queue) => WaitPolicy::Queue,
         Ok(v1::WaitPolicy::NoWait) => WaitPolicy::NoWait,
-        Err(_) => {
-            return Err(CoreError::InvalidArgument(format!(
-                "unknown wait policy {}; expected WAIT_POLICY_QUEUE (1) or WAIT_POLICY_NO_WAIT (2)",
-                a.wait
-            )));
-        }
+        Err(_) => return Err(Refusal::UnknownWaitPolicy(a.wait)),
     };
     Ok(AcquireRequest {
         resource: a.resource,
@@ -311,23 +383,22 @@ pub fn event_kind(k: EventKind) -> v1::EventKind {
     }
 }
 
-/// The pushed frame carrying a state event to one watch.
+/// A state event as one watch gets it (`watch_id` 0 for the body shared
+/// by every watcher, see [`turnstile_proto::encode_shared_watch_event`]).
 pub fn watch_event(
     watch_id: u64,
     e: &StateEvent,
     coalesced: bool,
     clock: &Clock,
     now: Millis,
-) -> v1::ServerFrame {
+) -> v1::WatchEvent {
     let state = (e.kind != EventKind::Heartbeat).then(|| resource(&e.state, clock, now));
-    v1::ServerFrame {
-        body: Some(v1::server_frame::Body::WatchEvent(v1::WatchEvent {
-            watch_id,
-            revision: e.revision.0,
-            kind: event_kind(e.kind) as i32,
-            state,
-            coalesced,
-            detail: e.cause.to_string(),
-        })),
+    v1::WatchEvent {
+        watch_id,
+        revision: e.revision.0,
+        kind: event_kind(e.kind) as i32,
+        state,
+        coalesced,
+        detail: e.cause.to_string(),
     }
 }

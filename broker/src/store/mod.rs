@@ -19,6 +19,7 @@
 //!   ever stored); both high-water marks only ever rise.
 
 mod record;
+mod storage;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -32,8 +33,10 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefini
 
 use crate::core::Counters;
 use crate::core::queues::{Message, StoreOp};
+use crate::platform::fs::sync_dir;
 use record::Record;
 
+pub use storage::Storage;
 pub use writer::StoreWriter;
 
 /// The store's file name inside the data directory.
@@ -253,11 +256,7 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 /// Creates the data directory if missing: only the broker's user may enter
 /// it on unix.
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| StoreError::CreateDir {
+    crate::platform::fs::create_private_dir(dir).map_err(|e| StoreError::CreateDir {
         dir: dir.to_path_buf(),
         detail: e.to_string(),
     })
@@ -385,17 +384,6 @@ fn create(dir: &Path, path: &Path, opener: &Opener) -> Result<(), StoreError> {
     });
     let _ = std::fs::remove_file(&building);
     placed
-}
-
-/// Makes a new directory entry durable (on unix; elsewhere the file
-/// system's own journal does).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 /// Creates the tables of a new store and checks the format of an old one.

@@ -27,7 +27,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::*;
-use crate::core::{CoreError, Ending, LostReason, Progress, Revision, views::ResourceView};
+use crate::core::{CoreError, Ending, LostReason, Progress, ResourceView, Revision};
 
 const RESOURCES: [&str; 2] = ["pcm", "spool"];
 const SLOTS: usize = 4;
@@ -574,6 +574,10 @@ impl Observer {
         before: &HashMap<LeaseId, u32>,
         log: &StepLog,
     ) -> Result<(), TestCaseError> {
+        // The invariants the fuzz target checks too.
+        if let Err(broken) = crate::core::check::lease_table(core, None) {
+            return Err(TestCaseError::fail(broken));
+        }
         let status = core.status(&[]);
         prop_assert_eq!(status.revision, core.revision());
         prop_assert_eq!(status.revision, self.last_revision);

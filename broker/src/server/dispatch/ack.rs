@@ -4,14 +4,13 @@
 use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
-use crate::core::SessionId;
 use crate::core::queues::DeliveryId;
-use crate::server::wire;
+use crate::core::{Change, SessionId};
 
 pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Ack) -> Answer {
-    d.changes = d
-        .core
-        .ack(session, DeliveryId(req.delivery_id))
-        .map_err(|e| wire::error(&e))?;
-    Ok(v1::reply::Result::Done(v1::Done {}))
+    let changes = d.core.queues.ack(session, DeliveryId(req.delivery_id))?;
+    Ok((
+        v1::reply::Result::Done(v1::Done {}),
+        Change::from_queue(changes),
+    ))
 }

@@ -13,18 +13,13 @@ pub(super) fn handle(
     req: v1::Acquire,
     now: Millis,
 ) -> Answer {
-    let req = wire::acquire_request(req).map_err(|e| wire::error(&e))?;
+    let req = wire::acquire_request(req)?;
     let verb = match req.mode {
         Mode::Exclusive => Verb::LeaseExclusive,
         Mode::Shared => Verb::LeaseShared,
     };
     d.allow(session, verb, Some(&req.resource))?;
-    let (outcome, changes) = d
-        .core
-        .acquire(session, req, now)
-        .map_err(|e| wire::error(&e))?;
-    d.changes = changes;
-    Ok(v1::reply::Result::Acquire(wire::acquire_reply(
-        &outcome, &d.clock, now,
-    )))
+    let (outcome, changes) = d.core.acquire(session, req, now)?;
+    let reply = wire::acquire_reply(&outcome, &d.clock, now);
+    Ok((v1::reply::Result::Acquire(reply), changes))
 }

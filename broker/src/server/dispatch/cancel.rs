@@ -4,7 +4,6 @@ use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::{LeaseId, Millis, SessionId};
-use crate::server::wire;
 
 pub(super) fn handle(
     d: &mut Dispatcher,
@@ -12,9 +11,6 @@ pub(super) fn handle(
     req: v1::Cancel,
     now: Millis,
 ) -> Answer {
-    d.changes = d
-        .core
-        .cancel(session, LeaseId(req.lease_id), now)
-        .map_err(|e| wire::error(&e))?;
-    Ok(v1::reply::Result::Done(v1::Done {}))
+    let changes = d.core.cancel(session, LeaseId(req.lease_id), now)?;
+    Ok((v1::reply::Result::Done(v1::Done {}), changes))
 }

@@ -7,16 +7,12 @@ use turnstile_proto::v1;
 use super::{Answer, Dispatcher};
 use crate::core::SessionId;
 use crate::policy::Verb;
-use crate::server::wire;
 
 pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Consume) -> Answer {
     d.allow(session, Verb::Consume, Some(&req.queue))?;
-    let (consumer, changes) = d
-        .core
-        .consume(session, &req.queue, req.prefetch)
-        .map_err(|e| wire::error(&e))?;
-    d.changes = changes;
-    Ok(v1::reply::Result::Consume(v1::ConsumeStarted {
+    let (consumer, changes) = d.core.consume(session, &req.queue, req.prefetch)?;
+    let started = v1::ConsumeStarted {
         consumer_id: consumer.0,
-    }))
+    };
+    Ok((v1::reply::Result::Consume(started), changes))
 }

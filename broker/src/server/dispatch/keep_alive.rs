@@ -4,7 +4,6 @@ use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::{LeaseId, Millis, SessionId};
-use crate::server::wire;
 
 pub(super) fn handle(
     d: &mut Dispatcher,
@@ -12,9 +11,9 @@ pub(super) fn handle(
     req: v1::KeepAlive,
     now: Millis,
 ) -> Answer {
-    let ttl_ms = d
-        .core
-        .keep_alive(session, LeaseId(req.lease_id), now)
-        .map_err(|e| wire::error(&e))?;
-    Ok(v1::reply::Result::KeepAlive(v1::KeepAliveReply { ttl_ms }))
+    let ttl_ms = d.core.keep_alive(session, LeaseId(req.lease_id), now)?;
+    Ok((
+        v1::reply::Result::KeepAlive(v1::KeepAliveReply { ttl_ms }),
+        Vec::new(),
+    ))
 }

@@ -4,14 +4,16 @@
 use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
-use crate::core::SessionId;
 use crate::core::queues::DeliveryId;
-use crate::server::wire;
+use crate::core::{Change, SessionId};
 
 pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Nack) -> Answer {
-    d.changes = d
+    let changes = d
         .core
-        .nack(session, DeliveryId(req.delivery_id), req.requeue)
-        .map_err(|e| wire::error(&e))?;
-    Ok(v1::reply::Result::Done(v1::Done {}))
+        .queues
+        .nack(session, DeliveryId(req.delivery_id), req.requeue)?;
+    Ok((
+        v1::reply::Result::Done(v1::Done {}),
+        Change::from_queue(changes),
+    ))
 }

@@ -13,13 +13,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use turnstile_proto::v1::{self, ErrorCode};
+use turnstile_proto::v1;
 
 use super::Dispatcher;
-use crate::core::SessionId;
 use crate::core::queues::{
     DEAD_LETTER_SUFFIX, HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_SEQ, Message, StoreOp,
 };
+use crate::core::{Change, SessionId};
+use crate::server::wire::Refusal;
 use crate::server::{Outbound, ToCore, wire};
 use crate::store::StoreError;
 
@@ -35,39 +36,25 @@ pub(super) fn handle(
     d.allow(session, crate::policy::Verb::Publish, Some(&req.queue))?;
     let in_flight = d.publishing.get(&session).map_or(0, |ids| ids.len());
     if in_flight >= d.config.max_in_flight {
-        return Err(wire::error_of(
-            ErrorCode::ResourceExhausted,
-            format!(
-                "{in_flight} requests are already in flight on this connection, the limit \
-                 (--max-in-flight): wait for their answers"
-            ),
-        ));
+        return Err(Refusal::TooManyInFlight(in_flight).into());
     }
     if d.publishing
         .get(&session)
         .is_some_and(|ids| ids.contains(&id))
     {
-        return Err(wire::error_of(
-            ErrorCode::InvalidArgument,
-            format!(
-                "request id {id} is already taken by a publish in flight on this connection: \
-                 its answer could not be told apart"
-            ),
-        ));
+        return Err(Refusal::IdInFlight(id).into());
     }
     let dead_letters =
         d.core.config().queues.max_attempts != 0 && !req.queue.ends_with(DEAD_LETTER_SUFFIX);
     let len = delivery_len(&req, dead_letters);
     let limit = d.config.max_frame_bytes;
     if len > limit as usize {
-        return Err(wire::error_of(
-            ErrorCode::FrameTooLarge,
-            format!(
-                "the message is too large: its delivery would take {len} bytes, over the \
-                 {limit}-byte frame limit (payload {} bytes)",
-                req.payload.len()
-            ),
-        ));
+        return Err(Refusal::MessageTooLarge {
+            len,
+            limit,
+            payload: req.payload.len(),
+        }
+        .into());
     }
     let v1::Publish {
         queue,
@@ -77,8 +64,8 @@ pub(super) fn handle(
     // Headers come in key order (a BTreeMap): stored and delivered so.
     let message = d
         .core
-        .begin_publish(&queue, payload, headers.into_iter().collect())
-        .map_err(|e| wire::error(&e))?;
+        .queues
+        .begin_publish(&queue, payload, headers.into_iter().collect())?;
     d.publishing.entry(session).or_default().insert(id);
     let Some(store) = &d.store else {
         committed(d, session, id, &queue, message, Ok(()));
@@ -129,13 +116,13 @@ pub(super) fn committed(
                 request_id,
                 v1::reply::Result::Publish(v1::Published { seq }),
             ),
-            d.core.publish_committed(queue, message),
+            Change::from_queue(d.core.queues.publish_committed(queue, message)),
         ),
         Err(e) => {
             tracing::warn!(queue, seq, "a publish was refused: {e}");
             (
-                wire::error_reply(request_id, wire::store_error(&e)),
-                d.core.publish_failed(queue, seq),
+                wire::error_reply(request_id, Refusal::NotStored(e)),
+                Change::from_queue(d.core.queues.publish_failed(queue, seq)),
             )
         }
     };
@@ -150,19 +137,13 @@ pub(super) fn committed(
 /// the queue has one): a message whose delivery would be over the frame
 /// limit is refused, since no consumer could receive it.
 fn delivery_len(req: &v1::Publish, dead_letters: bool) -> usize {
-    use prost::encoding::{btree_map, bytes, encoded_len_varint, string, uint32, uint64};
-    let mut delivery = 3 * uint64::encoded_len(1, &u64::MAX)
-        + string::encoded_len(4, &req.queue)
-        + bytes::encoded_len(5, &req.payload)
-        + btree_map::encoded_len(string::encoded_len, string::encoded_len, 6, &req.headers)
-        + uint32::encoded_len(7, &u32::MAX);
-    if dead_letters {
-        let added = BTreeMap::from([
+    let added = if dead_letters {
+        BTreeMap::from([
             (HEADER_DEAD_LETTER_QUEUE.to_string(), req.queue.clone()),
             (HEADER_DEAD_LETTER_SEQ.to_string(), u64::MAX.to_string()),
-        ]);
-        delivery += btree_map::encoded_len(string::encoded_len, string::encoded_len, 6, &added);
-    }
-    // ServerFrame { delivery (field 4, LEN) }
-    1 + encoded_len_varint(delivery as u64) + delivery
+        ])
+    } else {
+        BTreeMap::new()
+    };
+    turnstile_proto::max_delivery_frame_len(req, &added)
 }

@@ -5,7 +5,6 @@ use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::{LeaseId, Millis, Progress, SessionId};
-use crate::server::wire;
 
 pub(super) fn handle(
     d: &mut Dispatcher,
@@ -18,9 +17,8 @@ pub(super) fn handle(
         total: req.total,
         message: req.message,
     };
-    d.changes = d
+    let changes = d
         .core
-        .report_progress(session, LeaseId(req.lease_id), progress, now)
-        .map_err(|e| wire::error(&e))?;
-    Ok(v1::reply::Result::Done(v1::Done {}))
+        .report_progress(session, LeaseId(req.lease_id), progress, now)?;
+    Ok((v1::reply::Result::Done(v1::Done {}), changes))
 }

@@ -15,9 +15,9 @@ pub(super) fn handle(
     req: v1::GetStatus,
     now: Millis,
 ) -> Answer {
-    check_name_count(req.resources.len()).map_err(|e| wire::error(&e))?;
+    check_name_count(req.resources.len())?;
     for r in &req.resources {
-        check_name("resource", r).map_err(|e| wire::error(&e))?;
+        check_name("resource", r)?;
         d.allow(session, Verb::Status, Some(r))?;
     }
     if req.resources.is_empty() {
@@ -25,6 +25,6 @@ pub(super) fn handle(
     }
     let view = d.core.status(&req.resources);
     let mut status = wire::status(&view, &d.clock, now);
-    status.queues = d.core.queue_info().iter().map(wire::queue_info).collect();
-    Ok(v1::reply::Result::Status(status))
+    status.queues = d.core.queues.info().iter().map(wire::queue_info).collect();
+    Ok((v1::reply::Result::Status(status), Vec::new()))
 }

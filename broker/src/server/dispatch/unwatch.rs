@@ -4,11 +4,8 @@ use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::{SessionId, WatchId};
-use crate::server::wire;
 
 pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Unwatch) -> Answer {
-    d.core
-        .unwatch(session, WatchId(req.watch_id))
-        .map_err(|e| wire::error(&e))?;
-    Ok(v1::reply::Result::Done(v1::Done {}))
+    d.core.unwatch(session, WatchId(req.watch_id))?;
+    Ok((v1::reply::Result::Done(v1::Done {}), Vec::new()))
 }

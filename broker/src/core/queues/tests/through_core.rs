@@ -1,24 +1,25 @@
 //! The queue table as the core drives it: one goodbye path for leases and
 //! deliveries alike, startup from what the store held, and refusals as
 //! `CoreError::Queue`. The table's own rules (order, prefetch, dead
-//! letters) are tested beside it, in `core/queues/tests.rs`.
+//! letters) are tested beside it, in `mod.rs`.
 
 use bytes::Bytes;
 
-use super::*;
-use crate::core::CoreError;
-use crate::core::queues::{
-    Delivery, DeliveryId, Message, QueueChange, QueueConfig, QueueError, StoreOp,
+use crate::core::tests::{acquire_ex, connect, core, core_with, expect_granted};
+use crate::core::{
+    Change, Core, CoreConfig, CoreError, Delivery, DeliveryId, Message, QueueChange, QueueConfig,
+    QueueError, SessionId, StoreOp,
 };
 
 /// Publishes and commits at once; returns the sequence number.
 #[track_caller]
 fn publish(core: &mut Core, queue: &str, body: &str) -> u64 {
     let m = core
+        .queues
         .begin_publish(queue, Bytes::copy_from_slice(body.as_bytes()), Vec::new())
         .expect("publish refused");
     let seq = m.seq;
-    core.publish_committed(queue, m);
+    core.queues.publish_committed(queue, m);
     seq
 }
 
@@ -85,7 +86,7 @@ fn goodbye_hands_unacknowledged_deliveries_to_another_consumer() {
         core.status(&[]).resources.is_empty(),
         "the lease ended with its session"
     );
-    let info = core.queue_info();
+    let info = core.queues.info();
     assert_eq!(
         (info[0].ready, info[0].unacked, info[0].consumers),
         (0, 2, 1)
@@ -137,7 +138,7 @@ fn a_stored_message_out_of_attempts_is_dead_lettered_at_startup() {
         }
         _ => panic!("expected a Remove and an Append: {ops:?}"),
     }
-    let info = core.queue_info();
+    let info = core.queues.info();
     assert_eq!(info.len(), 1);
     assert_eq!((&*info[0].queue, info[0].ready), ("jobs.dead", 1));
 }
@@ -154,12 +155,12 @@ fn queue_refusals_are_core_errors() {
         ..CoreConfig::default()
     });
     assert!(matches!(
-        core.begin_publish("", Bytes::new(), Vec::new()),
-        Err(CoreError::Queue(QueueError::InvalidName { .. }))
+        core.queues.begin_publish("", Bytes::new(), Vec::new()),
+        Err(CoreError::InvalidName { what: "queue", .. })
     ));
     publish(&mut core, "q", "one");
     assert!(matches!(
-        core.begin_publish("q", Bytes::new(), Vec::new()),
+        core.queues.begin_publish("q", Bytes::new(), Vec::new()),
         Err(CoreError::Queue(QueueError::QueueFull { limit: 1, .. }))
     ));
     let a = connect(&mut core, "a");
@@ -167,17 +168,17 @@ fn queue_refusals_are_core_errors() {
     let (_, changes) = core.consume(a, "q", 0).unwrap();
     let id = deliveries(&changes)[0].1.delivery_id;
     assert_eq!(
-        core.ack(b, id).unwrap_err(),
-        CoreError::Queue(QueueError::NotYourDelivery(id))
+        core.queues.ack(b, id).unwrap_err(),
+        QueueError::NotYourDelivery(id)
     );
     assert_eq!(
-        core.nack(b, DeliveryId(999), true).unwrap_err(),
-        CoreError::Queue(QueueError::UnknownDelivery(DeliveryId(999)))
+        core.queues.nack(b, DeliveryId(999), true).unwrap_err(),
+        QueueError::UnknownDelivery(DeliveryId(999))
     );
     core.goodbye(b, 0);
     assert!(matches!(
         core.consume(b, "q", 0),
         Err(CoreError::WrongState(_))
     ));
-    assert!(core.ack(a, id).is_ok());
+    assert!(core.queues.ack(a, id).is_ok());
 }

@@ -1,60 +1,11 @@
 //! Read-only views of the lease table, as status, watch snapshots and
 //! queue positions show them. Views are copies: holding one never holds
-//! up the core.
+//! up the core. It changes nothing in the table.
 
 use std::sync::Arc;
 
-use super::leases::{Lease, LeaseState, LeaseTable, Resource};
-use super::{FencingToken, LeaseId, Millis, Mode, Peer, Progress, Revision};
-
-/// One lease, held or queued.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LeaseView {
-    /// The lease.
-    pub lease_id: LeaseId,
-    /// Its resource.
-    pub resource: Arc<str>,
-    /// EXCLUSIVE or SHARED.
-    pub mode: Mode,
-    /// What it is for.
-    pub purpose: Arc<str>,
-    /// Who holds or wants it.
-    pub holder: Arc<Peer>,
-    /// The fencing token, once granted.
-    pub fencing: Option<FencingToken>,
-    /// The holder's last progress report.
-    pub progress: Option<Progress>,
-    /// When it was granted (monotonic ms).
-    pub granted_at: Option<Millis>,
-    /// When it joined the queue, if it ever waited (monotonic ms).
-    pub queued_at: Option<Millis>,
-    /// When its TTL runs out unless kept alive (monotonic ms).
-    pub expires_at: Option<Millis>,
-    /// 0 for holders; 1 = next in line for waiters.
-    pub position: u32,
-}
-
-/// A resource's whole state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResourceView {
-    /// Its name.
-    pub resource: Arc<str>,
-    /// The revision of its last change.
-    pub revision: Revision,
-    /// Holders, in grant order.
-    pub holders: Vec<LeaseView>,
-    /// Waiters, first in line first.
-    pub waiters: Vec<LeaseView>,
-}
-
-/// The answer to `GetStatus`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StatusView {
-    /// The global revision at the time of the snapshot.
-    pub revision: Revision,
-    /// The resources asked for, in name order.
-    pub resources: Vec<ResourceView>,
-}
+use super::{Lease, LeaseState, LeaseTable, Resource};
+use crate::core::{LeaseView, ResourceView, Revision};
 
 pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
     let (fencing, granted_at, queued_at, expires_at) = match l.state {
@@ -121,7 +72,7 @@ impl LeaseTable {
     /// name order. A named resource nobody uses is shown empty, as of
     /// `current` (the table forgets idle resources, so their last revision
     /// is not known; `current` is a revision at which the state holds).
-    pub(super) fn views(&self, names: &[String], current: Revision) -> Vec<ResourceView> {
+    pub(crate) fn views(&self, names: &[String], current: Revision) -> Vec<ResourceView> {
         let mut out: Vec<ResourceView> = if names.is_empty() {
             self.resources.values().map(|r| self.view(r)).collect()
         } else {

@@ -1,0 +1,64 @@
+//! What a mutation of the core returns: the [`Change`]s for the dispatch
+//! layer to deliver, and what a lease's owner is told ([`LeaseUpdate`]).
+
+use std::sync::Arc;
+
+use super::{
+    Grant, LeaseId, LostReason, QueueChange, QueuePosition, SessionId, StateEvent, WatchId,
+};
+
+/// A consequence of a mutation, for the dispatch layer to deliver.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Tell the session that owns `lease` what became of it.
+    Lease {
+        /// The owner.
+        session: SessionId,
+        /// The lease concerned.
+        lease: LeaseId,
+        /// What happened.
+        update: LeaseUpdate,
+    },
+    /// Deliver a state event to one watch.
+    Watch {
+        /// The watcher's session.
+        session: SessionId,
+        /// The watch.
+        watch: WatchId,
+        /// The event, shared by every watcher that gets it.
+        event: Arc<StateEvent>,
+    },
+    /// The counters reached their persisted reservation: persist
+    /// `reserve_until` **before** delivering any change after this one, so
+    /// that no token or revision is ever reused after a restart.
+    ReserveCounters {
+        /// The new high-water mark for both counters.
+        reserve_until: u64,
+    },
+    /// A consequence of a queue operation: a delivery to push, a write for
+    /// the store, or a line for the log.
+    Queue(QueueChange),
+}
+
+impl Change {
+    /// The queue table's changes, as the core's.
+    pub fn from_queue(changes: Vec<QueueChange>) -> Vec<Change> {
+        changes.into_iter().map(Change::Queue).collect()
+    }
+}
+
+/// What the owner of a lease is told when its lease changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeaseUpdate {
+    /// The queued request is now a held lease.
+    Granted(Grant),
+    /// The waiter's position or what is ahead of it changed.
+    Queued(QueuePosition),
+    /// The lease or the place in the queue is gone.
+    Lost {
+        /// Why.
+        reason: LostReason,
+        /// A sentence for humans.
+        detail: String,
+    },
+}

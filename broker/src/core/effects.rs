@@ -1,0 +1,150 @@
+//! The one sink every rule of the lease table writes its effects into: the
+//! revision and fencing counters (with their persisted reservation), the
+//! watches that hear of each state change, the deadline index, and the
+//! [`Change`]s the call returns.
+//!
+//! The lease table never reaches into the rest of the core: it gets an
+//! [`Effects`] for the duration of one call, and the core takes the
+//! changes out at the end.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::watch::Watches;
+use super::{
+    COUNTER_BLOCK, Cause, Change, EventKind, FencingToken, LeaseId, LeaseUpdate, Millis,
+    ResourceView, Revision, SessionId,
+};
+
+/// What happens at a deadline.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Deadline {
+    /// A held lease's TTL ends, or a waiter's `max_wait_ms`.
+    Lease(LeaseId),
+    /// Quiet watches get their heartbeat.
+    Heartbeats,
+}
+
+/// Every pending deadline, earliest first.
+pub(crate) type Deadlines = BTreeSet<(Millis, Deadline)>;
+
+/// Hands out revisions and fencing tokens, and says when another block of
+/// them must be reserved durably before use.
+pub(crate) struct Issuer {
+    /// The current global revision.
+    pub(crate) revision: Revision,
+    next_fencing: u64,
+    /// Every value handed out is at most this, persisted (or about to be).
+    pub(crate) reserved_until: u64,
+}
+
+impl Issuer {
+    /// Counters that continue above what a previous run reserved; the
+    /// first reservation is `start + COUNTER_BLOCK`.
+    pub(crate) fn new(start: u64) -> Issuer {
+        Issuer {
+            revision: Revision(start),
+            next_fencing: start + 1,
+            reserved_until: start + COUNTER_BLOCK,
+        }
+    }
+
+    fn ensure_reserved(&mut self, value: u64, changes: &mut Vec<Change>) {
+        if value > self.reserved_until {
+            self.reserved_until = value + COUNTER_BLOCK;
+            // Pushed before the change that uses `value`: the dispatch layer
+            // persists it before delivering anything after it.
+            changes.push(Change::ReserveCounters {
+                reserve_until: self.reserved_until,
+            });
+        }
+    }
+}
+
+/// The effects of one call on the core, as of `now`.
+pub(crate) struct Effects<'a> {
+    /// The time of the call.
+    pub(crate) now: Millis,
+    issuer: &'a mut Issuer,
+    watches: &'a mut Watches,
+    /// The deadline index.
+    pub(crate) deadlines: &'a mut Deadlines,
+    /// What the call returns, in order.
+    pub(crate) changes: Vec<Change>,
+}
+
+impl<'a> Effects<'a> {
+    /// A sink for one call.
+    pub(crate) fn new(
+        now: Millis,
+        issuer: &'a mut Issuer,
+        watches: &'a mut Watches,
+        deadlines: &'a mut Deadlines,
+    ) -> Effects<'a> {
+        Effects {
+            now,
+            issuer,
+            watches,
+            deadlines,
+            changes: Vec::new(),
+        }
+    }
+
+    /// The next fencing token, reserving another block first if needed.
+    pub(crate) fn take_fencing(&mut self) -> FencingToken {
+        let token = self.issuer.next_fencing;
+        self.issuer.next_fencing += 1;
+        self.issuer.ensure_reserved(token, &mut self.changes);
+        FencingToken(token)
+    }
+
+    /// The next revision, for a state change, reserving another block
+    /// first if needed.
+    pub(crate) fn next_revision(&mut self) -> Revision {
+        self.issuer.revision.0 += 1;
+        let revision = self.issuer.revision;
+        self.issuer.ensure_reserved(revision.0, &mut self.changes);
+        revision
+    }
+
+    /// Hands the event of a change of `name` at `revision` to every watch
+    /// of that resource. `state` gives the resource's new state, taken
+    /// only when someone will read it.
+    pub(crate) fn notify_watchers(
+        &mut self,
+        name: &Arc<str>,
+        revision: Revision,
+        kind: EventKind,
+        cause: Cause,
+        state: impl FnOnce(Revision) -> ResourceView,
+    ) {
+        self.watches.state_changed(
+            name,
+            revision,
+            kind,
+            cause,
+            state,
+            self.now,
+            &mut self.changes,
+        );
+    }
+
+    /// Sends the heartbeats due now and plans the next round.
+    pub(crate) fn heartbeats(&mut self) {
+        self.watches.heartbeats(
+            self.now,
+            self.issuer.revision,
+            self.deadlines,
+            &mut self.changes,
+        );
+    }
+
+    /// Tells the owner of `lease` what became of it.
+    pub(crate) fn tell(&mut self, session: SessionId, lease: LeaseId, update: LeaseUpdate) {
+        self.changes.push(Change::Lease {
+            session,
+            lease,
+            update,
+        });
+    }
+}

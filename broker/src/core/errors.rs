@@ -1,0 +1,149 @@
+//! The core's refusals. Queue outcomes (granted, queued) are values, not
+//! errors; these are what a request is refused with, each saying why.
+
+use std::sync::Arc;
+
+use super::{DeliveryId, Ending, LeaseId, SessionId, WatchId};
+
+/// Refusals. Queue outcomes (granted, queued) are values, not errors.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CoreError {
+    /// A resource or queue name breaks the naming rule.
+    #[error("invalid {what} name: {reason}")]
+    InvalidName {
+        /// "resource" or "queue".
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Some other argument is out of range.
+    #[error(transparent)]
+    InvalidArgument(BadArgument),
+    /// No lease with this id was ever handed out (or it was long forgotten).
+    #[error("lease {0} is not known to this broker")]
+    UnknownLease(LeaseId),
+    /// The lease existed but has ended.
+    #[error("lease {lease} has already ended: {ending}")]
+    Ended {
+        /// The lease.
+        lease: LeaseId,
+        /// How it ended.
+        ending: Ending,
+    },
+    /// The lease belongs to another connection.
+    #[error("lease {0} belongs to another connection")]
+    NotOwner(LeaseId),
+    /// `WAIT_POLICY_NO_WAIT` and the resource cannot be granted now.
+    #[error("{resource} is busy: {holder}")]
+    Busy {
+        /// The resource.
+        resource: String,
+        /// Who holds it, for what.
+        holder: String,
+    },
+    /// The request is valid but the lease or session is in the wrong
+    /// state for it.
+    #[error(transparent)]
+    WrongState(WrongState),
+    /// A per-session quota is used up.
+    #[error("too many {what} on this connection (limit {limit})")]
+    Quota {
+        /// What ran out: "leases", "watches".
+        what: &'static str,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// No watch with this id on this session.
+    #[error("watch {0} is not known on this connection")]
+    UnknownWatch(WatchId),
+    /// A queue operation was refused.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// One of the core's own invariants does not hold (a bug): the request
+    /// is refused rather than answered from a broken table.
+    #[error("internal error: {0}")]
+    Broken(&'static str),
+}
+
+/// An argument out of range, other than a name.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadArgument {
+    /// The TTL asked for is outside the configured range.
+    #[error("a time to live of {ttl_ms} ms is outside the accepted range {min}..={max} ms")]
+    TtlOutOfRange {
+        /// The TTL asked for (the default already put in for 0).
+        ttl_ms: u32,
+        /// `min_ttl_ms`.
+        min: u32,
+        /// `max_ttl_ms`.
+        max: u32,
+    },
+    /// A free-text field is longer than [`MAX_TEXT_BYTES`].
+    #[error("{what} is {len} bytes long, the limit is {limit}")]
+    TextTooLong {
+        /// Which field.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// [`MAX_TEXT_BYTES`].
+        limit: usize,
+    },
+    /// A progress report with more steps done than in all.
+    #[error("progress done ({done}) exceeds total ({total})")]
+    ProgressOverTotal {
+        /// Steps done.
+        done: u32,
+        /// Steps in all.
+        total: u32,
+    },
+}
+
+/// Why a valid request does not apply to the lease or session it names.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WrongState {
+    /// `Cancel` on a request that was granted meanwhile.
+    #[error("lease {0} was already granted; release it instead")]
+    AlreadyGranted(LeaseId),
+    /// `ReportProgress` on a request still in the queue.
+    #[error("lease {0} is still queued; only a holder reports progress")]
+    StillQueued(LeaseId),
+    /// The session has said goodbye.
+    #[error("session {0} is closed")]
+    SessionClosed(SessionId),
+}
+
+/// Refusals of queue operations.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QueueError {
+    /// The queue holds `max_depth` messages (RESOURCE_EXHAUSTED).
+    #[error("queue {queue} is full: it holds {limit} messages, its limit")]
+    QueueFull {
+        /// The queue.
+        queue: Arc<str>,
+        /// `max_depth`.
+        limit: u64,
+    },
+    /// The message would take the queue past `max_bytes` (RESOURCE_EXHAUSTED).
+    #[error("queue {queue} is full: {size} more bytes would take it past its limit of {limit}")]
+    QueueBytesFull {
+        /// The queue.
+        queue: Arc<str>,
+        /// The refused message's size.
+        size: u64,
+        /// `max_bytes`.
+        limit: u64,
+    },
+    /// No delivery in flight has this id: it never existed, or it was
+    /// already acknowledged or handed back.
+    #[error("delivery {0} is not known: never made, or already acknowledged or returned")]
+    UnknownDelivery(DeliveryId),
+    /// The delivery went to another session.
+    #[error("delivery {0} belongs to another connection")]
+    NotYourDelivery(DeliveryId),
+    /// The session has `max_consumers_per_session` consumers (RESOURCE_EXHAUSTED).
+    #[error("too many consumers on this connection (limit {limit})")]
+    TooManyConsumers {
+        /// The limit in force.
+        limit: usize,
+    },
+}
