@@ -103,9 +103,9 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_connections_per_uid: Option<usize>,
 
-    /// Connections that have not yet said Hello [default: 64]
+    /// Connections of one user that have not yet said Hello; more of that user's wait their turn, other users are not concerned [default: 64]
     #[arg(long, value_name = "N")]
-    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_uid: Option<usize>,
 
     /// Time a new connection has to say Hello [default: 10s]
     #[arg(long, value_name = "DURATION")]
@@ -119,7 +119,7 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u32>,
 
-    /// Bytes queued for a client that does not read before it is disconnected (watch events are coalesced instead) [default: 8388608]
+    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead) [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes: Option<usize>,
 
@@ -138,6 +138,10 @@ pub struct Settings {
     /// Leases, held or queued, one connection may have [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_leases_per_connection: Option<usize>,
+
+    /// Requests one user may have waiting in lease queues, over all its connections; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_waiters_per_uid: Option<usize>,
 
     /// Watches one connection may have [default: 64]
     #[arg(long, value_name = "N")]
@@ -159,6 +163,14 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_queue_bytes: Option<u64>,
 
+    /// Messages one user (other than root and the broker's own) may have in one queue, so that no user can fill a queue others depend on [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_queue_depth_per_uid: Option<u64>,
+
+    /// Bytes one user (other than root and the broker's own) may have in one queue [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub max_queue_bytes_per_uid: Option<u64>,
+
     /// Deliveries a message may have before it moves to the dead-letter queue QUEUE.dead; 0 = no limit [default: 5]
     #[arg(long, value_name = "N")]
     pub max_delivery_attempts: Option<u32>,
@@ -167,7 +179,7 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_consumers_per_connection: Option<usize>,
 
-    /// Requests one connection may have in flight (answered later: durable publishes); past it RESOURCE_EXHAUSTED [default: 128]
+    /// Requests one connection may have awaiting answers (durable publishes); past it the broker stops reading that connection until answers go out, it never refuses [default: 128]
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
@@ -253,7 +265,7 @@ impl Settings {
             log_level,
             max_connections,
             max_connections_per_uid,
-            max_handshakes,
+            max_handshakes_per_uid,
             handshake_timeout,
             frame_timeout,
             max_frame_bytes,
@@ -262,11 +274,14 @@ impl Settings {
             min_ttl,
             max_ttl,
             max_leases_per_connection,
+            max_waiters_per_uid,
             max_watches_per_connection,
             watch_history,
             heartbeat_interval,
             max_queue_depth,
             max_queue_bytes,
+            max_queue_depth_per_uid,
+            max_queue_bytes_per_uid,
             max_delivery_attempts,
             max_consumers_per_connection,
             max_in_flight,
@@ -284,6 +299,8 @@ impl Settings {
         let queues = QueueConfig {
             max_depth: self.max_queue_depth.unwrap_or(q.max_depth),
             max_bytes: self.max_queue_bytes.unwrap_or(q.max_bytes),
+            max_depth_per_uid: self.max_queue_depth_per_uid.unwrap_or(q.max_depth_per_uid),
+            max_bytes_per_uid: self.max_queue_bytes_per_uid.unwrap_or(q.max_bytes_per_uid),
             max_attempts: self.max_delivery_attempts.unwrap_or(q.max_attempts),
             max_consumers_per_session: self
                 .max_consumers_per_connection
@@ -302,6 +319,8 @@ impl Settings {
             max_leases_per_session: self
                 .max_leases_per_connection
                 .unwrap_or(c.max_leases_per_session),
+            max_waiters_per_uid: self.max_waiters_per_uid.unwrap_or(c.max_waiters_per_uid),
+            own_uid: d.own_uid,
             max_watches_per_session: self
                 .max_watches_per_connection
                 .unwrap_or(c.max_watches_per_session),
@@ -332,7 +351,10 @@ impl Settings {
             max_connections_per_uid: self
                 .max_connections_per_uid
                 .unwrap_or(d.max_connections_per_uid),
-            max_handshakes: self.max_handshakes.unwrap_or(d.max_handshakes).max(1),
+            max_handshakes_per_uid: self
+                .max_handshakes_per_uid
+                .unwrap_or(d.max_handshakes_per_uid)
+                .max(1),
             handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
             frame_timeout: self.frame_timeout.map_or(d.frame_timeout, |d| d.0),
             max_frame_bytes,
@@ -388,12 +410,12 @@ mod tests {
         };
         let file = Settings {
             max_connections: Some(5),
-            max_handshakes: Some(3),
+            max_handshakes_per_uid: Some(3),
             ..Settings::default()
         };
         let c = flags.or(file).resolve().unwrap();
         assert_eq!(c.server.max_connections, 7);
-        assert_eq!(c.server.max_handshakes, 3);
+        assert_eq!(c.server.max_handshakes_per_uid, 3);
         assert_eq!(c.server.max_connections_per_uid, 256);
         assert_eq!(c.server.core.default_ttl_ms, 15_000);
         assert_eq!(c.server.core.queues.max_depth, 100_000);

@@ -53,6 +53,17 @@ pub enum CoreError {
         /// The limit in force.
         limit: usize,
     },
+    /// The uid already has `--max-waiters-per-uid` requests waiting in
+    /// lease queues (RESOURCE_EXHAUSTED).
+    #[error(
+        "uid {uid} already has {limit} requests waiting for leases, the per-user limit (--max-waiters-per-uid)"
+    )]
+    UserWaiters {
+        /// The requester.
+        uid: u32,
+        /// The limit in force.
+        limit: usize,
+    },
     /// No watch with this id on this session.
     #[error("watch {0} is not known on this connection")]
     UnknownWatch(WatchId),
@@ -131,6 +142,23 @@ pub enum QueueError {
         /// The refused message's size.
         size: u64,
         /// `max_bytes`.
+        limit: u64,
+    },
+    /// The publisher's uid already has its share of the queue
+    /// (`--max-queue-depth-per-uid`, `--max-queue-bytes-per-uid`), so that
+    /// no user can fill a queue others depend on (RESOURCE_EXHAUSTED).
+    #[error(
+        "uid {uid} already has its share of queue {queue}: at most {limit} {what} per user \
+         until its messages are consumed"
+    )]
+    UserQuota {
+        /// The queue.
+        queue: Arc<str>,
+        /// The publisher.
+        uid: u32,
+        /// "messages" or "bytes".
+        what: &'static str,
+        /// The limit reached.
         limit: u64,
     },
     /// No delivery in flight has this id: it never existed, or it was

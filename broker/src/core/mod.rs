@@ -110,7 +110,7 @@ impl Core {
         let start = counters.reserved_until;
         let issuer = Issuer::new(start);
         let reservation = Reservation {
-            reserve_until: issuer.reserved_until,
+            reserve_until: issuer.durable_until,
         };
         let core = Core {
             sessions: Map::default(),
@@ -220,6 +220,26 @@ impl Core {
     /// The earliest moment at which [`Core::expire`] has work to do.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// The store made the counter reservation up to `until` durable (it was
+    /// asked for with [`Change::ReserveCounters`]): grants held back for
+    /// want of a durable fencing token go ahead now.
+    pub fn counters_stored(&mut self, until: u64, now: Millis) -> Vec<Change> {
+        let could_not_grant = !self.issuer.can_grant();
+        self.issuer.stored(until);
+        if !could_not_grant {
+            return Vec::new();
+        }
+        let (leases, mut fx) = self.split(now);
+        leases.settle_all(&mut fx);
+        fx.changes
+    }
+
+    /// Whether grants are held back until the store makes the next counter
+    /// reservation durable.
+    pub fn grants_stopped(&self) -> bool {
+        !self.issuer.can_grant()
     }
 
     /// Ends every lease whose TTL ran out, drops every waiter whose

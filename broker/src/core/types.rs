@@ -210,6 +210,11 @@ pub struct CoreConfig {
     pub max_ttl_ms: u32,
     /// Leases (held or queued) one session may have at once.
     pub max_leases_per_session: usize,
+    /// Requests one uid may have waiting in lease queues, over all its
+    /// connections (root and `own_uid` are not bound by it).
+    pub max_waiters_per_uid: usize,
+    /// The broker's own uid, trusted like root.
+    pub own_uid: u32,
     /// Watches one session may have at once.
     pub max_watches_per_session: usize,
     /// State events remembered for watchers that resume.
@@ -227,6 +232,8 @@ impl Default for CoreConfig {
             min_ttl_ms: 100,
             max_ttl_ms: 3_600_000,
             max_leases_per_session: 1024,
+            max_waiters_per_uid: 4096,
+            own_uid: 0,
             max_watches_per_session: 64,
             watch_history: 4096,
             heartbeat_ms: 10_000,
@@ -307,7 +314,9 @@ pub struct StatusView {
 
 /// At most this many entries in `QueuePosition::ahead` (holders first,
 /// then the waiters nearest the head); `position` still counts them all.
-pub const MAX_AHEAD: usize = 64;
+/// Small, since every waiter's every update carries them: a waiter needs
+/// who holds and who is next, not the whole queue (that is `GetStatus`).
+pub const MAX_AHEAD: usize = 8;
 
 /// Whether a request that cannot be granted now joins the queue.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -406,6 +415,13 @@ pub struct QueueConfig {
     /// Bytes one queue may hold (payloads plus header keys and values),
     /// counted like `max_depth`.
     pub max_bytes: u64,
+    /// Messages one unprivileged uid may have in one queue (reserved,
+    /// ready and unacknowledged together); root and the broker's own user
+    /// count only against `max_depth`.
+    pub max_depth_per_uid: u64,
+    /// Bytes one unprivileged uid may have in one queue, counted like
+    /// `max_depth_per_uid`.
+    pub max_bytes_per_uid: u64,
     /// Deliveries a message may have; one that has had this many and comes
     /// back is moved to its dead-letter queue. 0 = no limit.
     pub max_attempts: u32,
@@ -418,6 +434,8 @@ impl Default for QueueConfig {
         QueueConfig {
             max_depth: 100_000,
             max_bytes: 64 * 1024 * 1024,
+            max_depth_per_uid: 10_000,
+            max_bytes_per_uid: 8 * 1024 * 1024,
             max_attempts: 5,
             max_consumers_per_session: 64,
         }

@@ -32,10 +32,11 @@ impl From<&CoreError> for v1::Error {
             }
             CoreError::NotOwner(_) => ErrorCode::PermissionDenied,
             CoreError::Busy { .. } => ErrorCode::Busy,
-            CoreError::Quota { .. } => ErrorCode::ResourceExhausted,
+            CoreError::Quota { .. } | CoreError::UserWaiters { .. } => ErrorCode::ResourceExhausted,
             CoreError::Queue(q) => match q {
                 QueueError::QueueFull { .. }
                 | QueueError::QueueBytesFull { .. }
+                | QueueError::UserQuota { .. }
                 | QueueError::TooManyConsumers { .. } => ErrorCode::ResourceExhausted,
                 QueueError::UnknownDelivery(_) => ErrorCode::NotFound,
                 QueueError::NotYourDelivery(_) => ErrorCode::PermissionDenied,
@@ -137,6 +138,13 @@ pub enum Refusal {
     /// The store could not make a publish durable.
     #[error("the message was not stored: {0}")]
     NotStored(StoreError),
+    /// The store could not make an acknowledgement durable.
+    #[error("the acknowledgement was not stored (the message may be delivered again): {0}")]
+    AckNotStored(StoreError),
+    /// The store could not tell whether a publish is durable (its sync
+    /// failed): it may be delivered after a restart.
+    #[error("whether the message was stored is unknown (it may be delivered after a restart): {0}")]
+    OutcomeUnknown(StoreError),
     /// A request for a connection the dispatcher does not know (a bug).
     #[error("no such connection")]
     NoConnection,
@@ -168,7 +176,10 @@ impl From<&Refusal> for v1::Error {
             Refusal::MessageTooLarge { .. } => ErrorCode::FrameTooLarge,
             // A full disk: the publisher may retry later.
             Refusal::NotStored(e) if e.is_disk_full() => ErrorCode::ResourceExhausted,
-            Refusal::NotStored(_) | Refusal::NoConnection => ErrorCode::Internal,
+            Refusal::NotStored(_)
+            | Refusal::OutcomeUnknown(_)
+            | Refusal::AckNotStored(_)
+            | Refusal::NoConnection => ErrorCode::Internal,
         };
         error(code, r.to_string())
     }

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use turnstile_proto::encode_shared_watch_event;
 
 use super::Dispatcher;
-use crate::core::{Change, DropReason, Millis, QueueChange, SessionId, StateEvent, StoreOp};
+use crate::core::{
+    Change, DropReason, LeaseUpdate, Millis, QueueChange, QueuePosition, SessionId, StateEvent,
+    StoreOp,
+};
 use crate::server::clock::Clock;
 use crate::server::outbound::{MAX_COALESCED, Outbound};
 use crate::server::wire;
@@ -42,8 +45,24 @@ impl Dispatcher {
                     lease,
                     update,
                 } => {
-                    let frame = wire::lease_update(lease.0, &update, &clock, now);
-                    self.send(session, Outbound::frame(frame));
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
+                    if let LeaseUpdate::Queued(place) = update {
+                        // Paced per waiter: the newest place, a few times a
+                        // second at most, encoded only when sent.
+                        let encode = |p: &QueuePosition| queued_frame(p, &clock, now);
+                        if conn
+                            .send_queued(lease.0, place, now, encode, &self.to_core)
+                            .is_err()
+                        {
+                            self.cut_off(session);
+                        }
+                    } else {
+                        conn.forget_queued(lease.0);
+                        let frame = wire::lease_update(lease.0, &update, &clock, now);
+                        self.send(session, Outbound::frame(frame));
+                    }
                 }
                 Change::Watch {
                     session,
@@ -132,4 +151,18 @@ pub(super) fn concerns(change: &Change, session: SessionId) -> bool {
 /// A `WatchEvent` without its `watch_id`, encoded once for all watchers.
 pub(super) fn encode_event(e: &StateEvent, coalesced: bool, clock: &Clock, now: Millis) -> Bytes {
     encode_shared_watch_event(wire::watch_event(0, e, coalesced, clock, now))
+}
+
+/// A waiter's place in the queue as a `LeaseUpdate` frame.
+pub(super) fn queued_frame(place: &QueuePosition, clock: &Clock, now: Millis) -> Outbound {
+    Outbound::frame(turnstile_proto::v1::ServerFrame {
+        body: Some(turnstile_proto::v1::server_frame::Body::LeaseUpdate(
+            turnstile_proto::v1::LeaseUpdate {
+                lease_id: place.lease_id.0,
+                change: Some(turnstile_proto::v1::lease_update::Change::Queued(
+                    wire::queued(place, clock, now),
+                )),
+            },
+        )),
+    })
 }

@@ -9,9 +9,11 @@ use turnstile_proto::v1;
 use super::Dispatcher;
 use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
-use crate::server::outbound::Conn;
+use crate::server::outbound::{Conn, ReadGate};
 use crate::server::{Outbound, wire};
 
+// The fields of `ToCore::Hello`, one for one.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn handle(
     d: &mut Dispatcher,
     id: u64,
@@ -19,6 +21,7 @@ pub(super) fn handle(
     creds: PeerCredentials,
     outbound: mpsc::Sender<Outbound>,
     cancel: CancellationToken,
+    gate: std::sync::Arc<ReadGate>,
     session_tx: oneshot::Sender<SessionId>,
 ) {
     let peer = d.core.connect(hello.client_name, creds.uid, creds.pid);
@@ -32,6 +35,8 @@ pub(super) fn handle(
             cancel,
             crate::policy::Subject::from(&creds),
             creds.pid,
+            gate,
+            d.config.max_outbound_bytes,
         )),
     );
     let reply = v1::HelloReply {

@@ -61,11 +61,20 @@ pub(super) fn handle(
         payload,
         headers,
     } = req;
+    // Root and the broker's own user count only against the queue's own
+    // limits; anyone else against a share of it as well.
+    let publisher = d
+        .conns
+        .get(&session)
+        .map(|c| c.uid)
+        .filter(|&uid| uid != 0 && uid != d.config.own_uid);
     // Headers come in key order (a BTreeMap): stored and delivered so.
-    let message = d
-        .core
-        .queues
-        .begin_publish(&queue, payload, headers.into_iter().collect())?;
+    let message = d.core.queues.begin_publish_from(
+        &queue,
+        payload,
+        headers.into_iter().collect(),
+        publisher,
+    )?;
     d.publishing.entry(session).or_default().insert(id);
     let Some(store) = &d.store else {
         committed(d, session, id, &queue, message, Ok(()));
@@ -119,9 +128,22 @@ pub(super) fn committed(
             Change::from_queue(d.core.queues.publish_committed(queue, message)),
         ),
         Err(e) => {
-            tracing::warn!(queue, seq, "a publish was refused: {e}");
+            if d.refused_publishes
+                .admit(d.clock.now(), "refused publishes")
+            {
+                tracing::warn!(queue, seq, "a publish was refused: {e}");
+            }
+            // A failed sync may have left the message on disk after all:
+            // the publisher is told the outcome is unknown, not "not
+            // stored". The table lets it go either way; if it was stored,
+            // a restart delivers it (at least once).
+            let refusal = if e.outcome_unknown() {
+                Refusal::OutcomeUnknown(e)
+            } else {
+                Refusal::NotStored(e)
+            };
             (
-                wire::error_reply(request_id, Refusal::NotStored(e)),
+                wire::error_reply(request_id, refusal),
                 Change::from_queue(d.core.queues.publish_failed(queue, seq)),
             )
         }
