@@ -2,8 +2,8 @@
 //! socket, opening the durable store, serving until SIGINT/SIGTERM.
 //!
 //! Exit codes (sysexits): 0 after a clean stop; 64 bad flags; 69 the
-//! endpoint is taken by a live broker or cannot be bound; 71 an internal
-//! error; 73 the data store cannot be opened (corrupt, unreadable, in use
+//! endpoint is taken by a live broker or cannot be bound; 70 an internal
+//! error (as for `turnstile`); 73 the data store cannot be opened (corrupt, unreadable, in use
 //! by another broker, or its directory cannot be created); 78 an invalid
 //! configuration.
 
@@ -21,8 +21,8 @@ use crate::server::Storage;
 pub const EXIT_USAGE: u8 = 64;
 /// The endpoint cannot be served.
 pub const EXIT_UNAVAILABLE: u8 = 69;
-/// Something failed that should not.
-pub const EXIT_SOFTWARE: u8 = 71;
+/// Something failed that should not (EX_SOFTWARE, as `turnstile` says it).
+pub const EXIT_SOFTWARE: u8 = 70;
 /// The data store cannot be opened or read.
 pub const EXIT_CANTCREAT: u8 = 73;
 /// The configuration is invalid.
@@ -38,6 +38,9 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
     if args.get(1).is_some_and(|a| a == "service") {
         return service_command(&args[2..]);
+    }
+    if args.get(1).is_some_and(|a| a == "manpage") && args.len() == 2 {
+        return manpage();
     }
     let config = match prepare(args) {
         Ok(c) => c,
@@ -69,11 +72,7 @@ fn prepare(args: Vec<std::ffi::OsString>) -> Result<Config, ExitCode> {
         }
     };
     if let Some(check) = flags.check_config.clone() {
-        let file = if check.as_os_str().is_empty() {
-            flags.config.clone()
-        } else {
-            Some(check)
-        };
+        let file = check.or_else(|| flags.config.clone());
         let Some(file) = file else {
             eprintln_quiet("turnstiled: --check-config needs a FILE (or --config FILE)");
             return Err(ExitCode::from(EXIT_USAGE));
@@ -105,6 +104,18 @@ fn prepare(args: Vec<std::ffi::OsString>) -> Result<Config, ExitCode> {
         eprintln_quiet(&format!("turnstiled: {e}"));
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// `turnstiled manpage`: the man page (roff) on stdout, for packaging.
+fn manpage() -> ExitCode {
+    let page = clap_mangen::Man::new(<Settings as clap::CommandFactory>::command());
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln_quiet(&format!("turnstiled: cannot write the man page: {e}"));
+            ExitCode::from(EXIT_SOFTWARE)
+        }
+    }
 }
 
 fn block_on(serve: impl Future<Output = ExitCode>) -> ExitCode {
@@ -255,6 +266,11 @@ fn raise_open_files_limit(max_connections: usize) {
 /// Logs to stderr, or (`to_file`, for the Windows service, which has none)
 /// to `turnstiled.log` in the platform's data directory.
 fn init_logging(level: &str, to_file: bool) {
+    // `level` was checked by `config::log_filter`; a RUST_LOG that does
+    // not parse is said, not silently replaced.
+    let bad_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_err());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -281,10 +297,18 @@ fn init_logging(level: &str, to_file: bool) {
             .with_writer(std::sync::Mutex::new(f))
             .try_init(),
         None => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            // Colours only on a terminal, and never with NO_COLOR set
+            // (no-color.org: present and not empty).
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
             .with_writer(std::io::stderr)
             .try_init(),
     };
+    if let Some(v) = bad_env {
+        tracing::warn!("RUST_LOG={v:?} is not a log filter: using --log-level {level:?}");
+    }
 }
 
 fn eprintln_quiet(line: &str) {

@@ -17,17 +17,40 @@ use crate::platform::dirs;
 use crate::policy::{DefaultsConfig, Policy, PolicyConfig, RuleConfig};
 use crate::server::ServerConfig;
 
-/// A duration written like `10s`, `500ms`, `15m` or `1h`.
+/// A duration written like `10s`, `500ms`, `1.5s`, `15m` or `1h 30m`: the
+/// one syntax both binaries read (`turnstile_proto::duration`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
 impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s)
+        turnstile_proto::duration::parse(s)
             .map(Dur)
-            .map_err(|e| format!("'{s}' is not a duration like 10s, 500ms or 1h: {e}"))
+            .map_err(|e| e.to_string())
     }
+}
+
+/// A log filter `tracing_subscriber::EnvFilter` accepts, where every bare
+/// word is a level: `info`, `debug,turnstile_broker::store=trace`. (A bare
+/// word is a target to `RUST_LOG`, so `verbose` would log nothing at all:
+/// refused here, with the levels named.)
+pub fn log_filter(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains(['=', '['])
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "'{directive}' is not a level (error, warn, info, debug, trace, off); \
+                 use TARGET=LEVEL for one module"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("'{s}' is not a log filter: {e}"))
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -46,7 +69,7 @@ impl<'de> Deserialize<'de> for Dur {
     version,
     about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.",
     long_about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.\n\nRuns in the foreground and logs to stderr. SIGINT or SIGTERM stops it cleanly and removes the socket file.\nEvery flag can also be given as a key of the same name in the TOML file of --config (flags win).",
-    after_help = "Exit codes: 0 after a clean stop; 64 bad flags; 69 the endpoint is taken by a live broker or cannot be bound;\n71 internal error; 73 the data store cannot be opened; 78 invalid configuration.\nOn Windows, `turnstiled service install|uninstall|run [FLAGS...]` runs it under the Service Control Manager."
+    after_help = "Exit codes: 0 after a clean stop; 64 bad flags; 69 the endpoint is taken by a live broker or cannot be bound;\n70 internal error; 73 the data store cannot be opened; 78 invalid configuration.\nOn Windows, `turnstiled service install|uninstall|run [FLAGS...]` runs it under the Service Control Manager.\n`turnstiled manpage` prints this as a man page."
 )]
 pub struct Settings {
     /// Socket to serve [default: $XDG_RUNTIME_DIR/turnstile.sock; for root /run/turnstile/turnstile.sock; else /tmp/turnstile-$UID/turnstile.sock; on Windows \\.\pipe\turnstile]
@@ -63,12 +86,13 @@ pub struct Settings {
     pub config: Option<PathBuf>,
 
     /// Check the --config file (or the given FILE) and exit: 0 if valid, 78 if not
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    // `Some(None)`: the flag without a FILE (then --config's file).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
     #[serde(skip)]
-    pub check_config: Option<PathBuf>,
+    pub check_config: Option<Option<PathBuf>>,
 
-    /// Log filter, like RUST_LOG (RUST_LOG wins when set) [default: info]
-    #[arg(long, value_name = "FILTER")]
+    /// Log filter: a level (error, warn, info, debug, trace, off) or directives like RUST_LOG's (RUST_LOG wins when set) [default: info]
+    #[arg(long, value_name = "FILTER", value_parser = log_filter)]
     pub log_level: Option<String>,
 
     /// Connections in all [default: 10000]
@@ -353,7 +377,12 @@ impl Settings {
         Ok(Config {
             socket: self.socket.unwrap_or_else(dirs::default_socket),
             data_dir: self.data_dir.unwrap_or_else(dirs::default_data_dir),
-            log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            log_level: match self.log_level {
+                Some(l) => {
+                    log_filter(&l).map_err(|e| ConfigError::Invalid(format!("log-level: {e}")))?
+                }
+                None => "info".to_string(),
+            },
             server,
         })
     }

@@ -80,7 +80,7 @@ pub enum CoreError {
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadArgument {
     /// The TTL asked for is outside the configured range.
-    #[error("ttl_ms {ttl_ms} is outside the accepted range {min}..={max} ms")]
+    #[error("a time to live of {ttl_ms} ms is outside the accepted range {min}..={max} ms")]
     TtlOutOfRange {
         /// The TTL asked for (the default already put in for 0).
         ttl_ms: u32,

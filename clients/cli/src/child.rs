@@ -73,6 +73,24 @@ pub fn spawn(command: &mut Command, connection: Connection<'_>) -> io::Result<Ch
     command.spawn()
 }
 
+/// The command's end of its progress pipe (`TURNSTILE_PROGRESS_FD`): the
+/// command inherits `fd` under its own number.
+#[cfg(unix)]
+pub fn inherit(command: &mut Command, fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let fd = fd.as_raw_fd();
+    // SAFETY: runs in the child between fork and exec; fcntl is
+    // async-signal-safe and acts on the child's copy only.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Shuts the inherited connection down for every process that holds it
 /// (call once the command has exited and the lease is released).
 pub fn disconnect(connection: Connection<'_>) {

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
 use turnstile_client::proto as v1;
 use turnstile_client::{Mode, ShortName, kinds};
 
@@ -46,21 +45,64 @@ pub fn mode(l: &v1::Lease) -> &'static str {
     }
 }
 
-/// "service (uid 0, pid 12)".
+/// "service (root, pid 12)": the user's name where the system knows it,
+/// else `uid N`; a name that already ends in `[PID]` loses it, so the pid
+/// shows once.
 pub fn who(p: Option<&v1::Peer>) -> String {
     match p {
-        Some(p) => format!(
-            "{} (uid {}, pid {})",
-            if p.client_name.is_empty() {
-                "unnamed"
-            } else {
-                &p.client_name
-            },
-            p.uid,
-            p.pid
-        ),
+        Some(p) => {
+            let suffix = format!("[{}]", p.pid);
+            let name = p
+                .client_name
+                .strip_suffix(&suffix)
+                .unwrap_or(&p.client_name);
+            format!(
+                "{} ({}, pid {})",
+                if name.is_empty() { "unnamed" } else { name },
+                user(p.uid),
+                p.pid
+            )
+        }
         None => "unknown".into(),
     }
+}
+
+/// A user's login name, or `uid N` when the system has none for it.
+/// (`user_name` is the name alone.)
+pub fn user(uid: u32) -> String {
+    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(unix)]
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); it is
+    // only read after getpwuid_r has filled it.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local of the stated size;
+    // getpwuid_r writes the strings into `buf` and points `pwd` at them.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points at a NUL-terminated string inside `buf`,
+    // which outlives this borrow.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+#[cfg(not(unix))]
+pub fn user_name(_uid: u32) -> Option<String> {
+    None
 }
 
 /// "2/5 (40%) copying files".
@@ -91,40 +133,76 @@ pub fn purpose(l: &v1::Lease) -> String {
     }
 }
 
-/// A lease as JSON.
-pub fn lease_json(l: &v1::Lease) -> Value {
-    json!({
-        "lease_id": l.lease_id,
-        "resource": l.resource,
-        "mode": mode(l),
-        "purpose": l.purpose,
-        "holder": l.holder.as_ref().map(|p| json!({
-            "client_name": p.client_name, "uid": p.uid, "pid": p.pid, "session_id": p.session_id,
-        })),
-        "fencing_token": l.fencing_token,
-        "progress": l.progress.as_ref().map(|p| json!({
-            "done": p.done, "total": p.total, "message": p.message,
-        })),
-        "granted_at_ms": l.granted_at_ms,
-        "queued_at_ms": l.queued_at_ms,
-        "expires_in_ms": l.expires_in_ms,
-        "position": l.position,
-    })
+/// Where a waiter stands: "position 2, held by service (root, pid 12) for
+/// "backup" (2/5 (40%))". The one sentence `run`'s waiting line uses.
+pub fn queued_line(position: u32, holder: Option<&v1::Lease>) -> String {
+    let mut line = format!("position {position}");
+    if let Some(h) = holder {
+        line.push_str(&format!(", held by {}", who(h.holder.as_ref())));
+        if !h.purpose.is_empty() {
+            line.push_str(&format!(" for \"{}\"", h.purpose));
+        }
+        if let Some(p) = &h.progress {
+            line.push_str(&format!(" ({})", progress(p)));
+        }
+    }
+    line
 }
 
-/// A resource's state as JSON.
-pub fn resource_json(r: &v1::ResourceState) -> Value {
-    json!({
-        "resource": r.resource,
-        "revision": r.revision,
-        "holders": r.holders.iter().map(lease_json).collect::<Vec<_>>(),
-        "waiters": r.waiters.iter().map(lease_json).collect::<Vec<_>>(),
-    })
+/// The broker's estimate of a wait as `run`, `why` and `status` show it:
+/// ", about 12 s left"; nothing when there is none (0).
+pub fn estimate(ms: u64) -> String {
+    if ms == 0 {
+        String::new()
+    } else {
+        format!(", about {} left", span(ms))
+    }
+}
+
+/// A table for people: as wide as the terminal allows (cells wrap), no
+/// borders, a header line unless `legend` is false. Correct with
+/// non-ASCII names (widths are counted in columns, not bytes).
+pub fn table(header: &[&str], legend: bool) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    if legend {
+        t.set_header(header.iter().copied());
+    }
+    t
+}
+
+/// A table's text: each line without the padding comfy-table leaves at the
+/// end, and a final newline.
+pub fn table_text(t: &mut comfy_table::Table) -> String {
+    // Two spaces between columns, none before the first.
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    let mut out = String::new();
+    for line in t.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_names_the_pid_once() {
+        let peer = v1::Peer {
+            client_name: "agent[42]".into(),
+            uid: 0,
+            pid: 42,
+            ..Default::default()
+        };
+        let shown = who(Some(&peer));
+        assert_eq!(shown.matches("42").count(), 1, "{shown}");
+        assert!(shown.starts_with("agent ("), "{shown}");
+    }
 
     #[test]
     fn spans_read_naturally() {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
-use crate::EXIT_OK;
 use crate::format;
+use crate::{EXIT_OK, EXIT_USAGE};
 
 pub async fn run(
     opts: ConnectOptions,
@@ -15,8 +15,21 @@ pub async fn run(
     json: bool,
 ) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
+    let limit = client.hello().max_frame_bytes as usize;
+    // The payload travels in one frame with a few bytes of header.
+    let room = limit.saturating_sub(PING_FRAME_OVERHEAD);
+    if size > room {
+        eprintln!(
+            "turnstile ping: --size {size} is over what the broker takes in one frame: at most {room} bytes (its frame limit is {limit} bytes, turnstiled --max-frame-bytes)"
+        );
+        return Ok(EXIT_USAGE);
+    }
     ping(&client, count.max(1), size, json).await
 }
+
+/// The bytes of a ping frame besides its payload, counted generously:
+/// request id, field tags and length prefixes.
+const PING_FRAME_OVERHEAD: usize = 32;
 
 async fn ping(client: &Client, count: u32, size: usize, json: bool) -> Result<u8, ClientError> {
     let payload = bytes::Bytes::from(vec![0u8; size]);
@@ -32,7 +45,9 @@ async fn ping(client: &Client, count: u32, size: usize, json: bool) -> Result<u8
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let hello = client.hello();
     if json {
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        // Whole nanoseconds, so that no float noise (33.031000000000006)
+        // reaches the output.
+        let us = |d: Duration| (d.as_secs_f64() * 1e9).round() / 1e3;
         println!(
             "{}",
             serde_json::json!({
@@ -43,7 +58,7 @@ async fn ping(client: &Client, count: u32, size: usize, json: bool) -> Result<u8
                 "p50_us": us(pick(0.5)),
                 "p99_us": us(pick(0.99)),
                 "max_us": us(pick(1.0)),
-                "per_second": f64::from(count) / total.as_secs_f64(),
+                "per_second": (f64::from(count) / total.as_secs_f64()).round(),
             })
         );
     } else if count == 1 {

@@ -8,7 +8,7 @@ use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
 use crate::EXIT_OK;
-use crate::format::{mode, now_ms, progress, purpose, resource_json, span, who};
+use crate::format::{mode, now_ms, progress, purpose, span, who};
 
 pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
@@ -18,12 +18,7 @@ pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u
         .into_iter()
         .find(|r| r.resource == resource);
     if json {
-        println!(
-            "{}",
-            state
-                .as_ref()
-                .map_or(serde_json::Value::Null, resource_json)
-        );
+        crate::view::print(&state.as_ref().map(crate::view::ResourceView::from));
     } else {
         print!("{}", why_text(&resource, state.as_ref(), now_ms()));
     }

@@ -435,7 +435,7 @@ impl LeaseTable {
                     l.peer.pid
                 );
                 if !l.purpose.is_empty() {
-                    s.push_str(&format!(" for '{}'", l.purpose));
+                    s.push_str(&format!(" for \"{}\"", l.purpose));
                 }
                 out.push(s);
             }
