@@ -13,7 +13,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Settings};
-use crate::platform::{listener, readiness, signals};
+use crate::platform::service::{self, ServiceError};
+use crate::platform::{limits, listener, readiness, signals};
 use crate::server::Storage;
 
 /// Bad flags.
@@ -120,52 +121,29 @@ fn block_on(serve: impl Future<Output = ExitCode>) -> ExitCode {
 }
 
 /// `turnstiled service install|uninstall|run [FLAGS...]`: the Windows
-/// service entry points (see `platform/service.rs`).
-#[cfg(windows)]
+/// service entry points (see `platform/service.rs`), given [`run_service`]
+/// to serve with. On Unix the service manager is systemd (or none): see
+/// `packaging/turnstiled.service`.
 fn service_command(rest: &[std::ffi::OsString]) -> ExitCode {
-    use crate::platform::service;
-    let verb = rest.first().and_then(|v| v.to_str()).unwrap_or("");
-    let flags = rest.iter().skip(1).cloned().collect::<Vec<_>>();
-    let result = match verb {
-        "install" => service::install(flags).map(|_| "installed the turnstiled service"),
-        "uninstall" => service::uninstall().map(|_| "removed the turnstiled service"),
-        "run" => service::run(flags).map(|_| "the turnstiled service stopped"),
-        _ => {
-            eprintln_quiet("usage: turnstiled service install|uninstall|run [FLAGS...]");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    match result {
+    match service::command(rest, run_service) {
         Ok(done) => {
             println_quiet(done);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln_quiet(&format!("turnstiled service {verb}: {e}"));
-            ExitCode::from(EXIT_SOFTWARE)
+            eprintln_quiet(&e.to_string());
+            ExitCode::from(match e {
+                ServiceError::Usage | ServiceError::Unsupported => EXIT_USAGE,
+                ServiceError::Failed { .. } => EXIT_SOFTWARE,
+            })
         }
     }
-}
-
-/// On Unix the service manager is systemd (or none): see
-/// `packaging/turnstiled.service`.
-#[cfg(not(windows))]
-fn service_command(_rest: &[std::ffi::OsString]) -> ExitCode {
-    eprintln_quiet(
-        "turnstiled service ... is for the Windows Service Control Manager; on Linux run \
-         turnstiled under systemd with packaging/turnstiled.service (Type=notify), or directly",
-    );
-    ExitCode::from(EXIT_USAGE)
 }
 
 /// The broker run by the Windows service: the same as the command line,
 /// with `stop` (the SCM's stop request) in place of Ctrl-C, and logs in
 /// `%ProgramData%\turnstile\turnstiled.log`. Returns the Win32 exit code.
-#[cfg(windows)]
-pub fn run_service(
-    flags: Vec<std::ffi::OsString>,
-    stop: impl Future<Output = &'static str>,
-) -> u32 {
+fn run_service(flags: Vec<std::ffi::OsString>, stop: service::Stop) -> u32 {
     let args = std::iter::once("turnstiled".into()).chain(flags).collect();
     let config = match prepare(args) {
         Ok(c) => c,
@@ -180,6 +158,7 @@ pub fn run_service(
 }
 
 async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> ExitCode {
+    raise_open_files_limit(config.server.max_connections);
     // The endpoint first, so that a second broker on a live endpoint is
     // told so (exit 69) without touching the first one's store; then the
     // store, before a single connection is accepted. A store that cannot
@@ -234,6 +213,42 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
             tracing::error!("the server failed: {e}");
             ExitCode::from(EXIT_SOFTWARE)
         }
+    }
+}
+
+/// Descriptors the broker holds besides its connections: stdio, the
+/// listener and its lock file, the store, the runtime's poller and wakers, a
+/// log file; counted generously.
+const FILES_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Raises the soft open-files limit to the hard one (see
+/// `platform/limits.rs`) and warns when even that is below what
+/// `--max-connections` needs: past it `accept()` fails with `EMFILE`.
+fn raise_open_files_limit(max_connections: usize) {
+    let needed = (max_connections as u64).saturating_add(FILES_BESIDES_CONNECTIONS);
+    match limits::raise_open_files_limit() {
+        Ok(Some(l)) => {
+            if l.now > l.before {
+                tracing::info!(
+                    from = l.before,
+                    to = l.now,
+                    "raised the open-files limit (soft RLIMIT_NOFILE) to the hard limit"
+                );
+            }
+            if l.now < needed {
+                tracing::warn!(
+                    "the open-files limit is {} (hard limit {}), below the {needed} that \
+                     --max-connections {max_connections} needs: connections past about {} \
+                     cannot be accepted; raise the hard limit (LimitNOFILE= in the systemd \
+                     unit, ulimit -Hn) or lower --max-connections",
+                    l.now,
+                    l.hard,
+                    l.now.saturating_sub(FILES_BESIDES_CONNECTIONS)
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
     }
 }
 

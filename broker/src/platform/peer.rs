@@ -5,7 +5,7 @@
 //! `peer_creds`) gives uid, gid and pid as they were at `connect()`. On
 //! Windows `GetNamedPipeClientProcessId` gives the pid, and the user and
 //! group SIDs of that process's token, mapped to local ids, stand for uid
-//! and groups (see [`windows_identity`]).
+//! and groups (see `windows_identity`).
 
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon as _;
@@ -21,17 +21,6 @@ pub struct PeerCredentials {
     pub groups: Vec<u32>,
     /// Process id.
     pub pid: u32,
-}
-
-impl PeerCredentials {
-    /// The policy's view of this peer.
-    pub fn subject(&self) -> crate::policy::Subject {
-        crate::policy::Subject {
-            uid: self.uid,
-            gid: self.gid,
-            groups: self.groups.clone(),
-        }
-    }
 }
 
 /// Reads the peer's credentials from a freshly accepted connection.

@@ -1,24 +1,32 @@
 //! `turnstile`, the debug CLI: a thin shell over `turnstile-client`.
 //!
+//! This file parses the command line and hands each command to its module,
+//! which owns what it prints: `ping.rs`, `status.rs`, `why.rs`, `watch.rs`,
+//! `run.rs`, `queue.rs`; `format.rs` holds only what several share.
+//!
 //! Exit codes (sysexits style): 0 success; 1 the broker refused a request;
 //! 64 bad usage; 69 the broker is unavailable; 70 an internal error;
 //! 75 `run --no-wait` found the resource busy (or `--max-wait` ran out);
+//! 76 `run`'s lease was lost while its command ran (see `run.rs`);
 //! `run` otherwise exits with its command's status (128+N if killed by
 //! signal N).
 
 #![deny(missing_docs)]
 
+mod child;
 mod format;
+mod ping;
 mod queue;
 mod run;
+mod status;
 mod watch;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use turnstile_client::{Client, ClientError, ConnectOptions};
+use turnstile_client::{ClientError, ConnectOptions};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -32,13 +40,16 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_SOFTWARE: u8 = 70;
 /// The resource is busy (`run --no-wait`) or the wait ran out.
 pub const EXIT_BUSY: u8 = 75;
+/// `run`: the lease was lost while the command ran (and the command was
+/// stopped, unless `--on-lost ignore`).
+pub const EXIT_LOST: u8 = 76;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "turnstile",
     version,
     about = "Talk to a turnstile broker: leases, queues, watches.",
-    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage; 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
+    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage; 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n76 `run`'s lease was lost while the command ran (unless --on-lost ignore);\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
 )]
 struct Cli {
     /// Broker socket [default: $TURNSTILE_SOCKET, else $XDG_RUNTIME_DIR/turnstile.sock, /run/turnstile/turnstile.sock for root, /tmp/turnstile-$UID/turnstile.sock]
@@ -81,7 +92,7 @@ enum Command {
     },
     /// Hold a lease on RESOURCE while COMMAND runs (like flock(1)), showing the queue while waiting
     #[command(
-        after_help = "Exits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out."
+        after_help = "The lease is held exactly as long as COMMAND lives: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to turnstile\nare passed on to COMMAND and the lease is released only after it has exited; if turnstile is killed,\nCOMMAND is killed too (Linux, Windows). COMMAND sees TURNSTILE_LEASE_ID and TURNSTILE_FENCING_TOKEN.\n\nExits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out;\n76 when the lease was lost while COMMAND ran (it was stopped as --on-lost says; not with --on-lost ignore)."
     )]
     Run(run::RunArgs),
     /// Message queues: list them, publish, consume
@@ -142,94 +153,11 @@ pub(crate) fn options(socket: &Option<PathBuf>) -> ConnectOptions {
 async fn execute(cli: Cli) -> Result<u8, ClientError> {
     let opts = options(&cli.socket);
     match cli.command {
-        Command::Ping { count, size } => {
-            let client = Client::connect(opts).await?;
-            ping(&client, count.max(1), size, cli.json).await
-        }
-        Command::Status { resources } => {
-            let client = Client::connect(opts).await?;
-            let status = client.status(&resources).await?;
-            if cli.json {
-                println!("{}", format::status_json(&status));
-            } else {
-                print!("{}", format::status_text(&status, format::now_ms()));
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Why { resource } => {
-            let client = Client::connect(opts).await?;
-            let status = client.status(std::slice::from_ref(&resource)).await?;
-            let state = status
-                .resources
-                .into_iter()
-                .find(|r| r.resource == resource);
-            if cli.json {
-                println!(
-                    "{}",
-                    state
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, format::resource_json)
-                );
-            } else {
-                print!(
-                    "{}",
-                    format::why_text(&resource, state.as_ref(), format::now_ms())
-                );
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Ping { count, size } => ping::run(opts, count, size, cli.json).await,
+        Command::Status { resources } => status::run(opts, resources, cli.json).await,
+        Command::Why { resource } => why::run(opts, resource, cli.json).await,
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
     }
-}
-
-async fn ping(client: &Client, count: u32, size: usize, json: bool) -> Result<u8, ClientError> {
-    let payload = bytes::Bytes::from(vec![0u8; size]);
-    let mut samples = Vec::with_capacity(count as usize);
-    let started = Instant::now();
-    for _ in 0..count {
-        let t = Instant::now();
-        client.ping(payload.clone()).await?;
-        samples.push(t.elapsed());
-    }
-    let total = started.elapsed();
-    samples.sort();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    let hello = client.hello();
-    if json {
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        println!(
-            "{}",
-            serde_json::json!({
-                "broker_version": hello.broker_version,
-                "count": count,
-                "size": size,
-                "min_us": us(pick(0.0)),
-                "p50_us": us(pick(0.5)),
-                "p99_us": us(pick(0.99)),
-                "max_us": us(pick(1.0)),
-                "per_second": f64::from(count) / total.as_secs_f64(),
-            })
-        );
-    } else if count == 1 {
-        println!(
-            "pong from turnstiled {} (protocol {}): {} bytes in {}",
-            hello.broker_version,
-            hello.protocol_version,
-            size,
-            format::micros(pick(0.0))
-        );
-    } else {
-        println!(
-            "{count} pings of {size} bytes to turnstiled {}: min {}  p50 {}  p99 {}  max {}  ({:.0}/s)",
-            hello.broker_version,
-            format::micros(pick(0.0)),
-            format::micros(pick(0.5)),
-            format::micros(pick(0.99)),
-            format::micros(pick(1.0)),
-            f64::from(count) / total.as_secs_f64()
-        );
-    }
-    Ok(EXIT_OK)
 }

@@ -1,5 +1,13 @@
-//! `turnstile run`: hold a lease while a command runs, like flock(1), but
-//! queue visibly instead of blocking blind.
+//! `turnstile run`: hold a lease exactly as long as a command lives, like
+//! flock(1), but queue visibly instead of blocking blind.
+//!
+//! Once granted, the command is spawned tied to the CLI (`child.rs`: it
+//! dies with the CLI, and the signals SIGINT, SIGTERM, SIGHUP, SIGQUIT sent
+//! to the CLI are passed on to it). The lease is released only after the
+//! command has exited. If the lease is lost while the command runs (expired,
+//! revoked, or the broker's connection lost), the command is stopped as
+//! `--on-lost` says (SIGTERM, then SIGKILL after `--kill-after`; or SIGKILL;
+//! or left alone) and `run` exits 76, unless `--on-lost ignore`.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -8,8 +16,21 @@ use clap::Args;
 use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
+use crate::child::{self, Stop};
 use crate::format::{progress, span, who};
-use crate::{EXIT_BUSY, EXIT_SOFTWARE, EXIT_USAGE};
+use crate::{EXIT_BUSY, EXIT_LOST, EXIT_SOFTWARE, EXIT_USAGE};
+
+/// What to do to the command when its lease is lost.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnLost {
+    // (Plain comments: doc comments here would turn `--help` into its long
+    // form.) SIGTERM, then SIGKILL after --kill-after; exit 76.
+    Term,
+    // SIGKILL at once; exit 76.
+    Kill,
+    // Let the command run on without the lease; exit with its status.
+    Ignore,
+}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -30,6 +51,12 @@ pub struct RunArgs {
     /// What the lease is for, shown to others [default: the command line]
     #[arg(long, value_name = "TEXT")]
     purpose: Option<String>,
+    /// If the lease is lost while the command runs: SIGTERM it (then SIGKILL after --kill-after), SIGKILL it, or let it run on; exit 76 unless ignore
+    #[arg(long, value_enum, value_name = "WHAT", default_value = "term")]
+    on_lost: OnLost,
+    /// After SIGTERM for a lost lease, SIGKILL the command if it still runs after this long
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    kill_after: Duration,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -59,7 +86,7 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
         eprintln!("turnstile run: no command given");
         return Ok(EXIT_USAGE);
     };
-    let client = Client::connect(opts).await?;
+    let client = Client::connect(opts.keep_socket_for_children()).await?;
     let mut req = client.acquire(&args.resource).purpose(
         args.purpose
             .clone()
@@ -118,12 +145,23 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
             lease.fencing_token()
         );
     }
-    let mut child = match tokio::process::Command::new(program)
+    // From here on the four signals are the command's to receive: caught
+    // before the spawn, so that none can end the CLI and orphan it.
+    let mut signals = match child::Signals::catch() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnstile: cannot catch signals to pass them on: {e}");
+            let _ = lease.release().await;
+            return Ok(EXIT_SOFTWARE);
+        }
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(rest)
         .env("TURNSTILE_LEASE_ID", lease.id().to_string())
-        .env("TURNSTILE_FENCING_TOKEN", lease.fencing_token().to_string())
-        .spawn()
-    {
+        .env("TURNSTILE_FENCING_TOKEN", lease.fencing_token().to_string());
+    let connection = child::connection(&client);
+    let mut child = match child::spawn(&mut command, connection) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("turnstile: cannot run {program}: {e}");
@@ -135,14 +173,10 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
             });
         }
     };
-    let status = tokio::select! {
-        s = child.wait() => s,
-        lost = lease.lost() => {
-            eprintln!("turnstile: WARNING: the lease on {} was lost while the command runs: {}", args.resource, lost.detail);
-            child.wait().await
-        }
-    };
+    let (status, lost) = supervise(&mut child, &lease, &mut signals, &args, program).await;
+    // Only now that the command has exited.
     let _ = lease.release().await;
+    child::disconnect(connection);
     let status = match status {
         Ok(s) => s,
         Err(e) => {
@@ -150,7 +184,77 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
             return Ok(EXIT_SOFTWARE);
         }
     };
+    if lost && args.on_lost != OnLost::Ignore {
+        return Ok(EXIT_LOST);
+    }
     Ok(exit_code(status))
+}
+
+/// Waits for the command to exit, passing signals on, and stops it as
+/// `--on-lost` says if the lease is lost (then SIGKILL after
+/// `--kill-after` if SIGTERM was not enough). Answers its exit status and
+/// whether the lease was lost meanwhile.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    lease: &turnstile_client::Lease,
+    signals: &mut child::Signals,
+    args: &RunArgs,
+    program: &str,
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
+    let pid = child.id();
+    let mut lost = false;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let status = loop {
+        let kill_timer = async {
+            match kill_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            s = child.wait() => break s,
+            name = signals.pass_on(pid) => {
+                eprintln!("turnstile: {name} passed on to {program}; the lease is held until it exits");
+            }
+            why = lease.lost(), if !lost => {
+                lost = true;
+                let how = match args.on_lost {
+                    OnLost::Ignore => {
+                        eprintln!(
+                            "turnstile: WARNING: the lease on {} was lost while {program} runs ({}); it runs on unprotected (--on-lost ignore)",
+                            args.resource, why.detail
+                        );
+                        continue;
+                    }
+                    OnLost::Term => Stop::Term,
+                    OnLost::Kill => Stop::Kill,
+                };
+                eprintln!(
+                    "turnstile: the lease on {} was lost ({}): stopping {program} with {}",
+                    args.resource,
+                    why.detail,
+                    if how == Stop::Term { "SIGTERM" } else { "SIGKILL" }
+                );
+                if let Err(e) = child::stop(child, how) {
+                    eprintln!("turnstile: cannot stop {program}: {e}");
+                }
+                if how == Stop::Term {
+                    kill_at = Some(tokio::time::Instant::now() + args.kill_after);
+                }
+            }
+            () = kill_timer => {
+                kill_at = None;
+                eprintln!(
+                    "turnstile: {program} still runs {} after SIGTERM: SIGKILL",
+                    span(args.kill_after.as_millis() as u64)
+                );
+                if let Err(e) = child::stop(child, Stop::Kill) {
+                    eprintln!("turnstile: cannot kill {program}: {e}");
+                }
+            }
+        }
+    };
+    (status, lost)
 }
 
 fn exit_code(status: std::process::ExitStatus) -> u8 {

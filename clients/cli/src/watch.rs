@@ -3,9 +3,9 @@
 //! revision it saw (the broker says when it had to resync).
 
 use turnstile_client::proto as v1;
-use turnstile_client::{ClientError, ConnectOptions, WatchItem, Watcher};
+use turnstile_client::{ClientError, ConnectOptions, ShortName, WatchItem, Watcher, kinds};
 
-use crate::format::{event_kind, now_ms, resource_json, span, who};
+use crate::format::{now_ms, resource_json, span, who};
 
 pub async fn watch(
     opts: ConnectOptions,
@@ -30,7 +30,7 @@ pub async fn watch(
                 }
             }
             WatchItem::Event(e) => {
-                let kind = event_kind(e.kind);
+                let kind = event_kind(&e);
                 match &e.state {
                     Some(state) => {
                         print_state(e.revision, kind, state, &e.detail, e.coalesced, json)
@@ -45,6 +45,12 @@ pub async fn watch(
             ),
         }
     }
+}
+
+/// The name of an event's kind without its prefix: `GRANTED`; `UNKNOWN`
+/// for one this CLI does not know.
+fn event_kind(e: &v1::WatchEvent) -> &'static str {
+    kinds::event_kind(e).map_or("UNKNOWN", ShortName::short_name)
 }
 
 fn print_heartbeat(revision: u64, kind: &str, json: bool) {

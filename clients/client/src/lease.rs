@@ -235,7 +235,7 @@ impl Drop for Pending {
 
 fn lost_of(l: &v1::Lost) -> LeaseLost {
     LeaseLost {
-        reason: v1::LostReason::try_from(l.reason).ok(),
+        reason: crate::kinds::lost_reason(l),
         detail: l.detail.clone(),
     }
 }
