@@ -268,6 +268,7 @@ impl World {
                     },
                     max_wait_ms: u32::from(*max_wait_ms),
                     purpose: "fuzz".into(),
+                    ..AcquireRequest::default()
                 };
                 match self.core.acquire(s, req, now) {
                     Ok((outcome, changes)) => {

@@ -29,6 +29,9 @@ pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
         queued_at,
         expires_at,
         position,
+        permits: l.permits,
+        detached: l.detached_until.is_some(),
+        stalled: l.stalled,
     }
 }
 
@@ -52,6 +55,8 @@ impl LeaseTable {
             revision: res.revision,
             holders,
             waiters,
+            capacity: res.capacity,
+            permits_held: u32::try_from(self.permits_held(res)).unwrap_or(u32::MAX),
         }
     }
 
@@ -64,6 +69,8 @@ impl LeaseTable {
                 revision,
                 holders: Vec::new(),
                 waiters: Vec::new(),
+                capacity: self.configured.get(name).copied().unwrap_or(0),
+                permits_held: 0,
             },
         }
     }
@@ -85,6 +92,8 @@ impl LeaseTable {
                         revision: current,
                         holders: Vec::new(),
                         waiters: Vec::new(),
+                        capacity: self.configured.get(n.as_str()).copied().unwrap_or(0),
+                        permits_held: 0,
                     },
                 })
                 .collect()

@@ -10,9 +10,13 @@
 //! panic with the caller's location (`#[track_caller]`).
 
 mod leases;
+mod permits;
 mod props;
 mod queues;
+mod reattach;
+mod stall;
 mod watch;
+mod yield_;
 
 use std::sync::Arc;
 
@@ -45,6 +49,7 @@ fn request(resource: &str, mode: Mode) -> AcquireRequest {
         wait: WaitPolicy::Queue,
         max_wait_ms: 0,
         purpose: String::new(),
+        ..AcquireRequest::default()
     }
 }
 

@@ -23,6 +23,7 @@ mod ack;
 mod acquire;
 mod cancel;
 mod consume;
+mod decline_yield;
 mod deliver;
 mod hello;
 mod keep_alive;
@@ -30,8 +31,10 @@ mod nack;
 mod persist;
 mod ping;
 mod publish;
+mod reattach;
 mod release;
 mod report_progress;
+mod request_yield;
 mod status;
 mod unwatch;
 mod watch;
@@ -231,6 +234,9 @@ impl Dispatcher {
                 Body::Consume(r) => consume::handle(self, session, r),
                 Body::Ack(r) => ack::handle(self, session, r),
                 Body::Nack(r) => nack::handle(self, session, r),
+                Body::Reattach(r) => reattach::handle(self, session, r, now),
+                Body::RequestYield(r) => request_yield::handle(self, session, r, now),
+                Body::DeclineYield(r) => decline_yield::handle(self, session, r, now),
             },
         };
         let (answer, changes) = match answer {
