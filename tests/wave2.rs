@@ -332,3 +332,65 @@ async fn role() {
         other => panic!("unknown role {other}"),
     }
 }
+
+#[tokio::test]
+async fn the_cli_asks_to_yield_and_shows_permits_stuck_holders_and_users() {
+    // `turnstile yield` reaches the holder; `status` and `why` show the
+    // semaphore's permits, a stuck holder and the account name.
+    let broker = spawn_broker();
+    let job = broker.client("job").await;
+    let mut lease = job
+        .acquire("downloads")
+        .shared()
+        .capacity(2)
+        .permits(2)
+        .stall_after(Duration::from_millis(100))
+        .wait()
+        .await
+        .unwrap();
+    let ui = broker.client("ui").await;
+    let mut watch = ui.watch(&["downloads".to_string()], 0).await.unwrap();
+    expect_event(&mut watch, EventKind::Stalled).await;
+
+    let (code, out, err) = broker.cli(&[
+        "yield",
+        "downloads",
+        "--within",
+        "2m",
+        "--reason",
+        "Install now",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let asked = tokio::time::timeout(PATIENCE, lease.next_yield_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (asked.reason.as_str(), asked.within_ms, asked.revoke),
+        ("Install now", 120_000, false)
+    );
+    let requester = asked.requester.unwrap();
+    assert!(
+        requester.client_name.starts_with("turnstile-cli"),
+        "{requester:?}"
+    );
+
+    let (code, out, _) = broker.cli(&["status", "downloads"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 of 2 permits held"), "{out}");
+    assert!(out.contains("[stuck"), "{out}");
+    let me = nix_user_name(unsafe { libc::geteuid() });
+    if !me.is_empty() {
+        assert!(out.contains(&format!("({me}, pid")), "{out}");
+    }
+    let (_, out, _) = broker.cli(&["why", "downloads"]);
+    assert!(out.contains("STUCK") && out.contains("semaphore"), "{out}");
+    let (_, out, _) = broker.cli(&["--json", "status", "downloads"]);
+    assert!(
+        out.contains("\"permits_held\":2") && out.contains("\"stalled\":true"),
+        "{out}"
+    );
+    lease.decline_yield("almost done").await.unwrap();
+    let e = expect_event(&mut watch, EventKind::YieldDeclined).await;
+    assert!(e.detail.contains("almost done"), "{}", e.detail);
+}

@@ -46,20 +46,47 @@ pub fn mode(l: &v1::Lease) -> &'static str {
     }
 }
 
-/// "service (uid 0, pid 12)".
+/// "service (root, pid 12)": the account name the broker got from the OS,
+/// else the bare uid ("service (uid 1001, pid 12)").
 pub fn who(p: Option<&v1::Peer>) -> String {
     match p {
-        Some(p) => format!(
-            "{} (uid {}, pid {})",
-            if p.client_name.is_empty() {
+        Some(p) => {
+            let name = if p.client_name.is_empty() {
                 "unnamed"
             } else {
                 &p.client_name
-            },
-            p.uid,
-            p.pid
-        ),
+            };
+            if p.user.is_empty() {
+                format!("{name} (uid {}, pid {})", p.uid, p.pid)
+            } else {
+                format!("{name} ({}, pid {})", p.user, p.pid)
+            }
+        }
         None => "unknown".into(),
+    }
+}
+
+/// What a person should know of a lease beyond holding or waiting: a
+/// holder that is *stuck* (alive, keeping its lease, but no progress for
+/// its stall time) or *detached* (its process gone, its place kept for a
+/// re-attach). Dead (DISCONNECTED) and hung (EXPIRED) leases are gone from
+/// the state and show as events. Empty for neither.
+pub fn condition(l: &v1::Lease) -> &'static str {
+    if l.detached {
+        "  [detached: its process is gone; kept for it to re-attach]"
+    } else if l.stalled {
+        "  [stuck: alive but no progress]"
+    } else {
+        ""
+    }
+}
+
+/// "2 of 3 permits held", or nothing for a resource that is no semaphore.
+pub fn permits(r: &v1::ResourceState) -> String {
+    if r.capacity == 0 {
+        String::new()
+    } else {
+        format!("{} of {} permits held", r.permits_held, r.capacity)
     }
 }
 
@@ -100,7 +127,11 @@ pub fn lease_json(l: &v1::Lease) -> Value {
         "purpose": l.purpose,
         "holder": l.holder.as_ref().map(|p| json!({
             "client_name": p.client_name, "uid": p.uid, "pid": p.pid, "session_id": p.session_id,
+            "user": p.user, "login_session": p.login_session,
         })),
+        "permits": l.permits,
+        "detached": l.detached,
+        "stalled": l.stalled,
         "fencing_token": l.fencing_token,
         "progress": l.progress.as_ref().map(|p| json!({
             "done": p.done, "total": p.total, "message": p.message,
@@ -119,6 +150,8 @@ pub fn resource_json(r: &v1::ResourceState) -> Value {
         "revision": r.revision,
         "holders": r.holders.iter().map(lease_json).collect::<Vec<_>>(),
         "waiters": r.waiters.iter().map(lease_json).collect::<Vec<_>>(),
+        "capacity": r.capacity,
+        "permits_held": r.permits_held,
     })
 }
 

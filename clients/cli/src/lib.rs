@@ -2,7 +2,7 @@
 //!
 //! This file parses the command line and hands each command to its module,
 //! which owns what it prints: `ping.rs`, `status.rs`, `why.rs`, `watch.rs`,
-//! `run.rs`, `queue.rs`; `format.rs` holds only what several share.
+//! `run.rs`, `queue.rs`, `yield_.rs`; `format.rs` holds only what several share.
 //!
 //! Exit codes (sysexits style): 0 success; 1 the broker refused a request;
 //! 64 bad usage; 69 the broker is unavailable; 70 an internal error;
@@ -21,6 +21,7 @@ mod run;
 mod status;
 mod watch;
 mod why;
+mod yield_;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +96,8 @@ enum Command {
         after_help = "The lease is held exactly as long as COMMAND lives: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to turnstile\nare passed on to COMMAND and the lease is released only after it has exited; if turnstile is killed,\nCOMMAND is killed too (Linux, Windows). COMMAND sees TURNSTILE_LEASE_ID and TURNSTILE_FENCING_TOKEN.\n\nExits with COMMAND's status; 75 when --no-wait finds RESOURCE busy or --max-wait runs out;\n76 when the lease was lost while COMMAND ran (it was stopped as --on-lost says; not with --on-lost ignore)."
     )]
     Run(run::RunArgs),
+    /// Ask the holders of RESOURCE to make way; with --revoke, take the lease of one that has not after --within
+    Yield(yield_::YieldArgs),
     /// Message queues: list them, publish, consume
     Queue {
         #[command(subcommand)]
@@ -159,5 +162,6 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
+        Command::Yield(args) => yield_::run(opts, args, cli.json).await,
     }
 }

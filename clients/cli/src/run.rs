@@ -57,12 +57,24 @@ pub struct RunArgs {
     /// After SIGTERM for a lost lease, SIGKILL the command if it still runs after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     kill_after: Duration,
+    /// Permits of RESOURCE's counting semaphore to take (with --shared) [default: 1]
+    #[arg(long, value_name = "N")]
+    permits: Option<u32>,
+    /// RESOURCE's capacity as a counting semaphore (must match the broker's if it has one)
+    #[arg(long, value_name = "C")]
+    capacity: Option<u32>,
+    /// Keep the lease or the place in the queue this long after turnstile's connection closes (the command sees TURNSTILE_RESUME_TOKEN)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    detach_grace: Option<Duration>,
+    /// Show the lease as stuck after this long without a progress report
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stall_after: Option<Duration>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime_like(s).ok_or_else(|| format!("'{s}' is not a duration like 10s, 500ms or 2m"))
 }
 
@@ -103,6 +115,18 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
     }
     if let Some(w) = args.max_wait {
         req = req.max_wait(w);
+    }
+    if let Some(n) = args.permits {
+        req = req.permits(n);
+    }
+    if let Some(c) = args.capacity {
+        req = req.capacity(c);
+    }
+    if let Some(g) = args.detach_grace {
+        req = req.detach_grace(g);
+    }
+    if let Some(s) = args.stall_after {
+        req = req.stall_after(s);
     }
     let tty = std::io::stderr().is_terminal();
     let mut shown = false;
@@ -160,6 +184,10 @@ pub async fn run(opts: ConnectOptions, args: RunArgs) -> Result<u8, ClientError>
         .args(rest)
         .env("TURNSTILE_LEASE_ID", lease.id().to_string())
         .env("TURNSTILE_FENCING_TOKEN", lease.fencing_token().to_string());
+    if let Some(token) = lease.resume_token() {
+        // The owner's secret, to the owner's own command only (never printed).
+        command.env("TURNSTILE_RESUME_TOKEN", token.to_string());
+    }
     let connection = child::connection(&client);
     let mut child = match child::spawn(&mut command, connection) {
         Ok(c) => c,
@@ -282,6 +310,12 @@ fn show_queued(resource: &str, q: &v1::Queued, tty: bool) {
         }
         if let Some(p) = &h.progress {
             line.push_str(&format!(" ({})", progress(p)));
+        }
+        if h.stalled {
+            line.push_str(", stuck: no progress lately");
+        }
+        if h.detached {
+            line.push_str(", its process gone (kept for a re-attach)");
         }
     }
     if q.estimated_wait_ms > 0 {

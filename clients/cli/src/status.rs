@@ -8,7 +8,9 @@ use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
 use crate::EXIT_OK;
-use crate::format::{mode, now_ms, progress, purpose, resource_json, span, who};
+use crate::format::{
+    condition, mode, now_ms, permits, progress, purpose, resource_json, span, who,
+};
 
 pub async fn run(
     opts: ConnectOptions,
@@ -36,7 +38,12 @@ fn status_text(s: &v1::Status, now: u64) -> String {
         );
     }
     for r in &s.resources {
-        let _ = writeln!(out, "{}  (revision {})", r.resource, r.revision);
+        let held = permits(r);
+        if held.is_empty() {
+            let _ = writeln!(out, "{}  (revision {})", r.resource, r.revision);
+        } else {
+            let _ = writeln!(out, "{}  (revision {}, {held})", r.resource, r.revision);
+        }
         if r.holders.is_empty() && r.waiters.is_empty() {
             let _ = writeln!(out, "  free");
         }
@@ -54,18 +61,28 @@ fn status_text(s: &v1::Status, now: u64) -> String {
             if let Some(p) = &h.progress {
                 let _ = write!(out, "  progress {}", progress(p));
             }
-            let _ = writeln!(out, "  expires in {}", span(u64::from(h.expires_in_ms)));
+            if h.detached {
+                let _ = writeln!(out, "{}", condition(h));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  expires in {}{}",
+                    span(u64::from(h.expires_in_ms)),
+                    condition(h)
+                );
+            }
         }
         for w in &r.waiters {
             let _ = writeln!(
                 out,
-                "  {:>3}.     {:9}  lease {}  {}{}  waiting {}",
+                "  {:>3}.     {:9}  lease {}  {}{}  waiting {}{}",
                 w.position,
                 mode(w),
                 w.lease_id,
                 who(w.holder.as_ref()),
                 purpose(w),
-                span(now.saturating_sub(w.queued_at_ms))
+                span(now.saturating_sub(w.queued_at_ms)),
+                condition(w)
             );
         }
     }
