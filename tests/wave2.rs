@@ -394,3 +394,37 @@ async fn the_cli_asks_to_yield_and_shows_permits_stuck_holders_and_users() {
     let e = expect_event(&mut watch, EventKind::YieldDeclined).await;
     assert!(e.detail.contains("almost done"), "{}", e.detail);
 }
+
+#[test]
+fn the_demo_tells_the_wave_2_story() {
+    // Two downloads run while the third waits; the killed agent re-attaches
+    // at its place; the stuck job shows as stuck; the job makes way when
+    // asked and the agent initialises; never "Timed out".
+    let exe = std::env::current_exe().unwrap();
+    let demo = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("demo"))
+        .unwrap();
+    let out = Command::new(&demo)
+        .env("TURNSTILE_DEMO_FAST", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", demo.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "Download of fonts.cab waits: 2 downloads already run",
+        "re-attached to its place in the queue (position 1)",
+        "stuck: alive but no progress",
+        "making way at this checkpoint",
+        "Initialized",
+        "Job 'Install Office 97' resumed",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("Timed out"), "{stdout}");
+}
