@@ -65,6 +65,7 @@ pub use watch::HISTORY_LINGER_MS;
 
 use effects::{Deadline, Deadlines, Effects, Issuer};
 use leases::LeaseTable;
+#[cfg(not(fuzzing))]
 use queues::QueueTable;
 use watch::Watches;
 

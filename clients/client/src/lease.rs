@@ -287,6 +287,20 @@ impl Pending {
         }
     }
 
+    /// Lets go of the request without leaving the queue: with a detach
+    /// grace, the place is kept for [`Client::reattach`] once this
+    /// connection closes (a process handing over to its successor).
+    /// Without one, it ends when the connection closes.
+    pub fn detach(mut self) -> Option<ResumeToken> {
+        self.pushes = None;
+        self.resume.take()
+    }
+
+    /// Waits until granted.
+    pub async fn wait(self) -> Result<Lease, ClientError> {
+        self.wait_with(|_| {}).await
+    }
+
     /// Waits until granted, calling `on_queued` with each queue change
     /// (also once at the start when queued).
     pub async fn wait_with(
@@ -476,6 +490,14 @@ impl Lease {
             }))
             .await
             .map(|_| ())
+    }
+
+    /// Lets go of the lease without releasing it: with a detach grace, it
+    /// is kept for [`Client::reattach`] once this connection closes; it is
+    /// no longer kept alive from here.
+    pub fn detach(mut self) -> Option<ResumeToken> {
+        self.stop.take();
+        self.resume.take()
     }
 
     /// Releases the lease and waits for the broker to confirm.

@@ -15,7 +15,11 @@ pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
             granted_at,
             expires_at,
             queued_at,
-        } => (Some(fencing), Some(granted_at), queued_at, Some(expires_at)),
+        } => {
+            // A detached holder's TTL does not run: it has no expiry.
+            let expires = l.detached_until.is_none().then_some(expires_at);
+            (Some(fencing), Some(granted_at), queued_at, expires)
+        }
     };
     LeaseView {
         lease_id: l.id,

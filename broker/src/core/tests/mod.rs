@@ -12,6 +12,7 @@
 mod leases;
 mod permits;
 mod props;
+mod props_wave2;
 mod queues;
 mod reattach;
 mod stall;
