@@ -32,6 +32,8 @@ macro_rules! id_type {
 }
 
 mod changes;
+#[cfg(any(test, fuzzing))]
+pub mod check;
 mod effects;
 mod errors;
 mod leases;
