@@ -2,7 +2,8 @@
 //!
 //! This file parses the command line and hands each command to its module,
 //! which owns what it prints: `ping.rs`, `status.rs`, `why.rs`, `watch.rs`,
-//! `run.rs`, `queue.rs`, `yield_.rs`; `format.rs` holds only what several share.
+//! `run.rs` (with `child.rs`, the command it runs), `queue.rs`, `yield_.rs`;
+//! `format.rs` holds only what several share.
 //!
 //! Exit codes (sysexits style): 0 success; 1 the broker refused a request;
 //! 64 bad usage; 69 the broker is unavailable; 70 an internal error;
