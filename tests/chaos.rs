@@ -388,6 +388,7 @@ mod checker {
                 revision,
                 holders: holders.iter().map(|&(id, t)| lease(id, t)).collect(),
                 waiters: waiters.iter().map(|&id| lease(id, 0)).collect(),
+                ..Default::default()
             }),
             ..Default::default()
         }

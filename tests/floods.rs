@@ -269,6 +269,7 @@ fn shared(resource: &str) -> Body {
         wait: v1::WaitPolicy::Queue as i32,
         max_wait_ms: 0,
         purpose: String::new(),
+        ..Default::default()
     })
 }
 
@@ -295,6 +296,7 @@ async fn many_waiters_behind_a_reporting_holder() {
             wait: v1::WaitPolicy::Queue as i32,
             max_wait_ms: 0,
             purpose: "the service".into(),
+            ..Default::default()
         }))
         .await;
     let reply::Result::Acquire(v1::AcquireReply {

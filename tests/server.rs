@@ -78,6 +78,7 @@ fn acquire(resource: &str, ttl_ms: u32, max_wait_ms: u32) -> Body {
         wait: v1::WaitPolicy::Queue as i32,
         max_wait_ms,
         purpose: String::new(),
+        ..v1::Acquire::default()
     })
 }
 

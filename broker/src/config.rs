@@ -194,6 +194,23 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub policy_defaults: Option<DefaultsConfig>,
+
+    /// Resources whose semaphore capacity is fixed (config file only):
+    /// `[[resources]]` tables with `name` and `capacity`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub resources: Option<Vec<ResourceConfig>>,
+}
+
+/// One `[[resources]]` table: a counting semaphore whose capacity the
+/// broker fixes, whatever clients ask for.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// The resource's name.
+    pub name: String,
+    /// Its capacity: at most this many permits held at once (1 or more).
+    pub capacity: u32,
 }
 
 /// A setting that cannot be used.
@@ -286,7 +303,8 @@ impl Settings {
             max_consumers_per_connection,
             max_in_flight,
             policy,
-            policy_defaults
+            policy_defaults,
+            resources
         )
     }
 
@@ -327,6 +345,7 @@ impl Settings {
             watch_history: self.watch_history.unwrap_or(c.watch_history),
             heartbeat_ms: ms(self.heartbeat_interval, c.heartbeat_ms),
             queues,
+            capacities: capacities(self.resources.as_deref().unwrap_or_default())?,
         };
         if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
             return Err(ConfigError::Invalid(format!(
@@ -388,9 +407,50 @@ impl Settings {
     }
 }
 
+/// The `[[resources]]` tables, checked: valid names, a capacity of 1 or
+/// more, each name once.
+fn capacities(resources: &[ResourceConfig]) -> Result<Vec<(String, u32)>, ConfigError> {
+    let mut out: Vec<(String, u32)> = Vec::with_capacity(resources.len());
+    for (i, r) in resources.iter().enumerate() {
+        let which = format!("[[resources]] entry {}", i + 1);
+        crate::core::check_name("resource", &r.name)
+            .map_err(|e| ConfigError::Invalid(format!("{which}: {e}")))?;
+        if r.capacity == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "{which} ({}): capacity must be 1 or more",
+                r.name
+            )));
+        }
+        if out.iter().any(|(n, _)| *n == r.name) {
+            return Err(ConfigError::Invalid(format!(
+                "{which}: {} is configured twice",
+                r.name
+            )));
+        }
+        out.push((r.name.clone(), r.capacity));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_fix_capacities_and_bad_ones_are_refused() {
+        let s: Settings =
+            toml::from_str("[[resources]]\nname = \"downloads\"\ncapacity = 3\n").unwrap();
+        let c = s.resolve().unwrap();
+        assert_eq!(c.server.core.capacities, vec![("downloads".to_string(), 3)]);
+        for bad in [
+            "[[resources]]\nname = \"d\"\ncapacity = 0\n",
+            "[[resources]]\nname = \"\"\ncapacity = 1\n",
+            "[[resources]]\nname = \"d\"\ncapacity = 1\n[[resources]]\nname = \"d\"\ncapacity = 2\n",
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(s.resolve().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn file_keys_are_the_flag_names_and_unknown_keys_are_refused() {

@@ -21,6 +21,12 @@ use super::{
 pub(crate) enum Deadline {
     /// A held lease's TTL ends, or a waiter's `max_wait_ms`.
     Lease(LeaseId),
+    /// A detached lease's grace runs out.
+    Grace(LeaseId),
+    /// A holder is due to be called stalled unless it reported progress.
+    Stall(LeaseId),
+    /// A yield request with revoke runs out for this holder.
+    Revoke(LeaseId),
     /// Quiet watches get their heartbeat.
     Heartbeats,
 }

@@ -94,6 +94,12 @@ pub struct DefaultsConfig {
     pub publish: Option<Decision>,
     /// Default for `consume` (built in: allow).
     pub consume: Option<Decision>,
+    /// Default for `yield` (built in: whatever `lease-shared` decides for
+    /// the subject on that name).
+    #[serde(rename = "yield")]
+    pub yield_: Option<Decision>,
+    /// Default for `revoke` (built in: deny).
+    pub revoke: Option<Decision>,
 }
 
 impl DefaultsConfig {
@@ -105,6 +111,8 @@ impl DefaultsConfig {
             Verb::Status => self.status,
             Verb::Publish => self.publish,
             Verb::Consume => self.consume,
+            Verb::Yield => self.yield_,
+            Verb::Revoke => self.revoke,
         }
     }
 }

@@ -27,11 +27,13 @@
 //!   it takes the verb on those names away from everyone but root and the
 //!   broker's user.
 //! - If no rule mentions the pair, the verb's default applies
-//!   (`[policy-defaults]`). Built-in defaults: `lease-exclusive` deny;
-//!   `lease-shared`, `watch`, `status`, `publish` and `consume` allow. So by
-//!   default only root and the broker's user take EXCLUSIVE leases, and
-//!   anyone who can open the socket watches, reads status, takes SHARED
-//!   leases and uses queues; rules grant or restrict from there.
+//!   (`[policy-defaults]`). Built-in defaults: `lease-exclusive` and
+//!   `revoke` deny; `lease-shared`, `watch`, `status`, `publish` and
+//!   `consume` allow; `yield` (ask the holders of a resource to make way)
+//!   follows `lease-shared` on the same name. So by default only root and
+//!   the broker's user take EXCLUSIVE leases and revoke, and anyone who can
+//!   open the socket watches, reads status, takes SHARED leases, asks
+//!   holders to yield and uses queues; rules grant or restrict from there.
 //! - Rules are order-independent: a grant in any mentioning rule wins.
 //! - Patterns are matched against the whole name: `*` matches any run of
 //!   characters (also none), `?` exactly one character, `\` makes the next
@@ -92,17 +94,24 @@ pub enum Verb {
     Publish,
     /// Consume from a queue.
     Consume,
+    /// Ask the holders of a resource to make way (`RequestYield`).
+    Yield,
+    /// Take the lease of a holder that did not make way in time
+    /// (`RequestYield` with `revoke`).
+    Revoke,
 }
 
 impl Verb {
     /// Every verb, in the order of the documentation.
-    pub const ALL: [Verb; 6] = [
+    pub const ALL: [Verb; 8] = [
         Verb::LeaseExclusive,
         Verb::LeaseShared,
         Verb::Watch,
         Verb::Status,
         Verb::Publish,
         Verb::Consume,
+        Verb::Yield,
+        Verb::Revoke,
     ];
 
     /// The verb as written in the config file and in refusals.
@@ -114,6 +123,8 @@ impl Verb {
             Verb::Status => "status",
             Verb::Publish => "publish",
             Verb::Consume => "consume",
+            Verb::Yield => "yield",
+            Verb::Revoke => "revoke",
         }
     }
 
@@ -124,10 +135,15 @@ impl Verb {
     /// The built-in default for names no rule mentions.
     pub fn builtin_default(self) -> Decision {
         match self {
-            Verb::LeaseExclusive => Decision::Deny,
-            Verb::LeaseShared | Verb::Watch | Verb::Status | Verb::Publish | Verb::Consume => {
-                Decision::Allow
-            }
+            Verb::LeaseExclusive | Verb::Revoke => Decision::Deny,
+            // Unless set, `yield` follows `lease-shared` name by name (see
+            // `Policy::check`); this is the answer for every name at once.
+            Verb::LeaseShared
+            | Verb::Watch
+            | Verb::Status
+            | Verb::Publish
+            | Verb::Consume
+            | Verb::Yield => Decision::Allow,
         }
     }
 }
@@ -268,7 +284,7 @@ pub enum PolicyError {
 struct Rule {
     /// From 1, in file order.
     number: usize,
-    verbs: [bool; 6],
+    verbs: [bool; Verb::ALL.len()],
     patterns: Vec<Pattern>,
     uids: Vec<u32>,
     gids: Vec<u32>,
@@ -296,7 +312,9 @@ impl Rule {
 pub struct Policy {
     own_uid: u32,
     rules: Vec<Rule>,
-    defaults: [Decision; 6],
+    defaults: [Decision; Verb::ALL.len()],
+    /// `[policy-defaults] yield` was set: it no longer follows `lease-shared`.
+    yield_default_set: bool,
 }
 
 /// Why a verb was refused: the rules that mention it and include nobody
@@ -355,6 +373,7 @@ impl Policy {
             own_uid,
             rules: Vec::new(),
             defaults: Verb::ALL.map(Verb::builtin_default),
+            yield_default_set: false,
         }
     }
 
@@ -386,7 +405,7 @@ impl Policy {
                     key: "resources",
                 });
             }
-            let mut verbs = [false; 6];
+            let mut verbs = [false; Verb::ALL.len()];
             for v in &rc.verbs {
                 let verb: Verb = v.parse().map_err(|source| PolicyError::UnknownVerb {
                     rule: number,
@@ -433,6 +452,7 @@ impl Policy {
             own_uid,
             rules,
             defaults,
+            yield_default_set: config.policy_defaults.yield_.is_some(),
         })
     }
 
@@ -462,6 +482,12 @@ impl Policy {
                 return Ok(());
             }
             mentioning.push(rule.number);
+        }
+        if verb == Verb::Yield && mentioning.is_empty() && !self.yield_default_set {
+            // Whoever may take a SHARED lease here may ask its holders.
+            return self
+                .check(subject, Verb::LeaseShared, name)
+                .map_err(|denied| Denied { verb, ..denied });
         }
         self.verdict(subject, verb, Some(name), mentioning)
     }

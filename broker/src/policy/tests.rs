@@ -58,7 +58,7 @@ fn verbs_spell_as_in_the_config_and_unknown_ones_list_the_valid_ones() {
     let e = "lease".parse::<Verb>().unwrap_err().to_string();
     assert_eq!(
         e,
-        "unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume"
+        "unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke"
     );
 }
 
@@ -349,7 +349,7 @@ fn resolve_errors_name_the_rule_and_what_is_wrong() {
     );
     assert_eq!(
         e.to_string(),
-        "policy rule 1: unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume"
+        "policy rule 1: unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke"
     );
     let e = resolve_err(
         r#"
@@ -578,4 +578,40 @@ fn it_embeds_as_two_fields_of_a_strict_settings_struct() {
     assert!(!allowed(&p, &wheel, Verb::Consume, "other"));
     // Unknown keys are still refused around it.
     assert!(toml::from_str::<Settings>("polici = 1").is_err());
+}
+
+#[test]
+fn yield_follows_lease_shared_and_revoke_is_root_and_the_brokers_only() {
+    // By default whoever may take a SHARED lease on a resource may ask its
+    // holders to yield there; only root and the broker's user revoke.
+    let p = policy(
+        r#"
+        [[policy]]
+        verbs = ["lease-shared"]
+        resources = ["private"]
+        users = [1001]
+        "#,
+    );
+    assert!(allowed(&p, &user(65534), Verb::Yield, "pcm"));
+    assert!(allowed(&p, &user(1001), Verb::Yield, "private"));
+    let e = p.check(&user(65534), Verb::Yield, "private").unwrap_err();
+    assert_eq!(e.verb, Verb::Yield, "the refusal names the verb asked for");
+    assert!(!allowed(&p, &user(65534), Verb::Revoke, "pcm"));
+    assert!(!allowed(&p, &user(1001), Verb::Revoke, "private"));
+    assert!(allowed(&p, &user(0), Verb::Revoke, "pcm"));
+    assert!(allowed(&p, &user(OWN), Verb::Revoke, "pcm"));
+    // Set explicitly, both are plain verbs.
+    let p = policy(
+        r#"
+        [[policy]]
+        verbs = ["revoke"]
+        resources = ["pcm"]
+        users = [1001]
+        [policy-defaults]
+        yield = "deny"
+        "#,
+    );
+    assert!(!allowed(&p, &user(65534), Verb::Yield, "pcm"));
+    assert!(allowed(&p, &user(1001), Verb::Revoke, "pcm"));
+    assert!(!allowed(&p, &user(1001), Verb::Revoke, "other"));
 }

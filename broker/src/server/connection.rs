@@ -209,6 +209,17 @@ async fn handshake<R: AsyncRead + Unpin>(
         return None;
     }
     drop(handshake_permit);
+    // The account and logon session, looked up off the runtime's thread
+    // (a user lookup may go through NSS).
+    let mut creds = creds;
+    let looked_up = tokio::task::spawn_blocking(move || {
+        creds.look_up_names();
+        creds
+    });
+    let creds = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        c = looked_up => c.ok()?,
+    };
 
     let (session_tx, session_rx) = oneshot::channel();
     let hello_msg = ToCore::Hello {

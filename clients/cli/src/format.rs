@@ -45,8 +45,8 @@ pub fn mode(l: &v1::Lease) -> &'static str {
     }
 }
 
-/// "service (root, pid 12)": the user's name where the system knows it,
-/// else `uid N`; a name that already ends in `[PID]` loses it, so the pid
+/// "service (root, pid 12)": the account name the broker got from the OS,
+/// else this machine's name for the uid, else `uid N`; a name that already ends in `[PID]` loses it, so the pid
 /// shows once.
 pub fn who(p: Option<&v1::Peer>) -> String {
     match p {
@@ -56,10 +56,16 @@ pub fn who(p: Option<&v1::Peer>) -> String {
                 .client_name
                 .strip_suffix(&suffix)
                 .unwrap_or(&p.client_name);
+            // The account name the broker got from the OS, else this
+            // machine's name for the uid.
+            let user = if p.user.is_empty() {
+                user(p.uid)
+            } else {
+                p.user.clone()
+            };
             format!(
-                "{} ({}, pid {})",
+                "{} ({user}, pid {})",
                 if name.is_empty() { "unnamed" } else { name },
-                user(p.uid),
                 p.pid
             )
         }
@@ -105,6 +111,30 @@ pub fn user_name(_uid: u32) -> Option<String> {
     None
 }
 
+/// What a person should know of a lease beyond holding or waiting: a
+/// holder that is *stuck* (alive, keeping its lease, but no progress for
+/// its stall time) or *detached* (its process gone, its place kept for a
+/// re-attach). Dead (DISCONNECTED) and hung (EXPIRED) leases are gone from
+/// the state and show as events. Empty for neither.
+pub fn condition(l: &v1::Lease) -> &'static str {
+    if l.detached {
+        "  [detached: its process is gone; kept for it to re-attach]"
+    } else if l.stalled {
+        "  [stuck: alive but no progress]"
+    } else {
+        ""
+    }
+}
+
+/// "2 of 3 permits held", or nothing for a resource that is no semaphore.
+pub fn permits(r: &v1::ResourceState) -> String {
+    if r.capacity == 0 {
+        String::new()
+    } else {
+        format!("{} of {} permits held", r.permits_held, r.capacity)
+    }
+}
+
 /// "2/5 (40%) copying files".
 pub fn progress(p: &v1::Progress) -> String {
     let mut s = if p.total > 0 {
@@ -144,6 +174,12 @@ pub fn queued_line(position: u32, holder: Option<&v1::Lease>) -> String {
         }
         if let Some(p) = &h.progress {
             line.push_str(&format!(" ({})", progress(p)));
+        }
+        if h.stalled {
+            line.push_str(", stuck: no progress lately");
+        }
+        if h.detached {
+            line.push_str(", its process gone (kept for a re-attach)");
         }
     }
     line

@@ -2,8 +2,8 @@
 //!
 //! This file parses the command line and hands each command to its module,
 //! which owns what it prints: `ping.rs`, `status.rs`, `why.rs`, `watch.rs`,
-//! `run.rs` (with `child.rs`, the command it runs), `queue.rs`; `format.rs`
-//! holds only what several share.
+//! `run.rs` (with `child.rs`, the command it runs), `queue.rs`, `yield_.rs`;
+//! `format.rs` holds only what several share.
 //!
 //! Exit codes (sysexits style, the same numbers as `turnstiled`'s): 0
 //! success; 1 the broker refused a request; 64 bad usage (including a
@@ -27,6 +27,7 @@ mod view;
 mod waiting;
 mod watch;
 mod why;
+mod yield_;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,8 @@ enum Command {
     Run(run::RunArgs),
     /// A live full-screen view of every resource: holders, progress, queues, the last events (q quits)
     Top,
+    /// Ask the holders of RESOURCE to make way; with --revoke, take the lease of one that has not after --within
+    Yield(yield_::YieldArgs),
     /// Message queues: list them, publish, consume
     Queue {
         #[command(subcommand)]
@@ -280,6 +283,7 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
         Command::Top => top::run(opts).await,
+        Command::Yield(args) => yield_::run(opts, args, cli.json).await,
         // Answered in `main`, without a broker.
         Command::Completions { .. } | Command::Manpage => Ok(EXIT_OK),
     }

@@ -66,6 +66,18 @@ pub struct RunArgs {
     /// After SIGTERM for a lost lease, SIGKILL the command if it still runs after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     kill_after: Duration,
+    /// Permits of RESOURCE's counting semaphore to take (with --shared) [default: 1]
+    #[arg(long, value_name = "N")]
+    permits: Option<u32>,
+    /// RESOURCE's capacity as a counting semaphore (must match the broker's if it has one)
+    #[arg(long, value_name = "C")]
+    capacity: Option<u32>,
+    /// Keep the lease or the place in the queue this long after turnstile's connection closes (the command sees TURNSTILE_RESUME_TOKEN)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    detach_grace: Option<Duration>,
+    /// Show the lease as stuck after this long without a progress report
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stall_after: Option<Duration>,
     /// Run this shell command line (sh -c; cmd /C on Windows) instead of COMMAND
     #[arg(
         short = 'c',
@@ -143,6 +155,18 @@ pub async fn run(opts: ConnectOptions, mut args: RunArgs) -> Result<u8, ClientEr
     if let Some(w) = args.max_wait {
         req = req.max_wait(w);
     }
+    if let Some(n) = args.permits {
+        req = req.permits(n);
+    }
+    if let Some(c) = args.capacity {
+        req = req.capacity(c);
+    }
+    if let Some(g) = args.detach_grace {
+        req = req.detach_grace(g);
+    }
+    if let Some(s) = args.stall_after {
+        req = req.stall_after(s);
+    }
     let mut waiting = Waiting::new(&args.resource, args.quiet);
     let lease = match req.wait_with(|q| waiting.update(q)).await {
         Ok(l) => {
@@ -189,6 +213,10 @@ pub async fn run(opts: ConnectOptions, mut args: RunArgs) -> Result<u8, ClientEr
         .args(rest)
         .env("TURNSTILE_LEASE_ID", lease.id().to_string())
         .env("TURNSTILE_FENCING_TOKEN", lease.fencing_token().to_string());
+    if let Some(token) = lease.resume_token() {
+        // The owner's secret, to the owner's own command only (never printed).
+        command.env("TURNSTILE_RESUME_TOKEN", token.to_string());
+    }
     let connection = child::connection(&client);
     let (progress, progress_writer) = progress::pipe(&mut command, args.progress_pipe.take());
     let spawned = child::spawn(&mut command, connection);

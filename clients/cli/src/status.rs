@@ -5,7 +5,7 @@ use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
 use crate::EXIT_OK;
-use crate::format::{mode, now_ms, progress, span, table, table_text, who};
+use crate::format::{condition, mode, now_ms, permits, progress, span, table, table_text, who};
 use crate::view::{self, StatusView};
 
 pub async fn run(
@@ -41,13 +41,20 @@ fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
             legend,
         );
         for r in &s.resources {
+            // A counting semaphore says how many of its permits are held.
+            let held = permits(r);
+            let name = if held.is_empty() {
+                r.resource.clone()
+            } else {
+                format!("{} ({held})", r.resource)
+            };
             if r.holders.is_empty() && r.waiters.is_empty() {
-                t.add_row(vec![r.resource.as_str(), "free"]);
+                t.add_row(vec![name.clone(), "free".into()]);
             }
             for h in &r.holders {
                 t.add_row(vec![
-                    r.resource.clone(),
-                    "held".into(),
+                    name.clone(),
+                    format!("held{}", condition(h)),
                     mode(h).into(),
                     h.lease_id.to_string(),
                     h.fencing_token.to_string(),
@@ -60,8 +67,8 @@ fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
             }
             for w in &r.waiters {
                 t.add_row(vec![
-                    r.resource.clone(),
-                    format!("waiting {}", w.position),
+                    name.clone(),
+                    format!("waiting {}{}", w.position, condition(w)),
                     mode(w).into(),
                     w.lease_id.to_string(),
                     String::new(),

@@ -118,6 +118,14 @@ fn resource_lines(r: &v1::ResourceState, now: u64) -> Vec<Line<'static>> {
             "  held {}",
             span(now.saturating_sub(h.granted_at_ms))
         )));
+        // Stuck (alive, no progress) and detached (process gone, place
+        // kept) holders are marked; dead and hung ones are gone.
+        if h.stalled {
+            spans.push(Span::styled(" [stuck]", bold));
+        }
+        if h.detached {
+            spans.push(Span::styled(" [detached]", bold));
+        }
         lines.push(Line::from(spans));
         if let Some(p) = &h.progress {
             lines.push(Line::from(format!(
@@ -251,6 +259,7 @@ mod tests {
                 uid: 4_000_000_000,
                 pid,
                 session_id: id,
+                ..Default::default()
             }),
             ..Default::default()
         }
@@ -291,6 +300,7 @@ mod tests {
             revision: 7,
             holders: vec![holder],
             waiters: vec![waiter],
+            ..Default::default()
         };
         let mut model = Model::default();
         model.apply(

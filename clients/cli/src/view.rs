@@ -36,12 +36,15 @@ pub struct PeerView {
     pub client_name: Option<String>,
     /// Its uid, from the kernel.
     pub uid: u32,
-    /// The uid's login name, `null` when the system has none.
+    /// The uid's account name as the broker's OS gives it (else as this
+    /// machine's), `null` when there is none.
     pub user: Option<String>,
     /// Its pid, from the kernel.
     pub pid: u32,
     /// The broker's id for the connection.
     pub session_id: u64,
+    /// Its logon session as the OS knows it; `null` when unknown.
+    pub login_session: Option<String>,
 }
 
 impl From<&v1::Peer> for PeerView {
@@ -49,9 +52,10 @@ impl From<&v1::Peer> for PeerView {
         PeerView {
             client_name: text(&p.client_name),
             uid: p.uid,
-            user: format::user_name(p.uid),
+            user: text(&p.user).or_else(|| format::user_name(p.uid)),
             pid: p.pid,
             session_id: p.session_id,
+            login_session: text(&p.login_session),
         }
     }
 }
@@ -97,6 +101,12 @@ pub struct LeaseView {
     pub expires_in_ms: Option<u32>,
     /// Place in the queue, 1 = next; `null` for a holder.
     pub position: Option<u32>,
+    /// Permits it takes of a counting semaphore; `null` otherwise.
+    pub permits: Option<u32>,
+    /// Its process is gone and its place is kept for a re-attach.
+    pub detached: bool,
+    /// Alive and keeping its lease, but no progress for its stall time.
+    pub stalled: bool,
 }
 
 impl From<&v1::Lease> for LeaseView {
@@ -119,6 +129,9 @@ impl From<&v1::Lease> for LeaseView {
             queued_at: rfc3339(l.queued_at_ms),
             expires_in_ms: (l.granted_at_ms > 0).then_some(l.expires_in_ms),
             position: nonzero(l.position),
+            permits: nonzero(l.permits),
+            detached: l.detached,
+            stalled: l.stalled,
         }
     }
 }
@@ -134,6 +147,10 @@ pub struct ResourceView {
     pub holders: Vec<LeaseView>,
     /// Who waits, in queue order.
     pub waiters: Vec<LeaseView>,
+    /// Permits of a counting semaphore; `null` for a plain resource.
+    pub capacity: Option<u32>,
+    /// Permits held now; `null` for a plain resource.
+    pub permits_held: Option<u32>,
 }
 
 impl From<&v1::ResourceState> for ResourceView {
@@ -143,6 +160,8 @@ impl From<&v1::ResourceState> for ResourceView {
             revision: r.revision,
             holders: r.holders.iter().map(LeaseView::from).collect(),
             waiters: r.waiters.iter().map(LeaseView::from).collect(),
+            capacity: nonzero(r.capacity),
+            permits_held: (r.capacity > 0).then_some(r.permits_held),
         }
     }
 }

@@ -95,6 +95,12 @@ impl Lines {
                     if !h.purpose.is_empty() {
                         s.push_str(&format!(" \"{}\"", h.purpose));
                     }
+                    if h.stalled {
+                        s.push_str(" [stuck]");
+                    }
+                    if h.detached {
+                        s.push_str(" [detached]");
+                    }
                     s
                 })
                 .collect::<Vec<_>>()

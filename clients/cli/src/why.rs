@@ -8,7 +8,7 @@ use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
 use crate::EXIT_OK;
-use crate::format::{mode, now_ms, progress, purpose, span, who};
+use crate::format::{condition, mode, now_ms, permits, progress, purpose, span, who};
 
 pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
@@ -45,6 +45,10 @@ fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> Stri
     if r.holders.is_empty() {
         let _ = writeln!(out, "{resource} is not held right now.");
     }
+    let held = permits(r);
+    if !held.is_empty() {
+        let _ = writeln!(out, "{resource} is a semaphore: {held}.");
+    }
     for h in &r.holders {
         let _ = writeln!(
             out,
@@ -73,6 +77,19 @@ fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> Stri
                 let _ = writeln!(out, "  progress: not reported");
             }
         }
+        if h.stalled {
+            let _ = writeln!(
+                out,
+                "  STUCK: it keeps its lease alive but has reported no progress for its stall time \
+                 (not dead: its connection is open; not hung: it answers)."
+            );
+        }
+        if h.detached {
+            let _ = writeln!(
+                out,
+                "  DETACHED: its process is gone; the lease is kept for it to re-attach until its grace runs out."
+            );
+        }
     }
     if r.waiters.is_empty() {
         let _ = writeln!(out, "Nobody is waiting.");
@@ -81,12 +98,13 @@ fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> Stri
         for w in &r.waiters {
             let _ = writeln!(
                 out,
-                "  {}. {} {}{}, waiting {}",
+                "  {}. {} {}{}, waiting {}{}",
                 w.position,
                 who(w.holder.as_ref()),
                 mode(w),
                 purpose(w),
-                span(now.saturating_sub(w.queued_at_ms))
+                span(now.saturating_sub(w.queued_at_ms)),
+                condition(w)
             );
         }
     }

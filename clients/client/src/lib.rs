@@ -48,7 +48,7 @@ use turnstile_proto::{ClientCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, en
 
 pub use connection::Push;
 pub use kinds::{ErrorCode, EventKind, LostReason, Mode, ShortName};
-pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate};
+pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate, ResumeToken};
 pub use queue::{Consumer, Delivery};
 pub use turnstile_proto::endpoint::{SOCKET_ENV, default_socket, socket_from_env};
 pub use watch::{WatchItem, WatchStream, Watcher};
@@ -292,6 +292,32 @@ impl Client {
         }
     }
 
+    /// Takes back a detached lease or queue place (one acquired with
+    /// [`AcquireBuilder::detach_grace`] whose connection closed) from this
+    /// connection, with the token its owner kept. Same uid only; a wrong
+    /// token, another uid or a lease that ended are all `NOT_FOUND`.
+    pub async fn reattach(&self, token: &ResumeToken) -> Result<Pending, ClientError> {
+        let r = self
+            .call(Body::Reattach(v1::Reattach {
+                lease_id: token.lease_id,
+                resume_token: token.secret.clone(),
+            }))
+            .await?;
+        Pending::from_reply(self.clone(), token.resource.clone(), r)
+    }
+
+    /// Asks the holders of `resource` to make way (policy verb `yield`;
+    /// with [`YieldRequest::revoke`], `revoke`).
+    pub fn request_yield(&self, resource: &str) -> YieldRequest {
+        YieldRequest {
+            client: self.clone(),
+            req: v1::RequestYield {
+                resource: resource.to_string(),
+                ..v1::RequestYield::default()
+            },
+        }
+    }
+
     /// Starts building a lease request on `resource` (EXCLUSIVE, queued,
     /// the broker's default TTL, unless told otherwise).
     pub fn acquire(&self, resource: &str) -> AcquireBuilder {
@@ -317,6 +343,41 @@ impl Client {
             }
             (other, _) => Err(unexpected("WatchStarted", &other)),
         }
+    }
+}
+
+/// A request that the holders of a resource make way, being built.
+#[must_use = "a yield request does nothing until sent"]
+pub struct YieldRequest {
+    client: Client,
+    req: v1::RequestYield,
+}
+
+impl YieldRequest {
+    /// How long the holders have (default: at once).
+    pub fn within(mut self, d: Duration) -> Self {
+        self.req.within_ms = d.as_millis().min(u128::from(u32::MAX)) as u32;
+        self
+    }
+
+    /// Why, for the holders and watchers.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.req.reason = reason.into();
+        self
+    }
+
+    /// Take the lease of a holder still holding after [`Self::within`].
+    pub fn revoke(mut self) -> Self {
+        self.req.revoke = true;
+        self
+    }
+
+    /// Sends it; done once every holder has been asked.
+    pub async fn send(self) -> Result<(), ClientError> {
+        self.client
+            .call(Body::RequestYield(self.req))
+            .await
+            .map(|_| ())
     }
 }
 

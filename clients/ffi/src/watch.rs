@@ -65,6 +65,18 @@ pub enum ts_event_kind {
     TS_EVENT_RESYNC = 8,
     /// Nothing changed; the broker is alive.
     TS_EVENT_HEARTBEAT = 9,
+    /// Someone asked the holders to make way.
+    TS_EVENT_YIELD_REQUESTED = 10,
+    /// A holder declined to make way.
+    TS_EVENT_YIELD_DECLINED = 11,
+    /// A lease was revoked after a yield request it did not honour.
+    TS_EVENT_REVOKED = 12,
+    /// A lease's connection closed; it is kept for a re-attach.
+    TS_EVENT_DETACHED = 13,
+    /// A detached lease was re-attached.
+    TS_EVENT_REATTACHED = 14,
+    /// A holder keeps its lease alive but reports no progress.
+    TS_EVENT_STALLED = 15,
 }
 
 /// One watch event. Every pointer belongs to the watch handle: valid until
@@ -112,6 +124,12 @@ fn kind_of(k: i32) -> ts_event_kind {
         Ok(v1::EventKind::Progress) => TS_EVENT_PROGRESS,
         Ok(v1::EventKind::Resync) => TS_EVENT_RESYNC,
         Ok(v1::EventKind::Heartbeat) => TS_EVENT_HEARTBEAT,
+        Ok(v1::EventKind::YieldRequested) => TS_EVENT_YIELD_REQUESTED,
+        Ok(v1::EventKind::YieldDeclined) => TS_EVENT_YIELD_DECLINED,
+        Ok(v1::EventKind::Revoked) => TS_EVENT_REVOKED,
+        Ok(v1::EventKind::Detached) => TS_EVENT_DETACHED,
+        Ok(v1::EventKind::Reattached) => TS_EVENT_REATTACHED,
+        Ok(v1::EventKind::Stalled) => TS_EVENT_STALLED,
         Ok(v1::EventKind::Unspecified) | Err(_) => TS_EVENT_NONE,
     }
 }

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
 
 use super::Dispatcher;
-use crate::core::SessionId;
+use crate::core::{PeerIdentity, SessionId};
 use crate::platform::peer::PeerCredentials;
 use crate::server::outbound::{Conn, ReadGate};
 use crate::server::{Outbound, wire};
@@ -24,7 +24,13 @@ pub(super) fn handle(
     gate: std::sync::Arc<ReadGate>,
     session_tx: oneshot::Sender<SessionId>,
 ) {
-    let peer = d.core.connect(hello.client_name, creds.uid, creds.pid);
+    let who = PeerIdentity {
+        uid: creds.uid,
+        pid: creds.pid,
+        user: creds.user.clone(),
+        login_session: creds.login_session.clone(),
+    };
+    let peer = d.core.connect_peer(hello.client_name, who);
     let session = peer.session;
     tracing::debug!(session = session.0, uid = creds.uid, pid = creds.pid, client = %peer.client_name, "hello");
     d.conns.insert(

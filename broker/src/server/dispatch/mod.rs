@@ -23,6 +23,7 @@ mod ack;
 mod acquire;
 mod cancel;
 mod consume;
+mod decline_yield;
 mod deliver;
 mod hello;
 mod keep_alive;
@@ -31,8 +32,10 @@ mod nack;
 mod persist;
 mod ping;
 mod publish;
+mod reattach;
 mod release;
 mod report_progress;
+mod request_yield;
 mod status;
 mod unwatch;
 mod watch;
@@ -328,6 +331,9 @@ impl Dispatcher {
                     Err(e) => Err(e),
                 },
                 Body::Nack(r) => nack::handle(self, session, r),
+                Body::Reattach(r) => reattach::handle(self, session, r, now),
+                Body::RequestYield(r) => request_yield::handle(self, session, r, now),
+                Body::DeclineYield(r) => decline_yield::handle(self, session, r, now),
             },
         };
         let (answer, changes) = match answer {
