@@ -37,6 +37,12 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_PROGRESS: _ClassVar[EventKind]
     EVENT_KIND_RESYNC: _ClassVar[EventKind]
     EVENT_KIND_HEARTBEAT: _ClassVar[EventKind]
+    EVENT_KIND_YIELD_REQUESTED: _ClassVar[EventKind]
+    EVENT_KIND_YIELD_DECLINED: _ClassVar[EventKind]
+    EVENT_KIND_REVOKED: _ClassVar[EventKind]
+    EVENT_KIND_DETACHED: _ClassVar[EventKind]
+    EVENT_KIND_REATTACHED: _ClassVar[EventKind]
+    EVENT_KIND_STALLED: _ClassVar[EventKind]
 
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -71,6 +77,12 @@ EVENT_KIND_CANCELLED: EventKind
 EVENT_KIND_PROGRESS: EventKind
 EVENT_KIND_RESYNC: EventKind
 EVENT_KIND_HEARTBEAT: EventKind
+EVENT_KIND_YIELD_REQUESTED: EventKind
+EVENT_KIND_YIELD_DECLINED: EventKind
+EVENT_KIND_REVOKED: EventKind
+EVENT_KIND_DETACHED: EventKind
+EVENT_KIND_REATTACHED: EventKind
+EVENT_KIND_STALLED: EventKind
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_INVALID_ARGUMENT: ErrorCode
 ERROR_CODE_PERMISSION_DENIED: ErrorCode
@@ -84,7 +96,7 @@ ERROR_CODE_PROTOCOL_VIOLATION: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("id", "hello", "ping", "get_status", "acquire", "keep_alive", "release", "cancel", "report_progress", "watch", "unwatch", "publish", "consume", "ack", "nack")
+    __slots__ = ("id", "hello", "ping", "get_status", "acquire", "keep_alive", "release", "cancel", "report_progress", "watch", "unwatch", "publish", "consume", "ack", "nack", "reattach", "request_yield", "decline_yield")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +112,9 @@ class ClientFrame(_message.Message):
     CONSUME_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     NACK_FIELD_NUMBER: _ClassVar[int]
+    REATTACH_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_YIELD_FIELD_NUMBER: _ClassVar[int]
+    DECLINE_YIELD_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     ping: Ping
@@ -115,7 +130,10 @@ class ClientFrame(_message.Message):
     consume: Consume
     ack: Ack
     nack: Nack
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., get_status: _Optional[_Union[GetStatus, _Mapping]] = ..., acquire: _Optional[_Union[Acquire, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., report_progress: _Optional[_Union[ReportProgress, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., unwatch: _Optional[_Union[Unwatch, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., consume: _Optional[_Union[Consume, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ...) -> None: ...
+    reattach: Reattach
+    request_yield: RequestYield
+    decline_yield: DeclineYield
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., get_status: _Optional[_Union[GetStatus, _Mapping]] = ..., acquire: _Optional[_Union[Acquire, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., report_progress: _Optional[_Union[ReportProgress, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., unwatch: _Optional[_Union[Unwatch, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., consume: _Optional[_Union[Consume, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., reattach: _Optional[_Union[Reattach, _Mapping]] = ..., request_yield: _Optional[_Union[RequestYield, _Mapping]] = ..., decline_yield: _Optional[_Union[DeclineYield, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
     __slots__ = ("reply", "lease_update", "watch_event", "delivery")
@@ -186,16 +204,20 @@ class HelloReply(_message.Message):
     def __init__(self, broker_version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., session_id: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., peer: _Optional[_Union[Peer, _Mapping]] = ..., min_protocol_version: _Optional[int] = ..., max_protocol_version: _Optional[int] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("client_name", "uid", "pid", "session_id")
+    __slots__ = ("client_name", "uid", "pid", "session_id", "user", "login_session")
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_SESSION_FIELD_NUMBER: _ClassVar[int]
     client_name: str
     uid: int
     pid: int
     session_id: int
-    def __init__(self, client_name: _Optional[str] = ..., uid: _Optional[int] = ..., pid: _Optional[int] = ..., session_id: _Optional[int] = ...) -> None: ...
+    user: str
+    login_session: str
+    def __init__(self, client_name: _Optional[str] = ..., uid: _Optional[int] = ..., pid: _Optional[int] = ..., session_id: _Optional[int] = ..., user: _Optional[str] = ..., login_session: _Optional[str] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("payload",)
@@ -226,20 +248,28 @@ class Status(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., resources: _Optional[_Iterable[_Union[ResourceState, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueInfo, _Mapping]]] = ...) -> None: ...
 
 class Acquire(_message.Message):
-    __slots__ = ("resource", "mode", "ttl_ms", "wait", "max_wait_ms", "purpose")
+    __slots__ = ("resource", "mode", "ttl_ms", "wait", "max_wait_ms", "purpose", "permits", "capacity", "detach_grace_ms", "stall_after_ms")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    PERMITS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    DETACH_GRACE_MS_FIELD_NUMBER: _ClassVar[int]
+    STALL_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     resource: str
     mode: Mode
     ttl_ms: int
     wait: WaitPolicy
     max_wait_ms: int
     purpose: str
-    def __init__(self, resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., ttl_ms: _Optional[int] = ..., wait: _Optional[_Union[WaitPolicy, str]] = ..., max_wait_ms: _Optional[int] = ..., purpose: _Optional[str] = ...) -> None: ...
+    permits: int
+    capacity: int
+    detach_grace_ms: int
+    stall_after_ms: int
+    def __init__(self, resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., ttl_ms: _Optional[int] = ..., wait: _Optional[_Union[WaitPolicy, str]] = ..., max_wait_ms: _Optional[int] = ..., purpose: _Optional[str] = ..., permits: _Optional[int] = ..., capacity: _Optional[int] = ..., detach_grace_ms: _Optional[int] = ..., stall_after_ms: _Optional[int] = ...) -> None: ...
 
 class AcquireReply(_message.Message):
     __slots__ = ("granted", "queued")
@@ -250,38 +280,84 @@ class AcquireReply(_message.Message):
     def __init__(self, granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ...) -> None: ...
 
 class Granted(_message.Message):
-    __slots__ = ("lease_id", "fencing_token", "ttl_ms")
+    __slots__ = ("lease_id", "fencing_token", "ttl_ms", "resume_token")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     fencing_token: int
     ttl_ms: int
-    def __init__(self, lease_id: _Optional[int] = ..., fencing_token: _Optional[int] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
+    resume_token: bytes
+    def __init__(self, lease_id: _Optional[int] = ..., fencing_token: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., resume_token: _Optional[bytes] = ...) -> None: ...
 
 class Queued(_message.Message):
-    __slots__ = ("lease_id", "position", "ahead", "estimated_wait_ms")
+    __slots__ = ("lease_id", "position", "ahead", "estimated_wait_ms", "resume_token")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     AHEAD_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     position: int
     ahead: _containers.RepeatedCompositeFieldContainer[Lease]
     estimated_wait_ms: int
-    def __init__(self, lease_id: _Optional[int] = ..., position: _Optional[int] = ..., ahead: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., estimated_wait_ms: _Optional[int] = ...) -> None: ...
+    resume_token: bytes
+    def __init__(self, lease_id: _Optional[int] = ..., position: _Optional[int] = ..., ahead: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., estimated_wait_ms: _Optional[int] = ..., resume_token: _Optional[bytes] = ...) -> None: ...
+
+class Reattach(_message.Message):
+    __slots__ = ("lease_id", "resume_token")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    lease_id: int
+    resume_token: bytes
+    def __init__(self, lease_id: _Optional[int] = ..., resume_token: _Optional[bytes] = ...) -> None: ...
+
+class RequestYield(_message.Message):
+    __slots__ = ("resource", "within_ms", "reason", "revoke")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    within_ms: int
+    reason: str
+    revoke: bool
+    def __init__(self, resource: _Optional[str] = ..., within_ms: _Optional[int] = ..., reason: _Optional[str] = ..., revoke: bool = ...) -> None: ...
+
+class YieldRequested(_message.Message):
+    __slots__ = ("requester", "reason", "within_ms", "revoke")
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_FIELD_NUMBER: _ClassVar[int]
+    requester: Peer
+    reason: str
+    within_ms: int
+    revoke: bool
+    def __init__(self, requester: _Optional[_Union[Peer, _Mapping]] = ..., reason: _Optional[str] = ..., within_ms: _Optional[int] = ..., revoke: bool = ...) -> None: ...
+
+class DeclineYield(_message.Message):
+    __slots__ = ("lease_id", "reason")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: int
+    reason: str
+    def __init__(self, lease_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LeaseUpdate(_message.Message):
-    __slots__ = ("lease_id", "granted", "queued", "lost")
+    __slots__ = ("lease_id", "granted", "queued", "lost", "yield_requested")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     LOST_FIELD_NUMBER: _ClassVar[int]
+    YIELD_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     granted: Granted
     queued: Queued
     lost: Lost
-    def __init__(self, lease_id: _Optional[int] = ..., granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., lost: _Optional[_Union[Lost, _Mapping]] = ...) -> None: ...
+    yield_requested: YieldRequested
+    def __init__(self, lease_id: _Optional[int] = ..., granted: _Optional[_Union[Granted, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., lost: _Optional[_Union[Lost, _Mapping]] = ..., yield_requested: _Optional[_Union[YieldRequested, _Mapping]] = ...) -> None: ...
 
 class Lost(_message.Message):
     __slots__ = ("reason", "detail")
@@ -338,7 +414,7 @@ class Progress(_message.Message):
     def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("lease_id", "resource", "mode", "purpose", "holder", "fencing_token", "progress", "granted_at_ms", "expires_in_ms", "position", "queued_at_ms")
+    __slots__ = ("lease_id", "resource", "mode", "purpose", "holder", "fencing_token", "progress", "granted_at_ms", "expires_in_ms", "position", "queued_at_ms", "permits", "detached", "stalled")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +426,9 @@ class Lease(_message.Message):
     EXPIRES_IN_MS_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     QUEUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PERMITS_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    STALLED_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     resource: str
     mode: Mode
@@ -361,19 +440,26 @@ class Lease(_message.Message):
     expires_in_ms: int
     position: int
     queued_at_ms: int
-    def __init__(self, lease_id: _Optional[int] = ..., resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., purpose: _Optional[str] = ..., holder: _Optional[_Union[Peer, _Mapping]] = ..., fencing_token: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., granted_at_ms: _Optional[int] = ..., expires_in_ms: _Optional[int] = ..., position: _Optional[int] = ..., queued_at_ms: _Optional[int] = ...) -> None: ...
+    permits: int
+    detached: bool
+    stalled: bool
+    def __init__(self, lease_id: _Optional[int] = ..., resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., purpose: _Optional[str] = ..., holder: _Optional[_Union[Peer, _Mapping]] = ..., fencing_token: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., granted_at_ms: _Optional[int] = ..., expires_in_ms: _Optional[int] = ..., position: _Optional[int] = ..., queued_at_ms: _Optional[int] = ..., permits: _Optional[int] = ..., detached: bool = ..., stalled: bool = ...) -> None: ...
 
 class ResourceState(_message.Message):
-    __slots__ = ("resource", "revision", "holders", "waiters")
+    __slots__ = ("resource", "revision", "holders", "waiters", "capacity", "permits_held")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     HOLDERS_FIELD_NUMBER: _ClassVar[int]
     WAITERS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    PERMITS_HELD_FIELD_NUMBER: _ClassVar[int]
     resource: str
     revision: int
     holders: _containers.RepeatedCompositeFieldContainer[Lease]
     waiters: _containers.RepeatedCompositeFieldContainer[Lease]
-    def __init__(self, resource: _Optional[str] = ..., revision: _Optional[int] = ..., holders: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., waiters: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+    capacity: int
+    permits_held: int
+    def __init__(self, resource: _Optional[str] = ..., revision: _Optional[int] = ..., holders: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., waiters: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., capacity: _Optional[int] = ..., permits_held: _Optional[int] = ...) -> None: ...
 
 class Watch(_message.Message):
     __slots__ = ("resources", "start_revision")
