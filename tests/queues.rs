@@ -146,14 +146,23 @@ async fn a_killed_consumers_deliveries_go_to_another_consumer_with_a_higher_atte
             .unwrap();
     }
     let mut victim = broker.cli_spawn(&["queue", "consume", "work", "--no-ack"]);
-    wait_for_queue(&client, "work", |q| {
-        q.is_some_and(|q| q.unacked == 3 && q.ready == 0)
+    // Killed once it has printed the three (a delivery goes out once its
+    // attempt is stored, so the broker counts it unacknowledged a moment
+    // before the consumer has it).
+    let out = victim.stdout.take().expect("the victim's stdout");
+    let printed = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(out)
+            .lines()
+            .take(3)
+            .map(|l| l.expect("a line"))
+            .collect::<Vec<_>>()
     })
-    .await;
+    .await
+    .unwrap();
+    assert_eq!(printed.len(), 3, "the victim saw them: {printed:?}");
     signal(victim.id() as i32, libc::SIGKILL);
     let _ = victim.wait();
-    let printed = read_all(victim.stdout.take());
-    assert_eq!(printed.lines().count(), 3, "the victim saw them: {printed}");
 
     let mut heir = client.consume("work", 0).await.unwrap();
     for i in 0..3 {
