@@ -189,6 +189,18 @@ typedef enum ts_event_kind {
   TS_EVENT_RESYNC = 8,
   // Nothing changed; the broker is alive.
   TS_EVENT_HEARTBEAT = 9,
+  // Someone asked the holders to make way.
+  TS_EVENT_YIELD_REQUESTED = 10,
+  // A holder declined to make way.
+  TS_EVENT_YIELD_DECLINED = 11,
+  // A lease was revoked after a yield request it did not honour.
+  TS_EVENT_REVOKED = 12,
+  // A lease's connection closed; it is kept for a re-attach.
+  TS_EVENT_DETACHED = 13,
+  // A detached lease was re-attached.
+  TS_EVENT_REATTACHED = 14,
+  // A holder keeps its lease alive but reports no progress.
+  TS_EVENT_STALLED = 15,
 } ts_event_kind;
 
 // A connection to the broker. Opaque: created by `ts_connect`, freed by
