@@ -130,7 +130,6 @@ async fn twenty_waiters_in_mixed_modes_are_granted_in_order() {
         tasks.push(tokio::spawn(async move {
             let lease = pending.wait_with(|_| {}).await.unwrap();
             order.lock().unwrap().push(i);
-            tokio::time::sleep(Duration::from_millis(20)).await;
             lease.release().await.unwrap();
             drop(client);
         }));
@@ -166,34 +165,32 @@ async fn a_waiter_that_disconnects_is_skipped() {
     let gone = broker.client("gone").await;
     let gone_pending = gone.acquire("res").start().await.unwrap();
     let stays = broker.client("stays").await;
-    let pending = stays.acquire("res").start().await.unwrap();
+    let mut pending = stays.acquire("res").start().await.unwrap();
     let turnstile_client::QueueUpdate::Queued(q) = pending.state() else {
         panic!()
     };
     assert_eq!(q.position, 2);
     drop(gone_pending);
     drop(gone);
-    // Wait until the broker has seen the disconnect.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let s = holder.status(&["res".into()]).await.unwrap();
-        if s.resources[0].waiters.len() == 1 {
-            assert_eq!(
-                s.resources[0].waiters[0]
-                    .holder
-                    .as_ref()
-                    .unwrap()
-                    .client_name,
-                "stays"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the departed waiter stayed queued"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The broker has seen the disconnect when `stays` moves up to first.
+    let update = tokio::time::timeout(PATIENCE, pending.next_update())
+        .await
+        .expect("the departed waiter stayed queued")
+        .unwrap();
+    let turnstile_client::QueueUpdate::Queued(q) = update else {
+        panic!("expected a new place in the queue, got {update:?}")
+    };
+    assert_eq!(q.position, 1);
+    let s = holder.status(&["res".into()]).await.unwrap();
+    assert_eq!(s.resources[0].waiters.len(), 1);
+    assert_eq!(
+        s.resources[0].waiters[0]
+            .holder
+            .as_ref()
+            .unwrap()
+            .client_name,
+        "stays"
+    );
     held.release().await.unwrap();
     let lease = tokio::time::timeout(PATIENCE, pending.wait_with(|_| {}))
         .await
@@ -307,17 +304,27 @@ fn the_demo_runs_to_completion() {
     assert!(!stdout.contains("Timed out"), "{stdout}");
 }
 
-/// Waits until someone holds `resource`.
+/// Waits until someone holds `resource`: a watch's snapshot shows it, or
+/// a later event does.
 async fn wait_for_holder(broker: &Broker, resource: &str) {
     let client = broker.client("observer").await;
-    let deadline = Instant::now() + PATIENCE;
+    let mut watch = client.watch(&[resource.to_string()], 0).await.unwrap();
+    if watch
+        .started()
+        .snapshot
+        .iter()
+        .any(|r| !r.holders.is_empty())
+    {
+        return;
+    }
     loop {
-        let s = client.status(&[resource.to_string()]).await.unwrap();
-        if !s.resources[0].holders.is_empty() {
+        let event = tokio::time::timeout(PATIENCE, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("nobody took {resource}"))
+            .expect("the watch ended");
+        if event.state.is_some_and(|r| !r.holders.is_empty()) {
             return;
         }
-        assert!(Instant::now() < deadline, "nobody took {resource}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

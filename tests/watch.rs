@@ -8,7 +8,7 @@
 mod support;
 
 use std::io::BufRead;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use support::*;
 use turnstile_client::proto::{self as v1, EventKind, client_frame::Body, reply, server_frame};
@@ -262,21 +262,24 @@ async fn the_cli_watch_json_output_parses() {
     let broker = spawn_broker();
     let mut cli = broker.cli_spawn(&["--json", "watch", "pcm"]);
     let stdout = cli.stdout.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        let mut out = Vec::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.contains("RELEASED");
-            out.push(line);
-            if done {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
                 break;
             }
         }
-        out
     });
+    let mut next_line = async || {
+        tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("the CLI printed nothing more")
+            .expect("the CLI's output ended")
+    };
     let c = broker.client("service").await;
-    // Wait until the CLI's watch is registered (its snapshot line came out).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The CLI's watch is registered once its snapshot line is out.
+    let mut lines = vec![next_line().await];
     c.acquire("pcm")
         .purpose("job")
         .wait()
@@ -285,17 +288,11 @@ async fn the_cli_watch_json_output_parses() {
         .release()
         .await
         .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !lines.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "the CLI printed no RELEASED line"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while !lines.last().is_some_and(|l| l.contains("RELEASED")) {
+        lines.push(next_line().await);
     }
     signal(cli.id() as i32, libc::SIGKILL);
     let _ = cli.wait();
-    let lines = lines.join().unwrap();
     let parsed: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))

@@ -32,6 +32,8 @@ macro_rules! id_type {
 }
 
 mod changes;
+#[cfg(any(test, fuzzing))]
+pub mod check;
 mod effects;
 mod errors;
 mod leases;
@@ -67,6 +69,7 @@ pub(crate) use types::display_name;
 
 use effects::{Deadline, Deadlines, Effects, Issuer};
 use leases::LeaseTable;
+#[cfg(not(fuzzing))]
 use queues::QueueTable;
 use watch::Watches;
 

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::StreamExt;
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -16,57 +16,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
-use turnstile_proto::{PROTOCOL_VERSION, ServerCodec, encode_frame, encode_watch_event_frame};
+use turnstile_proto::{PROTOCOL_VERSION, ServerCodec};
 
 use super::ToCore;
+use super::outbound::Outbound;
 use super::wire::{Refusal, error_reply};
 use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
 use crate::platform::stream::split;
-
-/// What a writer sends: a whole frame, or a watch event whose body was
-/// encoded once for every watcher (without its `watch_id`, which the writer
-/// prepends: protobuf accepts fields in any order).
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame to encode (boxed: queue slots stay small, so an idle
-    /// connection's queue costs little).
-    Frame(Box<v1::ServerFrame>),
-    /// `WatchEvent` bytes without field 1, and the watch id to add (boxed
-    /// too: every slot of every connection's queue is this enum's size).
-    WatchEvent(Box<WatchCopy>),
-}
-
-/// One watcher's copy of a state event.
-#[derive(Debug)]
-pub struct WatchCopy {
-    /// The watch this copy is for.
-    pub watch_id: u64,
-    /// The encoded `WatchEvent` with `watch_id` left at 0 (so absent).
-    pub body: Bytes,
-}
-
-impl Outbound {
-    /// A frame to send.
-    pub fn frame(f: v1::ServerFrame) -> Outbound {
-        Outbound::Frame(Box::new(f))
-    }
-
-    /// Bytes this item takes on the wire, roughly: for outbound accounting.
-    pub fn wire_len(&self) -> usize {
-        match self {
-            Outbound::Frame(f) => prost::Message::encoded_len(f) + 4,
-            Outbound::WatchEvent(w) => w.body.len() + 16,
-        }
-    }
-
-    fn encode(&self, dst: &mut BytesMut) {
-        match self {
-            Outbound::Frame(f) => encode_frame(f, dst),
-            Outbound::WatchEvent(w) => encode_watch_event_frame(w.watch_id, &w.body, dst),
-        }
-    }
-}
 
 /// What the reader needs to know about its connection.
 pub struct ReaderSetup {
@@ -87,7 +44,7 @@ pub struct ReaderSetup {
     /// Released once the handshake is over.
     pub handshake_permit: tokio::sync::OwnedSemaphorePermit,
     /// Released when the connection ends (per-uid and total counts).
-    pub slot: super::ConnectionSlot,
+    pub slot: super::accounting::ConnectionSlot,
 }
 
 /// Splits a connection and runs its reader and writer until it ends.
@@ -158,7 +115,11 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
 async fn handshake<R: AsyncRead + Unpin>(
     recv: R,
     setup: ReaderSetup,
-) -> Option<(FramedRead<R, ServerCodec>, SessionId, super::ConnectionSlot)> {
+) -> Option<(
+    FramedRead<R, ServerCodec>,
+    SessionId,
+    super::accounting::ConnectionSlot,
+)> {
     let ReaderSetup {
         to_core,
         outbound,

@@ -19,15 +19,15 @@
 //! startup, then once every [`crate::core::COUNTER_BLOCK`] tokens or
 //! revisions), since nothing that may carry a token can leave before it.
 
+mod accounting;
 mod clock;
 mod connection;
+mod core_task;
 mod dispatch;
 mod outbound;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,11 +37,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
 
-use crate::core::queues::Message;
-use crate::core::{CoreConfig, SessionId};
+use crate::core::{CoreConfig, Message, SessionId};
 use crate::platform::peer::{PeerCredentials, peer_credentials};
-use crate::store::{Loaded, Store, StoreError, StoreWriter};
-pub use connection::Outbound;
+pub use crate::store::Storage;
+use crate::store::StoreError;
+use accounting::{Counts, take_slot};
+pub use outbound::Outbound;
 
 /// Limits of the transport. Every one is a `turnstiled` flag.
 #[derive(Clone, Debug)]
@@ -96,84 +97,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// The durable store a server runs on: opened and read before serving,
-/// its writer thread started. Clones share it. What it held at startup is
-/// handed to the one server that runs on it.
-#[derive(Clone)]
-pub struct Storage {
-    inner: Arc<StorageInner>,
-}
-
-struct StorageInner {
-    path: PathBuf,
-    writer: StoreWriter,
-    queues: usize,
-    messages: usize,
-    loaded: Mutex<Option<Loaded>>,
-}
-
-impl std::fmt::Debug for Storage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("path", &self.inner.path)
-            .field("queues", &self.inner.queues)
-            .field("messages", &self.inner.messages)
-            .finish()
-    }
-}
-
-impl Storage {
-    /// Opens (or creates) the store in `dir`, reads everything in it and
-    /// starts its writer thread. A store that cannot be opened or read is
-    /// an error naming the file: never a silent fresh start.
-    pub fn open(dir: &Path) -> Result<Storage, StoreError> {
-        let store = Store::open(dir)?;
-        let loaded = store.load()?;
-        let path = store.path().to_path_buf();
-        let writer = StoreWriter::spawn(store).map_err(|e| StoreError::Write {
-            path: path.clone(),
-            detail: format!("cannot start the store's writer thread: {e}"),
-        })?;
-        Ok(Storage {
-            inner: Arc::new(StorageInner {
-                path,
-                writer,
-                queues: loaded.queues.len(),
-                messages: loaded.queues.iter().map(|(_, m)| m.len()).sum(),
-                loaded: Mutex::new(Some(loaded)),
-            }),
-        })
-    }
-
-    /// The store's file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    /// Queues and messages found at startup.
-    pub fn found(&self) -> (usize, usize) {
-        (self.inner.queues, self.inner.messages)
-    }
-
-    /// What the store held at startup, for the one server that runs on it:
-    /// taken, so that the messages are not kept twice. A second server on
-    /// the same storage is refused like a second broker on the same file:
-    /// what it would read is stale (counters included).
-    fn take_loaded(&self) -> Result<Loaded, StoreError> {
-        let mut slot = match self.inner.loaded.lock() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        slot.take().ok_or_else(|| StoreError::Locked {
-            path: self.inner.path.clone(),
-        })
-    }
-
-    fn writer(&self) -> StoreWriter {
-        self.inner.writer.clone()
-    }
-}
-
 /// Frames queued per connection before the core starts keeping a backlog.
 const OUTBOUND_QUEUE: usize = 256;
 
@@ -213,63 +136,6 @@ pub(crate) enum ToCore {
     },
 }
 
-/// Counts of open connections, per uid and in all. A slot is released when
-/// its connection's reader ends.
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    per_uid: HashMap<u32, usize>,
-}
-
-/// One connection's place in the counts; dropping it gives the place back.
-pub struct ConnectionSlot {
-    counts: Arc<Mutex<Counts>>,
-    uid: u32,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.counts.lock() {
-            c.total = c.total.saturating_sub(1);
-            if let Some(n) = c.per_uid.get_mut(&self.uid) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    c.per_uid.remove(&self.uid);
-                }
-            }
-        }
-    }
-}
-
-fn take_slot(
-    counts: &Arc<Mutex<Counts>>,
-    config: &ServerConfig,
-    uid: u32,
-) -> Result<ConnectionSlot, String> {
-    let mut c = counts
-        .lock()
-        .map_err(|_| "internal error: connection counts poisoned".to_string())?;
-    if c.total >= config.max_connections {
-        return Err(format!(
-            "the broker has {} connections, its limit (--max-connections)",
-            c.total
-        ));
-    }
-    let privileged = uid == 0 || uid == config.own_uid;
-    let mine = c.per_uid.get(&uid).copied().unwrap_or(0);
-    if !privileged && mine >= config.max_connections_per_uid {
-        return Err(format!(
-            "uid {uid} already has {mine} connections, the per-user limit (--max-connections-per-uid)"
-        ));
-    }
-    c.total += 1;
-    *c.per_uid.entry(uid).or_insert(0) += 1;
-    Ok(ConnectionSlot {
-        counts: counts.clone(),
-        uid,
-    })
-}
-
 /// Serves `listener` until `shutdown` resolves; then closes every
 /// connection and returns.
 pub async fn run(
@@ -283,7 +149,7 @@ pub async fn run(
     // before the first connection is accepted.
     let dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
         .map_err(std::io::Error::other)?;
-    let core_task = tokio::spawn(dispatch::core_loop(dispatcher, core_rx, stop.clone()));
+    let core_task = tokio::spawn(core_task::run(dispatcher, core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
     let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
     tokio::pin!(shutdown);

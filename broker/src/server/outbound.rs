@@ -1,5 +1,6 @@
-//! What the core task knows of each connection's outbound side, and the
-//! rule that the core never waits for a client.
+//! What the core task sends each connection ([`Outbound`]), what it knows
+//! of each connection's outbound side ([`Conn`]), and the rule that the
+//! core never waits for a client.
 //!
 //! Frames go into the connection's bounded queue with `try_send`. When the
 //! queue is full, replies and lease updates wait in a backlog (bounded in
@@ -12,13 +13,58 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use turnstile_proto::{encode_frame, encode_watch_event_frame, v1};
 
-use super::connection::WatchCopy;
-use super::{Outbound, ToCore};
+use super::ToCore;
 use crate::core::{SessionId, StateEvent};
+
+/// What a writer sends: a whole frame, or a watch event whose body was
+/// encoded once for every watcher (without its `watch_id`, which the writer
+/// prepends: protobuf accepts fields in any order).
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame to encode (boxed: queue slots stay small, so an idle
+    /// connection's queue costs little).
+    Frame(Box<v1::ServerFrame>),
+    /// `WatchEvent` bytes without field 1, and the watch id to add (boxed
+    /// too: every slot of every connection's queue is this enum's size).
+    WatchEvent(Box<WatchCopy>),
+}
+
+/// One watcher's copy of a state event.
+#[derive(Debug)]
+pub struct WatchCopy {
+    /// The watch this copy is for.
+    pub watch_id: u64,
+    /// The encoded `WatchEvent` with `watch_id` left at 0 (so absent).
+    pub body: Bytes,
+}
+
+impl Outbound {
+    /// A frame to send.
+    pub fn frame(f: v1::ServerFrame) -> Outbound {
+        Outbound::Frame(Box::new(f))
+    }
+
+    /// Bytes this item takes on the wire, roughly: for outbound accounting.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) => prost::Message::encoded_len(f) + 4,
+            Outbound::WatchEvent(w) => w.body.len() + 16,
+        }
+    }
+
+    /// Appends the item's frame to `dst`.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            Outbound::Frame(f) => encode_frame(f, dst),
+            Outbound::WatchEvent(w) => encode_watch_event_frame(w.watch_id, &w.body, dst),
+        }
+    }
+}
 
 /// Most (watch, resource) states kept for one slow connection.
 pub(super) const MAX_COALESCED: usize = 4096;
@@ -42,7 +88,7 @@ pub(super) struct Conn {
     pub subject: crate::policy::Subject,
     backlog: VecDeque<Outbound>,
     backlog_bytes: usize,
-    coalesced: Vec<Coalesced>,
+    coalesced: VecDeque<Coalesced>,
     waker_armed: bool,
 }
 
@@ -66,7 +112,7 @@ impl Conn {
             pid,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
-            coalesced: Vec::new(),
+            coalesced: VecDeque::new(),
             waker_armed: false,
         }
     }
@@ -138,7 +184,7 @@ impl Conn {
                 if self.coalesced.len() >= MAX_COALESCED {
                     return Err(Overflow);
                 }
-                self.coalesced.push(Coalesced {
+                self.coalesced.push_back(Coalesced {
                     watch_id,
                     resource,
                     event: event.clone(),
@@ -169,14 +215,14 @@ impl Conn {
                 }
             }
         }
-        while let Some(c) = self.coalesced.first() {
+        while let Some(c) = self.coalesced.front() {
             let item = Outbound::WatchEvent(Box::new(WatchCopy {
                 watch_id: c.watch_id,
                 body: encode_coalesced(&c.event),
             }));
             match self.tx.try_send(item) {
                 Ok(()) => {
-                    self.coalesced.remove(0);
+                    self.coalesced.pop_front();
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {

@@ -19,6 +19,7 @@
 //!   ever stored); both high-water marks only ever rise.
 
 mod record;
+mod storage;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -35,6 +36,7 @@ use crate::core::queues::{Message, StoreOp};
 use crate::platform::fs::sync_dir;
 use record::Record;
 
+pub use storage::Storage;
 pub use writer::StoreWriter;
 
 /// The store's file name inside the data directory.

@@ -30,11 +30,11 @@ fn fifo_with_mixed_modes() {
     let c: Vec<SessionId> = (1..=5)
         .map(|i| connect(&mut core, &format!("client{i}")))
         .collect();
-    let e1 = expect_granted(&acquire_ex(&mut core, c[0], "pcm", 0)).lease_id;
-    let s2 = expect_queued(&acquire_sh(&mut core, c[1], "pcm", 10), 1).lease_id;
-    let s3 = expect_queued(&acquire_sh(&mut core, c[2], "pcm", 20), 2).lease_id;
-    let e4 = expect_queued(&acquire_ex(&mut core, c[3], "pcm", 30), 3).lease_id;
-    let s5 = expect_queued(&acquire_sh(&mut core, c[4], "pcm", 40), 4).lease_id;
+    let e1 = holds_ex(&mut core, c[0], "pcm", 0);
+    let s2 = waits_sh(&mut core, c[1], "pcm", 10, 1);
+    let s3 = waits_sh(&mut core, c[2], "pcm", 20, 2);
+    let e4 = waits_ex(&mut core, c[3], "pcm", 30, 3);
+    let s5 = waits_sh(&mut core, c[4], "pcm", 40, 4);
     assert_eq!(waiters(&core, "pcm"), vec![s2, s3, e4, s5]);
 
     let changes = release(&mut core, c[0], e1, 100);
@@ -73,12 +73,10 @@ fn shared_request_waits_behind_a_queued_exclusive() {
     // SHARED holders do not let a later SHARED request jump a queued
     // EXCLUSIVE one, with or without NO_WAIT.
     let mut core = core();
-    let a = connect(&mut core, "a");
-    let b = connect(&mut core, "b");
-    let c = connect(&mut core, "c");
-    let s1 = expect_granted(&acquire_sh(&mut core, a, "pcm", 0)).lease_id;
-    let e2 = expect_queued(&acquire_ex(&mut core, b, "pcm", 1), 1).lease_id;
-    let s3 = expect_queued(&acquire_sh(&mut core, c, "pcm", 2), 2).lease_id;
+    let [a, b, c] = sessions(&mut core, ["a", "b", "c"]);
+    let s1 = holds_sh(&mut core, a, "pcm", 0);
+    let e2 = waits_ex(&mut core, b, "pcm", 1, 1);
+    let s3 = waits_sh(&mut core, c, "pcm", 2, 2);
     assert_eq!(holders(&core, "pcm"), vec![s1]);
 
     let mut no_wait = request("pcm", Mode::Shared);
@@ -99,15 +97,14 @@ fn ttl_expires_exactly_at_the_deadline() {
     // A lease granted at 500 with a 1000 ms TTL lives through 1499 and ends
     // at 1500: the owner is told, the next waiter is granted.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
+    let [svc, agent] = sessions(&mut core, ["service", "agent"]);
     assert_eq!(core.next_deadline(), None);
     let mut req = request("pcm", Mode::Exclusive);
     req.ttl_ms = 1000;
     let lease = expect_granted(&acquire(&mut core, svc, req, 500).0);
     assert_eq!(lease.ttl_ms, 1000);
     assert_eq!(core.next_deadline(), Some(1500));
-    let waiter = expect_queued(&acquire_ex(&mut core, agent, "pcm", 600), 1).lease_id;
+    let waiter = waits_ex(&mut core, agent, "pcm", 600, 1);
 
     assert!(core.expire(1499).is_empty());
     assert_eq!(holders(&core, "pcm"), vec![lease.lease_id]);
@@ -183,13 +180,11 @@ fn goodbye_releases_held_leases_and_promotes_the_next() {
     // A session that goes away loses everything it held; the next waiter is
     // granted and watchers see DISCONNECTED before GRANTED.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
-    let ui = connect(&mut core, "ui");
+    let [svc, agent, ui] = sessions(&mut core, ["service", "agent", "ui"]);
     core.watch(ui, vec![], 0, 0).unwrap();
     expect_granted(&acquire_ex(&mut core, svc, "pcm", 0));
     expect_granted(&acquire_sh(&mut core, svc, "logs", 0));
-    let waiter = expect_queued(&acquire_ex(&mut core, agent, "pcm", 10), 1).lease_id;
+    let waiter = waits_ex(&mut core, agent, "pcm", 10, 1);
 
     let changes = core.goodbye(svc, 100);
     let updates = lease_updates(&changes);
@@ -224,13 +219,11 @@ fn goodbye_never_grants_the_departing_sessions_own_requests() {
     // A session that holds a resource and also waits for it again leaves as
     // a whole: its own queued request is not granted on the way out.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
-    let ui = connect(&mut core, "ui");
+    let [svc, agent, ui] = sessions(&mut core, ["service", "agent", "ui"]);
     core.watch(ui, vec![], 0, 0).unwrap();
     let first = expect_granted(&acquire_ex(&mut core, svc, "pcm", 0));
     expect_queued(&acquire_ex(&mut core, svc, "pcm", 1), 1);
-    let waiter = expect_queued(&acquire_ex(&mut core, agent, "pcm", 2), 2).lease_id;
+    let waiter = waits_ex(&mut core, agent, "pcm", 2, 2);
 
     let changes = core.goodbye(svc, 100);
     let grants = granted(&changes);
@@ -250,13 +243,11 @@ fn goodbye_never_grants_the_departing_sessions_own_requests() {
     // Same with two queued requests: leaving the EXCLUSIVE one must not let
     // the session's SHARED one join the SHARED holder.
     let mut core = super::core();
-    let holder = connect(&mut core, "holder");
-    let leaver = connect(&mut core, "leaver");
-    let other = connect(&mut core, "other");
+    let [holder, leaver, other] = sessions(&mut core, ["holder", "leaver", "other"]);
     expect_granted(&acquire_sh(&mut core, holder, "pcm", 0));
     expect_queued(&acquire_ex(&mut core, leaver, "pcm", 1), 1);
     expect_queued(&acquire_sh(&mut core, leaver, "pcm", 2), 2);
-    let s = expect_queued(&acquire_sh(&mut core, other, "pcm", 3), 3).lease_id;
+    let s = waits_sh(&mut core, other, "pcm", 3, 3);
     let changes = core.goodbye(leaver, 100);
     assert_eq!(ids(&granted(&changes)), vec![s]);
     assert!(
@@ -273,18 +264,17 @@ fn departed_waiters_are_never_granted() {
     // Waiters that leave by goodbye, cancel or max_wait are skipped for good,
     // and those behind them are told their new positions.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let gone = connect(&mut core, "gone");
-    let canceller = connect(&mut core, "canceller");
-    let impatient = connect(&mut core, "impatient");
-    let patient = connect(&mut core, "patient");
-    let held = expect_granted(&acquire_ex(&mut core, svc, "pcm", 0)).lease_id;
-    let w1 = expect_queued(&acquire_ex(&mut core, gone, "pcm", 0), 1).lease_id;
-    let w2 = expect_queued(&acquire_ex(&mut core, canceller, "pcm", 0), 2).lease_id;
+    let [svc, gone, canceller, impatient, patient] = sessions(
+        &mut core,
+        ["service", "gone", "canceller", "impatient", "patient"],
+    );
+    let held = holds_ex(&mut core, svc, "pcm", 0);
+    let w1 = waits_ex(&mut core, gone, "pcm", 0, 1);
+    let w2 = waits_ex(&mut core, canceller, "pcm", 0, 2);
     let mut req = request("pcm", Mode::Exclusive);
     req.max_wait_ms = 500;
     let w3 = expect_queued(&acquire(&mut core, impatient, req, 0).0, 3).lease_id;
-    let w4 = expect_queued(&acquire_ex(&mut core, patient, "pcm", 0), 4).lease_id;
+    let w4 = waits_ex(&mut core, patient, "pcm", 0, 4);
     assert_eq!(core.next_deadline(), Some(500));
 
     let changes = core.goodbye(gone, 100);
@@ -321,9 +311,9 @@ fn departed_waiters_are_never_granted() {
     assert!(waiters(&core, "pcm").is_empty());
 
     // A waiter that leaves from the back moves nobody, so nobody is told.
-    let last = expect_queued(&acquire_ex(&mut core, svc, "pcm", 700), 1).lease_id;
+    let last = waits_ex(&mut core, svc, "pcm", 700, 1);
     let back = connect(&mut core, "back");
-    let behind = expect_queued(&acquire_ex(&mut core, back, "pcm", 700), 2).lease_id;
+    let behind = waits_ex(&mut core, back, "pcm", 700, 2);
     let changes = core.cancel(back, behind, 800).unwrap();
     assert!(lease_updates(&changes).is_empty(), "{changes:?}");
     assert_eq!(waiters(&core, "pcm"), vec![last]);
@@ -334,8 +324,7 @@ fn stale_lease_ids_are_refused() {
     // Every verb on a lease that ended says how it ended; an id never
     // handed out is unknown; another session's lease is not yours.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
+    let [svc, agent] = sessions(&mut core, ["service", "agent"]);
 
     #[track_caller]
     fn all_refused(core: &mut Core, session: SessionId, lease: LeaseId, expected: CoreError) {
@@ -350,7 +339,7 @@ fn stale_lease_ids_are_refused() {
         assert_eq!(core.cancel(session, lease, now).unwrap_err(), expected);
     }
 
-    let released = expect_granted(&acquire_ex(&mut core, svc, "a", 0)).lease_id;
+    let released = holds_ex(&mut core, svc, "a", 0);
     release(&mut core, svc, released, 10);
     let ended = |lease, ending| CoreError::Ended { lease, ending };
     all_refused(&mut core, svc, released, ended(released, Ending::Released));
@@ -368,7 +357,7 @@ fn stale_lease_ids_are_refused() {
     core.expire(100);
     all_refused(&mut core, svc, expired, ended(expired, Ending::Expired));
 
-    let holder = expect_granted(&acquire_ex(&mut core, svc, "c", 0)).lease_id;
+    let holder = holds_ex(&mut core, svc, "c", 0);
     let cancelled = lease_of(&acquire_ex(&mut core, agent, "c", 0));
     core.cancel(agent, cancelled, 1).unwrap();
     all_refused(
@@ -390,7 +379,7 @@ fn stale_lease_ids_are_refused() {
     );
 
     let leaver = connect(&mut core, "leaver");
-    let disconnected = expect_granted(&acquire_ex(&mut core, leaver, "d", 0)).lease_id;
+    let disconnected = holds_ex(&mut core, leaver, "d", 0);
     core.goodbye(leaver, 1);
     all_refused(
         &mut core,
@@ -419,18 +408,16 @@ fn cancel_is_for_waiters_and_release_works_on_both() {
     // Cancelling a granted lease is refused and keeps it; releasing a queued
     // request takes it out of the queue like a cancel.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
-    let third = connect(&mut core, "third");
-    let held = expect_granted(&acquire_ex(&mut core, svc, "pcm", 0)).lease_id;
+    let [svc, agent, third] = sessions(&mut core, ["service", "agent", "third"]);
+    let held = holds_ex(&mut core, svc, "pcm", 0);
     assert!(matches!(
         core.cancel(svc, held, 1),
         Err(CoreError::WrongState(_))
     ));
     assert_eq!(holders(&core, "pcm"), vec![held]);
 
-    let waiting = expect_queued(&acquire_ex(&mut core, agent, "pcm", 2), 1).lease_id;
-    let behind = expect_queued(&acquire_ex(&mut core, third, "pcm", 3), 2).lease_id;
+    let waiting = waits_ex(&mut core, agent, "pcm", 2, 1);
+    let behind = waits_ex(&mut core, third, "pcm", 3, 2);
     let changes = release(&mut core, agent, waiting, 4);
     assert!(granted(&changes).is_empty());
     assert_eq!(event_kinds(&changes), Vec::<EventKind>::new());
@@ -452,8 +439,7 @@ fn no_wait_is_busy_or_granted_at_once() {
     // NO_WAIT on a busy resource names the holder and its purpose and leaves
     // no trace; on a free one it is an ordinary grant.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
+    let [svc, agent] = sessions(&mut core, ["service", "agent"]);
     let mut req = request("pcm", Mode::Exclusive);
     req.purpose = "job 42".to_string();
     let held = expect_granted(&acquire(&mut core, svc, req, 0).0).lease_id;
@@ -540,14 +526,13 @@ fn fencing_tokens_strictly_increase() {
     // they continue above what the previous run reserved.
     let (mut core, reserve) = Core::new(CoreConfig::default(), Counters::default());
     assert_eq!(reserve.reserve_until, COUNTER_BLOCK);
-    let a = connect(&mut core, "a");
-    let b = connect(&mut core, "b");
+    let [a, b] = sessions(&mut core, ["a", "b"]);
     let mut tokens = Vec::new();
     let first = expect_granted(&acquire_ex(&mut core, a, "x", 0));
     tokens.push(first.fencing);
     tokens.push(expect_granted(&acquire_ex(&mut core, b, "y", 0)).fencing);
-    let queued = expect_queued(&acquire_sh(&mut core, b, "x", 0), 1).lease_id;
-    let queued2 = expect_queued(&acquire_sh(&mut core, a, "x", 0), 2).lease_id;
+    let queued = waits_sh(&mut core, b, "x", 0, 1);
+    let queued2 = waits_sh(&mut core, a, "x", 0, 2);
     let changes = release(&mut core, a, first.lease_id, 1);
     let grants = granted(&changes);
     assert_eq!(ids(&grants), vec![queued, queued2]);
@@ -578,10 +563,9 @@ fn a_used_up_block_is_reserved_again_before_use() {
     // the first change that carries a value past it (white box: the block
     // is made tiny by lowering the reservation by hand).
     let (mut core, _) = Core::new(CoreConfig::default(), Counters::default());
-    let ui = connect(&mut core, "ui");
-    let a = connect(&mut core, "a");
+    let [ui, a] = sessions(&mut core, ["ui", "a"]);
     core.watch(ui, vec![], 0, 0).unwrap();
-    let lease = expect_granted(&acquire_ex(&mut core, a, "x", 0)).lease_id;
+    let lease = holds_ex(&mut core, a, "x", 0);
     let limit = core.revision().0 + 1;
     core.issuer.reserved_until = limit;
     // Released: revision limit, still inside the reservation.
@@ -620,10 +604,7 @@ fn progress_is_pushed_to_every_waiter() {
     // A holder's progress report reaches each waiter with the holder (and
     // its progress) in `ahead`, and a wait estimate from the progress rate.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let a1 = connect(&mut core, "agent1");
-    let a2 = connect(&mut core, "agent2");
-    let ui = connect(&mut core, "ui");
+    let [svc, a1, a2, ui] = sessions(&mut core, ["service", "agent1", "agent2", "ui"]);
     let w = core.watch(ui, vec![], 0, 0).unwrap().watch_id;
     let mut req = request("pcm", Mode::Exclusive);
     req.purpose = "job".to_string();
@@ -632,7 +613,7 @@ fn progress_is_pushed_to_every_waiter() {
     assert_eq!(w1.ahead.len(), 1);
     assert_eq!(w1.ahead[0].lease_id, held);
     assert_eq!(w1.estimated_wait_ms, None, "nothing known yet");
-    let w2 = expect_queued(&acquire_ex(&mut core, a2, "pcm", 1000), 2).lease_id;
+    let w2 = waits_ex(&mut core, a2, "pcm", 1000, 2);
     let w1 = w1.lease_id;
 
     let changes = core
@@ -686,9 +667,8 @@ fn wait_estimates_use_past_hold_times() {
     // Without progress, a waiter's estimate is the typical hold time left
     // for the holder plus one typical hold per waiter ahead.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
-    let lease = expect_granted(&acquire_ex(&mut core, svc, "pcm", 0)).lease_id;
+    let [svc, agent] = sessions(&mut core, ["service", "agent"]);
+    let lease = holds_ex(&mut core, svc, "pcm", 0);
     release(&mut core, svc, lease, 4000);
     expect_granted(&acquire_ex(&mut core, svc, "pcm", 5000));
     let first = expect_queued(&acquire_ex(&mut core, agent, "pcm", 6000), 1);
@@ -705,9 +685,8 @@ fn lease_quota_per_session() {
         max_leases_per_session: 2,
         ..CoreConfig::default()
     });
-    let svc = connect(&mut core, "service");
-    let other = connect(&mut core, "other");
-    let held = expect_granted(&acquire_ex(&mut core, svc, "a", 0)).lease_id;
+    let [svc, other] = sessions(&mut core, ["service", "other"]);
+    let held = holds_ex(&mut core, svc, "a", 0);
     expect_granted(&acquire_ex(&mut core, other, "b", 0));
     let mut busy = request("b", Mode::Exclusive);
     busy.wait = WaitPolicy::NoWait;
@@ -733,8 +712,7 @@ fn a_huge_progress_total_does_not_overflow_the_estimate() {
     // A holder kept alive for months that reports 1 of u32::MAX steps gives
     // a saturated estimate, not an arithmetic overflow.
     let mut core = core();
-    let svc = connect(&mut core, "service");
-    let agent = connect(&mut core, "agent");
+    let [svc, agent] = sessions(&mut core, ["service", "agent"]);
     let mut req = request("pcm", Mode::Exclusive);
     req.ttl_ms = 3_600_000;
     let held = expect_granted(&acquire(&mut core, svc, req, 0).0).lease_id;

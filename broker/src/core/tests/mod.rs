@@ -4,14 +4,14 @@
 //! - `leases.rs`: scenarios of the lease table (fairness, expiry, errors).
 //! - `watch.rs`: watches, history, resync and heartbeats.
 //! - `props.rs`: property tests over random command sequences.
-//! - `queues.rs`: the queue table as the core drives it (goodbye, restore).
+//!
+//! The queue tests live with the queue table (`core/queues/tests/`).
 //!
 //! Each scenario is a block with one sentence on top. The helpers below
 //! panic with the caller's location (`#[track_caller]`).
 
 mod leases;
 mod props;
-mod queues;
 mod watch;
 
 use std::sync::Arc;
@@ -22,18 +22,59 @@ use super::{
 };
 
 /// A core with the default configuration and fresh counters.
-fn core() -> Core {
+pub(crate) fn core() -> Core {
     core_with(CoreConfig::default())
 }
 
 /// A core with `config` and fresh counters.
-fn core_with(config: CoreConfig) -> Core {
+pub(crate) fn core_with(config: CoreConfig) -> Core {
     Core::new(config, Counters::default()).0
 }
 
 /// Opens a session for a client called `name` (uid 1000, pid 4242).
-fn connect(core: &mut Core, name: &str) -> SessionId {
+pub(crate) fn connect(core: &mut Core, name: &str) -> SessionId {
     core.connect(name.to_string(), 1000, 4242).session
+}
+
+/// Opens one session per name, in order.
+fn sessions<const N: usize>(core: &mut Core, names: [&str; N]) -> [SessionId; N] {
+    names.map(|name| connect(core, name))
+}
+
+/// `resource` EXCLUSIVE must be granted at once; returns the lease.
+#[track_caller]
+fn holds_ex(core: &mut Core, session: SessionId, resource: &str, now: Millis) -> LeaseId {
+    expect_granted(&acquire_ex(core, session, resource, now)).lease_id
+}
+
+/// `resource` SHARED must be granted at once; returns the lease.
+#[track_caller]
+fn holds_sh(core: &mut Core, session: SessionId, resource: &str, now: Millis) -> LeaseId {
+    expect_granted(&acquire_sh(core, session, resource, now)).lease_id
+}
+
+/// `resource` EXCLUSIVE must queue at `position`; returns the lease.
+#[track_caller]
+fn waits_ex(
+    core: &mut Core,
+    session: SessionId,
+    resource: &str,
+    now: Millis,
+    position: u32,
+) -> LeaseId {
+    expect_queued(&acquire_ex(core, session, resource, now), position).lease_id
+}
+
+/// `resource` SHARED must queue at `position`; returns the lease.
+#[track_caller]
+fn waits_sh(
+    core: &mut Core,
+    session: SessionId,
+    resource: &str,
+    now: Millis,
+    position: u32,
+) -> LeaseId {
+    expect_queued(&acquire_sh(core, session, resource, now), position).lease_id
 }
 
 /// A queueing request with the default TTL, no max wait and no purpose.
@@ -64,7 +105,12 @@ fn acquire(
 
 /// Asks for `resource` EXCLUSIVE (default TTL, queueing).
 #[track_caller]
-fn acquire_ex(core: &mut Core, session: SessionId, resource: &str, now: Millis) -> AcquireOutcome {
+pub(crate) fn acquire_ex(
+    core: &mut Core,
+    session: SessionId,
+    resource: &str,
+    now: Millis,
+) -> AcquireOutcome {
     acquire(core, session, request(resource, Mode::Exclusive), now).0
 }
 
@@ -76,7 +122,7 @@ fn acquire_sh(core: &mut Core, session: SessionId, resource: &str, now: Millis) 
 
 /// The outcome must be a grant.
 #[track_caller]
-fn expect_granted(outcome: &AcquireOutcome) -> Grant {
+pub(crate) fn expect_granted(outcome: &AcquireOutcome) -> Grant {
     match outcome {
         AcquireOutcome::Granted(g) => g.clone(),
         AcquireOutcome::Queued(q) => panic!("expected a grant, got queued: {q:?}"),

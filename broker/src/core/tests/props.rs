@@ -574,6 +574,10 @@ impl Observer {
         before: &HashMap<LeaseId, u32>,
         log: &StepLog,
     ) -> Result<(), TestCaseError> {
+        // The invariants the fuzz target checks too.
+        if let Err(broken) = crate::core::check::lease_table(core, None) {
+            return Err(TestCaseError::fail(broken));
+        }
         let status = core.status(&[]);
         prop_assert_eq!(status.revision, core.revision());
         prop_assert_eq!(status.revision, self.last_revision);

@@ -8,6 +8,9 @@ use crate::core::queues::DeliveryId;
 use crate::core::{Change, SessionId};
 
 pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Ack) -> Answer {
-    d.changes = Change::from_queue(d.core.queues.ack(session, DeliveryId(req.delivery_id))?);
-    Ok(v1::reply::Result::Done(v1::Done {}))
+    let changes = d.core.queues.ack(session, DeliveryId(req.delivery_id))?;
+    Ok((
+        v1::reply::Result::Done(v1::Done {}),
+        Change::from_queue(changes),
+    ))
 }

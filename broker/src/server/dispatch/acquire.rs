@@ -20,8 +20,6 @@ pub(super) fn handle(
     };
     d.allow(session, verb, Some(&req.resource))?;
     let (outcome, changes) = d.core.acquire(session, req, now)?;
-    d.changes = changes;
-    Ok(v1::reply::Result::Acquire(wire::acquire_reply(
-        &outcome, &d.clock, now,
-    )))
+    let reply = wire::acquire_reply(&outcome, &d.clock, now);
+    Ok((v1::reply::Result::Acquire(reply), changes))
 }

@@ -11,8 +11,8 @@ use crate::policy::Verb;
 pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Consume) -> Answer {
     d.allow(session, Verb::Consume, Some(&req.queue))?;
     let (consumer, changes) = d.core.consume(session, &req.queue, req.prefetch)?;
-    d.changes = changes;
-    Ok(v1::reply::Result::Consume(v1::ConsumeStarted {
+    let started = v1::ConsumeStarted {
         consumer_id: consumer.0,
-    }))
+    };
+    Ok((v1::reply::Result::Consume(started), changes))
 }

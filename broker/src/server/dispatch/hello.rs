@@ -49,8 +49,6 @@ pub(super) fn handle(
     );
     if session_tx.send(session).is_err() {
         // The reader is already gone: the connection closed meanwhile.
-        let changes = d.core.goodbye(session, d.clock.now());
-        d.conns.remove(&session);
-        d.deliver(changes, d.clock.now());
+        d.goodbye(session, "the connection closed during the handshake");
     }
 }

@@ -12,5 +12,8 @@ pub(super) fn handle(
     now: Millis,
 ) -> Answer {
     let ttl_ms = d.core.keep_alive(session, LeaseId(req.lease_id), now)?;
-    Ok(v1::reply::Result::KeepAlive(v1::KeepAliveReply { ttl_ms }))
+    Ok((
+        v1::reply::Result::KeepAlive(v1::KeepAliveReply { ttl_ms }),
+        Vec::new(),
+    ))
 }

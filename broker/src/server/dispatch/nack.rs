@@ -12,6 +12,8 @@ pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Nack) -> A
         .core
         .queues
         .nack(session, DeliveryId(req.delivery_id), req.requeue)?;
-    d.changes = Change::from_queue(changes);
-    Ok(v1::reply::Result::Done(v1::Done {}))
+    Ok((
+        v1::reply::Result::Done(v1::Done {}),
+        Change::from_queue(changes),
+    ))
 }

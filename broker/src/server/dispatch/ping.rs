@@ -2,10 +2,8 @@
 
 use turnstile_proto::v1;
 
-use super::Answer;
-
-pub(super) fn handle(req: v1::Ping) -> Answer {
-    Ok(v1::reply::Result::Pong(v1::Pong {
+pub(super) fn handle(req: v1::Ping) -> v1::reply::Result {
+    v1::reply::Result::Pong(v1::Pong {
         payload: req.payload,
-    }))
+    })
 }

@@ -11,6 +11,6 @@ pub(super) fn handle(
     req: v1::Release,
     now: Millis,
 ) -> Answer {
-    d.changes = d.core.release(session, LeaseId(req.lease_id), now)?;
-    Ok(v1::reply::Result::Done(v1::Done {}))
+    let changes = d.core.release(session, LeaseId(req.lease_id), now)?;
+    Ok((v1::reply::Result::Done(v1::Done {}), changes))
 }

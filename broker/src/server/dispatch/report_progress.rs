@@ -17,8 +17,8 @@ pub(super) fn handle(
         total: req.total,
         message: req.message,
     };
-    d.changes = d
+    let changes = d
         .core
         .report_progress(session, LeaseId(req.lease_id), progress, now)?;
-    Ok(v1::reply::Result::Done(v1::Done {}))
+    Ok((v1::reply::Result::Done(v1::Done {}), changes))
 }

@@ -26,5 +26,5 @@ pub(super) fn handle(
     let view = d.core.status(&req.resources);
     let mut status = wire::status(&view, &d.clock, now);
     status.queues = d.core.queues.info().iter().map(wire::queue_info).collect();
-    Ok(v1::reply::Result::Status(status))
+    Ok((v1::reply::Result::Status(status), Vec::new()))
 }

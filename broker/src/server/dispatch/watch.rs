@@ -27,7 +27,7 @@ pub(super) fn handle(
         .core
         .watch(session, req.resources, req.start_revision, now)?;
     // Replayed events follow the answer, in order, like any change.
-    d.changes = start
+    let changes = start
         .replay
         .iter()
         .map(|event| Change::Watch {
@@ -36,7 +36,7 @@ pub(super) fn handle(
             event: Arc::clone(event),
         })
         .collect();
-    Ok(v1::reply::Result::Watch(v1::WatchStarted {
+    let started = v1::WatchStarted {
         watch_id: start.watch_id.0,
         revision: start.revision.0,
         snapshot: start
@@ -45,5 +45,6 @@ pub(super) fn handle(
             .map(|r| wire::resource(r, &d.clock, now))
             .collect(),
         resync: start.resync,
-    }))
+    };
+    Ok((v1::reply::Result::Watch(started), changes))
 }

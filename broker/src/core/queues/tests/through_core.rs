@@ -1,14 +1,14 @@
 //! The queue table as the core drives it: one goodbye path for leases and
 //! deliveries alike, startup from what the store held, and refusals as
 //! `CoreError::Queue`. The table's own rules (order, prefetch, dead
-//! letters) are tested beside it, in `core/queues/tests.rs`.
+//! letters) are tested beside it, in `mod.rs`.
 
 use bytes::Bytes;
 
-use super::*;
-use crate::core::CoreError;
-use crate::core::queues::{
-    Delivery, DeliveryId, Message, QueueChange, QueueConfig, QueueError, StoreOp,
+use crate::core::tests::{acquire_ex, connect, core, core_with, expect_granted};
+use crate::core::{
+    Change, Core, CoreConfig, CoreError, Delivery, DeliveryId, Message, QueueChange, QueueConfig,
+    QueueError, SessionId, StoreOp,
 };
 
 /// Publishes and commits at once; returns the sequence number.

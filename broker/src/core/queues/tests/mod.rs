@@ -1,5 +1,9 @@
-//! Tests of the queue table: each scenario a block with a sentence on top,
-//! no runtime, and the table's bookkeeping re-counted after every step.
+//! Tests of the queue table, all in one home: each scenario a block with a
+//! sentence on top, no runtime, and the table's bookkeeping re-counted
+//! after every step. `through_core.rs`: the table as the core drives it
+//! (goodbye, restore, refusals as core errors).
+
+mod through_core;
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,0 +1,135 @@
+//! Delivery: every change goes to whom it concerns, in order. Store writes
+//! go first; a watch event is encoded once for all its watchers (shared by
+//! [`Arc`] identity); a watcher too far behind is cut off through the one
+//! goodbye path.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use turnstile_proto::encode_shared_watch_event;
+
+use super::Dispatcher;
+use crate::core::{Change, DropReason, Millis, QueueChange, SessionId, StateEvent, StoreOp};
+use crate::server::clock::Clock;
+use crate::server::outbound::{MAX_COALESCED, Outbound};
+use crate::server::wire;
+
+impl Dispatcher {
+    /// Sends every change to whom it concerns. Watch events are encoded once
+    /// per event, whatever the number of watchers.
+    pub(super) fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
+        // The writes of one core call go to the store first, in one
+        // transaction (a dead-letter move is a Remove plus an Append), and
+        // before any send below can close a connection and cause more.
+        let ops: Vec<StoreOp> = changes
+            .extract_if(.., |c| matches!(c, Change::Queue(QueueChange::Persist(_))))
+            .filter_map(|c| match c {
+                Change::Queue(QueueChange::Persist(op)) => Some(op),
+                _ => None,
+            })
+            .collect();
+        if !ops.is_empty() {
+            self.store_detached(ops);
+        }
+        // The last event encoded, and its bytes: every watcher of one event gets
+        // the same `Arc`, so identity says whether the bytes fit.
+        let mut encoded: Option<(Arc<StateEvent>, Bytes)> = None;
+        let clock = self.clock;
+        for change in changes {
+            match change {
+                Change::Lease {
+                    session,
+                    lease,
+                    update,
+                } => {
+                    let frame = wire::lease_update(lease.0, &update, &clock, now);
+                    self.send(session, Outbound::frame(frame));
+                }
+                Change::Watch {
+                    session,
+                    watch,
+                    event,
+                } => {
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
+                    let body = || match &encoded {
+                        Some((last, bytes)) if Arc::ptr_eq(last, &event) => bytes.clone(),
+                        _ => encode_event(&event, false, &clock, now),
+                    };
+                    let mut produced = None;
+                    let sent = conn.send_watch(
+                        watch.0,
+                        &event,
+                        || {
+                            let b = body();
+                            produced = Some(b.clone());
+                            b
+                        },
+                        &self.to_core,
+                    );
+                    if let Some(b) = produced {
+                        encoded = Some((event.clone(), b));
+                    }
+                    if sent.is_err() {
+                        tracing::warn!(
+                            session = session.0,
+                            uid = conn.uid,
+                            pid = conn.pid,
+                            "closing a watcher that stopped reading: it is owed the state of more than {} resources",
+                            MAX_COALESCED
+                        );
+                        conn.cancel.cancel();
+                        self.goodbye(session, "watcher too far behind");
+                    }
+                }
+                c @ Change::ReserveCounters { .. } => self.persist(&c),
+                Change::Queue(QueueChange::Deliver { session, delivery }) => {
+                    self.send(session, Outbound::frame(wire::delivery(&delivery)));
+                }
+                // Taken out above.
+                Change::Queue(QueueChange::Persist(_)) => {}
+                Change::Queue(QueueChange::DeadLettered {
+                    queue,
+                    seq,
+                    dead_queue,
+                    dead_seq,
+                    attempts,
+                }) => {
+                    tracing::info!(
+                        %queue, seq, %dead_queue, dead_seq, attempts,
+                        "a message used up its delivery attempts and moved to the dead-letter queue"
+                    );
+                }
+                Change::Queue(QueueChange::Dropped { queue, seq, reason }) => {
+                    let why = match reason {
+                        DropReason::DeadLetterQueueFull => "its dead-letter queue is full",
+                        DropReason::NoDeadLetterQueue => {
+                            "its queue's name is too long for a dead-letter queue"
+                        }
+                    };
+                    tracing::warn!(%queue, seq, "a message was dropped unacknowledged: {why}");
+                }
+            }
+        }
+    }
+}
+
+/// Whether a change is addressed to `session` (store writes are nobody's).
+pub(super) fn concerns(change: &Change, session: SessionId) -> bool {
+    match change {
+        Change::Lease { session: s, .. } | Change::Watch { session: s, .. } => *s == session,
+        Change::Queue(QueueChange::Deliver { session: s, .. }) => *s == session,
+        Change::ReserveCounters { .. }
+        | Change::Queue(
+            QueueChange::Persist(_)
+            | QueueChange::DeadLettered { .. }
+            | QueueChange::Dropped { .. },
+        ) => false,
+    }
+}
+
+/// A `WatchEvent` without its `watch_id`, encoded once for all watchers.
+pub(super) fn encode_event(e: &StateEvent, coalesced: bool, clock: &Clock, now: Millis) -> Bytes {
+    encode_shared_watch_event(wire::watch_event(0, e, coalesced, clock, now))
+}

@@ -1,0 +1,324 @@
+//! The in-process server tier: `server::run` on a temporary socket in this
+//! test's own runtime, with tokio's clock paused (`start_paused`), so every
+//! rule that depends on time is tested without a real sleep: the clock
+//! jumps to the broker's next deadline whenever everything waits.
+//!
+//! What it covers: a TTL running out, a waiter's `max_wait`, a watcher that
+//! stops reading (its events coalesced, then caught up), and a client that
+//! stops reading its replies (cut off past `max_outbound_bytes`). Clients
+//! are raw frames (`tests/support`'s `Raw`), so what is asserted is what
+//! goes on the wire.
+
+#![cfg(unix)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use turnstile_broker::platform::listener::{self, BoundListener, EndpointGuard};
+use turnstile_broker::server::{self, ServerConfig};
+use turnstile_proto::v1::{self, client_frame::Body, reply, server_frame};
+
+use support::{PATIENCE, Raw, encode};
+
+/// A server running in this runtime on a temporary socket.
+struct Server {
+    socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    _guard: EndpointGuard,
+    _dir: tempfile::TempDir,
+}
+
+/// Binds a temporary socket and serves it with `config`.
+fn start(config: ServerConfig) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("turnstile.sock");
+    let BoundListener { listener, guard } = listener::bind(&socket).expect("bind");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        socket,
+        stop: Some(stop),
+        task: Some(task),
+        _guard: guard,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    /// A raw client that has said Hello.
+    async fn raw(&self) -> Raw {
+        Raw::connect(&self.socket).await
+    }
+
+    /// Stops the server and waits for `run` to return.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server::run");
+        }
+    }
+}
+
+fn acquire(resource: &str, ttl_ms: u32, max_wait_ms: u32) -> Body {
+    Body::Acquire(v1::Acquire {
+        resource: resource.into(),
+        mode: v1::Mode::Exclusive as i32,
+        ttl_ms,
+        wait: v1::WaitPolicy::Queue as i32,
+        max_wait_ms,
+        purpose: String::new(),
+    })
+}
+
+/// The next `LeaseUpdate` pushed to `raw`.
+async fn lease_update(raw: &mut Raw) -> v1::LeaseUpdate {
+    raw.expect_push(|b| match b {
+        server_frame::Body::LeaseUpdate(u) => Some(u.clone()),
+        _ => None,
+    })
+    .await
+}
+
+fn lost_reason(u: &v1::LeaseUpdate) -> Option<v1::LostReason> {
+    match &u.change {
+        Some(v1::lease_update::Change::Lost(l)) => v1::LostReason::try_from(l.reason).ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_not_kept_alive_expires_at_its_ttl_and_the_waiter_is_granted() {
+    // A 1 s lease that nobody keeps alive is lost (EXPIRED) 1 s after its
+    // grant, not before, and the waiter behind it is granted then.
+    let server = start(ServerConfig::default());
+    let mut holder = server.raw().await;
+    let mut waiter = server.raw().await;
+    let granted_at = tokio::time::Instant::now();
+    let r = holder.request(acquire("pcm", 1000, 0)).await;
+    assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+    let r = waiter.request(acquire("pcm", 1000, 0)).await;
+    let reply::Result::Acquire(v1::AcquireReply {
+        outcome: Some(v1::acquire_reply::Outcome::Queued(q)),
+    }) = r
+    else {
+        panic!("the waiter should queue: {r:?}")
+    };
+    assert_eq!(q.position, 1);
+
+    let lost = lease_update(&mut holder).await;
+    assert_eq!(
+        lost_reason(&lost),
+        Some(v1::LostReason::Expired),
+        "{lost:?}"
+    );
+    assert!(granted_at.elapsed() >= Duration::from_millis(1000));
+    let granted = lease_update(&mut waiter).await;
+    assert_eq!(granted.lease_id, q.lease_id);
+    assert!(
+        matches!(granted.change, Some(v1::lease_update::Change::Granted(_))),
+        "{granted:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keep_alive_moves_the_expiry_from_now() {
+    // KeepAlive at 800 ms of a 1 s lease: still held at 1.5 s, lost at 1.8 s.
+    let server = start(ServerConfig::default());
+    let mut holder = server.raw().await;
+    let start = tokio::time::Instant::now();
+    let r = holder.request(acquire("pcm", 1000, 0)).await;
+    let reply::Result::Acquire(v1::AcquireReply {
+        outcome: Some(v1::acquire_reply::Outcome::Granted(g)),
+    }) = r
+    else {
+        panic!("expected a grant: {r:?}")
+    };
+    tokio::time::advance(Duration::from_millis(800)).await;
+    let r = holder
+        .request(Body::KeepAlive(v1::KeepAlive {
+            lease_id: g.lease_id,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::KeepAlive(_)), "{r:?}");
+    let lost = lease_update(&mut holder).await;
+    assert_eq!(
+        lost_reason(&lost),
+        Some(v1::LostReason::Expired),
+        "{lost:?}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(1800));
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gives_up_at_its_max_wait() {
+    // A waiter with max_wait 500 ms behind a long holder is told TIMED_OUT
+    // after 500 ms, and the holder keeps its lease.
+    let server = start(ServerConfig::default());
+    let mut holder = server.raw().await;
+    let mut waiter = server.raw().await;
+    let r = holder.request(acquire("pcm", 3_600_000, 0)).await;
+    assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+    let queued_at = tokio::time::Instant::now();
+    let r = waiter.request(acquire("pcm", 0, 500)).await;
+    assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+    let lost = lease_update(&mut waiter).await;
+    assert_eq!(
+        lost_reason(&lost),
+        Some(v1::LostReason::TimedOut),
+        "{lost:?}"
+    );
+    assert!(queued_at.elapsed() >= Duration::from_millis(500));
+    let r = holder
+        .request(Body::GetStatus(v1::GetStatus {
+            resources: vec!["pcm".into()],
+        }))
+        .await;
+    let reply::Result::Status(s) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(s.resources[0].holders.len(), 1);
+    assert!(s.resources[0].waiters.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watcher_that_stops_reading_gets_coalesced_states_then_the_newest() {
+    // A watcher that reads nothing while thousands of changes happen costs
+    // bounded memory: once it reads again it gets events marked coalesced,
+    // and the last one shows the final state.
+    let server = start(ServerConfig::default());
+    let mut watcher = server.raw().await;
+    let r = watcher
+        .request(Body::Watch(v1::Watch {
+            resources: vec!["pcm".into()],
+            start_revision: 0,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Watch(_)), "{r:?}");
+    let mut worker = server.raw().await;
+    let mut purpose = String::new();
+    for i in 0..3000 {
+        // Events grow past what the socket buffers hold: the broker's
+        // queue for the watcher fills and the rest is coalesced.
+        purpose.clear();
+        purpose.push_str(&format!("job {i} {}", "x".repeat(200)));
+        let mut req = acquire("pcm", 0, 0);
+        if let Body::Acquire(a) = &mut req {
+            a.purpose = purpose.clone();
+        }
+        let r = worker.request(req).await;
+        let reply::Result::Acquire(v1::AcquireReply {
+            outcome: Some(v1::acquire_reply::Outcome::Granted(g)),
+        }) = r
+        else {
+            panic!("{r:?}")
+        };
+        let r = worker
+            .request(Body::Release(v1::Release {
+                lease_id: g.lease_id,
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+    }
+    let r = worker
+        .request(Body::GetStatus(v1::GetStatus {
+            resources: vec!["pcm".into()],
+        }))
+        .await;
+    let reply::Result::Status(status) = r else {
+        panic!("{r:?}")
+    };
+    let mut coalesced = 0;
+    let mut events = 0;
+    let final_state = loop {
+        let event = watcher
+            .expect_push(|b| match b {
+                server_frame::Body::WatchEvent(e) => Some(e.clone()),
+                _ => None,
+            })
+            .await;
+        if event.kind == v1::EventKind::Heartbeat as i32 {
+            continue;
+        }
+        events += 1;
+        if event.coalesced {
+            coalesced += 1;
+        }
+        if event.revision >= status.revision {
+            assert_eq!(event.kind, v1::EventKind::Released as i32, "{event:?}");
+            break event;
+        }
+    };
+    assert!(coalesced > 0, "no event was coalesced in {events}");
+    assert!(events < 6000, "every one of the 6000 events was queued");
+    let state = final_state.state.expect("a state");
+    assert!(state.holders.is_empty() && state.waiters.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_does_not_read_its_replies_is_cut_off() {
+    // Pings whose answers are never read pile up: past max_outbound_bytes
+    // queued for it, the client is cut off (the broker closes the
+    // connection) and others are served as before.
+    let server = start(ServerConfig {
+        max_outbound_bytes: 64 << 10,
+        ..ServerConfig::default()
+    });
+    let mut greedy = server.raw().await;
+    let payload = Bytes::from(vec![b'p'; 16 << 10]);
+    let mut sent = 0u64;
+    for id in 100..1100u64 {
+        let frame = v1::ClientFrame {
+            id,
+            body: Some(Body::Ping(v1::Ping {
+                payload: payload.clone(),
+            })),
+        };
+        // The broker stops reading and closes at some point: a failed
+        // write is the cut-off seen from this side.
+        if greedy
+            .framed
+            .get_mut()
+            .write_all(&encode(&frame))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+    }
+    let mut answered = 0u64;
+    loop {
+        match tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut greedy.framed)).await {
+            Ok(Some(Ok(_))) => answered += 1,
+            Ok(_) => break,
+            Err(_) => panic!("the connection was neither cut off nor closed"),
+        }
+    }
+    assert!(
+        answered < sent,
+        "all {sent} pings were answered: the client was never cut off"
+    );
+    let mut other = server.raw().await;
+    let r = other
+        .request(Body::Ping(v1::Ping {
+            payload: Bytes::from_static(b"still here"),
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Pong(_)), "{r:?}");
+    server.stop().await;
+}
