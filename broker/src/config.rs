@@ -135,6 +135,14 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_queue_bytes: Option<u64>,
 
+    /// Messages one user (other than root and the broker's own) may have in one queue, so that no user can fill a queue others depend on [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_queue_depth_per_uid: Option<u64>,
+
+    /// Bytes one user (other than root and the broker's own) may have in one queue [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub max_queue_bytes_per_uid: Option<u64>,
+
     /// Deliveries a message may have before it moves to the dead-letter queue QUEUE.dead; 0 = no limit [default: 5]
     #[arg(long, value_name = "N")]
     pub max_delivery_attempts: Option<u32>,
@@ -243,6 +251,8 @@ impl Settings {
             heartbeat_interval,
             max_queue_depth,
             max_queue_bytes,
+            max_queue_depth_per_uid,
+            max_queue_bytes_per_uid,
             max_delivery_attempts,
             max_consumers_per_connection,
             max_in_flight,
@@ -260,6 +270,8 @@ impl Settings {
         let queues = QueueConfig {
             max_depth: self.max_queue_depth.unwrap_or(q.max_depth),
             max_bytes: self.max_queue_bytes.unwrap_or(q.max_bytes),
+            max_depth_per_uid: self.max_queue_depth_per_uid.unwrap_or(q.max_depth_per_uid),
+            max_bytes_per_uid: self.max_queue_bytes_per_uid.unwrap_or(q.max_bytes_per_uid),
             max_attempts: self.max_delivery_attempts.unwrap_or(q.max_attempts),
             max_consumers_per_session: self
                 .max_consumers_per_connection

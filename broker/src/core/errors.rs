@@ -133,6 +133,23 @@ pub enum QueueError {
         /// `max_bytes`.
         limit: u64,
     },
+    /// The publisher's uid already has its share of the queue
+    /// (`--max-queue-depth-per-uid`, `--max-queue-bytes-per-uid`), so that
+    /// no user can fill a queue others depend on (RESOURCE_EXHAUSTED).
+    #[error(
+        "uid {uid} already has its share of queue {queue}: at most {limit} {what} per user \
+         until its messages are consumed"
+    )]
+    UserQuota {
+        /// The queue.
+        queue: Arc<str>,
+        /// The publisher.
+        uid: u32,
+        /// "messages" or "bytes".
+        what: &'static str,
+        /// The limit reached.
+        limit: u64,
+    },
     /// No delivery in flight has this id: it never existed, or it was
     /// already acknowledged or handed back.
     #[error("delivery {0} is not known: never made, or already acknowledged or returned")]

@@ -72,6 +72,10 @@ pub struct Message {
     pub headers: Vec<(String, String)>,
     /// Deliveries so far (0 = never delivered).
     pub attempt: u32,
+    /// The uid it counts against ([`QueueConfig::max_depth_per_uid`]);
+    /// `None` for a privileged publisher (root, the broker's own user),
+    /// whose messages count only against the queue's own limits.
+    pub publisher: Option<u32>,
 }
 
 impl Message {
@@ -209,12 +213,16 @@ struct Queue {
     name: Arc<str>,
     /// Durable messages waiting, by sequence number: the first is next.
     ready: BTreeMap<u64, Message>,
-    /// Publishes reserved and not yet durable: sequence number to size.
-    pending: BTreeMap<u64, u64>,
+    /// Publishes reserved and not yet durable: sequence number to size
+    /// and publisher.
+    pending: BTreeMap<u64, (u64, Option<u32>)>,
     /// Deliveries in flight from this queue.
     unacked: u64,
     /// Size of everything reserved, ready and in flight.
     bytes: u64,
+    /// What each unprivileged publisher has in the queue (reserved, ready
+    /// and in flight), so that no uid can fill it for everyone else.
+    by_uid: Map<u32, Usage>,
     consumers: u32,
     /// Consumers with room in their prefetch window, each at most once, in
     /// round-robin order.
@@ -229,6 +237,7 @@ impl Queue {
             pending: BTreeMap::new(),
             unacked: 0,
             bytes: 0,
+            by_uid: Map::default(),
             consumers: 0,
             available: VecDeque::new(),
         }
@@ -240,6 +249,63 @@ impl Queue {
 
     fn is_idle(&self) -> bool {
         self.ready.is_empty() && self.pending.is_empty() && self.unacked == 0 && self.consumers == 0
+    }
+
+    /// A message of `size` bytes from `publisher` enters the queue
+    /// (reserved, loaded or moved in).
+    fn count_in(&mut self, size: u64, publisher: Option<u32>) {
+        self.bytes += size;
+        if let Some(uid) = publisher {
+            let usage = self.by_uid.entry(uid).or_default();
+            usage.messages += 1;
+            usage.bytes += size;
+        }
+    }
+
+    /// A message of `size` bytes from `publisher` leaves the queue.
+    fn count_out(&mut self, size: u64, publisher: Option<u32>) {
+        self.bytes = self.bytes.saturating_sub(size);
+        if let Some(uid) = publisher
+            && let Some(usage) = self.by_uid.get_mut(&uid)
+        {
+            usage.messages = usage.messages.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(size);
+            if usage.messages == 0 {
+                self.by_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// Whether a message of `size` bytes from `publisher` fits within the
+    /// queue's limits and the publisher's share of them.
+    fn check_room_for(
+        &self,
+        size: u64,
+        publisher: Option<u32>,
+        config: &QueueConfig,
+    ) -> Result<(), QueueError> {
+        self.check_room(size, config)?;
+        let Some(uid) = publisher else {
+            return Ok(());
+        };
+        let usage = self.by_uid.get(&uid).copied().unwrap_or_default();
+        if usage.messages >= config.max_depth_per_uid {
+            return Err(QueueError::UserQuota {
+                queue: self.name.clone(),
+                uid,
+                what: "messages",
+                limit: config.max_depth_per_uid,
+            });
+        }
+        if usage.bytes.saturating_add(size) > config.max_bytes_per_uid {
+            return Err(QueueError::UserQuota {
+                queue: self.name.clone(),
+                uid,
+                what: "bytes",
+                limit: config.max_bytes_per_uid,
+            });
+        }
+        Ok(())
     }
 
     /// Whether a message of `size` bytes fits within the limits.
@@ -259,6 +325,13 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// What one publisher has in one queue.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    messages: u64,
+    bytes: u64,
 }
 
 struct Consumer {
@@ -333,9 +406,9 @@ impl QueueTable {
         self.last_seq = self.last_seq.max(highest);
         let q = self.queue_mut(queue);
         for message in messages {
-            q.bytes += message.size();
+            q.count_in(message.size(), message.publisher);
             if let Some(old) = q.ready.insert(message.seq, message) {
-                q.bytes = q.bytes.saturating_sub(old.size());
+                q.count_out(old.size(), old.publisher);
             }
         }
         let name = q.name.clone();
@@ -349,12 +422,15 @@ impl QueueTable {
     /// returned message (`StoreOp::Append`), then call
     /// [`QueueTable::publish_committed`] or [`QueueTable::publish_failed`]:
     /// until then it counts against the limits, and no later message of the
-    /// queue is delivered.
-    pub fn begin_publish(
+    /// queue is delivered. `publisher` is the uid the message counts
+    /// against ([`QueueConfig::max_depth_per_uid`]), `None` for a
+    /// privileged one.
+    pub fn begin_publish_from(
         &mut self,
         queue: &str,
         payload: Bytes,
         headers: Vec<(String, String)>,
+        publisher: Option<u32>,
     ) -> Result<Message, CoreError> {
         check_name("queue", queue)?;
         let mut message = Message {
@@ -362,18 +438,30 @@ impl QueueTable {
             payload,
             headers,
             attempt: 0,
+            publisher,
         };
         let size = message.size();
         match self.queues.get(queue) {
-            Some(q) => q.check_room(size, &self.config)?,
-            None => Queue::new(Arc::from(queue)).check_room(size, &self.config)?,
+            Some(q) => q.check_room_for(size, publisher, &self.config)?,
+            None => Queue::new(Arc::from(queue)).check_room_for(size, publisher, &self.config)?,
         }
         self.last_seq += 1;
         message.seq = self.last_seq;
         let q = self.queue_mut(queue);
-        q.pending.insert(message.seq, size);
-        q.bytes += size;
+        q.pending.insert(message.seq, (size, publisher));
+        q.count_in(size, publisher);
         Ok(message)
+    }
+
+    /// [`QueueTable::begin_publish_from`] a privileged publisher.
+    #[cfg(any(test, fuzzing))]
+    pub fn begin_publish(
+        &mut self,
+        queue: &str,
+        payload: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<Message, CoreError> {
+        self.begin_publish_from(queue, payload, headers, None)
     }
 
     /// The publish is durable: the message becomes ready and goes to a
@@ -385,10 +473,12 @@ impl QueueTable {
         let mut changes = Vec::new();
         self.last_seq = self.last_seq.max(message.seq);
         let q = self.queue_mut(queue);
-        let reserved = q.pending.remove(&message.seq).unwrap_or(0);
-        q.bytes = q.bytes.saturating_sub(reserved) + message.size();
+        if let Some((reserved, publisher)) = q.pending.remove(&message.seq) {
+            q.count_out(reserved, publisher);
+        }
+        q.count_in(message.size(), message.publisher);
         if let Some(old) = q.ready.insert(message.seq, message) {
-            q.bytes = q.bytes.saturating_sub(old.size());
+            q.count_out(old.size(), old.publisher);
         }
         let name = q.name.clone();
         self.pump(&name, &mut changes);
@@ -402,8 +492,8 @@ impl QueueTable {
         let Some(q) = self.queues.get_mut(queue) else {
             return changes;
         };
-        if let Some(size) = q.pending.remove(&seq) {
-            q.bytes = q.bytes.saturating_sub(size);
+        if let Some((size, publisher)) = q.pending.remove(&seq) {
+            q.count_out(size, publisher);
         }
         let name = q.name.clone();
         self.pump(&name, &mut changes);
@@ -598,7 +688,7 @@ impl QueueTable {
     /// A message taken out of the queue leaves it for good.
     fn forget(&mut self, queue: &Arc<str>, message: &Message, changes: &mut Vec<QueueChange>) {
         if let Some(q) = self.queues.get_mut(queue) {
-            q.bytes = q.bytes.saturating_sub(message.size());
+            q.count_out(message.size(), message.publisher);
         }
         changes.push(QueueChange::Persist(StoreOp::Remove {
             queue: queue.clone(),
@@ -613,11 +703,7 @@ impl QueueTable {
             self.dead_letter(queue, message, changes);
             return;
         }
-        changes.push(QueueChange::Persist(StoreOp::SetAttempt {
-            queue: queue.clone(),
-            seq: message.seq,
-            attempt: message.attempt,
-        }));
+        // Its attempt was stored when it was delivered.
         let q = self.queue_mut(queue);
         q.ready.insert(message.seq, message);
     }
@@ -648,6 +734,7 @@ impl QueueTable {
             payload: message.payload,
             headers,
             attempt: attempts,
+            publisher: message.publisher,
         };
         let size = moved.size();
         let config = self.config.clone();
@@ -657,7 +744,7 @@ impl QueueTable {
             let Some((_, oldest)) = dq.ready.pop_first() else {
                 break;
             };
-            dq.bytes = dq.bytes.saturating_sub(oldest.size());
+            dq.count_out(oldest.size(), oldest.publisher);
             changes.push(QueueChange::Persist(StoreOp::Remove {
                 queue: dead.clone(),
                 seq: oldest.seq,
@@ -677,7 +764,7 @@ impl QueueTable {
             self.tidy(&dead);
             return;
         }
-        dq.bytes += size;
+        dq.count_in(size, moved.publisher);
         let dead_seq = moved.seq;
         changes.push(QueueChange::Persist(StoreOp::Append {
             queue: dead.clone(),
@@ -728,6 +815,14 @@ impl QueueTable {
                 return;
             };
             message.attempt = message.attempt.saturating_add(1);
+            // Recorded as it goes out, so that a message whose deliveries
+            // keep ending in a crash (of the consumer or of the broker)
+            // still reaches its dead-letter queue after `max_attempts`.
+            changes.push(QueueChange::Persist(StoreOp::SetAttempt {
+                queue: q.name.clone(),
+                seq: message.seq,
+                attempt: message.attempt,
+            }));
             consumer.unacked += 1;
             if consumer.unacked < consumer.prefetch {
                 q.available.push_back(consumer_id);

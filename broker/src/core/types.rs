@@ -406,6 +406,13 @@ pub struct QueueConfig {
     /// Bytes one queue may hold (payloads plus header keys and values),
     /// counted like `max_depth`.
     pub max_bytes: u64,
+    /// Messages one unprivileged uid may have in one queue (reserved,
+    /// ready and unacknowledged together); root and the broker's own user
+    /// count only against `max_depth`.
+    pub max_depth_per_uid: u64,
+    /// Bytes one unprivileged uid may have in one queue, counted like
+    /// `max_depth_per_uid`.
+    pub max_bytes_per_uid: u64,
     /// Deliveries a message may have; one that has had this many and comes
     /// back is moved to its dead-letter queue. 0 = no limit.
     pub max_attempts: u32,
@@ -418,6 +425,8 @@ impl Default for QueueConfig {
         QueueConfig {
             max_depth: 100_000,
             max_bytes: 64 * 1024 * 1024,
+            max_depth_per_uid: 10_000,
+            max_bytes_per_uid: 8 * 1024 * 1024,
             max_attempts: 5,
             max_consumers_per_session: 64,
         }

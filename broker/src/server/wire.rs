@@ -36,6 +36,7 @@ impl From<&CoreError> for v1::Error {
             CoreError::Queue(q) => match q {
                 QueueError::QueueFull { .. }
                 | QueueError::QueueBytesFull { .. }
+                | QueueError::UserQuota { .. }
                 | QueueError::TooManyConsumers { .. } => ErrorCode::ResourceExhausted,
                 QueueError::UnknownDelivery(_) => ErrorCode::NotFound,
                 QueueError::NotYourDelivery(_) => ErrorCode::PermissionDenied,

@@ -27,9 +27,15 @@ mod writer;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use std::ops::Bound;
+
+use redb::backends::FileBackend;
+use redb::{
+    BackendError, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend,
+    TableDefinition,
+};
 
 use crate::core::Counters;
 use crate::core::queues::{Message, StoreOp};
@@ -126,6 +132,29 @@ pub enum StoreError {
         /// The reason.
         detail: String,
     },
+    /// A sync of the file failed during this transaction: it may or may
+    /// not be on disk, and nothing more is written until a restart.
+    #[error(
+        "cannot sync {}: {detail}; whether this write is stored is unknown, and the store takes \
+         no more writes until the broker restarts",
+        path.display()
+    )]
+    SyncFailed {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        detail: String,
+    },
+    /// An earlier sync failed: the store refuses writes until a restart.
+    #[error(
+        "{} takes no more writes: a sync of it failed earlier, so what is on disk is uncertain; \
+         restart the broker to read it afresh",
+        path.display()
+    )]
+    Poisoned {
+        /// The file.
+        path: PathBuf,
+    },
     /// The writer thread has stopped: the broker is shutting down.
     #[error("the store is closed")]
     Closed,
@@ -136,6 +165,21 @@ impl StoreError {
     /// than INTERNAL).
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::DiskFull { .. })
+    }
+
+    /// Whether the write this error answers may have been stored after
+    /// all (its sync failed): the honest answer to its submitter is that
+    /// the outcome is unknown, not that it failed.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::SyncFailed { .. })
+    }
+
+    /// Whether the store refuses every write from now on (a sync failed).
+    pub fn is_poisoned(&self) -> bool {
+        matches!(
+            self,
+            StoreError::SyncFailed { .. } | StoreError::Poisoned { .. }
+        )
     }
 }
 
@@ -154,8 +198,75 @@ pub struct Loaded {
 
 /// How the store (re)opens its database: a plain file in production, a
 /// fault-injecting backend in tests. `first` is true for the open at
-/// startup, false for a reopen after a failed write.
-type Opener = Box<dyn Fn(&Path, bool) -> Result<Database, DatabaseError> + Send>;
+/// startup, false for a reopen after a failed write. The opener wraps its
+/// backend in [`SyncWatched`] with the [`SyncFailed`] flag it is given, so
+/// that the store learns when a sync failed.
+type Opener = Box<dyn Fn(&Path, bool, SyncFailed) -> Result<Database, DatabaseError> + Send>;
+
+/// Raised, once and for good, when the file system failed to sync the
+/// store's file.
+type SyncFailed = Arc<AtomicBool>;
+
+/// A storage backend that raises a flag when a sync fails.
+///
+/// After a failed `fsync` the kernel may have dropped the dirty pages and
+/// cleared the error, so a retry can report success over lost data
+/// (PostgreSQL's "fsyncgate", 2018): the only safe course is to write
+/// nothing more until the broker restarts and reads the file as it really
+/// is. Write errors before the sync (a full disk) are not that: nothing was
+/// committed, and the next commit may try again.
+#[derive(Debug)]
+struct SyncWatched<B> {
+    inner: B,
+    failed: SyncFailed,
+}
+
+impl<B: StorageBackend> StorageBackend for SyncWatched<B> {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        let result = self.inner.sync_data();
+        if result.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.inner.close()
+    }
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}
 
 /// The open store. Owned by one thread at a time ([`StoreWriter`]'s, once
 /// the broker runs).
@@ -165,6 +276,9 @@ pub struct Store {
     /// since redb refuses every operation after an I/O error.
     db: Option<Database>,
     opener: Opener,
+    /// Raised by the backend when a sync failed: from then on the store
+    /// refuses every write (see [`SyncWatched`]).
+    sync_failed: SyncFailed,
     commits: Arc<AtomicU64>,
     buf: Vec<u8>,
 }
@@ -179,7 +293,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn open_file(path: &Path, first: bool) -> Result<Database, DatabaseError> {
+fn open_file(path: &Path, first: bool, sync_failed: SyncFailed) -> Result<Database, DatabaseError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let backend = SyncWatched {
+        inner: FileBackend::new(file)?,
+        failed: sync_failed,
+    };
     let mut builder = Database::builder();
     // Every message is also held in memory by the queue table: a small
     // cache is enough.
@@ -187,7 +311,7 @@ fn open_file(path: &Path, first: bool) -> Result<Database, DatabaseError> {
     // At startup, verify every page's checksum, so that a file damaged
     // outside redb is reported as corrupt instead of being trusted.
     builder.set_check_integrity_on_open(first);
-    builder.create(path)
+    builder.create_with_backend(backend)
 }
 
 /// Runs a redb call that may panic on a damaged file; a panic becomes an
@@ -273,12 +397,15 @@ impl Store {
     fn open_with(dir: &Path, opener: Opener) -> Result<Store, StoreError> {
         create_dir(dir)?;
         let path = dir.join(FILE_NAME);
+        let sync_failed = SyncFailed::default();
         // When it cannot be told whether the file exists, opening it says why.
         if !path.try_exists().unwrap_or(true) {
             create(dir, &path, &opener)?;
         }
+        refuse_empty(&path)?;
         let db = guarded(&path, || {
-            let db = opener(&path, true).map_err(|e| classify(&path, Doing::Open, e))?;
+            let db = opener(&path, true, sync_failed.clone())
+                .map_err(|e| classify(&path, Doing::Open, e))?;
             prepare(&path, &db)?;
             Ok(db)
         })?;
@@ -286,6 +413,7 @@ impl Store {
             path,
             db: Some(db),
             opener,
+            sync_failed,
             commits: Arc::new(AtomicU64::new(0)),
             buf: Vec::new(),
         })
@@ -315,11 +443,24 @@ impl Store {
 
     /// Commits `ops` in one durable transaction: when it returns `Ok`, all
     /// of them survive a crash; when it returns `Err`, none was made.
+    ///
+    /// Once a sync has failed, this transaction's error is
+    /// [`StoreError::SyncFailed`] (its outcome is unknown) and every later
+    /// one is refused with [`StoreError::Poisoned`] without touching the
+    /// file, until the store is opened again.
     pub fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.db = None;
+            return Err(StoreError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
         if self.db.is_none() {
             let path = &self.path;
+            let failed = self.sync_failed.clone();
             let db = guarded(path, || {
-                let db = (self.opener)(path, false).map_err(|e| classify(path, Doing::Write, e))?;
+                let db = (self.opener)(path, false, failed)
+                    .map_err(|e| classify(path, Doing::Write, e))?;
                 prepare(path, &db)?;
                 Ok(db)
             })?;
@@ -344,6 +485,17 @@ impl Store {
                 // redb refuses everything after an I/O error until the file
                 // is reopened; start afresh on the next commit.
                 self.db = None;
+                if self.sync_failed.load(Ordering::SeqCst) {
+                    tracing::error!(
+                        file = %self.path.display(),
+                        "a sync of the store failed: writes are refused until the broker \
+                         restarts ({e})"
+                    );
+                    return Err(StoreError::SyncFailed {
+                        path: self.path.clone(),
+                        detail: e.to_string(),
+                    });
+                }
                 Err(e)
             }
         }
@@ -365,7 +517,8 @@ fn create(dir: &Path, path: &Path, opener: &Opener) -> Result<(), StoreError> {
     // Left by a killed broker that had this pid: no live process owns it.
     let _ = std::fs::remove_file(&building);
     let built = guarded(path, || {
-        let db = opener(&building, true).map_err(|e| classify(path, Doing::Open, e))?;
+        let db = opener(&building, true, SyncFailed::default())
+            .map_err(|e| classify(path, Doing::Open, e))?;
         prepare(path, &db)
     });
     let placed = built.and_then(|()| {
@@ -384,6 +537,23 @@ fn create(dir: &Path, path: &Path, opener: &Opener) -> Result<(), StoreError> {
     });
     let _ = std::fs::remove_file(&building);
     placed
+}
+
+/// Refuses a file of zero bytes: redb would take it for a new database and
+/// start afresh, losing every stored message and letting fencing tokens and
+/// revisions go back. A new store never has zero bytes (it is built aside
+/// and linked into place whole, see [`create`]), so an empty file is one
+/// that was emptied: corrupt, like any other truncation.
+fn refuse_empty(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() == 0 => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "it is empty (0 bytes), so it was truncated: a store is never created empty"
+                .to_string(),
+        }),
+        // Any other problem is reported by opening it.
+        _ => Ok(()),
+    }
 }
 
 /// Creates the tables of a new store and checks the format of an old one.

@@ -22,6 +22,10 @@ pub(super) struct Record {
     /// The publisher's headers, in order.
     #[prost(message, repeated, tag = "3")]
     pub headers: Vec<Header>,
+    /// The uid it counts against; absent for a privileged publisher (and
+    /// in records written before per-user quotas).
+    #[prost(uint32, optional, tag = "4")]
+    pub publisher: Option<u32>,
 }
 
 /// One header.
@@ -50,6 +54,7 @@ impl Record {
                     value: value.clone(),
                 })
                 .collect(),
+            publisher: message.publisher,
         };
         buf.clear();
         buf.reserve(record.encoded_len());
@@ -69,6 +74,7 @@ impl Record {
                 .map(|h| (h.key, h.value))
                 .collect(),
             attempt: record.attempt,
+            publisher: record.publisher,
         })
     }
 

@@ -18,6 +18,7 @@ fn message(seq: u64, body: &str) -> Message {
         payload: Bytes::copy_from_slice(body.as_bytes()),
         headers: Vec::new(),
         attempt: 0,
+        publisher: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn messages_and_counters_round_trip() {
         payload: Bytes::from_static(b"\x00\xffbinary"),
         headers: vec![("k".into(), "v".into()), ("a".into(), "é".into())],
         attempt: 3,
+        publisher: None,
     };
     store
         .commit(&[
@@ -389,16 +391,25 @@ fn a_store_in_use_is_refused() {
     assert_names_file(&err, &dir.path().join(FILE_NAME));
 }
 
-/// A file backend whose writes fail with "disk full" while `full` is set.
-#[derive(Debug)]
-struct FillableDisk {
-    file: FileBackend,
-    full: Arc<AtomicBool>,
+/// Faults a [`FaultyDisk`] injects, switched on and off by the test.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Writes, resizes and syncs fail with "disk full".
+    full: AtomicBool,
+    /// Syncs fail with EIO (the write itself went through).
+    sync_eio: AtomicBool,
 }
 
-impl FillableDisk {
+/// A file backend that fails as [`Faults`] says.
+#[derive(Debug)]
+struct FaultyDisk {
+    file: FileBackend,
+    faults: Arc<Faults>,
+}
+
+impl FaultyDisk {
     fn check(&self) -> std::io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
+        if self.faults.full.load(Ordering::SeqCst) {
             Err(std::io::ErrorKind::StorageFull.into())
         } else {
             Ok(())
@@ -406,7 +417,7 @@ impl FillableDisk {
     }
 }
 
-impl StorageBackend for FillableDisk {
+impl StorageBackend for FaultyDisk {
     fn len(&self) -> std::io::Result<u64> {
         self.file.len()
     }
@@ -419,6 +430,9 @@ impl StorageBackend for FillableDisk {
     }
     fn sync_data(&self) -> std::io::Result<()> {
         self.check()?;
+        if self.faults.sync_eio.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("input/output error (injected)"));
+        }
         self.file.sync_data()
     }
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
@@ -452,10 +466,11 @@ impl StorageBackend for FillableDisk {
     }
 }
 
-fn open_fillable(dir: &Path) -> (Store, Arc<AtomicBool>) {
-    let full = Arc::new(AtomicBool::new(false));
-    let flag = full.clone();
-    let opener: Opener = Box::new(move |path: &Path, first: bool| {
+/// Opens a store on a [`FaultyDisk`], wrapped as production wraps its file.
+fn open_faulty(dir: &Path) -> (Store, Arc<Faults>) {
+    let faults = Arc::new(Faults::default());
+    let shared = faults.clone();
+    let opener: Opener = Box::new(move |path: &Path, first: bool, sync_failed: SyncFailed| {
         let file: File = OpenOptions::new()
             .read(true)
             .write(true)
@@ -463,15 +478,18 @@ fn open_fillable(dir: &Path) -> (Store, Arc<AtomicBool>) {
             .truncate(false)
             .open(path)
             .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
-        let disk = FillableDisk {
-            file: FileBackend::new(file)?,
-            full: flag.clone(),
+        let disk = SyncWatched {
+            inner: FaultyDisk {
+                file: FileBackend::new(file)?,
+                faults: shared.clone(),
+            },
+            failed: sync_failed,
         };
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(first);
         builder.create_with_backend(disk)
     });
-    (Store::open_with(dir, opener).unwrap(), full)
+    (Store::open_with(dir, opener).unwrap(), faults)
 }
 
 #[test]
@@ -479,7 +497,8 @@ fn a_full_disk_fails_the_commit_and_the_store_recovers() {
     // While the disk is full, commits fail with DiskFull and change nothing;
     // once there is room again, the next commit succeeds.
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, full) = open_fillable(dir.path());
+    let (mut store, faults) = open_faulty(dir.path());
+    let full = &faults.full;
     store.commit(&[append("q", message(1, "before"))]).unwrap();
     full.store(true, Ordering::SeqCst);
     let err = store
@@ -537,7 +556,8 @@ async fn a_failed_transaction_is_reported_to_each_submitter() {
     // Disk full: every submitter of the failed transaction gets the error;
     // the writer keeps going once there is room.
     let dir = tempfile::tempdir().unwrap();
-    let (store, full) = open_fillable(dir.path());
+    let (store, faults) = open_faulty(dir.path());
+    let full = &faults.full;
     let writer = StoreWriter::spawn(store).unwrap();
     full.store(true, Ordering::SeqCst);
     let results = futures::future::join_all(
@@ -601,4 +621,94 @@ async fn group_commit_timing() {
         1000.0 / commits as f64,
         grouped / 1000,
     );
+}
+
+#[test]
+fn a_zero_length_file_is_refused_and_kept() {
+    // `truncate -s 0 turnstile.redb`: redb alone would take it for a new
+    // database and start afresh (messages gone, fencing tokens from 1).
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        store.commit(&[append("q", message(1, "kept"))]).unwrap();
+    }
+    let path = dir.path().join(FILE_NAME);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_names_file(&err, &path);
+    assert!(err.to_string().contains("empty"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "the file is kept"
+    );
+}
+
+#[test]
+fn a_failed_sync_poisons_the_store_until_it_is_reopened() {
+    // fsyncgate: after a failed sync the transaction's outcome is unknown
+    // (here it did reach the file), and no later write is tried, even once
+    // syncs work again; a fresh open reads what is really there.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, faults) = open_faulty(dir.path());
+    store.commit(&[append("q", message(1, "before"))]).unwrap();
+    faults.sync_eio.store(true, Ordering::SeqCst);
+    let err = store
+        .commit(&[append("q", message(2, "unknown"))])
+        .unwrap_err();
+    assert!(err.outcome_unknown() && err.is_poisoned(), "{err:?}");
+    assert_names_file(&err, store.path());
+    assert!(err.to_string().contains("unknown"), "{err}");
+    faults.sync_eio.store(false, Ordering::SeqCst);
+    let err = store
+        .commit(&[append("q", message(3, "refused"))])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Poisoned { .. }) && !err.outcome_unknown(),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("restart"), "{err}");
+    drop(store);
+    let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+    let seqs: Vec<u64> = contents(&loaded, "q").iter().map(|m| m.0).collect();
+    assert!(
+        seqs == [1] || seqs == [1, 2],
+        "message 3 was never written, 2 may be: {seqs:?}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_sync_is_reported_as_unknown_then_writes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path());
+    let writer = StoreWriter::spawn(store).unwrap();
+    faults.sync_eio.store(true, Ordering::SeqCst);
+    let results = futures::future::join_all(
+        (1..=4u64).map(|seq| writer.submit(vec![append("q", message(seq, "m"))])),
+    )
+    .await;
+    // The first transaction's submitters hear "unknown"; any later one,
+    // "refused".
+    assert!(
+        results[0].as_ref().is_err_and(StoreError::outcome_unknown),
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_err_and(StoreError::is_poisoned)),
+        "{results:?}"
+    );
+    faults.sync_eio.store(false, Ordering::SeqCst);
+    let err = writer
+        .submit(vec![append("q", message(5, "m"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Poisoned { .. }), "{err:?}");
 }

@@ -115,6 +115,26 @@ impl Dispatcher {
         self.core.next_deadline().map(|at| self.clock.instant(at))
     }
 
+    /// The core's time now.
+    pub(super) fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// The broker did not run for `stopped` (the process was stopped, or
+    /// the core task blocked): core time stands still for it, so no lease
+    /// expires for a KeepAlive its holder sent on time and the broker did
+    /// not read. `seen` is the latest core time anything was done at.
+    pub(super) fn broker_stopped(&mut self, stopped: std::time::Duration, seen: Millis) {
+        let before = self.clock.now();
+        self.clock.skip(stopped, seen);
+        tracing::warn!(
+            "the broker did not run for {} ms (stopped, or its core task blocked): lease \
+             deadlines move {} ms later, since holders could not be heard meanwhile",
+            stopped.as_millis(),
+            before - self.clock.now()
+        );
+    }
+
     /// Applies the deadlines due now (`woken`: the core task slept until
     /// the next one; otherwise only if one is already due).
     pub(super) fn expire(&mut self, woken: bool) {

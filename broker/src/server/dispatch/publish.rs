@@ -61,11 +61,20 @@ pub(super) fn handle(
         payload,
         headers,
     } = req;
+    // Root and the broker's own user count only against the queue's own
+    // limits; anyone else against a share of it as well.
+    let publisher = d
+        .conns
+        .get(&session)
+        .map(|c| c.uid)
+        .filter(|&uid| uid != 0 && uid != d.config.own_uid);
     // Headers come in key order (a BTreeMap): stored and delivered so.
-    let message = d
-        .core
-        .queues
-        .begin_publish(&queue, payload, headers.into_iter().collect())?;
+    let message = d.core.queues.begin_publish_from(
+        &queue,
+        payload,
+        headers.into_iter().collect(),
+        publisher,
+    )?;
     d.publishing.entry(session).or_default().insert(id);
     let Some(store) = &d.store else {
         committed(d, session, id, &queue, message, Ok(()));

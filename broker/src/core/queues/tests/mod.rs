@@ -5,7 +5,7 @@
 
 mod through_core;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proptest::prelude::*;
 
@@ -73,9 +73,31 @@ impl QueueTable {
                 "{name} unacked"
             );
             let ready: u64 = q.ready.values().map(Message::size).sum();
-            let pending: u64 = q.pending.values().sum();
+            let pending: u64 = q.pending.values().map(|(size, _)| size).sum();
             let flight = bytes.get(&**name).copied().unwrap_or(0);
             assert_eq!(q.bytes, ready + pending + flight, "{name} bytes");
+            // Each publisher's share: its ready, reserved and in-flight
+            // messages, no more, no less.
+            let mut shares: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+            let mut add = |publisher: Option<u32>, size: u64| {
+                if let Some(uid) = publisher {
+                    let share = shares.entry(uid).or_default();
+                    share.0 += 1;
+                    share.1 += size;
+                }
+            };
+            q.ready.values().for_each(|m| add(m.publisher, m.size()));
+            q.pending.values().for_each(|&(size, p)| add(p, size));
+            self.deliveries
+                .values()
+                .filter(|d| d.queue == q.name)
+                .for_each(|d| add(d.message.publisher, d.message.size()));
+            let counted: BTreeMap<u32, (u64, u64)> = q
+                .by_uid
+                .iter()
+                .map(|(&uid, u)| (uid, (u.messages, u.bytes)))
+                .collect();
+            assert_eq!(counted, shares, "{name} per-user shares");
             for (seq, m) in &q.ready {
                 assert_eq!(*seq, m.seq);
                 assert!(*seq <= self.last_seq);
@@ -255,12 +277,20 @@ fn prefetch_bounds_unacknowledged_deliveries() {
 
     let first = ids(&changes)[0];
     let changes = ack(&mut t, A, first);
+    // The ack removes m1; m3 goes out with its attempt recorded.
     assert_eq!(
         persisted(&changes),
-        [StoreOp::Remove {
-            queue: q("q"),
-            seq: 1
-        }]
+        [
+            StoreOp::Remove {
+                queue: q("q"),
+                seq: 1
+            },
+            StoreOp::SetAttempt {
+                queue: q("q"),
+                seq: 3,
+                attempt: 1
+            }
+        ]
     );
     assert_eq!(bodies(&changes), ["m3"]);
     assert_eq!(info(&t, "q"), Some((3, 2, 1)));
@@ -303,13 +333,21 @@ fn ack_and_nack_need_a_live_delivery_of_ones_own() {
 
 #[test]
 fn nack_with_requeue_puts_the_message_back_at_the_head() {
-    // The nacked message comes back before later ones, attempt raised, and
-    // its attempt count is persisted.
+    // The nacked message comes back before later ones, attempt raised;
+    // each attempt is persisted as the message goes out.
     let mut t = table();
     for body in ["m1", "m2", "m3"] {
         publish(&mut t, "q", body);
     }
     let (_, changes) = consume(&mut t, A, "q", 1);
+    assert_eq!(
+        persisted(&changes),
+        [StoreOp::SetAttempt {
+            queue: q("q"),
+            seq: 1,
+            attempt: 1
+        }]
+    );
     let id = ids(&changes)[0];
     let changes = nack(&mut t, A, id, true);
     assert_eq!(
@@ -317,7 +355,7 @@ fn nack_with_requeue_puts_the_message_back_at_the_head() {
         [StoreOp::SetAttempt {
             queue: q("q"),
             seq: 1,
-            attempt: 1
+            attempt: 2
         }]
     );
     assert_eq!(summary(&changes), [(A, "m1".to_string(), 2)]);
@@ -337,10 +375,17 @@ fn nack_without_requeue_drops_the_message() {
     let changes = nack(&mut t, A, ids(&changes)[0], false);
     assert_eq!(
         persisted(&changes),
-        [StoreOp::Remove {
-            queue: q("q"),
-            seq: 1
-        }]
+        [
+            StoreOp::Remove {
+                queue: q("q"),
+                seq: 1
+            },
+            StoreOp::SetAttempt {
+                queue: q("q"),
+                seq: 2,
+                attempt: 1
+            }
+        ]
     );
     assert_eq!(bodies(&changes), ["m2"]);
     let changes = ack(&mut t, A, ids(&changes)[0]);
@@ -364,14 +409,16 @@ fn goodbye_returns_unacked_deliveries_to_the_head_in_order() {
 
     let changes = t.goodbye(A);
     t.assert_consistent();
+    // Their attempts were persisted when they went out to A.
     assert_eq!(
-        persisted(&changes),
+        persisted(&a),
         [1, 2, 3].map(|seq| StoreOp::SetAttempt {
             queue: q("q"),
             seq,
             attempt: 1
         })
     );
+    assert!(persisted(&changes).is_empty());
     assert!(delivered(&changes).is_empty(), "B has no room yet");
     assert_eq!(info(&t, "q"), Some((4, 2, 1)));
 
@@ -501,8 +548,7 @@ fn disconnects_count_as_failed_attempts() {
     for (n, session) in [(1, SessionId(10)), (2, SessionId(11))] {
         let (_, changes) = consume(&mut t, session, "q", 1);
         assert_eq!(delivered(&changes)[0].attempt, n);
-        let changes = t.goodbye(session);
-        t.assert_consistent();
+        // Recorded as it goes out: a crash of the broker counts too.
         assert_eq!(
             persisted(&changes),
             [StoreOp::SetAttempt {
@@ -511,6 +557,9 @@ fn disconnects_count_as_failed_attempts() {
                 attempt: n
             }]
         );
+        let changes = t.goodbye(session);
+        t.assert_consistent();
+        assert!(persisted(&changes).is_empty());
     }
     let (_, changes) = consume(&mut t, SessionId(12), "q", 1);
     assert_eq!(delivered(&changes)[0].attempt, 3);
@@ -538,6 +587,7 @@ fn messages_loaded_out_of_attempts_are_dead_lettered() {
         payload: Bytes::from_static(b"x"),
         headers: Vec::new(),
         attempt,
+        publisher: None,
     };
     let changes = t.load("q", vec![msg(3, 5), msg(4, 1)]);
     t.assert_consistent();
@@ -745,6 +795,7 @@ fn a_queue_loaded_only_with_dead_letters_is_not_kept() {
         payload: Bytes::from_static(b"poison"),
         headers: Vec::new(),
         attempt: 2,
+        publisher: None,
     };
     t.load("q", vec![poison]);
     t.assert_consistent();
@@ -765,12 +816,14 @@ fn sequence_numbers_only_increase() {
             payload: Bytes::new(),
             headers: Vec::new(),
             attempt: 0,
+            publisher: None,
         },
         Message {
             seq: 170,
             payload: Bytes::new(),
             headers: Vec::new(),
             attempt: 1,
+            publisher: None,
         },
     ];
     t.load("b", loaded);
@@ -848,7 +901,8 @@ fn info_lists_queues_by_name_and_forgets_idle_ones() {
 /// One step of a random workload.
 #[derive(Clone, Debug)]
 enum Op {
-    Publish(u8),
+    /// To queue 0 or 1, from no uid (privileged) or uid 1 or 2.
+    Publish(u8, u8),
     Commit,
     Fail,
     Consume(u8, u8, u32),
@@ -859,7 +913,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..2u8).prop_map(Op::Publish),
+        (0..2u8, 0..3u8).prop_map(|(q, u)| Op::Publish(q, u)),
         Just(Op::Commit),
         Just(Op::Fail),
         (0..3u8, 0..2u8, 0..4u32).prop_map(|(s, q, p)| Op::Consume(s, q, p)),
@@ -875,7 +929,7 @@ proptest! {
     /// in flight, acknowledged, dropped by a nack, or dead-lettered.
     #[test]
     fn random_workloads_keep_every_message_accounted_for(ops in proptest::collection::vec(op(), 1..120)) {
-        let mut t = table_with(QueueConfig { max_attempts: 3, max_depth: 6, ..QueueConfig::default() });
+        let mut t = table_with(QueueConfig { max_attempts: 3, max_depth: 6, max_depth_per_uid: 2, ..QueueConfig::default() });
         let queues = ["q0", "q1"];
         let mut reserved: Vec<(&str, Message)> = Vec::new();
         let mut in_flight: HashMap<DeliveryId, (SessionId, u64)> = HashMap::new();
@@ -903,9 +957,11 @@ proptest! {
         };
         for op in ops {
             match op {
-                Op::Publish(qi) => {
+                Op::Publish(qi, uid) => {
                     let name = queues[qi as usize];
-                    if let Ok(m) = t.begin_publish(name, Bytes::from_static(b"x"), Vec::new()) {
+                    let publisher = (uid > 0).then_some(u32::from(uid));
+                    let payload = Bytes::from_static(b"x");
+                    if let Ok(m) = t.begin_publish_from(name, payload, Vec::new(), publisher) {
                         reserved.push((name, m));
                     }
                 }
@@ -958,4 +1014,65 @@ proptest! {
             prop_assert_eq!(t.deliveries.len(), in_flight.len());
         }
     }
+}
+
+#[test]
+fn one_user_cannot_fill_a_queue_for_everyone() {
+    // uid 1000 may hold 3 messages of the queue; root's and another uid's
+    // publishes still go in, and consuming frees the share again.
+    let mut t = table_with(QueueConfig {
+        max_depth_per_uid: 3,
+        max_bytes_per_uid: 1000,
+        ..QueueConfig::default()
+    });
+    let from = |t: &mut QueueTable, uid: Option<u32>| {
+        t.begin_publish_from("jobs", Bytes::from_static(b"x"), Vec::new(), uid)
+            .map(|m| t.publish_committed("jobs", m))
+    };
+    for _ in 0..3 {
+        from(&mut t, Some(1000)).unwrap();
+    }
+    assert_eq!(
+        from(&mut t, Some(1000)).map(|_| ()),
+        Err(CoreError::Queue(QueueError::UserQuota {
+            queue: "jobs".into(),
+            uid: 1000,
+            what: "messages",
+            limit: 3,
+        }))
+    );
+    from(&mut t, Some(1001)).unwrap();
+    from(&mut t, None).unwrap();
+    t.assert_consistent();
+    // Consumed and acknowledged: the share is free again.
+    let (_, changes) = t.consume(SessionId(1), "jobs", 16).unwrap();
+    let first = changes
+        .iter()
+        .find_map(|c| match c {
+            QueueChange::Deliver { delivery, .. } => Some(delivery.delivery_id),
+            _ => None,
+        })
+        .unwrap();
+    t.ack(SessionId(1), first).unwrap();
+    t.assert_consistent();
+    from(&mut t, Some(1000)).unwrap();
+    t.assert_consistent();
+}
+
+#[test]
+fn a_users_share_is_counted_in_bytes_too() {
+    let mut t = table_with(QueueConfig {
+        max_bytes_per_uid: 10,
+        ..QueueConfig::default()
+    });
+    t.begin_publish_from("q", Bytes::from(vec![0u8; 8]), Vec::new(), Some(7))
+        .unwrap();
+    assert!(matches!(
+        t.begin_publish_from("q", Bytes::from(vec![0u8; 3]), Vec::new(), Some(7)),
+        Err(CoreError::Queue(QueueError::UserQuota {
+            what: "bytes",
+            ..
+        }))
+    ));
+    t.assert_consistent();
 }

@@ -51,6 +51,7 @@ fn stored(seq: u64, body: &str, attempt: u32) -> Message {
         payload: Bytes::copy_from_slice(body.as_bytes()),
         headers: Vec::new(),
         attempt,
+        publisher: None,
     }
 }
 
