@@ -189,23 +189,24 @@ impl Peer {
     pub fn spawn(role: &str, args: &[String]) -> Result<Peer> {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
-        cmd.args(args).env(ROLE_ENV, role);
+        cmd.args(args).env(ROLE_ENV, role).stderr(Stdio::inherit());
         let server = super::placement::is_server_role(role);
         Peer::start(cmd, role, server)
     }
 
     /// Starts another program (a peer broker such as `dbus-daemon`) as a
-    /// server of the current placement, reading its stdout by lines.
+    /// server of the current placement, reading its stdout by lines. Its
+    /// stderr is dropped: nats-server logs every start there, and
+    /// dbus-daemon warns that it cannot raise its open-files limit; a
+    /// daemon that fails shows as a missing address or port instead.
     pub fn program(program: &Path, args: &[String], role: &str) -> Result<Peer> {
         let mut cmd = Command::new(program);
-        cmd.args(args);
+        cmd.args(args).stderr(Stdio::null());
         Peer::start(cmd, role, true)
     }
 
     fn start(mut cmd: Command, role: &str, server: bool) -> Result<Peer> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
         let cpus = if server {
             super::placement::server_set()
         } else {
