@@ -1,7 +1,10 @@
 //! A PCMWIN-like agent: initialises under a SHARED lease on `pcm`. Started
-//! while the service runs a job, it queues, says where it stands and how far
-//! the job has got, and initialises when the job ends: no time-out, no exit,
-//! no restart by hand.
+//! while the service runs a job, it queues, says where it stands, how far
+//! the job has got and whether it is stuck, and initialises when the job
+//! ends or makes way: no time-out, no exit, no restart by hand. Killed
+//! while it waits and started again within a minute, it re-attaches to its
+//! place in the queue with the resume token it kept in
+//! `$TMPDIR/pcmwin-USER.token` (mode 0600).
 //!
 //! Run a broker and the `service` example, then:
 //!
@@ -17,5 +20,11 @@ async fn main() -> anyhow::Result<()> {
     let user = std::env::args()
         .nth(1)
         .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "user".into()));
-    pcm::run_agent(ConnectOptions::new(format!("pcmwin[{user}]")), &user).await
+    let token = std::env::temp_dir().join(format!("pcmwin-{user}.token"));
+    pcm::run_agent(
+        ConnectOptions::new(format!("pcmwin[{user}]")),
+        &user,
+        Some(&token),
+    )
+    .await
 }

@@ -3,12 +3,23 @@
 //!     cargo run --release --example demo
 //!
 //! It starts `turnstiled` on a temporary socket (this program re-executed as
-//! the broker, running the same entry point as the `turnstiled` binary),
-//! starts the service, which begins a job under an EXCLUSIVE lease on `pcm`,
-//! and then, mid-job, starts the agent. The agent queues its
-//! initialisation, reports where it stands and how far the job has got, and
-//! initialises the moment the job ends. The old failure ("Timed out waiting
-//! for the PCM service semaphore ... Exiting") has no path to happen.
+//! the broker, running the same entry point as the `turnstiled` binary) and
+//! plays the story:
+//!
+//! - the service downloads three packages under a `downloads` semaphore of
+//!   2: two run while the third waits its turn;
+//! - it begins a job under an EXCLUSIVE lease on `pcm`, and mid-job the
+//!   agent starts: it queues its initialisation and says where it stands;
+//! - the agent is killed (`kill -9`) while it waits, and started again: it
+//!   re-attaches to its place in the queue with the token it kept;
+//! - the job hangs on a dialog, keeping its lease alive without progress:
+//!   the waiting agent shows it as *stuck* (not dead, not hung);
+//! - the user (alice) asks the job to make way: the service does at its
+//!   next checkpoint and queues its remaining work again, and the agent
+//!   initialises at once; the job then finishes.
+//!
+//! The old failure ("Timed out waiting for the PCM service semaphore ...
+//! Exiting") has no path to happen.
 //!
 //! `TURNSTILE_DEMO_FAST=1` shortens the job for tests.
 
@@ -18,7 +29,7 @@ mod pcm;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use turnstile_client::{Client, ConnectOptions};
+use turnstile_client::{Client, ConnectOptions, proto as v1};
 
 fn main() -> anyhow::Result<ExitCode> {
     let args: Vec<String> = std::env::args().collect();
@@ -41,18 +52,36 @@ fn main() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some("--as-service") => {
-            runtime()?.block_on(pcm::run_service(
-                ConnectOptions::new("pcmsvc").socket(&args[2]),
-                &["Install Office 97".to_string()],
-                5,
-                step(),
-            ))?;
+            runtime()?.block_on(async {
+                let downloads =
+                    Client::connect(ConnectOptions::new("pcmsvc[downloads]").socket(&args[2]))
+                        .await?;
+                pcm::download(
+                    &downloads,
+                    &["office97.cab", "antivirus.dat", "fonts.cab"],
+                    step(),
+                )
+                .await?;
+                let script = pcm::ServiceScript {
+                    steps: 5,
+                    step: step(),
+                    // Step 3 hangs on a dialog for 8 step times.
+                    stuck_step: Some((3, 8)),
+                };
+                pcm::run_service(
+                    ConnectOptions::new("pcmsvc").socket(&args[2]),
+                    &["Install Office 97".to_string()],
+                    script,
+                )
+                .await
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         Some("--as-agent") => {
             runtime()?.block_on(pcm::run_agent(
                 ConnectOptions::new("pcmwin[alice]").socket(&args[2]),
                 "alice",
+                Some(std::path::Path::new(&args[3])),
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -116,37 +145,66 @@ fn story() -> anyhow::Result<ExitCode> {
             .retry_for(Duration::from_secs(10)),
     ))?;
 
-    println!("demo    ==> starting the service: it runs one job, 'Install Office 97'");
+    println!(
+        "demo    ==> starting the service: it downloads three packages (at most two at once), then runs one job, 'Install Office 97'"
+    );
     let mut service = role(&["--as-service", &socket_arg], Stdio::inherit())?;
-    // Mid-job: wait until the service holds `pcm` and has made some progress.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = rt.block_on(observer.status(&[pcm::RESOURCE.to_string()]))?;
-        let progressed = status.resources.first().is_some_and(|r| {
-            r.holders
-                .iter()
-                .any(|h| h.progress.as_ref().is_some_and(|p| p.done >= 2))
-        });
-        if progressed {
-            break;
+    let seen = |what: &str, test: &dyn Fn(&v1::ResourceState) -> bool| -> anyhow::Result<()> {
+        // The demo only watches; polling status keeps it short.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = rt.block_on(observer.status(&[pcm::RESOURCE.to_string()]))?;
+            if status.resources.first().is_some_and(test) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "never saw {what}");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the service never started its job"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    seen("the job under way", &|r| {
+        r.holders
+            .iter()
+            .any(|h| h.progress.as_ref().is_some_and(|p| p.done >= 1))
+    })?;
     println!(
         "demo    ==> the job is under way: starting the agent (this is where a semaphore timed out)"
     );
+    let token_file = dir.path().join("pcmwin-alice.token");
+    let token_arg = token_file.to_string_lossy().to_string();
     let started = Instant::now();
-    let mut agent = role(&["--as-agent", &socket_arg], Stdio::inherit())?;
-    let agent_status = agent.wait()?;
-    let service_status = service.wait()?;
+    let mut agent = role(&["--as-agent", &socket_arg, &token_arg], Stdio::inherit())?;
+    seen("the agent queued", &|r| !r.waiters.is_empty())?;
+    while !token_file.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("demo    ==> the agent is killed while it waits (kill -9), then started again");
+    agent.kill()?;
+    agent.wait()?;
+    seen("the agent's place kept", &|r| {
+        r.waiters.iter().any(|w| w.detached)
+    })?;
+    let mut agent = role(&["--as-agent", &socket_arg, &token_arg], Stdio::inherit())?;
+    seen("the job stuck", &|r| r.holders.iter().any(|h| h.stalled))?;
     println!(
-        "demo    ==> the agent initialised {:.1} s after it started, right after the job; nobody restarted anything",
+        "demo    ==> the job keeps its lease alive but makes no progress: the agent shows it as stuck (not dead, not hung)"
+    );
+    let alice = rt.block_on(Client::connect(
+        ConnectOptions::new("alice").socket(&socket),
+    ))?;
+    println!("demo    ==> alice clicks 'Install now' in the agent: the job is asked to make way");
+    rt.block_on(
+        alice
+            .request_yield(pcm::RESOURCE)
+            .within(Duration::from_secs(60))
+            .reason("alice clicked 'Install now'")
+            .send(),
+    )?;
+    let agent_status = agent.wait()?;
+    println!(
+        "demo    ==> the agent initialised {:.1} s after it first started, killed once and never timed out; nobody restarted anything by hand",
         started.elapsed().as_secs_f64()
     );
+    let service_status = service.wait()?;
     drop(observer);
     let broker_status = stop(&mut broker)?;
     println!("demo    ==> turnstiled stopped ({broker_status})");

@@ -50,6 +50,7 @@ fn turnstile_help() {
     snapshot("turnstile-help.txt", &help(cli, &[]));
     snapshot("turnstile-run-help.txt", &help(cli, &["run"]));
     snapshot("turnstile-queue-help.txt", &help(cli, &["queue"]));
+    snapshot("turnstile-status-help.txt", &help(cli, &["status"]));
 }
 
 #[test]
@@ -68,4 +69,294 @@ fn status_and_why_outputs() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["resources"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn check_config_takes_the_form_its_help_describes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("t.toml");
+    std::fs::write(&file, "max-connections = 50\n").unwrap();
+    // `--config FILE --check-config`, with no FILE after the flag.
+    let out = Command::new(turnstiled())
+        .arg("--config")
+        .arg(&file)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn an_invalid_log_level_is_an_error_in_a_flag_and_in_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(turnstiled())
+        .args(["--log-level", "verbose", "--socket"])
+        .arg(tmp.path().join("t.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'verbose' is not a level"), "{err}");
+    let file = tmp.path().join("t.toml");
+    std::fs::write(&file, "log-level = \"loud\"\n").unwrap();
+    let out = Command::new(turnstiled())
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'loud' is not a level"));
+}
+
+#[test]
+fn durations_share_one_syntax_and_overflow_is_refused() {
+    let broker = spawn_broker();
+    let (code, _, err) =
+        broker.cli(&["run", "pcm", "--ttl", "99999999999999999999h", "--", "true"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("too large"), "{err}");
+    // Fractions, as flock's -w takes them.
+    let (code, _, err) = broker.cli(&["run", "pcm", "--max-wait", "0.5", "--", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = broker.cli(&["run", "pcm", "--ttl", "1.5s", "--", "true"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_refused_argument_is_a_usage_error_in_plain_words() {
+    let broker = spawn_broker();
+    let (code, _, err) = broker.cli(&["run", "pcm", "--ttl", "10ms", "--", "true"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("time to live of 10 ms"), "{err}");
+    assert!(!err.contains("ERROR_CODE"), "{err}");
+    assert!(!err.contains("ttl_ms"), "{err}");
+}
+
+#[test]
+fn ping_names_the_frame_limit_and_prints_round_figures() {
+    let broker = spawn_broker();
+    let (code, _, err) = broker.cli(&["ping", "--size", "2000000"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("frame limit is 1048576 bytes"), "{err}");
+    let (code, out, err) = broker.cli(&["--json", "ping", "--count", "20"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["min_us", "p50_us", "p99_us", "max_us"] {
+        let text = v[key].to_string();
+        let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "{key} = {text}");
+    }
+}
+
+/// The CLI with no --socket and no TURNSTILE_SOCKET, its user's runtime
+/// directory being `runtime`.
+fn cli_finding(runtime: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(turnstile_cli())
+        .args(args)
+        .env_remove("TURNSTILE_SOCKET")
+        .env("XDG_RUNTIME_DIR", runtime)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_finds_the_users_broker_and_says_where_it_looked() {
+    let broker = spawn_broker();
+    let runtime = broker.socket.parent().unwrap();
+    let (code, out, err) = cli_finding(runtime, &["ping"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("pong"), "{out}");
+    let (code, _, err) = cli_finding(runtime, &["--user", "ping"]);
+    assert_eq!(code, 0, "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli_finding(empty.path(), &["--user", "ping"]);
+    assert_eq!(code, 69, "{err}");
+    let looked = empty.path().join("turnstile.sock");
+    assert!(err.contains(&looked.display().to_string()), "{err}");
+    assert!(err.contains("systemctl start turnstiled"), "{err}");
+    // Only the system socket with --system, wherever the user's broker is.
+    let (code, _, err) = cli_finding(runtime, &["--system", "ping"]);
+    if code != 0 {
+        assert_eq!(code, 69, "{err}");
+        assert!(err.contains("/run/turnstile/turnstile.sock"), "{err}");
+        assert!(!err.contains(&broker.socket.display().to_string()), "{err}");
+    }
+}
+
+#[test]
+fn packaging_installs_man_pages_and_completions() {
+    let root = tempfile::tempdir().unwrap();
+    let from = Path::new(turnstile_cli()).parent().unwrap();
+    let out = Command::new("sh")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/install.sh"))
+        .env("DESTDIR", root.path())
+        .env("PREFIX", "/usr")
+        .env("FROM", from)
+        .env("SYSTEMD_DIR", "/lib/systemd/system")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+    assert!(read("usr/share/man/man1/turnstile.1").contains(".TH turnstile 1"));
+    assert!(read("usr/share/man/man1/turnstiled.1").contains("max\\-connections"));
+    assert!(read("usr/share/bash-completion/completions/turnstile").contains("completions"));
+    assert!(read("usr/share/zsh/site-functions/_turnstile").contains("#compdef turnstile"));
+    assert!(read("usr/share/fish/vendor_completions.d/turnstile.fish").contains("max-wait"));
+    assert!(
+        read("lib/systemd/system/turnstiled.service").contains("ExecStart=/usr/bin/turnstiled")
+    );
+    assert!(root.path().join("usr/bin/turnstile").exists());
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = Command::new(turnstile_cli())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("no-wait"), "{shell}: {text}");
+    }
+}
+
+#[test]
+fn watch_names_the_holder_once_then_shows_its_progress() {
+    use std::io::BufRead;
+    let broker = spawn_broker();
+    let mut watch = broker.cli_spawn(&["watch", "pcm"]);
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains("SNAPSHOT") && first.contains("free"),
+        "{first}"
+    );
+    let (code, _, err) = broker.cli(&[
+        "run",
+        "pcm",
+        "-c",
+        "echo '1/2 halfway' >&$TURNSTILE_PROGRESS_FD; echo '2/2 done' >&$TURNSTILE_PROGRESS_FD; turnstile_wait=1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let released = line.contains("RELEASED");
+        seen.push(line);
+        if released {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let all = seen.join("\n");
+    let granted = seen.iter().find(|l| l.contains(" GRANTED ")).expect(&all);
+    assert_eq!(granted.matches("turnstile-cli (").count(), 1, "{all}");
+    let progress: Vec<_> = seen.iter().filter(|l| l.contains(" PROGRESS ")).collect();
+    assert!(!progress.is_empty(), "{all}");
+    for l in progress {
+        assert!(
+            l.contains("progress ") && !l.contains("turnstile-cli ("),
+            "{all}"
+        );
+    }
+    // The revision column is wide enough for a restarted broker's.
+    assert!(
+        granted.contains("rev ")
+            && granted
+                .split("rev ")
+                .nth(1)
+                .unwrap()
+                .starts_with(|c: char| c.is_ascii_digit()),
+        "{all}"
+    );
+}
+
+#[test]
+fn status_is_a_table_and_its_json_has_times_and_nulls() {
+    let broker = spawn_broker();
+    let dir = broker.dir.display().to_string();
+    let mut holder = broker.cli_spawn(&[
+        "run",
+        "pcm",
+        "--purpose",
+        "Install Office 97 — ünïcødé",
+        "-c",
+        &format!("touch {dir}/held; while [ ! -e {dir}/stop ]; do sleep 0.02; done"),
+    ]);
+    let start = std::time::Instant::now();
+    while !broker.dir.join("held").exists() {
+        assert!(start.elapsed() < PATIENCE, "the holder never held");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut waiter = broker.cli_spawn(&["run", "-q", "pcm", "true"]);
+    let waiting = || {
+        let (_, out, _) = broker.cli(&["--json", "status", "pcm"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    while waiting()["resources"][0]["waiters"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(start.elapsed() < PATIENCE, "the waiter never queued");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let (code, out, err) = broker.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("RESOURCE  STATE"), "{out}");
+    assert!(
+        lines[1].starts_with("pcm") && lines[1].contains("held"),
+        "{out}"
+    );
+    assert!(lines[1].contains("Install Office 97 — ünïcødé"), "{out}");
+    assert!(lines[2].contains("waiting 1"), "{out}");
+    // Columns line up in characters, not bytes, past the non-ASCII purpose.
+    let col = |l: &str, w: &str| l.find(w).map(|b| l[..b].chars().count());
+    assert_eq!(
+        col(lines[0], "FOR"),
+        col(
+            lines[1],
+            lines[1]
+                .split("  ")
+                .filter(|s| !s.is_empty())
+                .nth(7)
+                .unwrap()
+        ),
+        "{out}"
+    );
+    let (_, out, _) = broker.cli(&["status", "--no-legend"]);
+    assert!(out.starts_with("pcm"), "{out}");
+
+    let v = waiting();
+    let held = &v["resources"][0]["holders"][0];
+    let waits = &v["resources"][0]["waiters"][0];
+    assert!(held["holder"]["user"].is_string(), "{held}");
+    let at = held["granted_at"].as_str().unwrap();
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "{at}"
+    );
+    assert_eq!(waits["fencing_token"], serde_json::Value::Null);
+    assert_eq!(waits["granted_at"], serde_json::Value::Null);
+    assert!(waits["queued_at"].is_string());
+
+    std::fs::write(broker.dir.join("stop"), "").unwrap();
+    assert_eq!(wait_child(&mut holder).code(), Some(0));
+    assert_eq!(wait_child(&mut waiter).code(), Some(0));
 }

@@ -60,6 +60,11 @@ fn names() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec(name(), 0..3)
 }
 
+/// A count or duration: mostly 0 or small, now and then anything.
+fn small() -> impl Strategy<Value = u32> {
+    prop_oneof![3 => Just(0u32), 2 => 1..5u32, 1 => 100..3000u32, 1 => any::<u32>()]
+}
+
 fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
         (any::<u32>(), name()).prop_map(|(protocol_version, client_name)| Body::Hello(v1::Hello {
@@ -76,17 +81,45 @@ fn body() -> impl Strategy<Value = Body> {
             enum_value(),
             prop_oneof![Just(0u32), 1..2000u32, any::<u32>()],
             name(),
+            (small(), small(), small(), small()),
         )
-            .prop_map(|(resource, mode, ttl_ms, wait, max_wait_ms, purpose)| {
-                Body::Acquire(v1::Acquire {
+            .prop_map(
+                |(resource, mode, ttl_ms, wait, max_wait_ms, purpose, wave2)| {
+                    let (permits, capacity, detach_grace_ms, stall_after_ms) = wave2;
+                    Body::Acquire(v1::Acquire {
+                        resource,
+                        mode,
+                        ttl_ms,
+                        wait,
+                        max_wait_ms,
+                        purpose,
+                        permits,
+                        capacity,
+                        detach_grace_ms,
+                        stall_after_ms,
+                    })
+                },
+            ),
+        (id(), prop::collection::vec(any::<u8>(), 0..20)).prop_map(|(lease_id, t)| {
+            Body::Reattach(v1::Reattach {
+                lease_id,
+                resume_token: t.into(),
+            })
+        }),
+        (name(), small(), name(), any::<bool>()).prop_map(
+            |(resource, within_ms, reason, revoke)| {
+                Body::RequestYield(v1::RequestYield {
                     resource,
-                    mode,
-                    ttl_ms,
-                    wait,
-                    max_wait_ms,
-                    purpose,
+                    within_ms,
+                    reason,
+                    revoke,
                 })
-            }),
+            }
+        ),
+        (id(), name()).prop_map(|(lease_id, reason)| Body::DeclineYield(v1::DeclineYield {
+            lease_id,
+            reason
+        })),
         id().prop_map(|lease_id| Body::KeepAlive(v1::KeepAlive { lease_id })),
         id().prop_map(|lease_id| Body::Release(v1::Release { lease_id })),
         id().prop_map(|lease_id| Body::Cancel(v1::Cancel { lease_id })),

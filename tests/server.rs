@@ -5,7 +5,7 @@
 //!
 //! What it covers: a TTL running out, a waiter's `max_wait`, a watcher that
 //! stops reading (its events coalesced, then caught up), and a client that
-//! stops reading its replies (cut off past `max_outbound_bytes`). Clients
+//! stops reading its replies (not read from either until it does). Clients
 //! are raw frames (`tests/support`'s `Raw`), so what is asserted is what
 //! goes on the wire.
 
@@ -78,6 +78,7 @@ fn acquire(resource: &str, ttl_ms: u32, max_wait_ms: u32) -> Body {
         wait: v1::WaitPolicy::Queue as i32,
         max_wait_ms,
         purpose: String::new(),
+        ..v1::Acquire::default()
     })
 }
 
@@ -270,48 +271,39 @@ async fn a_watcher_that_stops_reading_gets_coalesced_states_then_the_newest() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_client_that_does_not_read_its_replies_is_cut_off() {
-    // Pings whose answers are never read pile up: past max_outbound_bytes
-    // queued for it, the client is cut off (the broker closes the
-    // connection) and others are served as before.
+async fn a_client_that_does_not_read_its_replies_stalls_itself_and_is_not_cut_off() {
+    // Pings whose answers are never read pile up: past half of
+    // max_outbound_bytes (counted at what they cost the broker) the broker
+    // stops reading the connection, so the client's own writes block; once
+    // it reads, every ping is answered and nothing was lost. Meanwhile
+    // others are served as before.
     let server = start(ServerConfig {
         max_outbound_bytes: 64 << 10,
         ..ServerConfig::default()
     });
-    let mut greedy = server.raw().await;
+    let greedy = server.raw().await;
+    let (mut rx, mut tx) = greedy.framed.into_inner().into_split();
     let payload = Bytes::from(vec![b'p'; 16 << 10]);
-    let mut sent = 0u64;
-    for id in 100..1100u64 {
-        let frame = v1::ClientFrame {
-            id,
-            body: Some(Body::Ping(v1::Ping {
-                payload: payload.clone(),
-            })),
-        };
-        // The broker stops reading and closes at some point: a failed
-        // write is the cut-off seen from this side.
-        if greedy
-            .framed
-            .get_mut()
-            .write_all(&encode(&frame))
-            .await
-            .is_err()
-        {
-            break;
+    let count = 1000u64;
+    let mut writer = tokio::spawn(async move {
+        for id in 100..100 + count {
+            let frame = v1::ClientFrame {
+                id,
+                body: Some(Body::Ping(v1::Ping {
+                    payload: payload.clone(),
+                })),
+            };
+            tx.write_all(&encode(&frame)).await.expect("write a ping");
         }
-        sent += 1;
-    }
-    let mut answered = 0u64;
-    loop {
-        match tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut greedy.framed)).await {
-            Ok(Some(Ok(_))) => answered += 1,
-            Ok(_) => break,
-            Err(_) => panic!("the connection was neither cut off nor closed"),
-        }
-    }
+        tx
+    });
+    // The writer stalls: with everything idle, the paused clock runs on and
+    // the 16 MB of pings have not all been taken.
     assert!(
-        answered < sent,
-        "all {sent} pings were answered: the client was never cut off"
+        tokio::time::timeout(Duration::from_secs(60), &mut writer)
+            .await
+            .is_err(),
+        "the broker read 16 MB of pings that nobody reads the answers of"
     );
     let mut other = server.raw().await;
     let r = other
@@ -320,5 +312,74 @@ async fn a_client_that_does_not_read_its_replies_is_cut_off() {
         }))
         .await;
     assert!(matches!(r, reply::Result::Pong(_)), "{r:?}");
+    // Reading again: every ping is answered, in order, and none is lost.
+    let mut frames =
+        tokio_util::codec::FramedRead::new(&mut rx, turnstile_proto::ClientCodec::new(64 << 20));
+    for id in 100..100 + count {
+        let frame = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut frames))
+            .await
+            .expect("an answer in time")
+            .expect("the connection stays open")
+            .expect("a valid frame");
+        match frame.body {
+            Some(server_frame::Body::Reply(v1::Reply {
+                id: got,
+                result: Some(reply::Result::Pong(_)),
+            })) => assert_eq!(got, id),
+            other => panic!("expected the pong of {id}, got {other:?}"),
+        }
+    }
+    let _tx = writer.await.expect("the writer finished");
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_is_told_the_heads_progress_paced_and_the_newest_last() {
+    // The holder reports progress 100 times in a burst: the waiter is not
+    // sent 100 updates (each carries the whole head of the queue) but a
+    // few, paced, and the last shows the newest progress.
+    let server = start(ServerConfig::default());
+    let mut holder = server.raw().await;
+    let mut waiter = server.raw().await;
+    let r = holder.request(acquire("pcm", 60_000, 0)).await;
+    let reply::Result::Acquire(v1::AcquireReply {
+        outcome: Some(v1::acquire_reply::Outcome::Granted(g)),
+    }) = r
+    else {
+        panic!("{r:?}")
+    };
+    let r = waiter.request(acquire("pcm", 60_000, 0)).await;
+    assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+    for done in 1..=100 {
+        let r = holder
+            .request(Body::ReportProgress(v1::ReportProgress {
+                lease_id: g.lease_id,
+                done,
+                total: 100,
+                message: String::new(),
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+    }
+    let mut updates = 0;
+    loop {
+        let u = lease_update(&mut waiter).await;
+        let Some(v1::lease_update::Change::Queued(q)) = u.change else {
+            panic!("expected a place in the queue: {u:?}")
+        };
+        updates += 1;
+        let done = q
+            .ahead
+            .first()
+            .and_then(|h| h.progress.as_ref())
+            .map(|p| p.done);
+        if done == Some(100) {
+            break;
+        }
+    }
+    assert!(
+        updates <= 3,
+        "{updates} updates for a burst of 100 progress reports"
+    );
     server.stop().await;
 }

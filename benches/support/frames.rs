@@ -68,6 +68,7 @@ pub fn acquire(resource: &str, no_wait: bool) -> Body {
         wait: wait as i32,
         max_wait_ms: 0,
         purpose: String::new(),
+        ..v1::Acquire::default()
     })
 }
 

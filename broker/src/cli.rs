@@ -2,8 +2,8 @@
 //! socket, opening the durable store, serving until SIGINT/SIGTERM.
 //!
 //! Exit codes (sysexits): 0 after a clean stop; 64 bad flags; 69 the
-//! endpoint is taken by a live broker or cannot be bound; 71 an internal
-//! error; 73 the data store cannot be opened (corrupt, unreadable, in use
+//! endpoint is taken by a live broker or cannot be bound; 70 an internal
+//! error (as for `turnstile`); 73 the data store cannot be opened (corrupt, unreadable, in use
 //! by another broker, or its directory cannot be created); 78 an invalid
 //! configuration.
 
@@ -13,15 +13,16 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Settings};
-use crate::platform::{listener, readiness, signals};
+use crate::platform::service::{self, ServiceError};
+use crate::platform::{limits, listener, readiness, signals};
 use crate::server::Storage;
 
 /// Bad flags.
 pub const EXIT_USAGE: u8 = 64;
 /// The endpoint cannot be served.
 pub const EXIT_UNAVAILABLE: u8 = 69;
-/// Something failed that should not.
-pub const EXIT_SOFTWARE: u8 = 71;
+/// Something failed that should not (EX_SOFTWARE, as `turnstile` says it).
+pub const EXIT_SOFTWARE: u8 = 70;
 /// The data store cannot be opened or read.
 pub const EXIT_CANTCREAT: u8 = 73;
 /// The configuration is invalid.
@@ -37,6 +38,9 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
     if args.get(1).is_some_and(|a| a == "service") {
         return service_command(&args[2..]);
+    }
+    if args.get(1).is_some_and(|a| a == "manpage") && args.len() == 2 {
+        return manpage();
     }
     let config = match prepare(args) {
         Ok(c) => c,
@@ -68,11 +72,7 @@ fn prepare(args: Vec<std::ffi::OsString>) -> Result<Config, ExitCode> {
         }
     };
     if let Some(check) = flags.check_config.clone() {
-        let file = if check.as_os_str().is_empty() {
-            flags.config.clone()
-        } else {
-            Some(check)
-        };
+        let file = check.or_else(|| flags.config.clone());
         let Some(file) = file else {
             eprintln_quiet("turnstiled: --check-config needs a FILE (or --config FILE)");
             return Err(ExitCode::from(EXIT_USAGE));
@@ -106,6 +106,18 @@ fn prepare(args: Vec<std::ffi::OsString>) -> Result<Config, ExitCode> {
     })
 }
 
+/// `turnstiled manpage`: the man page (roff) on stdout, for packaging.
+fn manpage() -> ExitCode {
+    let page = clap_mangen::Man::new(<Settings as clap::CommandFactory>::command());
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln_quiet(&format!("turnstiled: cannot write the man page: {e}"));
+            ExitCode::from(EXIT_SOFTWARE)
+        }
+    }
+}
+
 fn block_on(serve: impl Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,52 +132,29 @@ fn block_on(serve: impl Future<Output = ExitCode>) -> ExitCode {
 }
 
 /// `turnstiled service install|uninstall|run [FLAGS...]`: the Windows
-/// service entry points (see `platform/service.rs`).
-#[cfg(windows)]
+/// service entry points (see `platform/service.rs`), given [`run_service`]
+/// to serve with. On Unix the service manager is systemd (or none): see
+/// `packaging/turnstiled.service`.
 fn service_command(rest: &[std::ffi::OsString]) -> ExitCode {
-    use crate::platform::service;
-    let verb = rest.first().and_then(|v| v.to_str()).unwrap_or("");
-    let flags = rest.iter().skip(1).cloned().collect::<Vec<_>>();
-    let result = match verb {
-        "install" => service::install(flags).map(|_| "installed the turnstiled service"),
-        "uninstall" => service::uninstall().map(|_| "removed the turnstiled service"),
-        "run" => service::run(flags).map(|_| "the turnstiled service stopped"),
-        _ => {
-            eprintln_quiet("usage: turnstiled service install|uninstall|run [FLAGS...]");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    match result {
+    match service::command(rest, run_service) {
         Ok(done) => {
             println_quiet(done);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln_quiet(&format!("turnstiled service {verb}: {e}"));
-            ExitCode::from(EXIT_SOFTWARE)
+            eprintln_quiet(&e.to_string());
+            ExitCode::from(match e {
+                ServiceError::Usage | ServiceError::Unsupported => EXIT_USAGE,
+                ServiceError::Failed { .. } => EXIT_SOFTWARE,
+            })
         }
     }
-}
-
-/// On Unix the service manager is systemd (or none): see
-/// `packaging/turnstiled.service`.
-#[cfg(not(windows))]
-fn service_command(_rest: &[std::ffi::OsString]) -> ExitCode {
-    eprintln_quiet(
-        "turnstiled service ... is for the Windows Service Control Manager; on Linux run \
-         turnstiled under systemd with packaging/turnstiled.service (Type=notify), or directly",
-    );
-    ExitCode::from(EXIT_USAGE)
 }
 
 /// The broker run by the Windows service: the same as the command line,
 /// with `stop` (the SCM's stop request) in place of Ctrl-C, and logs in
 /// `%ProgramData%\turnstile\turnstiled.log`. Returns the Win32 exit code.
-#[cfg(windows)]
-pub fn run_service(
-    flags: Vec<std::ffi::OsString>,
-    stop: impl Future<Output = &'static str>,
-) -> u32 {
+fn run_service(flags: Vec<std::ffi::OsString>, stop: service::Stop) -> u32 {
     let args = std::iter::once("turnstiled".into()).chain(flags).collect();
     let config = match prepare(args) {
         Ok(c) => c,
@@ -180,6 +169,7 @@ pub fn run_service(
 }
 
 async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> ExitCode {
+    raise_open_files_limit(config.server.max_connections);
     // The endpoint first, so that a second broker on a live endpoint is
     // told so (exit 69) without touching the first one's store; then the
     // store, before a single connection is accepted. A store that cannot
@@ -237,9 +227,50 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
     }
 }
 
+/// Descriptors the broker holds besides its connections: stdio, the
+/// listener and its lock file, the store, the runtime's poller and wakers, a
+/// log file; counted generously.
+const FILES_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Raises the soft open-files limit to the hard one (see
+/// `platform/limits.rs`) and warns when even that is below what
+/// `--max-connections` needs: past it `accept()` fails with `EMFILE`.
+fn raise_open_files_limit(max_connections: usize) {
+    let needed = (max_connections as u64).saturating_add(FILES_BESIDES_CONNECTIONS);
+    match limits::raise_open_files_limit() {
+        Ok(Some(l)) => {
+            if l.now > l.before {
+                tracing::info!(
+                    from = l.before,
+                    to = l.now,
+                    "raised the open-files limit (soft RLIMIT_NOFILE) to the hard limit"
+                );
+            }
+            if l.now < needed {
+                tracing::warn!(
+                    "the open-files limit is {} (hard limit {}), below the {needed} that \
+                     --max-connections {max_connections} needs: connections past about {} \
+                     cannot be accepted; raise the hard limit (LimitNOFILE= in the systemd \
+                     unit, ulimit -Hn) or lower --max-connections",
+                    l.now,
+                    l.hard,
+                    l.now.saturating_sub(FILES_BESIDES_CONNECTIONS)
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
+}
+
 /// Logs to stderr, or (`to_file`, for the Windows service, which has none)
 /// to `turnstiled.log` in the platform's data directory.
 fn init_logging(level: &str, to_file: bool) {
+    // `level` was checked by `config::log_filter`; a RUST_LOG that does
+    // not parse is said, not silently replaced.
+    let bad_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_err());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -266,10 +297,18 @@ fn init_logging(level: &str, to_file: bool) {
             .with_writer(std::sync::Mutex::new(f))
             .try_init(),
         None => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            // Colours only on a terminal, and never with NO_COLOR set
+            // (no-color.org: present and not empty).
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
             .with_writer(std::io::stderr)
             .try_init(),
     };
+    if let Some(v) = bad_env {
+        tracing::warn!("RUST_LOG={v:?} is not a log filter: using --log-level {level:?}");
+    }
 }
 
 fn eprintln_quiet(line: &str) {

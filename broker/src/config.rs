@@ -17,17 +17,40 @@ use crate::platform::dirs;
 use crate::policy::{DefaultsConfig, Policy, PolicyConfig, RuleConfig};
 use crate::server::ServerConfig;
 
-/// A duration written like `10s`, `500ms`, `15m` or `1h`.
+/// A duration written like `10s`, `500ms`, `1.5s`, `15m` or `1h 30m`: the
+/// one syntax both binaries read (`turnstile_proto::duration`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
 impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s)
+        turnstile_proto::duration::parse(s)
             .map(Dur)
-            .map_err(|e| format!("'{s}' is not a duration like 10s, 500ms or 1h: {e}"))
+            .map_err(|e| e.to_string())
     }
+}
+
+/// A log filter `tracing_subscriber::EnvFilter` accepts, where every bare
+/// word is a level: `info`, `debug,turnstile_broker::store=trace`. (A bare
+/// word is a target to `RUST_LOG`, so `verbose` would log nothing at all:
+/// refused here, with the levels named.)
+pub fn log_filter(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains(['=', '['])
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "'{directive}' is not a level (error, warn, info, debug, trace, off); \
+                 use TARGET=LEVEL for one module"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("'{s}' is not a log filter: {e}"))
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -46,7 +69,7 @@ impl<'de> Deserialize<'de> for Dur {
     version,
     about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.",
     long_about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.\n\nRuns in the foreground and logs to stderr. SIGINT or SIGTERM stops it cleanly and removes the socket file.\nEvery flag can also be given as a key of the same name in the TOML file of --config (flags win).",
-    after_help = "Exit codes: 0 after a clean stop; 64 bad flags; 69 the endpoint is taken by a live broker or cannot be bound;\n71 internal error; 73 the data store cannot be opened; 78 invalid configuration.\nOn Windows, `turnstiled service install|uninstall|run [FLAGS...]` runs it under the Service Control Manager."
+    after_help = "Exit codes: 0 after a clean stop; 64 bad flags; 69 the endpoint is taken by a live broker or cannot be bound;\n70 internal error; 73 the data store cannot be opened; 78 invalid configuration.\nOn Windows, `turnstiled service install|uninstall|run [FLAGS...]` runs it under the Service Control Manager.\n`turnstiled manpage` prints this as a man page."
 )]
 pub struct Settings {
     /// Socket to serve [default: $XDG_RUNTIME_DIR/turnstile.sock; for root /run/turnstile/turnstile.sock; else /tmp/turnstile-$UID/turnstile.sock; on Windows \\.\pipe\turnstile]
@@ -63,12 +86,13 @@ pub struct Settings {
     pub config: Option<PathBuf>,
 
     /// Check the --config file (or the given FILE) and exit: 0 if valid, 78 if not
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    // `Some(None)`: the flag without a FILE (then --config's file).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
     #[serde(skip)]
-    pub check_config: Option<PathBuf>,
+    pub check_config: Option<Option<PathBuf>>,
 
-    /// Log filter, like RUST_LOG (RUST_LOG wins when set) [default: info]
-    #[arg(long, value_name = "FILTER")]
+    /// Log filter: a level (error, warn, info, debug, trace, off) or directives like RUST_LOG's (RUST_LOG wins when set) [default: info]
+    #[arg(long, value_name = "FILTER", value_parser = log_filter)]
     pub log_level: Option<String>,
 
     /// Connections in all [default: 10000]
@@ -79,9 +103,9 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_connections_per_uid: Option<usize>,
 
-    /// Connections that have not yet said Hello [default: 64]
+    /// Connections of one user that have not yet said Hello; more of that user's wait their turn, other users are not concerned [default: 64]
     #[arg(long, value_name = "N")]
-    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_uid: Option<usize>,
 
     /// Time a new connection has to say Hello [default: 10s]
     #[arg(long, value_name = "DURATION")]
@@ -95,7 +119,7 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u32>,
 
-    /// Bytes queued for a client that does not read before it is disconnected (watch events are coalesced instead) [default: 8388608]
+    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead) [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes: Option<usize>,
 
@@ -114,6 +138,10 @@ pub struct Settings {
     /// Leases, held or queued, one connection may have [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_leases_per_connection: Option<usize>,
+
+    /// Requests one user may have waiting in lease queues, over all its connections; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_waiters_per_uid: Option<usize>,
 
     /// Watches one connection may have [default: 64]
     #[arg(long, value_name = "N")]
@@ -151,7 +179,7 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_consumers_per_connection: Option<usize>,
 
-    /// Requests one connection may have in flight (answered later: durable publishes); past it RESOURCE_EXHAUSTED [default: 128]
+    /// Requests one connection may have awaiting answers (durable publishes); past it the broker stops reading that connection until answers go out, it never refuses [default: 128]
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
@@ -166,6 +194,23 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub policy_defaults: Option<DefaultsConfig>,
+
+    /// Resources whose semaphore capacity is fixed (config file only):
+    /// `[[resources]]` tables with `name` and `capacity`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub resources: Option<Vec<ResourceConfig>>,
+}
+
+/// One `[[resources]]` table: a counting semaphore whose capacity the
+/// broker fixes, whatever clients ask for.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// The resource's name.
+    pub name: String,
+    /// Its capacity: at most this many permits held at once (1 or more).
+    pub capacity: u32,
 }
 
 /// A setting that cannot be used.
@@ -237,7 +282,7 @@ impl Settings {
             log_level,
             max_connections,
             max_connections_per_uid,
-            max_handshakes,
+            max_handshakes_per_uid,
             handshake_timeout,
             frame_timeout,
             max_frame_bytes,
@@ -246,6 +291,7 @@ impl Settings {
             min_ttl,
             max_ttl,
             max_leases_per_connection,
+            max_waiters_per_uid,
             max_watches_per_connection,
             watch_history,
             heartbeat_interval,
@@ -257,7 +303,8 @@ impl Settings {
             max_consumers_per_connection,
             max_in_flight,
             policy,
-            policy_defaults
+            policy_defaults,
+            resources
         )
     }
 
@@ -290,12 +337,15 @@ impl Settings {
             max_leases_per_session: self
                 .max_leases_per_connection
                 .unwrap_or(c.max_leases_per_session),
+            max_waiters_per_uid: self.max_waiters_per_uid.unwrap_or(c.max_waiters_per_uid),
+            own_uid: d.own_uid,
             max_watches_per_session: self
                 .max_watches_per_connection
                 .unwrap_or(c.max_watches_per_session),
             watch_history: self.watch_history.unwrap_or(c.watch_history),
             heartbeat_ms: ms(self.heartbeat_interval, c.heartbeat_ms),
             queues,
+            capacities: capacities(self.resources.as_deref().unwrap_or_default())?,
         };
         if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
             return Err(ConfigError::Invalid(format!(
@@ -320,7 +370,10 @@ impl Settings {
             max_connections_per_uid: self
                 .max_connections_per_uid
                 .unwrap_or(d.max_connections_per_uid),
-            max_handshakes: self.max_handshakes.unwrap_or(d.max_handshakes).max(1),
+            max_handshakes_per_uid: self
+                .max_handshakes_per_uid
+                .unwrap_or(d.max_handshakes_per_uid)
+                .max(1),
             handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
             frame_timeout: self.frame_timeout.map_or(d.frame_timeout, |d| d.0),
             max_frame_bytes,
@@ -343,15 +396,61 @@ impl Settings {
         Ok(Config {
             socket: self.socket.unwrap_or_else(dirs::default_socket),
             data_dir: self.data_dir.unwrap_or_else(dirs::default_data_dir),
-            log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            log_level: match self.log_level {
+                Some(l) => {
+                    log_filter(&l).map_err(|e| ConfigError::Invalid(format!("log-level: {e}")))?
+                }
+                None => "info".to_string(),
+            },
             server,
         })
     }
 }
 
+/// The `[[resources]]` tables, checked: valid names, a capacity of 1 or
+/// more, each name once.
+fn capacities(resources: &[ResourceConfig]) -> Result<Vec<(String, u32)>, ConfigError> {
+    let mut out: Vec<(String, u32)> = Vec::with_capacity(resources.len());
+    for (i, r) in resources.iter().enumerate() {
+        let which = format!("[[resources]] entry {}", i + 1);
+        crate::core::check_name("resource", &r.name)
+            .map_err(|e| ConfigError::Invalid(format!("{which}: {e}")))?;
+        if r.capacity == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "{which} ({}): capacity must be 1 or more",
+                r.name
+            )));
+        }
+        if out.iter().any(|(n, _)| *n == r.name) {
+            return Err(ConfigError::Invalid(format!(
+                "{which}: {} is configured twice",
+                r.name
+            )));
+        }
+        out.push((r.name.clone(), r.capacity));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_fix_capacities_and_bad_ones_are_refused() {
+        let s: Settings =
+            toml::from_str("[[resources]]\nname = \"downloads\"\ncapacity = 3\n").unwrap();
+        let c = s.resolve().unwrap();
+        assert_eq!(c.server.core.capacities, vec![("downloads".to_string(), 3)]);
+        for bad in [
+            "[[resources]]\nname = \"d\"\ncapacity = 0\n",
+            "[[resources]]\nname = \"\"\ncapacity = 1\n",
+            "[[resources]]\nname = \"d\"\ncapacity = 1\n[[resources]]\nname = \"d\"\ncapacity = 2\n",
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(s.resolve().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn file_keys_are_the_flag_names_and_unknown_keys_are_refused() {
@@ -371,12 +470,12 @@ mod tests {
         };
         let file = Settings {
             max_connections: Some(5),
-            max_handshakes: Some(3),
+            max_handshakes_per_uid: Some(3),
             ..Settings::default()
         };
         let c = flags.or(file).resolve().unwrap();
         assert_eq!(c.server.max_connections, 7);
-        assert_eq!(c.server.max_handshakes, 3);
+        assert_eq!(c.server.max_handshakes_per_uid, 3);
         assert_eq!(c.server.max_connections_per_uid, 256);
         assert_eq!(c.server.core.default_ttl_ms, 15_000);
         assert_eq!(c.server.core.queues.max_depth, 100_000);

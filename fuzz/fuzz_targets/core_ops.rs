@@ -1,18 +1,22 @@
 //! Arbitrary sequences of operations on the pure core
-//! (`turnstile_broker::core::Core`) under a fake clock: connect, acquire,
-//! release, cancel, keep-alive, progress, watch, unwatch, goodbye, the
-//! clock moving (with `expire`), and the message queues (publish with its
-//! two-step commit, consume, ack, nack). Operations are also aimed at
+//! (`turnstile_broker::core::Core`) under a fake clock: connect, acquire
+//! (with permits, a capacity, a detach grace, a stall time), release,
+//! cancel, keep-alive, progress, re-attach (right and wrong tokens), yield
+//! requests (with and without revoke), declines, watch, unwatch, goodbye,
+//! the clock moving (with `expire`), and the message queues (publish with
+//! its two-step commit, consume, ack, nack). Operations are also aimed at
 //! sessions that said goodbye, at lease, watch and delivery ids never
 //! handed out, and with invalid names, TTLs and prefetches.
 //!
 //! Asserted after every operation, beyond "no panic":
 //! - `status` agrees with `revision`, which never goes down;
 //! - a listed resource is in use; its holders are one EXCLUSIVE lease or
-//!   SHARED ones only, each with a fencing token and position 0; its
-//!   waiters are numbered 1, 2, ... with no token; no waiter could go now
-//!   (the head does not fit beside the holders);
-//! - every lease id appears once, and belongs to a live session;
+//!   SHARED ones only, each with a fencing token and position 0, and hold
+//!   no more permits than its capacity; its waiters are numbered 1, 2, ...
+//!   with no token; no waiter could go now (the head does not fit beside
+//!   the holders);
+//! - every lease id appears once, and belongs to a live session unless it
+//!   is detached;
 //! - a newly granted lease's token is above every token seen before, and a
 //!   held lease keeps its token;
 //! - after the clock moved and `expire` ran, no holder is past its expiry;
@@ -34,7 +38,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use turnstile_broker::core::{
     AcquireRequest, Change, Core, CoreConfig, Counters, EventKind, LeaseId, Millis, Mode, Progress,
-    SessionId, WaitPolicy, WatchId,
+    ResumeToken, SessionId, WaitPolicy, WatchId,
 };
 use turnstile_broker::core::{
     ConsumerId, DEFAULT_PREFETCH, DeliveryId, MAX_PREFETCH, Message, QueueChange, QueueConfig,
@@ -47,6 +51,8 @@ const BAD_NAMES: [&str; 3] = ["", "a\nb", "\u{7f}"];
 const QUEUES: [&str; 2] = ["work", "notices"];
 const TTLS: [u32; 8] = [0, 1, 99, 100, 500, 15_000, 3_600_001, u32::MAX];
 const MAX_DEPTH: u64 = 6;
+/// The detach grace of requests that have one.
+const GRACE_MS: u32 = 2000;
 
 #[derive(Arbitrary, Debug)]
 enum Pick {
@@ -68,6 +74,23 @@ enum Op {
         no_wait: bool,
         ttl: u8,
         max_wait_ms: u16,
+        /// Bits 0-1 permits, 2-3 capacity, 4 a detach grace, 5 a stall time.
+        wave2: u8,
+    },
+    Reattach {
+        slot: u8,
+        lease: Pick,
+        right_token: bool,
+    },
+    Yield {
+        slot: u8,
+        resource: u8,
+        within_ms: u16,
+        revoke: bool,
+    },
+    Decline {
+        slot: u8,
+        lease: Pick,
     },
     Release {
         slot: u8,
@@ -159,6 +182,9 @@ struct World {
     in_flight: HashMap<DeliveryId, (ConsumerId, Arc<str>)>,
     /// Publishes begun and not yet committed or failed.
     pending: Vec<(&'static str, Message)>,
+    /// The resume token of each lease that has one.
+    tokens: HashMap<LeaseId, ResumeToken>,
+    next_token: u128,
 }
 
 impl World {
@@ -193,6 +219,8 @@ impl World {
             consumers: HashMap::new(),
             in_flight: HashMap::new(),
             pending: Vec::new(),
+            tokens: HashMap::new(),
+            next_token: 0,
         }
     }
 
@@ -243,8 +271,11 @@ impl World {
                 no_wait,
                 ttl,
                 max_wait_ms,
+                wave2,
             } => {
                 let s = self.session(*slot);
+                self.next_token = self.next_token.wrapping_add(1);
+                let token = ResumeToken(self.next_token.to_le_bytes());
                 let r = usize::from(*resource);
                 let name = if r % 8 == 7 {
                     BAD_NAMES[r / 8 % BAD_NAMES.len()].to_string()
@@ -268,6 +299,11 @@ impl World {
                     },
                     max_wait_ms: u32::from(*max_wait_ms),
                     purpose: "fuzz".into(),
+                    permits: u32::from(wave2 & 3),
+                    capacity: u32::from((wave2 >> 2) & 3),
+                    detach_grace_ms: if wave2 & 16 != 0 { GRACE_MS } else { 0 },
+                    stall_after_ms: if wave2 & 32 != 0 { 300 } else { 0 },
+                    resume_token: Some(token),
                 };
                 match self.core.acquire(s, req, now) {
                     Ok((outcome, changes)) => {
@@ -280,10 +316,47 @@ impl World {
                             turnstile_broker::core::AcquireOutcome::Queued(q) => q.lease_id,
                         };
                         self.leases.push(id);
+                        self.tokens.insert(id, token);
                         changes
                     }
                     Err(_) => Vec::new(),
                 }
+            }
+            Op::Reattach {
+                slot,
+                lease,
+                right_token,
+            } => {
+                let s = self.session(*slot);
+                let l = Self::pick(&self.leases, lease, LeaseId);
+                let token = match self.tokens.get(&l) {
+                    Some(t) if *right_token => *t,
+                    _ => ResumeToken([0xee; ResumeToken::LEN]),
+                };
+                match self.core.reattach(s, l, &token, now) {
+                    Ok((_, changes)) => {
+                        assert!(self.live.contains(&s), "a closed session re-attached");
+                        changes
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
+            Op::Yield {
+                slot,
+                resource,
+                within_ms,
+                revoke,
+            } => {
+                let s = self.session(*slot);
+                let name = RESOURCES[usize::from(*resource) % RESOURCES.len()];
+                self.core
+                    .request_yield(s, name, u32::from(*within_ms), "fuzz", *revoke, now)
+                    .unwrap_or_default()
+            }
+            Op::Decline { slot, lease } => {
+                let s = self.session(*slot);
+                let l = Self::pick(&self.leases, lease, LeaseId);
+                self.core.decline_yield(s, l, "no", now).unwrap_or_default()
             }
             Op::Release { slot, lease } => {
                 let s = self.session(*slot);
@@ -588,7 +661,7 @@ impl World {
             }
             for l in r.holders.iter().chain(&r.waiters) {
                 assert!(
-                    self.live.contains(&l.holder.session),
+                    l.detached || self.live.contains(&l.holder.session),
                     "lease {} of a session this model counts closed: {}",
                     l.lease_id,
                     l.holder.session
@@ -647,6 +720,11 @@ fuzz_target!(|ops: Vec<Op>| {
             world.check_changes(&changes);
         }
     }
+    // Detached leases outlive their sessions for their grace: run it out.
+    world.apply(&Op::Advance {
+        ms: u16::MAX,
+        stepwise: true,
+    });
     world.check_state(false);
     assert!(
         world.core.status(&[]).resources.is_empty(),

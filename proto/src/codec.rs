@@ -360,6 +360,8 @@ mod tests {
                 revision: 300,
                 holders: Vec::new(),
                 waiters: Vec::new(),
+                capacity: 2,
+                permits_held: 1,
             }),
             coalesced: true,
             detail: "lease 7 released".into(),

@@ -53,6 +53,10 @@ fn every_request() -> Vec<ClientFrame> {
             wait: WaitPolicy::Queue as i32,
             max_wait_ms: 60_000,
             purpose: "job 42: install office".into(),
+            permits: 2,
+            capacity: 3,
+            detach_grace_ms: 30_000,
+            stall_after_ms: 10_000,
         }),
         Body::KeepAlive(KeepAlive { lease_id: 7 }),
         Body::Release(Release { lease_id: 7 }),
@@ -82,6 +86,20 @@ fn every_request() -> Vec<ClientFrame> {
             delivery_id: 6,
             requeue: true,
         }),
+        Body::Reattach(v1::Reattach {
+            lease_id: 8,
+            resume_token: Bytes::from_static(&[0xa5; 16]),
+        }),
+        Body::RequestYield(v1::RequestYield {
+            resource: "pcm".into(),
+            within_ms: 5000,
+            reason: "Install now".into(),
+            revoke: true,
+        }),
+        Body::DeclineYield(v1::DeclineYield {
+            lease_id: 7,
+            reason: "2 minutes left".into(),
+        }),
     ];
     bodies
         .into_iter()
@@ -108,6 +126,9 @@ fn kind(body: &Body) -> &'static str {
         Body::Consume(_) => "consume",
         Body::Ack(_) => "ack",
         Body::Nack(_) => "nack",
+        Body::Reattach(_) => "reattach",
+        Body::RequestYield(_) => "request_yield",
+        Body::DeclineYield(_) => "decline_yield",
     }
 }
 
@@ -157,7 +178,7 @@ fn every_request_kind_round_trips() {
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
-    assert_eq!(kinds.len(), 14, "one request of each kind: {kinds:?}");
+    assert_eq!(kinds.len(), 17, "one request of each kind: {kinds:?}");
 
     for request in requests {
         let mut buf = client_bytes(&request);
@@ -185,6 +206,24 @@ fn server_frames_round_trip() {
                 detail: "waited 60000 ms".into(),
             })),
         }),
+        server_frame::Body::LeaseUpdate(v1::LeaseUpdate {
+            lease_id: 7,
+            change: Some(v1::lease_update::Change::YieldRequested(
+                v1::YieldRequested {
+                    requester: Some(v1::Peer {
+                        client_name: "turnstile".into(),
+                        uid: 1000,
+                        pid: 77,
+                        session_id: 4,
+                        user: "alice".into(),
+                        login_session: "3".into(),
+                    }),
+                    reason: "Install now".into(),
+                    within_ms: 5000,
+                    revoke: false,
+                },
+            )),
+        }),
         server_frame::Body::WatchEvent(v1::WatchEvent {
             watch_id: 3,
             revision: 13,
@@ -199,9 +238,13 @@ fn server_frames_round_trip() {
                     fencing_token: 41,
                     granted_at_ms: 1_764_000_000_000,
                     expires_in_ms: 15_000,
+                    permits: 3,
+                    stalled: true,
                     ..Default::default()
                 }],
                 waiters: vec![],
+                capacity: 3,
+                permits_held: 3,
             }),
             coalesced: true,
             detail: String::new(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{
     Grant, LeaseId, LostReason, QueueChange, QueuePosition, SessionId, StateEvent, WatchId,
+    YieldRequest,
 };
 
 /// A consequence of a mutation, for the dispatch layer to deliver.
@@ -61,4 +62,6 @@ pub enum LeaseUpdate {
         /// A sentence for humans.
         detail: String,
     },
+    /// Someone asks this holder to make way.
+    YieldRequested(Arc<YieldRequest>),
 }

@@ -14,10 +14,15 @@ use super::{Core, Millis, Mode};
 /// - every listed resource is in use, listed once, in name order;
 /// - its holders are one EXCLUSIVE lease or SHARED ones only, each with a
 ///   fencing token, position 0 and (as of `expired_by`) an expiry still
-///   ahead;
+///   ahead, unless detached (a detached holder's TTL does not run: it has
+///   no expiry);
+/// - on a semaphore, the holders' permits are `permits_held` and at most
+///   the capacity;
 /// - its waiters are numbered 1, 2, ... with no token, and the head could
-///   not go now (it does not fit beside the holders);
-/// - every lease appears once and belongs to an open session.
+///   not go now (it does not fit beside the holders, or its permits do not
+///   fit among those free);
+/// - every lease appears once and belongs to an open session, unless it is
+///   detached (its session closed within its grace).
 ///
 /// The error says which rule broke, and where.
 pub fn lease_table(core: &Core, expired_by: Option<Millis>) -> Result<(), String> {
@@ -68,6 +73,13 @@ pub fn lease_table(core: &Core, expired_by: Option<Millis>) -> Result<(), String
                 ));
             }
             match (h.expires_at, expired_by) {
+                (None, _) if h.detached => {}
+                (Some(_), _) if h.detached => {
+                    return Err(format!(
+                        "{name}: detached holder {} has an expiry",
+                        h.lease_id
+                    ));
+                }
                 (None, _) => return Err(format!("{name}: holder {} has no expiry", h.lease_id)),
                 (Some(at), Some(now)) if at <= now => {
                     return Err(format!("{name}: {} held past its expiry", h.lease_id));
@@ -86,8 +98,19 @@ pub fn lease_table(core: &Core, expired_by: Option<Millis>) -> Result<(), String
                 return Err(format!("{name}: waiter {} has a fencing token", w.lease_id));
             }
         }
+        let held: u64 = r.holders.iter().map(|h| u64::from(h.permits)).sum();
+        if held != u64::from(r.permits_held) {
+            return Err(format!(
+                "{name}: permits_held {} but the holders take {held}",
+                r.permits_held
+            ));
+        }
+        if r.capacity > 0 && held > u64::from(r.capacity) {
+            return Err(format!("{name}: {held} permits held of {}", r.capacity));
+        }
         if let Some(head) = r.waiters.first() {
             let fits = match head.mode {
+                _ if r.capacity > 0 => held + u64::from(head.permits) <= u64::from(r.capacity),
                 Mode::Exclusive => r.holders.is_empty(),
                 Mode::Shared => exclusive == 0,
             };
@@ -102,7 +125,7 @@ pub fn lease_table(core: &Core, expired_by: Option<Millis>) -> Result<(), String
             if !seen.insert(l.lease_id) {
                 return Err(format!("lease {} listed twice", l.lease_id));
             }
-            if core.peer(l.holder.session).is_none() {
+            if !l.detached && core.peer(l.holder.session).is_none() {
                 return Err(format!(
                     "lease {} of closed or unknown session {}",
                     l.lease_id, l.holder.session

@@ -21,6 +21,12 @@ use super::{
 pub(crate) enum Deadline {
     /// A held lease's TTL ends, or a waiter's `max_wait_ms`.
     Lease(LeaseId),
+    /// A detached lease's grace runs out.
+    Grace(LeaseId),
+    /// A holder is due to be called stalled unless it reported progress.
+    Stall(LeaseId),
+    /// A yield request with revoke runs out for this holder.
+    Revoke(LeaseId),
     /// Quiet watches get their heartbeat.
     Heartbeats,
 }
@@ -28,36 +34,60 @@ pub(crate) enum Deadline {
 /// Every pending deadline, earliest first.
 pub(crate) type Deadlines = BTreeSet<(Millis, Deadline)>;
 
-/// Hands out revisions and fencing tokens, and says when another block of
-/// them must be reserved durably before use.
+/// Hands out revisions and fencing tokens, and asks for the next block of
+/// them to be reserved durably well before the current one runs out.
+///
+/// A fencing token is never handed out above the durable reservation:
+/// when the store cannot keep up (or fails), grants stop at the mark and
+/// resume once [`Issuer::stored`] says the next block is durable. The next
+/// block is asked for when half of the current one is used, so a healthy
+/// store never makes anyone wait. Revisions keep counting past the mark
+/// while the store fails (refusing state changes would leave dead holders
+/// in place); a revision past it may be seen again after a restart, which
+/// a watcher's resume answers with a resync.
 pub(crate) struct Issuer {
     /// The current global revision.
     pub(crate) revision: Revision,
     next_fencing: u64,
-    /// Every value handed out is at most this, persisted (or about to be).
-    pub(crate) reserved_until: u64,
+    /// Every token handed out is at most this: it is durable.
+    pub(crate) durable_until: u64,
+    /// The reservation asked for (durable or not yet).
+    requested_until: u64,
 }
 
 impl Issuer {
     /// Counters that continue above what a previous run reserved; the
-    /// first reservation is `start + COUNTER_BLOCK`.
+    /// first reservation, `start + COUNTER_BLOCK`, must be durable before
+    /// the core serves anything (see [`super::Core::new`]).
     pub(crate) fn new(start: u64) -> Issuer {
         Issuer {
             revision: Revision(start),
             next_fencing: start + 1,
-            reserved_until: start + COUNTER_BLOCK,
+            durable_until: start + COUNTER_BLOCK,
+            requested_until: start + COUNTER_BLOCK,
         }
     }
 
-    fn ensure_reserved(&mut self, value: u64, changes: &mut Vec<Change>) {
-        if value > self.reserved_until {
-            self.reserved_until = value + COUNTER_BLOCK;
-            // Pushed before the change that uses `value`: the dispatch layer
-            // persists it before delivering anything after it.
+    /// Asks for the next block when `value` is past the middle of the last
+    /// one asked for.
+    fn plan(&mut self, value: u64, changes: &mut Vec<Change>) {
+        if value.saturating_add(COUNTER_BLOCK / 2) > self.requested_until {
+            self.requested_until = value.max(self.requested_until) + COUNTER_BLOCK;
             changes.push(Change::ReserveCounters {
-                reserve_until: self.reserved_until,
+                reserve_until: self.requested_until,
             });
         }
+    }
+
+    /// The store made the reservation up to `until` durable.
+    pub(crate) fn stored(&mut self, until: u64) {
+        self.durable_until = self.durable_until.max(until);
+        self.requested_until = self.requested_until.max(until);
+    }
+
+    /// Whether a grant can be given now (its token would be durable).
+    pub(crate) fn can_grant(&self) -> bool {
+        self.next_fencing <= self.durable_until
     }
 }
 
@@ -90,20 +120,24 @@ impl<'a> Effects<'a> {
         }
     }
 
-    /// The next fencing token, reserving another block first if needed.
-    pub(crate) fn take_fencing(&mut self) -> FencingToken {
+    /// The next fencing token, if it is durably reserved (asking for the
+    /// next block when due); `None` stops the grant until it is.
+    pub(crate) fn take_fencing(&mut self) -> Option<FencingToken> {
         let token = self.issuer.next_fencing;
+        self.issuer.plan(token, &mut self.changes);
+        if !self.issuer.can_grant() {
+            return None;
+        }
         self.issuer.next_fencing += 1;
-        self.issuer.ensure_reserved(token, &mut self.changes);
-        FencingToken(token)
+        Some(FencingToken(token))
     }
 
-    /// The next revision, for a state change, reserving another block
-    /// first if needed.
+    /// The next revision, for a state change (asking for the next block
+    /// when due).
     pub(crate) fn next_revision(&mut self) -> Revision {
         self.issuer.revision.0 += 1;
         let revision = self.issuer.revision;
-        self.issuer.ensure_reserved(revision.0, &mut self.changes);
+        self.issuer.plan(revision.0, &mut self.changes);
         revision
     }
 

@@ -53,6 +53,17 @@ pub enum CoreError {
         /// The limit in force.
         limit: usize,
     },
+    /// The uid already has `--max-waiters-per-uid` requests waiting in
+    /// lease queues (RESOURCE_EXHAUSTED).
+    #[error(
+        "uid {uid} already has {limit} requests waiting for leases, the per-user limit (--max-waiters-per-uid)"
+    )]
+    UserWaiters {
+        /// The requester.
+        uid: u32,
+        /// The limit in force.
+        limit: usize,
+    },
     /// No watch with this id on this session.
     #[error("watch {0} is not known on this connection")]
     UnknownWatch(WatchId),
@@ -69,7 +80,7 @@ pub enum CoreError {
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadArgument {
     /// The TTL asked for is outside the configured range.
-    #[error("ttl_ms {ttl_ms} is outside the accepted range {min}..={max} ms")]
+    #[error("a time to live of {ttl_ms} ms is outside the accepted range {min}..={max} ms")]
     TtlOutOfRange {
         /// The TTL asked for (the default already put in for 0).
         ttl_ms: u32,
@@ -88,6 +99,39 @@ pub enum BadArgument {
         /// [`MAX_TEXT_BYTES`].
         limit: usize,
     },
+    /// A request names a capacity other than the resource's.
+    #[error("{resource} has capacity {capacity}{fixed}; this request asked for {asked}")]
+    CapacityMismatch {
+        /// The resource.
+        resource: String,
+        /// Its capacity (0 = not a semaphore).
+        capacity: u32,
+        /// What the request named.
+        asked: u32,
+        /// ", fixed by the broker's config" or ", while in use".
+        fixed: &'static str,
+    },
+    /// More permits than the semaphore has.
+    #[error("{permits} permits asked of {resource}, which has only {capacity}")]
+    TooManyPermits {
+        /// The resource.
+        resource: String,
+        /// Permits asked for.
+        permits: u32,
+        /// Its capacity.
+        capacity: u32,
+    },
+    /// A detach grace longer than the longest TTL.
+    #[error("detach_grace_ms {grace_ms} is over the limit of {max} ms (the longest TTL)")]
+    GraceTooLong {
+        /// The grace asked for.
+        grace_ms: u32,
+        /// `max_ttl_ms`.
+        max: u32,
+    },
+    /// A detach grace without a resume token (a bug of the caller).
+    #[error("a detach grace needs a resume token")]
+    NoResumeToken,
     /// A progress report with more steps done than in all.
     #[error("progress done ({done}) exceeds total ({total})")]
     ProgressOverTotal {
@@ -107,6 +151,9 @@ pub enum WrongState {
     /// `ReportProgress` on a request still in the queue.
     #[error("lease {0} is still queued; only a holder reports progress")]
     StillQueued(LeaseId),
+    /// `DeclineYield` on a request still in the queue.
+    #[error("lease {0} is still queued; only a holder declines to yield")]
+    NotHolding(LeaseId),
     /// The session has said goodbye.
     #[error("session {0} is closed")]
     SessionClosed(SessionId),

@@ -60,12 +60,10 @@ pub use queues::{
 pub use types::{
     AcquireOutcome, AcquireRequest, COUNTER_BLOCK, Cause, ConsumerId, CoreConfig, Counters,
     DeliveryId, Ending, EventKind, FencingToken, Grant, LeaseId, LeaseView, LostReason, MAX_AHEAD,
-    Millis, Mode, Peer, Progress, QueuePosition, ResourceView, Revision, SessionId, StateEvent,
-    StatusView, WaitPolicy, WatchId, WatchStart,
+    Millis, Mode, Peer, PeerIdentity, Progress, QueuePosition, ResourceView, ResumeToken, Revision,
+    SessionId, StateEvent, StatusView, WaitPolicy, WatchId, WatchStart, YieldRequest,
 };
 pub use watch::HISTORY_LINGER_MS;
-
-pub(crate) use types::display_name;
 
 use effects::{Deadline, Deadlines, Effects, Issuer};
 use leases::LeaseTable;
@@ -110,7 +108,7 @@ impl Core {
         let start = counters.reserved_until;
         let issuer = Issuer::new(start);
         let reservation = Reservation {
-            reserve_until: issuer.reserved_until,
+            reserve_until: issuer.durable_until,
         };
         let core = Core {
             sessions: Map::default(),
@@ -157,7 +155,20 @@ impl Core {
     /// Opens a session for a peer that has said Hello.
     /// The client's name is informative only; past [`MAX_NAME_BYTES`] it is
     /// cut (at a character boundary) rather than refused.
-    pub fn connect(&mut self, mut client_name: String, uid: u32, pid: u32) -> Arc<Peer> {
+    pub fn connect(&mut self, client_name: String, uid: u32, pid: u32) -> Arc<Peer> {
+        self.connect_peer(
+            client_name,
+            PeerIdentity {
+                uid,
+                pid,
+                ..PeerIdentity::default()
+            },
+        )
+    }
+
+    /// Opens a session for a peer that has said Hello, with everything the
+    /// OS told of it (account name and logon session too).
+    pub fn connect_peer(&mut self, mut client_name: String, who: PeerIdentity) -> Arc<Peer> {
         if client_name.len() > MAX_NAME_BYTES {
             let mut end = MAX_NAME_BYTES;
             while !client_name.is_char_boundary(end) {
@@ -170,8 +181,10 @@ impl Core {
         let peer = Arc::new(Peer {
             session,
             client_name,
-            uid,
-            pid,
+            uid: who.uid,
+            pid: who.pid,
+            user: who.user,
+            login_session: who.login_session,
         });
         self.sessions.insert(session, peer.clone());
         peer
@@ -222,6 +235,26 @@ impl Core {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
+    /// The store made the counter reservation up to `until` durable (it was
+    /// asked for with [`Change::ReserveCounters`]): grants held back for
+    /// want of a durable fencing token go ahead now.
+    pub fn counters_stored(&mut self, until: u64, now: Millis) -> Vec<Change> {
+        let could_not_grant = !self.issuer.can_grant();
+        self.issuer.stored(until);
+        if !could_not_grant {
+            return Vec::new();
+        }
+        let (leases, mut fx) = self.split(now);
+        leases.settle_all(&mut fx);
+        fx.changes
+    }
+
+    /// Whether grants are held back until the store makes the next counter
+    /// reservation durable.
+    pub fn grants_stopped(&self) -> bool {
+        !self.issuer.can_grant()
+    }
+
     /// Ends every lease whose TTL ran out, drops every waiter whose
     /// `max_wait_ms` ran out and sends heartbeats, as of `now`.
     pub fn expire(&mut self, now: Millis) -> Vec<Change> {
@@ -232,7 +265,10 @@ impl Core {
             }
             fx.deadlines.pop_first();
             match what {
-                Deadline::Lease(lease) => leases.deadline(lease, &mut fx),
+                Deadline::Lease(lease)
+                | Deadline::Grace(lease)
+                | Deadline::Stall(lease)
+                | Deadline::Revoke(lease) => leases.deadline(lease, &mut fx),
                 Deadline::Heartbeats => fx.heartbeats(),
             }
         }
@@ -317,6 +353,59 @@ impl Core {
     ) -> Result<Vec<Change>, CoreError> {
         let (leases, mut fx) = self.split(now);
         leases.report_progress(session, lease, progress, &mut fx)?;
+        Ok(fx.changes)
+    }
+
+    /// Takes back a detached lease or queue place for this session, with
+    /// the owner's secret (see [`LeaseTable::reattach`]). Answers as
+    /// `acquire` does: held, or queued where it stands now.
+    pub fn reattach(
+        &mut self,
+        session: SessionId,
+        lease: LeaseId,
+        token: &ResumeToken,
+        now: Millis,
+    ) -> Result<(AcquireOutcome, Vec<Change>), CoreError> {
+        let peer = self.open(session)?.clone();
+        let (leases, mut fx) = self.split(now);
+        let outcome = leases.reattach(peer, lease, token, &mut fx)?;
+        Ok((outcome, fx.changes))
+    }
+
+    /// Asks every holder of `resource` to make way within `within_ms`;
+    /// with `revoke`, those still holding then lose their lease. The
+    /// policy decides who may ask before this is called.
+    pub fn request_yield(
+        &mut self,
+        session: SessionId,
+        resource: &str,
+        within_ms: u32,
+        reason: &str,
+        revoke: bool,
+        now: Millis,
+    ) -> Result<Vec<Change>, CoreError> {
+        let requester = self.open(session)?.clone();
+        let request = YieldRequest {
+            requester,
+            reason: Arc::from(reason),
+            within_ms,
+            revoke,
+        };
+        let (leases, mut fx) = self.split(now);
+        leases.request_yield(resource, request, &mut fx)?;
+        Ok(fx.changes)
+    }
+
+    /// A holder declines a yield request; watchers are told why.
+    pub fn decline_yield(
+        &mut self,
+        session: SessionId,
+        lease: LeaseId,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Vec<Change>, CoreError> {
+        let (leases, mut fx) = self.split(now);
+        leases.decline_yield(session, lease, reason, &mut fx)?;
         Ok(fx.changes)
     }
 

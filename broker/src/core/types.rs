@@ -39,6 +39,56 @@ pub struct Peer {
     pub uid: u32,
     /// The peer's process id, from the kernel.
     pub pid: u32,
+    /// The account name of the uid, from the OS; "" if it has none.
+    pub user: String,
+    /// The peer's logon session as the OS knows it; "" if unknown.
+    pub login_session: String,
+}
+
+/// Who a connecting peer is, as the operating system told the transport.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Effective uid.
+    pub uid: u32,
+    /// Process id (0 when the platform does not say).
+    pub pid: u32,
+    /// The account name of the uid; "" if it has none.
+    pub user: String,
+    /// The logon session; "" if unknown.
+    pub login_session: String,
+}
+
+/// The secret that lets a new connection take back a detached lease: at
+/// least 128 random bits, drawn from the OS by the caller of the core.
+/// It is shown to nobody but the owner: its `Debug` hides it, views never
+/// carry it, and it is compared in constant time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ResumeToken(pub [u8; ResumeToken::LEN]);
+
+impl ResumeToken {
+    /// Bytes in a token (128 bits).
+    pub const LEN: usize = 16;
+
+    /// The token as the client sent it; `None` unless exactly [`Self::LEN`] bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<ResumeToken> {
+        <[u8; Self::LEN]>::try_from(bytes).ok().map(ResumeToken)
+    }
+
+    /// Equal, comparing every byte whatever the first difference (so the
+    /// time taken says nothing about how much of a guess was right).
+    pub fn matches(&self, other: &ResumeToken) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResumeToken(<secret>)")
+    }
 }
 
 /// EXCLUSIVE excludes every other holder; SHARED admits other SHARED holders.
@@ -68,6 +118,8 @@ pub enum LostReason {
     Expired,
     /// A waiter's `max_wait_ms` ran out before its turn came.
     TimedOut,
+    /// A yield request with revoke ran out its `within_ms`.
+    Revoked,
 }
 
 /// What kind of state change a [`StateEvent`] reports.
@@ -91,6 +143,18 @@ pub enum EventKind {
     Resync,
     /// Nothing happened for a while; the broker is alive.
     Heartbeat,
+    /// Someone asked the holders to make way.
+    YieldRequested,
+    /// A holder declined to make way.
+    YieldDeclined,
+    /// A holder lost its lease to a yield request with revoke.
+    Revoked,
+    /// A lease's connection closed and it is kept for its detach grace.
+    Detached,
+    /// A detached lease was taken back by its owner.
+    Reattached,
+    /// A holder that keeps its lease alive stopped reporting progress.
+    Stalled,
 }
 
 /// How a lease ended, remembered for a while so that a late request on it
@@ -107,6 +171,10 @@ pub enum Ending {
     TimedOut,
     /// Its connection closed.
     Disconnected,
+    /// Its connection closed and its detach grace ran out unclaimed.
+    GraceExpired,
+    /// Revoked by a yield request whose `within_ms` ran out.
+    Revoked,
 }
 
 impl fmt::Display for Ending {
@@ -117,6 +185,8 @@ impl fmt::Display for Ending {
             Ending::Expired => "expired: its TTL ran out without a KeepAlive",
             Ending::TimedOut => "timed out in the queue",
             Ending::Disconnected => "ended when its connection closed",
+            Ending::GraceExpired => "ended when its connection closed and its detach grace ran out",
+            Ending::Revoked => "revoked at someone's request",
         })
     }
 }
@@ -150,18 +220,104 @@ pub enum Cause {
         /// Its fencing token.
         fencing: FencingToken,
     },
+    /// A holder lost its lease to a yield request with revoke.
+    Revoked {
+        /// The lease.
+        lease: LeaseId,
+        /// Its holder.
+        peer: Arc<Peer>,
+        /// The yield request that revoked it.
+        by: Arc<YieldRequest>,
+    },
+    /// Someone asked the holders to make way.
+    YieldRequested(Arc<YieldRequest>),
+    /// A holder declined to make way.
+    YieldDeclined {
+        /// The lease.
+        lease: LeaseId,
+        /// Its holder.
+        peer: Arc<Peer>,
+        /// Why.
+        reason: Arc<str>,
+    },
+    /// A lease's connection closed; it is kept for `grace_ms`.
+    Detached {
+        /// The lease.
+        lease: LeaseId,
+        /// Its owner as it was.
+        peer: Arc<Peer>,
+        /// How long it is kept.
+        grace_ms: u32,
+    },
+    /// A detached lease was taken back.
+    Reattached {
+        /// The lease.
+        lease: LeaseId,
+        /// Its owner on its new connection.
+        peer: Arc<Peer>,
+    },
+    /// A holder reported no progress for `after_ms`.
+    Stalled {
+        /// The lease.
+        lease: LeaseId,
+        /// Its holder.
+        peer: Arc<Peer>,
+        /// Its `stall_after_ms`.
+        after_ms: u32,
+    },
+}
+
+/// A request that the holders of a resource make way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct YieldRequest {
+    /// Who asks.
+    pub requester: Arc<Peer>,
+    /// Why.
+    pub reason: Arc<str>,
+    /// How long the holders have.
+    pub within_ms: u32,
+    /// Whether a holder still holding after `within_ms` loses its lease.
+    pub revoke: bool,
+}
+
+impl fmt::Display for YieldRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", PeerName(&self.requester))?;
+        if self.revoke {
+            write!(f, " revokes the lease after {} ms", self.within_ms)?;
+        } else {
+            write!(
+                f,
+                " asks the holder to make way within {} ms",
+                self.within_ms
+            )?;
+        }
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// A peer as sentences name it: its name, then its user (or uid) and pid.
+pub(crate) struct PeerName<'a>(pub(crate) &'a Peer);
+
+impl fmt::Display for PeerName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0;
+        f.write_str(display_name(&p.client_name))?;
+        if p.user.is_empty() {
+            write!(f, " (uid {}, pid {})", p.uid, p.pid)
+        } else {
+            write!(f, " ({}, pid {})", p.user, p.pid)
+        }
+    }
 }
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let who = |f: &mut fmt::Formatter<'_>, lease: &LeaseId, p: &Peer| {
-            write!(
-                f,
-                "lease {lease} of {} (uid {}, pid {})",
-                display_name(&p.client_name),
-                p.uid,
-                p.pid
-            )
+            write!(f, "lease {lease} of {}", PeerName(p))
         };
         match self {
             Cause::None => Ok(()),
@@ -182,7 +338,51 @@ impl fmt::Display for Cause {
                         f.write_str(" ended: its connection closed")
                     }
                     Ending::Disconnected => f.write_str(" left the queue: its connection closed"),
+                    Ending::GraceExpired => f.write_str(
+                        " ended: its connection closed and its detach grace ran out (dead)",
+                    ),
+                    Ending::Revoked => f.write_str(" revoked"),
                 }
+            }
+            Cause::Revoked { lease, peer, by } => {
+                who(f, lease, peer)?;
+                write!(f, " revoked: {by}")
+            }
+            Cause::YieldRequested(req) => req.fmt(f),
+            Cause::YieldDeclined {
+                lease,
+                peer,
+                reason,
+            } => {
+                who(f, lease, peer)?;
+                f.write_str(" declined to make way")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            Cause::Detached {
+                lease,
+                peer,
+                grace_ms,
+            } => {
+                who(f, lease, peer)?;
+                write!(
+                    f,
+                    " detached: its connection closed; kept {grace_ms} ms for its owner to re-attach"
+                )
+            }
+            Cause::Reattached { lease, peer } => {
+                who(f, lease, peer)?;
+                f.write_str(" re-attached")
+            }
+            Cause::Stalled {
+                lease,
+                peer,
+                after_ms,
+            } => {
+                who(f, lease, peer)?;
+                write!(f, " is stuck: alive but no progress for {after_ms} ms")
             }
             Cause::Granted {
                 lease,
@@ -190,10 +390,8 @@ impl fmt::Display for Cause {
                 fencing,
             } => write!(
                 f,
-                "lease {lease} granted to {} (uid {}, pid {}) with fencing token {fencing}",
-                display_name(&peer.client_name),
-                peer.uid,
-                peer.pid
+                "lease {lease} granted to {} with fencing token {fencing}",
+                PeerName(peer)
             ),
         }
     }
@@ -210,6 +408,11 @@ pub struct CoreConfig {
     pub max_ttl_ms: u32,
     /// Leases (held or queued) one session may have at once.
     pub max_leases_per_session: usize,
+    /// Requests one uid may have waiting in lease queues, over all its
+    /// connections (root and `own_uid` are not bound by it).
+    pub max_waiters_per_uid: usize,
+    /// The broker's own uid, trusted like root.
+    pub own_uid: u32,
     /// Watches one session may have at once.
     pub max_watches_per_session: usize,
     /// State events remembered for watchers that resume.
@@ -218,6 +421,8 @@ pub struct CoreConfig {
     pub heartbeat_ms: u64,
     /// The message queues' limits.
     pub queues: QueueConfig,
+    /// Resources whose semaphore capacity the broker's config file fixes.
+    pub capacities: Vec<(String, u32)>,
 }
 
 impl Default for CoreConfig {
@@ -227,10 +432,13 @@ impl Default for CoreConfig {
             min_ttl_ms: 100,
             max_ttl_ms: 3_600_000,
             max_leases_per_session: 1024,
+            max_waiters_per_uid: 4096,
+            own_uid: 0,
             max_watches_per_session: 64,
             watch_history: 4096,
             heartbeat_ms: 10_000,
             queues: QueueConfig::default(),
+            capacities: Vec::new(),
         }
     }
 }
@@ -281,6 +489,12 @@ pub struct LeaseView {
     pub expires_at: Option<Millis>,
     /// 0 for holders; 1 = next in line for waiters.
     pub position: u32,
+    /// Permits of the resource's semaphore it takes (0: not a semaphore).
+    pub permits: u32,
+    /// Its connection closed; it waits within its grace to be re-attached.
+    pub detached: bool,
+    /// A holder that reported no progress for its `stall_after_ms`.
+    pub stalled: bool,
 }
 
 /// A resource's whole state.
@@ -294,6 +508,10 @@ pub struct ResourceView {
     pub holders: Vec<LeaseView>,
     /// Waiters, first in line first.
     pub waiters: Vec<LeaseView>,
+    /// Its semaphore capacity; 0 = not a semaphore.
+    pub capacity: u32,
+    /// Permits held now.
+    pub permits_held: u32,
 }
 
 /// The answer to `GetStatus`.
@@ -307,7 +525,9 @@ pub struct StatusView {
 
 /// At most this many entries in `QueuePosition::ahead` (holders first,
 /// then the waiters nearest the head); `position` still counts them all.
-pub const MAX_AHEAD: usize = 64;
+/// Small, since every waiter's every update carries them: a waiter needs
+/// who holds and who is next, not the whole queue (that is `GetStatus`).
+pub const MAX_AHEAD: usize = 8;
 
 /// Whether a request that cannot be granted now joins the queue.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -318,7 +538,9 @@ pub enum WaitPolicy {
     NoWait,
 }
 
-/// An `Acquire` request, already converted from the wire.
+/// An `Acquire` request, already converted from the wire. The default is
+/// an EXCLUSIVE request on no resource (`""`, refused by name checks):
+/// fill in at least the resource.
 #[derive(Clone, Debug)]
 pub struct AcquireRequest {
     /// The resource's name.
@@ -333,6 +555,36 @@ pub struct AcquireRequest {
     pub max_wait_ms: u32,
     /// What the lease is for, shown to everyone who looks.
     pub purpose: String,
+    /// Permits of a semaphore a SHARED lease takes; 0 = 1.
+    pub permits: u32,
+    /// The resource's semaphore capacity; 0 = whatever it has.
+    pub capacity: u32,
+    /// How long the lease outlives its connection; 0 = not at all.
+    pub detach_grace_ms: u32,
+    /// A holder with no progress for this long is stalled; 0 = never.
+    pub stall_after_ms: u32,
+    /// The secret for re-attaching, drawn by the caller; required when
+    /// `detach_grace_ms > 0` (a request with a grace and no token is
+    /// refused), ignored otherwise.
+    pub resume_token: Option<ResumeToken>,
+}
+
+impl Default for AcquireRequest {
+    fn default() -> Self {
+        AcquireRequest {
+            resource: String::new(),
+            mode: Mode::Exclusive,
+            ttl_ms: 0,
+            wait: WaitPolicy::Queue,
+            max_wait_ms: 0,
+            purpose: String::new(),
+            permits: 0,
+            capacity: 0,
+            detach_grace_ms: 0,
+            stall_after_ms: 0,
+            resume_token: None,
+        }
+    }
 }
 
 /// A granted lease, as its holder is told.
@@ -344,6 +596,8 @@ pub struct Grant {
     pub fencing: FencingToken,
     /// The TTL in force; KeepAlive before it runs out.
     pub ttl_ms: u32,
+    /// The secret for re-attaching, for the owner only.
+    pub resume_token: Option<ResumeToken>,
 }
 
 /// Where a waiter stands.
@@ -358,6 +612,8 @@ pub struct QueuePosition {
     /// Estimated wait, from the holders' progress rate and the resource's
     /// past hold times; `None` when nothing is known.
     pub estimated_wait_ms: Option<u64>,
+    /// The secret for re-attaching, for the owner only.
+    pub resume_token: Option<ResumeToken>,
 }
 
 /// What `acquire` did.

@@ -290,6 +290,8 @@ impl Watches {
                 revision,
                 holders: Vec::new(),
                 waiters: Vec::new(),
+                capacity: 0,
+                permits_held: 0,
             },
             cause: Cause::None,
         });

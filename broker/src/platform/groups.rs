@@ -1,6 +1,5 @@
 //! The peer's supplementary groups, from the kernel: what the policy's
-//! `groups` match besides the effective gid
-//! ([`crate::policy::Subject::groups`]).
+//! `groups` match besides the effective gid (`PeerCredentials::groups`).
 //!
 //! On Linux (4.13 and later) `getsockopt(SO_PEERGROUPS)` gives the groups
 //! the peer had at `connect()`, like `SO_PEERCRED` gives its uid and gid.

@@ -5,7 +5,7 @@
 //! `peer_creds`) gives uid, gid and pid as they were at `connect()`. On
 //! Windows `GetNamedPipeClientProcessId` gives the pid, and the user and
 //! group SIDs of that process's token, mapped to local ids, stand for uid
-//! and groups (see [`windows_identity`]).
+//! and groups (see `windows_identity`).
 
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon as _;
@@ -21,17 +21,64 @@ pub struct PeerCredentials {
     pub groups: Vec<u32>,
     /// Process id.
     pub pid: u32,
+    /// The account name of the uid ("" if it has none). Filled by
+    /// [`PeerCredentials::look_up_names`]; on Windows the user SID at once.
+    pub user: String,
+    /// The peer's logon session ("" if unknown). Filled by
+    /// [`PeerCredentials::look_up_names`].
+    pub login_session: String,
 }
 
 impl PeerCredentials {
-    /// The policy's view of this peer.
-    pub fn subject(&self) -> crate::policy::Subject {
-        crate::policy::Subject {
-            uid: self.uid,
-            gid: self.gid,
-            groups: self.groups.clone(),
+    /// Fills `user` and `login_session` from the system. **Blocking**: a
+    /// user lookup may go through NSS (LDAP and the like), so call it off
+    /// the runtime's thread. Unix: the passwd entry of the uid. Linux: the
+    /// systemd-logind session of the pid (the `session-N.scope` of its
+    /// cgroup, which is what `sd_pid_get_session` reads), else the audit
+    /// session id in `/proc/PID/sessionid`. Windows: the user SID of the
+    /// client's token (already there); the logon session is not read yet.
+    pub fn look_up_names(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.uid != u32::MAX {
+                self.user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default();
+            }
+            self.login_session = login_session(self.pid);
         }
     }
+}
+
+/// The logon session of `pid`, "" if unknown.
+#[cfg(target_os = "linux")]
+fn login_session(pid: u32) -> String {
+    if pid == 0 {
+        return String::new();
+    }
+    if let Ok(cgroups) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+        let scope = cgroups
+            .lines()
+            .filter_map(|line| line.rsplit(':').next())
+            .flat_map(|path| path.split('/'))
+            .find_map(|part| part.strip_prefix("session-")?.strip_suffix(".scope"));
+        if let Some(id) = scope.filter(|id| !id.is_empty()) {
+            return id.to_string();
+        }
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/sessionid")) {
+        // (u32)-1: the process has no audit session.
+        Ok(id) if !id.trim().is_empty() && id.trim() != "4294967295" => id.trim().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The logon session of `pid`: not known on this platform.
+#[cfg(all(unix, not(target_os = "linux")))]
+fn login_session(_pid: u32) -> String {
+    String::new()
 }
 
 /// Reads the peer's credentials from a freshly accepted connection.
@@ -49,6 +96,8 @@ pub fn peer_credentials(stream: &Stream) -> std::io::Result<PeerCredentials> {
             gid: creds.egid().unwrap_or(u32::MAX),
             groups,
             pid,
+            user: String::new(),
+            login_session: String::new(),
         })
     }
     #[cfg(windows)]
@@ -56,18 +105,21 @@ pub fn peer_credentials(stream: &Stream) -> std::io::Result<PeerCredentials> {
         // The client's token: its user SID and group SIDs, each mapped to a
         // local id (see `windows_identity::intern`) so that the policy
         // matches them like uids and gids.
-        let (uid, groups) = match windows_identity::process_sids(pid) {
+        let (uid, groups, user) = match windows_identity::process_sids(pid) {
             Some((user, groups)) => (
                 windows_identity::intern(&user),
                 groups.iter().map(|g| windows_identity::intern(g)).collect(),
+                user,
             ),
-            None => (u32::MAX, Vec::new()),
+            None => (u32::MAX, Vec::new(), String::new()),
         };
         Ok(PeerCredentials {
             uid,
             gid: u32::MAX,
             groups,
             pid,
+            user,
+            login_session: String::new(),
         })
     }
 }

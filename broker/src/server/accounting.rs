@@ -1,10 +1,18 @@
 //! Connection accounting: how many connections are open, per uid and in
-//! all, against `--max-connections` and `--max-connections-per-uid`. A
-//! [`ConnectionSlot`] is one connection's place; dropping it (when the
-//! connection's reader ends) gives the place back.
+//! all, against `--max-connections` and `--max-connections-per-uid`, and
+//! each uid's handshakes (`--max-handshakes-per-uid`). A [`ConnectionSlot`]
+//! is one connection's place; dropping it (when the connection's reader
+//! ends) gives the place back.
+//!
+//! The handshake bound is per uid, not global: the uid is known at accept
+//! (the kernel's word), so one user's silent connections make only that
+//! user's further connections wait, never another user's (the pattern of
+//! CVE-2014-3639 in dbus-daemon).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
 
 use super::ServerConfig;
 
@@ -13,13 +21,31 @@ use super::ServerConfig;
 #[derive(Default)]
 pub(super) struct Counts {
     total: usize,
-    per_uid: HashMap<u32, usize>,
+    per_uid: HashMap<u32, UidCount>,
+}
+
+/// One uid's open connections and its handshake permits (shared by its
+/// connections; forgotten with its last connection).
+struct UidCount {
+    connections: usize,
+    handshakes: Arc<Semaphore>,
 }
 
 /// One connection's place in the counts; dropping it gives the place back.
 pub struct ConnectionSlot {
     counts: Arc<Mutex<Counts>>,
     uid: u32,
+    handshakes: Arc<Semaphore>,
+}
+
+impl ConnectionSlot {
+    /// Waits for one of this uid's handshake permits: at most
+    /// `--max-handshakes-per-uid` of a uid's connections are between accept
+    /// and Hello; the others wait their turn (an honest burst is slowed,
+    /// not refused), and other uids are not concerned.
+    pub async fn handshake_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.handshakes.clone().acquire_owned().await.ok()
+    }
 }
 
 impl Drop for ConnectionSlot {
@@ -27,8 +53,8 @@ impl Drop for ConnectionSlot {
         if let Ok(mut c) = self.counts.lock() {
             c.total = c.total.saturating_sub(1);
             if let Some(n) = c.per_uid.get_mut(&self.uid) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
+                n.connections = n.connections.saturating_sub(1);
+                if n.connections == 0 {
                     c.per_uid.remove(&self.uid);
                 }
             }
@@ -51,16 +77,22 @@ pub(super) fn take_slot(
         ));
     }
     let privileged = uid == 0 || uid == config.own_uid;
-    let mine = c.per_uid.get(&uid).copied().unwrap_or(0);
+    let mine = c.per_uid.get(&uid).map_or(0, |n| n.connections);
     if !privileged && mine >= config.max_connections_per_uid {
         return Err(format!(
             "uid {uid} already has {mine} connections, the per-user limit (--max-connections-per-uid)"
         ));
     }
     c.total += 1;
-    *c.per_uid.entry(uid).or_insert(0) += 1;
+    let n = c.per_uid.entry(uid).or_insert_with(|| UidCount {
+        connections: 0,
+        handshakes: Arc::new(Semaphore::new(config.max_handshakes_per_uid)),
+    });
+    n.connections += 1;
+    let handshakes = n.handshakes.clone();
     Ok(ConnectionSlot {
         counts: counts.clone(),
         uid,
+        handshakes,
     })
 }

@@ -19,7 +19,7 @@ use turnstile_proto::v1;
 use turnstile_proto::{PROTOCOL_VERSION, ServerCodec};
 
 use super::ToCore;
-use super::outbound::Outbound;
+use super::outbound::{Outbound, ReadGate};
 use super::wire::{Refusal, error_reply};
 use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
@@ -35,15 +35,17 @@ pub struct ReaderSetup {
     pub cancel: CancellationToken,
     /// The kernel's word on the peer.
     pub creds: PeerCredentials,
+    /// Closed by the core while the connection must not be read (its
+    /// backlog or its requests in flight are at their bounds).
+    pub gate: std::sync::Arc<ReadGate>,
     /// The frame limit.
     pub max_frame_bytes: u32,
     /// Time allowed to say Hello.
     pub handshake_timeout: Duration,
     /// Time allowed to finish a frame once begun.
     pub frame_timeout: Duration,
-    /// Released once the handshake is over.
-    pub handshake_permit: tokio::sync::OwnedSemaphorePermit,
-    /// Released when the connection ends (per-uid and total counts).
+    /// Released when the connection ends (per-uid and total counts); gives
+    /// the uid's handshake permits.
     pub slot: super::accounting::ConnectionSlot,
 }
 
@@ -62,6 +64,7 @@ fn farewell(out: &mpsc::Sender<Outbound>, id: u64, refusal: Refusal) {
 async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
     let to_core = setup.to_core.clone();
     let cancel = setup.cancel.clone();
+    let gate = setup.gate.clone();
     let frame_timeout = setup.frame_timeout;
     // The handshake's state lives on the heap only while it runs, so an
     // idle connection keeps only the (smaller) request loop's state.
@@ -70,6 +73,14 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
     };
 
     let reason = loop {
+        // Not a frame more while the core says so: the client's writes
+        // then block in the kernel (flow control, not refusal).
+        if gate.is_closed() {
+            tokio::select! {
+                _ = cancel.cancelled() => break "closed by the broker".to_string(),
+                _ = gate.wait_open() => {}
+            }
+        }
         // A frame begun must be finished within `frame_timeout` (slowloris):
         // an idle connection only wakes up to find its buffer empty.
         let next = tokio::select! {
@@ -89,6 +100,7 @@ async fn read_loop(recv: impl AsyncRead + Unpin, setup: ReaderSetup) {
         match next {
             None => break "the client closed the connection".to_string(),
             Some(Ok(frame)) => {
+                gate.hand();
                 if to_core
                     .send(ToCore::Request { session, frame })
                     .await
@@ -125,12 +137,18 @@ async fn handshake<R: AsyncRead + Unpin>(
         outbound,
         cancel,
         creds,
+        gate,
         max_frame_bytes,
         handshake_timeout,
         frame_timeout: _,
-        handshake_permit,
         slot,
     } = setup;
+    // One of this uid's handshake permits first: until then the Hello waits
+    // in the socket, and the deadline to say it has not begun.
+    let handshake_permit = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        p = slot.handshake_permit() => p?,
+    };
     // Small to start with: an idle connection costs little; the buffer grows
     // to the frames that arrive (never past the frame limit).
     let mut frames = FramedRead::with_capacity(recv, ServerCodec::new(max_frame_bytes), 64);
@@ -191,6 +209,17 @@ async fn handshake<R: AsyncRead + Unpin>(
         return None;
     }
     drop(handshake_permit);
+    // The account and logon session, looked up off the runtime's thread
+    // (a user lookup may go through NSS).
+    let mut creds = creds;
+    let looked_up = tokio::task::spawn_blocking(move || {
+        creds.look_up_names();
+        creds
+    });
+    let creds = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        c = looked_up => c.ok()?,
+    };
 
     let (session_tx, session_rx) = oneshot::channel();
     let hello_msg = ToCore::Hello {
@@ -199,6 +228,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         creds,
         outbound: outbound.clone(),
         cancel: cancel.clone(),
+        gate,
         session: session_tx,
     };
     if to_core.send(hello_msg).await.is_err() {

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
 
@@ -51,8 +51,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Connections per uid, except root and the broker's own user.
     pub max_connections_per_uid: usize,
-    /// Connections that have not said Hello yet.
-    pub max_handshakes: usize,
+    /// Connections of one uid that have not said Hello yet (more of that
+    /// uid's wait their turn; other uids are not concerned).
+    pub max_handshakes_per_uid: usize,
     /// Time allowed to say Hello.
     pub handshake_timeout: Duration,
     /// Time allowed to finish a frame once its first byte arrived.
@@ -63,7 +64,7 @@ pub struct ServerConfig {
     /// (watch events beyond the queue are coalesced and do not count).
     pub max_outbound_bytes: usize,
     /// Requests answered later (durable publishes) one connection may have
-    /// outstanding.
+    /// outstanding: past it the connection is not read until answers go out.
     pub max_in_flight: usize,
     /// The broker's own uid (trusted like root).
     pub own_uid: u32,
@@ -81,7 +82,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_connections: 10_000,
             max_connections_per_uid: 256,
-            max_handshakes: 64,
+            max_handshakes_per_uid: 64,
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
             max_frame_bytes: turnstile_proto::DEFAULT_MAX_FRAME_BYTES,
@@ -91,7 +92,10 @@ impl Default for ServerConfig {
             policy: std::sync::Arc::new(crate::policy::Policy::builtin(
                 crate::platform::peer::own_uid(),
             )),
-            core: CoreConfig::default(),
+            core: CoreConfig {
+                own_uid: crate::platform::peer::own_uid(),
+                ..CoreConfig::default()
+            },
             storage: None,
         }
     }
@@ -109,6 +113,7 @@ pub(crate) enum ToCore {
         creds: PeerCredentials,
         outbound: mpsc::Sender<Outbound>,
         cancel: CancellationToken,
+        gate: Arc<outbound::ReadGate>,
         session: oneshot::Sender<SessionId>,
     },
     /// A frame after Hello.
@@ -134,6 +139,18 @@ pub(crate) enum ToCore {
         message: Message,
         result: Result<(), StoreError>,
     },
+    /// Deliveries whose attempts the store now holds: send them.
+    Deliveries {
+        deliveries: Vec<crate::core::Change>,
+    },
+    /// The store made the counter reservation up to `until` durable.
+    CountersStored { until: u64 },
+    /// The store answered an ack's removal.
+    Acked {
+        session: SessionId,
+        request_id: u64,
+        result: Result<(), StoreError>,
+    },
 }
 
 /// Serves `listener` until `shutdown` resolves; then closes every
@@ -151,20 +168,12 @@ pub async fn run(
         .map_err(std::io::Error::other)?;
     let core_task = tokio::spawn(core_task::run(dispatcher, core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
-    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
     tokio::pin!(shutdown);
 
     loop {
-        // At most `max_handshakes` connections may be between accept and
-        // Hello: past that, new ones wait in the kernel's listen backlog
-        // (a burst of honest clients is slowed, not refused).
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = handshakes.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
+        // Every connection is accepted at once: the handshake bound is per
+        // uid (see `accounting.rs`), so it is applied after accept, when the
+        // kernel has said who is calling.
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             a = listener.accept() => a,
@@ -211,10 +220,10 @@ pub async fn run(
             outbound: out_tx,
             cancel: stop.child_token(),
             creds,
+            gate: outbound::ReadGate::new(),
             max_frame_bytes: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
             frame_timeout: config.frame_timeout,
-            handshake_permit: permit,
             slot,
         };
         connection::spawn(stream, setup, out_rx);

@@ -9,12 +9,23 @@
 //! watch and resource is kept, and it is sent marked `coalesced` when the
 //! queue has room again. So a stalled watcher costs bounded memory however
 //! many changes happen, and never delays anyone else.
+//!
+//! The backlog is counted at what it costs the broker (each frame's bytes
+//! plus its allocations), not at its size on the wire: an empty `Pong` is a
+//! few bytes on the wire and a few hundred in memory. Past half the bound
+//! the connection's [`ReadGate`] closes: its reader stops reading, so a
+//! client that writes and never reads stalls itself (its writes block in
+//! the kernel) rather than growing the broker; it is cut off only when the
+//! backlog still grows past the whole bound (events it did not ask for).
+//! The same gate closes while the connection has `--max-in-flight`
+//! requests awaiting answers (DESIGN "Flow control").
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::{encode_frame, encode_watch_event_frame, v1};
 
@@ -49,11 +60,18 @@ impl Outbound {
         Outbound::Frame(Box::new(f))
     }
 
-    /// Bytes this item takes on the wire, roughly: for outbound accounting.
-    pub fn wire_len(&self) -> usize {
+    /// What this item costs the broker while it waits in a backlog: its
+    /// bytes, the frame's own struct and the slot and allocations around it.
+    pub fn cost(&self) -> usize {
+        /// A backlog slot plus the allocator's bookkeeping of a box.
+        const OVERHEAD: usize = std::mem::size_of::<Outbound>() + 32;
         match self {
-            Outbound::Frame(f) => prost::Message::encoded_len(f) + 4,
-            Outbound::WatchEvent(w) => w.body.len() + 16,
+            Outbound::Frame(f) => {
+                prost::Message::encoded_len(f.as_ref())
+                    + std::mem::size_of::<v1::ServerFrame>()
+                    + OVERHEAD
+            }
+            Outbound::WatchEvent(w) => w.body.len() + std::mem::size_of::<WatchCopy>() + OVERHEAD,
         }
     }
 
@@ -64,6 +82,78 @@ impl Outbound {
             Outbound::WatchEvent(w) => encode_watch_event_frame(w.watch_id, &w.body, dst),
         }
     }
+}
+
+/// Whether a connection's reader may read its next frame. The core task
+/// closes it while the connection's backlog is over half its bound or its
+/// requests awaiting answers are at `--max-in-flight`, and opens it again
+/// when neither holds; the reader waits at the gate before each frame.
+///
+/// The reader also stops after handing the core [`MAX_HANDED`] frames it
+/// has not handled yet, so that what a client can make the broker answer
+/// before the gate closes is bounded per connection.
+#[derive(Debug, Default)]
+pub struct ReadGate {
+    closed: AtomicBool,
+    handed: AtomicUsize,
+    opened: Notify,
+}
+
+/// Frames a reader may hand the core before the core has handled them.
+pub const MAX_HANDED: usize = 32;
+
+impl ReadGate {
+    /// An open gate.
+    pub fn new() -> Arc<ReadGate> {
+        Arc::new(ReadGate::default())
+    }
+
+    /// Returns once the gate is open.
+    pub async fn wait_open(&self) {
+        while self.is_closed() {
+            // `notify_one` keeps a permit when nobody waits yet, so an
+            // opening between the load and this await is not missed.
+            self.opened.notified().await;
+        }
+    }
+
+    /// The reader hands the core a frame.
+    pub fn hand(&self) {
+        self.handed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The core has taken a frame the reader handed it.
+    pub fn taken(&self) {
+        let before = self.handed.fetch_sub(1, Ordering::AcqRel);
+        if before == MAX_HANDED {
+            self.opened.notify_one();
+        }
+    }
+
+    fn set_closed(&self, closed: bool) {
+        let was = self.closed.swap(closed, Ordering::AcqRel);
+        if was && !closed {
+            self.opened.notify_one();
+        }
+    }
+
+    /// Whether the gate is closed now.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.handed.load(Ordering::Acquire) >= MAX_HANDED
+    }
+}
+
+/// A waiter is told its place in the queue (and the head's progress) at
+/// most once in this many milliseconds; in between, only the newest state
+/// is kept and sent when the time comes.
+pub(super) const QUEUED_PACE_MS: u64 = 250;
+
+/// One waiting lease's pacing: when it was last told, and the newest
+/// place held back since (in the core's form: made into a frame only when
+/// it is sent, so a place replaced before then costs no encoding).
+struct Paced {
+    last_sent: crate::core::Millis,
+    pending: Option<crate::core::QueuePosition>,
 }
 
 /// Most (watch, resource) states kept for one slow connection.
@@ -86,10 +176,26 @@ pub(super) struct Conn {
     pub pid: u32,
     /// Who the kernel says is calling, for the policy.
     pub subject: crate::policy::Subject,
+    /// Requests read but not yet handled, in order: they arrived while the
+    /// connection had `--max-in-flight` requests awaiting answers.
+    pub deferred: VecDeque<turnstile_proto::v1::ClientFrame>,
+    /// Why the connection ended, when it ended with requests still deferred:
+    /// they are handled first, then the goodbye.
+    pub pending_goodbye: Option<String>,
+    /// The dispatcher's word: requests awaiting answers are at the bound.
+    in_flight_full: bool,
     backlog: VecDeque<Outbound>,
+    /// What the backlog costs (see [`Outbound::cost`]).
     backlog_bytes: usize,
+    /// `--max-outbound-bytes`: past it the client is cut off; past half of
+    /// it its reader pauses.
+    limit: usize,
+    gate: Arc<ReadGate>,
     coalesced: VecDeque<Coalesced>,
     waker_armed: bool,
+    /// Queue updates of this connection's waiting leases, paced.
+    queued: HashMap<u64, Paced>,
+    pacer_armed: bool,
 }
 
 /// The connection is not reading and its backlog is over the limit.
@@ -102,6 +208,8 @@ impl Conn {
         cancel: CancellationToken,
         subject: crate::policy::Subject,
         pid: u32,
+        gate: Arc<ReadGate>,
+        limit: usize,
     ) -> Conn {
         Conn {
             session,
@@ -110,10 +218,17 @@ impl Conn {
             uid: subject.uid,
             subject,
             pid,
+            deferred: VecDeque::new(),
+            pending_goodbye: None,
+            in_flight_full: false,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
+            limit,
+            gate,
             coalesced: VecDeque::new(),
             waker_armed: false,
+            queued: HashMap::new(),
+            pacer_armed: false,
         }
     }
 
@@ -121,11 +236,34 @@ impl Conn {
         !self.backlog.is_empty() || !self.coalesced.is_empty()
     }
 
-    /// Queues a frame that must arrive (a reply, a lease update).
+    /// Tells whether the connection's requests awaiting answers are at the
+    /// bound (its reader then pauses).
+    pub fn set_in_flight_full(&mut self, full: bool) {
+        self.in_flight_full = full;
+        self.refresh_gate();
+    }
+
+    /// Closes or opens the reader's gate by the backlog, the requests in
+    /// flight and the deferred ones.
+    fn refresh_gate(&self) {
+        let closed =
+            self.backlog_bytes > self.limit / 2 || self.in_flight_full || !self.deferred.is_empty();
+        self.gate.set_closed(closed);
+    }
+
+    /// The core has taken a frame this connection's reader handed it.
+    pub fn taken(&self) {
+        self.gate.taken();
+    }
+
+    /// Queues a frame that must arrive (a reply, a lease update). An answer
+    /// to the connection's own request (`answer`) never cuts it off: its
+    /// reader is paused instead, which bounds them; anything else past the
+    /// whole bound does (the client has stopped reading).
     pub fn send(
         &mut self,
         item: Outbound,
-        limit: usize,
+        answer: bool,
         to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         if !self.lagging() {
@@ -140,15 +278,103 @@ impl Conn {
             self.push_backlog(item);
         }
         self.arm_waker(to_core);
-        if self.backlog_bytes > limit {
+        if !answer && self.backlog_bytes > self.limit {
             return Err(Overflow);
         }
         Ok(())
     }
 
     fn push_backlog(&mut self, item: Outbound) {
-        self.backlog_bytes += item.wire_len();
+        self.backlog_bytes += item.cost();
         self.backlog.push_back(item);
+        self.refresh_gate();
+    }
+
+    /// Queues a waiter's new place in the queue, or keeps it (only the
+    /// newest per lease) until [`QUEUED_PACE_MS`] have passed since the
+    /// last one sent: a waiter needs its place and the head's progress a
+    /// few times a second, not at every progress report.
+    pub fn send_queued(
+        &mut self,
+        lease: u64,
+        place: crate::core::QueuePosition,
+        now: crate::core::Millis,
+        encode: impl Fn(&crate::core::QueuePosition) -> Outbound,
+        to_core: &mpsc::Sender<ToCore>,
+    ) -> Result<(), Overflow> {
+        match self.queued.get_mut(&lease) {
+            Some(p) if now < p.last_sent + QUEUED_PACE_MS || p.pending.is_some() => {
+                p.pending = Some(place);
+                self.arm_pacer(to_core);
+                Ok(())
+            }
+            _ => {
+                self.queued.insert(
+                    lease,
+                    Paced {
+                        last_sent: now,
+                        pending: None,
+                    },
+                );
+                self.send(encode(&place), false, to_core)
+            }
+        }
+    }
+
+    /// A lease's update that is not a place in the queue (granted, lost):
+    /// a place held back for it is now stale and is dropped.
+    pub fn forget_queued(&mut self, lease: u64) {
+        self.queued.remove(&lease);
+    }
+
+    /// Sends the held-back queue updates whose time has come.
+    pub fn flush_paced(
+        &mut self,
+        now: crate::core::Millis,
+        encode: impl Fn(&crate::core::QueuePosition) -> Outbound,
+        to_core: &mpsc::Sender<ToCore>,
+    ) -> Result<(), Overflow> {
+        self.pacer_armed = false;
+        let mut due = Vec::new();
+        let mut waiting = false;
+        for p in self.queued.values_mut() {
+            if p.pending.is_none() {
+                continue;
+            }
+            if now >= p.last_sent + QUEUED_PACE_MS {
+                p.last_sent = now;
+                due.extend(p.pending.take());
+            } else {
+                waiting = true;
+            }
+        }
+        if waiting {
+            self.arm_pacer(to_core);
+        }
+        for place in due {
+            self.send(encode(&place), false, to_core)?;
+        }
+        Ok(())
+    }
+
+    /// Asks to be woken (with [`ToCore::Writable`]) when held-back queue
+    /// updates may be due.
+    fn arm_pacer(&mut self, to_core: &mpsc::Sender<ToCore>) {
+        if self.pacer_armed {
+            return;
+        }
+        self.pacer_armed = true;
+        let to_core = to_core.clone();
+        let session = self.session;
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(QUEUED_PACE_MS)) => {
+                    let _ = to_core.send(ToCore::Writable { session }).await;
+                }
+            }
+        });
     }
 
     /// Queues a watch event, or keeps only its newest state when the client
@@ -204,17 +430,19 @@ impl Conn {
     ) {
         self.waker_armed = false;
         while let Some(item) = self.backlog.pop_front() {
-            let len = item.wire_len();
+            let cost = item.cost();
             match self.tx.try_send(item) {
-                Ok(()) => self.backlog_bytes -= len,
+                Ok(()) => self.backlog_bytes -= cost,
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
                 Err(mpsc::error::TrySendError::Full(item)) => {
                     self.backlog.push_front(item);
+                    self.refresh_gate();
                     self.arm_waker(to_core);
                     return;
                 }
             }
         }
+        self.refresh_gate();
         while let Some(c) = self.coalesced.front() {
             let item = Outbound::WatchEvent(Box::new(WatchCopy {
                 watch_id: c.watch_id,

@@ -15,8 +15,8 @@ use super::clock::Clock;
 use crate::core::queues::{Delivery, QueueError, QueueInfo};
 use crate::core::{
     AcquireOutcome, AcquireRequest, CoreError, EventKind, Grant, LeaseUpdate, LeaseView,
-    LostReason, Millis, Mode, Peer, QueuePosition, ResourceView, StateEvent, StatusView,
-    WaitPolicy,
+    LostReason, Millis, Mode, Peer, QueuePosition, ResourceView, ResumeToken, StateEvent,
+    StatusView, WaitPolicy,
 };
 use crate::policy::Denied;
 use crate::store::StoreError;
@@ -32,7 +32,7 @@ impl From<&CoreError> for v1::Error {
             }
             CoreError::NotOwner(_) => ErrorCode::PermissionDenied,
             CoreError::Busy { .. } => ErrorCode::Busy,
-            CoreError::Quota { .. } => ErrorCode::ResourceExhausted,
+            CoreError::Quota { .. } | CoreError::UserWaiters { .. } => ErrorCode::ResourceExhausted,
             CoreError::Queue(q) => match q {
                 QueueError::QueueFull { .. }
                 | QueueError::QueueBytesFull { .. }
@@ -138,9 +138,19 @@ pub enum Refusal {
     /// The store could not make a publish durable.
     #[error("the message was not stored: {0}")]
     NotStored(StoreError),
+    /// The store could not make an acknowledgement durable.
+    #[error("the acknowledgement was not stored (the message may be delivered again): {0}")]
+    AckNotStored(StoreError),
+    /// The store could not tell whether a publish is durable (its sync
+    /// failed): it may be delivered after a restart.
+    #[error("whether the message was stored is unknown (it may be delivered after a restart): {0}")]
+    OutcomeUnknown(StoreError),
     /// A request for a connection the dispatcher does not know (a bug).
     #[error("no such connection")]
     NoConnection,
+    /// The OS gave no random bytes for a resume token.
+    #[error("no resume token could be drawn from the OS: {0}")]
+    NoRandomness(String),
 }
 
 impl Refusal {
@@ -169,7 +179,11 @@ impl From<&Refusal> for v1::Error {
             Refusal::MessageTooLarge { .. } => ErrorCode::FrameTooLarge,
             // A full disk: the publisher may retry later.
             Refusal::NotStored(e) if e.is_disk_full() => ErrorCode::ResourceExhausted,
-            Refusal::NotStored(_) | Refusal::NoConnection => ErrorCode::Internal,
+            Refusal::NotStored(_)
+            | Refusal::OutcomeUnknown(_)
+            | Refusal::AckNotStored(_)
+            | Refusal::NoConnection
+            | Refusal::NoRandomness(_) => ErrorCode::Internal,
         };
         error(code, r.to_string())
     }
@@ -224,6 +238,12 @@ pub fn acquire_request(a: v1::Acquire) -> Result<AcquireRequest, Refusal> {
         wait,
         max_wait_ms: a.max_wait_ms,
         purpose: a.purpose,
+        permits: a.permits,
+        capacity: a.capacity,
+        detach_grace_ms: a.detach_grace_ms,
+        stall_after_ms: a.stall_after_ms,
+        // Drawn by the caller from the OS when there is a grace.
+        resume_token: None,
     })
 }
 
@@ -234,6 +254,8 @@ pub fn peer(p: &Peer) -> v1::Peer {
         uid: p.uid,
         pid: p.pid,
         session_id: p.session.0,
+        user: p.user.clone(),
+        login_session: p.login_session.clone(),
     }
 }
 
@@ -264,6 +286,9 @@ pub fn lease(l: &LeaseView, clock: &Clock, now: Millis) -> v1::Lease {
             .map_or(0, |t| t.saturating_sub(now).min(u64::from(u32::MAX)) as u32),
         position: l.position,
         queued_at_ms: l.queued_at.map_or(0, |t| clock.wall_ms(t)),
+        permits: l.permits,
+        detached: l.detached,
+        stalled: l.stalled,
     }
 }
 
@@ -274,6 +299,8 @@ pub fn resource(r: &ResourceView, clock: &Clock, now: Millis) -> v1::ResourceSta
         revision: r.revision.0,
         holders: r.holders.iter().map(|l| lease(l, clock, now)).collect(),
         waiters: r.waiters.iter().map(|l| lease(l, clock, now)).collect(),
+        capacity: r.capacity,
+        permits_held: r.permits_held,
     }
 }
 
@@ -321,6 +348,7 @@ pub fn granted(g: &Grant) -> v1::Granted {
         lease_id: g.lease_id.0,
         fencing_token: g.fencing.0,
         ttl_ms: g.ttl_ms,
+        resume_token: resume_token(g.resume_token.as_ref()),
     }
 }
 
@@ -333,7 +361,13 @@ pub fn queued(q: &QueuePosition, clock: &Clock, now: Millis) -> v1::Queued {
         estimated_wait_ms: q
             .estimated_wait_ms
             .map_or(0, |w| w.clamp(1, u64::from(u32::MAX)) as u32),
+        resume_token: resume_token(q.resume_token.as_ref()),
     }
+}
+
+/// The owner's secret on the wire: its bytes, or empty without a grace.
+fn resume_token(t: Option<&ResumeToken>) -> bytes::Bytes {
+    t.map_or_else(bytes::Bytes::new, |t| bytes::Bytes::copy_from_slice(&t.0))
 }
 
 /// The wire form of an acquire outcome.
@@ -357,8 +391,15 @@ pub fn lease_update(lease_id: u64, u: &LeaseUpdate, clock: &Clock, now: Millis) 
             reason: match reason {
                 LostReason::Expired => v1::LostReason::Expired,
                 LostReason::TimedOut => v1::LostReason::TimedOut,
+                LostReason::Revoked => v1::LostReason::Revoked,
             } as i32,
             detail: detail.clone(),
+        }),
+        LeaseUpdate::YieldRequested(y) => Change::YieldRequested(v1::YieldRequested {
+            requester: Some(peer(&y.requester)),
+            reason: y.reason.to_string(),
+            within_ms: y.within_ms,
+            revoke: y.revoke,
         }),
     };
     v1::ServerFrame {
@@ -381,6 +422,12 @@ pub fn event_kind(k: EventKind) -> v1::EventKind {
         EventKind::Progress => v1::EventKind::Progress,
         EventKind::Resync => v1::EventKind::Resync,
         EventKind::Heartbeat => v1::EventKind::Heartbeat,
+        EventKind::YieldRequested => v1::EventKind::YieldRequested,
+        EventKind::YieldDeclined => v1::EventKind::YieldDeclined,
+        EventKind::Revoked => v1::EventKind::Revoked,
+        EventKind::Detached => v1::EventKind::Detached,
+        EventKind::Reattached => v1::EventKind::Reattached,
+        EventKind::Stalled => v1::EventKind::Stalled,
     }
 }
 

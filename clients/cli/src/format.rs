@@ -1,10 +1,12 @@
-//! How the CLI shows broker state to people (text) and to scripts (JSON).
+//! The formatting the CLI's commands share: spans and durations for people,
+//! a peer, a progress report, a lease's mode, and a lease or a resource's
+//! state as JSON. Each command's own output lives with the command
+//! (`status.rs`, `why.rs`, `ping.rs`, `run.rs`, `watch.rs`, `queue.rs`).
 
-use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
 use turnstile_client::proto as v1;
+use turnstile_client::{Mode, ShortName, kinds};
 
 /// Wall-clock unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -34,28 +36,102 @@ pub fn span(ms: u64) -> String {
     }
 }
 
-fn mode(m: i32) -> &'static str {
-    match v1::Mode::try_from(m) {
-        Ok(v1::Mode::Shared) => "SHARED",
-        Ok(v1::Mode::Exclusive) => "EXCLUSIVE",
-        _ => "?",
+/// A lease's mode: `SHARED`, `EXCLUSIVE`, or `?` for one this CLI does not
+/// know.
+pub fn mode(l: &v1::Lease) -> &'static str {
+    match kinds::mode(l) {
+        Some(m @ (Mode::Shared | Mode::Exclusive)) => m.short_name(),
+        Some(Mode::Unspecified) | None => "?",
     }
 }
 
-/// "service (uid 0, pid 12)".
+/// "service (root, pid 12)": the account name the broker got from the OS,
+/// else this machine's name for the uid, else `uid N`; a name that already ends in `[PID]` loses it, so the pid
+/// shows once.
 pub fn who(p: Option<&v1::Peer>) -> String {
     match p {
-        Some(p) => format!(
-            "{} (uid {}, pid {})",
-            if p.client_name.is_empty() {
-                "unnamed"
+        Some(p) => {
+            let suffix = format!("[{}]", p.pid);
+            let name = p
+                .client_name
+                .strip_suffix(&suffix)
+                .unwrap_or(&p.client_name);
+            // The account name the broker got from the OS, else this
+            // machine's name for the uid.
+            let user = if p.user.is_empty() {
+                user(p.uid)
             } else {
-                &p.client_name
-            },
-            p.uid,
-            p.pid
-        ),
+                p.user.clone()
+            };
+            format!(
+                "{} ({user}, pid {})",
+                if name.is_empty() { "unnamed" } else { name },
+                p.pid
+            )
+        }
         None => "unknown".into(),
+    }
+}
+
+/// A user's login name, or `uid N` when the system has none for it.
+/// (`user_name` is the name alone.)
+pub fn user(uid: u32) -> String {
+    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(unix)]
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); it is
+    // only read after getpwuid_r has filled it.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local of the stated size;
+    // getpwuid_r writes the strings into `buf` and points `pwd` at them.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points at a NUL-terminated string inside `buf`,
+    // which outlives this borrow.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+#[cfg(not(unix))]
+pub fn user_name(_uid: u32) -> Option<String> {
+    None
+}
+
+/// What a person should know of a lease beyond holding or waiting: a
+/// holder that is *stuck* (alive, keeping its lease, but no progress for
+/// its stall time) or *detached* (its process gone, its place kept for a
+/// re-attach). Dead (DISCONNECTED) and hung (EXPIRED) leases are gone from
+/// the state and show as events. Empty for neither.
+pub fn condition(l: &v1::Lease) -> &'static str {
+    if l.detached {
+        "  [detached: its process is gone; kept for it to re-attach]"
+    } else if l.stalled {
+        "  [stuck: alive but no progress]"
+    } else {
+        ""
+    }
+}
+
+/// "2 of 3 permits held", or nothing for a resource that is no semaphore.
+pub fn permits(r: &v1::ResourceState) -> String {
+    if r.capacity == 0 {
+        String::new()
+    } else {
+        format!("{} of {} permits held", r.permits_held, r.capacity)
     }
 }
 
@@ -78,7 +154,8 @@ pub fn progress(p: &v1::Progress) -> String {
     s
 }
 
-fn purpose(l: &v1::Lease) -> String {
+/// ` "the purpose"`, or nothing when there is none.
+pub fn purpose(l: &v1::Lease) -> String {
     if l.purpose.is_empty() {
         String::new()
     } else {
@@ -86,196 +163,64 @@ fn purpose(l: &v1::Lease) -> String {
     }
 }
 
-/// Remaining time of a holder, from its progress rate: `None` when unknown.
-pub fn holder_remaining_ms(l: &v1::Lease, now: u64) -> Option<u64> {
-    let p = l.progress.as_ref()?;
-    if p.total == 0 || p.done == 0 || l.granted_at_ms == 0 {
-        return None;
+/// Where a waiter stands: "position 2, held by service (root, pid 12) for
+/// "backup" (2/5 (40%))". The one sentence `run`'s waiting line uses.
+pub fn queued_line(position: u32, holder: Option<&v1::Lease>) -> String {
+    let mut line = format!("position {position}");
+    if let Some(h) = holder {
+        line.push_str(&format!(", held by {}", who(h.holder.as_ref())));
+        if !h.purpose.is_empty() {
+            line.push_str(&format!(" for \"{}\"", h.purpose));
+        }
+        if let Some(p) = &h.progress {
+            line.push_str(&format!(" ({})", progress(p)));
+        }
+        if h.stalled {
+            line.push_str(", stuck: no progress lately");
+        }
+        if h.detached {
+            line.push_str(", its process gone (kept for a re-attach)");
+        }
     }
-    let held = now.saturating_sub(l.granted_at_ms);
-    Some(held / u64::from(p.done) * u64::from(p.total.saturating_sub(p.done)))
+    line
 }
 
-/// The `status` table.
-pub fn status_text(s: &v1::Status, now: u64) -> String {
-    let mut out = String::new();
-    if s.resources.is_empty() {
-        let _ = writeln!(
-            out,
-            "no resource is held or waited for (revision {})",
-            s.revision
-        );
-    }
-    for r in &s.resources {
-        let _ = writeln!(out, "{}  (revision {})", r.resource, r.revision);
-        if r.holders.is_empty() && r.waiters.is_empty() {
-            let _ = writeln!(out, "  free");
-        }
-        for h in &r.holders {
-            let _ = write!(
-                out,
-                "  held     {:9}  lease {}  token {}  {}{}  for {}",
-                mode(h.mode),
-                h.lease_id,
-                h.fencing_token,
-                who(h.holder.as_ref()),
-                purpose(h),
-                span(now.saturating_sub(h.granted_at_ms))
-            );
-            if let Some(p) = &h.progress {
-                let _ = write!(out, "  progress {}", progress(p));
-            }
-            let _ = writeln!(out, "  expires in {}", span(u64::from(h.expires_in_ms)));
-        }
-        for w in &r.waiters {
-            let _ = writeln!(
-                out,
-                "  {:>3}.     {:9}  lease {}  {}{}  waiting {}",
-                w.position,
-                mode(w.mode),
-                w.lease_id,
-                who(w.holder.as_ref()),
-                purpose(w),
-                span(now.saturating_sub(w.queued_at_ms))
-            );
-        }
-    }
-    for q in &s.queues {
-        let _ = writeln!(
-            out,
-            "queue {}  ready {}  unacked {}  consumers {}",
-            q.queue, q.ready, q.unacked, q.consumers
-        );
-    }
-    out
-}
-
-/// The answer to "why am I waiting?" in one screen.
-pub fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> String {
-    let mut out = String::new();
-    let Some(r) = state.filter(|r| !r.holders.is_empty() || !r.waiters.is_empty()) else {
-        let _ = writeln!(out, "{resource} is free: nobody holds it and nobody waits.");
-        return out;
-    };
-    if r.holders.is_empty() {
-        let _ = writeln!(out, "{resource} is not held right now.");
-    }
-    for h in &r.holders {
-        let _ = writeln!(
-            out,
-            "{resource} is held {} by {}{}",
-            mode(h.mode),
-            who(h.holder.as_ref()),
-            if h.purpose.is_empty() {
-                String::new()
-            } else {
-                format!(" for \"{}\"", h.purpose)
-            }
-        );
-        let _ = writeln!(
-            out,
-            "  since {} ago; lease {}, fencing token {}; expires in {} unless kept alive",
-            span(now.saturating_sub(h.granted_at_ms)),
-            h.lease_id,
-            h.fencing_token,
-            span(u64::from(h.expires_in_ms))
-        );
-        match &h.progress {
-            Some(p) => {
-                let _ = writeln!(out, "  progress: {}", progress(p));
-            }
-            None => {
-                let _ = writeln!(out, "  progress: not reported");
-            }
-        }
-    }
-    if r.waiters.is_empty() {
-        let _ = writeln!(out, "Nobody is waiting.");
+/// The broker's estimate of a wait as `run`, `why` and `status` show it:
+/// ", about 12 s left"; nothing when there is none (0).
+pub fn estimate(ms: u64) -> String {
+    if ms == 0 {
+        String::new()
     } else {
-        let _ = writeln!(out, "Waiting, in the order they will be served:");
-        for w in &r.waiters {
-            let _ = writeln!(
-                out,
-                "  {}. {} {}{}, waiting {}",
-                w.position,
-                who(w.holder.as_ref()),
-                mode(w.mode),
-                purpose(w),
-                span(now.saturating_sub(w.queued_at_ms))
-            );
-        }
+        format!(", about {} left", span(ms))
     }
-    let remaining: Option<u64> = r
-        .holders
-        .iter()
-        .map(|h| holder_remaining_ms(h, now))
-        .try_fold(0u64, |acc, x| x.map(|x| acc.max(x)));
-    match remaining {
-        Some(ms) if !r.holders.is_empty() => {
-            let _ = writeln!(
-                out,
-                "Estimated wait for the next in line: about {} (from the holder's progress rate).",
-                span(ms)
-            );
-        }
-        _ if !r.holders.is_empty() => {
-            let _ = writeln!(
-                out,
-                "No estimate: the holder has not reported progress with a total."
-            );
-        }
-        _ => {}
+}
+
+/// A table for people: as wide as the terminal allows (cells wrap), no
+/// borders, a header line unless `legend` is false. Correct with
+/// non-ASCII names (widths are counted in columns, not bytes).
+pub fn table(header: &[&str], legend: bool) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    if legend {
+        t.set_header(header.iter().copied());
+    }
+    t
+}
+
+/// A table's text: each line without the padding comfy-table leaves at the
+/// end, and a final newline.
+pub fn table_text(t: &mut comfy_table::Table) -> String {
+    // Two spaces between columns, none before the first.
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    let mut out = String::new();
+    for line in t.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
-}
-
-/// A lease as JSON.
-pub fn lease_json(l: &v1::Lease) -> Value {
-    json!({
-        "lease_id": l.lease_id,
-        "resource": l.resource,
-        "mode": mode(l.mode),
-        "purpose": l.purpose,
-        "holder": l.holder.as_ref().map(|p| json!({
-            "client_name": p.client_name, "uid": p.uid, "pid": p.pid, "session_id": p.session_id,
-        })),
-        "fencing_token": l.fencing_token,
-        "progress": l.progress.as_ref().map(|p| json!({
-            "done": p.done, "total": p.total, "message": p.message,
-        })),
-        "granted_at_ms": l.granted_at_ms,
-        "queued_at_ms": l.queued_at_ms,
-        "expires_in_ms": l.expires_in_ms,
-        "position": l.position,
-    })
-}
-
-/// A resource's state as JSON.
-pub fn resource_json(r: &v1::ResourceState) -> Value {
-    json!({
-        "resource": r.resource,
-        "revision": r.revision,
-        "holders": r.holders.iter().map(lease_json).collect::<Vec<_>>(),
-        "waiters": r.waiters.iter().map(lease_json).collect::<Vec<_>>(),
-    })
-}
-
-/// A status as JSON.
-pub fn status_json(s: &v1::Status) -> Value {
-    json!({
-        "revision": s.revision,
-        "resources": s.resources.iter().map(resource_json).collect::<Vec<_>>(),
-        "queues": s.queues.iter().map(|q| json!({
-            "queue": q.queue, "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// The name of an event kind without its prefix: `GRANTED`.
-pub fn event_kind(k: i32) -> &'static str {
-    v1::EventKind::try_from(k)
-        .map(|k| k.as_str_name().trim_start_matches("EVENT_KIND_"))
-        .unwrap_or("UNKNOWN")
 }
 
 #[cfg(test)]
@@ -283,32 +228,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn who_names_the_pid_once() {
+        let peer = v1::Peer {
+            client_name: "agent[42]".into(),
+            uid: 0,
+            pid: 42,
+            ..Default::default()
+        };
+        let shown = who(Some(&peer));
+        assert_eq!(shown.matches("42").count(), 1, "{shown}");
+        assert!(shown.starts_with("agent ("), "{shown}");
+    }
+
+    #[test]
     fn spans_read_naturally() {
         assert_eq!(span(850), "850 ms");
         assert_eq!(span(12_000), "12 s");
         assert_eq!(span(185_000), "3 min 5 s");
         assert_eq!(span(7_440_000), "2 h 4 min");
-    }
-
-    #[test]
-    fn why_on_a_free_resource_says_so() {
-        assert_eq!(
-            why_text("pcm", None, 0),
-            "pcm is free: nobody holds it and nobody waits.\n"
-        );
-    }
-
-    #[test]
-    fn estimate_comes_from_the_progress_rate() {
-        let l = v1::Lease {
-            granted_at_ms: 1_000,
-            progress: Some(v1::Progress {
-                done: 2,
-                total: 5,
-                message: String::new(),
-            }),
-            ..Default::default()
-        };
-        assert_eq!(holder_remaining_ms(&l, 5_000), Some(6_000));
     }
 }

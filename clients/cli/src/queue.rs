@@ -26,7 +26,11 @@ const DEFAULT_PREFETCH: u32 = 16;
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
     /// Every queue in use: messages ready, delivered and unacknowledged, consumers
-    Ls,
+    Ls {
+        /// No header line
+        #[arg(long)]
+        no_legend: bool,
+    },
     /// Publish one message: DATA, or all of stdin when DATA is absent; prints its sequence number once stored
     Publish {
         /// The queue
@@ -69,10 +73,10 @@ pub async fn run(
     json: bool,
 ) -> Result<u8, ClientError> {
     match command {
-        QueueCommand::Ls => {
+        QueueCommand::Ls { no_legend } => {
             let client = Client::connect(opts).await?;
             let status = client.status(&[]).await?;
-            print!("{}", ls_text(&status.queues, json));
+            print!("{}", ls_text(&status.queues, !no_legend, json));
             Ok(EXIT_OK)
         }
         QueueCommand::Publish {
@@ -155,38 +159,34 @@ pub async fn run(
 }
 
 /// `queue ls`: a table, or a JSON array of the queues.
-fn ls_text(queues: &[v1::QueueInfo], json: bool) -> String {
+fn ls_text(queues: &[v1::QueueInfo], legend: bool, json: bool) -> String {
     if json {
-        let list: Vec<_> = queues
-            .iter()
-            .map(|q| {
-                json!({
-                    "queue": q.queue, "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
-                })
-            })
-            .collect();
-        return format!("{}\n", serde_json::Value::Array(list));
+        let list: Vec<_> = queues.iter().map(crate::view::QueueView::from).collect();
+        return format!("{}\n", serde_json::to_string(&list).unwrap_or_default());
     }
     if queues.is_empty() {
         return "no queue holds messages or has consumers\n".to_string();
     }
-    let width = queues
-        .iter()
-        .map(|q| q.queue.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max("QUEUE".len());
-    let mut out = format!(
-        "{:<width$}  {:>8}  {:>8}  {:>9}\n",
-        "QUEUE", "READY", "UNACKED", "CONSUMERS"
-    );
+    queues_table(queues, legend)
+}
+
+/// The queues as a table (`queue ls`, `status`).
+pub(crate) fn queues_table(queues: &[v1::QueueInfo], legend: bool) -> String {
+    let mut t = crate::format::table(&["QUEUE", "READY", "UNACKED", "CONSUMERS"], legend);
     for q in queues {
-        out.push_str(&format!(
-            "{:<width$}  {:>8}  {:>8}  {:>9}\n",
-            q.queue, q.ready, q.unacked, q.consumers
-        ));
+        t.add_row(vec![
+            q.queue.clone(),
+            q.ready.to_string(),
+            q.unacked.to_string(),
+            q.consumers.to_string(),
+        ]);
     }
-    out
+    for i in 1..4 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    crate::format::table_text(&mut t)
 }
 
 /// One consumed message: `[seq S, attempt A, key=value...] payload`, or a

@@ -1,5 +1,7 @@
 //! Leases from the client's side: a request builder, a pending request that
-//! reports its queue position, and a held [`Lease`] that keeps itself alive.
+//! reports its queue position, and a held [`Lease`] that keeps itself alive,
+//! hears yield requests and can be re-attached after a restart
+//! ([`ResumeToken`]).
 
 use std::time::Duration;
 
@@ -35,8 +37,37 @@ impl AcquireBuilder {
                 wait: v1::WaitPolicy::Queue as i32,
                 max_wait_ms: 0,
                 purpose: String::new(),
+                ..v1::Acquire::default()
             },
         }
+    }
+
+    /// Permits of a counting semaphore this SHARED lease takes (default 1).
+    pub fn permits(mut self, permits: u32) -> Self {
+        self.req.permits = permits;
+        self
+    }
+
+    /// The resource's capacity as a counting semaphore: at most this many
+    /// permits held at once. Must match the resource's if it has one.
+    pub fn capacity(mut self, capacity: u32) -> Self {
+        self.req.capacity = capacity;
+        self
+    }
+
+    /// Keep the lease (or the place in the queue) this long after the
+    /// connection closes, for [`Client::reattach`] with its
+    /// [`ResumeToken`].
+    pub fn detach_grace(mut self, grace: Duration) -> Self {
+        self.req.detach_grace_ms = grace.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+        self
+    }
+
+    /// Call the holder stalled (stuck) after this long without a progress
+    /// report while it keeps the lease alive.
+    pub fn stall_after(mut self, after: Duration) -> Self {
+        self.req.stall_after_ms = after.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+        self
     }
 
     /// SHARED: held together with other SHARED holders.
@@ -79,26 +110,7 @@ impl AcquireBuilder {
     /// Sends the request: granted at once, or queued.
     pub async fn start(self) -> Result<Pending, ClientError> {
         let r = self.client.call(Body::Acquire(self.req.clone())).await?;
-        let (outcome, pushes) = match (r.result, r.pushes) {
-            (
-                reply::Result::Acquire(v1::AcquireReply {
-                    outcome: Some(outcome),
-                }),
-                Some(pushes),
-            ) => (outcome, pushes),
-            (other, _) => return Err(unexpected("AcquireReply", &other)),
-        };
-        let (lease_id, state) = match outcome {
-            Outcome::Granted(g) => (g.lease_id, QueueUpdate::Granted(g)),
-            Outcome::Queued(q) => (q.lease_id, QueueUpdate::Queued(q)),
-        };
-        Ok(Pending {
-            client: self.client,
-            lease_id,
-            resource: self.req.resource,
-            state,
-            pushes: Some(pushes),
-        })
+        Pending::from_reply(self.client, self.req.resource, r)
     }
 
     /// Sends the request and waits until it is granted.
@@ -110,6 +122,101 @@ impl AcquireBuilder {
     /// with every change of the queue position (and what is ahead).
     pub async fn wait_with(self, on_queued: impl FnMut(&v1::Queued)) -> Result<Lease, ClientError> {
         self.start().await?.wait_with(on_queued).await
+    }
+}
+
+/// What a new process needs to take back a detached lease or queue place
+/// ([`Client::reattach`]): the lease id, the resource, and the secret the
+/// broker gave its owner. Its `Display` form (`LEASE:HEX:RESOURCE`) parses
+/// back with `str::parse`, to be kept somewhere only the owner can read;
+/// `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResumeToken {
+    /// The lease id.
+    pub lease_id: u64,
+    /// The resource (informative: the broker goes by the lease id).
+    pub resource: String,
+    /// The secret.
+    pub secret: bytes::Bytes,
+}
+
+impl std::fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ResumeToken({} on {:?}, <secret>)",
+            self.lease_id, self.resource
+        )
+    }
+}
+
+impl std::fmt::Display for ResumeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:", self.lease_id)?;
+        for b in self.secret.iter() {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ":{}", self.resource)
+    }
+}
+
+impl std::str::FromStr for ResumeToken {
+    type Err = ClientError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ClientError::Protocol(format!("not a resume token: {s:?}"));
+        let mut parts = s.trim_end_matches(['\r', '\n']).splitn(3, ':');
+        let lease_id = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let hex = parts.next().ok_or_else(bad)?;
+        let resource = parts.next().ok_or_else(bad)?.to_string();
+        if hex.len() % 2 != 0 || hex.len() > 128 {
+            return Err(bad());
+        }
+        let secret = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad())?;
+        Ok(ResumeToken {
+            lease_id,
+            resource,
+            secret: secret.into(),
+        })
+    }
+}
+
+impl Pending {
+    /// A pending request (or a grant) from an `AcquireReply`.
+    pub(crate) fn from_reply(
+        client: Client,
+        resource: String,
+        r: crate::connection::Response,
+    ) -> Result<Pending, ClientError> {
+        let (outcome, pushes) = match (r.result, r.pushes) {
+            (
+                reply::Result::Acquire(v1::AcquireReply {
+                    outcome: Some(outcome),
+                }),
+                Some(pushes),
+            ) => (outcome, pushes),
+            (other, _) => return Err(unexpected("AcquireReply", &other)),
+        };
+        let (lease_id, secret, state) = match outcome {
+            Outcome::Granted(g) => (g.lease_id, g.resume_token.clone(), QueueUpdate::Granted(g)),
+            Outcome::Queued(q) => (q.lease_id, q.resume_token.clone(), QueueUpdate::Queued(q)),
+        };
+        let resume = (!secret.is_empty()).then(|| ResumeToken {
+            lease_id,
+            resource: resource.clone(),
+            secret,
+        });
+        Ok(Pending {
+            client,
+            lease_id,
+            resource,
+            state,
+            pushes: Some(pushes),
+            resume,
+        })
     }
 }
 
@@ -130,9 +237,16 @@ pub struct Pending {
     resource: String,
     state: QueueUpdate,
     pushes: Option<mpsc::UnboundedReceiver<Push>>,
+    resume: Option<ResumeToken>,
 }
 
 impl Pending {
+    /// The secret for [`Client::reattach`], when the request has a detach
+    /// grace.
+    pub fn resume_token(&self) -> Option<&ResumeToken> {
+        self.resume.as_ref()
+    }
+
     /// The lease id the broker gave the request.
     pub fn lease_id(&self) -> u64 {
         self.lease_id
@@ -166,10 +280,25 @@ impl Pending {
                 Some(lease_update::Change::Lost(l)) => {
                     return Err(ClientError::Lost(lost_of(&l)));
                 }
-                None => continue,
+                // Only holders are asked to yield.
+                Some(lease_update::Change::YieldRequested(_)) | None => continue,
             }
             return Ok(&self.state);
         }
+    }
+
+    /// Lets go of the request without leaving the queue: with a detach
+    /// grace, the place is kept for [`Client::reattach`] once this
+    /// connection closes (a process handing over to its successor).
+    /// Without one, it ends when the connection closes.
+    pub fn detach(mut self) -> Option<ResumeToken> {
+        self.pushes = None;
+        self.resume.take()
+    }
+
+    /// Waits until granted.
+    pub async fn wait(self) -> Result<Lease, ClientError> {
+        self.wait_with(|_| {}).await
     }
 
     /// Waits until granted, calling `on_queued` with each queue change
@@ -184,7 +313,7 @@ impl Pending {
         loop {
             match &self.state {
                 QueueUpdate::Granted(g) => {
-                    let g = *g;
+                    let g = g.clone();
                     return Ok(self.into_lease(g));
                 }
                 QueueUpdate::Queued(_) => {
@@ -218,7 +347,14 @@ impl Pending {
 
     fn into_lease(mut self, g: v1::Granted) -> Lease {
         let pushes = self.pushes.take();
-        Lease::start(self.client.clone(), self.resource.clone(), g, pushes)
+        let resume = self.resume.take();
+        Lease::start(
+            self.client.clone(),
+            self.resource.clone(),
+            g,
+            pushes,
+            resume,
+        )
     }
 }
 
@@ -235,7 +371,7 @@ impl Drop for Pending {
 
 fn lost_of(l: &v1::Lost) -> LeaseLost {
     LeaseLost {
-        reason: v1::LostReason::try_from(l.reason).ok(),
+        reason: crate::kinds::lost_reason(l),
         detail: l.detail.clone(),
     }
 }
@@ -249,6 +385,8 @@ pub struct Lease {
     granted: v1::Granted,
     lost: watch::Receiver<Option<LeaseLost>>,
     stop: Option<oneshot::Sender<()>>,
+    yields: mpsc::UnboundedReceiver<v1::YieldRequested>,
+    resume: Option<ResumeToken>,
 }
 
 impl Lease {
@@ -257,14 +395,19 @@ impl Lease {
         resource: String,
         granted: v1::Granted,
         pushes: Option<mpsc::UnboundedReceiver<Push>>,
+        resume: Option<ResumeToken>,
     ) -> Lease {
         let (lost_tx, lost) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (yields_tx, yields) = mpsc::unbounded_channel();
         tokio::spawn(keep_alive(
             client.clone(),
-            granted,
+            granted.clone(),
             pushes,
-            lost_tx,
+            Signals {
+                lost: lost_tx,
+                yields: yields_tx,
+            },
             stop_rx,
         ));
         Lease {
@@ -273,7 +416,40 @@ impl Lease {
             granted,
             lost,
             stop: Some(stop_tx),
+            yields,
+            resume,
         }
+    }
+
+    /// The secret for [`Client::reattach`], when the lease has a detach
+    /// grace. Keep it where only its owner can read it.
+    pub fn resume_token(&self) -> Option<&ResumeToken> {
+        self.resume.as_ref()
+    }
+
+    /// The next request that this holder make way (`turnstile yield`,
+    /// [`Client::request_yield`]); waits for one. `None` once the lease is
+    /// no longer tracked.
+    pub async fn next_yield_request(&mut self) -> Option<v1::YieldRequested> {
+        self.yields.recv().await
+    }
+
+    /// A yield request received since the last call, without waiting: for
+    /// a job that looks at its checkpoints.
+    pub fn yield_requested(&mut self) -> Option<v1::YieldRequested> {
+        self.yields.try_recv().ok()
+    }
+
+    /// Answers a yield request: this holder will not make way now (watchers
+    /// see why). A pending revoke still stands.
+    pub async fn decline_yield(&self, reason: impl Into<String>) -> Result<(), ClientError> {
+        self.client
+            .call(Body::DeclineYield(v1::DeclineYield {
+                lease_id: self.id(),
+                reason: reason.into(),
+            }))
+            .await
+            .map(|_| ())
     }
 
     /// The lease id.
@@ -314,6 +490,14 @@ impl Lease {
             }))
             .await
             .map(|_| ())
+    }
+
+    /// Lets go of the lease without releasing it: with a detach grace, it
+    /// is kept for [`Client::reattach`] once this connection closes; it is
+    /// no longer kept alive from here.
+    pub fn detach(mut self) -> Option<ResumeToken> {
+        self.stop.take();
+        self.resume.take()
     }
 
     /// Releases the lease and waits for the broker to confirm.
@@ -359,13 +543,20 @@ impl Drop for Lease {
     }
 }
 
+/// Where the keep-alive task tells the [`Lease`] what it heard.
+struct Signals {
+    lost: watch::Sender<Option<LeaseLost>>,
+    yields: mpsc::UnboundedSender<v1::YieldRequested>,
+}
+
 async fn keep_alive(
     client: Client,
     granted: v1::Granted,
     mut pushes: Option<mpsc::UnboundedReceiver<Push>>,
-    lost: watch::Sender<Option<LeaseLost>>,
+    signals: Signals,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let Signals { lost, yields } = signals;
     let period = Duration::from_millis(u64::from(granted.ttl_ms / 3).max(20));
     let mut next = tokio::time::Instant::now() + period;
     loop {
@@ -398,6 +589,9 @@ async fn keep_alive(
                 Some(Push::Lease(v1::LeaseUpdate { change: Some(lease_update::Change::Lost(l)), .. })) => {
                     let _ = lost.send(Some(lost_of(&l)));
                     return;
+                }
+                Some(Push::Lease(v1::LeaseUpdate { change: Some(lease_update::Change::YieldRequested(y)), .. })) => {
+                    let _ = yields.send(y);
                 }
                 Some(_) => {}
                 None => {

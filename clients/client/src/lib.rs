@@ -19,11 +19,14 @@
 //! A [`Client`] is one connection; clone it freely (clones share it). One
 //! driver task owns the socket (see `connection.rs`); requests are matched
 //! to replies by id and pushed frames are routed to the lease, watch or
-//! consumer that opened them.
+//! consumer that opened them. The enum fields of what the broker sends are
+//! read typed through [`kinds`] (a mode, an event kind, an error code, a
+//! lost reason), never as raw `i32`s.
 
 #![deny(missing_docs)]
 
 mod connection;
+pub mod kinds;
 mod lease;
 mod queue;
 mod transport;
@@ -40,11 +43,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 pub use turnstile_proto::v1 as proto;
-use turnstile_proto::v1::{self, ErrorCode, client_frame::Body, reply};
+use turnstile_proto::v1::{self, client_frame::Body, reply};
 use turnstile_proto::{ClientCodec, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, encode_frame};
 
 pub use connection::Push;
-pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate};
+pub use kinds::{ErrorCode, EventKind, LostReason, Mode, ShortName};
+pub use lease::{AcquireBuilder, Lease, LeaseLost, Pending, QueueUpdate, ResumeToken};
 pub use queue::{Consumer, Delivery};
 pub use turnstile_proto::endpoint::{SOCKET_ENV, default_socket, socket_from_env};
 pub use watch::{WatchItem, WatchStream, Watcher};
@@ -84,7 +88,7 @@ pub enum ClientError {
 impl ClientError {
     fn from_wire(e: v1::Error) -> ClientError {
         ClientError::Broker {
-            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+            code: kinds::error_code(&e).unwrap_or(ErrorCode::Unspecified),
             message: e.message,
         }
     }
@@ -112,6 +116,7 @@ pub struct ConnectOptions {
     socket: PathBuf,
     client_name: String,
     retry_for: Duration,
+    keep_for_children: bool,
 }
 
 impl ConnectOptions {
@@ -122,6 +127,7 @@ impl ConnectOptions {
             socket: socket_from_env(),
             client_name: client_name.into(),
             retry_for: Duration::ZERO,
+            keep_for_children: false,
         }
     }
 
@@ -137,12 +143,26 @@ impl ConnectOptions {
         self.retry_for = d;
         self
     }
+
+    /// Keep a second descriptor of the connection, for a child process to
+    /// inherit ([`Client::socket_fd`]; Unix only, nothing on Windows). A
+    /// connection is closed, and its leases end, only once every process
+    /// holding it has closed it: `turnstile run` gives it to its command so
+    /// that the broker cannot see its connection close, even when the CLI
+    /// is SIGKILLed, before the command has exited too.
+    pub fn keep_socket_for_children(mut self) -> ConnectOptions {
+        self.keep_for_children = true;
+        self
+    }
 }
 
 struct Inner {
     commands: mpsc::Sender<Command>,
     next_id: AtomicU64,
     hello: v1::HelloReply,
+    /// Read on Unix only ([`Client::socket_fd`]); always `None` on Windows.
+    #[cfg_attr(windows, allow(dead_code))]
+    kept: Option<transport::Kept>,
 }
 
 /// One connection to the broker. Cheap to clone; the connection closes when
@@ -162,8 +182,8 @@ impl Client {
     pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
         let deadline = tokio::time::Instant::now() + options.retry_for;
         let mut backoff = Duration::from_millis(50);
-        let stream = loop {
-            match transport::dial(&options.socket).await {
+        let (stream, kept) = loop {
+            match transport::dial(&options.socket, options.keep_for_children).await {
                 Ok(s) => break s,
                 Err(e) if tokio::time::Instant::now() + backoff <= deadline => {
                     tracing::debug!("broker not reachable yet ({e}); retrying in {backoff:?}");
@@ -192,6 +212,7 @@ impl Client {
                 commands: tx,
                 next_id: AtomicU64::new(1),
                 hello,
+                kept,
             }),
         })
     }
@@ -200,6 +221,15 @@ impl Client {
     /// who it sees (uid and pid from the kernel).
     pub fn hello(&self) -> &v1::HelloReply {
         &self.inner.hello
+    }
+
+    /// The second descriptor of the connection kept by
+    /// [`ConnectOptions::keep_socket_for_children`] (close-on-exec: a child
+    /// inherits it only if told to), alive as long as this client.
+    #[cfg(unix)]
+    pub fn socket_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.inner.kept.as_ref().map(|fd| fd.as_fd())
     }
 
     fn next_id(&self) -> u64 {
@@ -262,6 +292,32 @@ impl Client {
         }
     }
 
+    /// Takes back a detached lease or queue place (one acquired with
+    /// [`AcquireBuilder::detach_grace`] whose connection closed) from this
+    /// connection, with the token its owner kept. Same uid only; a wrong
+    /// token, another uid or a lease that ended are all `NOT_FOUND`.
+    pub async fn reattach(&self, token: &ResumeToken) -> Result<Pending, ClientError> {
+        let r = self
+            .call(Body::Reattach(v1::Reattach {
+                lease_id: token.lease_id,
+                resume_token: token.secret.clone(),
+            }))
+            .await?;
+        Pending::from_reply(self.clone(), token.resource.clone(), r)
+    }
+
+    /// Asks the holders of `resource` to make way (policy verb `yield`;
+    /// with [`YieldRequest::revoke`], `revoke`).
+    pub fn request_yield(&self, resource: &str) -> YieldRequest {
+        YieldRequest {
+            client: self.clone(),
+            req: v1::RequestYield {
+                resource: resource.to_string(),
+                ..v1::RequestYield::default()
+            },
+        }
+    }
+
     /// Starts building a lease request on `resource` (EXCLUSIVE, queued,
     /// the broker's default TTL, unless told otherwise).
     pub fn acquire(&self, resource: &str) -> AcquireBuilder {
@@ -287,6 +343,41 @@ impl Client {
             }
             (other, _) => Err(unexpected("WatchStarted", &other)),
         }
+    }
+}
+
+/// A request that the holders of a resource make way, being built.
+#[must_use = "a yield request does nothing until sent"]
+pub struct YieldRequest {
+    client: Client,
+    req: v1::RequestYield,
+}
+
+impl YieldRequest {
+    /// How long the holders have (default: at once).
+    pub fn within(mut self, d: Duration) -> Self {
+        self.req.within_ms = d.as_millis().min(u128::from(u32::MAX)) as u32;
+        self
+    }
+
+    /// Why, for the holders and watchers.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.req.reason = reason.into();
+        self
+    }
+
+    /// Take the lease of a holder still holding after [`Self::within`].
+    pub fn revoke(mut self) -> Self {
+        self.req.revoke = true;
+        self
+    }
+
+    /// Sends it; done once every holder has been asked.
+    pub async fn send(self) -> Result<(), ClientError> {
+        self.client
+            .call(Body::RequestYield(self.req))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -20,22 +20,43 @@ pub(crate) type Halves = (
     Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
 );
 
+/// A second descriptor of a Unix connection, kept for child processes to
+/// inherit (see `ConnectOptions::keep_socket_for_children`). Windows keeps
+/// none: the type has no value there.
+#[cfg(unix)]
+pub(crate) type Kept = std::os::fd::OwnedFd;
+/// Windows keeps no second handle.
+#[cfg(windows)]
+pub(crate) enum Kept {}
+
+/// Duplicates the connection's descriptor (close-on-exec, like every
+/// descriptor Rust opens).
+#[cfg(unix)]
+fn keep(s: &tokio::net::UnixStream) -> io::Result<Kept> {
+    use std::os::fd::AsFd;
+    s.as_fd().try_clone_to_owned()
+}
+
 /// Connects to the broker's socket (a socket file, through interprocess),
 /// then reads and writes through tokio's own halves, which stop polling
 /// after a short read (one `recvfrom` per frame, not two).
+/// With `keep`, also a second descriptor of the connection.
 #[cfg(unix)]
-pub(crate) async fn dial(socket: &Path) -> io::Result<Halves> {
+pub(crate) async fn dial(socket: &Path, keep: bool) -> io::Result<(Halves, Option<Kept>)> {
     use interprocess::local_socket::tokio::Stream;
     use interprocess::local_socket::traits::tokio::Stream as _;
     use interprocess::local_socket::{GenericFilePath, ToFsName};
     let Stream::UdSocket(s) = Stream::connect(socket.to_fs_name::<GenericFilePath>()?).await?;
-    let (r, w) = tokio::net::UnixStream::from(s).into_split();
-    Ok((Box::new(r), Box::new(w)))
+    let s = tokio::net::UnixStream::from(s);
+    let kept = if keep { Some(self::keep(&s)?) } else { None };
+    let (r, w) = s.into_split();
+    Ok(((Box::new(r), Box::new(w)), kept))
 }
 
-/// Connects to the broker's named pipe: `\\.\pipe\NAME` or a bare NAME.
+/// Connects to the broker's named pipe: `\\.\pipe\NAME` or a bare NAME
+/// (`keep` is a Unix matter: nothing is kept).
 #[cfg(windows)]
-pub(crate) async fn dial(socket: &Path) -> io::Result<Halves> {
+pub(crate) async fn dial(socket: &Path, _keep: bool) -> io::Result<(Halves, Option<Kept>)> {
     use std::os::windows::ffi::OsStrExt;
     use tokio::net::windows::named_pipe::NamedPipeClient;
     use windows_sys::Win32::Foundation::{ERROR_PIPE_BUSY, INVALID_HANDLE_VALUE};
@@ -80,6 +101,6 @@ pub(crate) async fn dial(socket: &Path) -> io::Result<Halves> {
         // SAFETY: the handle was just opened, overlapped, and is owned here.
         let pipe = unsafe { NamedPipeClient::from_raw_handle(handle as _) }?;
         let (r, w) = tokio::io::split(pipe);
-        return Ok((Box::new(r), Box::new(w)));
+        return Ok(((Box::new(r), Box::new(w)), None));
     }
 }

@@ -15,7 +15,11 @@ pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
             granted_at,
             expires_at,
             queued_at,
-        } => (Some(fencing), Some(granted_at), queued_at, Some(expires_at)),
+        } => {
+            // A detached holder's TTL does not run: it has no expiry.
+            let expires = l.detached_until.is_none().then_some(expires_at);
+            (Some(fencing), Some(granted_at), queued_at, expires)
+        }
     };
     LeaseView {
         lease_id: l.id,
@@ -29,6 +33,9 @@ pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
         queued_at,
         expires_at,
         position,
+        permits: l.permits,
+        detached: l.detached_until.is_some(),
+        stalled: l.stalled,
     }
 }
 
@@ -52,6 +59,8 @@ impl LeaseTable {
             revision: res.revision,
             holders,
             waiters,
+            capacity: res.capacity,
+            permits_held: u32::try_from(self.permits_held(res)).unwrap_or(u32::MAX),
         }
     }
 
@@ -64,6 +73,8 @@ impl LeaseTable {
                 revision,
                 holders: Vec::new(),
                 waiters: Vec::new(),
+                capacity: self.configured.get(name).copied().unwrap_or(0),
+                permits_held: 0,
             },
         }
     }
@@ -85,6 +96,8 @@ impl LeaseTable {
                         revision: current,
                         holders: Vec::new(),
                         waiters: Vec::new(),
+                        capacity: self.configured.get(n.as_str()).copied().unwrap_or(0),
+                        permits_held: 0,
                     },
                 })
                 .collect()

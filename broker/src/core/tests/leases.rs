@@ -558,45 +558,61 @@ fn fencing_tokens_strictly_increase() {
 }
 
 #[test]
-fn a_used_up_block_is_reserved_again_before_use() {
-    // When the counters pass their reservation, ReserveCounters comes before
-    // the first change that carries a value past it (white box: the block
-    // is made tiny by lowering the reservation by hand).
-    let (mut core, _) = Core::new(CoreConfig::default(), Counters::default());
-    let [ui, a] = sessions(&mut core, ["ui", "a"]);
-    core.watch(ui, vec![], 0, 0).unwrap();
-    let lease = holds_ex(&mut core, a, "x", 0);
-    let limit = core.revision().0 + 1;
-    core.issuer.reserved_until = limit;
-    // Released: revision limit, still inside the reservation.
-    let changes = release(&mut core, a, lease, 1);
-    assert!(
-        !changes
-            .iter()
-            .any(|c| matches!(c, Change::ReserveCounters { .. }))
-    );
-    // Granted: revision limit + 1 needs a new block, announced first.
-    let (_, changes) = acquire(&mut core, a, request("x", Mode::Exclusive), 2);
-    let reserve_at = changes
-        .iter()
-        .position(|c| matches!(c, Change::ReserveCounters { .. }))
-        .expect("a new reservation");
-    let first_past = changes
-        .iter()
-        .position(|c| matches!(c, Change::Watch { event, .. } if event.revision.0 > limit))
-        .expect("an event past the old reservation");
-    assert!(reserve_at < first_past, "{changes:?}");
-    match &changes[reserve_at] {
-        Change::ReserveCounters { reserve_until } => {
-            assert!(*reserve_until >= limit + COUNTER_BLOCK)
-        }
-        _ => unreachable!(),
+fn the_next_block_is_asked_for_half_a_block_ahead() {
+    // ReserveCounters for the next block comes once half of the current one
+    // is used, long before a value past it is needed; once per block.
+    let (mut core, first) = Core::new(CoreConfig::default(), Counters::default());
+    let a = connect(&mut core, "a");
+    // White box: pretend most of the first half is used.
+    core.issuer.revision.0 = COUNTER_BLOCK / 2 - 2;
+    let mut asked = Vec::new();
+    for now in 0..4 {
+        let lease = expect_granted(&acquire_ex(&mut core, a, "x", now)).lease_id;
+        let mut changes = release(&mut core, a, lease, now);
+        changes.extend(acquire(&mut core, a, request("y", Mode::Shared), now).1);
+        asked.extend(changes.into_iter().filter_map(|c| match c {
+            Change::ReserveCounters { reserve_until } => Some(reserve_until),
+            _ => None,
+        }));
     }
-    let reservations = changes
-        .iter()
-        .filter(|c| matches!(c, Change::ReserveCounters { .. }))
-        .count();
-    assert_eq!(reservations, 1, "one reservation per block");
+    assert_eq!(
+        asked,
+        [first.reserve_until + COUNTER_BLOCK],
+        "one request per block"
+    );
+    assert!(
+        core.revision().0 < first.reserve_until,
+        "asked well before the mark"
+    );
+}
+
+#[test]
+fn no_fencing_token_is_handed_out_above_the_durable_reservation() {
+    // When the store has not (yet) made the next block durable, the waiter
+    // whose token would be past the mark stays queued; once the block is
+    // stored, it is granted with a token inside it.
+    let (mut core, first) = Core::new(CoreConfig::default(), Counters::default());
+    let a = connect(&mut core, "a");
+    let b = connect(&mut core, "b");
+    let held = expect_granted(&acquire_ex(&mut core, a, "x", 0));
+    // White box: the durable mark is the token just handed out.
+    core.issuer.durable_until = held.fencing.0;
+    let waiting = expect_queued(&acquire_ex(&mut core, b, "x", 1), 1).lease_id;
+    let changes = release(&mut core, a, held.lease_id, 2);
+    assert!(granted(&changes).is_empty(), "no durable token, no grant");
+    assert!(core.grants_stopped());
+    // A free resource is not granted either: its request queues.
+    expect_queued(&acquire_ex(&mut core, a, "z", 3), 1);
+    let changes = core.counters_stored(first.reserve_until, 4);
+    let grants = granted(&changes);
+    assert_eq!(ids(&grants).len(), 2, "both held-back waiters: {changes:?}");
+    assert!(grants.iter().any(|g| g.lease_id == waiting));
+    assert!(
+        grants
+            .iter()
+            .all(|g| g.fencing.0 > held.fencing.0 && g.fencing.0 <= first.reserve_until)
+    );
+    assert!(!core.grants_stopped());
 }
 
 #[test]
@@ -726,4 +742,33 @@ fn a_huge_progress_total_does_not_overflow_the_estimate() {
         .unwrap();
     let queued = expect_queued(&acquire_ex(&mut core, agent, "pcm", now), 1);
     assert_eq!(queued.estimated_wait_ms, Some(u64::MAX));
+}
+
+#[test]
+fn waiters_per_uid_are_bounded_over_all_its_sessions() {
+    // One uid queues at most `max_waiters_per_uid` requests, whatever the
+    // number of its connections; a grant frees a place; being granted at
+    // once takes none; root is not bound.
+    let mut core = core_with(CoreConfig {
+        max_waiters_per_uid: 2,
+        ..CoreConfig::default()
+    });
+    let svc = core.connect("service".into(), 0, 1).session;
+    let a = connect(&mut core, "a");
+    let b = connect(&mut core, "b");
+    let held = expect_granted(&acquire_ex(&mut core, svc, "pcm", 0)).lease_id;
+    expect_queued(&acquire_ex(&mut core, a, "pcm", 0), 1);
+    expect_queued(&acquire_ex(&mut core, b, "pcm", 0), 2);
+    assert_eq!(
+        core.acquire(b, request("pcm", Mode::Exclusive), 0)
+            .unwrap_err(),
+        CoreError::UserWaiters {
+            uid: 1000,
+            limit: 2
+        }
+    );
+    expect_granted(&acquire_ex(&mut core, b, "free", 0));
+    expect_queued(&acquire_ex(&mut core, svc, "pcm", 0), 3);
+    release(&mut core, svc, held, 1);
+    expect_queued(&acquire_ex(&mut core, b, "pcm", 0), 3);
 }

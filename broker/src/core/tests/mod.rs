@@ -4,6 +4,9 @@
 //! - `leases.rs`: scenarios of the lease table (fairness, expiry, errors).
 //! - `watch.rs`: watches, history, resync and heartbeats.
 //! - `props.rs`: property tests over random command sequences.
+//! - `permits.rs`, `reattach.rs`, `yield_.rs`, `stall.rs`: the wave-2
+//!   rules (counted permits, detach and re-attach, yield and revoke,
+//!   stalled holders); `props_wave2.rs`: their property test.
 //!
 //! The queue tests live with the queue table (`core/queues/tests/`).
 //!
@@ -11,8 +14,13 @@
 //! panic with the caller's location (`#[track_caller]`).
 
 mod leases;
+mod permits;
 mod props;
+mod props_wave2;
+mod reattach;
+mod stall;
 mod watch;
+mod yield_;
 
 use std::sync::Arc;
 
@@ -86,6 +94,7 @@ fn request(resource: &str, mode: Mode) -> AcquireRequest {
         wait: WaitPolicy::Queue,
         max_wait_ms: 0,
         purpose: String::new(),
+        ..AcquireRequest::default()
     }
 }
 

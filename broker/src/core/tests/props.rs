@@ -354,6 +354,12 @@ impl Observer {
                     )));
                 }
             },
+            LeaseUpdate::YieldRequested(_) => {
+                // This model never asks for a yield: nobody else may.
+                return Err(TestCaseError::fail(format!(
+                    "{lease} asked to yield, but nobody asked"
+                )));
+            }
         }
         Ok(())
     }
@@ -389,6 +395,7 @@ impl Observer {
                     },
                     max_wait_ms: *max_wait_ms,
                     purpose: format!("op by {session}"),
+                    ..AcquireRequest::default()
                 };
                 let ttl_ms = if *ttl_ms == 0 {
                     DEFAULT_TTL_MS

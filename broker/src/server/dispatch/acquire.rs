@@ -3,7 +3,7 @@
 use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
-use crate::core::{Millis, Mode, SessionId};
+use crate::core::{Millis, Mode, ResumeToken, SessionId};
 use crate::policy::Verb;
 use crate::server::wire;
 
@@ -13,7 +13,10 @@ pub(super) fn handle(
     req: v1::Acquire,
     now: Millis,
 ) -> Answer {
-    let req = wire::acquire_request(req)?;
+    let mut req = wire::acquire_request(req)?;
+    if req.detach_grace_ms > 0 {
+        req.resume_token = Some(new_resume_token()?);
+    }
     let verb = match req.mode {
         Mode::Exclusive => Verb::LeaseExclusive,
         Mode::Shared => Verb::LeaseShared,
@@ -22,4 +25,11 @@ pub(super) fn handle(
     let (outcome, changes) = d.core.acquire(session, req, now)?;
     let reply = wire::acquire_reply(&outcome, &d.clock, now);
     Ok((v1::reply::Result::Acquire(reply), changes))
+}
+
+/// A fresh secret for re-attaching: 128 bits from the OS's generator.
+pub(super) fn new_resume_token() -> Result<ResumeToken, wire::Refusal> {
+    let mut bytes = [0u8; ResumeToken::LEN];
+    getrandom::fill(&mut bytes).map_err(|e| wire::Refusal::NoRandomness(e.to_string()))?;
+    Ok(ResumeToken(bytes))
 }

@@ -9,18 +9,24 @@ use bytes::Bytes;
 use turnstile_proto::encode_shared_watch_event;
 
 use super::Dispatcher;
-use crate::core::{Change, DropReason, Millis, QueueChange, SessionId, StateEvent, StoreOp};
+use crate::core::{
+    Change, DropReason, LeaseUpdate, Millis, QueueChange, QueuePosition, SessionId, StateEvent,
+    StoreOp,
+};
 use crate::server::clock::Clock;
 use crate::server::outbound::{MAX_COALESCED, Outbound};
 use crate::server::wire;
 
 impl Dispatcher {
-    /// Sends every change to whom it concerns. Watch events are encoded once
-    /// per event, whatever the number of watchers.
-    pub(super) fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
-        // The writes of one core call go to the store first, in one
-        // transaction (a dead-letter move is a Remove plus an Append), and
-        // before any send below can close a connection and cause more.
+    /// Takes the store writes out of `changes` and hands them to the store
+    /// first, in one transaction (a dead-letter move is a Remove plus an
+    /// Append), before any send can close a connection and cause more.
+    /// When there are writes, the deliveries among the changes go with
+    /// them and out only once they are stored: a delivery's attempt must be
+    /// durable before it is seen, so that a message whose deliveries keep
+    /// ending in a crash (the broker's too) still reaches its dead-letter
+    /// queue.
+    pub(super) fn write_first(&mut self, changes: &mut Vec<Change>) {
         let ops: Vec<StoreOp> = changes
             .extract_if(.., |c| matches!(c, Change::Queue(QueueChange::Persist(_))))
             .filter_map(|c| match c {
@@ -28,9 +34,21 @@ impl Dispatcher {
                 _ => None,
             })
             .collect();
-        if !ops.is_empty() {
-            self.store_detached(ops);
+        if ops.is_empty() {
+            return;
         }
+        let deliveries: Vec<Change> = changes
+            .extract_if(.., |c| {
+                matches!(c, Change::Queue(QueueChange::Deliver { .. }))
+            })
+            .collect();
+        self.store_then_deliver(ops, deliveries);
+    }
+
+    /// Sends every change to whom it concerns. Watch events are encoded once
+    /// per event, whatever the number of watchers.
+    pub(super) fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
+        self.write_first(&mut changes);
         // The last event encoded, and its bytes: every watcher of one event gets
         // the same `Arc`, so identity says whether the bytes fit.
         let mut encoded: Option<(Arc<StateEvent>, Bytes)> = None;
@@ -42,8 +60,24 @@ impl Dispatcher {
                     lease,
                     update,
                 } => {
-                    let frame = wire::lease_update(lease.0, &update, &clock, now);
-                    self.send(session, Outbound::frame(frame));
+                    let Some(conn) = self.conns.get_mut(&session) else {
+                        continue;
+                    };
+                    if let LeaseUpdate::Queued(place) = update {
+                        // Paced per waiter: the newest place, a few times a
+                        // second at most, encoded only when sent.
+                        let encode = |p: &QueuePosition| queued_frame(p, &clock, now);
+                        if conn
+                            .send_queued(lease.0, place, now, encode, &self.to_core)
+                            .is_err()
+                        {
+                            self.cut_off(session);
+                        }
+                    } else {
+                        conn.forget_queued(lease.0);
+                        let frame = wire::lease_update(lease.0, &update, &clock, now);
+                        self.send(session, Outbound::frame(frame));
+                    }
                 }
                 Change::Watch {
                     session,
@@ -132,4 +166,18 @@ pub(super) fn concerns(change: &Change, session: SessionId) -> bool {
 /// A `WatchEvent` without its `watch_id`, encoded once for all watchers.
 pub(super) fn encode_event(e: &StateEvent, coalesced: bool, clock: &Clock, now: Millis) -> Bytes {
     encode_shared_watch_event(wire::watch_event(0, e, coalesced, clock, now))
+}
+
+/// A waiter's place in the queue as a `LeaseUpdate` frame.
+pub(super) fn queued_frame(place: &QueuePosition, clock: &Clock, now: Millis) -> Outbound {
+    Outbound::frame(turnstile_proto::v1::ServerFrame {
+        body: Some(turnstile_proto::v1::server_frame::Body::LeaseUpdate(
+            turnstile_proto::v1::LeaseUpdate {
+                lease_id: place.lease_id.0,
+                change: Some(turnstile_proto::v1::lease_update::Change::Queued(
+                    wire::queued(place, clock, now),
+                )),
+            },
+        )),
+    })
 }

@@ -7,11 +7,13 @@ use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
 
 use super::Dispatcher;
-use crate::core::SessionId;
+use crate::core::{PeerIdentity, SessionId};
 use crate::platform::peer::PeerCredentials;
-use crate::server::outbound::Conn;
+use crate::server::outbound::{Conn, ReadGate};
 use crate::server::{Outbound, wire};
 
+// The fields of `ToCore::Hello`, one for one.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn handle(
     d: &mut Dispatcher,
     id: u64,
@@ -19,9 +21,16 @@ pub(super) fn handle(
     creds: PeerCredentials,
     outbound: mpsc::Sender<Outbound>,
     cancel: CancellationToken,
+    gate: std::sync::Arc<ReadGate>,
     session_tx: oneshot::Sender<SessionId>,
 ) {
-    let peer = d.core.connect(hello.client_name, creds.uid, creds.pid);
+    let who = PeerIdentity {
+        uid: creds.uid,
+        pid: creds.pid,
+        user: creds.user.clone(),
+        login_session: creds.login_session.clone(),
+    };
+    let peer = d.core.connect_peer(hello.client_name, who);
     let session = peer.session;
     tracing::debug!(session = session.0, uid = creds.uid, pid = creds.pid, client = %peer.client_name, "hello");
     d.conns.insert(
@@ -30,8 +39,10 @@ pub(super) fn handle(
             session,
             outbound,
             cancel,
-            creds.subject(),
+            crate::policy::Subject::from(&creds),
             creds.pid,
+            gate,
+            d.config.max_outbound_bytes,
         )),
     );
     let reply = v1::HelloReply {

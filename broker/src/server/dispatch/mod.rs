@@ -23,15 +23,19 @@ mod ack;
 mod acquire;
 mod cancel;
 mod consume;
+mod decline_yield;
 mod deliver;
 mod hello;
 mod keep_alive;
+mod log_limit;
 mod nack;
 mod persist;
 mod ping;
 mod publish;
+mod reattach;
 mod release;
 mod report_progress;
+mod request_yield;
 mod status;
 mod unwatch;
 mod watch;
@@ -47,7 +51,8 @@ use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
 use crate::core::{Change, Core, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
-use deliver::{concerns, encode_event};
+use deliver::{concerns, encode_event, queued_frame};
+use log_limit::LogLimit;
 
 /// What an operation answers: a reply now and the changes it caused
 /// (delivered around the reply), or an error now.
@@ -67,16 +72,11 @@ pub(super) struct Dispatcher {
     /// second publish with one of them is refused, or its answer could not
     /// be told apart.
     publishing: HashMap<SessionId, HashSet<u64>>,
-    /// The highest counter reservation made durable.
-    reserved: u64,
-    /// Refusals logged in the current second, and when it began: denials
-    /// are logged at most [`DENIALS_LOGGED_PER_SECOND`] a second.
-    denials: (Millis, u32),
+    /// Policy denials are logged at a bounded rate.
+    denials: LogLimit,
+    /// So are refused publishes.
+    pub(super) refused_publishes: LogLimit,
 }
-
-/// How many policy refusals are logged per second at most (the rest are
-/// counted and summed up in the next one logged).
-const DENIALS_LOGGED_PER_SECOND: u32 = 10;
 
 impl Dispatcher {
     /// The core task's state, with what the store held put back and the
@@ -99,10 +99,10 @@ impl Dispatcher {
             config,
             to_core,
             publishing: HashMap::new(),
-            reserved: 0,
-            denials: (0, 0),
+            denials: LogLimit::default(),
+            refused_publishes: LogLimit::default(),
         };
-        d.reserve(reservation.reserve_until)?;
+        d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
         d.deliver(restored, 0);
         Ok(d)
@@ -171,20 +171,7 @@ impl Dispatcher {
         let Err(denied) = decision else {
             return Ok(());
         };
-        let now = self.clock.now();
-        let (since, count) = &mut self.denials;
-        if now >= *since + 1000 {
-            if *count > DENIALS_LOGGED_PER_SECOND {
-                tracing::warn!(
-                    "{} more policy refusals were not logged",
-                    *count - DENIALS_LOGGED_PER_SECOND
-                );
-            }
-            *since = now;
-            *count = 0;
-        }
-        *count += 1;
-        if *count <= DENIALS_LOGGED_PER_SECOND {
+        if self.denials.admit(self.clock.now(), "policy refusals") {
             tracing::warn!(
                 uid = conn.uid,
                 pid = conn.pid,
@@ -203,17 +190,39 @@ impl Dispatcher {
                 creds,
                 outbound,
                 cancel,
+                gate,
                 session,
-            } => hello::handle(self, id, hello, creds, outbound, cancel, session),
-            ToCore::Request { session, frame } => self.request(session, frame),
+            } => hello::handle(self, id, hello, creds, outbound, cancel, gate, session),
+            ToCore::Request { session, frame } => self.admit(session, frame),
             ToCore::Fatal { session, refusal } => {
                 self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
             }
-            ToCore::Goodbye { session, reason } => self.goodbye(session, &reason),
+            ToCore::Goodbye { session, reason } => match self.conns.get_mut(&session) {
+                // Requests it sent before it went are handled first.
+                Some(conn) if !conn.deferred.is_empty() => conn.pending_goodbye = Some(reason),
+                _ => self.goodbye(session, &reason),
+            },
+            ToCore::CountersStored { until } => self.counters_stored(until),
+            ToCore::Deliveries { deliveries } => {
+                let now = self.clock.now();
+                self.deliver(deliveries, now);
+            }
+            ToCore::Acked {
+                session,
+                request_id,
+                result,
+            } => {
+                ack::acked(self, session, request_id, result);
+                self.resume(session);
+            }
             ToCore::Writable { session } => {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
                     conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
+                    let encode = |p: &crate::core::QueuePosition| queued_frame(p, &clock, now);
+                    if conn.flush_paced(now, encode, &self.to_core).is_err() {
+                        self.cut_off(session);
+                    }
                 }
             }
             ToCore::Committed {
@@ -222,7 +231,68 @@ impl Dispatcher {
                 queue,
                 message,
                 result,
-            } => publish::committed(self, session, request_id, &queue, message, result),
+            } => {
+                publish::committed(self, session, request_id, &queue, message, result);
+                self.resume(session);
+            }
+        }
+    }
+
+    /// Requests `session` has sent that await their answer (durable
+    /// publishes).
+    fn in_flight(&self, session: SessionId) -> usize {
+        self.publishing.get(&session).map_or(0, |ids| ids.len())
+    }
+
+    /// Handles a request now, or keeps it (in order) while its connection
+    /// has `--max-in-flight` requests awaiting answers: DESIGN "Flow
+    /// control" stops reading rather than refusing. The reader's gate is
+    /// closed meanwhile, so what is kept is at most what the reader had
+    /// already handed over.
+    fn admit(&mut self, session: SessionId, frame: v1::ClientFrame) {
+        if let Some(conn) = self.conns.get(&session) {
+            conn.taken();
+        }
+        let full = self.in_flight(session) >= self.config.max_in_flight;
+        if let Some(conn) = self.conns.get_mut(&session)
+            && (full || !conn.deferred.is_empty())
+        {
+            conn.deferred.push_back(frame);
+            conn.set_in_flight_full(full);
+            return;
+        }
+        self.request(session, frame);
+        self.refresh_in_flight(session);
+    }
+
+    /// Handles what `session` sent while it was at `--max-in-flight`, as far
+    /// as answers have gone out; then a goodbye that waited for them.
+    fn resume(&mut self, session: SessionId) {
+        loop {
+            let full = self.in_flight(session) >= self.config.max_in_flight;
+            let Some(conn) = self.conns.get_mut(&session) else {
+                return;
+            };
+            if full {
+                conn.set_in_flight_full(true);
+                return;
+            }
+            let Some(frame) = conn.deferred.pop_front() else {
+                conn.set_in_flight_full(false);
+                if let Some(reason) = conn.pending_goodbye.take() {
+                    self.goodbye(session, &reason);
+                }
+                return;
+            };
+            self.request(session, frame);
+        }
+    }
+
+    /// Tells the connection whether its requests in flight are at the bound.
+    fn refresh_in_flight(&mut self, session: SessionId) {
+        let full = self.in_flight(session) >= self.config.max_in_flight;
+        if let Some(conn) = self.conns.get_mut(&session) {
+            conn.set_in_flight_full(full);
         }
     }
 
@@ -239,7 +309,13 @@ impl Dispatcher {
                 Body::Acquire(r) => acquire::handle(self, session, r, now),
                 Body::KeepAlive(r) => keep_alive::handle(self, session, r, now),
                 Body::Release(r) => release::handle(self, session, r, now),
-                Body::Cancel(r) => cancel::handle(self, session, r, now),
+                Body::Cancel(r) => {
+                    // A place in the queue held back for pacing is stale now.
+                    if let Some(conn) = self.conns.get_mut(&session) {
+                        conn.forget_queued(r.lease_id);
+                    }
+                    cancel::handle(self, session, r, now)
+                }
                 Body::ReportProgress(r) => report_progress::handle(self, session, r, now),
                 Body::Watch(r) => watch::handle(self, session, id, r, now),
                 Body::Unwatch(r) => unwatch::handle(self, session, r),
@@ -249,27 +325,35 @@ impl Dispatcher {
                     Err(e) => Err(e),
                 },
                 Body::Consume(r) => consume::handle(self, session, r),
-                Body::Ack(r) => ack::handle(self, session, r),
+                Body::Ack(r) => match ack::handle(self, session, id, r) {
+                    // Answered once the store has the removal (`acked`).
+                    Ok(ack::Started) => return,
+                    Err(e) => Err(e),
+                },
                 Body::Nack(r) => nack::handle(self, session, r),
+                Body::Reattach(r) => reattach::handle(self, session, r, now),
+                Body::RequestYield(r) => request_yield::handle(self, session, r, now),
+                Body::DeclineYield(r) => decline_yield::handle(self, session, r, now),
             },
         };
         let (answer, changes) = match answer {
             Ok((result, changes)) => (Ok(result), changes),
             Err(e) => (Err(e), Vec::new()),
         };
-        // Persist a counter reservation before the answer can carry a token.
-        self.reserve_first(&changes);
         // What the request did to others goes out first (a waiter's grant
         // before the releaser's Done: the handoff is not delayed by it);
         // what concerns the requester follows its answer, so it always sees
         // `AcquireReply{queued}` before a `LeaseUpdate` of that lease.
+        let mut changes = changes;
+        self.write_first(&mut changes);
         let (own, others): (Vec<Change>, Vec<Change>) =
             changes.into_iter().partition(|c| concerns(c, session));
         self.deliver(others, now);
-        match answer {
-            Ok(result) => self.send(session, Outbound::frame(wire::reply(id, result))),
-            Err(e) => self.send(session, Outbound::frame(wire::error_reply(id, e))),
-        }
+        let answer = match answer {
+            Ok(result) => wire::reply(id, result),
+            Err(e) => wire::error_reply(id, e),
+        };
+        self.send_item(session, Outbound::frame(answer), true);
         self.deliver(own, now);
     }
 
@@ -297,19 +381,34 @@ impl Dispatcher {
     /// Queues an item for a session; a client too far behind is cut off
     /// through the goodbye path.
     fn send(&mut self, session: SessionId, item: Outbound) {
-        let limit = self.config.max_outbound_bytes;
+        self.send_item(session, item, false);
+    }
+
+    /// Queues an item; `answer`: the answer to the session's own request,
+    /// which never cuts it off (its reader pauses instead).
+    fn send_item(&mut self, session: SessionId, item: Outbound, answer: bool) {
         let Some(conn) = self.conns.get_mut(&session) else {
             return;
         };
-        if conn.send(item, limit, &self.to_core).is_err() {
-            tracing::warn!(
-                session = session.0,
-                uid = conn.uid,
-                pid = conn.pid,
-                "closing a connection that does not read: more than {limit} bytes queued (--max-outbound-bytes)"
-            );
-            conn.cancel.cancel();
-            self.goodbye(session, "outbound limit exceeded");
+        if conn.send(item, answer, &self.to_core).is_err() {
+            self.cut_off(session);
         }
+    }
+
+    /// Closes a connection that does not read (its backlog is past
+    /// `--max-outbound-bytes`) through the goodbye path.
+    fn cut_off(&mut self, session: SessionId) {
+        let limit = self.config.max_outbound_bytes;
+        let Some(conn) = self.conns.get(&session) else {
+            return;
+        };
+        tracing::warn!(
+            session = session.0,
+            uid = conn.uid,
+            pid = conn.pid,
+            "closing a connection that does not read: more than {limit} bytes queued (--max-outbound-bytes)"
+        );
+        conn.cancel.cancel();
+        self.goodbye(session, "outbound limit exceeded");
     }
 }

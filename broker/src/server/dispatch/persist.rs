@@ -1,78 +1,111 @@
-//! Counter persistence: a reservation of revisions and fencing tokens is
-//! made durable before anything that may carry one leaves, and the queue
-//! writes a core call causes go to the store in order, without waiting.
+//! Counter persistence: the core asks for the next block of revisions and
+//! fencing tokens half a block ahead ([`Change::ReserveCounters`]); it is
+//! committed off the core task, retried until it is stored, and the core
+//! told ([`crate::core::Core::counters_stored`]). The core never hands out
+//! a fencing token above the durable reservation, so nothing here blocks
+//! the core task, and a store that cannot write stops grants (loudly)
+//! rather than letting a token be handed out twice across a restart.
+//!
+//! The queue writes a core call causes go to the store in order, without
+//! waiting.
+
+use std::time::Duration;
 
 use crate::core::{Change, StoreOp};
+use crate::server::ToCore;
 use crate::store::StoreError;
 
 use super::Dispatcher;
 
-impl Dispatcher {
-    pub(super) fn reserve_first(&mut self, changes: &[Change]) {
-        for c in changes {
-            if let Change::ReserveCounters { .. } = c {
-                self.persist(c);
-            }
-        }
-    }
+/// The longest pause between two tries of a reservation that failed.
+const RETRY_AT_MOST: Duration = Duration::from_secs(5);
 
-    /// Makes a counter reservation durable before anything after it is
-    /// sent, so that no fencing token or revision is handed out twice
-    /// across a restart. The core task waits for this one commit: it
-    /// happens once every [`crate::core::COUNTER_BLOCK`] tokens or
-    /// revisions, and every frame after it must wait for it anyway.
-    /// (Without a store the counters only live as long as the broker.)
+impl Dispatcher {
+    /// Starts making a counter reservation durable, in the background.
     pub(super) fn persist(&mut self, change: &Change) {
         let Change::ReserveCounters { reserve_until } = *change else {
             return;
         };
-        if reserve_until <= self.reserved {
+        let Some(store) = self.store.clone() else {
+            // Without a store the counters only live as long as the broker.
+            let changes = self.core.counters_stored(reserve_until, self.clock.now());
+            let now = self.clock.now();
+            self.deliver(changes, now);
             return;
-        }
-        let mut tries = 0;
-        while let Err(e) = self.reserve(reserve_until) {
-            tries += 1;
-            if tries == 3 {
-                tracing::error!(
-                    reserve_until,
-                    "the counter reservation could not be stored: {e}; fencing tokens and revisions \
-                     handed out from now on may be handed out again after a restart"
-                );
-                self.reserved = reserve_until;
-                return;
+        };
+        let to_core = self.to_core.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let op = StoreOp::ReserveCounters { reserve_until };
+                match store.enqueue(vec![op]).await {
+                    Ok(()) => break,
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        tracing::error!(
+                            reserve_until,
+                            "the counter reservation could not be stored ({e}); retrying in \
+                             {pause:?}. No fencing token above the last stored reservation is \
+                             handed out: grants stop there until it is stored"
+                        );
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(RETRY_AT_MOST);
+                    }
+                }
             }
-            tracing::warn!(
-                reserve_until,
-                "the counter reservation could not be stored, retrying: {e}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+            let _ = to_core
+                .send(ToCore::CountersStored {
+                    until: reserve_until,
+                })
+                .await;
+        });
     }
 
-    /// Commits a counter reservation and waits for it.
-    pub(super) fn reserve(&mut self, reserve_until: u64) -> Result<(), StoreError> {
+    /// The store made a reservation durable: grants held back go ahead.
+    pub(super) fn counters_stored(&mut self, until: u64) {
+        tracing::debug!(until, "counter reservation stored");
+        let was_stopped = self.core.grants_stopped();
+        let now = self.clock.now();
+        let changes = self.core.counters_stored(until, now);
+        if was_stopped {
+            tracing::warn!(until, "the counter reservation is stored: grants resume");
+        }
+        self.deliver(changes, now);
+    }
+
+    /// Commits the first counter reservation and waits for it: nothing is
+    /// served before it (at startup only).
+    pub(super) fn reserve_at_start(&mut self, reserve_until: u64) -> Result<(), StoreError> {
         if let Some(store) = &self.store {
             let op = StoreOp::ReserveCounters { reserve_until };
             futures::executor::block_on(store.enqueue(vec![op]))?;
         }
         tracing::debug!(reserve_until, "counter reservation stored");
-        self.reserved = reserve_until;
         Ok(())
     }
 
-    /// Hands writes to the store without waiting: they are committed in the
-    /// order enqueued, and a failure is only logged (the message concerned
-    /// is delivered again after a restart, which at-least-once allows).
-    pub(super) fn store_detached(&self, ops: Vec<StoreOp>) {
+    /// Hands writes to the store: they are committed in the order enqueued.
+    /// `deliveries` (the deliveries whose attempts are among the writes) go
+    /// out once the commit is back, through the core task
+    /// ([`ToCore::Deliveries`]); nothing else waits. A failure is logged and
+    /// the deliveries go out all the same (an attempt count may then be
+    /// low after a crash, which at-least-once allows).
+    pub(super) fn store_then_deliver(&mut self, ops: Vec<StoreOp>, deliveries: Vec<Change>) {
         let Some(store) = &self.store else {
+            let now = self.clock.now();
+            self.deliver(deliveries, now);
             return;
         };
         let commit = store.enqueue(ops);
+        let to_core = self.to_core.clone();
         tokio::spawn(async move {
             if let Err(e) = commit.await {
                 tracing::warn!(
-                    "a queue update was not stored ({e}); an acknowledged message may be delivered again after a restart"
+                    "a queue update was not stored ({e}); a message may be delivered again after a restart, or with a lower attempt count"
                 );
+            }
+            if !deliveries.is_empty() {
+                let _ = to_core.send(ToCore::Deliveries { deliveries }).await;
             }
         });
     }

@@ -128,9 +128,22 @@ pub(super) fn committed(
             Change::from_queue(d.core.queues.publish_committed(queue, message)),
         ),
         Err(e) => {
-            tracing::warn!(queue, seq, "a publish was refused: {e}");
+            if d.refused_publishes
+                .admit(d.clock.now(), "refused publishes")
+            {
+                tracing::warn!(queue, seq, "a publish was refused: {e}");
+            }
+            // A failed sync may have left the message on disk after all:
+            // the publisher is told the outcome is unknown, not "not
+            // stored". The table lets it go either way; if it was stored,
+            // a restart delivers it (at least once).
+            let refusal = if e.outcome_unknown() {
+                Refusal::OutcomeUnknown(e)
+            } else {
+                Refusal::NotStored(e)
+            };
             (
-                wire::error_reply(request_id, Refusal::NotStored(e)),
+                wire::error_reply(request_id, refusal),
                 Change::from_queue(d.core.queues.publish_failed(queue, seq)),
             )
         }

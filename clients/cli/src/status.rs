@@ -1,0 +1,90 @@
+//! `turnstile status [RESOURCE...]`: holders and waiters of resources (all
+//! in use when none is named) and the queues, as a table or as JSON.
+
+use turnstile_client::proto as v1;
+use turnstile_client::{Client, ClientError, ConnectOptions};
+
+use crate::EXIT_OK;
+use crate::format::{condition, mode, now_ms, permits, progress, span, table, table_text, who};
+use crate::view::{self, StatusView};
+
+pub async fn run(
+    opts: ConnectOptions,
+    resources: Vec<String>,
+    legend: bool,
+    json: bool,
+) -> Result<u8, ClientError> {
+    let client = Client::connect(opts).await?;
+    let status = client.status(&resources).await?;
+    if json {
+        view::print(&StatusView::from(&status));
+    } else {
+        print!("{}", status_text(&status, now_ms(), legend));
+    }
+    Ok(EXIT_OK)
+}
+
+/// The `status` tables: leases, then queues.
+fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
+    let mut out = String::new();
+    if s.resources.is_empty() {
+        out.push_str(&format!(
+            "no resource is held or waited for (revision {})\n",
+            s.revision
+        ));
+    } else {
+        let mut t = table(
+            &[
+                "RESOURCE", "STATE", "MODE", "LEASE", "TOKEN", "WHO", "PURPOSE", "FOR", "PROGRESS",
+                "EXPIRES",
+            ],
+            legend,
+        );
+        for r in &s.resources {
+            // A counting semaphore says how many of its permits are held.
+            let held = permits(r);
+            let name = if held.is_empty() {
+                r.resource.clone()
+            } else {
+                format!("{} ({held})", r.resource)
+            };
+            if r.holders.is_empty() && r.waiters.is_empty() {
+                t.add_row(vec![name.clone(), "free".into()]);
+            }
+            for h in &r.holders {
+                t.add_row(vec![
+                    name.clone(),
+                    format!("held{}", condition(h)),
+                    mode(h).into(),
+                    h.lease_id.to_string(),
+                    h.fencing_token.to_string(),
+                    who(h.holder.as_ref()),
+                    h.purpose.clone(),
+                    span(now.saturating_sub(h.granted_at_ms)),
+                    h.progress.as_ref().map(progress).unwrap_or_default(),
+                    span(u64::from(h.expires_in_ms)),
+                ]);
+            }
+            for w in &r.waiters {
+                t.add_row(vec![
+                    name.clone(),
+                    format!("waiting {}{}", w.position, condition(w)),
+                    mode(w).into(),
+                    w.lease_id.to_string(),
+                    String::new(),
+                    who(w.holder.as_ref()),
+                    w.purpose.clone(),
+                    span(now.saturating_sub(w.queued_at_ms)),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+        }
+        out.push_str(&table_text(&mut t));
+    }
+    if !s.queues.is_empty() {
+        out.push('\n');
+        out.push_str(&crate::queue::queues_table(&s.queues, legend));
+    }
+    out
+}

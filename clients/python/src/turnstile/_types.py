@@ -1,0 +1,240 @@
+"""What the broker tells: plain, immutable values built from the wire messages.
+
+Enum values appear as their names without prefix (``mode="SHARED"``,
+``kind="GRANTED"``); a value newer than this client knows appears as its
+number in a string. Durations are float seconds, instants float Unix
+timestamps (``None`` when the broker says 0 = not applicable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from .v1 import turnstile_pb2 as pb
+
+__all__ = [
+    "Peer",
+    "Progress",
+    "LeaseInfo",
+    "ResourceState",
+    "QueueInfo",
+    "Status",
+    "Queued",
+    "HelloInfo",
+    "WatchEvent",
+]
+
+
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    """The name of ``value`` in a generated enum, without ``prefix``; the number if unknown."""
+    try:
+        name: str = enum.Name(value)
+    except ValueError:
+        return str(value)
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def _instant(ms: int) -> Optional[float]:
+    return ms / 1000.0 if ms else None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection, as the broker's OS reports it."""
+
+    client_name: str
+    uid: int
+    pid: int
+    session_id: int
+
+    @classmethod
+    def from_pb(cls, m: pb.Peer) -> "Peer":
+        """Built from the wire ``Peer``."""
+        return cls(m.client_name, m.uid, m.pid, m.session_id)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A holder's last ``report_progress``."""
+
+    done: int
+    total: int
+    message: str
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A lease as others see it: a holder, or a waiter with its position."""
+
+    lease_id: int
+    resource: str
+    mode: str
+    purpose: str
+    holder: Peer
+    fencing_token: int
+    progress: Optional[Progress]
+    granted_at: Optional[float]
+    expires_in: float
+    position: int
+    queued_at: Optional[float]
+
+    @classmethod
+    def from_pb(cls, m: pb.Lease) -> "LeaseInfo":
+        """Built from the wire ``Lease``."""
+        progress = (
+            Progress(m.progress.done, m.progress.total, m.progress.message)
+            if m.HasField("progress")
+            else None
+        )
+        return cls(
+            lease_id=m.lease_id,
+            resource=m.resource,
+            mode=enum_name(pb.Mode, m.mode, "MODE_"),
+            purpose=m.purpose,
+            holder=Peer.from_pb(m.holder),
+            fencing_token=m.fencing_token,
+            progress=progress,
+            granted_at=_instant(m.granted_at_ms),
+            expires_in=m.expires_in_ms / 1000.0,
+            position=m.position,
+            queued_at=_instant(m.queued_at_ms),
+        )
+
+
+@dataclass(frozen=True)
+class ResourceState:
+    """The whole state of one resource: its holders, and its waiters in queue order."""
+
+    resource: str
+    revision: int
+    holders: Tuple[LeaseInfo, ...]
+    waiters: Tuple[LeaseInfo, ...]
+
+    @classmethod
+    def from_pb(cls, m: pb.ResourceState) -> "ResourceState":
+        """Built from the wire ``ResourceState``."""
+        return cls(
+            m.resource,
+            m.revision,
+            tuple(LeaseInfo.from_pb(h) for h in m.holders),
+            tuple(LeaseInfo.from_pb(w) for w in m.waiters),
+        )
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """One message queue's counters."""
+
+    queue: str
+    ready: int
+    unacked: int
+    consumers: int
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer to ``status()``: resources in use (or those named) and queues."""
+
+    revision: int
+    resources: Tuple[ResourceState, ...]
+    queues: Tuple[QueueInfo, ...]
+
+    @classmethod
+    def from_pb(cls, m: pb.Status) -> "Status":
+        """Built from the wire ``Status``."""
+        return cls(
+            m.revision,
+            tuple(ResourceState.from_pb(r) for r in m.resources),
+            tuple(QueueInfo(q.queue, q.ready, q.unacked, q.consumers) for q in m.queues),
+        )
+
+    def resource(self, name: str) -> Optional[ResourceState]:
+        """The state of ``name``, or ``None`` if the answer does not mention it."""
+        for r in self.resources:
+            if r.resource == name:
+                return r
+        return None
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Where a waiting request stands: position 1 is next in line."""
+
+    lease_id: int
+    position: int
+    ahead: Tuple[LeaseInfo, ...]
+    estimated_wait: Optional[float]
+
+    @classmethod
+    def from_pb(cls, m: pb.Queued) -> "Queued":
+        """Built from the wire ``Queued``."""
+        return cls(
+            m.lease_id,
+            m.position,
+            tuple(LeaseInfo.from_pb(a) for a in m.ahead),
+            m.estimated_wait_ms / 1000.0 if m.estimated_wait_ms else None,
+        )
+
+
+@dataclass(frozen=True)
+class HelloInfo:
+    """What the broker said when the connection opened."""
+
+    broker_version: str
+    protocol_version: int
+    session_id: int
+    max_frame_bytes: int
+    peer: Peer
+
+    @classmethod
+    def from_pb(cls, m: pb.HelloReply) -> "HelloInfo":
+        """Built from the wire ``HelloReply``."""
+        return cls(
+            m.broker_version,
+            m.protocol_version,
+            m.session_id,
+            m.max_frame_bytes,
+            Peer.from_pb(m.peer),
+        )
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One item of a watch.
+
+    ``kind`` is the wire ``EventKind`` without prefix (``"GRANTED"``,
+    ``"RELEASED"``, ``"EXPIRED"``, ``"DISCONNECTED"``, ``"QUEUED"``,
+    ``"CANCELLED"``, ``"PROGRESS"``, ``"RESYNC"``, ``"HEARTBEAT"``), or one
+    of the watcher's own:
+
+    - ``"SNAPSHOT"``: ``states`` holds every watched resource's state (at the
+      start, and after a reconnect whose resume the broker could not honour,
+      then with ``resync=True``: events in between are lost and this replaces them);
+    - ``"CONNECTION_LOST"``: the broker went away; the watcher reconnects;
+    - ``"RECONNECTED"``: back; the missed events (or a resync snapshot) follow.
+    """
+
+    kind: str
+    revision: int
+    state: Optional[ResourceState] = None
+    states: Tuple[ResourceState, ...] = ()
+    coalesced: bool = False
+    resync: bool = False
+    detail: str = ""
+
+    @classmethod
+    def from_pb(cls, m: pb.WatchEvent) -> "WatchEvent":
+        """Built from the wire ``WatchEvent``."""
+        return cls(
+            kind=enum_name(pb.EventKind, m.kind, "EVENT_KIND_"),
+            revision=m.revision,
+            state=ResourceState.from_pb(m.state) if m.HasField("state") else None,
+            coalesced=m.coalesced,
+            detail=m.detail,
+        )
+
+
+def headers_dict(m: Any) -> Dict[str, str]:
+    """A protobuf ``map<string, string>`` as a plain dict."""
+    return {str(k): str(v) for k, v in m.items()}
