@@ -7,9 +7,14 @@
 //! bare tokio echo, the contended handoff against a zero-logic relay and a
 //! POSIX named semaphore, fan-out to 100 and 1000 watchers against a bare
 //! fan-out, 64 pipelining clients against the echo, broker memory per idle
-//! connection against a bare tokio server, and durable queues once they
-//! exist. Peers are this binary re-executed in a role
-//! (`TURNSTILE_BENCH_ROLE`); they die with it.
+//! connection against a bare tokio server, durable publishes against a bare
+//! `write + fdatasync`, consume with acks against deliveries alone, and the
+//! peer brokers when installed (D-Bus through a private dbus-daemon, NATS
+//! through a private nats-server; a SKIP line when absent). Every figure
+//! but memory is taken twice, co-located and cross-CPU, with the processes
+//! pinned (`support::placement`), and each row says which. Helper processes
+//! are this binary re-executed in a role (`TURNSTILE_BENCH_ROLE`); they die
+//! with it.
 //!
 //! It prints one Markdown table (and per-run values, to judge the noise)
 //! and writes the same as JSON to `target/turnstile-bench.json`.
@@ -40,6 +45,9 @@ mod handoff;
 #[cfg(target_os = "linux")]
 #[path = "broker/idle.rs"]
 mod idle;
+#[cfg(target_os = "linux")]
+#[path = "broker/peers.rs"]
+mod peers;
 #[cfg(target_os = "linux")]
 #[path = "broker/ping.rs"]
 mod ping;
@@ -91,6 +99,7 @@ fn play(role: &str, args: &[String]) -> anyhow::Result<()> {
         "handoff-peer" => handoff::peer(args),
         "watchers" => fanout::watchers(args),
         "idle-holder" => idle::holder(args),
+        "nats-responder" => peers::nats_responder(args),
         other => anyhow::bail!("unknown role {other}"),
     }
 }
@@ -103,6 +112,7 @@ type Figure<'a> = Box<dyn Fn() -> anyhow::Result<Vec<support::report::Row>> + 'a
 fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
     use std::time::Instant;
 
+    use support::placement::{self, Placement};
     use support::procs::{Broker, raise_nofile};
     use support::report::{self, Kind, Row};
 
@@ -133,33 +143,73 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
         if plan.quick { "quick" } else { "full" }
     );
 
+    let cpus = placement::allowed_cpus();
+    let placements = placement::available(&cpus);
+    let pinning = match (cpus.first(), cpus.get(1)) {
+        (Some(s), Some(c)) => format!(
+            "co-located = broker, baseline servers and clients all pinned to CPU {s}; \
+             cross-CPU = servers pinned to CPU {s}, clients to CPU {c} (sched_setaffinity, as taskset)"
+        ),
+        (Some(s), None) => format!(
+            "co-located = everything pinned to CPU {s}. SKIP cross-CPU: this process may run on \
+             one CPU only"
+        ),
+        _ => "unpinned: the CPUs allowed could not be read".to_string(),
+    };
+    eprintln!("  placement: {pinning}");
+
     let broker = Broker::start(&plan.path("broker"), &[])?;
-    let figures: Vec<(&str, Figure)> = vec![
-        ("ping", Box::new(|| ping::run(&plan, &broker))),
-        ("handoff", Box::new(|| handoff::run(&plan, &broker))),
-        ("fanout", Box::new(|| fanout::run(&plan, &broker))),
-        ("throughput", Box::new(|| throughput::run(&plan, &broker))),
-        ("idle", Box::new(|| idle::run(&plan))),
-        ("queues", Box::new(|| queues::run(&plan, &broker))),
+    // The figures, and whether the placement matters to them (memory does
+    // not: it is taken once).
+    let figures: Vec<(&str, bool, Figure)> = vec![
+        ("ping", true, Box::new(|| ping::run(&plan, &broker))),
+        ("handoff", true, Box::new(|| handoff::run(&plan, &broker))),
+        ("fanout", true, Box::new(|| fanout::run(&plan, &broker))),
+        (
+            "throughput",
+            true,
+            Box::new(|| throughput::run(&plan, &broker)),
+        ),
+        ("idle", false, Box::new(|| idle::run(&plan))),
+        ("queues", true, Box::new(|| queues::run(&plan, &broker))),
     ];
     let mut rows: Vec<Row> = Vec::new();
     let mut failed = Vec::new();
-    for (name, figure) in &figures {
+    for (name, placed, figure) in &figures {
         if !plan.wants(name) {
             continue;
         }
-        let t = Instant::now();
-        eprintln!("  {name}...");
-        match figure() {
-            Ok(r) => rows.extend(r),
-            Err(e) => {
-                let why = format!("failed: {e:#}");
-                eprintln!("  {name} {why}\n  broker log:\n{}", broker.log_tail());
-                rows.push(Row::missing(name, name, Kind::Latency, &why));
-                failed.push(*name);
+        let here: &[Placement] = if *placed {
+            &placements
+        } else {
+            &placements[..placements.len().min(1)]
+        };
+        // Each placement's rows, to be interleaved so that a figure's two
+        // placements stand side by side.
+        let mut taken: Vec<Vec<Row>> = Vec::new();
+        for &p in here {
+            let (label, key) = if *placed {
+                (p.label(), p.key())
+            } else {
+                ("any (memory)", "any")
+            };
+            let t = Instant::now();
+            eprintln!("  {name} ({label})...");
+            let result = placement::enter(p, &cpus, &[broker.pid()]).and_then(|()| figure());
+            match result {
+                Ok(r) => taken.push(r.into_iter().map(|row| row.placed(label, key)).collect()),
+                Err(e) => {
+                    let why = format!("failed: {e:#}");
+                    eprintln!("  {name} {why}\n  broker log:\n{}", broker.log_tail());
+                    taken.push(vec![
+                        Row::missing(name, name, Kind::Latency, &why).placed(label, key),
+                    ]);
+                    failed.push(*name);
+                }
             }
+            eprintln!("  {name} ({label}) took {:.1} s", t.elapsed().as_secs_f64());
         }
-        eprintln!("  {name} took {:.1} s", t.elapsed().as_secs_f64());
+        rows.extend(interleave(taken));
     }
     drop(figures);
     drop(broker);
@@ -171,10 +221,12 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
          (other work on the machine shares its CPUs)."
     );
     println!();
+    println!("Placement: {pinning}.");
+    println!();
     println!("{}", report::table(&rows));
     println!("Runs (each value one repetition; the spread is the noise):");
     println!("{}", report::details(&rows));
-    println!("Targets (issue 4):");
+    println!("Targets (issue 14):");
     println!("{}", report::verdicts(&rows));
 
     let header = serde_json::json!({
@@ -189,6 +241,7 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         "failed": failed,
+        "placement": pinning,
     });
     let json = report::json(&rows, header);
     let target_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -207,6 +260,23 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The rows of each placement, taken in turn: row i of the first, row i of
+/// the second, and so on (a figure's placements side by side).
+#[cfg(target_os = "linux")]
+fn interleave(taken: Vec<Vec<support::report::Row>>) -> Vec<support::report::Row> {
+    let mut iters: Vec<_> = taken.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    loop {
+        let before = out.len();
+        for it in &mut iters {
+            out.extend(it.next());
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
 }
 
 /// CPUs, CPU model, kernel and compiler, in one line.

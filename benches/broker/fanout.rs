@@ -70,7 +70,7 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
         )
         .against(e);
         if n >= 1000 {
-            row = row.target(Target::RatioAtMost(1.3));
+            row = row.target(Target::RatioAtMost(1.1));
         }
         row.notes.push(format!(
             "{rounds} rounds per run; first watcher has it after {} (bare {})",

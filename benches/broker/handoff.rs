@@ -15,6 +15,10 @@
 //! - `sem`: a POSIX named semaphore used as the mutex, as the PCM service
 //!   and agent use theirs; the sample ends when `sem_wait` returns.
 //!
+//! A peer broker is measured in the same repetitions when installed: a NATS
+//! request/reply through a private nats-server (see `peers`), one process
+//! to another through the server and back.
+//!
 //! Before each release the holder waits until the waiter (and the broker
 //! or relay in between) is asleep in the kernel, as `sem_handoff_oneway` of
 //! research/performance.md does: the figure is the cost of waking a blocked
@@ -28,6 +32,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use anyhow::{Result, anyhow, bail};
 use turnstile_proto::v1::{self, lease_update, reply, server_frame};
 
+use crate::peers::Nats;
 use crate::support::Plan;
 use crate::support::clock::now_ns;
 use crate::support::frames::{self, Conn, client_frame};
@@ -63,7 +68,17 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
     let mut sem = Series::new("POSIX named semaphore");
     let mut unverified = [0u64; 3];
     let modes = [Mode::Broker, Mode::Relay, Mode::Sem];
+    let mut nats = Series::new("NATS request/reply through a private nats-server (async-nats)");
+    let nats_skip = Nats::unavailable();
+    if let Some(why) = &nats_skip {
+        eprintln!("  {why}");
+    }
     for rep in 0..plan.reps() {
+        if nats_skip.is_none() {
+            let server = Nats::start()?;
+            let (p50, p99) = server.request_reply(iters)?.p50_p99();
+            nats.reps.push(Rep::latency(p50, p99));
+        }
         for k in 0..modes.len() {
             // Rotate the order, so no mechanism always runs first.
             let mode = modes[(k + rep) % modes.len()];
@@ -86,10 +101,19 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
         through_broker.clone(),
     )
     .against(relay)
-    .target(Target::RatioAtMost(1.3));
-    let mut vs_sem = Row::new("handoff_vs_sem", figure, Kind::Latency, through_broker)
-        .against(sem)
-        .target(Target::RatioAtMost(1.5));
+    .target(Target::RatioAtMost(1.2));
+    let vs_nats = match nats_skip {
+        Some(why) => Row::missing("handoff_vs_nats", figure, Kind::Latency, &why),
+        None => Row::new(
+            "handoff_vs_nats",
+            figure,
+            Kind::Latency,
+            through_broker.clone(),
+        )
+        .against(nats),
+    }
+    .target(Target::RatioAtMost(0.3));
+    let mut vs_sem = Row::new("handoff_vs_sem", figure, Kind::Latency, through_broker).against(sem);
     let total = (iters as u64) * plan.reps() as u64;
     let note = format!(
         "{iters} handoffs per run; waiter not seen asleep before the release (sample kept): \
@@ -98,7 +122,7 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
     );
     vs_relay.notes.push(note.clone());
     vs_sem.notes.push(note);
-    Ok(vec![vs_relay, vs_sem])
+    Ok(vec![vs_relay, vs_nats, vs_sem])
 }
 
 /// One repetition of one mechanism: two peers, `iters` handoffs.

@@ -47,7 +47,7 @@ pub fn run(plan: &Plan) -> Result<Vec<Row>> {
         b,
     )
     .against(e)
-    .target(Target::AtMost(4096.0));
+    .target(Target::AtMost(2048.0));
     row.notes.push(
         "VmRSS growth ÷ connections; fresh broker per run; kernel socket memory not included"
             .into(),

@@ -12,6 +12,7 @@ use anyhow::{Result, bail};
 use turnstile_client::{Client, ConnectOptions};
 use turnstile_proto::v1::{client_frame::Body, reply};
 
+use crate::peers::Dbus;
 use crate::support::clock::now_ns;
 use crate::support::frames::{self, Conn, client_frame};
 use crate::support::procs::{Broker, Peer};
@@ -32,6 +33,11 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
     let mut cycle_e = Series::new("2 bare echo round trips, same frames");
     let mut client_b = Series::new("turnstiled via turnstile-client");
     let mut client_e = Series::new("bare tokio echo, same frames");
+    let mut dbus = Series::new("D-Bus GetId through a private dbus-daemon (zbus)");
+    let dbus_skip = Dbus::unavailable();
+    if let Some(why) = &dbus_skip {
+        eprintln!("  {why}");
+    }
     let mut id = 1u64;
     for rep in 0..plan.reps() {
         let echo_path = plan.path("echo.sock");
@@ -68,7 +74,27 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
         let ee = ping_echo(&mut e, client_iters, &mut id)?;
         push(&mut client_b, &cl);
         push(&mut client_e, &ee);
+        if dbus_skip.is_none() {
+            let bus = Dbus::start(plan)?;
+            push(&mut dbus, &bus.get_id(client_iters)?);
+        }
     }
+    let vs_dbus = match dbus_skip {
+        Some(why) => Row::missing(
+            "client_ping_vs_dbus",
+            "Ping through turnstile-client vs a D-Bus call through dbus-daemon",
+            Kind::Latency,
+            &why,
+        ),
+        None => Row::new(
+            "client_ping_vs_dbus",
+            "Ping through turnstile-client vs a D-Bus call through dbus-daemon",
+            Kind::Latency,
+            client_b.clone(),
+        )
+        .against(dbus),
+    }
+    .target(Target::RatioAtMost(0.4));
     Ok(vec![
         Row::new(
             "ping",
@@ -77,22 +103,25 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
             ping_b,
         )
         .against(ping_e)
-        .target(Target::RatioAtMost(1.2))
-        .target(Target::P99RatioAtMost(1.5)),
+        .target(Target::RatioAtMost(1.15))
+        .target(Target::P99RatioAtMost(1.4)),
         Row::new(
             "acquire_release",
             "uncontended Acquire + Release cycle",
             Kind::Latency,
             cycle_b,
         )
-        .against(cycle_e),
+        .against(cycle_e)
+        .target(Target::RatioAtMost(1.2)),
         Row::new(
             "client_ping",
-            "Ping through turnstile-client (tokio), for information",
+            "Ping through turnstile-client (tokio)",
             Kind::Latency,
             client_b,
         )
-        .against(client_e),
+        .against(client_e)
+        .target(Target::RatioAtMost(1.25)),
+        vs_dbus,
     ])
 }
 

@@ -1,7 +1,11 @@
 //! Durable message queues: publish throughput with 1 and 8 concurrent
 //! publishers (each waiting for its `Published` before the next: every
-//! message is on disk when counted), and consume throughput (deliveries
-//! acked as they arrive, prefetch 256, from a queue filled beforehand).
+//! message is on disk when counted) next to a bare `write + fdatasync`
+//! loop on the same filesystem, and consume throughput (deliveries acked as
+//! they arrive, prefetch 256, from a queue filled beforehand) next to the
+//! same deliveries without acks: what acks cost (durable acks are the
+//! reliability issue's; whether they are is the broker's business, the
+//! figure is the same).
 //!
 //! The figures are taken only once the broker accepts a `Publish`: until
 //! the queue issue lands, the probe's refusal is reported as the reason,
@@ -33,7 +37,8 @@ fn publish(queue: &str) -> Body {
 const PUBLISH_1: &str = "durable publish, 1 publisher, 1 in flight";
 const PUBLISH_8: &str = "durable publish, 8 publishers, 1 in flight each";
 const PUBLISH_8X32: &str = "durable publish, 8 publishers × 32 in flight, for information";
-const CONSUME: &str = "consume with acks, prefetch 256";
+const CONSUME: &str = "consume, acking each delivery, prefetch 256";
+const NO_ACKS: &str = "deliveries without acks (windows of 1024, the largest prefetch)";
 const FSYNC: &str = "64 B write + fdatasync per message, same filesystem";
 
 /// Runs the queue figures, or reports why they cannot run yet.
@@ -42,10 +47,12 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
     if let Err(e) = probe.call(2, publish("bench/probe")) {
         let why = format!("not yet measured: queues have not landed (probe Publish: {e})");
         return Ok(vec![
-            Row::missing("publish_1", PUBLISH_1, Kind::Rate("msg"), &why),
+            Row::missing("publish_1", PUBLISH_1, Kind::Rate("msg"), &why)
+                .target(Target::RatioAtLeast(0.8)),
             Row::missing("publish_8", PUBLISH_8, Kind::Rate("msg"), &why)
-                .target(Target::AtLeast(10_000.0)),
-            Row::missing("consume", CONSUME, Kind::Rate("msg"), &why),
+                .target(Target::RatioAtLeast(4.0)),
+            Row::missing("consume", CONSUME, Kind::Rate("msg"), &why)
+                .target(Target::RatioAtLeast(0.8)),
         ]);
     }
     let window = plan.pick(Duration::from_secs(2), Duration::from_millis(300));
@@ -54,6 +61,7 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
     let mut eight = Series::new("turnstiled");
     let mut pipelined = Series::new("turnstiled");
     let mut consume = Series::new("turnstiled");
+    let mut no_acks = Series::new(NO_ACKS);
     let mut fsync = Series::new(FSYNC);
     for rep in 0..plan.pick(3, 1) {
         let floor = Rep::value(fsync_rate(plan, window)?);
@@ -64,17 +72,27 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
         eight.reps.push(Rep::value(rate));
         let rate = publishers(broker, 8, 32, rep, window)?;
         pipelined.reps.push(Rep::value(rate));
-        consume
-            .reps
-            .push(Rep::value(consumer(broker, rep, backlog)?));
+        let (with, without) = if rep % 2 == 0 {
+            let with = consumer(broker, rep, backlog, true)?;
+            (with, consumer(broker, rep, backlog, false)?)
+        } else {
+            let without = consumer(broker, rep, backlog, false)?;
+            (consumer(broker, rep, backlog, true)?, without)
+        };
+        consume.reps.push(Rep::value(with));
+        no_acks.reps.push(Rep::value(without));
     }
     Ok(vec![
-        Row::new("publish_1", PUBLISH_1, Kind::Rate("msg"), one).against(fsync.clone()),
+        Row::new("publish_1", PUBLISH_1, Kind::Rate("msg"), one)
+            .against(fsync.clone())
+            .target(Target::RatioAtLeast(0.8)),
         Row::new("publish_8", PUBLISH_8, Kind::Rate("msg"), eight)
             .against(fsync.clone())
-            .target(Target::AtLeast(10_000.0)),
+            .target(Target::RatioAtLeast(4.0)),
         Row::new("publish_8x32", PUBLISH_8X32, Kind::Rate("msg"), pipelined).against(fsync),
-        Row::new("consume", CONSUME, Kind::Rate("msg"), consume),
+        Row::new("consume", CONSUME, Kind::Rate("msg"), consume)
+            .against(no_acks)
+            .target(Target::RatioAtLeast(0.8)),
     ])
 }
 
@@ -169,50 +187,89 @@ fn publishers(
     }))
 }
 
-/// Deliveries per second to one consumer acking each, from a queue that
-/// already holds `backlog` messages.
-fn consumer(broker: &Broker, rep: usize, backlog: usize) -> Result<f64> {
-    let queue = format!("bench/consume/{rep}");
-    runtime()?.block_on(async {
-        // Fill the queue, 256 publishes in flight.
-        let mut producer = AsyncConn::broker(&broker.socket, "bench-producer").await?;
-        let mut id = 1u64;
-        let mut left = backlog;
-        while left > 0 {
-            let batch = left.min(256);
-            let mut out = BytesMut::new();
-            for _ in 0..batch {
-                id += 1;
-                push_client_frame(&mut out, id, publish(&queue));
-            }
-            producer.send(&out).await?;
-            for _ in 0..batch {
-                frames::reply_of(frames::server_frame(&producer.frame().await?)?)?;
-            }
-            left -= batch;
+/// Largest prefetch the broker honours (`MAX_PREFETCH` in its core): how
+/// many deliveries a consumer that never acks can take.
+const NO_ACK_WINDOW: usize = 1024;
+
+/// Fills `queue` with `n` messages, 256 publishes in flight.
+async fn fill(broker: &Broker, queue: &str, n: usize) -> Result<()> {
+    let mut producer = AsyncConn::broker(&broker.socket, "bench-producer").await?;
+    let mut id = 1u64;
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(256);
+        let mut out = BytesMut::new();
+        for _ in 0..batch {
+            id += 1;
+            push_client_frame(&mut out, id, publish(queue));
         }
-        let mut consumer = AsyncConn::broker(&broker.socket, "bench-consumer").await?;
-        let t0 = now_ns();
-        consumer
-            .send(&client_frame(
-                2,
-                Body::Consume(v1::Consume {
-                    queue: queue.clone(),
-                    prefetch: 256,
-                }),
-            ))
-            .await?;
-        let mut delivered = 0usize;
-        let mut next_id = 3u64;
-        while delivered < backlog {
-            if !consumer.fill().await? {
-                bail!("the broker closed the consumer");
-            }
-            let mut acks = BytesMut::new();
-            while let Some(body) = consumer.buffered()? {
-                match frames::server_frame(&body)?.body {
-                    Some(server_frame::Body::Delivery(d)) => {
-                        delivered += 1;
+        producer.send(&out).await?;
+        for _ in 0..batch {
+            frames::reply_of(frames::server_frame(&producer.frame().await?)?)?;
+        }
+        left -= batch;
+    }
+    Ok(())
+}
+
+/// Deliveries per second to one consumer from a queue filled beforehand.
+///
+/// With `ack`: one consumer, prefetch 256, acking each delivery as it
+/// arrives, `backlog` messages. Without: the baseline of what acks cost,
+/// deliveries alone: since a consumer that never acks gets at most
+/// [`NO_ACK_WINDOW`] deliveries, `backlog` is taken as windows of that many
+/// from queues of that many, each by a fresh consumer (prefetch =
+/// window), timed from its `Consume` to its last delivery.
+fn consumer(broker: &Broker, rep: usize, backlog: usize, ack: bool) -> Result<f64> {
+    runtime()?.block_on(async {
+        let (windows, per_window, prefetch) = if ack {
+            (1, backlog, 256)
+        } else {
+            (
+                backlog.div_ceil(NO_ACK_WINDOW),
+                NO_ACK_WINDOW,
+                NO_ACK_WINDOW as u32,
+            )
+        };
+        let mut busy_ns = 0u64;
+        for w in 0..windows {
+            let queue = format!(
+                "bench/consume/{rep}/{}/{w}",
+                if ack { "ack" } else { "noack" }
+            );
+            fill(broker, &queue, per_window).await?;
+            busy_ns += consume(broker, &queue, per_window, prefetch, ack).await?;
+        }
+        Ok((windows * per_window) as f64 / (busy_ns as f64 / 1e9))
+    })
+}
+
+/// One consumer on `queue` until it has `n` deliveries; nanoseconds from
+/// its `Consume` to the last.
+async fn consume(broker: &Broker, queue: &str, n: usize, prefetch: u32, ack: bool) -> Result<u64> {
+    let mut consumer = AsyncConn::broker(&broker.socket, "bench-consumer").await?;
+    let t0 = now_ns();
+    consumer
+        .send(&client_frame(
+            2,
+            Body::Consume(v1::Consume {
+                queue: queue.to_string(),
+                prefetch,
+            }),
+        ))
+        .await?;
+    let mut delivered = 0usize;
+    let mut next_id = 3u64;
+    while delivered < n {
+        if !consumer.fill().await? {
+            bail!("the broker closed the consumer");
+        }
+        let mut acks = BytesMut::new();
+        while let Some(body) = consumer.buffered()? {
+            match frames::server_frame(&body)?.body {
+                Some(server_frame::Body::Delivery(d)) => {
+                    delivered += 1;
+                    if ack {
                         next_id += 1;
                         push_client_frame(
                             &mut acks,
@@ -222,19 +279,18 @@ fn consumer(broker: &Broker, rep: usize, backlog: usize) -> Result<f64> {
                             }),
                         );
                     }
-                    Some(server_frame::Body::Reply(r)) => {
-                        if let Some(reply::Result::Error(e)) = r.result {
-                            bail!("consume failed: {e:?}");
-                        }
-                    }
-                    _ => {}
                 }
-            }
-            if !acks.is_empty() {
-                consumer.send(&acks).await?;
+                Some(server_frame::Body::Reply(r)) => {
+                    if let Some(reply::Result::Error(e)) = r.result {
+                        bail!("consume failed: {e:?}");
+                    }
+                }
+                _ => {}
             }
         }
-        let t1 = now_ns();
-        Ok(backlog as f64 / ((t1 - t0) as f64 / 1e9))
-    })
+        if !acks.is_empty() {
+            consumer.send(&acks).await?;
+        }
+    }
+    Ok(now_ns() - t0)
 }

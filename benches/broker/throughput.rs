@@ -98,7 +98,7 @@ pub fn run(plan: &Plan, broker: &Broker) -> Result<Vec<Row>> {
         b,
     )
     .against(e)
-    .target(Target::AtLeast(250_000.0));
+    .target(Target::RatioAtLeast(0.5));
     row.notes.push(format!(
         "loaded latency: broker {}, echo {}",
         lat(&b_lat),

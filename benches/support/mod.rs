@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod frames;
+pub mod placement;
 pub mod procs;
 pub mod report;
 pub mod stats;

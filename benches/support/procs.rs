@@ -24,22 +24,30 @@ use super::PATIENCE;
 /// The environment variable that makes the bench binary run as a peer.
 pub const ROLE_ENV: &str = "TURNSTILE_BENCH_ROLE";
 
-/// Arms the death signal in a freshly forked child, before it execs.
-fn die_with_parent(cmd: &mut Command) {
+/// Arms the death signal in a freshly forked child, before it execs, and
+/// pins it to `cpus` if given (a server in the current placement).
+fn die_with_parent(cmd: &mut Command, cpus: Option<libc::cpu_set_t>) {
     let parent = std::process::id() as libc::pid_t;
     let arm = move || {
-        // SAFETY: plain system calls with constant arguments.
+        // SAFETY: plain system calls with constant arguments, and a
+        // cpu_set_t copied into the closure before the fork.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             // The parent may have died before the signal was armed.
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
+            if let Some(set) = &cpus
+                && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
         }
         Ok(())
     };
     // SAFETY: the closure only makes async-signal-safe system calls
-    // (prctl, getppid, _exit) and touches no memory of the parent.
+    // (prctl, getppid, sched_setaffinity, _exit) and touches no memory of
+    // the parent.
     unsafe {
         cmd.pre_exec(arm);
     }
@@ -114,7 +122,7 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
-        die_with_parent(&mut cmd);
+        die_with_parent(&mut cmd, super::placement::server_set());
         let child = cmd.spawn().context("spawning turnstiled")?;
         let mut broker = Broker {
             child,
@@ -175,16 +183,36 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Starts the bench binary as `role` with `args`.
+    /// Starts the bench binary as `role` with `args`; a server role is
+    /// pinned to the current placement's server CPU, a client role stays
+    /// on the harness's.
     pub fn spawn(role: &str, args: &[String]) -> Result<Peer> {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .env(ROLE_ENV, role)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        die_with_parent(&mut cmd);
+        cmd.args(args).env(ROLE_ENV, role).stderr(Stdio::inherit());
+        let server = super::placement::is_server_role(role);
+        Peer::start(cmd, role, server)
+    }
+
+    /// Starts another program (a peer broker such as `dbus-daemon`) as a
+    /// server of the current placement, reading its stdout by lines. Its
+    /// stderr is dropped: nats-server logs every start there, and
+    /// dbus-daemon warns that it cannot raise its open-files limit; a
+    /// daemon that fails shows as a missing address or port instead.
+    pub fn program(program: &Path, args: &[String], role: &str) -> Result<Peer> {
+        let mut cmd = Command::new(program);
+        cmd.args(args).stderr(Stdio::null());
+        Peer::start(cmd, role, true)
+    }
+
+    fn start(mut cmd: Command, role: &str, server: bool) -> Result<Peer> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let cpus = if server {
+            super::placement::server_set()
+        } else {
+            None
+        };
+        die_with_parent(&mut cmd, cpus);
         let mut child = cmd.spawn().with_context(|| format!("spawning {role}"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, lines) = mpsc::channel();

@@ -5,8 +5,9 @@
 //! A figure's value is the median over repetitions of each repetition's
 //! value (its p50 for a latency). Its ratio to the baseline is the median of
 //! the per-repetition ratios: the broker and the baseline of one repetition
-//! ran back to back, most likely in the same CPU placement, so pairing them
-//! cancels most of the placement noise that a ratio of medians would keep.
+//! ran back to back in the same forced CPU placement (each figure is taken
+//! co-located and cross-CPU, see `placement`), so pairing them cancels the
+//! noise between repetitions that a ratio of medians would keep.
 
 use std::fmt::Write as _;
 
@@ -102,8 +103,8 @@ pub enum Target {
     RatioAtMost(f64),
     /// The broker's p99 at most this many times the baseline's.
     P99RatioAtMost(f64),
-    /// The value at least this.
-    AtLeast(f64),
+    /// The broker's value at least this many times the baseline's (rates).
+    RatioAtLeast(f64),
     /// The value at most this.
     AtMost(f64),
 }
@@ -126,6 +127,9 @@ pub struct Row {
     pub notes: Vec<String>,
     /// Why there are no numbers (a feature not landed, or a failure).
     pub missing: Option<String>,
+    /// Where the processes ran ("co-located", "cross-CPU"), or why that
+    /// does not matter for this figure.
+    pub placement: String,
 }
 
 impl Row {
@@ -140,7 +144,15 @@ impl Row {
             targets: Vec::new(),
             notes: Vec::new(),
             missing: None,
+            placement: "—".into(),
         }
+    }
+
+    /// Marks the row as taken in `placement`, its key suffixed with `key`.
+    pub fn placed(mut self, placement: &str, key: &str) -> Row {
+        self.placement = placement.to_string();
+        self.key = format!("{}@{key}", self.key);
+        self
     }
 
     /// A row that could not be measured, and why.
@@ -199,13 +211,13 @@ impl Row {
                         format!("{} ≤ {x}× baseline", self.headline()),
                         self.ratio().map(|r| r <= x),
                     ),
+                    Target::RatioAtLeast(x) => (
+                        format!("{} ≥ {x}× baseline", self.headline()),
+                        self.ratio().map(|r| r >= x),
+                    ),
                     Target::P99RatioAtMost(x) => (
                         format!("p99 ≤ {x}× baseline"),
                         self.ratio_p99().map(|r| r <= x),
-                    ),
-                    Target::AtLeast(x) => (
-                        format!("≥ {}", fmt_value(self.kind, x)),
-                        Some(self.broker.value() >= x),
                     ),
                     Target::AtMost(x) => (
                         format!("≤ {}", fmt_value(self.kind, x)),
@@ -269,10 +281,10 @@ fn fmt_spread(kind: Kind, s: &Series) -> String {
 pub fn table(rows: &[Row]) -> String {
     let mut t = String::new();
     t.push_str(
-        "| figure | broker p50 / value | broker p99 | baseline | baseline p50 / value | baseline p99 \
-         | ratio (p50 / p99) | runs min–max: broker; baseline | target | met |\n",
+        "| figure | placement | broker p50 / value | broker p99 | baseline | baseline p50 / value \
+         | baseline p99 | ratio (p50 / p99) | runs min–max: broker; baseline | target | met |\n",
     );
-    t.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for row in rows {
         let verdicts = row.verdicts();
         let targets = verdicts
@@ -292,8 +304,9 @@ pub fn table(rows: &[Row]) -> String {
         if let Some(why) = &row.missing {
             let _ = writeln!(
                 t,
-                "| {} | {why} | | | | | | | {} | {} |",
+                "| {} | {} | {why} | | | | | | | {} | {} |",
                 row.figure,
+                row.placement,
                 or_dash(&targets),
                 or_dash(&met)
             );
@@ -325,8 +338,9 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {}; {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}; {} | {} | {} |",
             row.figure,
+            row.placement,
             fmt_value(row.kind, row.broker.value()),
             broker_p99,
             base_name,
@@ -363,8 +377,9 @@ pub fn details(rows: &[Row]) -> String {
         };
         let _ = write!(
             t,
-            "- **{}**: runs [{}] ({})",
+            "- **{}** ({}): runs [{}] ({})",
             row.figure,
+            row.placement,
             reps(&row.broker),
             spread(&row.broker)
         );
@@ -398,7 +413,11 @@ pub fn verdicts(rows: &[Row]) -> String {
                 Some(false) => "NOT MET",
                 None => "n/a    ",
             };
-            let _ = writeln!(t, "  {mark} {}: {text} — {how}", row.figure);
+            let _ = writeln!(
+                t,
+                "  {mark} {} ({}): {text} — {how}",
+                row.figure, row.placement
+            );
         }
     }
     t
@@ -428,6 +447,7 @@ pub fn json(rows: &[Row], header: Value) -> Value {
             json!({
                 "key": row.key,
                 "figure": row.figure,
+                "placement": row.placement,
                 "unit": match row.kind {
                     Kind::Latency => "us".to_string(),
                     Kind::Rate(what) => format!("{what}/s"),
