@@ -36,7 +36,8 @@ impl PeerCredentials {
     /// systemd-logind session of the pid (the `session-N.scope` of its
     /// cgroup, which is what `sd_pid_get_session` reads), else the audit
     /// session id in `/proc/PID/sessionid`. Windows: the user SID of the
-    /// client's token (already there); the logon session is not read yet.
+    /// client's token and the pipe client's session
+    /// (`GetNamedPipeClientSessionId`), both read at accept.
     pub fn look_up_names(&mut self) {
         #[cfg(unix)]
         {
@@ -105,6 +106,11 @@ pub fn peer_credentials(stream: &Stream) -> std::io::Result<PeerCredentials> {
         // The client's token: its user SID and group SIDs, each mapped to a
         // local id (see `windows_identity::intern`) so that the policy
         // matches them like uids and gids.
+        let login_session = match stream {
+            Stream::NamedPipe(s) => {
+                windows_identity::pipe_client_session(std::os::windows::io::AsHandle::as_handle(s))
+            }
+        };
         let (uid, groups, user) = match windows_identity::process_sids(pid) {
             Some((user, groups)) => (
                 windows_identity::intern(&user),
@@ -119,7 +125,7 @@ pub fn peer_credentials(stream: &Stream) -> std::io::Result<PeerCredentials> {
             groups,
             pid,
             user,
-            login_session: String::new(),
+            login_session,
         })
     }
 }
@@ -151,6 +157,27 @@ pub mod windows_identity {
     use windows_sys::Win32::System::Threading::{
         GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
     };
+
+    /// The logon session of the pipe's client as Windows numbers it
+    /// (`GetNamedPipeClientSessionId`, Microsoft Learn), "" if it cannot
+    /// be told.
+    pub fn pipe_client_session(pipe: std::os::windows::io::BorrowedHandle<'_>) -> String {
+        use std::os::windows::io::AsRawHandle;
+        let mut id: u32 = 0;
+        // SAFETY: the handle is the live pipe instance borrowed for this
+        // call; `id` is a local the call writes.
+        let ok = unsafe {
+            windows_sys::Win32::System::Pipes::GetNamedPipeClientSessionId(
+                pipe.as_raw_handle() as HANDLE,
+                &mut id,
+            )
+        };
+        if ok == 0 {
+            String::new()
+        } else {
+            id.to_string()
+        }
+    }
 
     /// The id of a SID string: 0 for LocalSystem, else stable per broker run.
     pub fn intern(sid: &str) -> u32 {
