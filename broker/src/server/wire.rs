@@ -110,12 +110,6 @@ pub enum Refusal {
     /// An `Acquire` with a wait policy this version does not know.
     #[error("unknown wait policy {0}; expected WAIT_POLICY_QUEUE (1) or WAIT_POLICY_NO_WAIT (2)")]
     UnknownWaitPolicy(i32),
-    /// Too many publishes awaiting their answer on one connection.
-    #[error(
-        "{0} requests are already in flight on this connection, the limit \
-         (--max-in-flight): wait for their answers"
-    )]
-    TooManyInFlight(usize),
     /// A publish reusing the id of one still in flight.
     #[error(
         "request id {0} is already taken by a publish in flight on this connection: \
@@ -168,9 +162,7 @@ impl From<&Refusal> for v1::Error {
             Refusal::FirstFrameNotHello | Refusal::HelloAgain => ErrorCode::ProtocolViolation,
             Refusal::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
             Refusal::BadFrame(e) => e.wire_code().unwrap_or(ErrorCode::ProtocolViolation),
-            Refusal::TooManyConnections(_) | Refusal::TooManyInFlight(_) => {
-                ErrorCode::ResourceExhausted
-            }
+            Refusal::TooManyConnections(_) => ErrorCode::ResourceExhausted,
             Refusal::ZeroRequestId
             | Refusal::EmptyRequest
             | Refusal::UnknownMode(_)

@@ -79,7 +79,7 @@ pub(super) fn acked(
     let frame = match result {
         Ok(()) => wire::reply(request_id, v1::reply::Result::Done(v1::Done {})),
         Err(e) => {
-            if d.refused_publishes
+            if d.store_refusals
                 .admit(d.clock.now(), "unstored acknowledgements")
             {
                 tracing::warn!(

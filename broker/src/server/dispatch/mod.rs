@@ -74,8 +74,8 @@ pub(super) struct Dispatcher {
     publishing: HashMap<SessionId, HashSet<u64>>,
     /// Policy denials are logged at a bounded rate.
     denials: LogLimit,
-    /// So are refused publishes.
-    pub(super) refused_publishes: LogLimit,
+    /// So are publishes and acks the store refused.
+    pub(super) store_refusals: LogLimit,
 }
 
 impl Dispatcher {
@@ -100,7 +100,7 @@ impl Dispatcher {
             to_core,
             publishing: HashMap::new(),
             denials: LogLimit::default(),
-            refused_publishes: LogLimit::default(),
+            store_refusals: LogLimit::default(),
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);

@@ -34,10 +34,8 @@ pub(super) fn handle(
     req: v1::Publish,
 ) -> Result<Started, v1::Error> {
     d.allow(session, crate::policy::Verb::Publish, Some(&req.queue))?;
-    let in_flight = d.publishing.get(&session).map_or(0, |ids| ids.len());
-    if in_flight >= d.config.max_in_flight {
-        return Err(Refusal::TooManyInFlight(in_flight).into());
-    }
+    // Past --max-in-flight the dispatcher holds requests back (`admit`)
+    // instead of handing them here: flow control, never a refusal.
     if d.publishing
         .get(&session)
         .is_some_and(|ids| ids.contains(&id))
@@ -128,9 +126,7 @@ pub(super) fn committed(
             Change::from_queue(d.core.queues.publish_committed(queue, message)),
         ),
         Err(e) => {
-            if d.refused_publishes
-                .admit(d.clock.now(), "refused publishes")
-            {
+            if d.store_refusals.admit(d.clock.now(), "refused publishes") {
                 tracing::warn!(queue, seq, "a publish was refused: {e}");
             }
             // A failed sync may have left the message on disk after all:
