@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::client::ClientHandle;
 use crate::consumer::ConsumerHandle;
 use crate::error::{Failure, ts_error};
-use crate::lease::LeaseHandle;
+use crate::holder::LeaseHandle;
 use crate::watch::WatchHandle;
 
 /// One live object.

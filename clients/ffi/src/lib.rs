@@ -20,6 +20,7 @@ mod consumer;
 mod error;
 mod events;
 mod handles;
+mod holder;
 mod json;
 mod lease;
 mod runtime;
@@ -32,6 +33,7 @@ pub use client::*;
 pub use consumer::*;
 pub use error::ts_error;
 pub use events::ts_notify_fn;
+pub use holder::*;
 pub use lease::*;
 pub use watch::*;
 
