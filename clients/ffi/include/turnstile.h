@@ -81,6 +81,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifndef __cplusplus
+/* ts_acquire_options with every default (zero / NULL) and its struct_size:
+ *   ts_acquire_options opts = TS_ACQUIRE_OPTIONS_INIT; */
+#define TS_ACQUIRE_OPTIONS_INIT { .struct_size = sizeof(ts_acquire_options) }
+#endif
+
 
 // `timeout_ms` value: wait as long as it takes.
 #define TS_WAIT_FOREVER UINT32_MAX
@@ -858,9 +864,3 @@ enum ts_error ts_watch_close(struct ts_watch *watch);
 #endif  // __cplusplus
 
 #endif  /* TURNSTILE_H */
-
-#ifndef __cplusplus
-/* ts_acquire_options with every default (zero / NULL) and its struct_size:
- *   ts_acquire_options opts = TS_ACQUIRE_OPTIONS_INIT; */
-#define TS_ACQUIRE_OPTIONS_INIT { .struct_size = sizeof(ts_acquire_options) }
-#endif
