@@ -210,6 +210,22 @@ static class CheckProgram
                     Assert(NextOf(w, EventKind.Progress, "stuck").StateJson.Contains("\"stalled\":false"), "cleared");
                 }
             });
+
+            Check("history: the released lease, newest last (or the broker says it records none yet)", () =>
+            {
+                ulong id;
+                using (var l = agent.Acquire("ledger", new AcquireOptions { Purpose = "for the record" })) id = l.Id;
+                History h;
+                try { h = agent.History("ledger"); }
+                catch (InvalidArgumentException e) when (e.Message.Contains("does not record history"))
+                {
+                    Console.WriteLine("note: this broker does not record history yet");
+                    return;
+                }
+                var last = h.Entries[h.Entries.Count - 1];
+                Assert(last.LeaseId == id && last.EndedBy == EventKind.Released && last.Purpose == "for the record"
+                    && last.HolderName == "check-agent" && last.EndedAtMs >= last.GrantedAtMs && !h.Truncated, "the entry");
+            });
         }
 
         Check("disposed objects: twice is harmless, use is ObjectDisposedException", () =>

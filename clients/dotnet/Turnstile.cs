@@ -25,7 +25,7 @@
 // Wave 2: AcquireOptions.Permits / Capacity (counting semaphores),
 // DetachGrace with Lease.ResumeToken, Lease.Detach and Client.Reattach,
 // Client.RequestYield with Lease.YieldRequested and Lease.DeclineYield,
-// StallAfter (watchers see EventKind.Stalled).
+// StallAfter (watchers see EventKind.Stalled), Client.History.
 //
 // Threads: as in turnstile.h, every object may be used from any thread.
 // QueueUpdated runs on the thread inside Acquire; Lease.Lost,
@@ -210,6 +210,25 @@ namespace Turnstile
         }
     }
 
+    /// <summary>One lease (or waiting request) that ended, as the broker recorded it.
+    /// Times are wall-clock ms since the Unix epoch; 0 where it does not apply.</summary>
+    public sealed class HistoryEntry
+    {
+        public ulong LeaseId; public string Resource; public Mode Mode; public uint Permits; public string Purpose;
+        public string HolderName; public uint HolderUid; public uint HolderPid; public string HolderUser;
+        public ulong QueuedAtMs; public ulong GrantedAtMs; public ulong EndedAtMs;
+        /// <summary>Released, Expired, Disconnected, Cancelled (left the queue) or Revoked.</summary>
+        public EventKind EndedBy; public string Detail; public ulong FencingToken;
+    }
+
+    /// <summary>What Client.History answers: entries oldest first.</summary>
+    public sealed class History
+    {
+        public IList<HistoryEntry> Entries { get; internal set; }
+        /// <summary>Older matching entries were left out (by the limit, or to fit one answer).</summary>
+        public bool Truncated { get; internal set; }
+    }
+
     public sealed class ClientInfo
     {
         public string BrokerVersion; public uint ProtocolVersion; public ulong SessionId;
@@ -324,6 +343,37 @@ namespace Turnstile
             finally
             {
                 Marshal.FreeHGlobal(purpose);
+            }
+        }
+
+        /// <summary>The recorded leases of resource that ended at or after sinceMs (Unix epoch
+        /// ms; 0 = as far back as the broker keeps), at most the newest limit (0 = as many as fit).</summary>
+        public History History(string resource, ulong sinceMs = 0, uint limit = 0, int timeoutMs = Forever)
+        {
+            IntPtr h; UIntPtr count; byte truncated;
+            Native.Check(Native.ts_get_history(Handle, Native.Utf8(resource), sinceMs, limit, Native.Timeout(timeoutMs), out h, out count, out truncated));
+            try
+            {
+                var entries = new List<HistoryEntry>();
+                for (ulong i = 0; i < (ulong)count; i++)
+                {
+                    IntPtr p;
+                    Native.Check(Native.ts_history_get_entry(h, (UIntPtr)i, out p));
+                    var e = (Native.HistoryEntryNative)Marshal.PtrToStructure(p, typeof(Native.HistoryEntryNative));
+                    entries.Add(new HistoryEntry
+                    {
+                        LeaseId = e.lease_id, Resource = Native.FromUtf8(e.resource), Mode = (Mode)e.mode, Permits = e.permits,
+                        Purpose = Native.FromUtf8(e.purpose), HolderName = Native.FromUtf8(e.holder_name),
+                        HolderUid = e.holder_uid, HolderPid = e.holder_pid, HolderUser = Native.FromUtf8(e.holder_user),
+                        QueuedAtMs = e.queued_at_ms, GrantedAtMs = e.granted_at_ms, EndedAtMs = e.ended_at_ms,
+                        EndedBy = (EventKind)e.ended_by, Detail = Native.FromUtf8(e.detail), FencingToken = e.fencing_token,
+                    });
+                }
+                return new History { Entries = entries, Truncated = truncated != 0 };
+            }
+            finally
+            {
+                Native.ts_history_free(h);
             }
         }
 
@@ -706,6 +756,15 @@ namespace Turnstile
         }
 
         [StructLayout(LayoutKind.Sequential)]
+        internal struct HistoryEntryNative
+        {
+            public ulong lease_id; public IntPtr resource; public int mode; public uint permits; public IntPtr purpose;
+            public IntPtr holder_name; public uint holder_uid; public uint holder_pid; public IntPtr holder_user;
+            public ulong queued_at_ms; public ulong granted_at_ms; public ulong ended_at_ms;
+            public int ended_by; public IntPtr detail; public ulong fencing_token;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
         internal struct YieldRequestNative
         {
             public IntPtr requester_name; public uint requester_uid; public uint requester_pid;
@@ -947,6 +1006,9 @@ namespace Turnstile
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_resume_token(LeaseHandle lease, out IntPtr token);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_detach(IntPtr lease);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_decline_yield(LeaseHandle lease, byte[] reason, uint timeoutMs);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_get_history(ClientHandle client, byte[] resource, ulong sinceMs, uint limit, uint timeoutMs, out IntPtr history, out UIntPtr count, out byte truncated);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_history_get_entry(IntPtr history, UIntPtr index, out IntPtr entry);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_history_free(IntPtr history);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_request_yield(ClientHandle client, byte[] resource, uint withinMs, byte[] reason, uint flags, uint timeoutMs);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_open(ClientHandle client, IntPtr resources, UIntPtr count, IntPtr notify, IntPtr userData, out WatchHandle watch);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_next(WatchHandle watch, uint timeoutMs, out WatchEventNative ev);

@@ -15,8 +15,8 @@
  * (thread-local: valid until the same thread calls the library again).
  * Out-pointers are set to NULL / 0 on failure where that is stated.
  *
- * Handles. ts_client, ts_lease, ts_watch and ts_consumer are opaque; the
- * library never dereferences what you pass, it looks it up. A NULL, closed,
+ * Handles. ts_client, ts_lease, ts_watch, ts_consumer and ts_history are
+ * opaque; the library never dereferences what you pass, it looks it up. A NULL, closed,
  * released, forged or wrong-kind handle is answered TS_ERR_INVALID_HANDLE,
  * never a crash, so a second close or release is detected. Handle values are
  * never reused within a process.
@@ -27,6 +27,7 @@
  *               ts_reattach          or ts_lease_detach (frees it, keeps the lease)
  *   ts_watch    ts_watch_open     -> ts_watch_close
  *   ts_consumer ts_consume        -> ts_consumer_close
+ *   ts_history  ts_get_history    -> ts_history_free
  * Closing a client does not close what was opened through it; the
  * connection closes when the client and every lease and consumer opened
  * through it are closed. Strings and buffers you pass are copied before the
@@ -60,7 +61,9 @@
  * (ts_acquire_options) carry their size in their first field, struct_size,
  * so that fields can be added at their end without breaking programs built
  * against an older header. Structs the library fills for a callback
- * (ts_queue_update, ts_yield_request) only grow at their end, too;
+ * (ts_queue_update, ts_yield_request) only grow at their end, too, and
+ * so does ts_history_entry (read each through ts_history_get_entry, which
+ * knows its size);
  * ts_lease_info is read in arrays, so it changes only with the library's
  * major version. Structs the caller allocates for the library to fill
  * (ts_client_info, ts_lease_details, ts_watch_event, ts_delivery) never
@@ -69,7 +72,8 @@
  * Wave 2 (counted permits, re-attach, yield, stalled): the fields of
  * ts_acquire_options marked (v2), ts_lease_resume_token, ts_reattach,
  * ts_lease_detach, ts_request_yield, ts_lease_decline_yield, the on_yield
- * callback, and the marks in ts_lease_info and in every state as JSON.
+ * callback, and the marks in ts_lease_info and in every state as JSON;
+ * ts_get_history with ts_history_get_entry and ts_history_free.
  */
 
 
@@ -151,20 +155,6 @@ typedef enum ts_error {
   TS_ERR_PANIC = 107,
 } ts_error;
 
-// Why a lease was lost.
-typedef enum ts_lost_reason {
-  // The connection to the broker was lost (the broker ended the lease
-  // when it saw the connection close).
-  TS_LOST_CONNECTION = 0,
-  // Not kept alive within its TTL (this process was stalled too long).
-  TS_LOST_EXPIRED = 1,
-  // Waited longer than `max_wait_ms`.
-  TS_LOST_TIMED_OUT = 2,
-  // Taken away by the broker: a yield request with revoke that this
-  // holder did not honour in time (`detail` names the requester).
-  TS_LOST_REVOKED = 3,
-} ts_lost_reason;
-
 // A lease's mode, as the broker reports it.
 typedef enum ts_mode {
   // Not reported.
@@ -174,21 +164,6 @@ typedef enum ts_mode {
   // Any number of SHARED holders together.
   TS_MODE_SHARED = 2,
 } ts_mode;
-
-// What a watch event is.
-typedef enum ts_watch_item {
-  // The state of every watched resource: first, and again after a
-  // reconnect whose resume the broker could not honour (`resync`).
-  // `state_json` is a JSON array of resource states.
-  TS_WATCH_SNAPSHOT = 1,
-  // One resource changed (or a heartbeat): `kind`, `resource`,
-  // `state_json` (a JSON resource state), `holders`, `waiters`.
-  TS_WATCH_CHANGE = 2,
-  // The connection was lost; the watch is reconnecting (`detail` says why).
-  TS_WATCH_DISCONNECTED = 3,
-  // Reconnected; missed changes follow (or a resync snapshot).
-  TS_WATCH_RECONNECTED = 4,
-} ts_watch_item;
 
 // What changed (the protocol's `EventKind`, same numbers).
 typedef enum ts_event_kind {
@@ -227,6 +202,35 @@ typedef enum ts_event_kind {
   TS_EVENT_STALLED = 15,
 } ts_event_kind;
 
+// Why a lease was lost.
+typedef enum ts_lost_reason {
+  // The connection to the broker was lost (the broker ended the lease
+  // when it saw the connection close).
+  TS_LOST_CONNECTION = 0,
+  // Not kept alive within its TTL (this process was stalled too long).
+  TS_LOST_EXPIRED = 1,
+  // Waited longer than `max_wait_ms`.
+  TS_LOST_TIMED_OUT = 2,
+  // Taken away by the broker: a yield request with revoke that this
+  // holder did not honour in time (`detail` names the requester).
+  TS_LOST_REVOKED = 3,
+} ts_lost_reason;
+
+// What a watch event is.
+typedef enum ts_watch_item {
+  // The state of every watched resource: first, and again after a
+  // reconnect whose resume the broker could not honour (`resync`).
+  // `state_json` is a JSON array of resource states.
+  TS_WATCH_SNAPSHOT = 1,
+  // One resource changed (or a heartbeat): `kind`, `resource`,
+  // `state_json` (a JSON resource state), `holders`, `waiters`.
+  TS_WATCH_CHANGE = 2,
+  // The connection was lost; the watch is reconnecting (`detail` says why).
+  TS_WATCH_DISCONNECTED = 3,
+  // Reconnected; missed changes follow (or a resync snapshot).
+  TS_WATCH_RECONNECTED = 4,
+} ts_watch_item;
+
 // A connection to the broker. Opaque: created by `ts_connect`, freed by
 // `ts_client_close`.
 typedef struct ts_client ts_client;
@@ -234,6 +238,10 @@ typedef struct ts_client ts_client;
 // A subscription to a queue. Opaque: created by `ts_consume`, freed by
 // `ts_consumer_close`.
 typedef struct ts_consumer ts_consumer;
+
+// The answer of one `ts_get_history` call. Opaque: created by `ts_get_history`,
+// freed by `ts_history_free`.
+typedef struct ts_history ts_history;
 
 // A granted lease. Opaque: created by `ts_acquire` or `ts_reattach`, freed
 // by `ts_lease_release` or `ts_lease_detach`.
@@ -286,6 +294,47 @@ typedef struct ts_delivery {
   // Header values, UTF-8.
   const char *const *header_values;
 } ts_delivery;
+
+// One lease (or waiting request) that ended. Read it through
+// `ts_history_get_entry`; it only grows at its end. Every pointer belongs to
+// the `ts_history` handle: valid until `ts_history_free`.
+typedef struct ts_history_entry {
+  // The lease's id (unique within one run of the broker only).
+  uint64_t lease_id;
+  // The resource, UTF-8.
+  const char *resource;
+  // EXCLUSIVE or SHARED.
+  enum ts_mode mode;
+  // Permits of the resource's semaphore it held or waited for; 0 when
+  // the resource had no capacity.
+  uint32_t permits;
+  // What it was for ("" if not said).
+  const char *purpose;
+  // The holder's client name, as it was then.
+  const char *holder_name;
+  // The holder's user id (from the kernel).
+  uint32_t holder_uid;
+  // The holder's process id (from the kernel).
+  uint32_t holder_pid;
+  // The holder's account name ("" if none).
+  const char *holder_user;
+  // When the request arrived, wall-clock ms since the Unix epoch (for a
+  // lease granted at once, the same as `granted_at_ms`).
+  uint64_t queued_at_ms;
+  // When it was granted, ms since the Unix epoch; 0 = never (it left
+  // the queue).
+  uint64_t granted_at_ms;
+  // When it ended, ms since the Unix epoch.
+  uint64_t ended_at_ms;
+  // What ended it: `TS_EVENT_RELEASED`, `TS_EVENT_EXPIRED`,
+  // `TS_EVENT_DISCONNECTED`, `TS_EVENT_CANCELLED` (it left the queue;
+  // `detail` says whether its wait timed out) or `TS_EVENT_REVOKED`.
+  enum ts_event_kind ended_by;
+  // The broker's sentence about the end ("" if none).
+  const char *detail;
+  // The grant's fencing token; 0 = never granted.
+  uint64_t fencing_token;
+} ts_history_entry;
 
 // What a granted lease is.
 typedef struct ts_lease_details {
@@ -682,6 +731,48 @@ enum ts_error ts_consumer_fd(struct ts_consumer *consumer, int32_t *fd_out);
 // callback runs after this returns. A second close returns
 // `TS_ERR_INVALID_HANDLE`.
 enum ts_error ts_consumer_close(struct ts_consumer *consumer);
+
+// The recorded leases of `resource`, oldest first: those that ended at or
+// after `since_ms` (wall-clock ms since the Unix epoch; 0 = as far back as
+// the broker keeps), at most the newest `limit` of them (0 = as many as
+// fit in one answer). Policy verb `status`.
+//
+// On success `*out` is a handle to free with `ts_history_free`,
+// `*count_out` (may be NULL) the number of entries (read each with
+// `ts_history_get_entry`), and `*truncated_out` (may be NULL) whether older
+// matching entries were left out (by `limit`, or to fit one frame). On
+// failure `*out` is NULL.
+//
+// Errors: `TS_ERR_INVALID_ARGUMENT` (a bad name; also a broker that does
+// not record history), `TS_ERR_PERMISSION_DENIED`, `TS_ERR_TIMED_OUT`,
+// `TS_ERR_DISCONNECTED`.
+//
+// # Safety
+// `resource` is a NUL-terminated string; `out` writable; `count_out` and
+// `truncated_out` NULL or writable.
+enum ts_error ts_get_history(struct ts_client *client,
+                             const char *resource,
+                             uint64_t since_ms,
+                             uint32_t limit,
+                             uint32_t timeout_ms,
+                             struct ts_history **out,
+                             size_t *count_out,
+                             bool *truncated_out);
+
+// Entry `index` (0 = the oldest) of a history; `*entry_out` points into
+// the handle (valid until `ts_history_free`). `TS_ERR_INVALID_ARGUMENT`
+// past the last one. Read entries only through this function (it knows
+// the entries' size; they may grow in a later version).
+//
+// # Safety
+// `entry_out` is NULL or writable.
+enum ts_error ts_history_get_entry(struct ts_history *history,
+                                   size_t index,
+                                   const struct ts_history_entry **entry_out);
+
+// Frees a history and everything its entries point to. A second call
+// returns `TS_ERR_INVALID_HANDLE`.
+enum ts_error ts_history_free(struct ts_history *history);
 
 // The lease's id, fencing token, TTL and resource.
 //

@@ -466,7 +466,7 @@ async fn wait_for_grant(
     }
 }
 
-fn mode_of(m: i32) -> ts_mode {
+pub(crate) fn mode_of(m: i32) -> ts_mode {
     match v1::Mode::try_from(m) {
         Ok(v1::Mode::Exclusive) => ts_mode::TS_MODE_EXCLUSIVE,
         Ok(v1::Mode::Shared) => ts_mode::TS_MODE_SHARED,

@@ -1,7 +1,8 @@
 //! The wave-2 API called from C: `tests/c/wave2.c`, compiled with the
 //! system's `cc` against `include/turnstile.h` and libturnstile, runs every
 //! wave-2 check (versioned options, permits, detach and re-attach, yield,
-//! decline, revoke, stalled, the new functions' invalid handles) against
+//! decline, revoke, stalled, history, the new functions' invalid handles)
+//! against
 //! the real broker; and again under valgrind, with no memory error and no
 //! leak.
 
@@ -42,6 +43,7 @@ fn the_wave2_api_works_from_c() {
         "ok: detach_grace",
         "ok: yield",
         "ok: stall_after",
+        "ok: history",
         "ok: the wave-2 functions",
     ] {
         assert!(
