@@ -6,7 +6,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use turnstile_client::proto as v1;
-use turnstile_client::{Mode, ShortName, kinds};
 
 /// Wall-clock unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -36,14 +35,9 @@ pub fn span(ms: u64) -> String {
     }
 }
 
-/// A lease's mode: `SHARED`, `EXCLUSIVE`, or `?` for one this CLI does not
-/// know.
-pub fn mode(l: &v1::Lease) -> &'static str {
-    match kinds::mode(l) {
-        Some(m @ (Mode::Shared | Mode::Exclusive)) => m.short_name(),
-        Some(Mode::Unspecified) | None => "?",
-    }
-}
+/// A lease's mode (`SHARED`, `EXCLUSIVE`, `?`), and a uid's login name on
+/// this machine: shared with the JSON views.
+pub use turnstile_view::{mode, user_name};
 
 /// "service (root, pid 12)": the account name the broker got from the OS,
 /// else this machine's name for the uid, else `uid N`; a name that already ends in `[PID]` loses it, so the pid
@@ -77,38 +71,6 @@ pub fn who(p: Option<&v1::Peer>) -> String {
 /// (`user_name` is the name alone.)
 pub fn user(uid: u32) -> String {
     user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
-}
-
-#[cfg(unix)]
-pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); it is
-    // only read after getpwuid_r has filled it.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is to a live local of the stated size;
-    // getpwuid_r writes the strings into `buf` and points `pwd` at them.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points at a NUL-terminated string inside `buf`,
-    // which outlives this borrow.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
-}
-
-#[cfg(not(unix))]
-pub fn user_name(_uid: u32) -> Option<String> {
-    None
 }
 
 /// What a person should know of a lease beyond holding or waiting: a

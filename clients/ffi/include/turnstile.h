@@ -545,7 +545,8 @@ typedef struct ts_watch_event {
   bool resync;
   // The broker's comment, or why the connection was lost ("" if none).
   const char *detail;
-  // The state as JSON (schema of `turnstile status --json`); "null" for
+  // The state as JSON: a Resource of `turnstile status --json`
+  // (docs/json.md), an array of them for a snapshot; "null" for
   // `TS_WATCH_DISCONNECTED` and `TS_WATCH_RECONNECTED`.
   const char *state_json;
 } ts_watch_event;
@@ -622,9 +623,13 @@ enum ts_error ts_ping(struct ts_client *client,
 
 // The state of the named resources (`count` names in `resources`; all
 // resources in use when `count` is 0) and of every queue, as one JSON
-// object in the schema of `turnstile status --json`:
+// object in the schema of `turnstile status --json` (docs/json.md; built
+// by the same code as the CLI's):
 // `{"revision":N,"resources":[{"resource","revision","holders":[LEASE],
-// "waiters":[LEASE]}],"queues":[{"queue","ready","unacked","consumers"}]}`.
+// "waiters":[LEASE],"capacity","permits_held"}],"queues":[{"queue",
+// "ready","unacked","consumers"}]}`, a LEASE with its holder, progress,
+// times, `"permits"`, `"detached"` and `"stalled"`; a value that does not
+// apply is `null`.
 //
 // `*json_out` points into storage of the calling thread: valid until this
 // thread's next `ts_status` call. Do not free it.

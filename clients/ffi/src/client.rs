@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use turnstile_client::{Client, ConnectOptions};
+use turnstile_view::StatusView;
 
 use crate::error::{Failure, guard, ts_error};
 use crate::handles::{self, Entry};
@@ -192,9 +193,13 @@ thread_local! {
 
 /// The state of the named resources (`count` names in `resources`; all
 /// resources in use when `count` is 0) and of every queue, as one JSON
-/// object in the schema of `turnstile status --json`:
+/// object in the schema of `turnstile status --json` (docs/json.md; built
+/// by the same code as the CLI's):
 /// `{"revision":N,"resources":[{"resource","revision","holders":[LEASE],
-/// "waiters":[LEASE]}],"queues":[{"queue","ready","unacked","consumers"}]}`.
+/// "waiters":[LEASE],"capacity","permits_held"}],"queues":[{"queue",
+/// "ready","unacked","consumers"}]}`, a LEASE with its holder, progress,
+/// times, `"permits"`, `"detached"` and `"stalled"`; a value that does not
+/// apply is `null`.
 ///
 /// `*json_out` points into storage of the calling thread: valid until this
 /// thread's next `ts_status` call. Do not free it.
@@ -221,7 +226,7 @@ pub unsafe extern "C" fn ts_status(
         let status = block("status", &h.cancel, timeout_ms, async move {
             c.status(&names).await.map_err(Failure::from)
         })?;
-        let text = strings::c_string(&crate::json::status(&status).to_string());
+        let text = strings::c_string(&crate::strings::json(&StatusView::from(&status)));
         *json_out = STATUS_JSON.with(|s| {
             *s.borrow_mut() = text;
             s.borrow().as_ptr()

@@ -9,8 +9,10 @@
 //!
 //! What it owns: the handle table (`handles`), the library's threads
 //! (`runtime`), the conversion of errors (`error`), of arguments
-//! (`strings`) and of nested answers to JSON (`json`). What it does not do:
-//! any protocol work; that is all `turnstile-client`'s.
+//! (`strings`). What it does not do: any protocol work (that is all
+//! `turnstile-client`'s), nor the JSON views of nested answers (status, a
+//! resource's state): those are `turnstile-view`'s, the schema of
+//! `turnstile --json` (docs/json.md).
 
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
@@ -22,7 +24,6 @@ mod events;
 mod handles;
 mod history;
 mod holder;
-mod json;
 mod lease;
 mod runtime;
 mod strings;

@@ -76,3 +76,10 @@ pub(crate) fn c_string(s: &str) -> CString {
     let end = s.bytes().position(|b| b == 0).unwrap_or(s.len());
     CString::new(&s.as_bytes()[..end]).unwrap_or_default()
 }
+
+/// JSON text of a view (`turnstile-view`: the schema of `turnstile --json`,
+/// docs/json.md).
+pub(crate) fn json(view: &impl serde::Serialize) -> String {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_string(view).unwrap_or_else(|_| "null".into())
+}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 use turnstile_client::proto as v1;
 use turnstile_client::{WatchItem, Watcher};
+use turnstile_view::ResourceView;
 
 use crate::error::{Failure, guard, ts_error};
 use crate::events::{EventQueue, ts_notify_fn};
@@ -101,7 +102,8 @@ pub struct ts_watch_event {
     pub resync: bool,
     /// The broker's comment, or why the connection was lost ("" if none).
     pub detail: *const c_char,
-    /// The state as JSON (schema of `turnstile status --json`); "null" for
+    /// The state as JSON: a Resource of `turnstile status --json`
+    /// (docs/json.md), an array of them for a snapshot; "null" for
     /// `TS_WATCH_DISCONNECTED` and `TS_WATCH_RECONNECTED`.
     pub state_json: *const c_char,
 }
@@ -219,8 +221,8 @@ pub unsafe extern "C" fn ts_watch_next(
                 states,
                 resync,
             } => {
-                let json =
-                    serde_json::Value::Array(states.iter().map(crate::json::resource).collect());
+                let views: Vec<ResourceView> = states.iter().map(ResourceView::from).collect();
+                let json = strings::json(&views);
                 (
                     ts_watch_item::TS_WATCH_SNAPSHOT,
                     ts_event_kind::TS_EVENT_NONE,
@@ -231,7 +233,7 @@ pub unsafe extern "C" fn ts_watch_next(
                     false,
                     resync,
                     String::new(),
-                    json.to_string(),
+                    json,
                 )
             }
             WatchItem::Event(e) => {
@@ -246,7 +248,7 @@ pub unsafe extern "C" fn ts_watch_next(
                     e.coalesced,
                     false,
                     e.detail,
-                    crate::json::resource(&state).to_string(),
+                    strings::json(&ResourceView::from(&state)),
                 )
             }
             WatchItem::Disconnected(why) => (
