@@ -48,9 +48,9 @@
  * when a callback is due and ended after 200 ms without one (so runtimes
  * that adopt foreign threads, like Mono, see it end). Callers never see
  * the runtime behind them. Callbacks: on_queue runs on the thread that
- * called ts_acquire, inside that call; on_lost and notify callbacks run on
- * the callback thread, one at a time, never after the release / close of
- * their handle has returned. A callback may call any function of the
+ * called ts_acquire (or ts_reattach), inside that call; on_lost, on_yield
+ * and notify callbacks run on the callback thread, one at a time, never
+ * after the release / detach / close of their handle has returned. A callback may call any function of the
  * library (also release or close its own handle). Callbacks must return
  * normally (no longjmp, no C++ exception through the library).
  *

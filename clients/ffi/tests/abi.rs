@@ -603,3 +603,96 @@ fn one_client_many_threads_and_a_racing_close() {
         }
     });
 }
+
+/// Yield requests the holder heard: (lease id, reason, thread name).
+static YIELDS: Mutex<Vec<(u64, String, String)>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn record_yield(_: *mut c_void, id: u64, r: *const ts_yield_request) {
+    let reason = cstr(unsafe { (*r).reason });
+    let thread = std::thread::current().name().unwrap_or("").to_string();
+    YIELDS.lock().unwrap().push((id, reason, thread));
+}
+
+#[test]
+fn one_lease_many_threads_a_yield_meanwhile_and_a_racing_release() {
+    let b = spawn_broker();
+    let c = b.connect("abi-lease-threads");
+    let res = CString::new("shared-lease").unwrap();
+    let mut o = std::mem::MaybeUninit::<ts_acquire_options>::uninit();
+    ok(unsafe {
+        ts_acquire_options_init(o.as_mut_ptr(), std::mem::size_of::<ts_acquire_options>())
+    });
+    let mut o = unsafe { o.assume_init() };
+    o.on_yield = Some(record_yield);
+    let mut lease = null_mut();
+    ok(unsafe { ts_acquire(c, res.as_ptr(), &o, PATIENCE_MS, &mut lease) });
+    let mut d = std::mem::MaybeUninit::<ts_lease_details>::uninit();
+    ok(unsafe { ts_lease_get_details(lease, d.as_mut_ptr()) });
+    let id = unsafe { d.assume_init() }.lease_id;
+    let l = lease as usize;
+    // Eight threads report progress and decline on the one lease while
+    // another client asks the holder to yield: every call succeeds, and
+    // the request reaches the callback thread.
+    let asker = b.connect("abi-asker");
+    let why = CString::new("make way").unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u32 {
+            s.spawn(move || {
+                for i in 0..25u32 {
+                    ok(unsafe {
+                        ts_lease_report_progress(l as *mut _, t * 25 + i, 200, null(), PATIENCE_MS)
+                    });
+                    ok(unsafe { ts_lease_check(l as *mut _, null_mut()) });
+                }
+                ok(unsafe { ts_lease_decline_yield(l as *mut _, null(), PATIENCE_MS) });
+            });
+        }
+        ok(unsafe { ts_request_yield(asker, res.as_ptr(), 10_000, why.as_ptr(), 0, PATIENCE_MS) });
+    });
+    wait_until("the yield callback", || !YIELDS.lock().unwrap().is_empty());
+    {
+        let seen = YIELDS.lock().unwrap();
+        assert_eq!(seen[0].0, id);
+        assert_eq!(seen[0].1, "make way");
+        assert_eq!(seen[0].2, "turnstile-callbacks");
+    }
+    // A release racing with calls on the lease: each call completes, or
+    // finds the lease closed or its handle gone; the release itself succeeds.
+    std::thread::scope(|s| {
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut seen = Vec::new();
+                    for i in 0..200 {
+                        let e = unsafe {
+                            ts_lease_report_progress(l as *mut _, i, 200, null(), PATIENCE_MS)
+                        };
+                        seen.push(e);
+                        if e == ts_error::TS_ERR_INVALID_HANDLE {
+                            break;
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        ok(ts_lease_release(l as *mut _, PATIENCE_MS));
+        for t in callers {
+            for e in t.join().unwrap() {
+                assert!(
+                    matches!(
+                        e,
+                        ts_error::TS_OK | ts_error::TS_ERR_CLOSED | ts_error::TS_ERR_INVALID_HANDLE
+                    ),
+                    "{e:?}"
+                );
+            }
+        }
+    });
+    assert_eq!(
+        ts_lease_release(l as *mut _, PATIENCE_MS),
+        ts_error::TS_ERR_INVALID_HANDLE
+    );
+    close_client(asker);
+    close_client(c);
+}
