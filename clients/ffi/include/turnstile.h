@@ -469,8 +469,10 @@ typedef void (*ts_yield_fn)(void *user_data,
 // it was compiled, and the library reads only the fields that size covers
 // (the others take their defaults). Every default is zero / NULL, so
 //
-//     ts_acquire_options opts = TS_ACQUIRE_OPTIONS_INIT;   // or
-//     ts_acquire_options_init(&opts, sizeof opts);
+// ```c
+// ts_acquire_options opts = TS_ACQUIRE_OPTIONS_INIT;   // or
+// ts_acquire_options_init(&opts, sizeof opts);
+// ```
 //
 // is an EXCLUSIVE, queued request with the broker's TTL and no callbacks.
 // A `struct_size` larger than this library's is accepted only when every
