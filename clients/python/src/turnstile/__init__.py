@@ -45,8 +45,10 @@ from ._types import (
     QueueInfo,
     Queued,
     ResourceState,
+    ResumeToken,
     Status,
     WatchEvent,
+    YieldRequested,
 )
 from ._wire import PROTOCOL_VERSION
 
@@ -68,6 +70,8 @@ __all__ = [
     "Progress",
     "HelloInfo",
     "WatchEvent",
+    "YieldRequested",
+    "ResumeToken",
     "Error",
     "InvalidArgument",
     "PermissionDenied",

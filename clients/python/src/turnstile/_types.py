@@ -8,7 +8,8 @@ timestamps (``None`` when the broker says 0 = not applicable).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from .v1 import turnstile_pb2 as pb
@@ -23,6 +24,8 @@ __all__ = [
     "Queued",
     "HelloInfo",
     "WatchEvent",
+    "YieldRequested",
+    "ResumeToken",
 ]
 
 
@@ -41,17 +44,24 @@ def _instant(ms: int) -> Optional[float]:
 
 @dataclass(frozen=True)
 class Peer:
-    """Who is on the other end of a connection, as the broker's OS reports it."""
+    """Who is on the other end of a connection, as the broker's OS reports it.
+
+    ``user`` is the account name of ``uid`` (a SID on Windows), "" if it has
+    none; ``login_session`` the peer's logon session as the OS knows it, ""
+    if unknown. Both come from the OS, never from the client.
+    """
 
     client_name: str
     uid: int
     pid: int
     session_id: int
+    user: str = ""
+    login_session: str = ""
 
     @classmethod
     def from_pb(cls, m: pb.Peer) -> "Peer":
         """Built from the wire ``Peer``."""
-        return cls(m.client_name, m.uid, m.pid, m.session_id)
+        return cls(m.client_name, m.uid, m.pid, m.session_id, m.user, m.login_session)
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,14 @@ class Progress:
 
 @dataclass(frozen=True)
 class LeaseInfo:
-    """A lease as others see it: a holder, or a waiter with its position."""
+    """A lease as others see it: a holder, or a waiter with its position.
+
+    ``permits``: how many of the resource's permits it holds or waits for (0
+    when the resource is not a counting semaphore). ``detached``: its
+    connection closed and it is kept for its detach grace, waiting to be
+    re-attached. ``stalled``: a holder that keeps its lease alive but has
+    reported no progress for its ``stall_after`` (stuck, not dead nor hung).
+    """
 
     lease_id: int
     resource: str
@@ -78,6 +95,9 @@ class LeaseInfo:
     expires_in: float
     position: int
     queued_at: Optional[float]
+    permits: int = 0
+    detached: bool = False
+    stalled: bool = False
 
     @classmethod
     def from_pb(cls, m: pb.Lease) -> "LeaseInfo":
@@ -99,17 +119,26 @@ class LeaseInfo:
             expires_in=m.expires_in_ms / 1000.0,
             position=m.position,
             queued_at=_instant(m.queued_at_ms),
+            permits=m.permits,
+            detached=m.detached,
+            stalled=m.stalled,
         )
 
 
 @dataclass(frozen=True)
 class ResourceState:
-    """The whole state of one resource: its holders, and its waiters in queue order."""
+    """The whole state of one resource: its holders, and its waiters in queue order.
+
+    ``capacity``: its permits as a counting semaphore (0: not one);
+    ``permits_held``: how many are held now.
+    """
 
     resource: str
     revision: int
     holders: Tuple[LeaseInfo, ...]
     waiters: Tuple[LeaseInfo, ...]
+    capacity: int = 0
+    permits_held: int = 0
 
     @classmethod
     def from_pb(cls, m: pb.ResourceState) -> "ResourceState":
@@ -119,6 +148,8 @@ class ResourceState:
             m.revision,
             tuple(LeaseInfo.from_pb(h) for h in m.holders),
             tuple(LeaseInfo.from_pb(w) for w in m.waiters),
+            m.capacity,
+            m.permits_held,
         )
 
 
@@ -205,8 +236,10 @@ class WatchEvent:
 
     ``kind`` is the wire ``EventKind`` without prefix (``"GRANTED"``,
     ``"RELEASED"``, ``"EXPIRED"``, ``"DISCONNECTED"``, ``"QUEUED"``,
-    ``"CANCELLED"``, ``"PROGRESS"``, ``"RESYNC"``, ``"HEARTBEAT"``), or one
-    of the watcher's own:
+    ``"CANCELLED"``, ``"PROGRESS"``, ``"RESYNC"``, ``"HEARTBEAT"``; and
+    since wave 2 ``"YIELD_REQUESTED"``, ``"YIELD_DECLINED"``, ``"REVOKED"``,
+    ``"DETACHED"``, ``"REATTACHED"``, ``"STALLED"``), or one of the
+    watcher's own:
 
     - ``"SNAPSHOT"``: ``states`` holds every watched resource's state (at the
       start, and after a reconnect whose resume the broker could not honour,
@@ -233,6 +266,58 @@ class WatchEvent:
             coalesced=m.coalesced,
             detail=m.detail,
         )
+
+
+@dataclass(frozen=True)
+class YieldRequested:
+    """Someone asks the holder of a lease to make way (``request_yield``).
+
+    The holder makes way by releasing (and acquiring again if it wants), or
+    answers with ``lease.decline_yield(reason)``. With ``revoke``, a lease
+    still held ``within`` seconds after the request is taken
+    (``lease.lost_reason == "REVOKED"``); declining does not stop that.
+    """
+
+    requester: Peer
+    reason: str
+    within: float
+    revoke: bool
+
+    @classmethod
+    def from_pb(cls, m: pb.YieldRequested) -> "YieldRequested":
+        """Built from the wire ``YieldRequested``."""
+        return cls(Peer.from_pb(m.requester), m.reason, m.within_ms / 1000.0, m.revoke)
+
+
+@dataclass(frozen=True)
+class ResumeToken:
+    """What a process needs to take back a detached lease or queue place
+    (``client.reattach(token)``): the lease id, the resource, and the secret
+    the broker gave its owner.
+
+    ``str(token)`` is ``LEASE:HEX:RESOURCE`` (the Rust client's form), and
+    :meth:`parse` reads it back: keep it where only its owner can read it.
+    ``repr`` hides the secret.
+    """
+
+    lease_id: int
+    resource: str
+    secret: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.lease_id}:{self.secret.hex()}:{self.resource}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ResumeToken":
+        """Reads ``LEASE:HEX:RESOURCE`` back; :class:`ValueError` if it is not one."""
+        m = _RESUME_TOKEN.fullmatch(text.rstrip("\r\n"))
+        if m is None:
+            raise ValueError(f"not a resume token: {text!r}")
+        return cls(int(m.group(1)), m.group(3), bytes.fromhex(m.group(2)))
+
+
+#: ``LEASE:HEX:RESOURCE``: a decimal u64, at most 64 bytes of secret in hex.
+_RESUME_TOKEN = re.compile(r"([0-9]{1,20}):((?:[0-9a-fA-F]{2}){0,64}):(.*)", re.DOTALL)
 
 
 def headers_dict(m: Any) -> Dict[str, str]:
