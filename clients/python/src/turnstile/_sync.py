@@ -358,9 +358,9 @@ class Lease:
         #: Set when the lease is lost (expired, revoked, connection lost).
         self.lost = threading.Event()
         self._yields = _YieldView()
-        #: Set once someone asked this holder to make way (``request_yield``);
-        #: :attr:`yield_request` is the latest request. Make way by releasing,
-        #: or answer with :meth:`decline_yield`.
+        #: Set at each request that this holder make way (``request_yield``;
+        #: ``clear()`` it to notice the next one); :attr:`yield_request` is the
+        #: latest request. Make way by releasing, or answer with :meth:`decline_yield`.
         self.yield_requested = self._yields.event
         runner.loop.call_soon_threadsafe(_listen, inner, self.lost, self._yields)
 

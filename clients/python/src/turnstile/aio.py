@@ -651,10 +651,11 @@ class Lease:
 
     @property
     def yield_requested(self) -> asyncio.Event:
-        """Set once someone asked this holder to make way (``request_yield``):
+        """Set at each request that this holder make way (``request_yield``):
         ``await lease.yield_requested.wait()``, or look at it between steps of
-        the work. :attr:`yield_request` is the latest request; make way by
-        releasing, or answer with :meth:`decline_yield`."""
+        the work (and ``clear()`` it to notice the next one).
+        :attr:`yield_request` is the latest request; make way by releasing,
+        or answer with :meth:`decline_yield`."""
         return self._state.yield_requested
 
     @property
