@@ -206,6 +206,23 @@ def test_a_detached_lease_ends_when_its_grace_runs_out(broker: Broker) -> None:
         proc.wait()
 
 
+def test_a_lease_handed_over_with_detach(broker: Broker) -> None:
+    old = broker.connect("old")
+    lease = old.acquire("pcm", ttl=5.0, detach_grace=PATIENCE, purpose="job")
+    token = lease.detach()
+    assert token is not None and token == lease.resume_token
+    old.close()  # leaving `with lease` would not release it either
+    wait_until_state(broker, "pcm", lambda s: bool(s.holders) and s.holders[0].detached, "the lease detached")
+    with broker.connect("new") as new, new.reattach(token) as again:
+        assert (again.lease_id, again.fencing_token) == (lease.lease_id, lease.fencing_token)
+        assert again.resume_token is not None and again.resume_token.lease_id == lease.lease_id
+        state = new.status(["pcm"]).resource("pcm")
+        assert state is not None and not only(state).detached
+    assert lease.resume_token is not None
+    with broker.connect("none") as c:
+        assert c.acquire("pcm", wait=False).fencing_token == 2
+
+
 async def _aio_reattach(b: Broker) -> None:
     first = await turnstile.aio.connect(b.socket, name="first")
     second = await turnstile.aio.connect(b.socket, name="second")
