@@ -100,6 +100,11 @@ fn every_request() -> Vec<ClientFrame> {
             lease_id: 7,
             reason: "2 minutes left".into(),
         }),
+        Body::GetHistory(v1::GetHistory {
+            resource: "pcm".into(),
+            since_ms: 1_764_000_000_000,
+            limit: 50,
+        }),
     ];
     bodies
         .into_iter()
@@ -129,6 +134,7 @@ fn kind(body: &Body) -> &'static str {
         Body::Reattach(_) => "reattach",
         Body::RequestYield(_) => "request_yield",
         Body::DeclineYield(_) => "decline_yield",
+        Body::GetHistory(_) => "get_history",
     }
 }
 
@@ -178,7 +184,7 @@ fn every_request_kind_round_trips() {
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
-    assert_eq!(kinds.len(), 17, "one request of each kind: {kinds:?}");
+    assert_eq!(kinds.len(), 18, "one request of each kind: {kinds:?}");
 
     for request in requests {
         let mut buf = client_bytes(&request);
@@ -248,6 +254,33 @@ fn server_frames_round_trip() {
             }),
             coalesced: true,
             detail: String::new(),
+        }),
+        server_frame::Body::Reply(Reply {
+            id: 10,
+            result: Some(reply::Result::History(v1::History {
+                entries: vec![v1::HistoryEntry {
+                    lease_id: 7,
+                    resource: "pcm".into(),
+                    mode: Mode::Exclusive as i32,
+                    permits: 0,
+                    purpose: "job 42".into(),
+                    holder: Some(v1::Peer {
+                        client_name: "pcmsvc".into(),
+                        uid: 0,
+                        pid: 4242,
+                        session_id: 2,
+                        user: "root".into(),
+                        login_session: String::new(),
+                    }),
+                    queued_at_ms: 1_764_000_000_000,
+                    granted_at_ms: 1_764_000_001_000,
+                    ended_at_ms: 1_764_000_061_000,
+                    ended_by: v1::EventKind::Released as i32,
+                    detail: "lease 7 of pcmsvc (root, pid 4242) released".into(),
+                    fencing_token: 41,
+                }],
+                truncated: true,
+            })),
         }),
         server_frame::Body::Delivery(v1::Delivery {
             consumer_id: 1,

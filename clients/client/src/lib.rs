@@ -292,6 +292,29 @@ impl Client {
         }
     }
 
+    /// The recorded leases of `resource` (DESIGN "History"), newest last:
+    /// those that ended at or after `since_ms` (wall-clock Unix epoch ms;
+    /// 0 = as far back as the broker keeps), at most the newest `limit` of
+    /// them (0 = as many as fit in one frame). Policy verb `status`.
+    pub async fn history(
+        &self,
+        resource: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<v1::History, ClientError> {
+        let r = self
+            .call(Body::GetHistory(v1::GetHistory {
+                resource: resource.to_string(),
+                since_ms,
+                limit,
+            }))
+            .await?;
+        match r.result {
+            reply::Result::History(h) => Ok(h),
+            other => Err(unexpected("History", &other)),
+        }
+    }
+
     /// Takes back a detached lease or queue place (one acquired with
     /// [`AcquireBuilder::detach_grace`] whose connection closed) from this
     /// connection, with the token its owner kept. Same uid only; a wrong

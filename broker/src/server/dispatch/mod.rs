@@ -334,6 +334,11 @@ impl Dispatcher {
                 Body::Reattach(r) => reattach::handle(self, session, r, now),
                 Body::RequestYield(r) => request_yield::handle(self, session, r, now),
                 Body::DeclineYield(r) => decline_yield::handle(self, session, r, now),
+                // Recording lands in the next commit: until then, say so.
+                Body::GetHistory(_) => Err(v1::Error {
+                    code: v1::ErrorCode::InvalidArgument as i32,
+                    message: "this broker does not record history yet".to_string(),
+                }),
             },
         };
         let (answer, changes) = match answer {
