@@ -393,3 +393,21 @@ async def _aio_stalled(b: Broker) -> None:
 
 def test_aio_stalled(broker: Broker) -> None:
     asyncio.run(_aio_stalled(broker))
+
+
+# --- history (the request; the broker's answers are in test_history.py) ------
+
+
+def test_history_request_from_its_options() -> None:
+    import datetime
+
+    from turnstile._lease_options import history_message
+
+    m = history_message("pcm", since=None, limit=0)
+    assert (m.resource, m.since_ms, m.limit) == ("pcm", 0, 0)
+    at = datetime.datetime(2026, 11, 30, 8, 0, 0, 123000, tzinfo=datetime.timezone.utc)
+    assert history_message("pcm", since=at, limit=5).since_ms == 1796025600123
+    assert history_message("pcm", since=1796025600.123, limit=5).since_ms == 1796025600123
+    for bad in ({"since": -1.0}, {"since": float("nan")}, {"limit": -1}):
+        with pytest.raises(turnstile.InvalidArgument):
+            history_message("pcm", **{"since": None, "limit": 0, **bad})  # type: ignore[arg-type]

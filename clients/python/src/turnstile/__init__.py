@@ -39,6 +39,8 @@ from ._errors import (
 from ._sync import Client, Consumer, Delivery, Lease, Watch, connect
 from ._types import (
     HelloInfo,
+    History,
+    HistoryEntry,
     LeaseInfo,
     Peer,
     Progress,
@@ -72,6 +74,8 @@ __all__ = [
     "WatchEvent",
     "YieldRequested",
     "ResumeToken",
+    "History",
+    "HistoryEntry",
     "Error",
     "InvalidArgument",
     "PermissionDenied",

@@ -5,8 +5,9 @@ milliseconds. A new option of the wire is added here and to the two
 
 from __future__ import annotations
 
+import datetime
 import math
-from typing import Optional
+from typing import Optional, Union
 
 from ._errors import InvalidArgument
 from .v1 import turnstile_pb2 as pb
@@ -72,3 +73,17 @@ def request_yield_message(
     return pb.RequestYield(
         resource=resource, within_ms=millis(within, "within", zero_is_none=True), reason=reason, revoke=revoke
     )
+
+
+def history_message(
+    resource: str, *, since: Union[float, datetime.datetime, None], limit: int
+) -> pb.GetHistory:
+    """The ``GetHistory`` request: ``since`` a Unix timestamp in seconds (or
+    an aware ``datetime``), ``None`` = as far back as the broker keeps."""
+    since_ms = 0
+    if since is not None:
+        stamp = since.timestamp() if isinstance(since, datetime.datetime) else since
+        if not (stamp >= 0) or math.isinf(stamp):
+            raise InvalidArgument(f"since must be a Unix timestamp >= 0, not {since!r}")
+        since_ms = int(round(stamp * 1000))
+    return pb.GetHistory(resource=resource, since_ms=since_ms, limit=count(limit, "limit"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import threading
 import weakref
 from types import TracebackType
@@ -21,8 +22,8 @@ from typing import Any, Callable, Coroutine, Dict, Iterator, Optional, Sequence,
 from . import aio
 from ._errors import ConnectionLost, NotFound, TimedOut
 from ._connection import Connection
-from ._lease_options import request_yield_message
-from ._types import HelloInfo, Queued, ResumeToken, Status, WatchEvent, YieldRequested
+from ._lease_options import history_message, request_yield_message
+from ._types import History, HelloInfo, Queued, ResumeToken, Status, WatchEvent, YieldRequested
 from .v1 import turnstile_pb2 as pb
 
 __all__ = ["connect", "Client", "Lease", "Watch", "Consumer", "Delivery"]
@@ -194,6 +195,27 @@ class Client:
         body = pb.GetStatus(resources=list(resources or []))
         reply = self._runner.call(self._inner._conn, "get_status", body, timeout)
         return Status.from_pb(aio.expect(reply, "status"))
+
+    def history(
+        self,
+        resource: str,
+        *,
+        since: Union[float, datetime.datetime, None] = None,
+        limit: int = 0,
+        timeout: Optional[float] = None,
+    ) -> History:
+        """The leases of ``resource`` that ended (granted or not), as the
+        broker recorded them durably: oldest first, newest last.
+
+        ``since``: only those that ended at or after this instant (a Unix
+        timestamp in seconds, such as ``time.time() - 3600``, or an aware
+        ``datetime``); ``None``: as far back as the broker keeps. ``limit``:
+        at most this many, the newest (0: as many as fit in one frame);
+        :attr:`History.truncated` says whether older ones were left out.
+        """
+        body = history_message(resource, since=since, limit=limit)
+        reply = self._runner.call(self._inner._conn, "get_history", body, timeout)
+        return History.from_pb(aio.expect(reply, "history"))
 
     def acquire(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from .v1 import turnstile_pb2 as pb
 
@@ -26,6 +26,8 @@ __all__ = [
     "WatchEvent",
     "YieldRequested",
     "ResumeToken",
+    "HistoryEntry",
+    "History",
 ]
 
 
@@ -318,6 +320,89 @@ class ResumeToken:
 
 #: ``LEASE:HEX:RESOURCE``: a decimal u64, at most 64 bytes of secret in hex.
 _RESUME_TOKEN = re.compile(r"([0-9]{1,20}):((?:[0-9a-fA-F]{2}){0,64}):(.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One lease or waiting request that ended, as the broker recorded it.
+
+    Instants are float Unix timestamps: ``queued_at`` when the request
+    arrived (for a lease granted at once, the same as ``granted_at``),
+    ``granted_at`` ``None`` for a request never granted, ``ended_at`` when
+    it ended. ``ended_by`` is the event that ended it (``"RELEASED"``,
+    ``"EXPIRED"``, ``"DISCONNECTED"``, ``"CANCELLED"`` (also a ``max_wait``
+    run out, which ``detail`` says), ``"REVOKED"``); ``detail`` the broker's
+    sentence about it. ``fencing_token`` is 0 for one never granted.
+    """
+
+    lease_id: int
+    resource: str
+    mode: str
+    permits: int
+    purpose: str
+    holder: Peer
+    queued_at: Optional[float]
+    granted_at: Optional[float]
+    ended_at: Optional[float]
+    ended_by: str
+    detail: str
+    fencing_token: int
+
+    @property
+    def waited(self) -> Optional[float]:
+        """Seconds in the queue: until the grant, or until it left the queue
+        ungranted; ``None`` when the broker did not say when it arrived."""
+        if self.queued_at is None:
+            return None
+        until = self.granted_at if self.granted_at is not None else self.ended_at
+        return None if until is None else max(until - self.queued_at, 0.0)
+
+    @property
+    def held(self) -> Optional[float]:
+        """Seconds from the grant to the end; ``None`` for one never granted."""
+        if self.granted_at is None or self.ended_at is None:
+            return None
+        return max(self.ended_at - self.granted_at, 0.0)
+
+    @classmethod
+    def from_pb(cls, m: pb.HistoryEntry) -> "HistoryEntry":
+        """Built from the wire ``HistoryEntry``."""
+        return cls(
+            lease_id=m.lease_id,
+            resource=m.resource,
+            mode=enum_name(pb.Mode, m.mode, "MODE_"),
+            permits=m.permits,
+            purpose=m.purpose,
+            holder=Peer.from_pb(m.holder),
+            queued_at=_instant(m.queued_at_ms),
+            granted_at=_instant(m.granted_at_ms),
+            ended_at=_instant(m.ended_at_ms),
+            ended_by=enum_name(pb.EventKind, m.ended_by, "EVENT_KIND_"),
+            detail=m.detail,
+            fencing_token=m.fencing_token,
+        )
+
+
+@dataclass(frozen=True)
+class History:
+    """Answer to ``history()``: the recorded leases of a resource, oldest
+    first (newest last); iterate it for the :class:`HistoryEntry` items.
+    ``truncated`` when older matching entries were left out (by ``limit``,
+    or to fit in one frame)."""
+
+    entries: Tuple[HistoryEntry, ...]
+    truncated: bool = False
+
+    @classmethod
+    def from_pb(cls, m: pb.History) -> "History":
+        """Built from the wire ``History``."""
+        return cls(tuple(HistoryEntry.from_pb(e) for e in m.entries), m.truncated)
+
+    def __iter__(self) -> Iterator[HistoryEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def headers_dict(m: Any) -> Dict[str, str]:

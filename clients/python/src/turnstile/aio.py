@@ -21,6 +21,7 @@ that it can reconnect and resume on its own.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import inspect
 import os
 import sys
@@ -42,8 +43,9 @@ from typing import (
 from ._connection import Connection, Push
 from ._endpoint import resolve_socket
 from ._errors import ConnectionLost, Error, LeaseLost, NotFound, ProtocolViolation, TimedOut
-from ._lease_options import acquire_message, request_yield_message
+from ._lease_options import acquire_message, history_message, request_yield_message
 from ._types import (
+    History,
     HelloInfo,
     Queued,
     ResourceState,
@@ -174,6 +176,27 @@ class Client:
         body = pb.GetStatus(resources=list(resources or []))
         reply, _ = await self._conn.request("get_status", body, timeout)
         return Status.from_pb(expect(reply, "status"))
+
+    async def history(
+        self,
+        resource: str,
+        *,
+        since: Union[float, datetime.datetime, None] = None,
+        limit: int = 0,
+        timeout: Optional[float] = None,
+    ) -> History:
+        """The leases of ``resource`` that ended (granted or not), as the
+        broker recorded them durably: oldest first, newest last.
+
+        ``since``: only those that ended at or after this instant (a Unix
+        timestamp in seconds, such as ``time.time() - 3600``, or an aware
+        ``datetime``); ``None``: as far back as the broker keeps. ``limit``:
+        at most this many, the newest (0: as many as fit in one frame);
+        :attr:`History.truncated` says whether older ones were left out.
+        """
+        body = history_message(resource, since=since, limit=limit)
+        reply, _ = await self._conn.request("get_history", body, timeout)
+        return History.from_pb(expect(reply, "history"))
 
     def acquire(
         self,
