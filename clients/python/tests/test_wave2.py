@@ -31,6 +31,16 @@ time.sleep(600)
 """
 
 
+#: A waiter in a process of its own: queues with a detach grace, prints the
+#: resume token of its place, and waits to be killed.
+DETACHABLE_WAITER = """
+import sys, turnstile
+client = turnstile.connect(sys.argv[1], name="doomed waiter")
+def save(q): print("token", q.resume_token, flush=True)
+client.acquire("pcm", detach_grace=float(sys.argv[2]), purpose="next", on_queued=save)
+"""
+
+
 def next_kind(w: turnstile.Watch, kind: str) -> turnstile.WatchEvent:
     """The next watch event of ``kind``, skipping others; fails after PATIENCE."""
     deadline = time.monotonic() + PATIENCE
@@ -152,9 +162,11 @@ def test_resume_token_reads_back_from_its_text_and_hides_its_secret() -> None:
             turnstile.ResumeToken.parse(bad)
 
 
-def _detachable(b: Broker, grace: float) -> "tuple[subprocess.Popen[bytes], turnstile.ResumeToken]":
+def _detachable(
+    b: Broker, grace: float, script: str = DETACHABLE_HOLDER
+) -> "tuple[subprocess.Popen[bytes], turnstile.ResumeToken]":
     proc = subprocess.Popen(
-        [sys.executable, "-c", DETACHABLE_HOLDER, b.socket, str(grace)],
+        [sys.executable, "-c", script, b.socket, str(grace)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -206,6 +218,32 @@ def test_a_detached_lease_ends_when_its_grace_runs_out(broker: Broker) -> None:
         proc.wait()
 
 
+def test_reattach_takes_a_queue_place_back_after_its_owner_is_killed(broker: Broker) -> None:
+    with broker.connect("holder") as h, broker.connect("successor") as c:
+        held = h.acquire("pcm", purpose="job")
+        proc, token = _detachable(broker, PATIENCE, DETACHABLE_WAITER)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+            wait_until_state(broker, "pcm", lambda s: bool(s.waiters) and s.waiters[0].detached, "the place detached")
+            places: List[turnstile.Queued] = []
+            outcome: Dict[str, int] = {}
+
+            def take_back() -> None:
+                with c.reattach(token, on_queued=places.append) as lease:
+                    outcome["token"] = lease.fencing_token
+
+            t = threading.Thread(target=take_back)
+            t.start()
+            wait_until_state(broker, "pcm", lambda s: bool(s.waiters) and not s.waiters[0].detached, "re-attached")
+            held.release()
+            t.join(PATIENCE)
+            assert not t.is_alive() and outcome == {"token": 2}
+            assert [q.position for q in places] == [1] and places[0].lease_id == token.lease_id
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_lease_handed_over_with_detach(broker: Broker) -> None:
     old = broker.connect("old")
     lease = old.acquire("pcm", ttl=5.0, detach_grace=PATIENCE, purpose="job")
@@ -234,10 +272,10 @@ async def _aio_reattach(b: Broker) -> None:
         # A queue place can be detached too.
         request = second.acquire("pcm", detach_grace=PATIENCE, purpose="next")
         async for q in request.queued():
-            assert q.position == 1
+            assert q.position == 1 and q.resume_token is not None
             break
         place = request.detach()
-        assert place is not None
+        assert place is not None and place == q.resume_token
         held = lease.detach()
         assert held == lease.resume_token
         await first.close()

@@ -192,21 +192,28 @@ class Status:
 
 @dataclass(frozen=True)
 class Queued:
-    """Where a waiting request stands: position 1 is next in line."""
+    """Where a waiting request stands: position 1 is next in line.
+
+    ``resume_token``: with a ``detach_grace``, what :meth:`reattach` needs
+    to take the place back from another connection (``None`` otherwise):
+    an ``on_queued`` callback can save it before a long wait.
+    """
 
     lease_id: int
     position: int
     ahead: Tuple[LeaseInfo, ...]
     estimated_wait: Optional[float]
+    resume_token: Optional["ResumeToken"] = field(default=None, repr=False)
 
     @classmethod
-    def from_pb(cls, m: pb.Queued) -> "Queued":
-        """Built from the wire ``Queued``."""
+    def from_pb(cls, m: pb.Queued, resource: str = "") -> "Queued":
+        """Built from the wire ``Queued`` (``resource``: the one requested, for its resume token)."""
         return cls(
             m.lease_id,
             m.position,
             tuple(LeaseInfo.from_pb(a) for a in m.ahead),
             m.estimated_wait_ms / 1000.0 if m.estimated_wait_ms else None,
+            ResumeToken(m.lease_id, resource, bytes(m.resume_token)) if m.resume_token else None,
         )
 
 

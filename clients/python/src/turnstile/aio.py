@@ -428,7 +428,7 @@ class AcquireRequest:
                 self._lease_id = acquired.granted.lease_id
                 self._keep_token(self._lease_id, acquired.granted.resume_token)
             else:
-                self._queued = Queued.from_pb(acquired.queued)
+                self._queued = Queued.from_pb(acquired.queued, self._resource)
                 self._lease_id = acquired.queued.lease_id
                 self._keep_token(self._lease_id, acquired.queued.resume_token)
         return None if self._granted is not None else self._queued
@@ -450,7 +450,7 @@ class AcquireRequest:
                 self._keep_token(self._lease_id, push.granted.resume_token)
                 return None
             if change == "queued":
-                self._queued = Queued.from_pb(push.queued)
+                self._queued = Queued.from_pb(push.queued, self._resource)
                 self._keep_token(self._lease_id, push.queued.resume_token)
                 return self._queued
             if change == "lost":
