@@ -361,11 +361,19 @@ async def _aio_yield(b: Broker) -> None:
     ) as k, turnstile.aio.connect(b.socket, name="waiter") as w:
         lease = await h.acquire("pcm", purpose="job")
         heard: List[turnstile.YieldRequested] = []
+        reported: List[BaseException] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx["exception"]))
+
+        def broken(_: turnstile.YieldRequested) -> None:
+            raise RuntimeError("a bug in a callback")
+
+        lease.add_yield_callback(broken)  # reported, and the lease goes on (the revoke below reaches it)
         lease.add_yield_callback(heard.append)
         await k.request_yield("pcm", reason="please")
         req = await lease.next_yield_request(timeout=PATIENCE)
         assert req.reason == "please" and req.requester.client_name == "admin" and req.within == 0.0
         assert lease.yield_requested.is_set() and heard == [req] and lease.yield_request == req
+        assert [str(e) for e in reported] == ["a bug in a callback"]
         await lease.decline_yield("not now")
 
         request = w.acquire("pcm", purpose="next")

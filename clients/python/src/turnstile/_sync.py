@@ -434,7 +434,7 @@ class Lease:
         """Waits for the next request to make way (each is answered once, in
         order). :class:`turnstile.TimedOut` after ``timeout`` seconds;
         :class:`turnstile.LeaseLost` once the lease is released, lost or detached."""
-        return self._runner.run(self._inner.next_yield_request(), timeout)
+        return self._runner.run(self._inner.next_yield_request(timeout))
 
     def decline_yield(self, reason: str = "") -> None:
         """Answers a request to make way: this holder will not, now, for

@@ -558,15 +558,15 @@ class _LeaseState:
         self.lost_detail = detail
         self.lost.set()
         for fn in self.callbacks:
-            fn()
+            _run_callback(fn)
         self.yields.put_nowait(None)
 
     def asked_to_yield(self, request: YieldRequested) -> None:
         self.yield_request = request
         self.yield_requested.set()
         self.yields.put_nowait(request)
-        for fn in self.yield_callbacks:
-            fn(request)
+        for callback in self.yield_callbacks:
+            _run_callback(lambda: callback(request))
 
     def stop(self) -> None:
         """Ends the keep-alive and the route (the lease is released, lost or detached)."""
@@ -581,6 +581,17 @@ class _LeaseState:
             self.released = True
             self.conn.send_nowait("release", pb.Release(lease_id=self.lease_id))
         self.stop()
+
+
+def _run_callback(fn: Callable[[], None]) -> None:
+    """Runs a user's callback from the keep-alive task: an exception in it is
+    reported to the loop's exception handler, and the lease goes on."""
+    try:
+        fn()
+    except Exception as e:
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "a turnstile lease callback raised", "exception": e}
+        )
 
 
 async def _keep_alive(state: _LeaseState, route: "asyncio.Queue[Push]") -> None:
