@@ -1,7 +1,8 @@
 // Check.cs: exercises the C# binding against a running broker (socket in
 // $TURNSTILE_SOCKET): exceptions named after the codes, queue events,
-// cancelling from an event, lease loss, watches, queues, and the handles'
-// lifetime (Dispose twice is harmless; everything disposed = no native
+// cancelling from an event, lease loss, watches, queues, the wave-2
+// features (permits, detach and re-attach, yield with decline and revoke,
+// stalled), and the handles' lifetime (Dispose twice is harmless; everything disposed = no native
 // handle left). Run by clients/ffi/tests/dotnet.rs; prints one line per
 // check and exits 0 only if all passed.
 
@@ -29,6 +30,17 @@ static class CheckProgram
     }
 
     static void Assert(bool cond, string what) { if (!cond) throw new Exception(what); }
+
+    /// <summary>Takes watch events until a change of kind on resource.</summary>
+    static WatchEvent NextOf(Watch w, EventKind kind, string resource)
+    {
+        for (;;)
+        {
+            var e = w.Next(30000);
+            if (e == null) throw new Exception("no " + kind + " event on " + resource);
+            if (e.Item == WatchItem.Change && e.Kind == kind && e.Resource == resource) return e;
+        }
+    }
 
     static int Main()
     {
@@ -118,6 +130,101 @@ static class CheckProgram
                     }
                     Assert(w.Next(30000).Kind == EventKind.Released, "released event");
                 }
+            });
+        }
+
+        using (var agent = Client.Connect(name: "check-agent"))
+        using (var w = agent.Watch())
+        {
+            Check("permits: a semaphore of 2, full, shown in status", () =>
+            {
+                var o = new AcquireOptions { Shared = true, Capacity = 2, Permits = 1 };
+                using (var a = agent.Acquire("slots", o))
+                using (var b = agent.Acquire("slots", o))
+                {
+                    Expect<BusyException>(() => agent.Acquire("slots", new AcquireOptions { Shared = true, Capacity = 2, NoWait = true }));
+                    Expect<InvalidArgumentException>(() => agent.Acquire("slots", new AcquireOptions { Shared = true, Capacity = 2, Permits = 3 }));
+                    var json = agent.StatusJson("slots");
+                    Assert(json.Contains("\"capacity\":2") && json.Contains("\"permits_held\":2"), json);
+                }
+            });
+
+            Check("detach, then re-attach from another connection with the resume token", () =>
+            {
+                string token; ulong id;
+                using (var first = Client.Connect(name: "check-first-life"))
+                {
+                    var l = first.Acquire("session", new AcquireOptions { DetachGrace = TimeSpan.FromSeconds(20) });
+                    token = l.ResumeToken; id = l.Id;
+                    Assert(token != null && token.StartsWith(id + ":"), "a token: " + token);
+                    l.Detach();
+                    l.Detach(); // a second time does nothing
+                }
+                NextOf(w, EventKind.Detached, "session");
+                using (var second = Client.Connect(name: "check-second-life"))
+                {
+                    Expect<NotFoundException>(() => second.Reattach(id + ":00:session"));
+                    using (var back = second.Reattach(token))
+                    {
+                        Assert(back.Id == id && back.ResumeToken == token, "the same lease");
+                        NextOf(w, EventKind.Reattached, "session");
+                        back.ReportProgress(1, 1, "resumed");
+                    }
+                }
+                using (var plain = agent.Acquire("session"))
+                    Assert(plain.ResumeToken == null, "no grace, no token");
+            });
+
+            Check("yield: the holder's event, a decline, a revoke", () =>
+            {
+                using (var holder = Client.Connect(name: "check-printer"))
+                using (var asked = new AutoResetEvent(false))
+                using (var lost = new ManualResetEvent(false))
+                {
+                    var l = holder.Acquire("printer", new AcquireOptions { Purpose = "long print" });
+                    var requests = new List<YieldRequestedEventArgs>();
+                    LeaseLostEventArgs why = null;
+                    l.YieldRequested += (s, e) => { lock (requests) requests.Add(e); asked.Set(); };
+                    l.Lost += (s, e) => { why = e; lost.Set(); };
+                    agent.RequestYield("printer", TimeSpan.FromSeconds(5), "urgent page");
+                    Assert(asked.WaitOne(30000), "asked");
+                    lock (requests)
+                        Assert(requests[0].RequesterName == "check-agent" && requests[0].Reason == "urgent page" && !requests[0].Revoke
+                            && requests[0].Within == TimeSpan.FromSeconds(5) && requests[0].LeaseId == l.Id, "who asks and why");
+                    l.DeclineYield("almost done");
+                    Assert(NextOf(w, EventKind.YieldDeclined, "printer").Detail.Contains("almost done"), "declined, with why");
+                    agent.RequestYield("printer", TimeSpan.FromMilliseconds(200), "now", revoke: true);
+                    Assert(asked.WaitOne(30000), "asked again");
+                    lock (requests) Assert(requests[1].Revoke, "a revoke");
+                    Assert(lost.WaitOne(30000) && why.Reason == LostReason.Revoked, "revoked");
+                    Expect<LostException>(() => l.Release());
+                }
+            });
+
+            Check("stalled: a holder without progress is marked, progress clears it", () =>
+            {
+                using (var l = agent.Acquire("stuck", new AcquireOptions { StallAfter = TimeSpan.FromMilliseconds(300) }))
+                {
+                    Assert(NextOf(w, EventKind.Stalled, "stuck").StateJson.Contains("\"stalled\":true"), "stalled");
+                    l.ReportProgress(1, 2, "moving");
+                    Assert(NextOf(w, EventKind.Progress, "stuck").StateJson.Contains("\"stalled\":false"), "cleared");
+                }
+            });
+
+            Check("history: the released lease, newest last (or the broker says it records none yet)", () =>
+            {
+                ulong id;
+                using (var l = agent.Acquire("ledger", new AcquireOptions { Purpose = "for the record" })) id = l.Id;
+                History h;
+                try { h = agent.History("ledger"); }
+                catch (InvalidArgumentException e) when (e.Message.Contains("does not record history"))
+                {
+                    Console.WriteLine("note: this broker does not record history yet");
+                    return;
+                }
+                var last = h.Entries[h.Entries.Count - 1];
+                Assert(last.LeaseId == id && last.EndedBy == EventKind.Released && last.Purpose == "for the record"
+                    && last.HolderName == "check-agent" && last.EndedAtMs >= last.GrantedAtMs && !h.Truncated, "the entry");
             });
         }
 

@@ -22,8 +22,14 @@
 // with the Code. Handles are SafeHandles: Dispose frees them once, a second
 // Dispose does nothing, and the finalizer frees what was forgotten.
 //
+// Wave 2: AcquireOptions.Permits / Capacity (counting semaphores),
+// DetachGrace with Lease.ResumeToken, Lease.Detach and Client.Reattach,
+// Client.RequestYield with Lease.YieldRequested and Lease.DeclineYield,
+// StallAfter (watchers see EventKind.Stalled), Client.History.
+//
 // Threads: as in turnstile.h, every object may be used from any thread.
-// QueueUpdated runs on the thread inside Acquire; Lease.Lost and the
+// QueueUpdated runs on the thread inside Acquire; Lease.Lost,
+// Lease.YieldRequested and the
 // Available events of Watch and Consumer run on the library's callback
 // thread (marshal to your UI thread yourself, e.g. Control.BeginInvoke).
 // An exception thrown by a handler is caught there, never let through the
@@ -114,7 +120,11 @@ namespace Turnstile
     public enum Mode { Unspecified = 0, Exclusive = 1, Shared = 2 }
     public enum LostReason { Connection = 0, Expired = 1, TimedOut = 2, Revoked = 3 }
     public enum WatchItem { Snapshot = 1, Change = 2, Disconnected = 3, Reconnected = 4 }
-    public enum EventKind { None = 0, Granted = 1, Released = 2, Expired = 3, Disconnected = 4, Queued = 5, Cancelled = 6, Progress = 7, Resync = 8, Heartbeat = 9 }
+    public enum EventKind
+    {
+        None = 0, Granted = 1, Released = 2, Expired = 3, Disconnected = 4, Queued = 5, Cancelled = 6, Progress = 7, Resync = 8, Heartbeat = 9,
+        YieldRequested = 10, YieldDeclined = 11, Revoked = 12, Detached = 13, Reattached = 14, Stalled = 15,
+    }
 
     /// <summary>A lease as the broker shows it: a holder or a waiter ahead of you.</summary>
     public sealed class LeaseInfo
@@ -126,6 +136,13 @@ namespace Turnstile
         public ulong GrantedAtMs; public ulong QueuedAtMs; public uint ExpiresInMs;
         /// <summary>1 = next in line for a waiter; 0 for a holder.</summary>
         public uint Position;
+        /// <summary>Permits of the resource's semaphore it holds or waits for; 0 when it has no capacity.</summary>
+        public uint Permits;
+        /// <summary>Its connection closed; it is kept for its owner to re-attach.</summary>
+        public bool Detached;
+        /// <summary>It keeps its lease alive but reported no progress for its StallAfter: stuck.</summary>
+        public bool Stalled;
+        public string HolderUser; public string HolderLoginSession;
     }
 
     /// <summary>Where a queued request stands. Set Cancel to leave the queue (Acquire then throws CancelledException).</summary>
@@ -136,7 +153,24 @@ namespace Turnstile
         /// <summary>The broker's estimate of the wait; TimeSpan.Zero when it has none.</summary>
         public TimeSpan EstimatedWait { get; internal set; }
         public IList<LeaseInfo> Ahead { get; internal set; }
+        /// <summary>With DetachGrace, the token of this place in the queue for Client.Reattach; else null.</summary>
+        public string ResumeToken { get; internal set; }
         public bool Cancel { get; set; }
+    }
+
+    /// <summary>Someone asks this holder to make way (Client.RequestYield).</summary>
+    public sealed class YieldRequestedEventArgs : EventArgs
+    {
+        public ulong LeaseId { get; internal set; }
+        public string RequesterName { get; internal set; }
+        public uint RequesterUid { get; internal set; }
+        public uint RequesterPid { get; internal set; }
+        public string RequesterUser { get; internal set; }
+        public string Reason { get; internal set; }
+        /// <summary>How long the holder has.</summary>
+        public TimeSpan Within { get; internal set; }
+        /// <summary>The lease is taken (Lost, Revoked) if still held after Within.</summary>
+        public bool Revoke { get; internal set; }
     }
 
     public sealed class LeaseLostEventArgs : EventArgs
@@ -157,6 +191,14 @@ namespace Turnstile
         /// <summary>Leave the queue after this long, at the broker; zero = no limit.</summary>
         public TimeSpan MaxWait;
         public string Purpose;
+        /// <summary>With Capacity: permits this SHARED lease takes (0 = 1).</summary>
+        public uint Permits;
+        /// <summary>With Shared: the resource is a counting semaphore of this many permits; 0 = not one.</summary>
+        public uint Capacity;
+        /// <summary>Keep the lease (or queue place) this long after the connection closes, for Client.Reattach.</summary>
+        public TimeSpan DetachGrace;
+        /// <summary>Mark the holder stalled after this long without a progress report; zero = never.</summary>
+        public TimeSpan StallAfter;
         /// <summary>Each change of the queue position; on the thread inside Acquire.</summary>
         public event EventHandler<QueueUpdateEventArgs> QueueUpdated;
 
@@ -166,6 +208,25 @@ namespace Turnstile
             if (h != null) h(sender, e);
             return e.Cancel;
         }
+    }
+
+    /// <summary>One lease (or waiting request) that ended, as the broker recorded it.
+    /// Times are wall-clock ms since the Unix epoch; 0 where it does not apply.</summary>
+    public sealed class HistoryEntry
+    {
+        public ulong LeaseId; public string Resource; public Mode Mode; public uint Permits; public string Purpose;
+        public string HolderName; public uint HolderUid; public uint HolderPid; public string HolderUser;
+        public ulong QueuedAtMs; public ulong GrantedAtMs; public ulong EndedAtMs;
+        /// <summary>Released, Expired, Disconnected, Cancelled (left the queue) or Revoked.</summary>
+        public EventKind EndedBy; public string Detail; public ulong FencingToken;
+    }
+
+    /// <summary>What Client.History answers: entries oldest first.</summary>
+    public sealed class History
+    {
+        public IList<HistoryEntry> Entries { get; internal set; }
+        /// <summary>Older matching entries were left out (by the limit, or to fit one answer).</summary>
+        public bool Truncated { get; internal set; }
     }
 
     public sealed class ClientInfo
@@ -223,6 +284,26 @@ namespace Turnstile
         /// <summary>Acquires a lease, queueing up to timeoutMs (Forever: until granted).</summary>
         public Lease Acquire(string resource, AcquireOptions options = null, int timeoutMs = Forever)
         {
+            var name = Native.Utf8(resource);
+            return Take(options, (ref Native.AcquireOptions o, out Native.LeaseHandle h) =>
+                Native.ts_acquire(Handle, name, ref o, Native.Timeout(timeoutMs), out h));
+        }
+
+        /// <summary>Takes back a detached lease or queue place (acquired with DetachGrace, its
+        /// connection gone) with its resume token; waits like Acquire if it is still queued.
+        /// Of options only the QueueUpdated handlers are used. NotFoundException for a wrong
+        /// token, another user, or a lease that ended.</summary>
+        public Lease Reattach(string resumeToken, AcquireOptions options = null, int timeoutMs = Forever)
+        {
+            var token = Native.Utf8(resumeToken);
+            return Take(options, (ref Native.AcquireOptions o, out Native.LeaseHandle h) =>
+                Native.ts_reattach(Handle, token, ref o, Native.Timeout(timeoutMs), out h));
+        }
+
+        delegate int Taking(ref Native.AcquireOptions o, out Native.LeaseHandle h);
+
+        Lease Take(AcquireOptions options, Taking take)
+        {
             options = options ?? new AcquireOptions();
             var state = new Lease.State { Options = options, Sender = this };
             // Freed with the lease handle (after which no callback runs), or here on failure.
@@ -232,7 +313,7 @@ namespace Turnstile
             try
             {
                 Native.AcquireOptions o;
-                Native.Check(Native.ts_acquire_options_init(out o));
+                Native.Check(Native.ts_acquire_options_init(out o, (UIntPtr)Marshal.SizeOf(typeof(Native.AcquireOptions))));
                 o.flags = (options.Shared ? 1u : 0u) | (options.NoWait ? 2u : 0u);
                 o.ttl_ms = Native.Ms(options.Ttl);
                 o.max_wait_ms = Native.Ms(options.MaxWait);
@@ -241,8 +322,14 @@ namespace Turnstile
                 o.on_queue_data = GCHandle.ToIntPtr(gc);
                 o.on_lost = Native.OnLostPtr;
                 o.on_lost_data = GCHandle.ToIntPtr(gc);
+                o.permits = options.Permits;
+                o.capacity = options.Capacity;
+                o.detach_grace_ms = Native.Ms(options.DetachGrace);
+                o.stall_after_ms = Native.Ms(options.StallAfter);
+                o.on_yield = Native.OnYieldPtr;
+                o.on_yield_data = GCHandle.ToIntPtr(gc);
                 Native.LeaseHandle h;
-                var e = Native.ts_acquire(Handle, Native.Utf8(resource), ref o, Native.Timeout(timeoutMs), out h);
+                var e = take(ref o, out h);
                 if (e == 0) { h.Gc = gc; owned = true; }
                 if (state.Failure != null) throw state.Failure;
                 Native.Check(e);
@@ -257,6 +344,45 @@ namespace Turnstile
             {
                 Marshal.FreeHGlobal(purpose);
             }
+        }
+
+        /// <summary>The recorded leases of resource that ended at or after sinceMs (Unix epoch
+        /// ms; 0 = as far back as the broker keeps), at most the newest limit (0 = as many as fit).</summary>
+        public History History(string resource, ulong sinceMs = 0, uint limit = 0, int timeoutMs = Forever)
+        {
+            IntPtr h; UIntPtr count; byte truncated;
+            Native.Check(Native.ts_get_history(Handle, Native.Utf8(resource), sinceMs, limit, Native.Timeout(timeoutMs), out h, out count, out truncated));
+            try
+            {
+                var entries = new List<HistoryEntry>();
+                for (ulong i = 0; i < (ulong)count; i++)
+                {
+                    IntPtr p;
+                    Native.Check(Native.ts_history_get_entry(h, (UIntPtr)i, out p));
+                    var e = (Native.HistoryEntryNative)Marshal.PtrToStructure(p, typeof(Native.HistoryEntryNative));
+                    entries.Add(new HistoryEntry
+                    {
+                        LeaseId = e.lease_id, Resource = Native.FromUtf8(e.resource), Mode = (Mode)e.mode, Permits = e.permits,
+                        Purpose = Native.FromUtf8(e.purpose), HolderName = Native.FromUtf8(e.holder_name),
+                        HolderUid = e.holder_uid, HolderPid = e.holder_pid, HolderUser = Native.FromUtf8(e.holder_user),
+                        QueuedAtMs = e.queued_at_ms, GrantedAtMs = e.granted_at_ms, EndedAtMs = e.ended_at_ms,
+                        EndedBy = (EventKind)e.ended_by, Detail = Native.FromUtf8(e.detail), FencingToken = e.fencing_token,
+                    });
+                }
+                return new History { Entries = entries, Truncated = truncated != 0 };
+            }
+            finally
+            {
+                Native.ts_history_free(h);
+            }
+        }
+
+        /// <summary>Asks every holder of resource to make way within the given time (their
+        /// Lease.YieldRequested); with revoke, a holder still holding then loses the lease.</summary>
+        public void RequestYield(string resource, TimeSpan within, string reason = null, bool revoke = false, int timeoutMs = Forever)
+        {
+            Native.Check(Native.ts_request_yield(Handle, Native.Utf8(resource), Native.Ms(within), Native.Utf8(reason),
+                revoke ? 1u : 0u, Native.Timeout(timeoutMs)));
         }
 
         /// <summary>Appends a message to a queue; its sequence number once stored durably.</summary>
@@ -302,6 +428,8 @@ namespace Turnstile
             public WeakReference Lease = new WeakReference(null);
             public LeaseLostEventArgs LostArgs;
             public EventHandler<LeaseLostEventArgs> LostHandlers;
+            public EventHandler<YieldRequestedEventArgs> YieldHandlers;
+            public List<YieldRequestedEventArgs> YieldsUnheard = new List<YieldRequestedEventArgs>();
             public Exception Failure;
         }
 
@@ -312,6 +440,9 @@ namespace Turnstile
         public ulong FencingToken { get; private set; }
         public TimeSpan Ttl { get; private set; }
         public string Resource { get; private set; }
+        /// <summary>With DetachGrace: the secret for Client.Reattach (keep it where only this
+        /// user can read it); null without.</summary>
+        public string ResumeToken { get; private set; }
 
         internal Lease(Native.LeaseHandle h, State state)
         {
@@ -320,6 +451,10 @@ namespace Turnstile
             Native.Check(Native.ts_lease_get_details(h, out d));
             Id = d.lease_id; FencingToken = d.fencing_token;
             Ttl = TimeSpan.FromMilliseconds(d.ttl_ms); Resource = Native.FromUtf8(d.resource);
+            IntPtr token;
+            Native.Check(Native.ts_lease_resume_token(h, out token));
+            var t = Native.FromUtf8(token);
+            ResumeToken = string.IsNullOrEmpty(t) ? null : t;
             lock (state) state.Lease.Target = this;
         }
 
@@ -344,6 +479,51 @@ namespace Turnstile
             if (h != null) h(sender, e);
         }
 
+        /// <summary>Raised on the library's callback thread each time someone asks this holder
+        /// to make way (requests that came before the first subscription are raised on it).
+        /// Make way with Release, or answer DeclineYield.</summary>
+        public event EventHandler<YieldRequestedEventArgs> YieldRequested
+        {
+            add
+            {
+                List<YieldRequestedEventArgs> unheard;
+                lock (state)
+                {
+                    state.YieldHandlers += value;
+                    unheard = state.YieldsUnheard;
+                    state.YieldsUnheard = new List<YieldRequestedEventArgs>();
+                }
+                foreach (var e in unheard) value(this, e);
+            }
+            remove { lock (state) state.YieldHandlers -= value; }
+        }
+
+        internal static void RaiseYield(State state, YieldRequestedEventArgs e)
+        {
+            EventHandler<YieldRequestedEventArgs> h;
+            object sender;
+            lock (state)
+            {
+                h = state.YieldHandlers; sender = state.Lease.Target;
+                if (h == null) { state.YieldsUnheard.Add(e); return; }
+            }
+            h(sender, e);
+        }
+
+        /// <summary>Answers a yield request: this holder will not make way now (a revoke still stands).</summary>
+        public void DeclineYield(string reason = null, int timeoutMs = Client.Forever)
+        {
+            Native.Check(Native.ts_lease_decline_yield(handle, Native.Utf8(reason), Native.Timeout(timeoutMs)));
+        }
+
+        /// <summary>Lets go of the lease without releasing it: with DetachGrace the broker keeps
+        /// it, once this connection closes (dispose the client and its other leases), for
+        /// Client.Reattach with ResumeToken. Does nothing the second time.</summary>
+        public void Detach()
+        {
+            Close(h => Native.ts_lease_detach(h));
+        }
+
         /// <summary>Throws LostException if the lease was lost.</summary>
         public void Check()
         {
@@ -361,6 +541,12 @@ namespace Turnstile
         /// if it had been lost. Does nothing the second time.</summary>
         public void Release(int timeoutMs = Client.Forever)
         {
+            Close(h => Native.ts_lease_release(h, Native.Timeout(timeoutMs)));
+        }
+
+        /// <summary>Frees the native handle with close (release or detach), once.</summary>
+        void Close(Func<IntPtr, int> close)
+        {
             if (handle.IsClosed || handle.IsInvalid) return;
             bool added = false;
             handle.DangerousAddRef(ref added);
@@ -368,7 +554,7 @@ namespace Turnstile
             try
             {
                 if (handle.IsClosed || handle.IsInvalid) return;
-                e = Native.ts_lease_release(handle.DangerousGetHandle(), Native.Timeout(timeoutMs));
+                e = close(handle.DangerousGetHandle());
                 handle.SetHandleAsInvalid();
                 handle.FreeGc();
             }
@@ -543,9 +729,12 @@ namespace Turnstile
         [StructLayout(LayoutKind.Sequential)]
         internal struct AcquireOptions
         {
-            public uint size; public uint flags; public uint ttl_ms; public uint max_wait_ms;
+            public uint struct_size; public uint flags; public uint ttl_ms; public uint max_wait_ms;
             public IntPtr purpose; public IntPtr on_queue; public IntPtr on_queue_data;
             public IntPtr on_lost; public IntPtr on_lost_data;
+            // Version 2.
+            public uint permits; public uint capacity; public uint detach_grace_ms; public uint stall_after_ms;
+            public IntPtr on_yield; public IntPtr on_yield_data;
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -555,13 +744,31 @@ namespace Turnstile
             public IntPtr holder_name; public uint holder_uid; public uint holder_pid; public ulong fencing_token;
             public byte has_progress; public uint progress_done; public uint progress_total; public IntPtr progress_message;
             public ulong granted_at_ms; public ulong queued_at_ms; public uint expires_in_ms; public uint position;
+            public uint permits; public byte detached; public byte stalled;
+            public IntPtr holder_user; public IntPtr holder_login_session;
         }
 
         [StructLayout(LayoutKind.Sequential)]
         internal struct QueueUpdateNative
         {
             public ulong lease_id; public uint position; public uint estimated_wait_ms;
-            public UIntPtr ahead_count; public IntPtr ahead;
+            public UIntPtr ahead_count; public IntPtr ahead; public IntPtr resume_token;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct HistoryEntryNative
+        {
+            public ulong lease_id; public IntPtr resource; public int mode; public uint permits; public IntPtr purpose;
+            public IntPtr holder_name; public uint holder_uid; public uint holder_pid; public IntPtr holder_user;
+            public ulong queued_at_ms; public ulong granted_at_ms; public ulong ended_at_ms;
+            public int ended_by; public IntPtr detail; public ulong fencing_token;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct YieldRequestNative
+        {
+            public IntPtr requester_name; public uint requester_uid; public uint requester_pid;
+            public IntPtr requester_user; public IntPtr reason; public uint within_ms; public byte revoke;
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -589,14 +796,17 @@ namespace Turnstile
         [UnmanagedFunctionPointer(CC)] internal delegate int QueueFn(IntPtr userData, IntPtr update);
         [UnmanagedFunctionPointer(CC)] internal delegate void LostFn(IntPtr userData, ulong leaseId, int reason, IntPtr detail);
         [UnmanagedFunctionPointer(CC)] internal delegate void NotifyFn(IntPtr userData);
+        [UnmanagedFunctionPointer(CC)] internal delegate void YieldFn(IntPtr userData, ulong leaseId, IntPtr request);
 
         // Kept in static fields: the native library holds their pointers for the process's life.
         static readonly QueueFn onQueue = OnQueue;
         static readonly LostFn onLost = OnLost;
         static readonly NotifyFn onNotify = OnNotify;
+        static readonly YieldFn onYield = OnYield;
         internal static readonly IntPtr OnQueuePtr = Marshal.GetFunctionPointerForDelegate(onQueue);
         internal static readonly IntPtr OnLostPtr = Marshal.GetFunctionPointerForDelegate(onLost);
         internal static readonly IntPtr NotifyPtr = Marshal.GetFunctionPointerForDelegate(onNotify);
+        internal static readonly IntPtr OnYieldPtr = Marshal.GetFunctionPointerForDelegate(onYield);
 
         static int OnQueue(IntPtr data, IntPtr updatePtr)
         {
@@ -618,12 +828,15 @@ namespace Turnstile
                         ProgressTotal = l.progress_total, ProgressMessage = FromUtf8(l.progress_message),
                         GrantedAtMs = l.granted_at_ms, QueuedAtMs = l.queued_at_ms,
                         ExpiresInMs = l.expires_in_ms, Position = l.position,
+                        Permits = l.permits, Detached = l.detached != 0, Stalled = l.stalled != 0,
+                        HolderUser = FromUtf8(l.holder_user), HolderLoginSession = FromUtf8(l.holder_login_session),
                     });
                 }
                 var e = new QueueUpdateEventArgs
                 {
                     LeaseId = u.lease_id, Position = u.position,
                     EstimatedWait = TimeSpan.FromMilliseconds(u.estimated_wait_ms), Ahead = ahead,
+                    ResumeToken = string.IsNullOrEmpty(FromUtf8(u.resume_token)) ? null : FromUtf8(u.resume_token),
                 };
                 return state.Options.Raise(state.Sender, e) ? 1 : 0;
             }
@@ -642,6 +855,26 @@ namespace Turnstile
                 var state = (Lease.State)GCHandle.FromIntPtr(data).Target;
                 var e = new LeaseLostEventArgs { LeaseId = leaseId, Reason = (LostReason)reason, Detail = FromUtf8(detail) };
                 Lease.RaiseLost(state, e);
+            }
+            catch (Exception)
+            {
+                // A handler's exception must not unwind into native code.
+            }
+        }
+
+        static void OnYield(IntPtr data, ulong leaseId, IntPtr requestPtr)
+        {
+            try
+            {
+                var state = (Lease.State)GCHandle.FromIntPtr(data).Target;
+                var r = (YieldRequestNative)Marshal.PtrToStructure(requestPtr, typeof(YieldRequestNative));
+                var e = new YieldRequestedEventArgs
+                {
+                    LeaseId = leaseId, RequesterName = FromUtf8(r.requester_name), RequesterUid = r.requester_uid,
+                    RequesterPid = r.requester_pid, RequesterUser = FromUtf8(r.requester_user), Reason = FromUtf8(r.reason),
+                    Within = TimeSpan.FromMilliseconds(r.within_ms), Revoke = r.revoke != 0,
+                };
+                Lease.RaiseYield(state, e);
             }
             catch (Exception)
             {
@@ -763,12 +996,20 @@ namespace Turnstile
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_ping(ClientHandle client, byte[] payload, UIntPtr len, uint timeoutMs);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_status(ClientHandle client, IntPtr resources, UIntPtr count, uint timeoutMs, out IntPtr json);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_publish(ClientHandle client, byte[] queue, byte[] payload, UIntPtr len, IntPtr names, IntPtr values, UIntPtr count, uint timeoutMs, out ulong seq);
-        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_acquire_options_init(out AcquireOptions options);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_acquire_options_init(out AcquireOptions options, UIntPtr structSize);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_acquire(ClientHandle client, byte[] resource, ref AcquireOptions options, uint timeoutMs, out LeaseHandle lease);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_get_details(LeaseHandle lease, out LeaseDetails details);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_report_progress(LeaseHandle lease, uint done, uint total, byte[] message, uint timeoutMs);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_check(LeaseHandle lease, out int reason);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_release(IntPtr lease, uint timeoutMs);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_reattach(ClientHandle client, byte[] token, ref AcquireOptions options, uint timeoutMs, out LeaseHandle lease);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_resume_token(LeaseHandle lease, out IntPtr token);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_detach(IntPtr lease);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_lease_decline_yield(LeaseHandle lease, byte[] reason, uint timeoutMs);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_get_history(ClientHandle client, byte[] resource, ulong sinceMs, uint limit, uint timeoutMs, out IntPtr history, out UIntPtr count, out byte truncated);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_history_get_entry(IntPtr history, UIntPtr index, out IntPtr entry);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_history_free(IntPtr history);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_request_yield(ClientHandle client, byte[] resource, uint withinMs, byte[] reason, uint flags, uint timeoutMs);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_open(ClientHandle client, IntPtr resources, UIntPtr count, IntPtr notify, IntPtr userData, out WatchHandle watch);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_next(WatchHandle watch, uint timeoutMs, out WatchEventNative ev);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_close(IntPtr watch);

@@ -75,8 +75,7 @@ int main(int argc, char **argv) {
     ts_error e = ts_connect(NULL, name, 5000, &client);
     if (e != TS_OK) return fail("connect", e);
 
-    ts_acquire_options opts;
-    ts_acquire_options_init(&opts);
+    ts_acquire_options opts = TS_ACQUIRE_OPTIONS_INIT;
     opts.flags = TS_ACQUIRE_SHARED;
     opts.purpose = "initialise";
     opts.on_queue = on_queue;

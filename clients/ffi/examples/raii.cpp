@@ -39,7 +39,7 @@ Client connect(const char *name) {
 
 Lease acquire(ts_client *c, const char *resource, uint32_t flags, const char *purpose) {
     ts_acquire_options o;
-    check(ts_acquire_options_init(&o));
+    check(ts_acquire_options_init(&o, sizeof o));
     o.flags = flags;
     o.purpose = purpose;
     o.on_queue = [](void *, const ts_queue_update *q) -> int32_t {  // captureless lambda

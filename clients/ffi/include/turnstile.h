@@ -15,8 +15,8 @@
  * (thread-local: valid until the same thread calls the library again).
  * Out-pointers are set to NULL / 0 on failure where that is stated.
  *
- * Handles. ts_client, ts_lease, ts_watch and ts_consumer are opaque; the
- * library never dereferences what you pass, it looks it up. A NULL, closed,
+ * Handles. ts_client, ts_lease, ts_watch, ts_consumer and ts_history are
+ * opaque; the library never dereferences what you pass, it looks it up. A NULL, closed,
  * released, forged or wrong-kind handle is answered TS_ERR_INVALID_HANDLE,
  * never a crash, so a second close or release is detected. Handle values are
  * never reused within a process.
@@ -24,8 +24,10 @@
  * Ownership. Each handle is freed by exactly one function:
  *   ts_client   ts_connect        -> ts_client_close
  *   ts_lease    ts_acquire        -> ts_lease_release   (frees it even on error)
+ *               ts_reattach          or ts_lease_detach (frees it, keeps the lease)
  *   ts_watch    ts_watch_open     -> ts_watch_close
  *   ts_consumer ts_consume        -> ts_consumer_close
+ *   ts_history  ts_get_history    -> ts_history_free
  * Closing a client does not close what was opened through it; the
  * connection closes when the client and every lease and consumer opened
  * through it are closed. Strings and buffers you pass are copied before the
@@ -55,9 +57,23 @@
  * Timeouts. A function that waits takes timeout_ms: how long it may block;
  * TS_WAIT_FOREVER waits as long as it takes.
  *
- * Not yet (coming with the protocol's wave 2, as new fields at the end of
- * ts_acquire_options and new functions): counted permits and capacity,
- * re-attach with a resume token, yield requests, stalled holders, history.
+ * Versions. Structs the caller fills and the library reads
+ * (ts_acquire_options) carry their size in their first field, struct_size,
+ * so that fields can be added at their end without breaking programs built
+ * against an older header. Structs the library fills for a callback
+ * (ts_queue_update, ts_yield_request) only grow at their end, too, and
+ * so does ts_history_entry (read each through ts_history_get_entry, which
+ * knows its size);
+ * ts_lease_info is read in arrays, so it changes only with the library's
+ * major version. Structs the caller allocates for the library to fill
+ * (ts_client_info, ts_lease_details, ts_watch_event, ts_delivery) never
+ * change: new facts come through new functions.
+ *
+ * Wave 2 (counted permits, re-attach, yield, stalled): the fields of
+ * ts_acquire_options marked (v2), ts_lease_resume_token, ts_reattach,
+ * ts_lease_detach, ts_request_yield, ts_lease_decline_yield, the on_yield
+ * callback, and the marks in ts_lease_info and in every state as JSON;
+ * ts_get_history with ts_history_get_entry and ts_history_free.
  */
 
 
@@ -69,9 +85,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifndef __cplusplus
+/* ts_acquire_options with every default (zero / NULL) and its struct_size:
+ *   ts_acquire_options opts = TS_ACQUIRE_OPTIONS_INIT; */
+#define TS_ACQUIRE_OPTIONS_INIT { .struct_size = sizeof(ts_acquire_options) }
+#endif
+
 
 // `timeout_ms` value: wait as long as it takes.
 #define TS_WAIT_FOREVER UINT32_MAX
+
+// `ts_request_yield` flag: take the lease of a holder still holding after
+// `within_ms` (`TS_LOST_REVOKED` for it; policy verb `revoke`, by default
+// root and the broker's own user only).
+#define TS_YIELD_REVOKE 1
 
 // `ts_acquire_options.flags`: a SHARED lease (held together with other
 // SHARED holders); without it, EXCLUSIVE.
@@ -138,34 +165,6 @@ typedef enum ts_mode {
   TS_MODE_SHARED = 2,
 } ts_mode;
 
-// Why a lease was lost.
-typedef enum ts_lost_reason {
-  // The connection to the broker was lost (the broker ended the lease
-  // when it saw the connection close).
-  TS_LOST_CONNECTION = 0,
-  // Not kept alive within its TTL (this process was stalled too long).
-  TS_LOST_EXPIRED = 1,
-  // Waited longer than `max_wait_ms`.
-  TS_LOST_TIMED_OUT = 2,
-  // Taken away by the broker.
-  TS_LOST_REVOKED = 3,
-} ts_lost_reason;
-
-// What a watch event is.
-typedef enum ts_watch_item {
-  // The state of every watched resource: first, and again after a
-  // reconnect whose resume the broker could not honour (`resync`).
-  // `state_json` is a JSON array of resource states.
-  TS_WATCH_SNAPSHOT = 1,
-  // One resource changed (or a heartbeat): `kind`, `resource`,
-  // `state_json` (a JSON resource state), `holders`, `waiters`.
-  TS_WATCH_CHANGE = 2,
-  // The connection was lost; the watch is reconnecting (`detail` says why).
-  TS_WATCH_DISCONNECTED = 3,
-  // Reconnected; missed changes follow (or a resync snapshot).
-  TS_WATCH_RECONNECTED = 4,
-} ts_watch_item;
-
 // What changed (the protocol's `EventKind`, same numbers).
 typedef enum ts_event_kind {
   // Not a change (snapshot, disconnect, reconnect), or a kind this
@@ -203,6 +202,35 @@ typedef enum ts_event_kind {
   TS_EVENT_STALLED = 15,
 } ts_event_kind;
 
+// Why a lease was lost.
+typedef enum ts_lost_reason {
+  // The connection to the broker was lost (the broker ended the lease
+  // when it saw the connection close).
+  TS_LOST_CONNECTION = 0,
+  // Not kept alive within its TTL (this process was stalled too long).
+  TS_LOST_EXPIRED = 1,
+  // Waited longer than `max_wait_ms`.
+  TS_LOST_TIMED_OUT = 2,
+  // Taken away by the broker: a yield request with revoke that this
+  // holder did not honour in time (`detail` names the requester).
+  TS_LOST_REVOKED = 3,
+} ts_lost_reason;
+
+// What a watch event is.
+typedef enum ts_watch_item {
+  // The state of every watched resource: first, and again after a
+  // reconnect whose resume the broker could not honour (`resync`).
+  // `state_json` is a JSON array of resource states.
+  TS_WATCH_SNAPSHOT = 1,
+  // One resource changed (or a heartbeat): `kind`, `resource`,
+  // `state_json` (a JSON resource state), `holders`, `waiters`.
+  TS_WATCH_CHANGE = 2,
+  // The connection was lost; the watch is reconnecting (`detail` says why).
+  TS_WATCH_DISCONNECTED = 3,
+  // Reconnected; missed changes follow (or a resync snapshot).
+  TS_WATCH_RECONNECTED = 4,
+} ts_watch_item;
+
 // A connection to the broker. Opaque: created by `ts_connect`, freed by
 // `ts_client_close`.
 typedef struct ts_client ts_client;
@@ -211,8 +239,12 @@ typedef struct ts_client ts_client;
 // `ts_consumer_close`.
 typedef struct ts_consumer ts_consumer;
 
-// A granted lease. Opaque: created by `ts_acquire`, freed by
-// `ts_lease_release`.
+// The answer of one `ts_get_history` call. Opaque: created by `ts_get_history`,
+// freed by `ts_history_free`.
+typedef struct ts_history ts_history;
+
+// A granted lease. Opaque: created by `ts_acquire` or `ts_reattach`, freed
+// by `ts_lease_release` or `ts_lease_detach`.
 typedef struct ts_lease ts_lease;
 
 // A watch. Opaque: created by `ts_watch_open`, freed by `ts_watch_close`.
@@ -263,6 +295,60 @@ typedef struct ts_delivery {
   const char *const *header_values;
 } ts_delivery;
 
+// One lease (or waiting request) that ended. Read it through
+// `ts_history_get_entry`; it only grows at its end. Every pointer belongs to
+// the `ts_history` handle: valid until `ts_history_free`.
+typedef struct ts_history_entry {
+  // The lease's id (unique within one run of the broker only).
+  uint64_t lease_id;
+  // The resource, UTF-8.
+  const char *resource;
+  // EXCLUSIVE or SHARED.
+  enum ts_mode mode;
+  // Permits of the resource's semaphore it held or waited for; 0 when
+  // the resource had no capacity.
+  uint32_t permits;
+  // What it was for ("" if not said).
+  const char *purpose;
+  // The holder's client name, as it was then.
+  const char *holder_name;
+  // The holder's user id (from the kernel).
+  uint32_t holder_uid;
+  // The holder's process id (from the kernel).
+  uint32_t holder_pid;
+  // The holder's account name ("" if none).
+  const char *holder_user;
+  // When the request arrived, wall-clock ms since the Unix epoch (for a
+  // lease granted at once, the same as `granted_at_ms`).
+  uint64_t queued_at_ms;
+  // When it was granted, ms since the Unix epoch; 0 = never (it left
+  // the queue).
+  uint64_t granted_at_ms;
+  // When it ended, ms since the Unix epoch.
+  uint64_t ended_at_ms;
+  // What ended it: `TS_EVENT_RELEASED`, `TS_EVENT_EXPIRED`,
+  // `TS_EVENT_DISCONNECTED`, `TS_EVENT_CANCELLED` (it left the queue;
+  // `detail` says whether its wait timed out) or `TS_EVENT_REVOKED`.
+  enum ts_event_kind ended_by;
+  // The broker's sentence about the end ("" if none).
+  const char *detail;
+  // The grant's fencing token; 0 = never granted.
+  uint64_t fencing_token;
+} ts_history_entry;
+
+// What a granted lease is.
+typedef struct ts_lease_details {
+  // The lease id.
+  uint64_t lease_id;
+  // The fencing token: strictly increasing per resource, never reused.
+  // Pass it to what the lease protects so it can refuse stale holders.
+  uint64_t fencing_token;
+  // The TTL in force, ms.
+  uint32_t ttl_ms;
+  // The resource, UTF-8; owned by the handle (valid until released).
+  const char *resource;
+} ts_lease_details;
+
 // One lease as the broker shows it (a holder or a waiter ahead of you).
 // Every pointer is valid only during the callback that received it.
 typedef struct ts_lease_info {
@@ -298,6 +384,19 @@ typedef struct ts_lease_info {
   uint32_t expires_in_ms;
   // For a waiter, its place in the queue (1 = next); 0 for a holder.
   uint32_t position;
+  // Permits of the resource's counting semaphore it holds or waits for;
+  // 0 when the resource has no capacity.
+  uint32_t permits;
+  // Its connection closed and it is kept, within its detach grace, for
+  // its owner to re-attach (`ts_reattach`).
+  bool detached;
+  // A holder that keeps its lease alive but reported no progress for its
+  // `stall_after_ms`: stuck, not dead nor hung.
+  bool stalled;
+  // The holder's account name as the broker's OS gives it ("" if none).
+  const char *holder_user;
+  // The holder's logon session as the broker's OS knows it ("" if unknown).
+  const char *holder_login_session;
 } ts_lease_info;
 
 // Where a queued request stands. Valid only during the callback.
@@ -313,6 +412,9 @@ typedef struct ts_queue_update {
   size_t ahead_count;
   // Those leases, `ahead_count` of them.
   const struct ts_lease_info *ahead;
+  // With `detach_grace_ms`, the resume token of this place in the queue
+  // (as `ts_lease_resume_token` gives it; copy it to keep it); "" without.
+  const char *resume_token;
 } ts_queue_update;
 
 // Called on the thread inside `ts_acquire` each time the queue position
@@ -331,12 +433,55 @@ typedef void (*ts_lost_fn)(void *user_data,
                            enum ts_lost_reason reason,
                            const char *detail);
 
-// How to acquire. Initialise with `ts_acquire_options_init` (which sets
-// `size` and the defaults), then set what you need. Fields are only ever
-// added at the end; `size` tells the library which ones you know.
+// A request that this holder make way (`ts_request_yield`, `turnstile
+// yield`). Every pointer is valid only during the callback.
+typedef struct ts_yield_request {
+  // The requester's client name.
+  const char *requester_name;
+  // The requester's user id (from the kernel).
+  uint32_t requester_uid;
+  // The requester's process id (from the kernel).
+  uint32_t requester_pid;
+  // The requester's account name ("" if none).
+  const char *requester_user;
+  // Why ("" if not said).
+  const char *reason;
+  // How long this holder has, ms (0 = at once).
+  uint32_t within_ms;
+  // The lease will be taken (`TS_LOST_REVOKED`) if still held after
+  // `within_ms`.
+  bool revoke;
+} ts_yield_request;
+
+// Called on the library's callback thread each time someone asks the
+// holder of this lease to make way. Make way with `ts_lease_release`
+// (and `ts_acquire` again later if you want), or answer
+// `ts_lease_decline_yield` (a revoke still stands). Never called after
+// `ts_lease_release` / `ts_lease_detach` returned. It may call any
+// function of this library, also on this lease.
+typedef void (*ts_yield_fn)(void *user_data,
+                            uint64_t lease_id,
+                            const struct ts_yield_request *request);
+
+// How to acquire. Versioned by size, so that fields can be added (only
+// ever at the end) without breaking programs built against an older
+// header: the caller sets `struct_size` to `sizeof(ts_acquire_options)` as
+// it was compiled, and the library reads only the fields that size covers
+// (the others take their defaults). Every default is zero / NULL, so
+//
+//     ts_acquire_options opts = TS_ACQUIRE_OPTIONS_INIT;   // or
+//     ts_acquire_options_init(&opts, sizeof opts);
+//
+// is an EXCLUSIVE, queued request with the broker's TTL and no callbacks.
+// A `struct_size` larger than this library's is accepted only when every
+// byte it does not know is zero (a newer caller that set nothing new);
+// smaller than version 1 or between two versions is `TS_ERR_INVALID_ARGUMENT`.
+// Version 1 ends after `on_lost_data`; version 2 adds `permits` to
+// `on_yield_data`.
 typedef struct ts_acquire_options {
-  // `sizeof(ts_acquire_options)` as the caller was compiled.
-  uint32_t size;
+  // `sizeof(ts_acquire_options)` as the caller was compiled; set by
+  // `ts_acquire_options_init`.
+  uint32_t struct_size;
   // `TS_ACQUIRE_SHARED`, `TS_ACQUIRE_NO_WAIT`, or 0 (EXCLUSIVE, queued).
   uint32_t flags;
   // Time to live, ms; the library keeps the lease alive at a third of it.
@@ -355,20 +500,29 @@ typedef struct ts_acquire_options {
   ts_lost_fn on_lost;
   // Passed to `on_lost` untouched; must stay valid until the lease is released.
   void *on_lost_data;
+  // (v2) With `capacity`: how many of the semaphore's permits this SHARED
+  // lease takes; 0 = 1.
+  uint32_t permits;
+  // (v2) With `TS_ACQUIRE_SHARED`: the resource is a counting semaphore
+  // of this many permits (it must match the resource's capacity if it
+  // has one already); 0 = not a semaphore (unlimited SHARED).
+  uint32_t capacity;
+  // (v2) Keep the lease (or the place in the queue) this long after the
+  // connection closes, for its owner to take back with `ts_reattach` and
+  // the resume token (`ts_lease_resume_token`,
+  // `ts_queue_update.resume_token`); 0 = it ends with the connection.
+  uint32_t detach_grace_ms;
+  // (v2) Mark the holder stalled (watchers see `TS_EVENT_STALLED`) after
+  // this long without a progress report while it keeps its lease alive;
+  // 0 = never.
+  uint32_t stall_after_ms;
+  // (v2) Yield requests (see `ts_yield_fn`); NULL = none (they are
+  // dropped; a revoke still happens).
+  ts_yield_fn on_yield;
+  // (v2) Passed to `on_yield` untouched; must stay valid until the lease
+  // is released or detached.
+  void *on_yield_data;
 } ts_acquire_options;
-
-// What a granted lease is.
-typedef struct ts_lease_details {
-  // The lease id.
-  uint64_t lease_id;
-  // The fencing token: strictly increasing per resource, never reused.
-  // Pass it to what the lease protects so it can refuse stale holders.
-  uint64_t fencing_token;
-  // The TTL in force, ms.
-  uint32_t ttl_ms;
-  // The resource, UTF-8; owned by the handle (valid until released).
-  const char *resource;
-} ts_lease_details;
 
 // One watch event. Every pointer belongs to the watch handle: valid until
 // the next `ts_watch_next` on it, or `ts_watch_close`.
@@ -484,6 +638,27 @@ enum ts_error ts_status(struct ts_client *client,
                         uint32_t timeout_ms,
                         const char **json_out);
 
+// Asks every holder of `resource` to make way (policy verb `yield`): each
+// gets its `on_yield` callback with who asks, `reason` (NULL = "") and
+// `within_ms` (0 = at once); watchers see `TS_EVENT_YIELD_REQUESTED`.
+// A holder makes way by releasing, or declines (`ts_lease_decline_yield`).
+// With `TS_YIELD_REVOKE` in `flags`, a holder still holding after
+// `within_ms` loses the lease and the next in line is granted. Returns
+// once every holder has been asked (not when they have made way: watch
+// the resource for that).
+//
+// Errors: `TS_ERR_PERMISSION_DENIED`, `TS_ERR_INVALID_ARGUMENT` (a bad
+// name, unknown flags), `TS_ERR_TIMED_OUT`, `TS_ERR_DISCONNECTED`.
+//
+// # Safety
+// `resource` is a NUL-terminated string, `reason` NULL or one.
+enum ts_error ts_request_yield(struct ts_client *client,
+                               const char *resource,
+                               uint32_t within_ms,
+                               const char *reason,
+                               uint32_t flags,
+                               uint32_t timeout_ms);
+
 // Appends a message to `queue` and waits until the broker has stored it
 // durably; `*seq_out` (may be NULL) receives its sequence number.
 // `header_names[i]` / `header_values[i]`, `i < header_count`, travel with
@@ -557,12 +732,127 @@ enum ts_error ts_consumer_fd(struct ts_consumer *consumer, int32_t *fd_out);
 // `TS_ERR_INVALID_HANDLE`.
 enum ts_error ts_consumer_close(struct ts_consumer *consumer);
 
-// Sets `size` and the defaults: EXCLUSIVE, queued, the broker's TTL, no
-// callbacks.
+// The recorded leases of `resource`, oldest first: those that ended at or
+// after `since_ms` (wall-clock ms since the Unix epoch; 0 = as far back as
+// the broker keeps), at most the newest `limit` of them (0 = as many as
+// fit in one answer). Policy verb `status`.
+//
+// On success `*out` is a handle to free with `ts_history_free`,
+// `*count_out` (may be NULL) the number of entries (read each with
+// `ts_history_get_entry`), and `*truncated_out` (may be NULL) whether older
+// matching entries were left out (by `limit`, or to fit one frame). On
+// failure `*out` is NULL.
+//
+// Errors: `TS_ERR_INVALID_ARGUMENT` (a bad name; also a broker that does
+// not record history), `TS_ERR_PERMISSION_DENIED`, `TS_ERR_TIMED_OUT`,
+// `TS_ERR_DISCONNECTED`.
 //
 // # Safety
-// `options` is NULL or writable.
-enum ts_error ts_acquire_options_init(struct ts_acquire_options *options);
+// `resource` is a NUL-terminated string; `out` writable; `count_out` and
+// `truncated_out` NULL or writable.
+enum ts_error ts_get_history(struct ts_client *client,
+                             const char *resource,
+                             uint64_t since_ms,
+                             uint32_t limit,
+                             uint32_t timeout_ms,
+                             struct ts_history **out,
+                             size_t *count_out,
+                             bool *truncated_out);
+
+// Entry `index` (0 = the oldest) of a history; `*entry_out` points into
+// the handle (valid until `ts_history_free`). `TS_ERR_INVALID_ARGUMENT`
+// past the last one. Read entries only through this function (it knows
+// the entries' size; they may grow in a later version).
+//
+// # Safety
+// `entry_out` is NULL or writable.
+enum ts_error ts_history_get_entry(struct ts_history *history,
+                                   size_t index,
+                                   const struct ts_history_entry **entry_out);
+
+// Frees a history and everything its entries point to. A second call
+// returns `TS_ERR_INVALID_HANDLE`.
+enum ts_error ts_history_free(struct ts_history *history);
+
+// The lease's id, fencing token, TTL and resource.
+//
+// # Safety
+// `out` is NULL or writable.
+enum ts_error ts_lease_get_details(struct ts_lease *lease, struct ts_lease_details *out);
+
+// The lease's resume token, for `ts_reattach` after this process (or its
+// connection) is gone: text `LEASE:HEX:RESOURCE`, a secret (keep it where
+// only this user can read it), "" when the lease was acquired without
+// `detach_grace_ms`. `*token_out` belongs to the handle: valid until
+// `ts_lease_release` / `ts_lease_detach`; copy it to keep it.
+//
+// # Safety
+// `token_out` is NULL or writable.
+enum ts_error ts_lease_resume_token(struct ts_lease *lease, const char **token_out);
+
+// Reports how far the job under the lease has got (`done` of `total`
+// units, `total` 0 = unknown, and a stage `message`, NULL = ""); waiters
+// see it in their queue updates and watchers in their events. It also
+// clears the stalled mark (`stall_after_ms`).
+//
+// # Safety
+// `message` is NULL or a NUL-terminated string.
+enum ts_error ts_lease_report_progress(struct ts_lease *lease,
+                                       uint32_t done,
+                                       uint32_t total,
+                                       const char *message,
+                                       uint32_t timeout_ms);
+
+// Answers a yield request (`on_yield`): this holder will not make way now;
+// watchers see `TS_EVENT_YIELD_DECLINED` with `reason` (NULL = ""). A
+// revoke the requester asked for still happens when its time is up.
+//
+// Errors: `TS_ERR_NOT_FOUND` (the lease has ended), `TS_ERR_TIMED_OUT`,
+// `TS_ERR_DISCONNECTED`.
+//
+// # Safety
+// `reason` is NULL or a NUL-terminated string.
+enum ts_error ts_lease_decline_yield(struct ts_lease *lease,
+                                     const char *reason,
+                                     uint32_t timeout_ms);
+
+// Whether the lease is still held: `TS_OK`, or `TS_ERR_LOST` with the
+// reason in `*reason_out` (may be NULL) and the detail in
+// `ts_last_error_message()`. Does not wait for the broker.
+//
+// # Safety
+// `reason_out` is NULL or writable.
+enum ts_error ts_lease_check(struct ts_lease *lease, enum ts_lost_reason *reason_out);
+
+// Releases the lease, waits up to `timeout_ms` for the broker to confirm,
+// and frees the handle, in every case (also on error): the handle is
+// invalid afterwards, and a second call returns `TS_ERR_INVALID_HANDLE`.
+// No `on_lost` or `on_yield` callback runs after this returns.
+//
+// Errors: `TS_ERR_LOST` (it had been lost before: the work it protected
+// may have overlapped another holder's), `TS_ERR_TIMED_OUT`,
+// `TS_ERR_DISCONNECTED`.
+enum ts_error ts_lease_release(struct ts_lease *lease, uint32_t timeout_ms);
+
+// Lets go of the lease without releasing it, and frees the handle (a
+// second call, or a release after it, is `TS_ERR_INVALID_HANDLE`). The
+// library stops keeping it alive; with `detach_grace_ms`, once this
+// process's connection closes (close the client and every other lease and
+// consumer opened through it, or exit) the broker keeps the lease for
+// that grace, for `ts_reattach` with its resume token (take it with
+// `ts_lease_resume_token` first). Without a grace it ends when the
+// connection closes. While the connection stays open its TTL runs: close
+// it soon. No callback of the lease runs after this returns.
+enum ts_error ts_lease_detach(struct ts_lease *lease);
+
+// Fills the caller's options with the defaults (all zero / NULL) and sets
+// `struct_size`: writes exactly `struct_size` bytes, which must be
+// `sizeof(ts_acquire_options)` as the caller was compiled (at least
+// version 1's size), never more.
+//
+// # Safety
+// `options` is NULL or writable for `struct_size` bytes.
+enum ts_error ts_acquire_options_init(struct ts_acquire_options *options, size_t struct_size);
 
 // Acquires a lease on `resource`, waiting in the broker's fair queue up to
 // `timeout_ms` (`TS_WAIT_FOREVER`: until granted). `options` may be NULL
@@ -576,53 +866,44 @@ enum ts_error ts_acquire_options_init(struct ts_acquire_options *options);
 // Errors: `TS_ERR_BUSY` (`TS_ACQUIRE_NO_WAIT` and taken), `TS_ERR_TIMED_OUT`
 // (`timeout_ms` or `max_wait_ms` ran out), `TS_ERR_CANCELLED` (`on_queue`
 // returned non-zero), `TS_ERR_CLOSED` (the client was closed meanwhile),
-// `TS_ERR_PERMISSION_DENIED`, `TS_ERR_INVALID_ARGUMENT`,
+// `TS_ERR_PERMISSION_DENIED`, `TS_ERR_INVALID_ARGUMENT` (also: more
+// permits than the capacity, a capacity other than the resource's),
 // `TS_ERR_DISCONNECTED`.
 //
 // # Safety
-// `resource` is a NUL-terminated string, `options` NULL or initialised by
-// `ts_acquire_options_init`, `out` writable.
+// `resource` is a NUL-terminated string, `options` NULL or set up as
+// `ts_acquire_options` says, `out` writable.
 enum ts_error ts_acquire(struct ts_client *client,
                          const char *resource,
                          const struct ts_acquire_options *options,
                          uint32_t timeout_ms,
                          struct ts_lease **out);
 
-// The lease's id, fencing token, TTL and resource.
+// Takes back a detached lease or place in the queue: one acquired with
+// `detach_grace_ms` whose connection closed (its process exited or was
+// killed, or it called `ts_lease_detach` and closed its client), within
+// that grace. `token` is its resume token as `ts_lease_resume_token` or
+// `ts_queue_update.resume_token` gave it (text: `LEASE:HEX:RESOURCE`).
+// Same user only. The lease comes back as it stands now: granted (`*out`
+// at once), or still queued, in which case this waits like `ts_acquire`
+// (up to `timeout_ms`, `options->on_queue` called here). Of `options`
+// (may be NULL) only the callbacks are used (`on_queue`, `on_lost`,
+// `on_yield` and their data); the lease keeps its mode, TTL, permits,
+// grace and purpose. The re-attached lease has the same id, fencing
+// token and resume token.
+//
+// Errors: `TS_ERR_NOT_FOUND` (a wrong token, another user, a lease that
+// ended or whose grace ran out: the broker does not tell them apart),
+// `TS_ERR_INVALID_ARGUMENT` (not a resume token), and those of `ts_acquire`.
 //
 // # Safety
-// `out` is NULL or writable.
-enum ts_error ts_lease_get_details(struct ts_lease *lease, struct ts_lease_details *out);
-
-// Reports how far the job under the lease has got (`done` of `total`
-// units, `total` 0 = unknown, and a stage `message`, NULL = ""); waiters
-// see it in their queue updates and watchers in their events.
-//
-// # Safety
-// `message` is NULL or a NUL-terminated string.
-enum ts_error ts_lease_report_progress(struct ts_lease *lease,
-                                       uint32_t done,
-                                       uint32_t total,
-                                       const char *message,
-                                       uint32_t timeout_ms);
-
-// Whether the lease is still held: `TS_OK`, or `TS_ERR_LOST` with the
-// reason in `*reason_out` (may be NULL) and the detail in
-// `ts_last_error_message()`. Does not wait.
-//
-// # Safety
-// `reason_out` is NULL or writable.
-enum ts_error ts_lease_check(struct ts_lease *lease, enum ts_lost_reason *reason_out);
-
-// Releases the lease, waits up to `timeout_ms` for the broker to confirm,
-// and frees the handle, in every case (also on error): the handle is
-// invalid afterwards, and a second call returns `TS_ERR_INVALID_HANDLE`.
-// No `on_lost` callback runs after this returns.
-//
-// Errors: `TS_ERR_LOST` (it had been lost before: the work it protected
-// may have overlapped another holder's), `TS_ERR_TIMED_OUT`,
-// `TS_ERR_DISCONNECTED`.
-enum ts_error ts_lease_release(struct ts_lease *lease, uint32_t timeout_ms);
+// `token` is a NUL-terminated string, `options` NULL or set up as
+// `ts_acquire_options` says, `out` writable.
+enum ts_error ts_reattach(struct ts_client *client,
+                          const char *token,
+                          const struct ts_acquire_options *options,
+                          uint32_t timeout_ms,
+                          struct ts_lease **out);
 
 // Starts watching `count` resources named in `resources` (every resource
 // when `count` is 0) on a connection of its own to the client's broker.

@@ -230,6 +230,62 @@ pub unsafe extern "C" fn ts_status(
     })
 }
 
+/// `ts_request_yield` flag: take the lease of a holder still holding after
+/// `within_ms` (`TS_LOST_REVOKED` for it; policy verb `revoke`, by default
+/// root and the broker's own user only).
+pub const TS_YIELD_REVOKE: u32 = 1;
+
+/// Asks every holder of `resource` to make way (policy verb `yield`): each
+/// gets its `on_yield` callback with who asks, `reason` (NULL = "") and
+/// `within_ms` (0 = at once); watchers see `TS_EVENT_YIELD_REQUESTED`.
+/// A holder makes way by releasing, or declines (`ts_lease_decline_yield`).
+/// With `TS_YIELD_REVOKE` in `flags`, a holder still holding after
+/// `within_ms` loses the lease and the next in line is granted. Returns
+/// once every holder has been asked (not when they have made way: watch
+/// the resource for that).
+///
+/// Errors: `TS_ERR_PERMISSION_DENIED`, `TS_ERR_INVALID_ARGUMENT` (a bad
+/// name, unknown flags), `TS_ERR_TIMED_OUT`, `TS_ERR_DISCONNECTED`.
+///
+/// # Safety
+/// `resource` is a NUL-terminated string, `reason` NULL or one.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ts_request_yield(
+    client: *mut ts_client,
+    resource: *const c_char,
+    within_ms: u32,
+    reason: *const c_char,
+    flags: u32,
+    timeout_ms: u32,
+) -> ts_error {
+    guard(|| {
+        let h = handles::client(client as usize)?;
+        // SAFETY: per this function's contract.
+        let resource = unsafe { strings::required(resource, "resource") }?.to_string();
+        // SAFETY: per this function's contract.
+        let reason = unsafe { strings::optional(reason, "reason") }?
+            .unwrap_or("")
+            .to_string();
+        if flags & !TS_YIELD_REVOKE != 0 {
+            return Err(Failure::invalid(format!(
+                "unknown flags {:#x}",
+                flags & !TS_YIELD_REVOKE
+            )));
+        }
+        let c = h.client.clone();
+        block("yield request", &h.cancel, timeout_ms, async move {
+            let mut req = c
+                .request_yield(&resource)
+                .within(Duration::from_millis(u64::from(within_ms)))
+                .reason(reason);
+            if flags & TS_YIELD_REVOKE != 0 {
+                req = req.revoke();
+            }
+            req.send().await.map_err(Failure::from)
+        })
+    })
+}
+
 /// Appends a message to `queue` and waits until the broker has stored it
 /// durably; `*seq_out` (may be NULL) receives its sequence number.
 /// `header_names[i]` / `header_values[i]`, `i < header_count`, travel with

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::client::ClientHandle;
 use crate::consumer::ConsumerHandle;
 use crate::error::{Failure, ts_error};
-use crate::lease::LeaseHandle;
+use crate::history::HistoryHandle;
+use crate::holder::LeaseHandle;
 use crate::watch::WatchHandle;
 
 /// One live object.
@@ -24,6 +25,7 @@ pub(crate) enum Entry {
     Lease(Arc<LeaseHandle>),
     Watch(Arc<WatchHandle>),
     Consumer(Arc<ConsumerHandle>),
+    History(Arc<HistoryHandle>),
 }
 
 impl Entry {
@@ -33,6 +35,7 @@ impl Entry {
             Entry::Lease(_) => "ts_lease",
             Entry::Watch(_) => "ts_watch",
             Entry::Consumer(_) => "ts_consumer",
+            Entry::History(_) => "ts_history",
         }
     }
 }
@@ -111,6 +114,7 @@ accessors!(
     ConsumerHandle,
     "ts_consumer"
 );
+accessors!(history, take_history, History, HistoryHandle, "ts_history");
 
 /// How many handles are live (for tests: nothing leaks in the table).
 pub(crate) fn live() -> usize {

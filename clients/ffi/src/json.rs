@@ -22,6 +22,7 @@ pub(crate) fn lease(l: &v1::Lease) -> Value {
         "purpose": l.purpose,
         "holder": l.holder.as_ref().map(|p| json!({
             "client_name": p.client_name, "uid": p.uid, "pid": p.pid, "session_id": p.session_id,
+            "user": p.user, "login_session": p.login_session,
         })),
         "fencing_token": l.fencing_token,
         "progress": l.progress.as_ref().map(|p| json!({
@@ -31,6 +32,9 @@ pub(crate) fn lease(l: &v1::Lease) -> Value {
         "queued_at_ms": l.queued_at_ms,
         "expires_in_ms": l.expires_in_ms,
         "position": l.position,
+        "permits": l.permits,
+        "detached": l.detached,
+        "stalled": l.stalled,
     })
 }
 
@@ -41,6 +45,8 @@ pub(crate) fn resource(r: &v1::ResourceState) -> Value {
         "revision": r.revision,
         "holders": r.holders.iter().map(lease).collect::<Vec<_>>(),
         "waiters": r.waiters.iter().map(lease).collect::<Vec<_>>(),
+        "capacity": r.capacity,
+        "permits_held": r.permits_held,
     })
 }
 

@@ -20,6 +20,8 @@ mod consumer;
 mod error;
 mod events;
 mod handles;
+mod history;
+mod holder;
 mod json;
 mod lease;
 mod runtime;
@@ -32,6 +34,8 @@ pub use client::*;
 pub use consumer::*;
 pub use error::ts_error;
 pub use events::ts_notify_fn;
+pub use history::*;
+pub use holder::*;
 pub use lease::*;
 pub use watch::*;
 

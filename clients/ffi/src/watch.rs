@@ -112,7 +112,7 @@ pub(crate) struct WatchHandle {
     current: Mutex<[CString; 3]>,
 }
 
-fn kind_of(k: i32) -> ts_event_kind {
+pub(crate) fn kind_of(k: i32) -> ts_event_kind {
     use ts_event_kind::*;
     match v1::EventKind::try_from(k) {
         Ok(v1::EventKind::Granted) => TS_EVENT_GRANTED,

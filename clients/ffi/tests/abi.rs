@@ -136,7 +136,9 @@ fn invalid_handles_are_errors_not_crashes() {
         unsafe { ts_acquire(c, res.as_ptr(), opts.as_ptr(), 10, &mut out) },
         TS_ERR_INVALID_ARGUMENT
     );
-    ok(unsafe { ts_acquire_options_init(opts.as_mut_ptr()) });
+    ok(unsafe {
+        ts_acquire_options_init(opts.as_mut_ptr(), std::mem::size_of::<ts_acquire_options>())
+    });
     unsafe { (*opts.as_mut_ptr()).flags = 0x80 };
     assert_eq!(
         unsafe { ts_acquire(c, res.as_ptr(), opts.as_ptr(), 10, &mut out) },
@@ -196,7 +198,9 @@ fn queued_acquire_calls_back_on_the_calling_thread_then_is_granted() {
     let c = b.connect("abi-agent");
     let seen = Mutex::new(Seen::default());
     let mut opts = std::mem::MaybeUninit::<ts_acquire_options>::uninit();
-    ok(unsafe { ts_acquire_options_init(opts.as_mut_ptr()) });
+    ok(unsafe {
+        ts_acquire_options_init(opts.as_mut_ptr(), std::mem::size_of::<ts_acquire_options>())
+    });
     let mut opts = unsafe { opts.assume_init() };
     let purpose = CString::new("initialise").unwrap();
     opts.flags = TS_ACQUIRE_SHARED;
@@ -265,7 +269,9 @@ fn a_queue_callback_can_give_up_and_timeouts_leave_the_queue() {
 
     // TS_ACQUIRE_NO_WAIT: busy, naming the holder.
     let mut opts = std::mem::MaybeUninit::<ts_acquire_options>::uninit();
-    ok(unsafe { ts_acquire_options_init(opts.as_mut_ptr()) });
+    ok(unsafe {
+        ts_acquire_options_init(opts.as_mut_ptr(), std::mem::size_of::<ts_acquire_options>())
+    });
     let mut opts = unsafe { opts.assume_init() };
     opts.flags = TS_ACQUIRE_NO_WAIT;
     let e = unsafe { ts_acquire(c, res.as_ptr(), &opts, PATIENCE_MS, &mut lease) };
@@ -332,7 +338,9 @@ fn a_lost_lease_calls_back_on_the_callback_thread() {
     let c = b.connect("abi-loser");
     let res = CString::new("fragile").unwrap();
     let mut opts = std::mem::MaybeUninit::<ts_acquire_options>::uninit();
-    ok(unsafe { ts_acquire_options_init(opts.as_mut_ptr()) });
+    ok(unsafe {
+        ts_acquire_options_init(opts.as_mut_ptr(), std::mem::size_of::<ts_acquire_options>())
+    });
     let mut opts = unsafe { opts.assume_init() };
     opts.on_lost = Some(record_lost);
     // Released normally: no callback.

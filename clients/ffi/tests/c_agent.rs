@@ -14,36 +14,9 @@ use std::time::Duration;
 
 use support::*;
 
-fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Compiles `source` with `cc`, linked with `link` (extra arguments).
-#[track_caller]
-fn cc(source: &Path, out: &Path, link: &[&str]) {
-    let lib = lib_dir();
-    let st = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
-        .arg(format!("-I{}", crate_dir().join("include").display()))
-        .arg(source)
-        .arg("-o")
-        .arg(out)
-        .args(
-            link.iter()
-                .map(|a| a.replace("{lib}", &lib.to_string_lossy())),
-        )
-        .status()
-        .expect("run cc (the system C compiler)");
-    assert!(st.success(), "cc failed on {}", source.display());
-}
-
 fn agent_exe(dir: &Path) -> PathBuf {
     let exe = dir.join("agent");
-    cc(
-        &crate_dir().join("examples/agent.c"),
-        &exe,
-        &["-L{lib}", "-lturnstile", "-Wl,-rpath,{lib}"],
-    );
+    cc(&crate_dir().join("examples/agent.c"), &exe, LINK_SHARED);
     exe
 }
 
@@ -77,20 +50,8 @@ fn the_c_agent_is_clean_under_valgrind() {
     let exe = agent_exe(tmp.path());
     let b = spawn_broker();
     let log = tmp.path().join("valgrind.log");
-    // Leaks that count: definitely and indirectly lost. Not "possibly
-    // lost": every live Rust HashMap is reported so (hashbrown keeps a
-    // pointer into the middle of its allocation), among them the library's
-    // handle table and the I/O thread's state, alive by design until exit.
     let mut cmd = Command::new("valgrind");
-    cmd.args([
-        "--error-exitcode=99",
-        "--leak-check=full",
-        "--show-leak-kinds=definite,indirect",
-        "--errors-for-leak-kinds=definite,indirect",
-    ])
-    .arg(format!("--log-file={}", log.display()))
-    .arg(&exe)
-    .arg("valgrind");
+    cmd.args(valgrind_args(&log)).arg(&exe).arg("valgrind");
     // Valgrind runs the program some 20-50 times slower.
     let st = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         queue_behind_a_job(&b, cmd, Duration::from_secs(300))

@@ -1,7 +1,8 @@
 //! The C# binding (`clients/dotnet/Turnstile.cs`), compiled with Mono's
 //! `mcs` and run with `mono` on libturnstile.so against the real broker:
 //! the C# agent queues behind a running job and initialises when it ends,
-//! and `Check.cs` exercises exceptions, events, queues and handle lifetimes.
+//! and `Check.cs` exercises exceptions, events, queues, handle lifetimes
+//! and the wave-2 features (permits, re-attach, yield, stalled, history).
 //!
 //! Needs `mcs` and `mono` (Debian: mono-mcs, mono-runtime; `.ci/run`
 //! installs them); without them it prints a SKIP line and passes.
@@ -80,7 +81,7 @@ fn the_csharp_binding_passes_its_checks() {
     let code = check.wait();
     assert_eq!(code, 0, "{}", check.seen.join("\n"));
     assert!(
-        check.seen.iter().any(|l| l == "12 passed, 0 failed"),
+        check.seen.iter().any(|l| l == "17 passed, 0 failed"),
         "{}",
         check.seen.join("\n")
     );

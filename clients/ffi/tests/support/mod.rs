@@ -32,8 +32,32 @@ pub fn build_dir() -> PathBuf {
 
 /// Where this test build's libturnstile is: target/<profile>/deps (cargo
 /// copies it up to target/<profile>/ only for `cargo build`, not for tests).
+/// Panics when the library there is older than the crate's sources: `cargo
+/// test` links its tests with the rlib and does not rebuild the shared
+/// library that the C and C# programs load (`cargo build -p turnstile-ffi`,
+/// or `cargo test --workspace`, does).
+#[track_caller]
 pub fn lib_dir() -> PathBuf {
-    build_dir().join("deps")
+    let dir = build_dir().join("deps");
+    let name = if cfg!(windows) {
+        "turnstile.dll"
+    } else {
+        "libturnstile.so"
+    };
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let built = modified(&dir.join(name));
+    let newest_source = std::fs::read_dir(crate_dir().join("src"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| modified(&e.path()))
+        .max();
+    assert!(
+        built.is_some() && built >= newest_source,
+        "{} is missing or older than clients/ffi/src: run `cargo build -p turnstile-ffi`",
+        dir.join(name).display()
+    );
+    dir
 }
 
 /// A built binary of the workspace, by name.
@@ -335,4 +359,48 @@ pub fn have(program: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
+}
+
+/// This crate's directory.
+pub fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compiles the C program `source` with the system's `cc` (warnings are
+/// errors) against `include/turnstile.h`, linked with `link` (extra
+/// arguments; `{lib}` stands for [`lib_dir`]).
+#[track_caller]
+pub fn cc(source: &Path, out: &Path, link: &[&str]) {
+    let lib = lib_dir();
+    let st = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+        .arg(format!("-I{}", crate_dir().join("include").display()))
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .args(
+            link.iter()
+                .map(|a| a.replace("{lib}", &lib.to_string_lossy())),
+        )
+        .status()
+        .expect("run cc (the system C compiler)");
+    assert!(st.success(), "cc failed on {}", source.display());
+}
+
+/// Linking with the shared library of this build.
+pub const LINK_SHARED: &[&str] = &["-L{lib}", "-lturnstile", "-Wl,-rpath,{lib}"];
+
+/// Valgrind's arguments for a run that must show no memory error and no
+/// leak that counts: definitely and indirectly lost. Not "possibly lost":
+/// every live Rust HashMap is reported so (hashbrown keeps a pointer into
+/// the middle of its allocation), among them the library's handle table
+/// and the I/O thread's state, alive by design until exit.
+pub fn valgrind_args(log: &Path) -> Vec<String> {
+    vec![
+        "--error-exitcode=99".into(),
+        "--leak-check=full".into(),
+        "--show-leak-kinds=definite,indirect".into(),
+        "--errors-for-leak-kinds=definite,indirect".into(),
+        format!("--log-file={}", log.display()),
+    ]
 }
