@@ -51,6 +51,7 @@ fn turnstile_help() {
     snapshot("turnstile-run-help.txt", &help(cli, &["run"]));
     snapshot("turnstile-queue-help.txt", &help(cli, &["queue"]));
     snapshot("turnstile-status-help.txt", &help(cli, &["status"]));
+    snapshot("turnstile-history-help.txt", &help(cli, &["history"]));
 }
 
 #[test]

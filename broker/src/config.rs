@@ -183,6 +183,14 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
+    /// Recorded leases (`turnstile history`) kept per resource, the newest; 0 = record none [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub history_max_entries: Option<u64>,
+
+    /// Recorded leases older than this are dropped; 0s = kept until --history-max-entries pushes them out [default: 30d]
+    #[arg(long, value_name = "DURATION")]
+    pub history_max_age: Option<Dur>,
+
     /// Access rules (config file only): `[[policy]]` tables with `verbs`,
     /// `resources`, `users`, `groups`; see README "Security model".
     #[arg(skip)]
@@ -302,6 +310,8 @@ impl Settings {
             max_delivery_attempts,
             max_consumers_per_connection,
             max_in_flight,
+            history_max_entries,
+            history_max_age,
             policy,
             policy_defaults,
             resources
@@ -392,6 +402,10 @@ impl Settings {
             ),
             core,
             storage: None,
+            history: crate::store::HistoryBounds {
+                max_entries: self.history_max_entries.unwrap_or(d.history.max_entries),
+                max_age_ms: ms(self.history_max_age, d.history.max_age_ms),
+            },
         };
         Ok(Config {
             socket: self.socket.unwrap_or_else(dirs::default_socket),

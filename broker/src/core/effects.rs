@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::watch::Watches;
 use super::{
-    COUNTER_BLOCK, Cause, Change, EventKind, FencingToken, LeaseId, LeaseUpdate, Millis,
+    COUNTER_BLOCK, Cause, Change, Ended, EventKind, FencingToken, LeaseId, LeaseUpdate, Millis,
     ResourceView, Revision, SessionId,
 };
 
@@ -101,6 +101,8 @@ pub(crate) struct Effects<'a> {
     pub(crate) deadlines: &'a mut Deadlines,
     /// What the call returns, in order.
     pub(crate) changes: Vec<Change>,
+    /// The core's outbox of leases that ended.
+    ended: &'a mut Vec<Ended>,
 }
 
 impl<'a> Effects<'a> {
@@ -110,6 +112,7 @@ impl<'a> Effects<'a> {
         issuer: &'a mut Issuer,
         watches: &'a mut Watches,
         deadlines: &'a mut Deadlines,
+        ended: &'a mut Vec<Ended>,
     ) -> Effects<'a> {
         Effects {
             now,
@@ -117,7 +120,13 @@ impl<'a> Effects<'a> {
             watches,
             deadlines,
             changes: Vec::new(),
+            ended,
         }
+    }
+
+    /// A lease ended: a line for its resource's history.
+    pub(crate) fn ended(&mut self, line: Ended) {
+        self.ended.push(line);
     }
 
     /// The next fencing token, if it is durably reserved (asking for the

@@ -46,7 +46,7 @@ mod watch;
 
 use std::sync::Arc;
 
-pub use changes::{Change, LeaseUpdate};
+pub use changes::{Change, Ended, LeaseUpdate};
 pub use errors::{BadArgument, CoreError, QueueError, WrongState};
 pub use names::{
     MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_TEXT_BYTES, check_name, check_name_count, check_text,
@@ -99,6 +99,8 @@ pub struct Core {
     /// (except [`Core::consume`], which checks it): call the table.
     pub(crate) queues: QueueTable,
     deadlines: Deadlines,
+    /// Leases that ended since the dispatch layer last took them.
+    ended: Vec<Ended>,
 }
 
 impl Core {
@@ -123,6 +125,7 @@ impl Core {
             ),
             queues: QueueTable::new(config.queues.clone(), 0),
             deadlines: Deadlines::new(),
+            ended: Vec::new(),
             config,
         };
         (core, reservation)
@@ -476,7 +479,15 @@ impl Core {
                 &mut self.issuer,
                 &mut self.watches,
                 &mut self.deadlines,
+                &mut self.ended,
             ),
         )
+    }
+
+    /// The leases that ended since the last call, oldest first, for the
+    /// history (DESIGN "History"). The dispatch layer takes them after
+    /// every call that may end a lease; the room is kept for the next.
+    pub fn take_ended(&mut self) -> std::vec::Drain<'_, Ended> {
+        self.ended.drain(..)
     }
 }

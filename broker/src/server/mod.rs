@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// The durable store. `None` keeps queues and counters in memory only:
     /// nothing survives the process (for tests of the transport).
     pub storage: Option<Storage>,
+    /// How much lease history the store keeps per resource.
+    pub history: crate::store::HistoryBounds,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +99,7 @@ impl Default for ServerConfig {
                 ..CoreConfig::default()
             },
             storage: None,
+            history: crate::store::HistoryBounds::default(),
         }
     }
 }
@@ -138,6 +141,12 @@ pub(crate) enum ToCore {
         queue: String,
         message: Message,
         result: Result<(), StoreError>,
+    },
+    /// The store answered a history read.
+    HistoryRead {
+        session: SessionId,
+        request_id: u64,
+        result: Result<crate::store::Recorded, StoreError>,
     },
     /// Deliveries whose attempts the store now holds: send them.
     Deliveries {

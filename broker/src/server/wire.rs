@@ -145,6 +145,9 @@ pub enum Refusal {
     /// The OS gave no random bytes for a resume token.
     #[error("no resume token could be drawn from the OS: {0}")]
     NoRandomness(String),
+    /// The store could not read the history.
+    #[error("the history could not be read: {0}")]
+    HistoryUnread(StoreError),
 }
 
 impl Refusal {
@@ -175,6 +178,7 @@ impl From<&Refusal> for v1::Error {
             | Refusal::OutcomeUnknown(_)
             | Refusal::AckNotStored(_)
             | Refusal::NoConnection
+            | Refusal::HistoryUnread(_)
             | Refusal::NoRandomness(_) => ErrorCode::Internal,
         };
         error(code, r.to_string())
@@ -399,6 +403,38 @@ pub fn lease_update(lease_id: u64, u: &LeaseUpdate, clock: &Clock, now: Millis) 
             lease_id,
             change: Some(change),
         })),
+    }
+}
+
+/// The wire form of the history the store read.
+pub fn history(found: &crate::store::Recorded) -> v1::History {
+    v1::History {
+        entries: found
+            .lines
+            .iter()
+            .map(|l| v1::HistoryEntry {
+                lease_id: l.lease_id,
+                resource: l.resource.clone(),
+                mode: l.mode.map_or(0, mode),
+                permits: l.permits,
+                purpose: l.purpose.clone(),
+                holder: Some(v1::Peer {
+                    client_name: l.client_name.clone(),
+                    uid: l.uid,
+                    pid: l.pid,
+                    session_id: l.session_id,
+                    user: l.user.clone(),
+                    login_session: l.login_session.clone(),
+                }),
+                queued_at_ms: l.queued_at_ms,
+                granted_at_ms: l.granted_at_ms,
+                ended_at_ms: l.ended_at_ms,
+                ended_by: l.ended_by.map_or(0, |k| event_kind(k) as i32),
+                detail: l.detail.clone(),
+                fencing_token: l.fencing_token,
+            })
+            .collect(),
+        truncated: found.truncated,
     }
 }
 

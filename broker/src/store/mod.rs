@@ -16,8 +16,11 @@
 //!   payload, headers), so one range scan yields every queue in order;
 //! - table `meta`: `format` (1), `counters.reserved_until` (the core's
 //!   counter reservation) and `queues.last_seq` (the highest sequence number
-//!   ever stored); both high-water marks only ever rise.
+//!   ever stored); both high-water marks only ever rise;
+//! - table `history`: the leases that ended, per resource (see
+//!   `history.rs`). A file from before it simply has none yet.
 
+mod history;
 mod record;
 mod storage;
 #[cfg(test)]
@@ -42,6 +45,7 @@ use crate::core::queues::{Message, StoreOp};
 use crate::platform::fs::sync_dir;
 use record::Record;
 
+pub use history::{HistoryBounds, HistoryLine, HistoryQuery, Recorded, RecordedLease};
 pub use storage::Storage;
 pub use writer::StoreWriter;
 
@@ -281,6 +285,8 @@ pub struct Store {
     sync_failed: SyncFailed,
     commits: Arc<AtomicU64>,
     buf: Vec<u8>,
+    /// Where each resource's history lines stand (see `history.rs`).
+    spans: history::Spans,
 }
 
 impl std::fmt::Debug for Store {
@@ -416,6 +422,7 @@ impl Store {
             sync_failed,
             commits: Arc::new(AtomicU64::new(0)),
             buf: Vec::new(),
+            spans: history::Spans::default(),
         })
     }
 
@@ -449,6 +456,18 @@ impl Store {
     /// one is refused with [`StoreError::Poisoned`] without touching the
     /// file, until the store is opened again.
     pub fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.commit_with_history(ops, &[], None)
+    }
+
+    /// [`Store::commit`], with history lines appended (and their
+    /// resources bounded) in the same transaction; `sweep`: also apply
+    /// the bounds to every resource.
+    pub fn commit_with_history(
+        &mut self,
+        ops: &[StoreOp],
+        history: &[HistoryLine],
+        bounds: Option<(HistoryBounds, u64, bool)>,
+    ) -> Result<(), StoreError> {
         if self.sync_failed.load(Ordering::SeqCst) {
             self.db = None;
             return Err(StoreError::Poisoned {
@@ -471,11 +490,14 @@ impl Store {
             return Err(StoreError::Closed);
         };
         let buf = &mut self.buf;
-        let result = guarded(path, || write(path, db, ops, buf)).map_err(|e| match e {
-            // A panic while writing is a failed write, not a corrupt file.
-            StoreError::Corrupt { path, detail } => StoreError::Write { path, detail },
-            other => other,
-        });
+        let spans = &mut self.spans;
+        let result = guarded(path, || write(path, db, ops, history, bounds, buf, spans)).map_err(
+            |e| match e {
+                // A panic while writing is a failed write, not a corrupt file.
+                StoreError::Corrupt { path, detail } => StoreError::Write { path, detail },
+                other => other,
+            },
+        );
         match result {
             Ok(()) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
@@ -485,6 +507,7 @@ impl Store {
                 // redb refuses everything after an I/O error until the file
                 // is reopened; start afresh on the next commit.
                 self.db = None;
+                self.spans.clear();
                 if self.sync_failed.load(Ordering::SeqCst) {
                     tracing::error!(
                         file = %self.path.display(),
@@ -499,6 +522,26 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Reads the history of one resource (see [`HistoryQuery`]).
+    pub fn read_history(&self, q: &HistoryQuery) -> Result<Recorded, StoreError> {
+        let path = &self.path;
+        let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
+            path: path.clone(),
+            detail: "the file is closed after a failed write".to_string(),
+        })?;
+        let fail = |e: redb::Error| classify(path, Doing::Read, e);
+        guarded(path, || {
+            let txn = db.begin_read().map_err(|e| fail(e.into()))?;
+            let table = match txn.open_table(history::HISTORY) {
+                Ok(t) => t,
+                // Made by the first write that records a line.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Recorded::default()),
+                Err(e) => return Err(fail(e.into())),
+            };
+            history::read(&table, q).map_err(fail)
+        })
     }
 
     fn commit_counter(&self) -> Arc<AtomicU64> {
@@ -619,10 +662,27 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
     Ok(loaded)
 }
 
-fn write(path: &Path, db: &Database, ops: &[StoreOp], buf: &mut Vec<u8>) -> Result<(), StoreError> {
+fn write(
+    path: &Path,
+    db: &Database,
+    ops: &[StoreOp],
+    history: &[HistoryLine],
+    bounds: Option<(HistoryBounds, u64, bool)>,
+    buf: &mut Vec<u8>,
+    spans: &mut history::Spans,
+) -> Result<(), StoreError> {
     let fail = |e: redb::Error| classify(path, Doing::Write, e);
     // Durability is redb's default, Immediate: commit() returns after fsync.
     let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    if let Some((bounds, now_ms, sweep)) = bounds {
+        let mut table = txn
+            .open_table(history::HISTORY)
+            .map_err(|e| fail(e.into()))?;
+        history::append(&mut table, history, bounds, now_ms, buf, spans).map_err(fail)?;
+        if sweep {
+            history::sweep(&mut table, bounds, now_ms, spans).map_err(fail)?;
+        }
+    }
     {
         let mut messages = txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
         let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;

@@ -2,7 +2,8 @@
 //!
 //! This file parses the command line and hands each command to its module,
 //! which owns what it prints: `ping.rs`, `status.rs`, `why.rs`, `watch.rs`,
-//! `run.rs` (with `child.rs`, the command it runs), `queue.rs`, `yield_.rs`;
+//! `run.rs` (with `child.rs`, the command it runs), `queue.rs`, `yield_.rs`,
+//! `history.rs`, `top.rs`;
 //! `format.rs` holds only what several share.
 //!
 //! Exit codes (sysexits style, the same numbers as `turnstiled`'s): 0
@@ -17,6 +18,7 @@
 
 mod child;
 mod format;
+mod history;
 mod locate;
 mod ping;
 mod queue;
@@ -103,6 +105,8 @@ enum Command {
         /// The resource
         resource: String,
     },
+    /// The leases of RESOURCE that ended, as the broker recorded them, and waits and holds p50/p95/max
+    History(history::HistoryArgs),
     /// Watch resources (all when none named): one line per change; survives broker restarts
     Watch {
         /// Resources to watch
@@ -280,6 +284,7 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         } => status::run(opts, resources, !no_legend, cli.json).await,
         Command::Why { resource } => why::run(opts, resource, cli.json).await,
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
+        Command::History(args) => history::run(opts, args, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
         Command::Top => top::run(opts).await,

@@ -886,6 +886,13 @@ impl LeaseTable {
                 },
             );
         }
+        // One line of the resource's history: the dispatch layer records it.
+        fx.ended(super::Ended {
+            lease: views::lease_view(&l, 0),
+            at: fx.now,
+            kind,
+            cause: cause.clone(),
+        });
         let name = l.resource.clone();
         self.state_changed(&name, kind, cause, fx);
         Some((name, waiter_index))

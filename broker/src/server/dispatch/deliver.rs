@@ -48,6 +48,8 @@ impl Dispatcher {
     /// Sends every change to whom it concerns. Watch events are encoded once
     /// per event, whatever the number of watchers.
     pub(super) fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
+        // Every call on the core that may end a lease is followed by this.
+        self.record_ended();
         self.write_first(&mut changes);
         // The last event encoded, and its bytes: every watcher of one event gets
         // the same `Arc`, so identity says whether the bytes fit.

@@ -17,7 +17,9 @@
 //! store writes that queue operations cause (acks, requeues, dead-letter
 //! moves) are enqueued, in order, without waiting: a lost one only makes a
 //! restart deliver a message again. A counter reservation is waited for
-//! (see `persist.rs`).
+//! (see `persist.rs`). Leases that ended are gathered and handed to the
+//! store's writer in batches, and `GetHistory` is answered once the store
+//! has read it (see `history.rs`).
 
 mod ack;
 mod acquire;
@@ -26,6 +28,7 @@ mod consume;
 mod decline_yield;
 mod deliver;
 mod hello;
+mod history;
 mod keep_alive;
 mod log_limit;
 mod nack;
@@ -76,6 +79,10 @@ pub(super) struct Dispatcher {
     denials: LogLimit,
     /// So are publishes and acks the store refused.
     pub(super) store_refusals: LogLimit,
+    /// Leases that ended, not yet handed to the store (see `history.rs`).
+    history: Vec<crate::store::HistoryLine>,
+    /// When lines were last handed to the store.
+    history_sent_at: Millis,
 }
 
 impl Dispatcher {
@@ -101,6 +108,8 @@ impl Dispatcher {
             publishing: HashMap::new(),
             denials: LogLimit::default(),
             store_refusals: LogLimit::default(),
+            history: Vec::new(),
+            history_sent_at: 0,
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
@@ -143,10 +152,13 @@ impl Dispatcher {
             let changes = self.core.expire(now);
             self.deliver(changes, now);
         }
+        self.send_history(false);
     }
 
-    /// Ends every connection (the broker is stopping).
-    pub(super) fn close_all(&self) {
+    /// Ends every connection (the broker is stopping), after handing the
+    /// history still held to the store.
+    pub(super) fn close_all(&mut self) {
+        self.send_history(true);
         for conn in self.conns.values() {
             conn.cancel.cancel();
         }
@@ -224,6 +236,14 @@ impl Dispatcher {
                         self.cut_off(session);
                     }
                 }
+            }
+            ToCore::HistoryRead {
+                session,
+                request_id,
+                result,
+            } => {
+                history::read(self, session, request_id, result);
+                self.resume(session);
             }
             ToCore::Committed {
                 session,
@@ -334,11 +354,11 @@ impl Dispatcher {
                 Body::Reattach(r) => reattach::handle(self, session, r, now),
                 Body::RequestYield(r) => request_yield::handle(self, session, r, now),
                 Body::DeclineYield(r) => decline_yield::handle(self, session, r, now),
-                // Recording lands in the next commit: until then, say so.
-                Body::GetHistory(_) => Err(v1::Error {
-                    code: v1::ErrorCode::InvalidArgument as i32,
-                    message: "this broker does not record history yet".to_string(),
-                }),
+                Body::GetHistory(r) => match history::handle(self, session, id, r) {
+                    // Answered once the store has read it (`history::read`).
+                    Ok(history::Started) => return,
+                    Err(e) => Err(e),
+                },
             },
         };
         let (answer, changes) = match answer {
