@@ -29,6 +29,8 @@ pub(crate) enum Deadline {
     Revoke(LeaseId),
     /// Quiet watches get their heartbeat.
     Heartbeats,
+    /// Waiters owed an update held back by the pace get the newest state.
+    WaiterUpdates,
 }
 
 /// Every pending deadline, earliest first.
