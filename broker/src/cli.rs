@@ -30,6 +30,9 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// Runs `turnstiled` with the process's arguments.
 pub fn main() -> ExitCode {
+    // A test build only (feature `failpoints`): reads FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     main_from(std::env::args_os())
 }
 

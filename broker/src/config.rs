@@ -163,6 +163,10 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub waiter_updates_per_second: Option<u64>,
 
+    /// Fencing tokens and revisions covered by one durable reservation in the store; the next is written when half is used, and grants wait if it is not durable in time [default: 1048576]
+    #[arg(long, value_name = "N")]
+    pub counter_block: Option<u64>,
+
     /// Messages one queue may hold, ready and unacknowledged together; past it publishes get RESOURCE_EXHAUSTED [default: 100000]
     #[arg(long, value_name = "N")]
     pub max_queue_depth: Option<u64>,
@@ -305,6 +309,7 @@ impl Settings {
             heartbeat_interval,
             waiter_update_interval,
             waiter_updates_per_second,
+            counter_block,
             max_queue_depth,
             max_queue_bytes,
             max_queue_depth_per_uid,
@@ -358,9 +363,16 @@ impl Settings {
             waiter_updates_per_second: self
                 .waiter_updates_per_second
                 .unwrap_or(c.waiter_updates_per_second),
+            counter_block: self.counter_block.unwrap_or(c.counter_block),
             queues,
             capacities: capacities(self.resources.as_deref().unwrap_or_default())?,
         };
+        if core.counter_block < 2 {
+            return Err(ConfigError::Invalid(format!(
+                "counter-block ({}) must be at least 2",
+                core.counter_block
+            )));
+        }
         if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
             return Err(ConfigError::Invalid(format!(
                 "min-ttl ({} ms) must be above 0 and at most max-ttl ({} ms)",

@@ -106,7 +106,7 @@ impl Core {
     /// and the reservation to persist before anything is served.
     pub fn new(config: CoreConfig, counters: Counters) -> (Core, Reservation) {
         let start = counters.reserved_until;
-        let issuer = Issuer::new(start);
+        let issuer = Issuer::new(start, config.counter_block);
         let reservation = Reservation {
             reserve_until: issuer.durable_until,
         };

@@ -429,6 +429,10 @@ pub struct CoreConfig {
     /// rate is told less often (50 000 waiters at 20 000/s: every 2.5 s),
     /// so that one long queue cannot take the broker's whole time.
     pub waiter_updates_per_second: u64,
+    /// Revisions and fencing tokens one durable counter reservation covers
+    /// (the next is reserved when half of it is used). Small blocks only
+    /// cost more store writes; tests use them to cross a block quickly.
+    pub counter_block: u64,
     /// The message queues' limits.
     pub queues: QueueConfig,
     /// Resources whose semaphore capacity the broker's config file fixes.
@@ -449,6 +453,7 @@ impl Default for CoreConfig {
             heartbeat_ms: 10_000,
             waiter_update_interval_ms: 250,
             waiter_updates_per_second: 20_000,
+            counter_block: COUNTER_BLOCK,
             queues: QueueConfig::default(),
             capacities: Vec::new(),
         }

@@ -295,6 +295,16 @@ impl LeaseTable {
                 limit: self.limits.max_waiters_per_uid,
             });
         }
+        // A free resource whose grant is held back (no durable fencing
+        // token yet) is not granted now either: NO_WAIT never queues.
+        if free_now && req.wait == WaitPolicy::NoWait && !fx.can_grant() {
+            return Err(CoreError::Busy {
+                resource: req.resource,
+                holder: "nobody holds it, but grants are held back until the broker can store \
+                         its next fencing-token reservation (see the broker's log)"
+                    .to_string(),
+            });
+        }
         if !free_now && req.wait == WaitPolicy::NoWait {
             let holder = self
                 .resources
