@@ -214,8 +214,9 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
         tracing::info!("{why} received: stopping");
         readiness::stopping();
     };
-    let listener::BoundListener { listener, guard } = bound;
-    let result = crate::server::run(listener, config.server, stop).await;
+    // The socket file is watched and re-created if it is unlinked.
+    let (endpoint, guard) = bound.watched();
+    let result = crate::server::run(endpoint, config.server, stop).await;
     // Removes the socket file and releases the lock.
     drop(guard);
     match result {
