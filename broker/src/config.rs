@@ -155,6 +155,18 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     pub heartbeat_interval: Option<Dur>,
 
+    /// A waiter is told its place in the queue and the holder's progress at most once per this interval; changes in between are coalesced into the newest state; 0s = at every change [default: 250ms]
+    #[arg(long, value_name = "DURATION")]
+    pub waiter_update_interval: Option<Dur>,
+
+    /// Updates the waiters of one resource get per second at most: a queue longer than this rate allows within --waiter-update-interval is told less often [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub waiter_updates_per_second: Option<u64>,
+
+    /// Fencing tokens and revisions covered by one durable reservation in the store; the next is written when half is used, and grants wait if it is not durable in time [default: 1048576]
+    #[arg(long, value_name = "N")]
+    pub counter_block: Option<u64>,
+
     /// Messages one queue may hold, ready and unacknowledged together; past it publishes get RESOURCE_EXHAUSTED [default: 100000]
     #[arg(long, value_name = "N")]
     pub max_queue_depth: Option<u64>,
@@ -303,6 +315,9 @@ impl Settings {
             max_watches_per_connection,
             watch_history,
             heartbeat_interval,
+            waiter_update_interval,
+            waiter_updates_per_second,
+            counter_block,
             max_queue_depth,
             max_queue_bytes,
             max_queue_depth_per_uid,
@@ -354,9 +369,20 @@ impl Settings {
                 .unwrap_or(c.max_watches_per_session),
             watch_history: self.watch_history.unwrap_or(c.watch_history),
             heartbeat_ms: ms(self.heartbeat_interval, c.heartbeat_ms),
+            waiter_update_interval_ms: ms(self.waiter_update_interval, c.waiter_update_interval_ms),
+            waiter_updates_per_second: self
+                .waiter_updates_per_second
+                .unwrap_or(c.waiter_updates_per_second),
+            counter_block: self.counter_block.unwrap_or(c.counter_block),
             queues,
             capacities: capacities(self.resources.as_deref().unwrap_or_default())?,
         };
+        if core.counter_block < 2 {
+            return Err(ConfigError::Invalid(format!(
+                "counter-block ({}) must be at least 2",
+                core.counter_block
+            )));
+        }
         if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
             return Err(ConfigError::Invalid(format!(
                 "min-ttl ({} ms) must be above 0 and at most max-ttl ({} ms)",

@@ -108,7 +108,7 @@ impl Core {
     /// and the reservation to persist before anything is served.
     pub fn new(config: CoreConfig, counters: Counters) -> (Core, Reservation) {
         let start = counters.reserved_until;
-        let issuer = Issuer::new(start);
+        let issuer = Issuer::new(start, config.counter_block);
         let reservation = Reservation {
             reserve_until: issuer.durable_until,
         };
@@ -259,7 +259,8 @@ impl Core {
     }
 
     /// Ends every lease whose TTL ran out, drops every waiter whose
-    /// `max_wait_ms` ran out and sends heartbeats, as of `now`.
+    /// `max_wait_ms` ran out, sends heartbeats and the waiter updates held
+    /// back by the pace, as of `now`.
     pub fn expire(&mut self, now: Millis) -> Vec<Change> {
         let (leases, mut fx) = self.split(now);
         while let Some(&(at, what)) = fx.deadlines.first() {
@@ -273,6 +274,7 @@ impl Core {
                 | Deadline::Stall(lease)
                 | Deadline::Revoke(lease) => leases.deadline(lease, &mut fx),
                 Deadline::Heartbeats => fx.heartbeats(),
+                Deadline::WaiterUpdates => leases.waiter_updates_due(&mut fx),
             }
         }
         fx.changes

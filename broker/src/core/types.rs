@@ -419,6 +419,20 @@ pub struct CoreConfig {
     pub watch_history: usize,
     /// A watch quiet for this long gets a heartbeat (0 = never).
     pub heartbeat_ms: u64,
+    /// The waiters of one resource are told where they stand (and the
+    /// head's progress) at most once in this many milliseconds; changes in
+    /// between are coalesced into the newest state, sent when the time
+    /// comes (0 = at every change). See `LeaseTable::notify_waiters`.
+    pub waiter_update_interval_ms: u64,
+    /// Updates the waiters of one resource are sent per second at most:
+    /// a queue too long to tell every waiter within the interval at this
+    /// rate is told less often (50 000 waiters at 20 000/s: every 2.5 s),
+    /// so that one long queue cannot take the broker's whole time.
+    pub waiter_updates_per_second: u64,
+    /// Revisions and fencing tokens one durable counter reservation covers
+    /// (the next is reserved when half of it is used). Small blocks only
+    /// cost more store writes; tests use them to cross a block quickly.
+    pub counter_block: u64,
     /// The message queues' limits.
     pub queues: QueueConfig,
     /// Resources whose semaphore capacity the broker's config file fixes.
@@ -437,6 +451,9 @@ impl Default for CoreConfig {
             max_watches_per_session: 64,
             watch_history: 4096,
             heartbeat_ms: 10_000,
+            waiter_update_interval_ms: 250,
+            waiter_updates_per_second: 20_000,
+            counter_block: COUNTER_BLOCK,
             queues: QueueConfig::default(),
             capacities: Vec::new(),
         }

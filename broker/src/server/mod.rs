@@ -31,13 +31,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use interprocess::local_socket::tokio::Listener;
-use interprocess::local_socket::traits::tokio::Listener as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
 
 use crate::core::{CoreConfig, Message, SessionId};
+use crate::platform::listener::Endpoint;
 use crate::platform::peer::{PeerCredentials, peer_credentials};
 pub use crate::store::Storage;
 use crate::store::StoreError;
@@ -165,10 +164,11 @@ pub(crate) enum ToCore {
 /// Serves `listener` until `shutdown` resolves; then closes every
 /// connection and returns.
 pub async fn run(
-    listener: Listener,
+    listener: impl Into<Endpoint>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let mut listener: Endpoint = listener.into();
     let (to_core, core_rx) = mpsc::channel::<ToCore>(4096);
     let stop = CancellationToken::new();
     // The store's contents and the counters' first reservation are in place

@@ -485,6 +485,15 @@ impl Store {
             })?;
             self.db = Some(db);
         }
+        #[cfg(feature = "failpoints")]
+        let injected = failpoints::Sites::of(ops);
+        // A write of the reservation fails (EIO, a full disk): nothing is
+        // written, the next commit may try again.
+        #[cfg(feature = "failpoints")]
+        if let Some(e) = injected.before_write(&self.path) {
+            self.db = None;
+            return Err(e);
+        }
         let path = &self.path;
         let Some(db) = self.db.as_ref() else {
             return Err(StoreError::Closed);
@@ -498,6 +507,17 @@ impl Store {
                 other => other,
             },
         );
+        // The sync of the reservation or of a publish stalls (`sleep`) or
+        // fails (`return`) after the data was written: what is on disk is
+        // then unknown, as after a real failed fsync.
+        #[cfg(feature = "failpoints")]
+        let result = result.and_then(|()| match injected.after_write(&self.path) {
+            Some(e) => {
+                self.sync_failed.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+            None => Ok(()),
+        });
         match result {
             Ok(()) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
@@ -746,4 +766,66 @@ fn raise(
         meta.insert(key, value)?;
     }
     Ok(())
+}
+
+/// Failpoints in the real binary (feature `failpoints`), set with the
+/// `FAILPOINTS` environment variable of `turnstiled` in the `fail` crate's
+/// syntax (`NAME=ACTION;...`; `sleep(MS)` stalls, `return` fails):
+///
+/// - `store-reservation-write`: a commit carrying a counter reservation
+///   fails before anything is written (as on EIO or a full disk);
+/// - `store-reservation-fsync`: its sync stalls or fails after the write
+///   (a failure poisons the store, as a real one does);
+/// - `store-publish-commit`: the same for a commit carrying a publish.
+#[cfg(feature = "failpoints")]
+mod failpoints {
+    use std::path::Path;
+
+    use super::StoreError;
+    use crate::core::queues::StoreOp;
+
+    /// Which failpoints a commit passes.
+    pub(super) struct Sites {
+        reserving: bool,
+        publishing: bool,
+    }
+
+    impl Sites {
+        pub(super) fn of(ops: &[StoreOp]) -> Sites {
+            Sites {
+                reserving: ops
+                    .iter()
+                    .any(|op| matches!(op, StoreOp::ReserveCounters { .. })),
+                publishing: ops.iter().any(|op| matches!(op, StoreOp::Append { .. })),
+            }
+        }
+
+        pub(super) fn before_write(&self, path: &Path) -> Option<StoreError> {
+            if self.reserving {
+                fail::fail_point!("store-reservation-write", |_| Some(StoreError::Write {
+                    path: path.to_path_buf(),
+                    detail: "injected write failure (failpoint store-reservation-write)".into(),
+                }));
+            }
+            None
+        }
+
+        pub(super) fn after_write(&self, path: &Path) -> Option<StoreError> {
+            let failed = |name: &str| StoreError::SyncFailed {
+                path: path.to_path_buf(),
+                detail: format!("injected sync failure (failpoint {name})"),
+            };
+            if self.reserving {
+                fail::fail_point!("store-reservation-fsync", |_| Some(failed(
+                    "store-reservation-fsync"
+                )));
+            }
+            if self.publishing {
+                fail::fail_point!("store-publish-commit", |_| Some(failed(
+                    "store-publish-commit"
+                )));
+            }
+            None
+        }
+    }
 }

@@ -601,8 +601,18 @@ fn no_fencing_token_is_handed_out_above_the_durable_reservation() {
     let changes = release(&mut core, a, held.lease_id, 2);
     assert!(granted(&changes).is_empty(), "no durable token, no grant");
     assert!(core.grants_stopped());
-    // A free resource is not granted either: its request queues.
+    // A free resource is not granted either: its request queues, or is
+    // refused as busy under NO_WAIT (it never queues).
     expect_queued(&acquire_ex(&mut core, a, "z", 3), 1);
+    let no_wait = AcquireRequest {
+        wait: WaitPolicy::NoWait,
+        ..request("free", Mode::Exclusive)
+    };
+    match core.acquire(b, no_wait, 3) {
+        Err(CoreError::Busy { holder, .. }) => assert!(holder.contains("held back"), "{holder}"),
+        other => panic!("NO_WAIT while grants are held back: {other:?}"),
+    }
+    assert!(waiters(&core, "free").is_empty());
     let changes = core.counters_stored(first.reserve_until, 4);
     let grants = granted(&changes);
     assert_eq!(ids(&grants).len(), 2, "both held-back waiters: {changes:?}");

@@ -62,24 +62,13 @@ impl Dispatcher {
                     lease,
                     update,
                 } => {
-                    let Some(conn) = self.conns.get_mut(&session) else {
-                        continue;
+                    // Places in the queue come already paced and coalesced
+                    // by the core (`waiter_update_interval_ms`).
+                    let frame = match &update {
+                        LeaseUpdate::Queued(place) => queued_frame(place, &clock, now),
+                        _ => Outbound::frame(wire::lease_update(lease.0, &update, &clock, now)),
                     };
-                    if let LeaseUpdate::Queued(place) = update {
-                        // Paced per waiter: the newest place, a few times a
-                        // second at most, encoded only when sent.
-                        let encode = |p: &QueuePosition| queued_frame(p, &clock, now);
-                        if conn
-                            .send_queued(lease.0, place, now, encode, &self.to_core)
-                            .is_err()
-                        {
-                            self.cut_off(session);
-                        }
-                    } else {
-                        conn.forget_queued(lease.0);
-                        let frame = wire::lease_update(lease.0, &update, &clock, now);
-                        self.send(session, Outbound::frame(frame));
-                    }
+                    self.send(session, frame);
                 }
                 Change::Watch {
                     session,

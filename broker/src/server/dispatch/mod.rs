@@ -54,7 +54,7 @@ use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
 use crate::core::{Change, Core, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
-use deliver::{concerns, encode_event, queued_frame};
+use deliver::{concerns, encode_event};
 use log_limit::LogLimit;
 
 /// What an operation answers: a reply now and the changes it caused
@@ -231,10 +231,6 @@ impl Dispatcher {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
                     conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
-                    let encode = |p: &crate::core::QueuePosition| queued_frame(p, &clock, now);
-                    if conn.flush_paced(now, encode, &self.to_core).is_err() {
-                        self.cut_off(session);
-                    }
                 }
             }
             ToCore::HistoryRead {
@@ -329,13 +325,7 @@ impl Dispatcher {
                 Body::Acquire(r) => acquire::handle(self, session, r, now),
                 Body::KeepAlive(r) => keep_alive::handle(self, session, r, now),
                 Body::Release(r) => release::handle(self, session, r, now),
-                Body::Cancel(r) => {
-                    // A place in the queue held back for pacing is stale now.
-                    if let Some(conn) = self.conns.get_mut(&session) {
-                        conn.forget_queued(r.lease_id);
-                    }
-                    cancel::handle(self, session, r, now)
-                }
+                Body::Cancel(r) => cancel::handle(self, session, r, now),
                 Body::ReportProgress(r) => report_progress::handle(self, session, r, now),
                 Body::Watch(r) => watch::handle(self, session, id, r, now),
                 Body::Unwatch(r) => unwatch::handle(self, session, r),
