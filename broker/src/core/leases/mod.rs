@@ -16,7 +16,11 @@
 //! - a detached lease (its connection closed within a detach grace) keeps
 //!   its place, held or queued, and its TTL does not run until it is
 //!   re-attached or its grace runs out;
-//! - fencing tokens strictly increase.
+//! - fencing tokens strictly increase;
+//! - the waiters of a resource are told their place (`Queued`) at most
+//!   once per waiter interval, with the newest state, and none is left
+//!   with a stale place once an interval has passed (tested in
+//!   `core/tests/pacing.rs`; a round over a long queue goes out in chunks).
 //!
 //! The table's fields are private: every rule is a method that writes
 //! what it causes (revisions, fencing tokens, deadlines, watch events,
