@@ -67,6 +67,8 @@ pub use watch::HISTORY_LINGER_MS;
 
 use effects::{Deadline, Deadlines, Effects, Issuer};
 use leases::LeaseTable;
+#[cfg(test)]
+use leases::TOLD_PER_CALL;
 #[cfg(not(fuzzing))]
 use queues::QueueTable;
 use watch::Watches;

@@ -148,6 +148,46 @@ fn a_long_queue_is_told_less_often() {
 }
 
 #[test]
+fn a_long_round_goes_out_in_chunks_one_per_call() {
+    // Two and a half chunks of waiters: a round tells one chunk per call
+    // of the core, the rest at the next calls 1 ms apart (the core task
+    // answers others in between); a report during the round is folded
+    // into it (later chunks show it) and into the next round, at the end
+    // of the interval.
+    const C: usize = super::super::TOLD_PER_CALL;
+    let n = 2 * C + C / 2;
+    let mut core = paced();
+    let svc = connect(&mut core, "service");
+    let held = holds_ex(&mut core, svc, "pcm", 0);
+    let mut session = connect(&mut core, "agents");
+    for i in 0..n {
+        // One session may hold 1 024 leases.
+        if i % 1000 == 999 {
+            session = connect(&mut core, "agents");
+        }
+        waits_sh(&mut core, session, "pcm", 0, i as u32 + 1);
+    }
+    let first = queued(&core.report_progress(svc, held, work(1), 1000).unwrap());
+    assert_eq!(first.len(), C);
+    assert_eq!(core.next_deadline(), Some(1001));
+    let changes = core.report_progress(svc, held, work(2), 1000).unwrap();
+    assert!(queued(&changes).is_empty());
+    let second = queued(&core.expire(1001));
+    assert_eq!(second.len(), C);
+    assert_eq!(second[0].position as usize, C + 1);
+    assert!(
+        second.iter().all(|q| head_progress(q) == Some(2)),
+        "newest state"
+    );
+    let third = queued(&core.expire(1002));
+    assert_eq!(third.len(), n - 2 * C);
+    assert_eq!(third.last().map(|q| q.position as usize), Some(n));
+    // The report at 1000 is owed to the first chunk: a round at 1250.
+    assert_eq!(core.next_deadline(), Some(1250));
+    assert_eq!(queued(&core.expire(1250)).len(), C);
+}
+
+#[test]
 fn every_waiter_is_updated_with_zero_interval() {
     // `--waiter-update-interval 0s`: every change is told at once.
     let mut core = paced_core_with(CoreConfig {
