@@ -12,6 +12,16 @@ import pytest
 import turnstile
 import turnstile.aio
 from conftest import PATIENCE, Broker
+from turnstile.v1 import turnstile_pb2 as pb
+
+
+def test_waits_and_holds_are_counted_to_the_millisecond() -> None:
+    # 1796025600.323 - 1796025600.123 in floats is 0.19999980926513672.
+    m = pb.HistoryEntry(queued_at_ms=1796025600123, granted_at_ms=1796025600323, ended_at_ms=1796025601323)
+    entry = turnstile.HistoryEntry.from_pb(m)
+    assert (entry.waited, entry.held) == (0.2, 1.0)
+    never = turnstile.HistoryEntry.from_pb(pb.HistoryEntry(queued_at_ms=1796025600123, ended_at_ms=1796025600323))
+    assert (never.waited, never.held, never.granted_at) == (0.2, None, None)
 
 
 def test_history_records_each_lease_that_ended_and_survives_a_restart(broker: Broker) -> None:
