@@ -16,7 +16,7 @@ from turnstile.v1 import turnstile_pb2 as pb
 
 
 def test_waits_and_holds_are_counted_to_the_millisecond() -> None:
-    # 1796025600.323 - 1796025600.123 in floats is 0.19999980926513672.
+    # 1796025600.323 - 1796025600.123 in floats is 0.20000004768371582 (and 0.1999998 for other pairs).
     m = pb.HistoryEntry(queued_at_ms=1796025600123, granted_at_ms=1796025600323, ended_at_ms=1796025601323)
     entry = turnstile.HistoryEntry.from_pb(m)
     assert (entry.waited, entry.held) == (0.2, 1.0)
