@@ -329,6 +329,13 @@ class ResumeToken:
 _RESUME_TOKEN = re.compile(r"([0-9]{1,20}):((?:[0-9a-fA-F]{2}){0,64}):(.*)", re.DOTALL)
 
 
+def _seconds_between(start: float, end: float) -> float:
+    """``end - start`` for two instants the broker gave in milliseconds: to the
+    millisecond, so that float noise (about 1e-7 s on today's timestamps)
+    cannot make 200 ms look like 199.9998 ms."""
+    return max(round(end - start, 3), 0.0)
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     """One lease or waiting request that ended, as the broker recorded it.
@@ -362,14 +369,14 @@ class HistoryEntry:
         if self.queued_at is None:
             return None
         until = self.granted_at if self.granted_at is not None else self.ended_at
-        return None if until is None else max(until - self.queued_at, 0.0)
+        return None if until is None else _seconds_between(self.queued_at, until)
 
     @property
     def held(self) -> Optional[float]:
         """Seconds from the grant to the end; ``None`` for one never granted."""
         if self.granted_at is None or self.ended_at is None:
             return None
-        return max(self.ended_at - self.granted_at, 0.0)
+        return _seconds_between(self.granted_at, self.ended_at)
 
     @classmethod
     def from_pb(cls, m: pb.HistoryEntry) -> "HistoryEntry":
