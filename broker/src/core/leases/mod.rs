@@ -89,6 +89,8 @@ struct Lease {
     stalled: bool,
     /// A pending revoke of this holder: when, and whose request.
     revoke: Option<(Millis, Arc<YieldRequest>)>,
+    /// Why the fleet took this `global/` lease back (it ends `Revoked`).
+    fleet_lost: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +117,7 @@ struct Limits {
     max_per_session: usize,
     max_waiters_per_uid: usize,
     own_uid: u32,
+    fleet: bool,
 }
 
 /// Resources and leases. Resources with neither holders nor waiters are
@@ -135,6 +138,10 @@ pub(crate) struct LeaseTable {
     waiting_per_uid: Map<u32, usize>,
     /// Capacities fixed by the broker's config file.
     configured: Map<Arc<str>, u32>,
+    /// Waiters on `global/` resources the fleet admitted, with the fencing
+    /// token etcd gave them (see [`LeaseTable::admit`]). A `global/` waiter
+    /// is never granted without its admission.
+    admitted: Map<LeaseId, FencingToken>,
 }
 
 impl LeaseTable {
@@ -148,7 +155,9 @@ impl LeaseTable {
                 max_per_session: config.max_leases_per_session,
                 max_waiters_per_uid: config.max_waiters_per_uid,
                 own_uid: config.own_uid,
+                fleet: config.fleet,
             },
+            admitted: Map::default(),
             waiting_per_uid: Map::default(),
             resources: Map::default(),
             leases: Map::default(),
@@ -172,6 +181,18 @@ impl LeaseTable {
         check_name("resource", &req.resource)?;
         check_text("purpose", &req.purpose)?;
         let limits = self.limits;
+        if is_global(&req.resource) {
+            if !limits.fleet {
+                return Err(CoreError::InvalidArgument(BadArgument::NoFleet {
+                    resource: req.resource.clone(),
+                }));
+            }
+            if req.wait == WaitPolicy::NoWait {
+                return Err(CoreError::InvalidArgument(BadArgument::GlobalNoWait {
+                    resource: req.resource.clone(),
+                }));
+            }
+        }
         let ttl_ms = if req.ttl_ms == 0 {
             limits.default_ttl_ms
         } else {
@@ -323,6 +344,7 @@ impl LeaseTable {
                 stall_at: None,
                 stalled: false,
                 revoke: None,
+                fleet_lost: None,
             },
         );
         self.by_session.entry(session).or_default().push(id);
@@ -383,6 +405,48 @@ impl LeaseTable {
         };
         self.end_lease(lease, ending, fx);
         Ok(())
+    }
+
+    /// The fleet admits the waiter `lease` of a `global/` resource (its
+    /// etcd key is among the first at the head of the resource's queue
+    /// across hosts), with the fencing token etcd gave it: it is granted
+    /// as soon as it heads the local queue too. An admission for a lease
+    /// that is no longer waiting is ignored (it ended meanwhile).
+    pub(crate) fn admit(&mut self, lease: LeaseId, token: FencingToken, fx: &mut Effects) {
+        let Some(l) = self.leases.get(&lease) else {
+            return;
+        };
+        if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
+            return;
+        }
+        let name = l.resource.clone();
+        self.admitted.insert(lease, token);
+        if self.promote(&name, fx) {
+            self.notify_waiters(&name, 0, fx);
+        }
+    }
+
+    /// The broker lost its place in the fleet: every holder of a `global/`
+    /// resource loses its lease (`Lost{REVOKED}` with `detail`), every
+    /// admission not yet used is forgotten; waiters keep their local
+    /// places and are admitted again once the fleet is back. Local
+    /// resources are not touched.
+    pub(crate) fn fleet_lost(&mut self, detail: &str, fx: &mut Effects) {
+        self.admitted.clear();
+        let detail: Arc<str> = Arc::from(detail);
+        let mut held: Vec<LeaseId> = self
+            .resources
+            .values()
+            .filter(|r| is_global(&r.name))
+            .flat_map(|r| r.holders.iter().copied())
+            .collect();
+        held.sort_unstable();
+        for lease in held {
+            if let Some(l) = self.leases.get_mut(&lease) {
+                l.fleet_lost = Some(detail.clone());
+            }
+            self.end_lease(lease, Ending::Revoked, fx);
+        }
     }
 
     /// Leaves the queue. A request that was granted meanwhile is not
@@ -855,7 +919,13 @@ impl LeaseTable {
             Ending::Revoked => EventKind::Revoked,
         };
         // Formatted only where someone reads it (a watcher, a lost holder).
+        self.admitted.remove(&lease);
         let cause = match (&l.revoke, ending) {
+            (_, Ending::Revoked) if l.fleet_lost.is_some() => Cause::FleetLost {
+                lease,
+                peer: l.peer.clone(),
+                detail: l.fleet_lost.clone().unwrap_or_default(),
+            },
             (Some((_, by)), Ending::Revoked) => Cause::Revoked {
                 lease,
                 peer: l.peer.clone(),
@@ -950,9 +1020,15 @@ impl LeaseTable {
             return None;
         }
         let now = fx.now;
-        // No durable token, no grant: the head waits until the store has
-        // reserved the next block (see `Issuer`).
-        let fencing = fx.take_fencing()?;
+        // A `global/` head goes only once the fleet admitted it, with the
+        // token etcd gave it. Otherwise: no durable token, no grant: the
+        // head waits until the store has reserved the next block (see
+        // `Issuer`).
+        let fencing = if is_global(name) {
+            self.admitted.remove(&head)?
+        } else {
+            fx.take_fencing()?
+        };
         let res = self.resources.get_mut(name)?;
         res.waiters.pop_front();
         res.holders.push(head);
@@ -1111,6 +1187,14 @@ impl LeaseTable {
         }
     }
 }
+
+/// Whether `name` is arbitrated by the fleet across hosts.
+pub(crate) fn is_global(name: &str) -> bool {
+    name.starts_with(GLOBAL_PREFIX)
+}
+
+/// Names arbitrated by the fleet begin with this.
+pub const GLOBAL_PREFIX: &str = "global/";
 
 /// One of `uid`'s requests left a queue (granted or ended).
 fn left_queue(waiting: &mut Map<u32, usize>, uid: u32) {

@@ -25,6 +25,7 @@ mod cancel;
 mod consume;
 mod decline_yield;
 mod deliver;
+mod fleet;
 mod hello;
 mod keep_alive;
 mod log_limit;
@@ -76,6 +77,8 @@ pub(super) struct Dispatcher {
     denials: LogLimit,
     /// So are publishes and acks the store refused.
     pub(super) store_refusals: LogLimit,
+    /// The fleet task's session, with `--fleet-etcd`.
+    fleet: Option<fleet::FleetLink>,
 }
 
 impl Dispatcher {
@@ -101,6 +104,7 @@ impl Dispatcher {
             publishing: HashMap::new(),
             denials: LogLimit::default(),
             store_refusals: LogLimit::default(),
+            fleet: None,
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
@@ -235,6 +239,7 @@ impl Dispatcher {
                 publish::committed(self, session, request_id, &queue, message, result);
                 self.resume(session);
             }
+            ToCore::Fleet(event) => self.fleet_event(event),
         }
     }
 
