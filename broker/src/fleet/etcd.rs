@@ -479,7 +479,7 @@ async fn sync_queue(
             pid: w.holder.pid,
         };
         let value = serde_json::to_vec(&record).unwrap_or_default();
-        let put = call(
+        call(
             health,
             limit,
             "joining a global queue",
@@ -490,26 +490,14 @@ async fn sync_queue(
             ),
         )
         .await?;
-        let rev = put.header().map_or(0, |h| h.revision());
+        // Not put in `queues` here: the watch shows it, after every
+        // change before it, so that its admission is decided on a queue
+        // complete up to its own revision (deciding on this answer, another
+        // host's older key not yet seen, granted both at once).
         state
             .joined
             .insert(w.lease_id, (name.to_string(), key.clone()));
-        state.mine.insert(key.clone(), w.lease_id);
-        state.remove_key(&key);
-        state.insert(
-            name.to_string(),
-            rev,
-            Entry {
-                key,
-                request: Request {
-                    exclusive: w.mode == Mode::Exclusive,
-                    permits: w.permits,
-                    capacity: view.capacity,
-                },
-                host: config.host.clone(),
-                purpose: w.purpose.to_string(),
-            },
-        );
+        state.mine.insert(key, w.lease_id);
     }
     Ok(())
 }
