@@ -336,7 +336,26 @@ mod with_etcd {
         wait_for("b's request in the global queue", || {
             global_requests(&etcd) == 2
         });
-        assert!(matches!(waiting.state(), QueueUpdate::Queued(_)));
+        // b's waiter sees its place across hosts: next in line, behind a's
+        // holder (host and purpose).
+        let place = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let QueueUpdate::Queued(q) = waiting.state()
+                    && q.ahead.iter().any(|l| {
+                        l.holder
+                            .as_ref()
+                            .is_some_and(|h| h.client_name == "job-a on a")
+                            && l.purpose == "inventory upload"
+                    })
+                {
+                    return q.clone();
+                }
+                waiting.next_update().await.expect("update");
+            }
+        })
+        .await
+        .expect("b's waiter is told who is ahead across hosts");
+        assert_eq!(place.position, 1, "{place:?}");
         let token_a = held.fencing_token();
         let released = Instant::now();
         held.release().await.expect("release on a");

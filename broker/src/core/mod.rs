@@ -286,6 +286,21 @@ impl Core {
         fx.changes
     }
 
+    /// The fleet tells where a waiter of a `global/` resource stands across
+    /// hosts (its position there and the requests ahead of it, whose
+    /// `holder.client_name` names their host); its owner is told at once.
+    pub fn global_place(
+        &mut self,
+        lease: LeaseId,
+        position: u32,
+        ahead: Vec<LeaseView>,
+        now: Millis,
+    ) -> Vec<Change> {
+        let (leases, mut fx) = self.split(now);
+        leases.global_place(lease, position, ahead, &mut fx);
+        fx.changes
+    }
+
     /// The broker lost (or may have lost) its etcd lease: every holder of a
     /// `global/` resource is told `Lost` with `detail`, waiters keep their
     /// places until the fleet admits them again.

@@ -33,7 +33,9 @@ use super::admission::{self, Request};
 use super::keys::Keys;
 use super::records::{HostRecord, QueueRecord, ResourceRecord, mode_name, wall_ms};
 use super::{FleetConfig, FleetEvent, Inbox};
-use crate::core::{FencingToken, GLOBAL_PREFIX, LeaseId, Mode, StateEvent};
+use crate::core::{
+    FencingToken, GLOBAL_PREFIX, LeaseId, LeaseView, MAX_AHEAD, Mode, Peer, SessionId, StateEvent,
+};
 
 /// Longest pause between two registration attempts while etcd is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -72,8 +74,7 @@ impl Health {
 struct Entry {
     key: String,
     request: Request,
-    host: String,
-    purpose: String,
+    record: QueueRecord,
 }
 
 /// What the task knows of the fleet and of this host.
@@ -93,6 +94,9 @@ struct State {
     mine: HashMap<String, LeaseId>,
     /// Leases admitted in this epoch.
     admitted: HashSet<LeaseId>,
+    /// The global place last told for each waiting local lease: position
+    /// and the create revisions ahead.
+    places: HashMap<LeaseId, (u32, Vec<i64>)>,
 }
 
 impl State {
@@ -103,6 +107,7 @@ impl State {
         self.joined.clear();
         self.mine.clear();
         self.admitted.clear();
+        self.places.clear();
         self.dirty = self.local.clone();
     }
 
@@ -412,8 +417,7 @@ fn apply_put(keys: &Keys, state: &mut State, kv: &etcd_client::KeyValue) -> Opti
             permits: record.permits,
             capacity: record.capacity,
         },
-        host: record.host,
-        purpose: record.purpose,
+        record,
     };
     state.remove_key(&key);
     state.insert(resource.clone(), kv.create_revision(), entry);
@@ -458,6 +462,7 @@ async fn sync_queue(
         state.joined.remove(&l);
         state.mine.remove(&key);
         state.admitted.remove(&l);
+        state.places.remove(&l);
         state.remove_key(&key);
     }
     let Some(view) = view else {
@@ -523,15 +528,35 @@ async fn admit<T: From<FleetEvent>>(
             admits.push((lease, *rev));
         }
     }
-    let waiting: Vec<(usize, &Entry)> = queue.values().enumerate().skip(n).collect();
-    for (i, e) in &waiting {
-        if state.mine.contains_key(&e.key) {
-            tracing::debug!(
-                resource = name,
-                position = i - n + 1,
-                ahead = ?queue.values().take(*i).map(|a| (&a.host, &a.purpose)).collect::<Vec<_>>(),
-                "fleet: waiting in a global queue"
-            );
+    // Where each local waiter stands across hosts, told when it moved.
+    let entries: Vec<(i64, &Entry)> = queue.iter().map(|(r, e)| (*r, e)).collect();
+    let mut places = Vec::new();
+    for (i, (_, e)) in entries.iter().enumerate().skip(n) {
+        let Some(&lease) = state.mine.get(&e.key) else {
+            continue;
+        };
+        let position = (i - n + 1) as u32;
+        let shown = &entries[..i.min(MAX_AHEAD)];
+        let revs: Vec<i64> = shown.iter().map(|(r, _)| *r).collect();
+        if state.places.get(&lease) == Some(&(position, revs.clone())) {
+            continue;
+        }
+        let ahead = shown
+            .iter()
+            .enumerate()
+            .map(|(j, (rev, a))| remote_view(name, *rev, &a.record, j, n))
+            .collect();
+        state.places.insert(lease, (position, revs));
+        places.push(FleetEvent::Place {
+            epoch,
+            lease,
+            position,
+            ahead,
+        });
+    }
+    for place in places {
+        if tell.send(T::from(place)).await.is_err() {
+            return Err("the core task is gone".to_string());
         }
     }
     for (lease, rev) in admits {
@@ -549,6 +574,43 @@ async fn admit<T: From<FleetEvent>>(
         }
     }
     Ok(())
+}
+
+/// A request of another host (or of this one), as a waiter's `ahead`
+/// shows it: `client on host`, its fencing token once admitted.
+fn remote_view(name: &str, rev: i64, r: &QueueRecord, index: usize, admitted: usize) -> LeaseView {
+    let held = index < admitted;
+    LeaseView {
+        lease_id: LeaseId(r.lease_id),
+        resource: Arc::from(name),
+        mode: if r.mode == mode_name(Mode::Exclusive) {
+            Mode::Exclusive
+        } else {
+            Mode::Shared
+        },
+        purpose: Arc::from(r.purpose.as_str()),
+        holder: Arc::new(Peer {
+            session: SessionId(0),
+            client_name: format!("{} on {}", r.client, r.host),
+            uid: 0,
+            pid: r.pid,
+            user: String::new(),
+            login_session: String::new(),
+        }),
+        fencing: held.then_some(FencingToken(rev.max(0) as u64)),
+        progress: None,
+        granted_at: None,
+        queued_at: None,
+        expires_at: None,
+        position: if held {
+            0
+        } else {
+            (index - admitted + 1) as u32
+        },
+        permits: r.permits,
+        detached: false,
+        stalled: false,
+    }
 }
 
 /// Writes the newest state of every resource that changed (one write per

@@ -29,7 +29,7 @@ pub mod status;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::core::{FencingToken, LeaseId, StateEvent};
+use crate::core::{FencingToken, LeaseId, LeaseView, StateEvent};
 
 /// Whether this build can join a fleet (the `fleet` cargo feature).
 pub const AVAILABLE: bool = cfg!(feature = "fleet");
@@ -82,6 +82,20 @@ pub enum FleetEvent {
         lease: LeaseId,
         /// Its fencing token.
         token: FencingToken,
+    },
+    /// Where the waiter `lease` of a `global/` resource stands across
+    /// hosts: its position among the waiters of the etcd queue, and the
+    /// requests ahead of it (holders first; `holder.client_name` says
+    /// which host).
+    Place {
+        /// The registration it was seen under.
+        epoch: u64,
+        /// The local lease.
+        lease: LeaseId,
+        /// 1 = next in line across hosts.
+        position: u32,
+        /// The requests ahead.
+        ahead: Vec<LeaseView>,
     },
     /// The registration `epoch` is lost (or cannot be vouched for): every
     /// `global/` holder loses its lease, with `detail`.

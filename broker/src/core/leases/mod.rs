@@ -142,6 +142,10 @@ pub(crate) struct LeaseTable {
     /// token etcd gave them (see [`LeaseTable::admit`]). A `global/` waiter
     /// is never granted without its admission.
     admitted: Map<LeaseId, FencingToken>,
+    /// Where `global/` waiters stand in their queue across hosts, as the
+    /// fleet last told: position, and the requests ahead (holders first).
+    /// Shown instead of the local place while known.
+    global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
 }
 
 impl LeaseTable {
@@ -158,6 +162,7 @@ impl LeaseTable {
                 fleet: config.fleet,
             },
             admitted: Map::default(),
+            global_places: Map::default(),
             waiting_per_uid: Map::default(),
             resources: Map::default(),
             leases: Map::default(),
@@ -426,6 +431,33 @@ impl LeaseTable {
         }
     }
 
+    /// The fleet tells where the waiter `lease` of a `global/` resource
+    /// stands across hosts: its position among the waiters there, and the
+    /// requests ahead of it (holders first, at most [`MAX_AHEAD`]). Its
+    /// owner is told at once; later local updates show the same.
+    pub(crate) fn global_place(
+        &mut self,
+        lease: LeaseId,
+        position: u32,
+        mut ahead: Vec<LeaseView>,
+        fx: &mut Effects,
+    ) {
+        let Some(l) = self.leases.get(&lease) else {
+            return;
+        };
+        if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
+            return;
+        }
+        let attached = l.detached_until.is_none().then_some(l.peer.session);
+        ahead.truncate(MAX_AHEAD);
+        self.global_places.insert(lease, (position, ahead));
+        if let Some(session) = attached
+            && let Some(pos) = self.queue_position(lease, fx.now)
+        {
+            fx.tell(session, lease, LeaseUpdate::Queued(pos));
+        }
+    }
+
     /// The broker lost its place in the fleet: every holder of a `global/`
     /// resource loses its lease (`Lost{REVOKED}` with `detail`), every
     /// admission not yet used is forgotten; waiters keep their local
@@ -433,6 +465,7 @@ impl LeaseTable {
     /// resources are not touched.
     pub(crate) fn fleet_lost(&mut self, detail: &str, fx: &mut Effects) {
         self.admitted.clear();
+        self.global_places.clear();
         let detail: Arc<str> = Arc::from(detail);
         let mut held: Vec<LeaseId> = self
             .resources
@@ -920,6 +953,7 @@ impl LeaseTable {
         };
         // Formatted only where someone reads it (a watcher, a lost holder).
         self.admitted.remove(&lease);
+        self.global_places.remove(&lease);
         let cause = match (&l.revoke, ending) {
             (_, Ending::Revoked) if l.fleet_lost.is_some() => Cause::FleetLost {
                 lease,
@@ -1025,7 +1059,9 @@ impl LeaseTable {
         // head waits until the store has reserved the next block (see
         // `Issuer`).
         let fencing = if is_global(name) {
-            self.admitted.remove(&head)?
+            let token = self.admitted.remove(&head)?;
+            self.global_places.remove(&head);
+            token
         } else {
             fx.take_fencing()?
         };
@@ -1134,6 +1170,15 @@ impl LeaseTable {
         head: &[LeaseView],
         now: Millis,
     ) -> QueuePosition {
+        if let Some((position, ahead)) = self.global_places.get(&l.id) {
+            return QueuePosition {
+                lease_id: l.id,
+                position: *position,
+                ahead: ahead.clone(),
+                estimated_wait_ms: None,
+                resume_token: l.resume_token,
+            };
+        }
         let before = (res.holders.len() + index).min(head.len());
         QueuePosition {
             lease_id: l.id,

@@ -108,3 +108,20 @@ fn losing_the_fleet_takes_global_holders_back_and_keeps_the_rest() {
     // Back in the fleet, the waiter is admitted again and granted.
     assert_eq!(granted(&core.admit(waiting, FencingToken(9), 5)).len(), 1);
 }
+
+#[test]
+fn a_global_waiter_is_shown_its_place_across_hosts() {
+    // The fleet's place replaces the local one in the waiter's updates,
+    // until it is granted.
+    let mut core = fleet_core();
+    let s = connect(&mut core, "c");
+    let lease = expect_queued(&acquire_ex(&mut core, s, "global/x", 0), 1).lease_id;
+    let mut remote = core.status(&[]).resources[0].waiters[0].clone();
+    remote.purpose = std::sync::Arc::from("upload on host b");
+    let changes = core.global_place(lease, 3, vec![remote.clone(), remote.clone()], 1);
+    let q = queued(&changes);
+    assert_eq!(q.len(), 1);
+    assert_eq!((q[0].position, q[0].ahead.len()), (3, 2));
+    assert_eq!(&*q[0].ahead[0].purpose, "upload on host b");
+    assert_eq!(granted(&core.admit(lease, FencingToken(4), 2)).len(), 1);
+}

@@ -68,6 +68,17 @@ impl Dispatcher {
                 }
                 self.core.admit(lease, token, now)
             }
+            FleetEvent::Place {
+                epoch,
+                lease,
+                position,
+                ahead,
+            } => {
+                if epoch <= link.lost_epoch {
+                    return;
+                }
+                self.core.global_place(lease, position, ahead, now)
+            }
             FleetEvent::Lost { epoch, detail } => {
                 if epoch <= link.lost_epoch {
                     return;
