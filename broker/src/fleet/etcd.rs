@@ -143,15 +143,14 @@ pub(super) async fn run<T: From<FleetEvent> + Send + 'static>(
     loop {
         epoch += 1;
         state.new_epoch();
-        let mut registered = false;
-        let mut client_slot: Option<(Client, i64)> = None;
+        let mut attempt = Attempt::default();
         let ended = tokio::select! {
             _ = stop.cancelled() => None,
-            e = registration(&config, &keys, epoch, &inbox, &mut state, &tell, &mut registered, &mut client_slot) => Some(e),
+            e = registration(&config, &keys, epoch, &inbox, &mut state, &tell, &mut attempt) => Some(e),
         };
         let Some(ended) = ended else {
             // A clean stop: the keys go now rather than at the TTL.
-            if let Some((mut client, lease)) = client_slot {
+            if let Some((mut client, lease)) = attempt.lease {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
             }
@@ -164,12 +163,12 @@ pub(super) async fn run<T: From<FleetEvent> + Send + 'static>(
                 detail: ended,
             }))
             .await;
-        if let Some((mut client, lease)) = client_slot {
+        if let Some((mut client, lease)) = attempt.lease {
             // Our keys must not keep old places in the queues.
             let _ =
                 tokio::time::timeout(Duration::from_millis(500), client.lease_revoke(lease)).await;
         }
-        if registered {
+        if attempt.registered {
             backoff = Duration::from_millis(100);
         }
         tokio::select! {
@@ -197,9 +196,42 @@ async fn call<R>(
     }
 }
 
+/// One registration's link to etcd: its client, its lease, and what
+/// bounds every call (the TTL, and the registration's health).
+struct Link<'a> {
+    config: &'a FleetConfig,
+    keys: &'a Keys,
+    client: Client,
+    lease: i64,
+    health: Arc<Health>,
+    limit: Duration,
+}
+
+impl Link<'_> {
+    /// Puts `key`, bound to the registration's lease.
+    async fn put(&mut self, what: &str, key: String, value: Vec<u8>) -> Result<(), Ended> {
+        let options = Some(PutOptions::new().with_lease(self.lease));
+        let put = self.client.put(key, value, options);
+        call(&self.health, self.limit, what, put).await.map(drop)
+    }
+
+    /// Deletes `key`.
+    async fn delete(&mut self, what: &str, key: String) -> Result<(), Ended> {
+        let delete = self.client.delete(key, None);
+        call(&self.health, self.limit, what, delete).await.map(drop)
+    }
+}
+
+/// What became of one registration attempt: whether it got as far as
+/// serving, and its etcd lease (to revoke when it ends).
+#[derive(Default)]
+struct Attempt {
+    registered: bool,
+    lease: Option<(Client, i64)>,
+}
+
 /// One registration: from the lease grant until it is lost. Returns why
 /// it ended.
-#[allow(clippy::too_many_arguments)]
 async fn registration<T: From<FleetEvent> + Send + 'static>(
     config: &FleetConfig,
     keys: &Keys,
@@ -207,8 +239,7 @@ async fn registration<T: From<FleetEvent> + Send + 'static>(
     inbox: &Inbox,
     state: &mut State,
     tell: &mpsc::Sender<T>,
-    registered: &mut bool,
-    client_slot: &mut Option<(Client, i64)>,
+    attempt: &mut Attempt,
 ) -> Ended {
     let limit = config.ttl;
     let options = ConnectOptions::new()
@@ -235,21 +266,23 @@ async fn registration<T: From<FleetEvent> + Send + 'static>(
     // etcd may raise a short TTL to its minimum: the answer is the truth.
     let ttl = Duration::from_secs(grant.ttl().max(1) as u64);
     let lease = grant.id();
-    *client_slot = Some((client.clone(), lease));
+    attempt.lease = Some((client.clone(), lease));
     let margin = config.margin(ttl);
     let health = Arc::new(Health {
         valid_until: Mutex::new(sent + ttl - margin),
         lost: CancellationToken::new(),
     });
     let keeper = tokio::spawn(keep_alive(
-        client.clone(),
-        lease,
-        ttl,
-        margin,
-        sent,
-        health.clone(),
+        Keeper {
+            client: client.clone(),
+            lease,
+            ttl,
+            margin,
+            granted_sent: sent,
+            health: health.clone(),
+            epoch,
+        },
         tell.clone(),
-        epoch,
     ));
     let _abort = AbortOnDrop(keeper);
 
@@ -261,15 +294,18 @@ async fn registration<T: From<FleetEvent> + Send + 'static>(
         ttl_ms: ttl.as_millis() as u64,
         etcd_lease: format!("{lease:x}"),
     };
-    let record = serde_json::to_string(&host).unwrap_or_default();
-    let put = PutOptions::new().with_lease(lease);
-    if let Err(e) = call(
-        &health,
+    let mut link = Link {
+        config,
+        keys,
+        client: client.clone(),
+        lease,
+        health: health.clone(),
         limit,
-        "registering the host",
-        client.put(keys.host(&config.host), record, Some(put.clone())),
-    )
-    .await
+    };
+    let record = serde_json::to_vec(&host).unwrap_or_default();
+    if let Err(e) = link
+        .put("registering the host", keys.host(&config.host), record)
+        .await
     {
         return e;
     }
@@ -311,7 +347,7 @@ async fn registration<T: From<FleetEvent> + Send + 'static>(
         Ok(w) => w,
         Err(e) => return e,
     };
-    *registered = true;
+    attempt.registered = true;
     tracing::info!(
         epoch,
         host = %config.host,
@@ -331,18 +367,7 @@ async fn registration<T: From<FleetEvent> + Send + 'static>(
     mirror.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         for name in std::mem::take(&mut touched) {
-            if let Err(e) = sync_queue(
-                config,
-                keys,
-                lease,
-                &health,
-                limit,
-                &mut client,
-                state,
-                &name,
-            )
-            .await
-            {
+            if let Err(e) = sync_queue(&mut link, state, &name).await {
                 return e;
             }
             if let Err(e) = admit(epoch, &health, state, &name, tell).await {
@@ -397,7 +422,7 @@ async fn registration<T: From<FleetEvent> + Send + 'static>(
                 Err(e) => return format!("the watch of the global queues failed: {e}"),
             },
             _ = mirror.tick(), if !state.dirty.is_empty() => {
-                if let Err(e) = write_mirror(config, keys, lease, &health, limit, &mut client, state).await {
+                if let Err(e) = write_mirror(&mut link, state).await {
                     return e;
                 }
             }
@@ -427,17 +452,8 @@ fn apply_put(keys: &Keys, state: &mut State, kv: &etcd_client::KeyValue) -> Opti
 /// Puts a key for every local request of `name` that has none yet (in
 /// local order, so their create revisions keep that order) and deletes
 /// the keys of requests that ended.
-#[allow(clippy::too_many_arguments)]
-async fn sync_queue(
-    config: &FleetConfig,
-    keys: &Keys,
-    lease: i64,
-    health: &Health,
-    limit: Duration,
-    client: &mut Client,
-    state: &mut State,
-    name: &str,
-) -> Result<(), Ended> {
+async fn sync_queue(link: &mut Link<'_>, state: &mut State, name: &str) -> Result<(), Ended> {
+    let (config, keys, lease) = (link.config, link.keys, link.lease);
     let event = state.local.get(name).cloned();
     let view = event.as_ref().map(|e| &e.state);
     let live: HashSet<LeaseId> = view
@@ -452,13 +468,7 @@ async fn sync_queue(
         .map(|(l, (_, k))| (*l, k.clone()))
         .collect();
     for (l, key) in gone {
-        call(
-            health,
-            limit,
-            "leaving a global queue",
-            client.delete(key.clone(), None),
-        )
-        .await?;
+        link.delete("leaving a global queue", key.clone()).await?;
         state.joined.remove(&l);
         state.mine.remove(&key);
         state.admitted.remove(&l);
@@ -484,17 +494,8 @@ async fn sync_queue(
             pid: w.holder.pid,
         };
         let value = serde_json::to_vec(&record).unwrap_or_default();
-        call(
-            health,
-            limit,
-            "joining a global queue",
-            client.put(
-                key.clone(),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            ),
-        )
-        .await?;
+        link.put("joining a global queue", key.clone(), value)
+            .await?;
         // Not put in `queues` here: the watch shows it, after every
         // change before it, so that its admission is decided on a queue
         // complete up to its own revision (deciding on this answer, another
@@ -616,56 +617,49 @@ fn remote_view(name: &str, rev: i64, r: &QueueRecord, index: usize, admitted: us
 /// Writes the newest state of every resource that changed (one write per
 /// resource per round: the coalescing that keeps a busy host from
 /// flooding etcd).
-async fn write_mirror(
-    config: &FleetConfig,
-    keys: &Keys,
-    lease: i64,
-    health: &Health,
-    limit: Duration,
-    client: &mut Client,
-    state: &mut State,
-) -> Result<(), Ended> {
+async fn write_mirror(link: &mut Link<'_>, state: &mut State) -> Result<(), Ended> {
     let dirty = std::mem::take(&mut state.dirty);
     for (name, event) in dirty {
         let view = &event.state;
-        let key = keys.resource(&config.host, &name);
+        let key = link.keys.resource(&link.config.host, &name);
         if view.holders.is_empty() && view.waiters.is_empty() {
-            call(
-                health,
-                limit,
-                "mirroring a resource",
-                client.delete(key, None),
-            )
-            .await?;
+            link.delete("mirroring a resource", key).await?;
         } else {
             let record = ResourceRecord::of(view, wall_ms());
             let value = serde_json::to_vec(&record).unwrap_or_default();
-            call(
-                health,
-                limit,
-                "mirroring a resource",
-                client.put(key, value, Some(PutOptions::new().with_lease(lease))),
-            )
-            .await?;
+            link.put("mirroring a resource", key, value).await?;
         }
     }
     Ok(())
 }
 
+/// What the keep-alive loop of one registration needs.
+struct Keeper {
+    client: Client,
+    lease: i64,
+    /// The lease's TTL, as etcd granted it.
+    ttl: Duration,
+    /// How long before `sent + TTL` the registration is given up.
+    margin: Duration,
+    /// When the lease grant was sent.
+    granted_sent: Instant,
+    health: Arc<Health>,
+    epoch: u64,
+}
+
 /// Keeps the etcd lease alive; tells the core the epoch is lost at
 /// `last answered keep-alive sent + TTL - margin`, or at once if etcd says
 /// the lease is gone.
-#[allow(clippy::too_many_arguments)]
-async fn keep_alive<T: From<FleetEvent>>(
-    mut client: Client,
-    lease: i64,
-    ttl: Duration,
-    margin: Duration,
-    granted_sent: Instant,
-    health: Arc<Health>,
-    tell: mpsc::Sender<T>,
-    epoch: u64,
-) {
+async fn keep_alive<T: From<FleetEvent>>(keeper: Keeper, tell: mpsc::Sender<T>) {
+    let Keeper {
+        mut client,
+        lease,
+        ttl,
+        margin,
+        granted_sent,
+        health,
+        epoch,
+    } = keeper;
     let interval = (ttl / 4).max(Duration::from_millis(100));
     let mut last_ok = granted_sent;
     let mut stream = None;
@@ -685,10 +679,15 @@ async fn keep_alive<T: From<FleetEvent>>(
             let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .min(interval);
+            // Opening the stream sends a keep-alive and waits for its
+            // answer: an answered renewal like any other.
+            let opened = Instant::now();
             match tokio::time::timeout(wait, client.lease_keep_alive(lease)).await {
                 Ok(Ok(s)) => {
                     stream = Some(s);
                     sent.clear();
+                    last_ok = last_ok.max(opened);
+                    health.extend(last_ok + ttl - margin);
                 }
                 Ok(Err(e)) => tracing::debug!("fleet: keep-alive stream: {e}"),
                 Err(_) => {}
