@@ -238,3 +238,56 @@ pub fn status_main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
         ExitCode::from(69)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::config::Settings;
+
+    fn resolve(args: &[&str]) -> Result<crate::config::Config, String> {
+        let mut argv = vec!["turnstiled"];
+        argv.extend_from_slice(args);
+        Settings::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .resolve()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn fleet_flags_resolve_with_their_defaults_or_are_refused() {
+        let none = resolve(&[]).unwrap();
+        assert!(none.server.fleet.is_none() && !none.server.core.fleet);
+        let given = resolve(&[
+            "--fleet-etcd",
+            "http://a:2379, http://b:2379",
+            "--host-name",
+            "pc42",
+        ]);
+        if !super::AVAILABLE {
+            let e = given.unwrap_err();
+            assert!(e.contains("without the `fleet` feature"), "{e}");
+            return;
+        }
+        let c = given.unwrap();
+        let f = c.server.fleet.unwrap();
+        assert!(c.server.core.fleet);
+        assert_eq!(f.endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!((f.prefix.as_str(), f.host.as_str()), ("/turnstile", "pc42"));
+        assert_eq!(f.ttl, std::time::Duration::from_secs(10));
+        assert_eq!(f.margin(f.ttl), std::time::Duration::from_secs(2));
+        for bad in [
+            &["--fleet-etcd", "http://a:2379", "--fleet-ttl", "1s"][..],
+            &["--fleet-etcd", ","][..],
+            &["--fleet-etcd", "http://a:2379", "--host-name", ""][..],
+            &[
+                "--fleet-etcd",
+                "http://a:2379",
+                "--fleet-mirror-interval",
+                "0s",
+            ][..],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
