@@ -550,6 +550,44 @@ mod with_etcd {
         local.release().await.unwrap();
     }
 
+    /// Standard base64, as etcd's JSON gateway wants keys.
+    fn base64(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_holder_whose_etcd_key_vanishes_is_told_lost() {
+        let Some(bin) = etcd_binary("fleet key deleted") else {
+            return;
+        };
+        let _serial = SERIAL.lock().await;
+        let etcd = Etcd::start(&bin, 1);
+        let a = host(&etcd, "a");
+        let c = a.client("holder").await;
+        let held = queued(&c, "global/x", "upload").await.wait().await.unwrap();
+        // Someone deletes every request of global/x behind the broker's back
+        // (as etcd does when it expires a lease the broker thinks alive).
+        let prefix = b"/turnstile/global/global%2Fx/";
+        let mut end = prefix.to_vec();
+        *end.last_mut().unwrap() += 1;
+        let body = format!(
+            "{{\"key\": \"{}\", \"range_end\": \"{}\"}}",
+            base64(prefix),
+            base64(&end)
+        );
+        let deleted = post(&etcd.members[0].client_url, "/v3/kv/deleterange", &body)
+            .expect("etcd deletes the keys");
+        assert!(deleted.contains("\"deleted\":\"1\""), "{deleted}");
+        let lost = tokio::time::timeout(PATIENCE, held.lost())
+            .await
+            .expect("the holder is told Lost");
+        assert!(format!("{lost:?}").contains("vanished"), "{lost:?}");
+        wait_for("a registers again", || {
+            a.log_text().matches("fleet: registered with etcd").count() >= 2
+        });
+    }
+
     /// One grant as the test saw it.
     #[derive(Clone, Debug)]
     struct Held {

@@ -411,6 +411,16 @@ async fn registration<T: From<FleetEvent> + Send + 'static>(
                             }
                             EventType::Delete => {
                                 let key = String::from_utf8_lossy(kv.key()).into_owned();
+                                if state.mine.contains_key(&key) {
+                                    // Not by us: we forget a key before we delete it.
+                                    // Its place is gone (our lease expired at etcd, or
+                                    // someone deleted it): this registration can vouch
+                                    // for nothing any more.
+                                    return format!(
+                                        "this broker's request {key} vanished from etcd \
+                                         (its etcd lease expired, or it was deleted)"
+                                    );
+                                }
                                 if let Some(r) = state.remove_key(&key) {
                                     touched.insert(r);
                                 }
@@ -468,9 +478,10 @@ async fn sync_queue(link: &mut Link<'_>, state: &mut State, name: &str) -> Resul
         .map(|(l, (_, k))| (*l, k.clone()))
         .collect();
     for (l, key) in gone {
+        // Forgotten first: the watch's delete of it is then not a surprise.
+        state.mine.remove(&key);
         link.delete("leaving a global queue", key.clone()).await?;
         state.joined.remove(&l);
-        state.mine.remove(&key);
         state.admitted.remove(&l);
         state.places.remove(&l);
         state.remove_key(&key);
