@@ -588,6 +588,36 @@ mod with_etcd {
         });
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_host_does_not_flood_etcd() {
+        // 300 grants and releases of one local resource: the mirror writes
+        // the newest state at most once per --fleet-mirror-interval (50 ms
+        // here), so etcd's revision moves by about elapsed / 50 ms, not 600.
+        let Some(bin) = etcd_binary("fleet coalescing") else {
+            return;
+        };
+        let _serial = SERIAL.lock().await;
+        let etcd = Etcd::start(&bin, 1);
+        let a = host(&etcd, "a");
+        let c = a.client("busy").await;
+        let before = fleet_status(&etcd)["revision"].as_i64().unwrap();
+        let start = Instant::now();
+        for _ in 0..300 {
+            acquire_release(&c, "pcm").await;
+        }
+        let elapsed = start.elapsed();
+        wait_for("the last state mirrored (pcm free)", || {
+            mirrored(&fleet_status(&etcd), "a").is_empty()
+        });
+        let writes = fleet_status(&etcd)["revision"].as_i64().unwrap() - before;
+        let bound = (elapsed.as_millis() / 50) as i64 + 3;
+        println!("300 grants in {elapsed:?}: {writes} etcd writes (at most {bound})");
+        assert!(
+            writes <= bound,
+            "{writes} etcd writes for 600 changes in {elapsed:?}"
+        );
+    }
+
     /// One grant as the test saw it.
     #[derive(Clone, Debug)]
     struct Held {
