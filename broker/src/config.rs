@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::core::CoreConfig;
 use crate::core::queues::QueueConfig;
+use crate::fleet::FleetConfig;
 use crate::platform::dirs;
 use crate::policy::{DefaultsConfig, Policy, PolicyConfig, RuleConfig};
 use crate::server::ServerConfig;
@@ -202,6 +203,25 @@ pub struct Settings {
     /// Recorded leases older than this are dropped; 0s = kept until --history-max-entries pushes them out [default: 30d]
     #[arg(long, value_name = "DURATION")]
     pub history_max_age: Option<Dur>,
+    /// etcd endpoints of the fleet, comma-separated (`http://10.0.0.5:2379,...`): mirrors this host's resources into etcd and arbitrates `global/` resources across hosts; without it `global/` names are refused (needs a build with the `fleet` feature) [default: none]
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub fleet_etcd: Option<String>,
+
+    /// Prefix of every key the fleet writes in etcd [default: /turnstile]
+    #[arg(long, value_name = "PREFIX")]
+    pub fleet_prefix: Option<String>,
+
+    /// This host's name in the fleet [default: the machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+
+    /// TTL of the broker's etcd lease: a dead host's keys vanish after it, and a host that cannot reach etcd gives up its global leases before it (at least 2s) [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub fleet_ttl: Option<Dur>,
+
+    /// Least time between two writes of the mirrored state into etcd (changes in between are coalesced, newest state per resource) [default: 200ms]
+    #[arg(long, value_name = "DURATION")]
+    pub fleet_mirror_interval: Option<Dur>,
 
     /// Access rules (config file only): `[[policy]]` tables with `verbs`,
     /// `resources`, `users`, `groups`; see README "Security model".
@@ -327,6 +347,11 @@ impl Settings {
             max_in_flight,
             history_max_entries,
             history_max_age,
+            fleet_etcd,
+            fleet_prefix,
+            host_name,
+            fleet_ttl,
+            fleet_mirror_interval,
             policy,
             policy_defaults,
             resources
@@ -376,6 +401,7 @@ impl Settings {
             counter_block: self.counter_block.unwrap_or(c.counter_block),
             queues,
             capacities: capacities(self.resources.as_deref().unwrap_or_default())?,
+            fleet: self.fleet_etcd.is_some(),
         };
         if core.counter_block < 2 {
             return Err(ConfigError::Invalid(format!(
@@ -395,6 +421,7 @@ impl Settings {
                 core.default_ttl_ms, core.min_ttl_ms, core.max_ttl_ms
             )));
         }
+        let fleet = self.fleet()?;
         let max_frame_bytes = self.max_frame_bytes.unwrap_or(d.max_frame_bytes);
         if !(1024..=64 << 20).contains(&max_frame_bytes) {
             return Err(ConfigError::Invalid(format!(
@@ -432,6 +459,7 @@ impl Settings {
                 max_entries: self.history_max_entries.unwrap_or(d.history.max_entries),
                 max_age_ms: ms(self.history_max_age, d.history.max_age_ms),
             },
+            fleet,
         };
         Ok(Config {
             socket: self.socket.unwrap_or_else(dirs::default_socket),
@@ -444,6 +472,65 @@ impl Settings {
             },
             server,
         })
+    }
+}
+
+impl Settings {
+    /// The fleet's settings, checked; `None` without `--fleet-etcd`.
+    fn fleet(&self) -> Result<Option<FleetConfig>, ConfigError> {
+        let Some(etcd) = &self.fleet_etcd else {
+            return Ok(None);
+        };
+        if !crate::fleet::AVAILABLE {
+            return Err(ConfigError::Invalid(
+                "fleet-etcd: this turnstiled was built without the `fleet` feature \
+                 (cargo build --features fleet; it needs protoc)"
+                    .to_string(),
+            ));
+        }
+        let endpoints = crate::fleet::endpoints(etcd);
+        if endpoints.is_empty() {
+            return Err(ConfigError::Invalid(
+                "fleet-etcd: no endpoint given (URL[,URL...])".to_string(),
+            ));
+        }
+        let host = self
+            .host_name
+            .clone()
+            .unwrap_or_else(crate::platform::host::host_name);
+        crate::core::check_name("host-name", &host).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "host-name {host:?}: {e} (give one with --host-name)"
+            ))
+        })?;
+        let ttl = self.fleet_ttl.map_or(Duration::from_secs(10), |d| d.0);
+        if ttl < Duration::from_secs(2) || ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(format!(
+                "fleet-ttl ({} ms) must lie between 2s and 1h",
+                ttl.as_millis()
+            )));
+        }
+        let mirror_interval = self
+            .fleet_mirror_interval
+            .map_or(Duration::from_millis(200), |d| d.0);
+        if mirror_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "fleet-mirror-interval must be above 0".to_string(),
+            ));
+        }
+        let prefix = self
+            .fleet_prefix
+            .clone()
+            .unwrap_or_else(|| "/turnstile".to_string());
+        crate::core::check_name("fleet-prefix", &prefix)
+            .map_err(|e| ConfigError::Invalid(format!("fleet-prefix: {e}")))?;
+        Ok(Some(FleetConfig {
+            endpoints,
+            prefix,
+            host,
+            ttl,
+            mirror_interval,
+        }))
     }
 }
 

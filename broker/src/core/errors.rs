@@ -132,6 +132,23 @@ pub enum BadArgument {
     /// A detach grace without a resume token (a bug of the caller).
     #[error("a detach grace needs a resume token")]
     NoResumeToken,
+    /// A `global/` name on a broker that belongs to no fleet.
+    #[error(
+        "{resource} is a global resource, but this broker has no fleet (start turnstiled with --fleet-etcd URL)"
+    )]
+    NoFleet {
+        /// The resource.
+        resource: String,
+    },
+    /// A `global/` request that will not wait: its place is decided by
+    /// etcd, so whether it is free now cannot be answered at once.
+    #[error(
+        "{resource} is a global resource: a request on it must be able to wait (no-wait is not supported across hosts)"
+    )]
+    GlobalNoWait {
+        /// The resource.
+        resource: String,
+    },
     /// A progress report with more steps done than in all.
     #[error("progress done ({done}) exceeds total ({total})")]
     ProgressOverTotal {

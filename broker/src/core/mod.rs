@@ -66,6 +66,7 @@ pub use types::{
 pub use watch::HISTORY_LINGER_MS;
 
 use effects::{Deadline, Deadlines, Effects, Issuer};
+pub use leases::GLOBAL_PREFIX;
 use leases::LeaseTable;
 #[cfg(test)]
 use leases::TOLD_PER_CALL;
@@ -279,6 +280,40 @@ impl Core {
                 Deadline::WaiterUpdates => leases.waiter_updates_due(&mut fx),
             }
         }
+        fx.changes
+    }
+
+    /// The fleet admits a waiter of a `global/` resource with the fencing
+    /// token etcd gave it (see DESIGN "Fleet"): it is granted once it heads
+    /// the local queue. The fleet task decides; the core only obeys, so
+    /// every rule of the local table still holds.
+    pub fn admit(&mut self, lease: LeaseId, token: FencingToken, now: Millis) -> Vec<Change> {
+        let (leases, mut fx) = self.split(now);
+        leases.admit(lease, token, &mut fx);
+        fx.changes
+    }
+
+    /// The fleet tells where a waiter of a `global/` resource stands across
+    /// hosts (its position there and the requests ahead of it, whose
+    /// `holder.client_name` names their host); its owner is told at once.
+    pub fn global_place(
+        &mut self,
+        lease: LeaseId,
+        position: u32,
+        ahead: Vec<LeaseView>,
+        now: Millis,
+    ) -> Vec<Change> {
+        let (leases, mut fx) = self.split(now);
+        leases.global_place(lease, position, ahead, &mut fx);
+        fx.changes
+    }
+
+    /// The broker lost (or may have lost) its etcd lease: every holder of a
+    /// `global/` resource is told `Lost` with `detail`, waiters keep their
+    /// places until the fleet admits them again.
+    pub fn fleet_lost(&mut self, detail: &str, now: Millis) -> Vec<Change> {
+        let (leases, mut fx) = self.split(now);
+        leases.fleet_lost(detail, &mut fx);
         fx.changes
     }
 

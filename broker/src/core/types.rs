@@ -220,6 +220,16 @@ pub enum Cause {
         /// Its fencing token.
         fencing: FencingToken,
     },
+    /// A holder of a `global/` resource lost it because its broker could
+    /// not keep its place in the fleet (etcd unreachable).
+    FleetLost {
+        /// The lease.
+        lease: LeaseId,
+        /// Its holder.
+        peer: Arc<Peer>,
+        /// Why, for humans.
+        detail: Arc<str>,
+    },
     /// A holder lost its lease to a yield request with revoke.
     Revoked {
         /// The lease.
@@ -344,6 +354,14 @@ impl fmt::Display for Cause {
                     Ending::Revoked => f.write_str(" revoked"),
                 }
             }
+            Cause::FleetLost {
+                lease,
+                peer,
+                detail,
+            } => {
+                who(f, lease, peer)?;
+                write!(f, " lost: {detail}")
+            }
             Cause::Revoked { lease, peer, by } => {
                 who(f, lease, peer)?;
                 write!(f, " revoked: {by}")
@@ -437,6 +455,10 @@ pub struct CoreConfig {
     pub queues: QueueConfig,
     /// Resources whose semaphore capacity the broker's config file fixes.
     pub capacities: Vec<(String, u32)>,
+    /// Whether the broker belongs to a fleet (`--fleet-etcd`): `global/`
+    /// names are refused without one, and granted only once the fleet
+    /// admits them ([`crate::core::Core::admit`]) with one.
+    pub fleet: bool,
 }
 
 impl Default for CoreConfig {
@@ -456,6 +478,7 @@ impl Default for CoreConfig {
             counter_block: COUNTER_BLOCK,
             queues: QueueConfig::default(),
             capacities: Vec::new(),
+            fleet: false,
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub storage: Option<Storage>,
     /// How much lease history the store keeps per resource.
     pub history: crate::store::HistoryBounds,
+    /// The fleet (`--fleet-etcd`); `None`: this broker is alone.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +101,7 @@ impl Default for ServerConfig {
             },
             storage: None,
             history: crate::store::HistoryBounds::default(),
+            fleet: None,
         }
     }
 }
@@ -159,6 +162,14 @@ pub(crate) enum ToCore {
         request_id: u64,
         result: Result<(), StoreError>,
     },
+    /// The fleet task admits a global waiter or gives the fleet up.
+    Fleet(crate::fleet::FleetEvent),
+}
+
+impl From<crate::fleet::FleetEvent> for ToCore {
+    fn from(event: crate::fleet::FleetEvent) -> ToCore {
+        ToCore::Fleet(event)
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves; then closes every
@@ -173,8 +184,9 @@ pub async fn run(
     let stop = CancellationToken::new();
     // The store's contents and the counters' first reservation are in place
     // before the first connection is accepted.
-    let dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
+    let mut dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
         .map_err(std::io::Error::other)?;
+    let fleet = start_fleet(&config, &mut dispatcher, &to_core, &stop)?;
     let core_task = tokio::spawn(core_task::run(dispatcher, core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
     tokio::pin!(shutdown);
@@ -242,5 +254,41 @@ pub async fn run(
     stop.cancel();
     drop(to_core);
     let _ = tokio::time::timeout(Duration::from_secs(5), core_task).await;
+    if let Some(fleet) = fleet {
+        // It revokes its etcd lease: this host's keys go now.
+        let _ = tokio::time::timeout(Duration::from_secs(2), fleet).await;
+    }
     Ok(())
+}
+
+/// Starts the fleet task when the broker has one (`--fleet-etcd`): the
+/// dispatcher hands it every resource's newest state, it answers with
+/// admissions ([`ToCore::Fleet`]).
+fn start_fleet(
+    config: &ServerConfig,
+    dispatcher: &mut dispatch::Dispatcher,
+    to_core: &mpsc::Sender<ToCore>,
+    stop: &CancellationToken,
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(fleet) = &config.fleet else {
+        return Ok(None);
+    };
+    let inbox = Arc::new(crate::fleet::Inbox::default());
+    dispatcher.attach_fleet(inbox.clone());
+    #[cfg(feature = "fleet")]
+    {
+        Ok(Some(crate::fleet::spawn(
+            fleet.clone(),
+            inbox,
+            to_core.clone(),
+            stop.clone(),
+        )))
+    }
+    #[cfg(not(feature = "fleet"))]
+    {
+        let _ = (fleet, inbox, to_core, stop);
+        Err(std::io::Error::other(
+            "this broker was built without the `fleet` feature",
+        ))
+    }
 }

@@ -100,6 +100,8 @@ struct Lease {
     stalled: bool,
     /// A pending revoke of this holder: when, and whose request.
     revoke: Option<(Millis, Arc<YieldRequest>)>,
+    /// Why the fleet took this `global/` lease back (it ends `Revoked`).
+    fleet_lost: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +141,7 @@ struct Limits {
     waiter_update_interval_ms: u64,
     /// `CoreConfig::waiter_updates_per_second` (at least 1).
     waiter_updates_per_second: u64,
+    fleet: bool,
 }
 
 impl Limits {
@@ -173,6 +176,14 @@ pub(crate) struct LeaseTable {
     /// or the rest of a round (each has `owed_from` or `telling_from`
     /// set), each once, oldest first.
     owed: VecDeque<Arc<str>>,
+    /// Waiters on `global/` resources the fleet admitted, with the fencing
+    /// token etcd gave them (see [`LeaseTable::admit`]). A `global/` waiter
+    /// is never granted without its admission.
+    admitted: Map<LeaseId, FencingToken>,
+    /// Where `global/` waiters stand in their queue across hosts, as the
+    /// fleet last told: position, and the requests ahead (holders first).
+    /// Shown instead of the local place while known.
+    global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
 }
 
 impl LeaseTable {
@@ -188,7 +199,10 @@ impl LeaseTable {
                 own_uid: config.own_uid,
                 waiter_update_interval_ms: config.waiter_update_interval_ms,
                 waiter_updates_per_second: config.waiter_updates_per_second.max(1),
+                fleet: config.fleet,
             },
+            admitted: Map::default(),
+            global_places: Map::default(),
             waiting_per_uid: Map::default(),
             resources: Map::default(),
             leases: Map::default(),
@@ -213,6 +227,18 @@ impl LeaseTable {
         check_name("resource", &req.resource)?;
         check_text("purpose", &req.purpose)?;
         let limits = self.limits;
+        if is_global(&req.resource) {
+            if !limits.fleet {
+                return Err(CoreError::InvalidArgument(BadArgument::NoFleet {
+                    resource: req.resource.clone(),
+                }));
+            }
+            if req.wait == WaitPolicy::NoWait {
+                return Err(CoreError::InvalidArgument(BadArgument::GlobalNoWait {
+                    resource: req.resource.clone(),
+                }));
+            }
+        }
         let ttl_ms = if req.ttl_ms == 0 {
             limits.default_ttl_ms
         } else {
@@ -374,6 +400,7 @@ impl LeaseTable {
                 stall_at: None,
                 stalled: false,
                 revoke: None,
+                fleet_lost: None,
             },
         );
         self.by_session.entry(session).or_default().push(id);
@@ -442,6 +469,76 @@ impl LeaseTable {
         };
         self.end_lease(lease, ending, fx);
         Ok(())
+    }
+
+    /// The fleet admits the waiter `lease` of a `global/` resource (its
+    /// etcd key is among the first at the head of the resource's queue
+    /// across hosts), with the fencing token etcd gave it: it is granted
+    /// as soon as it heads the local queue too. An admission for a lease
+    /// that is no longer waiting is ignored (it ended meanwhile).
+    pub(crate) fn admit(&mut self, lease: LeaseId, token: FencingToken, fx: &mut Effects) {
+        let Some(l) = self.leases.get(&lease) else {
+            return;
+        };
+        if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
+            return;
+        }
+        let name = l.resource.clone();
+        self.admitted.insert(lease, token);
+        if self.promote(&name, fx) {
+            self.notify_waiters(&name, 0, fx);
+        }
+    }
+
+    /// The fleet tells where the waiter `lease` of a `global/` resource
+    /// stands across hosts: its position among the waiters there, and the
+    /// requests ahead of it (holders first, at most [`MAX_AHEAD`]). Its
+    /// owner is told at once; later local updates show the same.
+    pub(crate) fn global_place(
+        &mut self,
+        lease: LeaseId,
+        position: u32,
+        mut ahead: Vec<LeaseView>,
+        fx: &mut Effects,
+    ) {
+        let Some(l) = self.leases.get(&lease) else {
+            return;
+        };
+        if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
+            return;
+        }
+        let attached = l.detached_until.is_none().then_some(l.peer.session);
+        ahead.truncate(MAX_AHEAD);
+        self.global_places.insert(lease, (position, ahead));
+        if let Some(session) = attached
+            && let Some(pos) = self.queue_position(lease, fx.now)
+        {
+            fx.tell(session, lease, LeaseUpdate::Queued(pos));
+        }
+    }
+
+    /// The broker lost its place in the fleet: every holder of a `global/`
+    /// resource loses its lease (`Lost{REVOKED}` with `detail`), every
+    /// admission not yet used is forgotten; waiters keep their local
+    /// places and are admitted again once the fleet is back. Local
+    /// resources are not touched.
+    pub(crate) fn fleet_lost(&mut self, detail: &str, fx: &mut Effects) {
+        self.admitted.clear();
+        self.global_places.clear();
+        let detail: Arc<str> = Arc::from(detail);
+        let mut held: Vec<LeaseId> = self
+            .resources
+            .values()
+            .filter(|r| is_global(&r.name))
+            .flat_map(|r| r.holders.iter().copied())
+            .collect();
+        held.sort_unstable();
+        for lease in held {
+            if let Some(l) = self.leases.get_mut(&lease) {
+                l.fleet_lost = Some(detail.clone());
+            }
+            self.end_lease(lease, Ending::Revoked, fx);
+        }
     }
 
     /// Leaves the queue. A request that was granted meanwhile is not
@@ -969,7 +1066,14 @@ impl LeaseTable {
             Ending::Revoked => EventKind::Revoked,
         };
         // Formatted only where someone reads it (a watcher, a lost holder).
+        self.admitted.remove(&lease);
+        self.global_places.remove(&lease);
         let cause = match (&l.revoke, ending) {
+            (_, Ending::Revoked) if l.fleet_lost.is_some() => Cause::FleetLost {
+                lease,
+                peer: l.peer.clone(),
+                detail: l.fleet_lost.clone().unwrap_or_default(),
+            },
             (Some((_, by)), Ending::Revoked) => Cause::Revoked {
                 lease,
                 peer: l.peer.clone(),
@@ -1071,9 +1175,17 @@ impl LeaseTable {
             return None;
         }
         let now = fx.now;
-        // No durable token, no grant: the head waits until the store has
-        // reserved the next block (see `Issuer`).
-        let fencing = fx.take_fencing()?;
+        // A `global/` head goes only once the fleet admitted it, with the
+        // token etcd gave it. Otherwise: no durable token, no grant: the
+        // head waits until the store has reserved the next block (see
+        // `Issuer`).
+        let fencing = if is_global(name) {
+            let token = self.admitted.remove(&head)?;
+            self.global_places.remove(&head);
+            token
+        } else {
+            fx.take_fencing()?
+        };
         let res = self.resources.get_mut(name)?;
         res.waiters.pop_front();
         res.holders.push(head);
@@ -1287,6 +1399,15 @@ impl LeaseTable {
         head: &[LeaseView],
         now: Millis,
     ) -> QueuePosition {
+        if let Some((position, ahead)) = self.global_places.get(&l.id) {
+            return QueuePosition {
+                lease_id: l.id,
+                position: *position,
+                ahead: ahead.clone(),
+                estimated_wait_ms: None,
+                resume_token: l.resume_token,
+            };
+        }
         let before = (res.holders.len() + index).min(head.len());
         QueuePosition {
             lease_id: l.id,
@@ -1340,6 +1461,14 @@ impl LeaseTable {
         }
     }
 }
+
+/// Whether `name` is arbitrated by the fleet across hosts.
+pub(crate) fn is_global(name: &str) -> bool {
+    name.starts_with(GLOBAL_PREFIX)
+}
+
+/// Names arbitrated by the fleet begin with this.
+pub const GLOBAL_PREFIX: &str = "global/";
 
 /// One of `uid`'s requests left a queue (granted or ended).
 fn left_queue(waiting: &mut Map<u32, usize>, uid: u32) {

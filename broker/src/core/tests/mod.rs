@@ -14,6 +14,7 @@
 //! Each scenario is a block with one sentence on top. The helpers below
 //! panic with the caller's location (`#[track_caller]`).
 
+mod fleet_gate;
 mod leases;
 mod pacing;
 mod permits;

@@ -75,6 +75,9 @@ impl Dispatcher {
                     watch,
                     event,
                 } => {
+                    if self.fleet_takes(session, &event) {
+                        continue;
+                    }
                     let Some(conn) = self.conns.get_mut(&session) else {
                         continue;
                     };

@@ -27,6 +27,7 @@ mod cancel;
 mod consume;
 mod decline_yield;
 mod deliver;
+mod fleet;
 mod hello;
 mod history;
 mod keep_alive;
@@ -83,6 +84,8 @@ pub(super) struct Dispatcher {
     history: Vec<crate::store::HistoryLine>,
     /// When lines were last handed to the store.
     history_sent_at: Millis,
+    /// The fleet task's session, with `--fleet-etcd`.
+    fleet: Option<fleet::FleetLink>,
 }
 
 impl Dispatcher {
@@ -110,6 +113,7 @@ impl Dispatcher {
             store_refusals: LogLimit::default(),
             history: Vec::new(),
             history_sent_at: 0,
+            fleet: None,
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
@@ -251,6 +255,7 @@ impl Dispatcher {
                 publish::committed(self, session, request_id, &queue, message, result);
                 self.resume(session);
             }
+            ToCore::Fleet(event) => self.fleet_event(event),
         }
     }
 
