@@ -361,3 +361,144 @@ fn status_is_a_table_and_its_json_has_times_and_nulls() {
     assert_eq!(wait_child(&mut holder).code(), Some(0));
     assert_eq!(wait_child(&mut waiter).code(), Some(0));
 }
+
+/// A stand-in broker on `socket` that answers Hello and every GetStatus
+/// with `status`, for as many connections as come (one thread each).
+fn fake_broker(socket: &Path, status: turnstile_proto::v1::Status) {
+    use prost::Message;
+    use std::io::{Read, Write};
+    use turnstile_proto::v1::{self, client_frame::Body, reply};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let status = status.clone();
+            std::thread::spawn(move || {
+                loop {
+                    // A varint length, then the frame.
+                    let (mut len, mut shift) = (0usize, 0);
+                    loop {
+                        let mut b = [0u8];
+                        if stream.read_exact(&mut b).is_err() {
+                            return;
+                        }
+                        len |= usize::from(b[0] & 0x7f) << shift;
+                        shift += 7;
+                        if b[0] & 0x80 == 0 {
+                            break;
+                        }
+                    }
+                    let mut frame = vec![0u8; len];
+                    if stream.read_exact(&mut frame).is_err() {
+                        return;
+                    }
+                    let frame = v1::ClientFrame::decode(frame.as_slice()).unwrap();
+                    let result = match frame.body {
+                        Some(Body::Hello(_)) => reply::Result::Hello(v1::HelloReply {
+                            broker_version: "fake".into(),
+                            protocol_version: 1,
+                            max_frame_bytes: 1 << 20,
+                            min_protocol_version: 1,
+                            max_protocol_version: 1,
+                            ..Default::default()
+                        }),
+                        Some(Body::GetStatus(_)) => reply::Result::Status(status.clone()),
+                        other => panic!("the fake broker does not know {other:?}"),
+                    };
+                    let answer = v1::ServerFrame {
+                        body: Some(v1::server_frame::Body::Reply(v1::Reply {
+                            id: frame.id,
+                            result: Some(result),
+                        })),
+                    };
+                    if stream
+                        .write_all(&answer.encode_length_delimited_to_vec())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn why_status_and_top_show_the_estimate_the_broker_sent() {
+    use turnstile_proto::v1;
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("fake.sock");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let lease = |id: u64, purpose: &str| v1::Lease {
+        lease_id: id,
+        resource: "pcm".into(),
+        mode: v1::Mode::Exclusive as i32,
+        purpose: purpose.into(),
+        holder: Some(v1::Peer {
+            client_name: format!("client{id}"),
+            pid: 100 + id as u32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let holder = v1::Lease {
+        fencing_token: 7,
+        granted_at_ms: now - 10_000,
+        expires_in_ms: 15_000,
+        // A progress rate that would give another figure, were the CLI to
+        // make its own: 10 s for 1 of 100 steps.
+        progress: Some(v1::Progress {
+            done: 1,
+            total: 100,
+            message: String::new(),
+        }),
+        ..lease(1, "job")
+    };
+    let waiter = v1::Lease {
+        position: 1,
+        queued_at_ms: now - 2_000,
+        estimated_wait_ms: 83_000,
+        ..lease(2, "init")
+    };
+    fake_broker(
+        &socket,
+        v1::Status {
+            revision: 9,
+            resources: vec![v1::ResourceState {
+                resource: "pcm".into(),
+                revision: 9,
+                holders: vec![holder],
+                waiters: vec![waiter],
+                ..Default::default()
+            }],
+            queues: Vec::new(),
+        },
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new(turnstile_cli())
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let why = cli(&["why", "pcm"]);
+    assert!(why.contains("about 1 min 23 s left"), "{why}");
+    assert!(why.contains("waits about 1 min 23 s more"), "{why}");
+    let status: serde_json::Value = serde_json::from_str(&cli(&["--json", "status"])).unwrap();
+    assert_eq!(
+        status["resources"][0]["waiters"][0]["estimated_wait_ms"],
+        83_000
+    );
+    assert_eq!(
+        status["resources"][0]["holders"][0]["estimated_wait_ms"],
+        serde_json::Value::Null
+    );
+    let table = cli(&["status"]);
+    assert!(table.contains("about 1 min 23 s"), "{table}");
+}
