@@ -38,7 +38,9 @@ impl From<&CoreError> for v1::Error {
                 | QueueError::QueueBytesFull { .. }
                 | QueueError::UserQuota { .. }
                 | QueueError::TooManyConsumers { .. } => ErrorCode::ResourceExhausted,
-                QueueError::UnknownDelivery(_) => ErrorCode::NotFound,
+                QueueError::UnknownDelivery(_) | QueueError::UnknownConsumer(_) => {
+                    ErrorCode::NotFound
+                }
                 QueueError::NotYourDelivery(_) => ErrorCode::PermissionDenied,
             },
             CoreError::Broken(_) => ErrorCode::Internal,
