@@ -502,3 +502,127 @@ fn why_status_and_top_show_the_estimate_the_broker_sent() {
     let table = cli(&["status"]);
     assert!(table.contains("about 1 min 23 s"), "{table}");
 }
+
+#[test]
+fn watch_after_a_restart_says_so_once_and_keeps_its_columns() {
+    use std::io::BufRead;
+    let mut broker = spawn_broker();
+    wait_ready(&broker);
+    let mut watch = broker.cli_spawn(&["watch", "pcm"]);
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("SNAPSHOT"), "{first}");
+    // Something happens before the restart, so there is a revision to
+    // resume from.
+    let (code, _, err) = broker.cli(&["run", "pcm", "true"]);
+    assert_eq!(code, 0, "{err}");
+    for line in lines.by_ref() {
+        if line.unwrap().contains(" RELEASED ") {
+            break;
+        }
+    }
+    broker.signal(libc::SIGTERM);
+    assert!(broker.wait_exit().success());
+    let tmp = broker._tmp.take();
+    let mut again = start_in(&broker.dir, &[]);
+    again._tmp = tmp;
+    wait_ready(&again);
+    // The watcher reconnects with a resync snapshot, then sees a grant on
+    // the new broker, whose revisions start 2^20 higher.
+    let mut seen = Vec::new();
+    let mut ran = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("SNAPSHOT") && !ran {
+            let (code, _, err) = again.cli(&["run", "pcm", "true"]);
+            assert_eq!(code, 0, "{err}");
+            ran = true;
+        }
+        let granted = line.contains(" GRANTED ");
+        seen.push(line);
+        if granted {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let err = read_all(watch.stderr.take());
+    let granted = seen.last().unwrap();
+    // Columns line up: the kind starts where it did before the restart.
+    let col = |l: &str, w: &str| l.find(w).unwrap();
+    let rev = |l: &str| -> u64 {
+        l.split("rev ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(rev(granted) >= 1 << 20, "{granted}");
+    assert_eq!(
+        col(&first, "SNAPSHOT"),
+        col(granted, "GRANTED"),
+        "{first}\n{granted}"
+    );
+    // Said once, in plain words: no "resuming after revision ..." noise.
+    assert_eq!(err.matches("its whole state follows").count(), 1, "{err}");
+    assert!(!err.contains("resuming after"), "{err}");
+    assert!(err.contains("reconnected"), "{err}");
+    // The holder is named once on its GRANTED line.
+    assert_eq!(granted.matches("turnstile-cli (").count(), 1, "{granted}");
+}
+
+#[test]
+fn exit_codes_are_the_same_in_both_binaries_and_all_in_the_readme() {
+    // One number per meaning in both binaries, and the README's list names
+    // every code either binary uses.
+    assert_eq!(
+        turnstile_cli::EXIT_SOFTWARE,
+        turnstile_broker::cli::EXIT_SOFTWARE
+    );
+    assert_eq!(turnstile_cli::EXIT_USAGE, turnstile_broker::cli::EXIT_USAGE);
+    assert_eq!(
+        turnstile_cli::EXIT_UNAVAILABLE,
+        turnstile_broker::cli::EXIT_UNAVAILABLE
+    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap()
+        .replace('\n', " ");
+    let section = readme
+        .split("Exit codes follow sysexits")
+        .nth(1)
+        .expect("the README's exit codes")
+        .split("`turnstile top`")
+        .next()
+        .unwrap();
+    let (cli, daemon) = section.split_once("`turnstiled`").unwrap();
+    for code in [
+        turnstile_cli::EXIT_OK,
+        turnstile_cli::EXIT_REFUSED,
+        turnstile_cli::EXIT_USAGE,
+        turnstile_cli::EXIT_UNAVAILABLE,
+        turnstile_cli::EXIT_SOFTWARE,
+        turnstile_cli::EXIT_BUSY,
+        turnstile_cli::EXIT_LOST,
+    ] {
+        assert!(
+            cli.contains(&format!(" {code} ")),
+            "turnstile {code}: {cli}"
+        );
+    }
+    for code in [
+        turnstile_broker::cli::EXIT_USAGE,
+        turnstile_broker::cli::EXIT_UNAVAILABLE,
+        turnstile_broker::cli::EXIT_SOFTWARE,
+        turnstile_broker::cli::EXIT_CANTCREAT,
+        turnstile_broker::cli::EXIT_CONFIG,
+    ] {
+        assert!(
+            daemon.contains(&format!(" {code} ")),
+            "turnstiled {code}: {daemon}"
+        );
+    }
+    assert!(!section.contains(" 71 "), "no binary uses 71: {section}");
+}

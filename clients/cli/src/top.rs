@@ -120,11 +120,9 @@ fn resource_lines(r: &v1::ResourceState, now: u64) -> Vec<Line<'static>> {
         )));
         // Stuck (alive, no progress) and detached (process gone, place
         // kept) holders are marked; dead and hung ones are gone.
-        if h.stalled {
-            spans.push(Span::styled(" [stuck]", bold));
-        }
-        if h.detached {
-            spans.push(Span::styled(" [detached]", bold));
+        let mark = crate::format::mark(h);
+        if !mark.is_empty() {
+            spans.push(Span::styled(format!(" {mark}"), bold));
         }
         lines.push(Line::from(spans));
         if let Some(p) = &h.progress {

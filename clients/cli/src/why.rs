@@ -9,7 +9,9 @@ use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
 use crate::EXIT_OK;
-use crate::format::{condition, estimate, mode, now_ms, permits, progress, purpose, span, who};
+use crate::format::{
+    DETACHED, STUCK, condition, estimate, mode, now_ms, permits, progress, purpose, span, who,
+};
 
 pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
@@ -68,17 +70,16 @@ fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> Stri
                 let _ = writeln!(out, "  progress: not reported");
             }
         }
-        if h.stalled {
-            let _ = writeln!(
-                out,
-                "  STUCK: it keeps its lease alive but has reported no progress for its stall time \
-                 (not dead: its connection is open; not hung: it answers)."
-            );
-        }
+        // The mark `status`, `watch` and `top` show, and what it means.
         if h.detached {
             let _ = writeln!(
                 out,
-                "  DETACHED: its process is gone; the lease is kept for it to re-attach until its grace runs out."
+                "  [{DETACHED}]: the lease is kept until its grace runs out."
+            );
+        } else if h.stalled {
+            let _ = writeln!(
+                out,
+                "  [{STUCK}]: not dead (its connection is open), not hung (it keeps its lease alive)."
             );
         }
     }
