@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{DeliveryId, Ending, LeaseId, SessionId, WatchId};
+use super::{ConsumerId, DeliveryId, Ending, LeaseId, SessionId, WatchId};
 
 /// Refusals. Queue outcomes (granted, queued) are values, not errors.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -221,6 +221,9 @@ pub enum QueueError {
     /// The delivery went to another session.
     #[error("delivery {0} belongs to another connection")]
     NotYourDelivery(DeliveryId),
+    /// The session has no such consumer (NOT_FOUND).
+    #[error("consumer {0} is not one of this connection's")]
+    UnknownConsumer(ConsumerId),
     /// The session has `max_consumers_per_session` consumers (RESOURCE_EXHAUSTED).
     #[error("too many consumers on this connection (limit {limit})")]
     TooManyConsumers {

@@ -322,7 +322,18 @@ impl Core {
     pub fn status(&self, resources: &[String]) -> StatusView {
         StatusView {
             revision: self.issuer.revision,
-            resources: self.leases.views(resources, self.issuer.revision),
+            resources: self.leases.views(resources, self.issuer.revision, None),
+        }
+    }
+
+    /// [`Core::status`] as of `now`: waiters carry the broker's estimate
+    /// of their wait.
+    pub fn status_at(&self, resources: &[String], now: Millis) -> StatusView {
+        StatusView {
+            revision: self.issuer.revision,
+            resources: self
+                .leases
+                .views(resources, self.issuer.revision, Some(now)),
         }
     }
 
@@ -474,7 +485,7 @@ impl Core {
             &resources,
             start_revision,
             current,
-            || leases.views(&resources, current),
+            || leases.views(&resources, current, Some(now)),
             now,
             &mut self.deadlines,
         )

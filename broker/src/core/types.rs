@@ -535,6 +535,11 @@ pub struct LeaseView {
     pub detached: bool,
     /// A holder that reported no progress for its `stall_after_ms`.
     pub stalled: bool,
+    /// For a waiter in a resource's state: the broker's estimate of its
+    /// wait, the same figure its owner gets in `Queued` (see
+    /// `LeaseTable::estimate_wait`); `None` when there is none, for a
+    /// holder, and in views taken without a time.
+    pub estimated_wait_ms: Option<u64>,
 }
 
 /// A resource's whole state.

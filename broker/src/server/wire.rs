@@ -38,7 +38,9 @@ impl From<&CoreError> for v1::Error {
                 | QueueError::QueueBytesFull { .. }
                 | QueueError::UserQuota { .. }
                 | QueueError::TooManyConsumers { .. } => ErrorCode::ResourceExhausted,
-                QueueError::UnknownDelivery(_) => ErrorCode::NotFound,
+                QueueError::UnknownDelivery(_) | QueueError::UnknownConsumer(_) => {
+                    ErrorCode::NotFound
+                }
                 QueueError::NotYourDelivery(_) => ErrorCode::PermissionDenied,
             },
             CoreError::Broken(_) => ErrorCode::Internal,
@@ -285,7 +287,14 @@ pub fn lease(l: &LeaseView, clock: &Clock, now: Millis) -> v1::Lease {
         permits: l.permits,
         detached: l.detached,
         stalled: l.stalled,
+        estimated_wait_ms: estimate(l.estimated_wait_ms),
     }
+}
+
+/// The broker's estimate of a wait on the wire, in `Queued` and `Lease`
+/// alike: 0 = none, else at least 1 ms and at most `u32::MAX`.
+fn estimate(ms: Option<u64>) -> u32 {
+    ms.map_or(0, |w| w.clamp(1, u64::from(u32::MAX)) as u32)
 }
 
 /// The wire form of a resource's state.
@@ -354,9 +363,7 @@ pub fn queued(q: &QueuePosition, clock: &Clock, now: Millis) -> v1::Queued {
         lease_id: q.lease_id.0,
         position: q.position,
         ahead: q.ahead.iter().map(|l| lease(l, clock, now)).collect(),
-        estimated_wait_ms: q
-            .estimated_wait_ms
-            .map_or(0, |w| w.clamp(1, u64::from(u32::MAX)) as u32),
+        estimated_wait_ms: estimate(q.estimated_wait_ms),
         resume_token: resume_token(q.resume_token.as_ref()),
     }
 }

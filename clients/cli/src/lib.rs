@@ -121,7 +121,7 @@ enum Command {
     Top,
     /// Ask the holders of RESOURCE to make way; with --revoke, take the lease of one that has not after --within
     Yield(yield_::YieldArgs),
-    /// Message queues: list them, publish, consume
+    /// Message queues: list them, publish, consume, peek, purge, requeue dead letters
     Queue {
         #[command(subcommand)]
         command: queue::QueueCommand,

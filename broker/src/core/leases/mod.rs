@@ -973,8 +973,9 @@ impl LeaseTable {
         if let Some(res) = self.resources.get_mut(name) {
             res.revision = revision;
         }
+        let now = fx.now;
         fx.notify_watchers(name, revision, kind, cause, |revision| {
-            self.view_by_name(name, revision)
+            self.view_by_name(name, revision, now)
         });
     }
 
@@ -1421,6 +1422,10 @@ impl LeaseTable {
     /// The wait for the waiter at `index`: the holders' remaining time
     /// (from their progress rate, else the resource's typical hold time),
     /// plus a typical hold for each waiter ahead.
+    ///
+    /// The broker's one estimate: `Queued.estimated_wait_ms` and a
+    /// waiter's `Lease.estimated_wait_ms` in status and watch events both
+    /// come from here.
     fn estimate_wait(&self, res: &Resource, index: usize, now: Millis) -> Option<u64> {
         let mut holders_left: Option<u64> = None;
         for h in &res.holders {

@@ -672,6 +672,25 @@ fn progress_is_pushed_to_every_waiter() {
         events[0].1.state.holders[0].progress,
         Some(progress(2, 5, "copying"))
     );
+    // One estimate: the waiters in the watch event and in the status
+    // carry the figure their owners were pushed, and holders none.
+    let seen: Vec<Option<u64>> = events[0]
+        .1
+        .state
+        .waiters
+        .iter()
+        .map(|w| w.estimated_wait_ms)
+        .collect();
+    let sent: Vec<Option<u64>> = pushed.iter().map(|q| q.estimated_wait_ms).collect();
+    assert_eq!(seen, sent);
+    let status = core.status_at(&["pcm".to_string()], 2000);
+    let shown: Vec<Option<u64>> = status.resources[0]
+        .waiters
+        .iter()
+        .map(|w| w.estimated_wait_ms)
+        .collect();
+    assert_eq!(shown, sent);
+    assert_eq!(status.resources[0].holders[0].estimated_wait_ms, None);
 
     // Only a holder reports, and done may not exceed a known total.
     assert!(matches!(

@@ -24,6 +24,7 @@
 mod ack;
 mod acquire;
 mod cancel;
+mod cancel_consume;
 mod consume;
 mod decline_yield;
 mod deliver;
@@ -33,13 +34,16 @@ mod history;
 mod keep_alive;
 mod log_limit;
 mod nack;
+mod peek_queue;
 mod persist;
 mod ping;
 mod publish;
+mod purge_queue;
 mod reattach;
 mod release;
 mod report_progress;
 mod request_yield;
+mod requeue_dead;
 mod status;
 mod unwatch;
 mod watch;
@@ -354,6 +358,10 @@ impl Dispatcher {
                     Ok(history::Started) => return,
                     Err(e) => Err(e),
                 },
+                Body::CancelConsume(r) => cancel_consume::handle(self, session, r),
+                Body::PeekQueue(r) => peek_queue::handle(self, session, r),
+                Body::PurgeQueue(r) => purge_queue::handle(self, session, r),
+                Body::RequeueDead(r) => requeue_dead::handle(self, session, r),
             },
         };
         let (answer, changes) = match answer {
