@@ -154,54 +154,13 @@ pub fn spawn<T: From<FleetEvent> + Send + 'static>(
     tokio::spawn(etcd::run(config, inbox, tell, stop))
 }
 
-/// `turnstile fleet status [--json] [--fleet-etcd URL[,URL...]]
-/// [--fleet-prefix PREFIX]`: every host of the fleet and its resources,
-/// read from etcd (`TURNSTILE_FLEET_ETCD` when the flag is absent). `args`
-/// are those after `fleet`. Exit codes: 0, 64 bad usage, 69 etcd cannot
-/// be read (or this build has no fleet).
-pub fn status_main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+/// `turnstile fleet status [--json] --fleet-etcd URL[,URL...]
+/// [--fleet-prefix PREFIX]` (arguments parsed by the CLI): every host of
+/// the fleet and its resources, read from etcd. Exit codes: 0, 69 etcd
+/// cannot be read (or this build has no fleet), 70 internal.
+pub fn status_main(etcd: &str, prefix: &str, json: bool) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let usage = "usage: turnstile fleet status [--json] [--fleet-etcd URL[,URL...]] [--fleet-prefix PREFIX]";
-    let mut json = false;
-    let mut etcd = std::env::var("TURNSTILE_FLEET_ETCD").ok();
-    let mut prefix = "/turnstile".to_string();
-    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
-    let mut command = None;
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--json" => json = true,
-            "--fleet-etcd" => etcd = it.next(),
-            "--fleet-prefix" => match it.next() {
-                Some(p) => prefix = p,
-                None => {
-                    eprintln!("{usage}");
-                    return ExitCode::from(64);
-                }
-            },
-            "-h" | "--help" => {
-                println!(
-                    "{usage}\n\nEvery host of the fleet and its resources, and every global queue, read from etcd."
-                );
-                return ExitCode::SUCCESS;
-            }
-            s if command.is_none() && !s.starts_with('-') => command = Some(a),
-            _ => {
-                eprintln!("turnstile fleet: unexpected argument {a:?}\n{usage}");
-                return ExitCode::from(64);
-            }
-        }
-    }
-    if command.as_deref() != Some("status") {
-        eprintln!("{usage}");
-        return ExitCode::from(64);
-    }
-    let Some(etcd) = etcd else {
-        eprintln!(
-            "turnstile fleet status: give the etcd endpoints with --fleet-etcd or TURNSTILE_FLEET_ETCD\n{usage}"
-        );
-        return ExitCode::from(64);
-    };
-    let endpoints = endpoints(&etcd);
+    let endpoints = endpoints(etcd);
     #[cfg(feature = "fleet")]
     {
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -214,7 +173,7 @@ pub fn status_main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
                 return ExitCode::from(70);
             }
         };
-        match runtime.block_on(status::read(&endpoints, &prefix)) {
+        match runtime.block_on(status::read(&endpoints, prefix)) {
             Ok(s) if json => {
                 println!("{}", serde_json::to_string(&s).unwrap_or_default());
                 ExitCode::SUCCESS

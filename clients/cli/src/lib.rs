@@ -133,10 +133,44 @@ enum Command {
     },
     /// Print the man page (roff): `turnstile manpage > turnstile.1`
     Manpage,
+    /// The fleet, read from etcd: every host and its resources, and every global queue (needs a build with the `fleet` feature)
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
 }
 
-/// Runs the CLI with the process's arguments.
+/// `turnstile fleet ...`.
+#[derive(Subcommand, Debug)]
+enum FleetCommand {
+    /// Every host of the fleet and its resources, and every global queue, read from etcd (no broker needed)
+    Status(FleetStatusArgs),
+}
+
+/// The arguments of `turnstile fleet status`. The command itself reads
+/// etcd, which only the broker's crate can (behind its `fleet` feature):
+/// the `turnstile` binary passes it to [`main_with`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct FleetStatusArgs {
+    /// etcd endpoints of the fleet, comma-separated
+    #[arg(long, env = "TURNSTILE_FLEET_ETCD", value_name = "URL[,URL...]")]
+    pub fleet_etcd: String,
+    /// Prefix of the fleet's keys in etcd
+    #[arg(long, value_name = "PREFIX", default_value = "/turnstile")]
+    pub fleet_prefix: String,
+}
+
+/// What runs `turnstile fleet status` (arguments, `--json`).
+pub type FleetStatus = fn(&FleetStatusArgs, bool) -> ExitCode;
+
+/// Runs the CLI with the process's arguments, without `fleet status`.
 pub fn main() -> ExitCode {
+    main_with(None)
+}
+
+/// Runs the CLI with the process's arguments; `fleet` runs
+/// `turnstile fleet status` (the binary passes the broker crate's).
+pub fn main_with(fleet: Option<FleetStatus>) -> ExitCode {
     let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -159,6 +193,17 @@ pub fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("turnstile: cannot write the man page: {e}");
                     ExitCode::from(EXIT_SOFTWARE)
+                }
+            };
+        }
+        Command::Fleet {
+            command: FleetCommand::Status(args),
+        } => {
+            return match fleet {
+                Some(status) => status(args, cli.json),
+                None => {
+                    eprintln!("turnstile fleet status: this program has no fleet support");
+                    ExitCode::from(EXIT_UNAVAILABLE)
                 }
             };
         }
@@ -290,7 +335,7 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::Top => top::run(opts).await,
         Command::Yield(args) => yield_::run(opts, args, cli.json).await,
         // Answered in `main`, without a broker.
-        Command::Completions { .. } | Command::Manpage => Ok(EXIT_OK),
+        Command::Completions { .. } | Command::Manpage | Command::Fleet { .. } => Ok(EXIT_OK),
     }
 }
 
