@@ -51,6 +51,7 @@ fn turnstile_help() {
     snapshot("turnstile-run-help.txt", &help(cli, &["run"]));
     snapshot("turnstile-queue-help.txt", &help(cli, &["queue"]));
     snapshot("turnstile-status-help.txt", &help(cli, &["status"]));
+    snapshot("turnstile-history-help.txt", &help(cli, &["history"]));
 }
 
 #[test]
@@ -359,4 +360,269 @@ fn status_is_a_table_and_its_json_has_times_and_nulls() {
     std::fs::write(broker.dir.join("stop"), "").unwrap();
     assert_eq!(wait_child(&mut holder).code(), Some(0));
     assert_eq!(wait_child(&mut waiter).code(), Some(0));
+}
+
+/// A stand-in broker on `socket` that answers Hello and every GetStatus
+/// with `status`, for as many connections as come (one thread each).
+fn fake_broker(socket: &Path, status: turnstile_proto::v1::Status) {
+    use prost::Message;
+    use std::io::{Read, Write};
+    use turnstile_proto::v1::{self, client_frame::Body, reply};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let status = status.clone();
+            std::thread::spawn(move || {
+                loop {
+                    // A varint length, then the frame.
+                    let (mut len, mut shift) = (0usize, 0);
+                    loop {
+                        let mut b = [0u8];
+                        if stream.read_exact(&mut b).is_err() {
+                            return;
+                        }
+                        len |= usize::from(b[0] & 0x7f) << shift;
+                        shift += 7;
+                        if b[0] & 0x80 == 0 {
+                            break;
+                        }
+                    }
+                    let mut frame = vec![0u8; len];
+                    if stream.read_exact(&mut frame).is_err() {
+                        return;
+                    }
+                    let frame = v1::ClientFrame::decode(frame.as_slice()).unwrap();
+                    let result = match frame.body {
+                        Some(Body::Hello(_)) => reply::Result::Hello(v1::HelloReply {
+                            broker_version: "fake".into(),
+                            protocol_version: 1,
+                            max_frame_bytes: 1 << 20,
+                            min_protocol_version: 1,
+                            max_protocol_version: 1,
+                            ..Default::default()
+                        }),
+                        Some(Body::GetStatus(_)) => reply::Result::Status(status.clone()),
+                        other => panic!("the fake broker does not know {other:?}"),
+                    };
+                    let answer = v1::ServerFrame {
+                        body: Some(v1::server_frame::Body::Reply(v1::Reply {
+                            id: frame.id,
+                            result: Some(result),
+                        })),
+                    };
+                    if stream
+                        .write_all(&answer.encode_length_delimited_to_vec())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn why_status_and_top_show_the_estimate_the_broker_sent() {
+    use turnstile_proto::v1;
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("fake.sock");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let lease = |id: u64, purpose: &str| v1::Lease {
+        lease_id: id,
+        resource: "pcm".into(),
+        mode: v1::Mode::Exclusive as i32,
+        purpose: purpose.into(),
+        holder: Some(v1::Peer {
+            client_name: format!("client{id}"),
+            pid: 100 + id as u32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let holder = v1::Lease {
+        fencing_token: 7,
+        granted_at_ms: now - 10_000,
+        expires_in_ms: 15_000,
+        // A progress rate that would give another figure, were the CLI to
+        // make its own: 10 s for 1 of 100 steps.
+        progress: Some(v1::Progress {
+            done: 1,
+            total: 100,
+            message: String::new(),
+        }),
+        ..lease(1, "job")
+    };
+    let waiter = v1::Lease {
+        position: 1,
+        queued_at_ms: now - 2_000,
+        estimated_wait_ms: 83_000,
+        ..lease(2, "init")
+    };
+    fake_broker(
+        &socket,
+        v1::Status {
+            revision: 9,
+            resources: vec![v1::ResourceState {
+                resource: "pcm".into(),
+                revision: 9,
+                holders: vec![holder],
+                waiters: vec![waiter],
+                ..Default::default()
+            }],
+            queues: Vec::new(),
+        },
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new(turnstile_cli())
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let why = cli(&["why", "pcm"]);
+    assert!(why.contains("about 1 min 23 s left"), "{why}");
+    assert!(why.contains("waits about 1 min 23 s more"), "{why}");
+    let status: serde_json::Value = serde_json::from_str(&cli(&["--json", "status"])).unwrap();
+    assert_eq!(
+        status["resources"][0]["waiters"][0]["estimated_wait_ms"],
+        83_000
+    );
+    assert_eq!(
+        status["resources"][0]["holders"][0]["estimated_wait_ms"],
+        serde_json::Value::Null
+    );
+    let table = cli(&["status"]);
+    assert!(table.contains("about 1 min 23 s"), "{table}");
+}
+
+#[test]
+fn watch_after_a_restart_says_so_once_and_keeps_its_columns() {
+    use std::io::BufRead;
+    let mut broker = spawn_broker();
+    wait_ready(&broker);
+    let mut watch = broker.cli_spawn(&["watch", "pcm"]);
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("SNAPSHOT"), "{first}");
+    // Something happens before the restart, so there is a revision to
+    // resume from.
+    let (code, _, err) = broker.cli(&["run", "pcm", "true"]);
+    assert_eq!(code, 0, "{err}");
+    for line in lines.by_ref() {
+        if line.unwrap().contains(" RELEASED ") {
+            break;
+        }
+    }
+    broker.signal(libc::SIGTERM);
+    assert!(broker.wait_exit().success());
+    let tmp = broker._tmp.take();
+    let mut again = start_in(&broker.dir, &[]);
+    again._tmp = tmp;
+    wait_ready(&again);
+    // The watcher reconnects with a resync snapshot, then sees a grant on
+    // the new broker, whose revisions start 2^20 higher.
+    let mut seen = Vec::new();
+    let mut ran = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("SNAPSHOT") && !ran {
+            let (code, _, err) = again.cli(&["run", "pcm", "true"]);
+            assert_eq!(code, 0, "{err}");
+            ran = true;
+        }
+        let granted = line.contains(" GRANTED ");
+        seen.push(line);
+        if granted {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let err = read_all(watch.stderr.take());
+    let granted = seen.last().unwrap();
+    // Columns line up: the kind starts where it did before the restart.
+    let col = |l: &str, w: &str| l.find(w).unwrap();
+    let rev = |l: &str| -> u64 {
+        l.split("rev ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(rev(granted) >= 1 << 20, "{granted}");
+    assert_eq!(
+        col(&first, "SNAPSHOT"),
+        col(granted, "GRANTED"),
+        "{first}\n{granted}"
+    );
+    // Said once, in plain words: no "resuming after revision ..." noise.
+    assert_eq!(err.matches("its whole state follows").count(), 1, "{err}");
+    assert!(!err.contains("resuming after"), "{err}");
+    assert!(err.contains("reconnected"), "{err}");
+    // The holder is named once on its GRANTED line.
+    assert_eq!(granted.matches("turnstile-cli (").count(), 1, "{granted}");
+}
+
+#[test]
+fn exit_codes_are_the_same_in_both_binaries_and_all_in_the_readme() {
+    // One number per meaning in both binaries, and the README's list names
+    // every code either binary uses.
+    assert_eq!(
+        turnstile_cli::EXIT_SOFTWARE,
+        turnstile_broker::cli::EXIT_SOFTWARE
+    );
+    assert_eq!(turnstile_cli::EXIT_USAGE, turnstile_broker::cli::EXIT_USAGE);
+    assert_eq!(
+        turnstile_cli::EXIT_UNAVAILABLE,
+        turnstile_broker::cli::EXIT_UNAVAILABLE
+    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap()
+        .replace('\n', " ");
+    let section = readme
+        .split("Exit codes follow sysexits")
+        .nth(1)
+        .expect("the README's exit codes")
+        .split("`turnstile top`")
+        .next()
+        .unwrap();
+    let (cli, daemon) = section.split_once("`turnstiled`").unwrap();
+    for code in [
+        turnstile_cli::EXIT_OK,
+        turnstile_cli::EXIT_REFUSED,
+        turnstile_cli::EXIT_USAGE,
+        turnstile_cli::EXIT_UNAVAILABLE,
+        turnstile_cli::EXIT_SOFTWARE,
+        turnstile_cli::EXIT_BUSY,
+        turnstile_cli::EXIT_LOST,
+    ] {
+        assert!(
+            cli.contains(&format!(" {code} ")),
+            "turnstile {code}: {cli}"
+        );
+    }
+    for code in [
+        turnstile_broker::cli::EXIT_USAGE,
+        turnstile_broker::cli::EXIT_UNAVAILABLE,
+        turnstile_broker::cli::EXIT_SOFTWARE,
+        turnstile_broker::cli::EXIT_CANTCREAT,
+        turnstile_broker::cli::EXIT_CONFIG,
+    ] {
+        assert!(
+            daemon.contains(&format!(" {code} ")),
+            "turnstiled {code}: {daemon}"
+        );
+    }
+    assert!(!section.contains(" 71 "), "no binary uses 71: {section}");
 }

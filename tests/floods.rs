@@ -278,7 +278,9 @@ fn shared(resource: &str) -> Body {
 /// times a second. Before, each report was quadratic in the core and sent
 /// every waiter ~2 KB (50 000 waiters: 100 % CPU, 1.1 GB, a 2 s round trip).
 /// Asserted: outcomes (every report answered, root's own waiter, first in
-/// line, granted on release); printed: the figures.
+/// line, granted on release); printed: the figures. Now the core tells the
+/// waiters of a resource at most every `--waiter-update-interval` (longer
+/// for a queue past `--waiter-updates-per-second`), newest state only.
 #[tokio::test]
 async fn many_waiters_behind_a_reporting_holder() {
     if !is_root() {

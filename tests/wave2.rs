@@ -384,7 +384,10 @@ async fn the_cli_asks_to_yield_and_shows_permits_stuck_holders_and_users() {
         assert!(out.contains(&format!("({me}, pid")), "{out}");
     }
     let (_, out, _) = broker.cli(&["why", "downloads"]);
-    assert!(out.contains("STUCK") && out.contains("semaphore"), "{out}");
+    assert!(
+        out.contains("[stuck: alive but no progress") && out.contains("semaphore"),
+        "{out}"
+    );
     let (_, out, _) = broker.cli(&["--json", "status", "downloads"]);
     assert!(
         out.contains("\"permits_held\":2") && out.contains("\"stalled\":true"),

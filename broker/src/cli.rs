@@ -30,6 +30,9 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// Runs `turnstiled` with the process's arguments.
 pub fn main() -> ExitCode {
+    // A test build only (feature `failpoints`): reads FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     main_from(std::env::args_os())
 }
 
@@ -211,8 +214,9 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
         tracing::info!("{why} received: stopping");
         readiness::stopping();
     };
-    let listener::BoundListener { listener, guard } = bound;
-    let result = crate::server::run(listener, config.server, stop).await;
+    // The socket file is watched and re-created if it is unlinked.
+    let (endpoint, guard) = bound.watched();
+    let result = crate::server::run(endpoint, config.server, stop).await;
     // Removes the socket file and releases the lock.
     drop(guard);
     match result {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::core::CoreConfig;
 use crate::core::queues::QueueConfig;
+use crate::fleet::FleetConfig;
 use crate::platform::dirs;
 use crate::policy::{DefaultsConfig, Policy, PolicyConfig, RuleConfig};
 use crate::server::ServerConfig;
@@ -155,6 +156,18 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     pub heartbeat_interval: Option<Dur>,
 
+    /// A waiter is told its place in the queue and the holder's progress at most once per this interval; changes in between are coalesced into the newest state; 0s = at every change [default: 250ms]
+    #[arg(long, value_name = "DURATION")]
+    pub waiter_update_interval: Option<Dur>,
+
+    /// Updates the waiters of one resource get per second at most: a queue longer than this rate allows within --waiter-update-interval is told less often [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub waiter_updates_per_second: Option<u64>,
+
+    /// Fencing tokens and revisions covered by one durable reservation in the store; the next is written when half is used, and grants wait if it is not durable in time [default: 1048576]
+    #[arg(long, value_name = "N")]
+    pub counter_block: Option<u64>,
+
     /// Messages one queue may hold, ready and unacknowledged together; past it publishes get RESOURCE_EXHAUSTED [default: 100000]
     #[arg(long, value_name = "N")]
     pub max_queue_depth: Option<u64>,
@@ -182,6 +195,33 @@ pub struct Settings {
     /// Requests one connection may have awaiting answers (durable publishes); past it the broker stops reading that connection until answers go out, it never refuses [default: 128]
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
+
+    /// Recorded leases (`turnstile history`) kept per resource, the newest; 0 = record none [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub history_max_entries: Option<u64>,
+
+    /// Recorded leases older than this are dropped; 0s = kept until --history-max-entries pushes them out [default: 30d]
+    #[arg(long, value_name = "DURATION")]
+    pub history_max_age: Option<Dur>,
+    /// etcd endpoints of the fleet, comma-separated (`http://10.0.0.5:2379,...`): mirrors this host's resources into etcd and arbitrates `global/` resources across hosts; without it `global/` names are refused (needs a build with the `fleet` feature) [default: none]
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub fleet_etcd: Option<String>,
+
+    /// Prefix of every key the fleet writes in etcd [default: /turnstile]
+    #[arg(long, value_name = "PREFIX")]
+    pub fleet_prefix: Option<String>,
+
+    /// This host's name in the fleet [default: the machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+
+    /// TTL of the broker's etcd lease: a dead host's keys vanish after it, and a host that cannot reach etcd gives up its global leases before it (at least 2s) [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub fleet_ttl: Option<Dur>,
+
+    /// Least time between two writes of the mirrored state into etcd (changes in between are coalesced, newest state per resource) [default: 200ms]
+    #[arg(long, value_name = "DURATION")]
+    pub fleet_mirror_interval: Option<Dur>,
 
     /// Access rules (config file only): `[[policy]]` tables with `verbs`,
     /// `resources`, `users`, `groups`; see README "Security model".
@@ -295,6 +335,9 @@ impl Settings {
             max_watches_per_connection,
             watch_history,
             heartbeat_interval,
+            waiter_update_interval,
+            waiter_updates_per_second,
+            counter_block,
             max_queue_depth,
             max_queue_bytes,
             max_queue_depth_per_uid,
@@ -302,6 +345,13 @@ impl Settings {
             max_delivery_attempts,
             max_consumers_per_connection,
             max_in_flight,
+            history_max_entries,
+            history_max_age,
+            fleet_etcd,
+            fleet_prefix,
+            host_name,
+            fleet_ttl,
+            fleet_mirror_interval,
             policy,
             policy_defaults,
             resources
@@ -344,9 +394,21 @@ impl Settings {
                 .unwrap_or(c.max_watches_per_session),
             watch_history: self.watch_history.unwrap_or(c.watch_history),
             heartbeat_ms: ms(self.heartbeat_interval, c.heartbeat_ms),
+            waiter_update_interval_ms: ms(self.waiter_update_interval, c.waiter_update_interval_ms),
+            waiter_updates_per_second: self
+                .waiter_updates_per_second
+                .unwrap_or(c.waiter_updates_per_second),
+            counter_block: self.counter_block.unwrap_or(c.counter_block),
             queues,
             capacities: capacities(self.resources.as_deref().unwrap_or_default())?,
+            fleet: self.fleet_etcd.is_some(),
         };
+        if core.counter_block < 2 {
+            return Err(ConfigError::Invalid(format!(
+                "counter-block ({}) must be at least 2",
+                core.counter_block
+            )));
+        }
         if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
             return Err(ConfigError::Invalid(format!(
                 "min-ttl ({} ms) must be above 0 and at most max-ttl ({} ms)",
@@ -359,6 +421,7 @@ impl Settings {
                 core.default_ttl_ms, core.min_ttl_ms, core.max_ttl_ms
             )));
         }
+        let fleet = self.fleet()?;
         let max_frame_bytes = self.max_frame_bytes.unwrap_or(d.max_frame_bytes);
         if !(1024..=64 << 20).contains(&max_frame_bytes) {
             return Err(ConfigError::Invalid(format!(
@@ -392,6 +455,11 @@ impl Settings {
             ),
             core,
             storage: None,
+            history: crate::store::HistoryBounds {
+                max_entries: self.history_max_entries.unwrap_or(d.history.max_entries),
+                max_age_ms: ms(self.history_max_age, d.history.max_age_ms),
+            },
+            fleet,
         };
         Ok(Config {
             socket: self.socket.unwrap_or_else(dirs::default_socket),
@@ -404,6 +472,65 @@ impl Settings {
             },
             server,
         })
+    }
+}
+
+impl Settings {
+    /// The fleet's settings, checked; `None` without `--fleet-etcd`.
+    fn fleet(&self) -> Result<Option<FleetConfig>, ConfigError> {
+        let Some(etcd) = &self.fleet_etcd else {
+            return Ok(None);
+        };
+        if !crate::fleet::AVAILABLE {
+            return Err(ConfigError::Invalid(
+                "fleet-etcd: this turnstiled was built without the `fleet` feature \
+                 (cargo build --features fleet; it needs protoc)"
+                    .to_string(),
+            ));
+        }
+        let endpoints = crate::fleet::endpoints(etcd);
+        if endpoints.is_empty() {
+            return Err(ConfigError::Invalid(
+                "fleet-etcd: no endpoint given (URL[,URL...])".to_string(),
+            ));
+        }
+        let host = self
+            .host_name
+            .clone()
+            .unwrap_or_else(crate::platform::host::host_name);
+        crate::core::check_name("host-name", &host).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "host-name {host:?}: {e} (give one with --host-name)"
+            ))
+        })?;
+        let ttl = self.fleet_ttl.map_or(Duration::from_secs(10), |d| d.0);
+        if ttl < Duration::from_secs(2) || ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(format!(
+                "fleet-ttl ({} ms) must lie between 2s and 1h",
+                ttl.as_millis()
+            )));
+        }
+        let mirror_interval = self
+            .fleet_mirror_interval
+            .map_or(Duration::from_millis(200), |d| d.0);
+        if mirror_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "fleet-mirror-interval must be above 0".to_string(),
+            ));
+        }
+        let prefix = self
+            .fleet_prefix
+            .clone()
+            .unwrap_or_else(|| "/turnstile".to_string());
+        crate::core::check_name("fleet-prefix", &prefix)
+            .map_err(|e| ConfigError::Invalid(format!("fleet-prefix: {e}")))?;
+        Ok(Some(FleetConfig {
+            endpoints,
+            prefix,
+            host,
+            ttl,
+            mirror_interval,
+        }))
     }
 }
 

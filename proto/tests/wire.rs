@@ -105,6 +105,17 @@ fn every_request() -> Vec<ClientFrame> {
             since_ms: 1_764_000_000_000,
             limit: 50,
         }),
+        Body::CancelConsume(v1::CancelConsume { consumer_id: 3 }),
+        Body::PeekQueue(v1::PeekQueue {
+            queue: "notices".into(),
+            limit: 10,
+        }),
+        Body::PurgeQueue(v1::PurgeQueue {
+            queue: "notices".into(),
+        }),
+        Body::RequeueDead(v1::RequeueDead {
+            queue: "notices".into(),
+        }),
     ];
     bodies
         .into_iter()
@@ -135,6 +146,10 @@ fn kind(body: &Body) -> &'static str {
         Body::RequestYield(_) => "request_yield",
         Body::DeclineYield(_) => "decline_yield",
         Body::GetHistory(_) => "get_history",
+        Body::CancelConsume(_) => "cancel_consume",
+        Body::PeekQueue(_) => "peek_queue",
+        Body::PurgeQueue(_) => "purge_queue",
+        Body::RequeueDead(_) => "requeue_dead",
     }
 }
 
@@ -184,7 +199,7 @@ fn every_request_kind_round_trips() {
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
-    assert_eq!(kinds.len(), 18, "one request of each kind: {kinds:?}");
+    assert_eq!(kinds.len(), 22, "one request of each kind: {kinds:?}");
 
     for request in requests {
         let mut buf = client_bytes(&request);
@@ -281,6 +296,22 @@ fn server_frames_round_trip() {
                 }],
                 truncated: true,
             })),
+        }),
+        server_frame::Body::Reply(Reply {
+            id: 11,
+            result: Some(reply::Result::QueuePeek(v1::QueuePeek {
+                messages: vec![v1::Delivery {
+                    seq: 3,
+                    queue: "notices".into(),
+                    payload: Bytes::from_static(b"peeked"),
+                    ..Default::default()
+                }],
+                truncated: true,
+            })),
+        }),
+        server_frame::Body::Reply(Reply {
+            id: 12,
+            result: Some(reply::Result::QueueCount(v1::QueueCount { count: 7 })),
         }),
         server_frame::Body::Delivery(v1::Delivery {
             consumer_id: 1,

@@ -66,6 +66,24 @@ pub fn start_in(dir: &Path, args: &[&str]) -> Broker {
 /// Starts a broker without waiting for it; its stderr goes to `stderr`, or
 /// to a log file in `dir` when `None`.
 pub fn start_in_no_wait(dir: &Path, args: &[&str], stderr: Option<Stdio>) -> Broker {
+    start_in_no_wait_env(dir, args, stderr, &[])
+}
+
+/// Starts a broker in `dir` with `env` set for it, and waits until it
+/// accepts connections.
+pub fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Broker {
+    let b = start_in_no_wait_env(dir, args, None, env);
+    wait_ready(&b);
+    b
+}
+
+/// As [`start_in_no_wait`], with `env` set for the broker.
+pub fn start_in_no_wait_env(
+    dir: &Path,
+    args: &[&str],
+    stderr: Option<Stdio>,
+    env: &[(&str, &str)],
+) -> Broker {
     let socket = dir.join("turnstile.sock");
     let data_dir = dir.join("data");
     let log = dir.join(format!("broker-{}.log", unique()));
@@ -79,6 +97,7 @@ pub fn start_in_no_wait(dir: &Path, args: &[&str], stderr: Option<Stdio>) -> Bro
         .args(["--log-level", "debug"])
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::watch::Watches;
 use super::{
-    COUNTER_BLOCK, Cause, Change, EventKind, FencingToken, LeaseId, LeaseUpdate, Millis,
-    ResourceView, Revision, SessionId,
+    Cause, Change, Ended, EventKind, FencingToken, LeaseId, LeaseUpdate, Millis, ResourceView,
+    Revision, SessionId,
 };
 
 /// What happens at a deadline.
@@ -29,6 +29,8 @@ pub(crate) enum Deadline {
     Revoke(LeaseId),
     /// Quiet watches get their heartbeat.
     Heartbeats,
+    /// Waiters owed an update held back by the pace get the newest state.
+    WaiterUpdates,
 }
 
 /// Every pending deadline, earliest first.
@@ -53,26 +55,31 @@ pub(crate) struct Issuer {
     pub(crate) durable_until: u64,
     /// The reservation asked for (durable or not yet).
     requested_until: u64,
+    /// How many ids one reservation covers (`CoreConfig::counter_block`).
+    block: u64,
 }
 
 impl Issuer {
     /// Counters that continue above what a previous run reserved; the
-    /// first reservation, `start + COUNTER_BLOCK`, must be durable before
-    /// the core serves anything (see [`super::Core::new`]).
-    pub(crate) fn new(start: u64) -> Issuer {
+    /// first reservation, `start + block`, must be durable before the core
+    /// serves anything (see [`super::Core::new`]). A block under 2 is
+    /// taken as 2 (half of it is the margin reserved ahead).
+    pub(crate) fn new(start: u64, block: u64) -> Issuer {
+        let block = block.max(2);
         Issuer {
             revision: Revision(start),
             next_fencing: start + 1,
-            durable_until: start + COUNTER_BLOCK,
-            requested_until: start + COUNTER_BLOCK,
+            durable_until: start + block,
+            requested_until: start + block,
+            block,
         }
     }
 
     /// Asks for the next block when `value` is past the middle of the last
     /// one asked for.
     fn plan(&mut self, value: u64, changes: &mut Vec<Change>) {
-        if value.saturating_add(COUNTER_BLOCK / 2) > self.requested_until {
-            self.requested_until = value.max(self.requested_until) + COUNTER_BLOCK;
+        if value.saturating_add(self.block / 2) > self.requested_until {
+            self.requested_until = value.max(self.requested_until) + self.block;
             changes.push(Change::ReserveCounters {
                 reserve_until: self.requested_until,
             });
@@ -101,6 +108,8 @@ pub(crate) struct Effects<'a> {
     pub(crate) deadlines: &'a mut Deadlines,
     /// What the call returns, in order.
     pub(crate) changes: Vec<Change>,
+    /// The core's outbox of leases that ended.
+    ended: &'a mut Vec<Ended>,
 }
 
 impl<'a> Effects<'a> {
@@ -110,6 +119,7 @@ impl<'a> Effects<'a> {
         issuer: &'a mut Issuer,
         watches: &'a mut Watches,
         deadlines: &'a mut Deadlines,
+        ended: &'a mut Vec<Ended>,
     ) -> Effects<'a> {
         Effects {
             now,
@@ -117,7 +127,13 @@ impl<'a> Effects<'a> {
             watches,
             deadlines,
             changes: Vec::new(),
+            ended,
         }
+    }
+
+    /// A lease ended: a line for its resource's history.
+    pub(crate) fn ended(&mut self, line: Ended) {
+        self.ended.push(line);
     }
 
     /// The next fencing token, if it is durably reserved (asking for the
@@ -130,6 +146,12 @@ impl<'a> Effects<'a> {
         }
         self.issuer.next_fencing += 1;
         Some(FencingToken(token))
+    }
+
+    /// Whether a grant could be given now (its fencing token would be
+    /// covered by the durable reservation).
+    pub(crate) fn can_grant(&self) -> bool {
+        self.issuer.can_grant()
     }
 
     /// The next revision, for a state change (asking for the next block

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{DeliveryId, Ending, LeaseId, SessionId, WatchId};
+use super::{ConsumerId, DeliveryId, Ending, LeaseId, SessionId, WatchId};
 
 /// Refusals. Queue outcomes (granted, queued) are values, not errors.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -132,6 +132,23 @@ pub enum BadArgument {
     /// A detach grace without a resume token (a bug of the caller).
     #[error("a detach grace needs a resume token")]
     NoResumeToken,
+    /// A `global/` name on a broker that belongs to no fleet.
+    #[error(
+        "{resource} is a global resource, but this broker has no fleet (start turnstiled with --fleet-etcd URL)"
+    )]
+    NoFleet {
+        /// The resource.
+        resource: String,
+    },
+    /// A `global/` request that will not wait: its place is decided by
+    /// etcd, so whether it is free now cannot be answered at once.
+    #[error(
+        "{resource} is a global resource: a request on it must be able to wait (no-wait is not supported across hosts)"
+    )]
+    GlobalNoWait {
+        /// The resource.
+        resource: String,
+    },
     /// A progress report with more steps done than in all.
     #[error("progress done ({done}) exceeds total ({total})")]
     ProgressOverTotal {
@@ -204,6 +221,9 @@ pub enum QueueError {
     /// The delivery went to another session.
     #[error("delivery {0} belongs to another connection")]
     NotYourDelivery(DeliveryId),
+    /// The session has no such consumer (NOT_FOUND).
+    #[error("consumer {0} is not one of this connection's")]
+    UnknownConsumer(ConsumerId),
     /// The session has `max_consumers_per_session` consumers (RESOURCE_EXHAUSTED).
     #[error("too many consumers on this connection (limit {limit})")]
     TooManyConsumers {

@@ -46,7 +46,7 @@ mod watch;
 
 use std::sync::Arc;
 
-pub use changes::{Change, LeaseUpdate};
+pub use changes::{Change, Ended, LeaseUpdate};
 pub use errors::{BadArgument, CoreError, QueueError, WrongState};
 pub use names::{
     MAX_NAME_BYTES, MAX_NAMES_PER_REQUEST, MAX_TEXT_BYTES, check_name, check_name_count, check_text,
@@ -66,7 +66,10 @@ pub use types::{
 pub use watch::HISTORY_LINGER_MS;
 
 use effects::{Deadline, Deadlines, Effects, Issuer};
+pub use leases::GLOBAL_PREFIX;
 use leases::LeaseTable;
+#[cfg(test)]
+use leases::TOLD_PER_CALL;
 #[cfg(not(fuzzing))]
 use queues::QueueTable;
 use watch::Watches;
@@ -99,6 +102,8 @@ pub struct Core {
     /// (except [`Core::consume`], which checks it): call the table.
     pub(crate) queues: QueueTable,
     deadlines: Deadlines,
+    /// Leases that ended since the dispatch layer last took them.
+    ended: Vec<Ended>,
 }
 
 impl Core {
@@ -106,7 +111,7 @@ impl Core {
     /// and the reservation to persist before anything is served.
     pub fn new(config: CoreConfig, counters: Counters) -> (Core, Reservation) {
         let start = counters.reserved_until;
-        let issuer = Issuer::new(start);
+        let issuer = Issuer::new(start, config.counter_block);
         let reservation = Reservation {
             reserve_until: issuer.durable_until,
         };
@@ -123,6 +128,7 @@ impl Core {
             ),
             queues: QueueTable::new(config.queues.clone(), 0),
             deadlines: Deadlines::new(),
+            ended: Vec::new(),
             config,
         };
         (core, reservation)
@@ -256,7 +262,8 @@ impl Core {
     }
 
     /// Ends every lease whose TTL ran out, drops every waiter whose
-    /// `max_wait_ms` ran out and sends heartbeats, as of `now`.
+    /// `max_wait_ms` ran out, sends heartbeats and the waiter updates held
+    /// back by the pace, as of `now`.
     pub fn expire(&mut self, now: Millis) -> Vec<Change> {
         let (leases, mut fx) = self.split(now);
         while let Some(&(at, what)) = fx.deadlines.first() {
@@ -270,8 +277,43 @@ impl Core {
                 | Deadline::Stall(lease)
                 | Deadline::Revoke(lease) => leases.deadline(lease, &mut fx),
                 Deadline::Heartbeats => fx.heartbeats(),
+                Deadline::WaiterUpdates => leases.waiter_updates_due(&mut fx),
             }
         }
+        fx.changes
+    }
+
+    /// The fleet admits a waiter of a `global/` resource with the fencing
+    /// token etcd gave it (see DESIGN "Fleet"): it is granted once it heads
+    /// the local queue. The fleet task decides; the core only obeys, so
+    /// every rule of the local table still holds.
+    pub fn admit(&mut self, lease: LeaseId, token: FencingToken, now: Millis) -> Vec<Change> {
+        let (leases, mut fx) = self.split(now);
+        leases.admit(lease, token, &mut fx);
+        fx.changes
+    }
+
+    /// The fleet tells where a waiter of a `global/` resource stands across
+    /// hosts (its position there and the requests ahead of it, whose
+    /// `holder.client_name` names their host); its owner is told at once.
+    pub fn global_place(
+        &mut self,
+        lease: LeaseId,
+        position: u32,
+        ahead: Vec<LeaseView>,
+        now: Millis,
+    ) -> Vec<Change> {
+        let (leases, mut fx) = self.split(now);
+        leases.global_place(lease, position, ahead, &mut fx);
+        fx.changes
+    }
+
+    /// The broker lost (or may have lost) its etcd lease: every holder of a
+    /// `global/` resource is told `Lost` with `detail`, waiters keep their
+    /// places until the fleet admits them again.
+    pub fn fleet_lost(&mut self, detail: &str, now: Millis) -> Vec<Change> {
+        let (leases, mut fx) = self.split(now);
+        leases.fleet_lost(detail, &mut fx);
         fx.changes
     }
 
@@ -280,7 +322,18 @@ impl Core {
     pub fn status(&self, resources: &[String]) -> StatusView {
         StatusView {
             revision: self.issuer.revision,
-            resources: self.leases.views(resources, self.issuer.revision),
+            resources: self.leases.views(resources, self.issuer.revision, None),
+        }
+    }
+
+    /// [`Core::status`] as of `now`: waiters carry the broker's estimate
+    /// of their wait.
+    pub fn status_at(&self, resources: &[String], now: Millis) -> StatusView {
+        StatusView {
+            revision: self.issuer.revision,
+            resources: self
+                .leases
+                .views(resources, self.issuer.revision, Some(now)),
         }
     }
 
@@ -432,7 +485,7 @@ impl Core {
             &resources,
             start_revision,
             current,
-            || leases.views(&resources, current),
+            || leases.views(&resources, current, Some(now)),
             now,
             &mut self.deadlines,
         )
@@ -476,7 +529,15 @@ impl Core {
                 &mut self.issuer,
                 &mut self.watches,
                 &mut self.deadlines,
+                &mut self.ended,
             ),
         )
+    }
+
+    /// The leases that ended since the last call, oldest first, for the
+    /// history (DESIGN "History"). The dispatch layer takes them after
+    /// every call that may end a lease; the room is kept for the next.
+    pub fn take_ended(&mut self) -> std::vec::Drain<'_, Ended> {
+        self.ended.drain(..)
     }
 }

@@ -615,6 +615,113 @@ impl QueueTable {
         changes
     }
 
+    /// Stops one of `session`'s consumers: nothing more is delivered to
+    /// it. Its deliveries in flight stay the session's to ack or nack (and
+    /// go back to the queue at its goodbye).
+    pub fn cancel_consumer(
+        &mut self,
+        session: SessionId,
+        consumer: ConsumerId,
+    ) -> Result<Vec<QueueChange>, QueueError> {
+        let Some(mine) = self.sessions.get_mut(&session) else {
+            return Err(QueueError::UnknownConsumer(consumer));
+        };
+        if !mine.consumers.contains(&consumer) {
+            return Err(QueueError::UnknownConsumer(consumer));
+        }
+        mine.consumers.retain(|c| *c != consumer);
+        if let Some(queue) = self.remove_consumer(consumer) {
+            self.tidy(&queue);
+        }
+        Ok(Vec::new())
+    }
+
+    /// The first `limit` ready messages of `queue`, next to be delivered
+    /// first, without taking them (no attempt is used), and whether more
+    /// follow.
+    pub fn peek(&self, queue: &str, limit: usize) -> (Vec<&Message>, bool) {
+        let Some(q) = self.queues.get(queue) else {
+            return (Vec::new(), false);
+        };
+        let shown: Vec<&Message> = q.ready.values().take(limit).collect();
+        let more = q.ready.len() > shown.len();
+        (shown, more)
+    }
+
+    /// Drops every ready message of `queue` (deliveries in flight are left
+    /// to their consumers); returns how many, and their removals.
+    pub fn purge(&mut self, queue: &str) -> (u64, Vec<QueueChange>) {
+        let mut changes = Vec::new();
+        let Some(q) = self.queues.get_mut(queue) else {
+            return (0, changes);
+        };
+        let dropped = std::mem::take(&mut q.ready);
+        let name = q.name.clone();
+        let count = dropped.len() as u64;
+        for message in dropped.into_values() {
+            self.forget(&name, &message, &mut changes);
+        }
+        self.tidy(&name);
+        (count, changes)
+    }
+
+    /// Moves the ready messages of `queue.dead` back to the end of `queue`,
+    /// oldest first, as far as `queue`'s limits allow: each gets a new
+    /// sequence number and fresh delivery attempts, without the dead-letter
+    /// headers. Returns how many moved, and the store writes (the removal
+    /// and the append of each, to commit together).
+    pub fn requeue_dead(&mut self, queue: &str) -> (u64, Vec<QueueChange>) {
+        let mut changes = Vec::new();
+        let dead_name = format!("{queue}{DEAD_LETTER_SUFFIX}");
+        let Some(dead) = self.queues.get(dead_name.as_str()).map(|q| q.name.clone()) else {
+            return (0, changes);
+        };
+        let mut count = 0;
+        let target = self.queue_mut(queue).name.clone();
+        while let Some((size, publisher)) = self
+            .queues
+            .get(&dead)
+            .and_then(|dq| dq.ready.first_key_value())
+            .map(|(_, m)| (m.size(), m.publisher))
+        {
+            let Some(q) = self.queues.get(&target) else {
+                break;
+            };
+            if q.check_room_for(size, publisher, &self.config).is_err() {
+                break;
+            }
+            let Some(dq) = self.queues.get_mut(&dead) else {
+                break;
+            };
+            let Some((_, message)) = dq.ready.pop_first() else {
+                break;
+            };
+            self.forget(&dead, &message, &mut changes);
+            let mut headers = message.headers;
+            headers.retain(|(k, _)| k != HEADER_DEAD_LETTER_QUEUE && k != HEADER_DEAD_LETTER_SEQ);
+            self.last_seq += 1;
+            let moved = Message {
+                seq: self.last_seq,
+                payload: message.payload,
+                headers,
+                attempt: 0,
+                publisher: message.publisher,
+            };
+            let q = self.queue_mut(&target);
+            q.count_in(moved.size(), moved.publisher);
+            changes.push(QueueChange::Persist(StoreOp::Append {
+                queue: target.clone(),
+                message: moved.clone(),
+            }));
+            q.ready.insert(moved.seq, moved);
+            count += 1;
+        }
+        self.pump(&target, &mut changes);
+        self.tidy(&dead);
+        self.tidy(&target);
+        (count, changes)
+    }
+
     /// Every queue that holds anything or has a consumer, by name.
     pub fn info(&self) -> Vec<QueueInfo> {
         let mut infos: Vec<QueueInfo> = self

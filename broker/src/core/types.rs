@@ -220,6 +220,16 @@ pub enum Cause {
         /// Its fencing token.
         fencing: FencingToken,
     },
+    /// A holder of a `global/` resource lost it because its broker could
+    /// not keep its place in the fleet (etcd unreachable).
+    FleetLost {
+        /// The lease.
+        lease: LeaseId,
+        /// Its holder.
+        peer: Arc<Peer>,
+        /// Why, for humans.
+        detail: Arc<str>,
+    },
     /// A holder lost its lease to a yield request with revoke.
     Revoked {
         /// The lease.
@@ -344,6 +354,14 @@ impl fmt::Display for Cause {
                     Ending::Revoked => f.write_str(" revoked"),
                 }
             }
+            Cause::FleetLost {
+                lease,
+                peer,
+                detail,
+            } => {
+                who(f, lease, peer)?;
+                write!(f, " lost: {detail}")
+            }
             Cause::Revoked { lease, peer, by } => {
                 who(f, lease, peer)?;
                 write!(f, " revoked: {by}")
@@ -419,10 +437,28 @@ pub struct CoreConfig {
     pub watch_history: usize,
     /// A watch quiet for this long gets a heartbeat (0 = never).
     pub heartbeat_ms: u64,
+    /// The waiters of one resource are told where they stand (and the
+    /// head's progress) at most once in this many milliseconds; changes in
+    /// between are coalesced into the newest state, sent when the time
+    /// comes (0 = at every change). See `LeaseTable::notify_waiters`.
+    pub waiter_update_interval_ms: u64,
+    /// Updates the waiters of one resource are sent per second at most:
+    /// a queue too long to tell every waiter within the interval at this
+    /// rate is told less often (50 000 waiters at 20 000/s: every 2.5 s),
+    /// so that one long queue cannot take the broker's whole time.
+    pub waiter_updates_per_second: u64,
+    /// Revisions and fencing tokens one durable counter reservation covers
+    /// (the next is reserved when half of it is used). Small blocks only
+    /// cost more store writes; tests use them to cross a block quickly.
+    pub counter_block: u64,
     /// The message queues' limits.
     pub queues: QueueConfig,
     /// Resources whose semaphore capacity the broker's config file fixes.
     pub capacities: Vec<(String, u32)>,
+    /// Whether the broker belongs to a fleet (`--fleet-etcd`): `global/`
+    /// names are refused without one, and granted only once the fleet
+    /// admits them ([`crate::core::Core::admit`]) with one.
+    pub fleet: bool,
 }
 
 impl Default for CoreConfig {
@@ -437,8 +473,12 @@ impl Default for CoreConfig {
             max_watches_per_session: 64,
             watch_history: 4096,
             heartbeat_ms: 10_000,
+            waiter_update_interval_ms: 250,
+            waiter_updates_per_second: 20_000,
+            counter_block: COUNTER_BLOCK,
             queues: QueueConfig::default(),
             capacities: Vec::new(),
+            fleet: false,
         }
     }
 }
@@ -495,6 +535,11 @@ pub struct LeaseView {
     pub detached: bool,
     /// A holder that reported no progress for its `stall_after_ms`.
     pub stalled: bool,
+    /// For a waiter in a resource's state: the broker's estimate of its
+    /// wait, the same figure its owner gets in `Queued` (see
+    /// `LeaseTable::estimate_wait`); `None` when there is none, for a
+    /// holder, and in views taken without a time.
+    pub estimated_wait_ms: Option<u64>,
 }
 
 /// A resource's whole state.

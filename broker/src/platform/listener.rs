@@ -11,15 +11,29 @@
 //! broker on a live path refuses and leaves the first alone; a stale socket
 //! is replaced.
 //!
+//! The socket file is watched while the broker runs ([`Endpoint`]): one
+//! unlinked by hand or by a cleaner of temporary files is noticed within
+//! [`CHECK_EVERY`], logged, and bound again at the same path (the broker
+//! still holds the lock, so the path is still its own). Connections
+//! already open are not concerned: they do not use the file.
+//!
 //! Windows: a named pipe; the pipe's security (DACL, first instance,
-//! remote clients) is set by `interprocess`'s listener options.
+//! remote clients) is set by `interprocess`'s listener options. A pipe
+//! name has no file that could be unlinked: it lives as long as the
+//! broker's listener, so there is nothing to watch.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use interprocess::local_socket::ListenerOptions;
-use interprocess::local_socket::tokio::Listener;
+use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::traits::tokio::Listener as _;
+
+/// How often the socket file is checked (Unix).
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the endpoint could not be bound. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +79,143 @@ pub struct BoundListener {
     pub guard: EndpointGuard,
 }
 
+impl BoundListener {
+    /// The listener as an [`Endpoint`] that keeps its socket file in place
+    /// (Unix), and the guard to keep while it serves.
+    pub fn watched(self) -> (Endpoint, EndpointGuard) {
+        (
+            Endpoint {
+                #[cfg(unix)]
+                watch: SocketWatch::new(&self.guard.path),
+                listener: self.listener,
+            },
+            self.guard,
+        )
+    }
+}
+
+/// What the server accepts connections on: a listener, and (for a socket
+/// file bound by [`bind`]) the watch that re-creates the file when it is
+/// unlinked. A bare [`Listener`] converts into one that is not watched
+/// (tests that bind their own).
+pub struct Endpoint {
+    listener: Listener,
+    #[cfg(unix)]
+    watch: Option<SocketWatch>,
+}
+
+impl From<Listener> for Endpoint {
+    fn from(listener: Listener) -> Endpoint {
+        Endpoint {
+            listener,
+            #[cfg(unix)]
+            watch: None,
+        }
+    }
+}
+
+impl Endpoint {
+    /// The next connection. Between connections, checks the socket file
+    /// every [`CHECK_EVERY`] and binds it again if it is gone.
+    pub async fn accept(&mut self) -> io::Result<Stream> {
+        #[cfg(unix)]
+        loop {
+            let Some(watch) = &mut self.watch else {
+                return self.listener.accept().await;
+            };
+            tokio::select! {
+                accepted = self.listener.accept() => return accepted,
+                _ = watch.tick.tick() => {
+                    if let Some(listener) = watch.check() {
+                        // The old listener is unreachable (no file names
+                        // it): dropping it closes nothing anyone uses.
+                        self.listener = listener;
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        self.listener.accept().await
+    }
+}
+
+/// The socket file as the broker bound it: which inode, checked how often.
+#[cfg(unix)]
+struct SocketWatch {
+    path: PathBuf,
+    /// (device, inode) of the file the broker bound.
+    bound: (u64, u64),
+    tick: tokio::time::Interval,
+    /// Something else sits at the path: said once.
+    told_replaced: bool,
+    /// The last re-creation failed: said once until it succeeds.
+    told_failed: bool,
+}
+
+#[cfg(unix)]
+impl SocketWatch {
+    fn new(path: &Path) -> Option<SocketWatch> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(SocketWatch {
+            path: path.to_path_buf(),
+            bound: (meta.dev(), meta.ino()),
+            tick,
+            told_replaced: false,
+            told_failed: false,
+        })
+    }
+
+    /// A new listener when the socket file was gone and is bound again.
+    fn check(&mut self) -> Option<Listener> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.bound => None,
+            Ok(_) => {
+                // Only the broker's user (or root) can write the directory:
+                // whoever put this there meant it. Leave it, say so once.
+                if !self.told_replaced {
+                    self.told_replaced = true;
+                    tracing::error!(
+                        path = %self.path.display(),
+                        "the socket file was replaced by another file while the broker runs; \
+                         new clients cannot reach this broker (connections already open go on)"
+                    );
+                }
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !self.told_failed {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        "the socket file was removed while the broker runs: binding it again"
+                    );
+                }
+                match listen(&self.path) {
+                    Ok((listener, bound)) => {
+                        self.bound = bound;
+                        self.told_failed = false;
+                        tracing::info!(path = %self.path.display(), "socket file re-created: accepting connections again");
+                        Some(listener)
+                    }
+                    Err(e) => {
+                        if !self.told_failed {
+                            self.told_failed = true;
+                            tracing::error!(
+                                "cannot re-create the socket file ({e}); retrying every {CHECK_EVERY:?}"
+                            );
+                        }
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 /// The endpoint's lock. Dropping it removes the socket file and the lock
 /// file, and releases the lock.
 pub struct EndpointGuard {
@@ -102,9 +253,8 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> B
 /// Must be called inside a tokio runtime.
 #[cfg(unix)]
 pub fn bind(path: &Path) -> Result<BoundListener, BindError> {
-    use interprocess::local_socket::{GenericFilePath, ToFsName};
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -179,6 +329,22 @@ pub fn bind(path: &Path) -> Result<BoundListener, BindError> {
         Err(e) => return Err(io_err("cannot inspect", path)(e)),
     }
 
+    let (listener, _) = listen(path)?;
+    Ok(BoundListener {
+        listener,
+        guard: EndpointGuard {
+            path: path.to_path_buf(),
+            _lock: Some(lock),
+        },
+    })
+}
+
+/// Listens on a socket file at `path` (where nothing is), mode 0666;
+/// answers the listener and the (device, inode) of its file.
+#[cfg(unix)]
+fn listen(path: &Path) -> Result<(Listener, (u64, u64)), BindError> {
+    use interprocess::local_socket::{GenericFilePath, ToFsName};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let name = path
         .to_fs_name::<GenericFilePath>()
         .map_err(io_err("invalid socket path", path))?;
@@ -192,13 +358,8 @@ pub fn bind(path: &Path) -> Result<BoundListener, BindError> {
     // alone, so nobody can swap the file between bind and chmod.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(io_err("cannot set the mode of", path))?;
-    Ok(BoundListener {
-        listener,
-        guard: EndpointGuard {
-            path: path.to_path_buf(),
-            _lock: Some(lock),
-        },
-    })
+    let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot inspect", path))?;
+    Ok((listener, (meta.dev(), meta.ino())))
 }
 
 /// The pipe's security descriptor, in SDDL ("Security Descriptor String

@@ -6,7 +6,7 @@
 //! SCM in [`service`]), where durable state goes ([`dirs`]) and how its
 //! directory is made private and durable ([`fs`]), how a connection splits
 //! into reader and writer ([`stream`]), and how many files it may open
-//! ([`limits`]).
+//! ([`limits`]), and what the machine is called ([`host`]).
 //!
 //! Porting to a new platform means reading these files, nothing else.
 //! `cfg(unix)` and `cfg(windows)` appear nowhere else in the broker, and
@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod dirs;
 pub mod fs;
 pub mod groups;
+pub mod host;
 pub mod limits;
 pub mod listener;
 pub mod peer;

@@ -100,6 +100,8 @@ pub struct DefaultsConfig {
     pub yield_: Option<Decision>,
     /// Default for `revoke` (built in: deny).
     pub revoke: Option<Decision>,
+    /// Default for `queue-admin` (built in: deny).
+    pub queue_admin: Option<Decision>,
 }
 
 impl DefaultsConfig {
@@ -113,6 +115,7 @@ impl DefaultsConfig {
             Verb::Consume => self.consume,
             Verb::Yield => self.yield_,
             Verb::Revoke => self.revoke,
+            Verb::QueueAdmin => self.queue_admin,
         }
     }
 }

@@ -27,8 +27,9 @@
 //!   it takes the verb on those names away from everyone but root and the
 //!   broker's user.
 //! - If no rule mentions the pair, the verb's default applies
-//!   (`[policy-defaults]`). Built-in defaults: `lease-exclusive` and
-//!   `revoke` deny; `lease-shared`, `watch`, `status`, `publish` and
+//!   (`[policy-defaults]`). Built-in defaults: `lease-exclusive`,
+//!   `revoke` and `queue-admin` (purge a queue, move its dead letters
+//!   back: more than consuming) deny; `lease-shared`, `watch`, `status`, `publish` and
 //!   `consume` allow; `yield` (ask the holders of a resource to make way)
 //!   follows `lease-shared` on the same name. So by default only root and
 //!   the broker's user take EXCLUSIVE leases and revoke, and anyone who can
@@ -99,11 +100,15 @@ pub enum Verb {
     /// Take the lease of a holder that did not make way in time
     /// (`RequestYield` with `revoke`).
     Revoke,
+    /// Change a queue for everyone: drop its messages (`PurgeQueue`),
+    /// move its dead letters back (`RequeueDead`). More than `consume`,
+    /// which only takes messages one by one as their consumer.
+    QueueAdmin,
 }
 
 impl Verb {
     /// Every verb, in the order of the documentation.
-    pub const ALL: [Verb; 8] = [
+    pub const ALL: [Verb; 9] = [
         Verb::LeaseExclusive,
         Verb::LeaseShared,
         Verb::Watch,
@@ -112,6 +117,7 @@ impl Verb {
         Verb::Consume,
         Verb::Yield,
         Verb::Revoke,
+        Verb::QueueAdmin,
     ];
 
     /// The verb as written in the config file and in refusals.
@@ -125,6 +131,7 @@ impl Verb {
             Verb::Consume => "consume",
             Verb::Yield => "yield",
             Verb::Revoke => "revoke",
+            Verb::QueueAdmin => "queue-admin",
         }
     }
 
@@ -135,7 +142,7 @@ impl Verb {
     /// The built-in default for names no rule mentions.
     pub fn builtin_default(self) -> Decision {
         match self {
-            Verb::LeaseExclusive | Verb::Revoke => Decision::Deny,
+            Verb::LeaseExclusive | Verb::Revoke | Verb::QueueAdmin => Decision::Deny,
             // Unless set, `yield` follows `lease-shared` name by name (see
             // `Policy::check`); this is the answer for every name at once.
             Verb::LeaseShared

@@ -58,7 +58,7 @@ fn verbs_spell_as_in_the_config_and_unknown_ones_list_the_valid_ones() {
     let e = "lease".parse::<Verb>().unwrap_err().to_string();
     assert_eq!(
         e,
-        "unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke"
+        "unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke, queue-admin"
     );
 }
 
@@ -349,7 +349,7 @@ fn resolve_errors_name_the_rule_and_what_is_wrong() {
     );
     assert_eq!(
         e.to_string(),
-        "policy rule 1: unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke"
+        "policy rule 1: unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke, queue-admin"
     );
     let e = resolve_err(
         r#"
@@ -614,4 +614,28 @@ fn yield_follows_lease_shared_and_revoke_is_root_and_the_brokers_only() {
     assert!(!allowed(&p, &user(65534), Verb::Yield, "pcm"));
     assert!(allowed(&p, &user(1001), Verb::Revoke, "pcm"));
     assert!(!allowed(&p, &user(1001), Verb::Revoke, "other"));
+}
+
+#[test]
+fn queue_admin_is_more_than_consume_and_denied_by_default() {
+    // Purging a queue or moving its dead letters back changes it for every
+    // consumer: by default only root and the broker's user may, whoever
+    // may consume; a rule grants it like any verb.
+    let p = policy("");
+    assert!(allowed(&p, &user(65534), Verb::Consume, "jobs"));
+    assert!(!allowed(&p, &user(65534), Verb::QueueAdmin, "jobs"));
+    assert!(allowed(&p, &user(0), Verb::QueueAdmin, "jobs"));
+    assert!(allowed(&p, &user(OWN), Verb::QueueAdmin, "jobs"));
+    let p = policy(
+        r#"
+        [[policy]]
+        verbs = ["queue-admin"]
+        resources = ["jobs"]
+        users = [1001]
+        "#,
+    );
+    assert!(allowed(&p, &user(1001), Verb::QueueAdmin, "jobs"));
+    assert!(!allowed(&p, &user(1001), Verb::QueueAdmin, "other"));
+    let e = p.check(&user(65534), Verb::QueueAdmin, "jobs").unwrap_err();
+    assert!(e.to_string().contains("queue-admin"), "{e}");
 }

@@ -31,13 +31,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use interprocess::local_socket::tokio::Listener;
-use interprocess::local_socket::traits::tokio::Listener as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
 
 use crate::core::{CoreConfig, Message, SessionId};
+use crate::platform::listener::Endpoint;
 use crate::platform::peer::{PeerCredentials, peer_credentials};
 pub use crate::store::Storage;
 use crate::store::StoreError;
@@ -75,6 +74,10 @@ pub struct ServerConfig {
     /// The durable store. `None` keeps queues and counters in memory only:
     /// nothing survives the process (for tests of the transport).
     pub storage: Option<Storage>,
+    /// How much lease history the store keeps per resource.
+    pub history: crate::store::HistoryBounds,
+    /// The fleet (`--fleet-etcd`); `None`: this broker is alone.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +100,8 @@ impl Default for ServerConfig {
                 ..CoreConfig::default()
             },
             storage: None,
+            history: crate::store::HistoryBounds::default(),
+            fleet: None,
         }
     }
 }
@@ -139,6 +144,12 @@ pub(crate) enum ToCore {
         message: Message,
         result: Result<(), StoreError>,
     },
+    /// The store answered a history read.
+    HistoryRead {
+        session: SessionId,
+        request_id: u64,
+        result: Result<crate::store::Recorded, StoreError>,
+    },
     /// Deliveries whose attempts the store now holds: send them.
     Deliveries {
         deliveries: Vec<crate::core::Change>,
@@ -151,21 +162,31 @@ pub(crate) enum ToCore {
         request_id: u64,
         result: Result<(), StoreError>,
     },
+    /// The fleet task admits a global waiter or gives the fleet up.
+    Fleet(crate::fleet::FleetEvent),
+}
+
+impl From<crate::fleet::FleetEvent> for ToCore {
+    fn from(event: crate::fleet::FleetEvent) -> ToCore {
+        ToCore::Fleet(event)
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves; then closes every
 /// connection and returns.
 pub async fn run(
-    listener: Listener,
+    listener: impl Into<Endpoint>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let mut listener: Endpoint = listener.into();
     let (to_core, core_rx) = mpsc::channel::<ToCore>(4096);
     let stop = CancellationToken::new();
     // The store's contents and the counters' first reservation are in place
     // before the first connection is accepted.
-    let dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
+    let mut dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
         .map_err(std::io::Error::other)?;
+    let fleet = start_fleet(&config, &mut dispatcher, &to_core, &stop)?;
     let core_task = tokio::spawn(core_task::run(dispatcher, core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
     tokio::pin!(shutdown);
@@ -233,5 +254,41 @@ pub async fn run(
     stop.cancel();
     drop(to_core);
     let _ = tokio::time::timeout(Duration::from_secs(5), core_task).await;
+    if let Some(fleet) = fleet {
+        // It revokes its etcd lease: this host's keys go now.
+        let _ = tokio::time::timeout(Duration::from_secs(2), fleet).await;
+    }
     Ok(())
+}
+
+/// Starts the fleet task when the broker has one (`--fleet-etcd`): the
+/// dispatcher hands it every resource's newest state, it answers with
+/// admissions ([`ToCore::Fleet`]).
+fn start_fleet(
+    config: &ServerConfig,
+    dispatcher: &mut dispatch::Dispatcher,
+    to_core: &mpsc::Sender<ToCore>,
+    stop: &CancellationToken,
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(fleet) = &config.fleet else {
+        return Ok(None);
+    };
+    let inbox = Arc::new(crate::fleet::Inbox::default());
+    dispatcher.attach_fleet(inbox.clone());
+    #[cfg(feature = "fleet")]
+    {
+        Ok(Some(crate::fleet::spawn(
+            fleet.clone(),
+            inbox,
+            to_core.clone(),
+            stop.clone(),
+        )))
+    }
+    #[cfg(not(feature = "fleet"))]
+    {
+        let _ = (fleet, inbox, to_core, stop);
+        Err(std::io::Error::other(
+            "this broker was built without the `fleet` feature",
+        ))
+    }
 }

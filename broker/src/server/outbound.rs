@@ -20,7 +20,7 @@
 //! The same gate closes while the connection has `--max-in-flight`
 //! requests awaiting answers (DESIGN "Flow control").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -43,6 +43,9 @@ pub enum Outbound {
     /// `WatchEvent` bytes without field 1, and the watch id to add (boxed
     /// too: every slot of every connection's queue is this enum's size).
     WatchEvent(Box<WatchCopy>),
+    /// A whole frame, already encoded: what a frame becomes when it waits
+    /// in a backlog, where its bytes are all it may cost.
+    Encoded(Bytes),
 }
 
 /// One watcher's copy of a state event.
@@ -72,6 +75,23 @@ impl Outbound {
                     + OVERHEAD
             }
             Outbound::WatchEvent(w) => w.body.len() + std::mem::size_of::<WatchCopy>() + OVERHEAD,
+            Outbound::Encoded(b) => b.len() + OVERHEAD,
+        }
+    }
+
+    /// The item in the form it waits in a backlog: a frame is encoded
+    /// there and then. A frame's structs cost several times its encoded
+    /// size (a queue place carries up to eight `Lease`s, each with its own
+    /// strings: ~1 KB on the wire, ~5 KB as structs), and the backlog is
+    /// bounded by what it costs (issue #12 point 5).
+    fn into_waiting(self) -> Outbound {
+        match self {
+            Outbound::Frame(f) => {
+                let mut buf = BytesMut::new();
+                encode_frame(f.as_ref(), &mut buf);
+                Outbound::Encoded(buf.freeze())
+            }
+            other => other,
         }
     }
 
@@ -80,6 +100,7 @@ impl Outbound {
         match self {
             Outbound::Frame(f) => encode_frame(f, dst),
             Outbound::WatchEvent(w) => encode_watch_event_frame(w.watch_id, &w.body, dst),
+            Outbound::Encoded(b) => dst.extend_from_slice(b),
         }
     }
 }
@@ -143,19 +164,6 @@ impl ReadGate {
     }
 }
 
-/// A waiter is told its place in the queue (and the head's progress) at
-/// most once in this many milliseconds; in between, only the newest state
-/// is kept and sent when the time comes.
-pub(super) const QUEUED_PACE_MS: u64 = 250;
-
-/// One waiting lease's pacing: when it was last told, and the newest
-/// place held back since (in the core's form: made into a frame only when
-/// it is sent, so a place replaced before then costs no encoding).
-struct Paced {
-    last_sent: crate::core::Millis,
-    pending: Option<crate::core::QueuePosition>,
-}
-
 /// Most (watch, resource) states kept for one slow connection.
 pub(super) const MAX_COALESCED: usize = 4096;
 
@@ -193,9 +201,6 @@ pub(super) struct Conn {
     gate: Arc<ReadGate>,
     coalesced: VecDeque<Coalesced>,
     waker_armed: bool,
-    /// Queue updates of this connection's waiting leases, paced.
-    queued: HashMap<u64, Paced>,
-    pacer_armed: bool,
 }
 
 /// The connection is not reading and its backlog is over the limit.
@@ -227,8 +232,6 @@ impl Conn {
             gate,
             coalesced: VecDeque::new(),
             waker_armed: false,
-            queued: HashMap::new(),
-            pacer_armed: false,
         }
     }
 
@@ -285,96 +288,10 @@ impl Conn {
     }
 
     fn push_backlog(&mut self, item: Outbound) {
+        let item = item.into_waiting();
         self.backlog_bytes += item.cost();
         self.backlog.push_back(item);
         self.refresh_gate();
-    }
-
-    /// Queues a waiter's new place in the queue, or keeps it (only the
-    /// newest per lease) until [`QUEUED_PACE_MS`] have passed since the
-    /// last one sent: a waiter needs its place and the head's progress a
-    /// few times a second, not at every progress report.
-    pub fn send_queued(
-        &mut self,
-        lease: u64,
-        place: crate::core::QueuePosition,
-        now: crate::core::Millis,
-        encode: impl Fn(&crate::core::QueuePosition) -> Outbound,
-        to_core: &mpsc::Sender<ToCore>,
-    ) -> Result<(), Overflow> {
-        match self.queued.get_mut(&lease) {
-            Some(p) if now < p.last_sent + QUEUED_PACE_MS || p.pending.is_some() => {
-                p.pending = Some(place);
-                self.arm_pacer(to_core);
-                Ok(())
-            }
-            _ => {
-                self.queued.insert(
-                    lease,
-                    Paced {
-                        last_sent: now,
-                        pending: None,
-                    },
-                );
-                self.send(encode(&place), false, to_core)
-            }
-        }
-    }
-
-    /// A lease's update that is not a place in the queue (granted, lost):
-    /// a place held back for it is now stale and is dropped.
-    pub fn forget_queued(&mut self, lease: u64) {
-        self.queued.remove(&lease);
-    }
-
-    /// Sends the held-back queue updates whose time has come.
-    pub fn flush_paced(
-        &mut self,
-        now: crate::core::Millis,
-        encode: impl Fn(&crate::core::QueuePosition) -> Outbound,
-        to_core: &mpsc::Sender<ToCore>,
-    ) -> Result<(), Overflow> {
-        self.pacer_armed = false;
-        let mut due = Vec::new();
-        let mut waiting = false;
-        for p in self.queued.values_mut() {
-            if p.pending.is_none() {
-                continue;
-            }
-            if now >= p.last_sent + QUEUED_PACE_MS {
-                p.last_sent = now;
-                due.extend(p.pending.take());
-            } else {
-                waiting = true;
-            }
-        }
-        if waiting {
-            self.arm_pacer(to_core);
-        }
-        for place in due {
-            self.send(encode(&place), false, to_core)?;
-        }
-        Ok(())
-    }
-
-    /// Asks to be woken (with [`ToCore::Writable`]) when held-back queue
-    /// updates may be due.
-    fn arm_pacer(&mut self, to_core: &mpsc::Sender<ToCore>) {
-        if self.pacer_armed {
-            return;
-        }
-        self.pacer_armed = true;
-        let to_core = to_core.clone();
-        let session = self.session;
-        let cancel = self.cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(QUEUED_PACE_MS)) => {
-                    let _ = to_core.send(ToCore::Writable { session }).await;
-                }
-            }
-        });
     }
 
     /// Queues a watch event, or keeps only its newest state when the client

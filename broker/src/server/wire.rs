@@ -38,7 +38,9 @@ impl From<&CoreError> for v1::Error {
                 | QueueError::QueueBytesFull { .. }
                 | QueueError::UserQuota { .. }
                 | QueueError::TooManyConsumers { .. } => ErrorCode::ResourceExhausted,
-                QueueError::UnknownDelivery(_) => ErrorCode::NotFound,
+                QueueError::UnknownDelivery(_) | QueueError::UnknownConsumer(_) => {
+                    ErrorCode::NotFound
+                }
                 QueueError::NotYourDelivery(_) => ErrorCode::PermissionDenied,
             },
             CoreError::Broken(_) => ErrorCode::Internal,
@@ -145,6 +147,9 @@ pub enum Refusal {
     /// The OS gave no random bytes for a resume token.
     #[error("no resume token could be drawn from the OS: {0}")]
     NoRandomness(String),
+    /// The store could not read the history.
+    #[error("the history could not be read: {0}")]
+    HistoryUnread(StoreError),
 }
 
 impl Refusal {
@@ -175,6 +180,7 @@ impl From<&Refusal> for v1::Error {
             | Refusal::OutcomeUnknown(_)
             | Refusal::AckNotStored(_)
             | Refusal::NoConnection
+            | Refusal::HistoryUnread(_)
             | Refusal::NoRandomness(_) => ErrorCode::Internal,
         };
         error(code, r.to_string())
@@ -281,7 +287,14 @@ pub fn lease(l: &LeaseView, clock: &Clock, now: Millis) -> v1::Lease {
         permits: l.permits,
         detached: l.detached,
         stalled: l.stalled,
+        estimated_wait_ms: estimate(l.estimated_wait_ms),
     }
+}
+
+/// The broker's estimate of a wait on the wire, in `Queued` and `Lease`
+/// alike: 0 = none, else at least 1 ms and at most `u32::MAX`.
+fn estimate(ms: Option<u64>) -> u32 {
+    ms.map_or(0, |w| w.clamp(1, u64::from(u32::MAX)) as u32)
 }
 
 /// The wire form of a resource's state.
@@ -350,9 +363,7 @@ pub fn queued(q: &QueuePosition, clock: &Clock, now: Millis) -> v1::Queued {
         lease_id: q.lease_id.0,
         position: q.position,
         ahead: q.ahead.iter().map(|l| lease(l, clock, now)).collect(),
-        estimated_wait_ms: q
-            .estimated_wait_ms
-            .map_or(0, |w| w.clamp(1, u64::from(u32::MAX)) as u32),
+        estimated_wait_ms: estimate(q.estimated_wait_ms),
         resume_token: resume_token(q.resume_token.as_ref()),
     }
 }
@@ -399,6 +410,38 @@ pub fn lease_update(lease_id: u64, u: &LeaseUpdate, clock: &Clock, now: Millis) 
             lease_id,
             change: Some(change),
         })),
+    }
+}
+
+/// The wire form of the history the store read.
+pub fn history(found: &crate::store::Recorded) -> v1::History {
+    v1::History {
+        entries: found
+            .lines
+            .iter()
+            .map(|l| v1::HistoryEntry {
+                lease_id: l.lease_id,
+                resource: l.resource.clone(),
+                mode: l.mode.map_or(0, mode),
+                permits: l.permits,
+                purpose: l.purpose.clone(),
+                holder: Some(v1::Peer {
+                    client_name: l.client_name.clone(),
+                    uid: l.uid,
+                    pid: l.pid,
+                    session_id: l.session_id,
+                    user: l.user.clone(),
+                    login_session: l.login_session.clone(),
+                }),
+                queued_at_ms: l.queued_at_ms,
+                granted_at_ms: l.granted_at_ms,
+                ended_at_ms: l.ended_at_ms,
+                ended_by: l.ended_by.map_or(0, |k| event_kind(k) as i32),
+                detail: l.detail.clone(),
+                fencing_token: l.fencing_token,
+            })
+            .collect(),
+        truncated: found.truncated,
     }
 }
 

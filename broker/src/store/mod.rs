@@ -16,8 +16,11 @@
 //!   payload, headers), so one range scan yields every queue in order;
 //! - table `meta`: `format` (1), `counters.reserved_until` (the core's
 //!   counter reservation) and `queues.last_seq` (the highest sequence number
-//!   ever stored); both high-water marks only ever rise.
+//!   ever stored); both high-water marks only ever rise;
+//! - table `history`: the leases that ended, per resource (see
+//!   `history.rs`). A file from before it simply has none yet.
 
+mod history;
 mod record;
 mod storage;
 #[cfg(test)]
@@ -42,6 +45,7 @@ use crate::core::queues::{Message, StoreOp};
 use crate::platform::fs::sync_dir;
 use record::Record;
 
+pub use history::{HistoryBounds, HistoryLine, HistoryQuery, Recorded, RecordedLease};
 pub use storage::Storage;
 pub use writer::StoreWriter;
 
@@ -281,6 +285,8 @@ pub struct Store {
     sync_failed: SyncFailed,
     commits: Arc<AtomicU64>,
     buf: Vec<u8>,
+    /// Where each resource's history lines stand (see `history.rs`).
+    spans: history::Spans,
 }
 
 impl std::fmt::Debug for Store {
@@ -416,6 +422,7 @@ impl Store {
             sync_failed,
             commits: Arc::new(AtomicU64::new(0)),
             buf: Vec::new(),
+            spans: history::Spans::default(),
         })
     }
 
@@ -449,6 +456,18 @@ impl Store {
     /// one is refused with [`StoreError::Poisoned`] without touching the
     /// file, until the store is opened again.
     pub fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.commit_with_history(ops, &[], None)
+    }
+
+    /// [`Store::commit`], with history lines appended (and their
+    /// resources bounded) in the same transaction; `sweep`: also apply
+    /// the bounds to every resource.
+    pub fn commit_with_history(
+        &mut self,
+        ops: &[StoreOp],
+        history: &[HistoryLine],
+        bounds: Option<(HistoryBounds, u64, bool)>,
+    ) -> Result<(), StoreError> {
         if self.sync_failed.load(Ordering::SeqCst) {
             self.db = None;
             return Err(StoreError::Poisoned {
@@ -466,15 +485,38 @@ impl Store {
             })?;
             self.db = Some(db);
         }
+        #[cfg(feature = "failpoints")]
+        let injected = failpoints::Sites::of(ops);
+        // A write of the reservation fails (EIO, a full disk): nothing is
+        // written, the next commit may try again.
+        #[cfg(feature = "failpoints")]
+        if let Some(e) = injected.before_write(&self.path) {
+            self.db = None;
+            return Err(e);
+        }
         let path = &self.path;
         let Some(db) = self.db.as_ref() else {
             return Err(StoreError::Closed);
         };
         let buf = &mut self.buf;
-        let result = guarded(path, || write(path, db, ops, buf)).map_err(|e| match e {
-            // A panic while writing is a failed write, not a corrupt file.
-            StoreError::Corrupt { path, detail } => StoreError::Write { path, detail },
-            other => other,
+        let spans = &mut self.spans;
+        let result = guarded(path, || write(path, db, ops, history, bounds, buf, spans)).map_err(
+            |e| match e {
+                // A panic while writing is a failed write, not a corrupt file.
+                StoreError::Corrupt { path, detail } => StoreError::Write { path, detail },
+                other => other,
+            },
+        );
+        // The sync of the reservation or of a publish stalls (`sleep`) or
+        // fails (`return`) after the data was written: what is on disk is
+        // then unknown, as after a real failed fsync.
+        #[cfg(feature = "failpoints")]
+        let result = result.and_then(|()| match injected.after_write(&self.path) {
+            Some(e) => {
+                self.sync_failed.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+            None => Ok(()),
         });
         match result {
             Ok(()) => {
@@ -485,6 +527,7 @@ impl Store {
                 // redb refuses everything after an I/O error until the file
                 // is reopened; start afresh on the next commit.
                 self.db = None;
+                self.spans.clear();
                 if self.sync_failed.load(Ordering::SeqCst) {
                     tracing::error!(
                         file = %self.path.display(),
@@ -499,6 +542,26 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Reads the history of one resource (see [`HistoryQuery`]).
+    pub fn read_history(&self, q: &HistoryQuery) -> Result<Recorded, StoreError> {
+        let path = &self.path;
+        let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
+            path: path.clone(),
+            detail: "the file is closed after a failed write".to_string(),
+        })?;
+        let fail = |e: redb::Error| classify(path, Doing::Read, e);
+        guarded(path, || {
+            let txn = db.begin_read().map_err(|e| fail(e.into()))?;
+            let table = match txn.open_table(history::HISTORY) {
+                Ok(t) => t,
+                // Made by the first write that records a line.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Recorded::default()),
+                Err(e) => return Err(fail(e.into())),
+            };
+            history::read(&table, q).map_err(fail)
+        })
     }
 
     fn commit_counter(&self) -> Arc<AtomicU64> {
@@ -619,10 +682,27 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
     Ok(loaded)
 }
 
-fn write(path: &Path, db: &Database, ops: &[StoreOp], buf: &mut Vec<u8>) -> Result<(), StoreError> {
+fn write(
+    path: &Path,
+    db: &Database,
+    ops: &[StoreOp],
+    history: &[HistoryLine],
+    bounds: Option<(HistoryBounds, u64, bool)>,
+    buf: &mut Vec<u8>,
+    spans: &mut history::Spans,
+) -> Result<(), StoreError> {
     let fail = |e: redb::Error| classify(path, Doing::Write, e);
     // Durability is redb's default, Immediate: commit() returns after fsync.
     let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    if let Some((bounds, now_ms, sweep)) = bounds {
+        let mut table = txn
+            .open_table(history::HISTORY)
+            .map_err(|e| fail(e.into()))?;
+        history::append(&mut table, history, bounds, now_ms, buf, spans).map_err(fail)?;
+        if sweep {
+            history::sweep(&mut table, bounds, now_ms, spans).map_err(fail)?;
+        }
+    }
     {
         let mut messages = txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
         let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
@@ -686,4 +766,66 @@ fn raise(
         meta.insert(key, value)?;
     }
     Ok(())
+}
+
+/// Failpoints in the real binary (feature `failpoints`), set with the
+/// `FAILPOINTS` environment variable of `turnstiled` in the `fail` crate's
+/// syntax (`NAME=ACTION;...`; `sleep(MS)` stalls, `return` fails):
+///
+/// - `store-reservation-write`: a commit carrying a counter reservation
+///   fails before anything is written (as on EIO or a full disk);
+/// - `store-reservation-fsync`: its sync stalls or fails after the write
+///   (a failure poisons the store, as a real one does);
+/// - `store-publish-commit`: the same for a commit carrying a publish.
+#[cfg(feature = "failpoints")]
+mod failpoints {
+    use std::path::Path;
+
+    use super::StoreError;
+    use crate::core::queues::StoreOp;
+
+    /// Which failpoints a commit passes.
+    pub(super) struct Sites {
+        reserving: bool,
+        publishing: bool,
+    }
+
+    impl Sites {
+        pub(super) fn of(ops: &[StoreOp]) -> Sites {
+            Sites {
+                reserving: ops
+                    .iter()
+                    .any(|op| matches!(op, StoreOp::ReserveCounters { .. })),
+                publishing: ops.iter().any(|op| matches!(op, StoreOp::Append { .. })),
+            }
+        }
+
+        pub(super) fn before_write(&self, path: &Path) -> Option<StoreError> {
+            if self.reserving {
+                fail::fail_point!("store-reservation-write", |_| Some(StoreError::Write {
+                    path: path.to_path_buf(),
+                    detail: "injected write failure (failpoint store-reservation-write)".into(),
+                }));
+            }
+            None
+        }
+
+        pub(super) fn after_write(&self, path: &Path) -> Option<StoreError> {
+            let failed = |name: &str| StoreError::SyncFailed {
+                path: path.to_path_buf(),
+                detail: format!("injected sync failure (failpoint {name})"),
+            };
+            if self.reserving {
+                fail::fail_point!("store-reservation-fsync", |_| Some(failed(
+                    "store-reservation-fsync"
+                )));
+            }
+            if self.publishing {
+                fail::fail_point!("store-publish-commit", |_| Some(failed(
+                    "store-publish-commit"
+                )));
+            }
+            None
+        }
+    }
 }

@@ -712,3 +712,133 @@ async fn a_failed_sync_is_reported_as_unknown_then_writes_are_refused() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Poisoned { .. }), "{err:?}");
 }
+
+/// A line for the history of `resource`: lease `id`, ended at `ended_ms`.
+fn history_line(resource: &str, id: u64, ended_ms: u64) -> HistoryLine {
+    use crate::core::{Cause, Ended, EventKind, LeaseId, LeaseView, Mode, Peer, SessionId};
+    let peer = Arc::new(Peer {
+        session: SessionId(1),
+        client_name: "svc".into(),
+        uid: 0,
+        pid: 42,
+        user: "root".into(),
+        login_session: String::new(),
+    });
+    HistoryLine {
+        ended: Ended {
+            lease: LeaseView {
+                lease_id: LeaseId(id),
+                resource: Arc::from(resource),
+                mode: Mode::Exclusive,
+                purpose: Arc::from(format!("job {id}").as_str()),
+                holder: peer.clone(),
+                fencing: None,
+                progress: None,
+                granted_at: None,
+                queued_at: Some(0),
+                expires_at: None,
+                position: 0,
+                permits: 0,
+                detached: false,
+                stalled: false,
+                estimated_wait_ms: None,
+            },
+            at: 0,
+            kind: EventKind::Released,
+            cause: Cause::None,
+        },
+        queued_at_ms: ended_ms,
+        granted_at_ms: 0,
+        ended_at_ms: ended_ms,
+    }
+}
+
+fn history_ids(
+    store: &Store,
+    resource: &str,
+    since_ms: u64,
+    limit: u32,
+    now_ms: u64,
+    bounds: HistoryBounds,
+) -> (Vec<u64>, bool) {
+    let found = store
+        .read_history(&HistoryQuery {
+            resource: resource.into(),
+            since_ms,
+            limit,
+            max_bytes: 1 << 20,
+            now_ms,
+            bounds,
+        })
+        .unwrap();
+    (
+        found.lines.iter().map(|l| l.lease_id).collect(),
+        found.truncated,
+    )
+}
+
+#[test]
+fn history_is_kept_per_resource_within_its_bounds_across_commits() {
+    // Lines added over several transactions: a resource keeps its newest
+    // `max_entries`, in order, whatever the other resources hold; lines
+    // older than `max_age` leave when the resource records again; a read
+    // selects by `since` and `limit`; the store reopened has the same.
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 4,
+        max_age_ms: 1_000_000,
+    };
+    let now = 10_000_000;
+    let mut store = Store::open(dir.path()).unwrap();
+    for batch in 0..3u64 {
+        let lines: Vec<HistoryLine> = (1..=3)
+            .map(|i| history_line("pcm", batch * 3 + i, now + batch * 3 + i))
+            .chain([history_line("spool", 100 + batch, now)])
+            .collect();
+        store
+            .commit_with_history(&[], &lines, Some((bounds, now, batch == 0)))
+            .unwrap();
+    }
+    assert_eq!(
+        history_ids(&store, "pcm", 0, 0, now, bounds),
+        (vec![6, 7, 8, 9], false)
+    );
+    assert_eq!(
+        history_ids(&store, "spool", 0, 0, now, bounds).0,
+        vec![100, 101, 102]
+    );
+    assert_eq!(
+        history_ids(&store, "pcm", 0, 2, now, bounds),
+        (vec![8, 9], true)
+    );
+    assert_eq!(
+        history_ids(&store, "pcm", now + 8, 0, now, bounds).0,
+        vec![8, 9]
+    );
+    // Later, lines of pcm older than the age bound are hidden, and gone
+    // once pcm records again.
+    let later = now + 9 + bounds.max_age_ms + 1;
+    assert_eq!(
+        history_ids(&store, "pcm", 0, 0, later, bounds).0,
+        Vec::<u64>::new()
+    );
+    store
+        .commit_with_history(
+            &[],
+            &[history_line("pcm", 10, later)],
+            Some((bounds, later, false)),
+        )
+        .unwrap();
+    let no_age = HistoryBounds {
+        max_age_ms: 0,
+        ..bounds
+    };
+    assert_eq!(history_ids(&store, "pcm", 0, 0, later, no_age).0, vec![10]);
+    assert_eq!(
+        history_ids(&store, "spool", 0, 0, later, no_age).0,
+        vec![100, 101, 102]
+    );
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(history_ids(&store, "pcm", 0, 0, later, no_age).0, vec![10]);
+}

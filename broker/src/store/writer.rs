@@ -5,6 +5,12 @@
 //! It owns the thread and the submission queue; it does not decide what to
 //! write, nor retry: a failed transaction is reported to each of its
 //! submitters, and the next one is tried afresh.
+//!
+//! History lines ([`StoreWriter::record_history`]) ride along: they join
+//! the next transaction, whatever else it carries, and nobody waits for
+//! them (a failed one is logged). Reads of the history are answered on
+//! this thread after the transaction they arrived with, so a read sees
+//! every line recorded before it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError};
+use super::{HistoryBounds, HistoryLine, HistoryQuery, Recorded, Store, StoreError};
 use crate::core::queues::StoreOp;
 
 /// Most submissions shared by one transaction, so that a flood of them
@@ -38,10 +44,23 @@ enum Request {
         ops: Vec<StoreOp>,
         done: Answer,
     },
+    /// Lines for the history table: committed with the next transaction.
+    History {
+        lines: Vec<HistoryLine>,
+        bounds: HistoryBounds,
+    },
+    /// A read of the history, answered after the transaction in progress.
+    ReadHistory {
+        query: HistoryQuery,
+        done: oneshot::Sender<Result<Recorded, StoreError>>,
+    },
     /// Sent when the last handle goes: everything queued before it is
     /// committed first.
     Stop,
 }
+
+/// How often every resource's history is bounded, besides those written to.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 struct Inner {
     requests: mpsc::UnboundedSender<Request>,
@@ -126,6 +145,31 @@ impl StoreWriter {
         }
     }
 
+    /// Records history lines with the next transaction, bounded by
+    /// `bounds`; nobody waits for them (a failed write is logged).
+    pub fn record_history(&self, lines: Vec<HistoryLine>, bounds: HistoryBounds) {
+        let _ = self.inner.requests.send(Request::History { lines, bounds });
+    }
+
+    /// Reads history, after every line recorded before this call.
+    pub fn read_history(
+        &self,
+        query: HistoryQuery,
+    ) -> impl Future<Output = Result<Recorded, StoreError>> + Send + 'static {
+        let (done, answer) = oneshot::channel();
+        let sent = self
+            .inner
+            .requests
+            .send(Request::ReadHistory { query, done })
+            .is_ok();
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        }
+    }
+
     /// Transactions committed so far.
     pub fn commits(&self) -> u64 {
         self.inner.commits.load(Ordering::Relaxed)
@@ -138,21 +182,22 @@ impl StoreWriter {
 fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
     let mut batch: Vec<(Vec<StoreOp>, Answer)> = Vec::new();
     let mut ops: Vec<StoreOp> = Vec::new();
+    let mut history = Pending::default();
     let mut stopping = false;
     let mut last_batch = 0usize;
     while !stopping {
         match requests.blocking_recv() {
             None | Some(Request::Stop) => break,
-            Some(Request::Commit { ops, done }) => batch.push((ops, done)),
+            Some(other) => history.take(other, &mut batch),
         }
         let started = Instant::now();
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
-                Ok(Request::Commit { ops, done }) => batch.push((ops, done)),
                 Ok(Request::Stop) => {
                     stopping = true;
                     break;
                 }
+                Ok(other) => history.take(other, &mut batch),
                 Err(TryRecvError::Empty)
                     if batch.len() < last_batch && started.elapsed() < LINGER =>
                 {
@@ -162,16 +207,83 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
             }
         }
         last_batch = batch.len();
+        if batch.is_empty() && history.lines.is_empty() {
+            history.answer_reads(&store);
+            continue;
+        }
         let mut answers = Vec::with_capacity(batch.len());
         for (mut submitted, done) in batch.drain(..) {
             ops.append(&mut submitted);
             answers.push(done);
         }
-        let result = store.commit(&ops);
+        let bounds = history.bounds();
+        let result = store.commit_with_history(&ops, &history.lines, bounds);
         ops.clear();
+        if let Err(e) = &result
+            && !history.lines.is_empty()
+        {
+            tracing::warn!(
+                "{} lines of lease history were not stored: {e}",
+                history.lines.len()
+            );
+        }
+        if result.is_ok() && bounds.is_some_and(|(_, _, swept)| swept) {
+            history.swept = Some(Instant::now());
+        }
+        history.lines.clear();
         for done in answers {
             // A submitter that stopped waiting does not need the answer.
             let _ = done.send(result.clone());
+        }
+        history.answer_reads(&store);
+    }
+    // What was recorded before the stop is kept.
+    if !history.lines.is_empty() {
+        let bounds = history.bounds();
+        if let Err(e) = store.commit_with_history(&[], &history.lines, bounds) {
+            tracing::warn!("lease history not stored at shutdown: {e}");
+        }
+    }
+}
+
+/// The history lines and reads of the transaction being gathered.
+#[derive(Default)]
+struct Pending {
+    lines: Vec<HistoryLine>,
+    bounds: Option<HistoryBounds>,
+    reads: Vec<(HistoryQuery, oneshot::Sender<Result<Recorded, StoreError>>)>,
+    /// When every resource was last bounded.
+    swept: Option<Instant>,
+}
+
+impl Pending {
+    /// Files a request away: a commit into `batch`, history here.
+    fn take(&mut self, request: Request, batch: &mut Vec<(Vec<StoreOp>, Answer)>) {
+        match request {
+            Request::Commit { ops, done } => batch.push((ops, done)),
+            Request::History { mut lines, bounds } => {
+                self.lines.append(&mut lines);
+                self.bounds = Some(bounds);
+            }
+            Request::ReadHistory { query, done } => self.reads.push((query, done)),
+            Request::Stop => {}
+        }
+    }
+
+    /// The bounds to apply with this transaction, wall-clock now, and
+    /// whether every resource is due to be bounded.
+    fn bounds(&self) -> Option<(HistoryBounds, u64, bool)> {
+        let bounds = self.bounds?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let sweep = self.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+        Some((bounds, now_ms, sweep))
+    }
+
+    fn answer_reads(&mut self, store: &Store) {
+        for (query, done) in self.reads.drain(..) {
+            let _ = done.send(store.read_history(&query));
         }
     }
 }

@@ -73,19 +73,33 @@ pub fn user(uid: u32) -> String {
     user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
 }
 
-/// What a person should know of a lease beyond holding or waiting: a
-/// holder that is *stuck* (alive, keeping its lease, but no progress for
-/// its stall time) or *detached* (its process gone, its place kept for a
-/// re-attach). Dead (DISCONNECTED) and hung (EXPIRED) leases are gone from
-/// the state and show as events. Empty for neither.
-pub fn condition(l: &v1::Lease) -> &'static str {
+/// The one wording of a *stuck* lease (alive, keeping its lease, but no
+/// progress for its stall time: `Lease.stalled`), in `status`, `why`,
+/// `watch`, `top` and `run`'s waiting line alike.
+pub const STUCK: &str = "stuck: alive but no progress for its stall time";
+
+/// The one wording of a *detached* lease (its process gone, its place
+/// kept within its grace for a re-attach: `Lease.detached`).
+pub const DETACHED: &str = "detached: its process is gone, its place kept for a re-attach";
+
+/// What a person should know of a lease beyond holding or waiting, as a
+/// bracketed mark: [`STUCK`] or [`DETACHED`]. Dead (DISCONNECTED) and hung
+/// (EXPIRED) leases are gone from the state and show as events. Empty for
+/// neither.
+pub fn mark(l: &v1::Lease) -> String {
     if l.detached {
-        "  [detached: its process is gone; kept for it to re-attach]"
+        format!("[{DETACHED}]")
     } else if l.stalled {
-        "  [stuck: alive but no progress]"
+        format!("[{STUCK}]")
     } else {
-        ""
+        String::new()
     }
+}
+
+/// [`mark`] after two spaces, or nothing.
+pub fn condition(l: &v1::Lease) -> String {
+    let m = mark(l);
+    if m.is_empty() { m } else { format!("  {m}") }
 }
 
 /// "2 of 3 permits held", or nothing for a resource that is no semaphore.
@@ -137,11 +151,10 @@ pub fn queued_line(position: u32, holder: Option<&v1::Lease>) -> String {
         if let Some(p) = &h.progress {
             line.push_str(&format!(" ({})", progress(p)));
         }
-        if h.stalled {
-            line.push_str(", stuck: no progress lately");
-        }
         if h.detached {
-            line.push_str(", its process gone (kept for a re-attach)");
+            line.push_str(&format!(", {DETACHED}"));
+        } else if h.stalled {
+            line.push_str(&format!(", {STUCK}"));
         }
     }
     line
@@ -200,6 +213,23 @@ mod tests {
         let shown = who(Some(&peer));
         assert_eq!(shown.matches("42").count(), 1, "{shown}");
         assert!(shown.starts_with("agent ("), "{shown}");
+    }
+
+    #[test]
+    fn stuck_and_detached_read_the_same_everywhere() {
+        let stuck = v1::Lease {
+            stalled: true,
+            ..Default::default()
+        };
+        let gone = v1::Lease {
+            detached: true,
+            ..Default::default()
+        };
+        assert_eq!(mark(&stuck), format!("[{STUCK}]"));
+        assert_eq!(condition(&gone), format!("  [{DETACHED}]"));
+        assert!(queued_line(1, Some(&stuck)).ends_with(STUCK));
+        assert!(queued_line(1, Some(&gone)).ends_with(DETACHED));
+        assert_eq!(mark(&v1::Lease::default()), "");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! This file parses the command line and hands each command to its module,
 //! which owns what it prints: `ping.rs`, `status.rs`, `why.rs`, `watch.rs`,
-//! `run.rs` (with `child.rs`, the command it runs), `queue.rs`, `yield_.rs`;
+//! `run.rs` (with `child.rs`, the command it runs), `queue.rs`, `yield_.rs`,
+//! `history.rs`, `top.rs`;
 //! `format.rs` holds only what several share.
 //!
 //! Exit codes (sysexits style, the same numbers as `turnstiled`'s): 0
@@ -17,6 +18,7 @@
 
 mod child;
 mod format;
+mod history;
 mod locate;
 mod ping;
 mod queue;
@@ -103,6 +105,8 @@ enum Command {
         /// The resource
         resource: String,
     },
+    /// The leases of RESOURCE that ended, as the broker recorded them, and waits and holds p50/p95/max
+    History(history::HistoryArgs),
     /// Watch resources (all when none named): one line per change; survives broker restarts
     Watch {
         /// Resources to watch
@@ -117,7 +121,7 @@ enum Command {
     Top,
     /// Ask the holders of RESOURCE to make way; with --revoke, take the lease of one that has not after --within
     Yield(yield_::YieldArgs),
-    /// Message queues: list them, publish, consume
+    /// Message queues: list them, publish, consume, peek, purge, requeue dead letters
     Queue {
         #[command(subcommand)]
         command: queue::QueueCommand,
@@ -129,10 +133,44 @@ enum Command {
     },
     /// Print the man page (roff): `turnstile manpage > turnstile.1`
     Manpage,
+    /// The fleet, read from etcd: every host and its resources, and every global queue (needs a build with the `fleet` feature)
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
 }
 
-/// Runs the CLI with the process's arguments.
+/// `turnstile fleet ...`.
+#[derive(Subcommand, Debug)]
+enum FleetCommand {
+    /// Every host of the fleet and its resources, and every global queue, read from etcd (no broker needed)
+    Status(FleetStatusArgs),
+}
+
+/// The arguments of `turnstile fleet status`. The command itself reads
+/// etcd, which only the broker's crate can (behind its `fleet` feature):
+/// the `turnstile` binary passes it to [`main_with`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct FleetStatusArgs {
+    /// etcd endpoints of the fleet, comma-separated
+    #[arg(long, env = "TURNSTILE_FLEET_ETCD", value_name = "URL[,URL...]")]
+    pub fleet_etcd: String,
+    /// Prefix of the fleet's keys in etcd
+    #[arg(long, value_name = "PREFIX", default_value = "/turnstile")]
+    pub fleet_prefix: String,
+}
+
+/// What runs `turnstile fleet status` (arguments, `--json`).
+pub type FleetStatus = fn(&FleetStatusArgs, bool) -> ExitCode;
+
+/// Runs the CLI with the process's arguments, without `fleet status`.
 pub fn main() -> ExitCode {
+    main_with(None)
+}
+
+/// Runs the CLI with the process's arguments; `fleet` runs
+/// `turnstile fleet status` (the binary passes the broker crate's).
+pub fn main_with(fleet: Option<FleetStatus>) -> ExitCode {
     let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -155,6 +193,17 @@ pub fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("turnstile: cannot write the man page: {e}");
                     ExitCode::from(EXIT_SOFTWARE)
+                }
+            };
+        }
+        Command::Fleet {
+            command: FleetCommand::Status(args),
+        } => {
+            return match fleet {
+                Some(status) => status(args, cli.json),
+                None => {
+                    eprintln!("turnstile fleet status: this program has no fleet support");
+                    ExitCode::from(EXIT_UNAVAILABLE)
                 }
             };
         }
@@ -280,12 +329,13 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         } => status::run(opts, resources, !no_legend, cli.json).await,
         Command::Why { resource } => why::run(opts, resource, cli.json).await,
         Command::Watch { resources } => watch::watch(opts, resources, cli.json).await,
+        Command::History(args) => history::run(opts, args, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
         Command::Top => top::run(opts).await,
         Command::Yield(args) => yield_::run(opts, args, cli.json).await,
         // Answered in `main`, without a broker.
-        Command::Completions { .. } | Command::Manpage => Ok(EXIT_OK),
+        Command::Completions { .. } | Command::Manpage | Command::Fleet { .. } => Ok(EXIT_OK),
     }
 }
 

@@ -1,10 +1,16 @@
-//! `turnstile queue`: list queues, publish a message, consume messages.
+//! `turnstile queue`: list queues, publish a message, consume messages,
+//! and administer a queue: `peek` (read without taking), `purge`,
+//! `requeue-dead` (dead letters back into the queue).
 //!
 //! `consume` prints each message, then acknowledges it (so a message is
 //! never acknowledged before it was written out); with `--no-ack` it only
 //! looks: the messages stay in the queue and are delivered again, attempt
 //! raised, once the command exits (so a message looked at often enough
 //! moves to the dead-letter queue, like any other delivery not acknowledged).
+//! With `--count N` it never takes a message it will not print: no more
+//! than N are ever in flight, an ack that could let the broker send one
+//! past N waits, and the consumer is cancelled (`CancelConsume`) before
+//! the last acks go out.
 //!
 //! Payloads in `--json` output: `"payload"` holds the payload as a string
 //! when it is valid UTF-8 (`"payload_encoding": "utf-8"`), else its
@@ -58,6 +64,24 @@ pub enum QueueCommand {
         #[arg(long, value_name = "N")]
         prefetch: Option<u32>,
     },
+    /// Show the next messages of QUEUE without taking them (no delivery attempt is used)
+    Peek {
+        /// The queue
+        queue: String,
+        /// At most this many messages, the next to be delivered first
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        limit: u32,
+    },
+    /// Drop every ready message of QUEUE (policy verb queue-admin: by default root and the broker's user)
+    Purge {
+        /// The queue
+        queue: String,
+    },
+    /// Move the dead letters of QUEUE (QUEUE.dead) back into it with fresh delivery attempts (policy verb queue-admin)
+    RequeueDead {
+        /// The queue (not its .dead name)
+        queue: String,
+    },
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -108,6 +132,41 @@ pub async fn run(
             }
             Ok(EXIT_OK)
         }
+        QueueCommand::Peek { queue, limit } => {
+            let client = Client::connect(opts).await?;
+            let peek = client.peek_queue(&queue, limit).await?;
+            for m in &peek.messages {
+                println!("{}", delivery_line(m, json));
+            }
+            if !json {
+                if peek.messages.is_empty() {
+                    println!("{queue} has no ready message");
+                } else if peek.truncated {
+                    println!("(more follow: --limit N shows more)");
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        QueueCommand::Purge { queue } => {
+            let client = Client::connect(opts).await?;
+            let count = client.purge_queue(&queue).await?;
+            if json {
+                println!("{}", json!({ "queue": queue, "purged": count }));
+            } else {
+                println!("purged {count} message(s) from {queue}");
+            }
+            Ok(EXIT_OK)
+        }
+        QueueCommand::RequeueDead { queue } => {
+            let client = Client::connect(opts).await?;
+            let count = client.requeue_dead(&queue).await?;
+            if json {
+                println!("{}", json!({ "queue": queue, "requeued": count }));
+            } else {
+                println!("moved {count} dead letter(s) back to {queue}");
+            }
+            Ok(EXIT_OK)
+        }
         QueueCommand::Consume {
             queue,
             count,
@@ -119,10 +178,19 @@ pub async fn run(
                 Some(n) => n.min(u64::from(DEFAULT_PREFETCH)) as u32,
                 None => DEFAULT_PREFETCH,
             });
+            // Never more in flight than messages still wanted.
+            let prefetch = match count {
+                Some(n) => prefetch.min(n.min(u64::from(u32::MAX)) as u32).max(1),
+                None => prefetch,
+            };
             let client = Client::connect(opts).await?;
             let mut consumer = client.consume(&queue, prefetch).await?;
             let mut seen = 0u64;
-            let mut kept = Vec::new();
+            // Printed, not yet acknowledged: with --no-ack all of them; with
+            // --count those whose ack could let the broker send a message
+            // past the count (one it would take, and use an attempt of,
+            // for nothing).
+            let mut kept: Vec<Delivery> = Vec::new();
             while count.is_none_or(|n| seen < n) {
                 let Some(delivery) = consumer.next().await else {
                     return Err(ClientError::Disconnected(
@@ -146,13 +214,29 @@ pub async fn run(
                     return Ok(EXIT_SOFTWARE);
                 }
                 seen += 1;
-                if no_ack {
-                    kept.push(delivery);
+                let ack_now = match count {
+                    _ if no_ack => false,
+                    None => true,
+                    // After this ack the broker may send up to `prefetch`
+                    // minus those still kept: only if that stays within N.
+                    Some(n) => seen + u64::from(prefetch) - kept.len() as u64 <= n,
+                };
+                if ack_now {
+                    delivery.ack().await?;
                 } else {
+                    kept.push(delivery);
+                }
+            }
+            // The count is reached: stop the consumer before settling what
+            // is kept, so that nothing more is taken.
+            consumer.cancel().await?;
+            if no_ack {
+                kept.into_iter().for_each(Delivery::leave_unacked);
+            } else {
+                for delivery in kept {
                     delivery.ack().await?;
                 }
             }
-            kept.into_iter().for_each(Delivery::leave_unacked);
             Ok(EXIT_OK)
         }
     }

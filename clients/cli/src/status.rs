@@ -35,8 +35,17 @@ fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
     } else {
         let mut t = table(
             &[
-                "RESOURCE", "STATE", "MODE", "LEASE", "TOKEN", "WHO", "PURPOSE", "FOR", "PROGRESS",
+                "RESOURCE",
+                "STATE",
+                "MODE",
+                "LEASE",
+                "TOKEN",
+                "WHO",
+                "PURPOSE",
+                "FOR",
+                "PROGRESS",
                 "EXPIRES",
+                "EST. WAIT",
             ],
             legend,
         );
@@ -77,6 +86,12 @@ fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
                     span(now.saturating_sub(w.queued_at_ms)),
                     String::new(),
                     String::new(),
+                    // The broker's estimate, as `run` and `why` show it.
+                    if w.estimated_wait_ms > 0 {
+                        format!("about {}", span(u64::from(w.estimated_wait_ms)))
+                    } else {
+                        String::new()
+                    },
                 ]);
             }
         }

@@ -21,7 +21,7 @@ use ratatui::widgets::{Block, Paragraph};
 use turnstile_client::proto as v1;
 use turnstile_client::{ClientError, ConnectOptions, ShortName, WatchItem, Watcher, kinds};
 
-use crate::format::{mode, now_ms, progress, span, who};
+use crate::format::{estimate, mode, now_ms, progress, span, who};
 use crate::{EXIT_OK, EXIT_SOFTWARE};
 
 /// Events kept for the bottom pane.
@@ -120,11 +120,9 @@ fn resource_lines(r: &v1::ResourceState, now: u64) -> Vec<Line<'static>> {
         )));
         // Stuck (alive, no progress) and detached (process gone, place
         // kept) holders are marked; dead and hung ones are gone.
-        if h.stalled {
-            spans.push(Span::styled(" [stuck]", bold));
-        }
-        if h.detached {
-            spans.push(Span::styled(" [detached]", bold));
+        let mark = crate::format::mark(h);
+        if !mark.is_empty() {
+            spans.push(Span::styled(format!(" {mark}"), bold));
         }
         lines.push(Line::from(spans));
         if let Some(p) = &h.progress {
@@ -154,8 +152,9 @@ fn resource_lines(r: &v1::ResourceState, now: u64) -> Vec<Line<'static>> {
             text.push_str(&format!(" \"{}\"", w.purpose));
         }
         text.push_str(&format!(
-            "  waiting {}",
-            span(now.saturating_sub(w.queued_at_ms))
+            "  waiting {}{}",
+            span(now.saturating_sub(w.queued_at_ms)),
+            estimate(u64::from(w.estimated_wait_ms))
         ));
         lines.push(Line::from(text));
     }
@@ -267,7 +266,7 @@ mod tests {
 
     /// The screen for a known state, as text.
     fn screen(model: &Model, now: u64) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(90, 16)).unwrap();
+        let mut terminal = Terminal::new(TestBackend::new(100, 16)).unwrap();
         terminal.draw(|f| draw(f, model, now)).unwrap();
         let buffer = terminal.backend().buffer();
         let mut out = String::new();
@@ -295,6 +294,7 @@ mod tests {
         let mut waiter = lease(2, "agent", 13, "init");
         waiter.position = 1;
         waiter.queued_at_ms = now - 3_000;
+        waiter.estimated_wait_ms = 39_000;
         let state = v1::ResourceState {
             resource: "pcm".into(),
             revision: 7,

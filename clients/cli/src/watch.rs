@@ -95,11 +95,10 @@ impl Lines {
                     if !h.purpose.is_empty() {
                         s.push_str(&format!(" \"{}\"", h.purpose));
                     }
-                    if h.stalled {
-                        s.push_str(" [stuck]");
-                    }
-                    if h.detached {
-                        s.push_str(" [detached]");
+                    let mark = crate::format::mark(h);
+                    if !mark.is_empty() {
+                        s.push(' ');
+                        s.push_str(&mark);
                     }
                     s
                 })

@@ -1,6 +1,7 @@
 //! `turnstile why RESOURCE`: why am I waiting? Who holds it, for what,
-//! since when, how far it has got, who waits in what order, and an estimate
-//! of the wait from the holder's progress rate.
+//! since when, how far it has got, who waits in what order, and the
+//! broker's estimate of each wait (`Lease.estimated_wait_ms`, the figure
+//! `run`'s waiting line, `status` and `top` show too).
 
 use std::fmt::Write;
 
@@ -8,7 +9,9 @@ use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
 use crate::EXIT_OK;
-use crate::format::{condition, mode, now_ms, permits, progress, purpose, span, who};
+use crate::format::{
+    DETACHED, STUCK, condition, estimate, mode, now_ms, permits, progress, purpose, span, who,
+};
 
 pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
@@ -23,16 +26,6 @@ pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u
         print!("{}", why_text(&resource, state.as_ref(), now_ms()));
     }
     Ok(EXIT_OK)
-}
-
-/// Remaining time of a holder, from its progress rate: `None` when unknown.
-fn holder_remaining_ms(l: &v1::Lease, now: u64) -> Option<u64> {
-    let p = l.progress.as_ref()?;
-    if p.total == 0 || p.done == 0 || l.granted_at_ms == 0 {
-        return None;
-    }
-    let held = now.saturating_sub(l.granted_at_ms);
-    Some(held / u64::from(p.done) * u64::from(p.total.saturating_sub(p.done)))
 }
 
 /// The answer to "why am I waiting?" in one screen.
@@ -77,17 +70,16 @@ fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> Stri
                 let _ = writeln!(out, "  progress: not reported");
             }
         }
-        if h.stalled {
-            let _ = writeln!(
-                out,
-                "  STUCK: it keeps its lease alive but has reported no progress for its stall time \
-                 (not dead: its connection is open; not hung: it answers)."
-            );
-        }
+        // The mark `status`, `watch` and `top` show, and what it means.
         if h.detached {
             let _ = writeln!(
                 out,
-                "  DETACHED: its process is gone; the lease is kept for it to re-attach until its grace runs out."
+                "  [{DETACHED}]: the lease is kept until its grace runs out."
+            );
+        } else if h.stalled {
+            let _ = writeln!(
+                out,
+                "  [{STUCK}]: not dead (its connection is open), not hung (it keeps its lease alive)."
             );
         }
     }
@@ -98,36 +90,34 @@ fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> Stri
         for w in &r.waiters {
             let _ = writeln!(
                 out,
-                "  {}. {} {}{}, waiting {}{}",
+                "  {}. {} {}{}, waiting {}{}{}",
                 w.position,
                 who(w.holder.as_ref()),
                 mode(w),
                 purpose(w),
                 span(now.saturating_sub(w.queued_at_ms)),
+                estimate(u64::from(w.estimated_wait_ms)),
                 condition(w)
             );
         }
     }
-    let remaining: Option<u64> = r
-        .holders
-        .iter()
-        .map(|h| holder_remaining_ms(h, now))
-        .try_fold(0u64, |acc, x| x.map(|x| acc.max(x)));
-    match remaining {
-        Some(ms) if !r.holders.is_empty() => {
+    // The broker's estimate for the next in line, as `run` shows it.
+    match r.waiters.first() {
+        Some(next) if next.estimated_wait_ms > 0 => {
             let _ = writeln!(
                 out,
-                "Estimated wait for the next in line: about {} (from the holder's progress rate).",
-                span(ms)
+                "The broker estimates the next in line waits about {} more.",
+                span(u64::from(next.estimated_wait_ms))
             );
         }
-        _ if !r.holders.is_empty() => {
+        Some(_) => {
             let _ = writeln!(
                 out,
-                "No estimate: the holder has not reported progress with a total."
+                "No estimate yet: the holder reports no progress with a total, and no hold of \
+                 {resource} has been seen to end."
             );
         }
-        _ => {}
+        None => {}
     }
     out
 }
@@ -145,16 +135,44 @@ mod tests {
     }
 
     #[test]
-    fn estimate_comes_from_the_progress_rate() {
-        let l = v1::Lease {
-            granted_at_ms: 1_000,
+    fn the_estimate_is_the_brokers() {
+        let now = 100_000;
+        let holder = v1::Lease {
+            lease_id: 1,
+            granted_at_ms: now - 5_000,
             progress: Some(v1::Progress {
-                done: 2,
-                total: 5,
+                done: 1,
+                total: 2,
                 message: String::new(),
             }),
             ..Default::default()
         };
-        assert_eq!(holder_remaining_ms(&l, 5_000), Some(6_000));
+        let waiter = v1::Lease {
+            lease_id: 2,
+            position: 1,
+            queued_at_ms: now - 1_000,
+            estimated_wait_ms: 42_000,
+            ..Default::default()
+        };
+        let r = v1::ResourceState {
+            resource: "pcm".into(),
+            holders: vec![holder],
+            waiters: vec![waiter.clone()],
+            ..Default::default()
+        };
+        let text = why_text("pcm", Some(&r), now);
+        assert!(text.contains("waiting 1 s, about 42 s left"), "{text}");
+        assert!(text.contains("waits about 42 s more"), "{text}");
+        // Whatever the holder's progress rate says: the broker decides.
+        let none = v1::ResourceState {
+            waiters: vec![v1::Lease {
+                estimated_wait_ms: 0,
+                ..waiter
+            }],
+            ..r
+        };
+        let text = why_text("pcm", Some(&none), now);
+        assert!(text.contains("No estimate yet"), "{text}");
+        assert!(!text.contains("left"), "{text}");
     }
 }

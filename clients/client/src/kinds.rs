@@ -21,6 +21,17 @@ pub fn event_kind(event: &v1::WatchEvent) -> Option<EventKind> {
     EventKind::try_from(event.kind).ok()
 }
 
+/// A recorded lease's mode (`SHARED`, `EXCLUSIVE`).
+pub fn entry_mode(entry: &v1::HistoryEntry) -> Option<Mode> {
+    Mode::try_from(entry.mode).ok()
+}
+
+/// What ended a recorded lease (`RELEASED`, `EXPIRED`, `DISCONNECTED`,
+/// `CANCELLED`, `REVOKED`).
+pub fn ended_by(entry: &v1::HistoryEntry) -> Option<EventKind> {
+    EventKind::try_from(entry.ended_by).ok()
+}
+
 /// Why the broker refused a request.
 pub fn error_code(error: &v1::Error) -> Option<ErrorCode> {
     ErrorCode::try_from(error.code).ok()

@@ -70,6 +70,51 @@ impl Client {
             (other, _) => Err(unexpected("ConsumeStarted", &other)),
         }
     }
+
+    /// The next ready messages of `queue` (at most `limit`; 0 = as many as
+    /// fit in one frame), read without taking them: no delivery attempt is
+    /// used. Policy verb `consume`.
+    pub async fn peek_queue(&self, queue: &str, limit: u32) -> Result<v1::QueuePeek, ClientError> {
+        let r = self
+            .call(Body::PeekQueue(v1::PeekQueue {
+                queue: queue.to_string(),
+                limit,
+            }))
+            .await?;
+        match r.result {
+            reply::Result::QueuePeek(p) => Ok(p),
+            other => Err(unexpected("QueuePeek", &other)),
+        }
+    }
+
+    /// Drops every ready message of `queue`; returns how many. Policy verb
+    /// `queue-admin` (by default root and the broker's own user).
+    pub async fn purge_queue(&self, queue: &str) -> Result<u64, ClientError> {
+        let r = self
+            .call(Body::PurgeQueue(v1::PurgeQueue {
+                queue: queue.to_string(),
+            }))
+            .await?;
+        match r.result {
+            reply::Result::QueueCount(c) => Ok(c.count),
+            other => Err(unexpected("QueueCount", &other)),
+        }
+    }
+
+    /// Moves the dead letters of `queue` (`QUEUE.dead`) back to it, with
+    /// fresh delivery attempts, as far as its limits allow; returns how
+    /// many moved. Policy verb `queue-admin`.
+    pub async fn requeue_dead(&self, queue: &str) -> Result<u64, ClientError> {
+        let r = self
+            .call(Body::RequeueDead(v1::RequeueDead {
+                queue: queue.to_string(),
+            }))
+            .await?;
+        match r.result {
+            reply::Result::QueueCount(c) => Ok(c.count),
+            other => Err(unexpected("QueueCount", &other)),
+        }
+    }
 }
 
 /// A subscription to one queue: a stream of [`Delivery`]s.
@@ -116,6 +161,19 @@ impl Consumer {
     /// The queue consumed.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// Stops this consumer without closing the connection: once this
+    /// returns, the broker delivers nothing more to it. Deliveries already
+    /// received (and still to come out of [`Consumer::next`]) stay to be
+    /// acknowledged or refused as usual.
+    pub async fn cancel(&self) -> Result<(), ClientError> {
+        self.client
+            .call(Body::CancelConsume(v1::CancelConsume {
+                consumer_id: self.consumer_id,
+            }))
+            .await
+            .map(|_| ())
     }
 
     /// The next message; `None` once the connection is gone (its

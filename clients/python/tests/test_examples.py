@@ -63,3 +63,21 @@ def test_agent_queues_behind_the_python_service_example(broker: Broker) -> None:
     finally:
         service.kill()
         service.wait()
+
+
+def test_service_example_declines_a_yield_request_mid_job(broker: Broker) -> None:
+    service = spawn([sys.executable, str(EXAMPLES / "service.py"), "--steps", "20", "--step", "0.5", "Defrag"], broker)
+    try:
+        read_line(service, "started")
+        with broker.connect("logon") as c, c.watch(["pcm"]) as w:
+            c.request_yield("pcm", within=60.0, reason="user logon")
+            line = read_line(service, "asks to make way")
+            assert "user logon" in line and "declining" in line, line
+            while True:
+                ev = w.next(timeout=PATIENCE)
+                if ev.kind == "YIELD_DECLINED":
+                    break
+            assert "mid-job" in ev.detail, ev.detail
+    finally:
+        service.kill()
+        service.wait()

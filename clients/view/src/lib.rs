@@ -155,6 +155,9 @@ pub struct LeaseView {
     pub detached: bool,
     /// Alive and keeping its lease, but no progress for its stall time.
     pub stalled: bool,
+    /// For a waiter: the broker's estimate of its wait (ms), the figure
+    /// `run`, `why`, `status` and `top` show; `null` when there is none.
+    pub estimated_wait_ms: Option<u32>,
 }
 
 impl From<&v1::Lease> for LeaseView {
@@ -180,6 +183,7 @@ impl From<&v1::Lease> for LeaseView {
             permits: nonzero(l.permits),
             detached: l.detached,
             stalled: l.stalled,
+            estimated_wait_ms: nonzero(l.estimated_wait_ms),
         }
     }
 }

@@ -16,7 +16,11 @@
 //! - a detached lease (its connection closed within a detach grace) keeps
 //!   its place, held or queued, and its TTL does not run until it is
 //!   re-attached or its grace runs out;
-//! - fencing tokens strictly increase.
+//! - fencing tokens strictly increase;
+//! - the waiters of a resource are told their place (`Queued`) at most
+//!   once per waiter interval, with the newest state, and none is left
+//!   with a stale place once an interval has passed (tested in
+//!   `core/tests/pacing.rs`; a round over a long queue goes out in chunks).
 //!
 //! The table's fields are private: every rule is a method that writes
 //! what it causes (revisions, fencing tokens, deadlines, watch events,
@@ -43,6 +47,13 @@ use super::{
 /// How many ended leases are remembered, so that a late request on one is
 /// told how it ended rather than "unknown".
 const REMEMBERED_ENDINGS: usize = 4096;
+
+/// Most waiters told their place in one call of the core: a round over a
+/// longer queue goes on in the next calls, 1 ms apart, so that the core
+/// task answers other clients between chunks (50 000 waiters took the
+/// core task ~0.5 s in one go; in chunks of 1 024 a ping's p99 was 41 ms,
+/// of 256 9 ms: `floods` long mode, release build).
+pub(crate) const TOLD_PER_CALL: usize = 256;
 
 /// How many idle resources keep their typical hold time after they leave
 /// the table, so that the next wait estimate on them still knows it.
@@ -89,6 +100,8 @@ struct Lease {
     stalled: bool,
     /// A pending revoke of this holder: when, and whose request.
     revoke: Option<(Millis, Arc<YieldRequest>)>,
+    /// Why the fleet took this `global/` lease back (it ends `Revoked`).
+    fleet_lost: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +117,15 @@ struct Resource {
     /// Its semaphore capacity; 0 = not a semaphore. Fixed while the
     /// resource is in the table (while anyone holds or waits).
     capacity: u32,
+    /// When its waiters were last told where they stand (the pace runs
+    /// from there).
+    told_at: Option<Millis>,
+    /// Waiters from this index on are owed an update that the pace held
+    /// back; it goes out at `told_at + interval` with the newest state.
+    owed_from: Option<usize>,
+    /// A round of updates under way over a long queue: the waiters from
+    /// this index on are told at the next call ([`TOLD_PER_CALL`] a call).
+    telling_from: Option<usize>,
 }
 
 /// The lease limits, from the core's configuration.
@@ -115,6 +137,21 @@ struct Limits {
     max_per_session: usize,
     max_waiters_per_uid: usize,
     own_uid: u32,
+    /// `CoreConfig::waiter_update_interval_ms`.
+    waiter_update_interval_ms: u64,
+    /// `CoreConfig::waiter_updates_per_second` (at least 1).
+    waiter_updates_per_second: u64,
+    fleet: bool,
+}
+
+impl Limits {
+    /// How long the `waiters` of one resource go between two updates: the
+    /// configured interval, or longer for a queue that could not all be
+    /// told within it at `waiter_updates_per_second`.
+    fn waiter_interval(&self, waiters: usize) -> Millis {
+        let by_rate = (waiters as u64).saturating_mul(1000) / self.waiter_updates_per_second;
+        self.waiter_update_interval_ms.max(by_rate)
+    }
 }
 
 /// Resources and leases. Resources with neither holders nor waiters are
@@ -135,6 +172,18 @@ pub(crate) struct LeaseTable {
     waiting_per_uid: Map<u32, usize>,
     /// Capacities fixed by the broker's config file.
     configured: Map<Arc<str>, u32>,
+    /// Resources whose waiters are owed an update held back by the pace
+    /// or the rest of a round (each has `owed_from` or `telling_from`
+    /// set), each once, oldest first.
+    owed: VecDeque<Arc<str>>,
+    /// Waiters on `global/` resources the fleet admitted, with the fencing
+    /// token etcd gave them (see [`LeaseTable::admit`]). A `global/` waiter
+    /// is never granted without its admission.
+    admitted: Map<LeaseId, FencingToken>,
+    /// Where `global/` waiters stand in their queue across hosts, as the
+    /// fleet last told: position, and the requests ahead (holders first).
+    /// Shown instead of the local place while known.
+    global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
 }
 
 impl LeaseTable {
@@ -148,7 +197,12 @@ impl LeaseTable {
                 max_per_session: config.max_leases_per_session,
                 max_waiters_per_uid: config.max_waiters_per_uid,
                 own_uid: config.own_uid,
+                waiter_update_interval_ms: config.waiter_update_interval_ms,
+                waiter_updates_per_second: config.waiter_updates_per_second.max(1),
+                fleet: config.fleet,
             },
+            admitted: Map::default(),
+            global_places: Map::default(),
             waiting_per_uid: Map::default(),
             resources: Map::default(),
             leases: Map::default(),
@@ -158,6 +212,7 @@ impl LeaseTable {
             ending_order: VecDeque::new(),
             idle_hold_times: Map::default(),
             idle_order: VecDeque::new(),
+            owed: VecDeque::new(),
             configured: config
                 .capacities
                 .iter()
@@ -172,6 +227,18 @@ impl LeaseTable {
         check_name("resource", &req.resource)?;
         check_text("purpose", &req.purpose)?;
         let limits = self.limits;
+        if is_global(&req.resource) {
+            if !limits.fleet {
+                return Err(CoreError::InvalidArgument(BadArgument::NoFleet {
+                    resource: req.resource.clone(),
+                }));
+            }
+            if req.wait == WaitPolicy::NoWait {
+                return Err(CoreError::InvalidArgument(BadArgument::GlobalNoWait {
+                    resource: req.resource.clone(),
+                }));
+            }
+        }
         let ttl_ms = if req.ttl_ms == 0 {
             limits.default_ttl_ms
         } else {
@@ -269,6 +336,16 @@ impl LeaseTable {
                 limit: self.limits.max_waiters_per_uid,
             });
         }
+        // A free resource whose grant is held back (no durable fencing
+        // token yet) is not granted now either: NO_WAIT never queues.
+        if free_now && req.wait == WaitPolicy::NoWait && !fx.can_grant() {
+            return Err(CoreError::Busy {
+                resource: req.resource,
+                holder: "nobody holds it, but grants are held back until the broker can store \
+                         its next fencing-token reservation (see the broker's log)"
+                    .to_string(),
+            });
+        }
         if !free_now && req.wait == WaitPolicy::NoWait {
             let holder = self
                 .resources
@@ -323,6 +400,7 @@ impl LeaseTable {
                 stall_at: None,
                 stalled: false,
                 revoke: None,
+                fleet_lost: None,
             },
         );
         self.by_session.entry(session).or_default().push(id);
@@ -337,7 +415,15 @@ impl LeaseTable {
             fx.deadlines.insert((at, Deadline::Lease(id)));
         }
         self.state_changed(&name, EventKind::Queued, Cause::None, fx);
-        let Some(position) = self.queue_position(id, now) else {
+        // It joined at the back: its place is known without a search of
+        // the queue (which made queueing n waiters quadratic).
+        let position = self.resources.get(&name).and_then(|res| {
+            let index = res.waiters.len().checked_sub(1)?;
+            let l = self.leases.get(&id)?;
+            (res.waiters.back() == Some(&id))
+                .then(|| self.position_at(res, index, l, &self.head_views(res), now))
+        });
+        let Some(position) = position else {
             debug_assert!(false, "lease {id} left the queue it just joined");
             return Err(CoreError::Broken("a queued request left its queue at once"));
         };
@@ -383,6 +469,76 @@ impl LeaseTable {
         };
         self.end_lease(lease, ending, fx);
         Ok(())
+    }
+
+    /// The fleet admits the waiter `lease` of a `global/` resource (its
+    /// etcd key is among the first at the head of the resource's queue
+    /// across hosts), with the fencing token etcd gave it: it is granted
+    /// as soon as it heads the local queue too. An admission for a lease
+    /// that is no longer waiting is ignored (it ended meanwhile).
+    pub(crate) fn admit(&mut self, lease: LeaseId, token: FencingToken, fx: &mut Effects) {
+        let Some(l) = self.leases.get(&lease) else {
+            return;
+        };
+        if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
+            return;
+        }
+        let name = l.resource.clone();
+        self.admitted.insert(lease, token);
+        if self.promote(&name, fx) {
+            self.notify_waiters(&name, 0, fx);
+        }
+    }
+
+    /// The fleet tells where the waiter `lease` of a `global/` resource
+    /// stands across hosts: its position among the waiters there, and the
+    /// requests ahead of it (holders first, at most [`MAX_AHEAD`]). Its
+    /// owner is told at once; later local updates show the same.
+    pub(crate) fn global_place(
+        &mut self,
+        lease: LeaseId,
+        position: u32,
+        mut ahead: Vec<LeaseView>,
+        fx: &mut Effects,
+    ) {
+        let Some(l) = self.leases.get(&lease) else {
+            return;
+        };
+        if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
+            return;
+        }
+        let attached = l.detached_until.is_none().then_some(l.peer.session);
+        ahead.truncate(MAX_AHEAD);
+        self.global_places.insert(lease, (position, ahead));
+        if let Some(session) = attached
+            && let Some(pos) = self.queue_position(lease, fx.now)
+        {
+            fx.tell(session, lease, LeaseUpdate::Queued(pos));
+        }
+    }
+
+    /// The broker lost its place in the fleet: every holder of a `global/`
+    /// resource loses its lease (`Lost{REVOKED}` with `detail`), every
+    /// admission not yet used is forgotten; waiters keep their local
+    /// places and are admitted again once the fleet is back. Local
+    /// resources are not touched.
+    pub(crate) fn fleet_lost(&mut self, detail: &str, fx: &mut Effects) {
+        self.admitted.clear();
+        self.global_places.clear();
+        let detail: Arc<str> = Arc::from(detail);
+        let mut held: Vec<LeaseId> = self
+            .resources
+            .values()
+            .filter(|r| is_global(&r.name))
+            .flat_map(|r| r.holders.iter().copied())
+            .collect();
+        held.sort_unstable();
+        for lease in held {
+            if let Some(l) = self.leases.get_mut(&lease) {
+                l.fleet_lost = Some(detail.clone());
+            }
+            self.end_lease(lease, Ending::Revoked, fx);
+        }
     }
 
     /// Leaves the queue. A request that was granted meanwhile is not
@@ -668,7 +824,41 @@ impl LeaseTable {
     /// out).
     pub(crate) fn goodbye(&mut self, session: SessionId, fx: &mut Effects) {
         let mut touched: Vec<(Arc<str>, usize)> = Vec::new();
-        for lease in self.by_session.remove(&session).unwrap_or_default() {
+        let leases = self.by_session.remove(&session).unwrap_or_default();
+        // Its waiters leave their queues first, in one pass per queue: one
+        // search of the queue per waiter made a connection with a thousand
+        // waiters in a queue of 50 000 cost fifty million steps to close.
+        let mut leaving: Map<Arc<str>, std::collections::HashSet<LeaseId>> = Map::default();
+        for lease in &leases {
+            if let Some(l) = self.leases.get(lease)
+                && l.detach_grace_ms == 0
+                && matches!(l.state, LeaseState::Waiting { .. })
+            {
+                leaving
+                    .entry(l.resource.clone())
+                    .or_default()
+                    .insert(*lease);
+            }
+        }
+        for (name, gone) in &leaving {
+            let Some(res) = self.resources.get_mut(name) else {
+                continue;
+            };
+            let mut index = 0;
+            let mut first = None;
+            res.waiters.retain(|w| {
+                let stays = !gone.contains(w);
+                if !stays && first.is_none() {
+                    first = Some(index);
+                }
+                index += 1;
+                stays
+            });
+            if let Some(first) = first {
+                touched.push((name.clone(), first));
+            }
+        }
+        for lease in leases {
             if self
                 .leases
                 .get(&lease)
@@ -677,7 +867,8 @@ impl LeaseTable {
                 self.keep_detached(lease, fx);
                 continue;
             }
-            let Some((name, from)) = self.detach_lease(lease, Ending::Disconnected, fx) else {
+            let Some((name, from)) = self.detach_lease_from(lease, Ending::Disconnected, fx, true)
+            else {
                 continue;
             };
             match touched.iter_mut().find(|(n, _)| *n == name) {
@@ -782,8 +973,9 @@ impl LeaseTable {
         if let Some(res) = self.resources.get_mut(name) {
             res.revision = revision;
         }
+        let now = fx.now;
         fx.notify_watchers(name, revision, kind, cause, |revision| {
-            self.view_by_name(name, revision)
+            self.view_by_name(name, revision, now)
         });
     }
 
@@ -805,6 +997,19 @@ impl LeaseTable {
         lease: LeaseId,
         ending: Ending,
         fx: &mut Effects,
+    ) -> Option<(Arc<str>, usize)> {
+        self.detach_lease_from(lease, ending, fx, false)
+    }
+
+    /// As [`LeaseTable::detach_lease`]; with `dequeued`, a waiter was
+    /// already taken out of its queue by the caller (who knows from which
+    /// index the others moved: the index returned for it is meaningless).
+    fn detach_lease_from(
+        &mut self,
+        lease: LeaseId,
+        ending: Ending,
+        fx: &mut Effects,
+        dequeued: bool,
     ) -> Option<(Arc<str>, usize)> {
         let l = self.leases.remove(&lease)?;
         self.remember_ending(lease, ending);
@@ -840,8 +1045,15 @@ impl LeaseTable {
                 if let Some(at) = give_up_at {
                     fx.deadlines.remove(&(at, Deadline::Lease(lease)));
                 }
-                let index = res.waiters.iter().position(|w| *w == lease).unwrap_or(0);
-                res.waiters.retain(|w| *w != lease);
+                let index = if dequeued {
+                    usize::MAX
+                } else {
+                    let index = res.waiters.iter().position(|w| *w == lease);
+                    if let Some(i) = index {
+                        res.waiters.remove(i);
+                    }
+                    index.unwrap_or(0)
+                };
                 left_queue(&mut self.waiting_per_uid, l.peer.uid);
                 (false, index)
             }
@@ -855,7 +1067,14 @@ impl LeaseTable {
             Ending::Revoked => EventKind::Revoked,
         };
         // Formatted only where someone reads it (a watcher, a lost holder).
+        self.admitted.remove(&lease);
+        self.global_places.remove(&lease);
         let cause = match (&l.revoke, ending) {
+            (_, Ending::Revoked) if l.fleet_lost.is_some() => Cause::FleetLost {
+                lease,
+                peer: l.peer.clone(),
+                detail: l.fleet_lost.clone().unwrap_or_default(),
+            },
             (Some((_, by)), Ending::Revoked) => Cause::Revoked {
                 lease,
                 peer: l.peer.clone(),
@@ -886,6 +1105,13 @@ impl LeaseTable {
                 },
             );
         }
+        // One line of the resource's history: the dispatch layer records it.
+        fx.ended(super::Ended {
+            lease: views::lease_view(&l, 0),
+            at: fx.now,
+            kind,
+            cause: cause.clone(),
+        });
         let name = l.resource.clone();
         self.state_changed(&name, kind, cause, fx);
         Some((name, waiter_index))
@@ -950,9 +1176,17 @@ impl LeaseTable {
             return None;
         }
         let now = fx.now;
-        // No durable token, no grant: the head waits until the store has
-        // reserved the next block (see `Issuer`).
-        let fencing = fx.take_fencing()?;
+        // A `global/` head goes only once the fleet admitted it, with the
+        // token etcd gave it. Otherwise: no durable token, no grant: the
+        // head waits until the store has reserved the next block (see
+        // `Issuer`).
+        let fencing = if is_global(name) {
+            let token = self.admitted.remove(&head)?;
+            self.global_places.remove(&head);
+            token
+        } else {
+            fx.take_fencing()?
+        };
         let res = self.resources.get_mut(name)?;
         res.waiters.pop_front();
         res.holders.push(head);
@@ -1003,23 +1237,131 @@ impl LeaseTable {
         Some((session, grant))
     }
 
-    /// Sends every waiter from `from` (0-based) on its new position. One
+    /// The waiters of `name` from index `from` (0-based) on are owed
+    /// their new place (or the head's new progress). Paced per resource,
+    /// hence per waiter: when its waiters were told less than
+    /// `waiter_update_interval_ms` ago, nothing is sent now; the resource
+    /// is marked owed (from the lowest index owed) and one update per
+    /// waiter, with the state as it stands then, goes out when the
+    /// interval is up ([`LeaseTable::waiter_updates_due`]). A change after
+    /// a quiet interval goes out at once. So a holder reporting progress
+    /// ten times a second, or waiters churning at the head, cost each
+    /// waiter a few updates a second, never one per change; grants and
+    /// losses are not paced (they are not `Queued` updates).
+    fn notify_waiters(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
+        let limits = self.limits;
+        let Some(res) = self.resources.get_mut(name) else {
+            return;
+        };
+        if from >= res.waiters.len() && res.owed_from.is_none() {
+            return;
+        }
+        if let Some(owed) = &mut res.owed_from {
+            *owed = (*owed).min(from);
+            return;
+        }
+        let interval = limits.waiter_interval(res.waiters.len());
+        let due = res.told_at.map_or(0, |t| t.saturating_add(interval));
+        if fx.now < due || res.telling_from.is_some() {
+            // A round under way is listed, with its next call planned:
+            // what is owed is looked at when the round ends.
+            let listed = res.telling_from.is_some();
+            res.owed_from = Some(from);
+            if !listed {
+                self.owed.push_back(name.clone());
+                fx.deadlines.insert((due, Deadline::WaiterUpdates));
+            }
+            return;
+        }
+        self.start_round(name, from, fx);
+    }
+
+    /// Tells the waiters of `name` from `from` on where they stand, now:
+    /// the first [`TOLD_PER_CALL`] at once, the rest in later calls (one
+    /// chunk per turn of the core task, so that it answers others in
+    /// between).
+    fn start_round(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
+        let rest = self.tell_waiters(name, from, fx);
+        let Some(res) = self.resources.get_mut(name) else {
+            return;
+        };
+        res.told_at = Some(fx.now);
+        res.telling_from = rest;
+        if rest.is_some() {
+            if res.owed_from.is_none() {
+                self.owed.push_back(name.clone());
+            }
+            fx.deadlines.insert((fx.now + 1, Deadline::WaiterUpdates));
+        }
+    }
+
+    /// Goes on with rounds under way, and sends the updates the pace held
+    /// back whose time has come, each with the newest state; plans the
+    /// next call for what is left.
+    pub(crate) fn waiter_updates_due(&mut self, fx: &mut Effects) {
+        let limits = self.limits;
+        for _ in 0..self.owed.len() {
+            let Some(name) = self.owed.pop_front() else {
+                break;
+            };
+            let Some(cursor) = self.resources.get(&name).map(|r| r.telling_from) else {
+                // Unused since: nobody is left to tell.
+                continue;
+            };
+            if let Some(cursor) = cursor {
+                let rest = self.tell_waiters(&name, cursor, fx);
+                let Some(res) = self.resources.get_mut(&name) else {
+                    continue;
+                };
+                res.telling_from = rest;
+                if rest.is_some() {
+                    fx.deadlines.insert((fx.now + 1, Deadline::WaiterUpdates));
+                    self.owed.push_back(name);
+                    continue;
+                }
+            }
+            let Some(res) = self.resources.get_mut(&name) else {
+                continue;
+            };
+            let Some(from) = res.owed_from else {
+                continue;
+            };
+            let interval = limits.waiter_interval(res.waiters.len());
+            let due = res.told_at.map_or(0, |t| t.saturating_add(interval));
+            if fx.now < due {
+                fx.deadlines.insert((due, Deadline::WaiterUpdates));
+                self.owed.push_back(name);
+                continue;
+            }
+            res.owed_from = None;
+            self.start_round(&name, from, fx);
+        }
+    }
+
+    /// Tells at most [`TOLD_PER_CALL`] waiters from `from` (0-based) on
+    /// their place now; answers where to go on when more are left. One
     /// pass: each waiter's index is its place in the walk (not a search of
     /// the queue per waiter, which made a progress report with 50 000
     /// waiters quadratic), and the views of the holders and of the head of
     /// the queue are built once for all of them.
-    fn notify_waiters(&self, name: &Arc<str>, from: usize, fx: &mut Effects) {
-        let Some(res) = self.resources.get(name) else {
-            return;
-        };
+    fn tell_waiters(&self, name: &Arc<str>, from: usize, fx: &mut Effects) -> Option<usize> {
+        let res = self.resources.get(name)?;
         let head = self.head_views(res);
-        for (index, &w) in res.waiters.iter().enumerate().skip(from) {
+        for (index, &w) in res
+            .waiters
+            .iter()
+            .enumerate()
+            .skip(from)
+            .take(TOLD_PER_CALL)
+        {
             // A detached waiter has nobody to tell until it re-attaches.
             if let Some(l) = self.leases.get(&w).filter(|l| l.detached_until.is_none()) {
                 let pos = self.position_at(res, index, l, &head, fx.now);
                 fx.tell(l.peer.session, w, LeaseUpdate::Queued(pos));
             }
         }
+        let next = from.saturating_add(TOLD_PER_CALL);
+        (next < res.waiters.len()).then_some(next)
     }
 
     /// Where a waiting lease stands, with what is ahead and an estimate.
@@ -1058,6 +1400,15 @@ impl LeaseTable {
         head: &[LeaseView],
         now: Millis,
     ) -> QueuePosition {
+        if let Some((position, ahead)) = self.global_places.get(&l.id) {
+            return QueuePosition {
+                lease_id: l.id,
+                position: *position,
+                ahead: ahead.clone(),
+                estimated_wait_ms: None,
+                resume_token: l.resume_token,
+            };
+        }
         let before = (res.holders.len() + index).min(head.len());
         QueuePosition {
             lease_id: l.id,
@@ -1071,6 +1422,10 @@ impl LeaseTable {
     /// The wait for the waiter at `index`: the holders' remaining time
     /// (from their progress rate, else the resource's typical hold time),
     /// plus a typical hold for each waiter ahead.
+    ///
+    /// The broker's one estimate: `Queued.estimated_wait_ms` and a
+    /// waiter's `Lease.estimated_wait_ms` in status and watch events both
+    /// come from here.
     fn estimate_wait(&self, res: &Resource, index: usize, now: Millis) -> Option<u64> {
         let mut holders_left: Option<u64> = None;
         for h in &res.holders {
@@ -1111,6 +1466,14 @@ impl LeaseTable {
         }
     }
 }
+
+/// Whether `name` is arbitrated by the fleet across hosts.
+pub(crate) fn is_global(name: &str) -> bool {
+    name.starts_with(GLOBAL_PREFIX)
+}
+
+/// Names arbitrated by the fleet begin with this.
+pub const GLOBAL_PREFIX: &str = "global/";
 
 /// One of `uid`'s requests left a queue (granted or ended).
 fn left_queue(waiting: &mut Map<u32, usize>, uid: u32) {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Lease, LeaseState, LeaseTable, Resource};
-use crate::core::{LeaseView, ResourceView, Revision};
+use crate::core::{LeaseView, Millis, ResourceView, Revision};
 
 pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
     let (fencing, granted_at, queued_at, expires_at) = match l.state {
@@ -36,11 +36,14 @@ pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
         permits: l.permits,
         detached: l.detached_until.is_some(),
         stalled: l.stalled,
+        estimated_wait_ms: None,
     }
 }
 
 impl LeaseTable {
-    pub(super) fn view(&self, res: &Resource) -> ResourceView {
+    /// A resource's state; as of `now`, its waiters carry the broker's
+    /// estimate of their wait (the one figure `Queued` gives too).
+    pub(super) fn view(&self, res: &Resource, now: Option<Millis>) -> ResourceView {
         let holders = res
             .holders
             .iter()
@@ -52,7 +55,11 @@ impl LeaseTable {
             .iter()
             .filter_map(|id| self.leases.get(id))
             .enumerate()
-            .map(|(i, l)| lease_view(l, i as u32 + 1))
+            .map(|(i, l)| {
+                let mut v = lease_view(l, i as u32 + 1);
+                v.estimated_wait_ms = now.and_then(|now| self.estimate_wait(res, i, now));
+                v
+            })
             .collect();
         ResourceView {
             resource: res.name.clone(),
@@ -65,9 +72,14 @@ impl LeaseTable {
     }
 
     /// The state of a resource by name; an unused resource is shown empty.
-    pub(super) fn view_by_name(&self, name: &Arc<str>, revision: Revision) -> ResourceView {
+    pub(super) fn view_by_name(
+        &self,
+        name: &Arc<str>,
+        revision: Revision,
+        now: Millis,
+    ) -> ResourceView {
         match self.resources.get(name) {
-            Some(res) => self.view(res),
+            Some(res) => self.view(res, Some(now)),
             None => ResourceView {
                 resource: name.clone(),
                 revision,
@@ -83,14 +95,19 @@ impl LeaseTable {
     /// name order. A named resource nobody uses is shown empty, as of
     /// `current` (the table forgets idle resources, so their last revision
     /// is not known; `current` is a revision at which the state holds).
-    pub(crate) fn views(&self, names: &[String], current: Revision) -> Vec<ResourceView> {
+    pub(crate) fn views(
+        &self,
+        names: &[String],
+        current: Revision,
+        now: Option<Millis>,
+    ) -> Vec<ResourceView> {
         let mut out: Vec<ResourceView> = if names.is_empty() {
-            self.resources.values().map(|r| self.view(r)).collect()
+            self.resources.values().map(|r| self.view(r, now)).collect()
         } else {
             names
                 .iter()
                 .map(|n| match self.resources.get(n.as_str()) {
-                    Some(r) => self.view(r),
+                    Some(r) => self.view(r, now),
                     None => ResourceView {
                         resource: Arc::from(n.as_str()),
                         revision: current,

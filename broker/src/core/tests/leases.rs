@@ -601,8 +601,18 @@ fn no_fencing_token_is_handed_out_above_the_durable_reservation() {
     let changes = release(&mut core, a, held.lease_id, 2);
     assert!(granted(&changes).is_empty(), "no durable token, no grant");
     assert!(core.grants_stopped());
-    // A free resource is not granted either: its request queues.
+    // A free resource is not granted either: its request queues, or is
+    // refused as busy under NO_WAIT (it never queues).
     expect_queued(&acquire_ex(&mut core, a, "z", 3), 1);
+    let no_wait = AcquireRequest {
+        wait: WaitPolicy::NoWait,
+        ..request("free", Mode::Exclusive)
+    };
+    match core.acquire(b, no_wait, 3) {
+        Err(CoreError::Busy { holder, .. }) => assert!(holder.contains("held back"), "{holder}"),
+        other => panic!("NO_WAIT while grants are held back: {other:?}"),
+    }
+    assert!(waiters(&core, "free").is_empty());
     let changes = core.counters_stored(first.reserve_until, 4);
     let grants = granted(&changes);
     assert_eq!(ids(&grants).len(), 2, "both held-back waiters: {changes:?}");
@@ -662,6 +672,25 @@ fn progress_is_pushed_to_every_waiter() {
         events[0].1.state.holders[0].progress,
         Some(progress(2, 5, "copying"))
     );
+    // One estimate: the waiters in the watch event and in the status
+    // carry the figure their owners were pushed, and holders none.
+    let seen: Vec<Option<u64>> = events[0]
+        .1
+        .state
+        .waiters
+        .iter()
+        .map(|w| w.estimated_wait_ms)
+        .collect();
+    let sent: Vec<Option<u64>> = pushed.iter().map(|q| q.estimated_wait_ms).collect();
+    assert_eq!(seen, sent);
+    let status = core.status_at(&["pcm".to_string()], 2000);
+    let shown: Vec<Option<u64>> = status.resources[0]
+        .waiters
+        .iter()
+        .map(|w| w.estimated_wait_ms)
+        .collect();
+    assert_eq!(shown, sent);
+    assert_eq!(status.resources[0].holders[0].estimated_wait_ms, None);
 
     // Only a holder reports, and done may not exceed a known total.
     assert!(matches!(
@@ -771,4 +800,67 @@ fn waiters_per_uid_are_bounded_over_all_its_sessions() {
     expect_queued(&acquire_ex(&mut core, svc, "pcm", 0), 3);
     release(&mut core, svc, held, 1);
     expect_queued(&acquire_ex(&mut core, b, "pcm", 0), 3);
+}
+
+/// The history lines the core gathered: (lease, kind, granted at, ended at).
+fn ended(core: &mut Core) -> Vec<(LeaseId, EventKind, Option<Millis>, Millis)> {
+    core.take_ended()
+        .map(|e| (e.lease.lease_id, e.kind, e.lease.granted_at, e.at))
+        .collect()
+}
+
+#[test]
+fn every_end_is_one_history_line_whether_watched_or_not() {
+    // Nobody watches, yet each end leaves exactly one `Ended` with its
+    // kind and times: a release, a cancel, a time-out (as CANCELLED), an
+    // expiry and a disconnect, held or queued.
+    let mut core = core();
+    let [a, b] = sessions(&mut core, ["a", "b"]);
+    let held = holds_ex(&mut core, a, "pcm", 0);
+    let waiting = waits_ex(&mut core, b, "pcm", 10, 1);
+    assert!(ended(&mut core).is_empty(), "nothing ended yet");
+    core.cancel(b, waiting, 20).unwrap();
+    assert_eq!(
+        ended(&mut core),
+        vec![(waiting, EventKind::Cancelled, None, 20)]
+    );
+    let (outcome, _) = acquire(
+        &mut core,
+        b,
+        AcquireRequest {
+            max_wait_ms: 100,
+            ..request("pcm", Mode::Exclusive)
+        },
+        30,
+    );
+    let timed_out = lease_of(&outcome);
+    core.expire(130);
+    assert_eq!(
+        ended(&mut core),
+        vec![(timed_out, EventKind::Cancelled, None, 130)]
+    );
+    release(&mut core, a, held, 200);
+    assert_eq!(
+        ended(&mut core),
+        vec![(held, EventKind::Released, Some(0), 200)]
+    );
+    let hung = holds_ex(&mut core, a, "pcm", 300);
+    let ttl = u64::from(core.config().default_ttl_ms);
+    core.expire(300 + ttl);
+    assert_eq!(
+        ended(&mut core),
+        vec![(hung, EventKind::Expired, Some(300), 300 + ttl)]
+    );
+    let gone = holds_ex(&mut core, b, "pcm", 400_000);
+    let queued = waits_ex(&mut core, b, "pcm", 400_001, 1);
+    core.goodbye(b, 400_002);
+    let mut lines = ended(&mut core);
+    lines.sort_by_key(|l| l.0);
+    assert_eq!(
+        lines,
+        vec![
+            (gone, EventKind::Disconnected, Some(400_000), 400_002),
+            (queued, EventKind::Disconnected, None, 400_002)
+        ]
+    );
 }

@@ -7,13 +7,16 @@
 //! - `permits.rs`, `reattach.rs`, `yield_.rs`, `stall.rs`: the wave-2
 //!   rules (counted permits, detach and re-attach, yield and revoke,
 //!   stalled holders); `props_wave2.rs`: their property test.
+//! - `pacing.rs`: waiter updates paced and coalesced to the newest state.
 //!
 //! The queue tests live with the queue table (`core/queues/tests/`).
 //!
 //! Each scenario is a block with one sentence on top. The helpers below
 //! panic with the caller's location (`#[track_caller]`).
 
+mod fleet_gate;
 mod leases;
+mod pacing;
 mod permits;
 mod props;
 mod props_wave2;
@@ -29,13 +32,24 @@ use super::{
     LeaseUpdate, Millis, Mode, QueuePosition, SessionId, StateEvent, WaitPolicy, WatchId,
 };
 
-/// A core with the default configuration and fresh counters.
+/// A core with the default configuration and fresh counters, except that
+/// waiters are told of every change at once (no pace): the scenarios below
+/// check what each change tells; `pacing.rs` checks the pace.
 pub(crate) fn core() -> Core {
     core_with(CoreConfig::default())
 }
 
-/// A core with `config` and fresh counters.
+/// A core with `config` and fresh counters, waiters told at once.
 pub(crate) fn core_with(config: CoreConfig) -> Core {
+    paced_core_with(CoreConfig {
+        waiter_update_interval_ms: 0,
+        waiter_updates_per_second: u64::MAX,
+        ..config
+    })
+}
+
+/// A core with `config` and fresh counters, waiter updates paced as it says.
+pub(crate) fn paced_core_with(config: CoreConfig) -> Core {
     Core::new(config, Counters::default()).0
 }
 

@@ -48,6 +48,8 @@ impl Dispatcher {
     /// Sends every change to whom it concerns. Watch events are encoded once
     /// per event, whatever the number of watchers.
     pub(super) fn deliver(&mut self, mut changes: Vec<Change>, now: Millis) {
+        // Every call on the core that may end a lease is followed by this.
+        self.record_ended();
         self.write_first(&mut changes);
         // The last event encoded, and its bytes: every watcher of one event gets
         // the same `Arc`, so identity says whether the bytes fit.
@@ -60,30 +62,22 @@ impl Dispatcher {
                     lease,
                     update,
                 } => {
-                    let Some(conn) = self.conns.get_mut(&session) else {
-                        continue;
+                    // Places in the queue come already paced and coalesced
+                    // by the core (`waiter_update_interval_ms`).
+                    let frame = match &update {
+                        LeaseUpdate::Queued(place) => queued_frame(place, &clock, now),
+                        _ => Outbound::frame(wire::lease_update(lease.0, &update, &clock, now)),
                     };
-                    if let LeaseUpdate::Queued(place) = update {
-                        // Paced per waiter: the newest place, a few times a
-                        // second at most, encoded only when sent.
-                        let encode = |p: &QueuePosition| queued_frame(p, &clock, now);
-                        if conn
-                            .send_queued(lease.0, place, now, encode, &self.to_core)
-                            .is_err()
-                        {
-                            self.cut_off(session);
-                        }
-                    } else {
-                        conn.forget_queued(lease.0);
-                        let frame = wire::lease_update(lease.0, &update, &clock, now);
-                        self.send(session, Outbound::frame(frame));
-                    }
+                    self.send(session, frame);
                 }
                 Change::Watch {
                     session,
                     watch,
                     event,
                 } => {
+                    if self.fleet_takes(session, &event) {
+                        continue;
+                    }
                     let Some(conn) = self.conns.get_mut(&session) else {
                         continue;
                     };

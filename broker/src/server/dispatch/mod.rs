@@ -17,25 +17,33 @@
 //! store writes that queue operations cause (acks, requeues, dead-letter
 //! moves) are enqueued, in order, without waiting: a lost one only makes a
 //! restart deliver a message again. A counter reservation is waited for
-//! (see `persist.rs`).
+//! (see `persist.rs`). Leases that ended are gathered and handed to the
+//! store's writer in batches, and `GetHistory` is answered once the store
+//! has read it (see `history.rs`).
 
 mod ack;
 mod acquire;
 mod cancel;
+mod cancel_consume;
 mod consume;
 mod decline_yield;
 mod deliver;
+mod fleet;
 mod hello;
+mod history;
 mod keep_alive;
 mod log_limit;
 mod nack;
+mod peek_queue;
 mod persist;
 mod ping;
 mod publish;
+mod purge_queue;
 mod reattach;
 mod release;
 mod report_progress;
 mod request_yield;
+mod requeue_dead;
 mod status;
 mod unwatch;
 mod watch;
@@ -51,7 +59,7 @@ use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
 use crate::core::{Change, Core, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
-use deliver::{concerns, encode_event, queued_frame};
+use deliver::{concerns, encode_event};
 use log_limit::LogLimit;
 
 /// What an operation answers: a reply now and the changes it caused
@@ -76,6 +84,12 @@ pub(super) struct Dispatcher {
     denials: LogLimit,
     /// So are publishes and acks the store refused.
     pub(super) store_refusals: LogLimit,
+    /// Leases that ended, not yet handed to the store (see `history.rs`).
+    history: Vec<crate::store::HistoryLine>,
+    /// When lines were last handed to the store.
+    history_sent_at: Millis,
+    /// The fleet task's session, with `--fleet-etcd`.
+    fleet: Option<fleet::FleetLink>,
 }
 
 impl Dispatcher {
@@ -101,6 +115,9 @@ impl Dispatcher {
             publishing: HashMap::new(),
             denials: LogLimit::default(),
             store_refusals: LogLimit::default(),
+            history: Vec::new(),
+            history_sent_at: 0,
+            fleet: None,
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
@@ -143,10 +160,13 @@ impl Dispatcher {
             let changes = self.core.expire(now);
             self.deliver(changes, now);
         }
+        self.send_history(false);
     }
 
-    /// Ends every connection (the broker is stopping).
-    pub(super) fn close_all(&self) {
+    /// Ends every connection (the broker is stopping), after handing the
+    /// history still held to the store.
+    pub(super) fn close_all(&mut self) {
+        self.send_history(true);
         for conn in self.conns.values() {
             conn.cancel.cancel();
         }
@@ -219,11 +239,15 @@ impl Dispatcher {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
                     conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
-                    let encode = |p: &crate::core::QueuePosition| queued_frame(p, &clock, now);
-                    if conn.flush_paced(now, encode, &self.to_core).is_err() {
-                        self.cut_off(session);
-                    }
                 }
+            }
+            ToCore::HistoryRead {
+                session,
+                request_id,
+                result,
+            } => {
+                history::read(self, session, request_id, result);
+                self.resume(session);
             }
             ToCore::Committed {
                 session,
@@ -235,6 +259,7 @@ impl Dispatcher {
                 publish::committed(self, session, request_id, &queue, message, result);
                 self.resume(session);
             }
+            ToCore::Fleet(event) => self.fleet_event(event),
         }
     }
 
@@ -309,13 +334,7 @@ impl Dispatcher {
                 Body::Acquire(r) => acquire::handle(self, session, r, now),
                 Body::KeepAlive(r) => keep_alive::handle(self, session, r, now),
                 Body::Release(r) => release::handle(self, session, r, now),
-                Body::Cancel(r) => {
-                    // A place in the queue held back for pacing is stale now.
-                    if let Some(conn) = self.conns.get_mut(&session) {
-                        conn.forget_queued(r.lease_id);
-                    }
-                    cancel::handle(self, session, r, now)
-                }
+                Body::Cancel(r) => cancel::handle(self, session, r, now),
                 Body::ReportProgress(r) => report_progress::handle(self, session, r, now),
                 Body::Watch(r) => watch::handle(self, session, id, r, now),
                 Body::Unwatch(r) => unwatch::handle(self, session, r),
@@ -334,11 +353,15 @@ impl Dispatcher {
                 Body::Reattach(r) => reattach::handle(self, session, r, now),
                 Body::RequestYield(r) => request_yield::handle(self, session, r, now),
                 Body::DeclineYield(r) => decline_yield::handle(self, session, r, now),
-                // Recording lands in the next commit: until then, say so.
-                Body::GetHistory(_) => Err(v1::Error {
-                    code: v1::ErrorCode::InvalidArgument as i32,
-                    message: "this broker does not record history yet".to_string(),
-                }),
+                Body::GetHistory(r) => match history::handle(self, session, id, r) {
+                    // Answered once the store has read it (`history::read`).
+                    Ok(history::Started) => return,
+                    Err(e) => Err(e),
+                },
+                Body::CancelConsume(r) => cancel_consume::handle(self, session, r),
+                Body::PeekQueue(r) => peek_queue::handle(self, session, r),
+                Body::PurgeQueue(r) => purge_queue::handle(self, session, r),
+                Body::RequeueDead(r) => requeue_dead::handle(self, session, r),
             },
         };
         let (answer, changes) = match answer {

@@ -23,7 +23,7 @@ pub(super) fn handle(
     if req.resources.is_empty() {
         d.allow(session, Verb::Status, None)?;
     }
-    let view = d.core.status(&req.resources);
+    let view = d.core.status_at(&req.resources, now);
     let mut status = wire::status(&view, &d.clock, now);
     status.queues = d.core.queues.info().iter().map(wire::queue_info).collect();
     Ok((v1::reply::Result::Status(status), Vec::new()))

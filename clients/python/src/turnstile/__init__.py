@@ -39,14 +39,18 @@ from ._errors import (
 from ._sync import Client, Consumer, Delivery, Lease, Watch, connect
 from ._types import (
     HelloInfo,
+    History,
+    HistoryEntry,
     LeaseInfo,
     Peer,
     Progress,
     QueueInfo,
     Queued,
     ResourceState,
+    ResumeToken,
     Status,
     WatchEvent,
+    YieldRequested,
 )
 from ._wire import PROTOCOL_VERSION
 
@@ -68,6 +72,10 @@ __all__ = [
     "Progress",
     "HelloInfo",
     "WatchEvent",
+    "YieldRequested",
+    "ResumeToken",
+    "History",
+    "HistoryEntry",
     "Error",
     "InvalidArgument",
     "PermissionDenied",

@@ -1,12 +1,13 @@
 """The one place where ``acquire``'s keyword arguments become an ``Acquire``
-message, for both flavours. A new option of the wire (wave 2: permits,
-capacity, detach_grace, stall_after) is added here and to the two
+message, for both flavours, and where float seconds become the wire's
+milliseconds. A new option of the wire is added here and to the two
 ``acquire`` signatures that pass it through."""
 
 from __future__ import annotations
 
+import datetime
 import math
-from typing import Optional
+from typing import Optional, Union
 
 from ._errors import InvalidArgument
 from .v1 import turnstile_pb2 as pb
@@ -14,13 +15,27 @@ from .v1 import turnstile_pb2 as pb
 _U32 = 0xFFFFFFFF
 
 
-def millis(seconds: Optional[float], what: str) -> int:
-    """Float seconds as the wire's u32 milliseconds (``None`` = 0, "the default")."""
+def millis(seconds: Optional[float], what: str, *, zero_is_none: bool = False) -> int:
+    """Float seconds as the wire's u32 milliseconds (``None`` = 0, "the default").
+
+    Any other duration is at least 1 ms: ``ttl=0`` is a (refused) TTL of 1 ms,
+    not silently the broker's default. With ``zero_is_none`` (a grace, a
+    stall limit, a yield's delay), 0 seconds is the wire's 0 = "none".
+    """
     if seconds is None:
         return 0
     if not (seconds >= 0) or math.isinf(seconds):
         raise InvalidArgument(f"{what} must be a finite number of seconds >= 0, not {seconds!r}")
+    if seconds == 0 and zero_is_none:
+        return 0
     return min(max(int(round(seconds * 1000)), 1), _U32)
+
+
+def count(value: int, what: str) -> int:
+    """A non-negative count that fits the wire's u32."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U32:
+        raise InvalidArgument(f"{what} must be an integer from 0 to {_U32}, not {value!r}")
+    return value
 
 
 def acquire_message(
@@ -31,6 +46,10 @@ def acquire_message(
     wait: bool,
     max_wait: Optional[float],
     purpose: str,
+    permits: int = 0,
+    capacity: int = 0,
+    detach_grace: Optional[float] = None,
+    stall_after: Optional[float] = None,
 ) -> pb.Acquire:
     """The ``Acquire`` request for these options."""
     return pb.Acquire(
@@ -40,4 +59,31 @@ def acquire_message(
         wait=pb.WAIT_POLICY_QUEUE if wait else pb.WAIT_POLICY_NO_WAIT,
         max_wait_ms=millis(max_wait, "max_wait"),
         purpose=purpose,
+        permits=count(permits, "permits"),
+        capacity=count(capacity, "capacity"),
+        detach_grace_ms=millis(detach_grace, "detach_grace", zero_is_none=True),
+        stall_after_ms=millis(stall_after, "stall_after", zero_is_none=True),
     )
+
+
+def request_yield_message(
+    resource: str, *, within: Optional[float], reason: str, revoke: bool
+) -> pb.RequestYield:
+    """The ``RequestYield`` request for these options."""
+    return pb.RequestYield(
+        resource=resource, within_ms=millis(within, "within", zero_is_none=True), reason=reason, revoke=revoke
+    )
+
+
+def history_message(
+    resource: str, *, since: Union[float, datetime.datetime, None], limit: int
+) -> pb.GetHistory:
+    """The ``GetHistory`` request: ``since`` a Unix timestamp in seconds (or
+    an aware ``datetime``), ``None`` = as far back as the broker keeps."""
+    since_ms = 0
+    if since is not None:
+        stamp = since.timestamp() if isinstance(since, datetime.datetime) else since
+        if not (stamp >= 0) or math.isinf(stamp):
+            raise InvalidArgument(f"since must be a Unix timestamp >= 0, not {since!r}")
+        since_ms = int(round(stamp * 1000))
+    return pb.GetHistory(resource=resource, since_ms=since_ms, limit=count(limit, "limit"))

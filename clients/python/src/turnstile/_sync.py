@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import threading
 import weakref
 from types import TracebackType
@@ -21,7 +22,8 @@ from typing import Any, Callable, Coroutine, Dict, Iterator, Optional, Sequence,
 from . import aio
 from ._errors import ConnectionLost, NotFound, TimedOut
 from ._connection import Connection
-from ._types import HelloInfo, Queued, Status, WatchEvent
+from ._lease_options import history_message, request_yield_message
+from ._types import History, HelloInfo, Queued, ResumeToken, Status, WatchEvent, YieldRequested
 from .v1 import turnstile_pb2 as pb
 
 __all__ = ["connect", "Client", "Lease", "Watch", "Consumer", "Delivery"]
@@ -54,6 +56,8 @@ class _LoopThread:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result(timeout)
+        except TimedOut:
+            raise  # the call's own (a TimeoutError too): not this wait's
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise TimedOut(f"no answer within {timeout} s") from None
@@ -66,6 +70,8 @@ class _LoopThread:
         fut = conn.request_threadsafe(field, body)
         try:
             reply, _ = fut.result(timeout)
+        except TimedOut:
+            raise
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise TimedOut(f"no answer to {field} within {timeout} s") from None
@@ -190,6 +196,27 @@ class Client:
         reply = self._runner.call(self._inner._conn, "get_status", body, timeout)
         return Status.from_pb(aio.expect(reply, "status"))
 
+    def history(
+        self,
+        resource: str,
+        *,
+        since: Union[float, datetime.datetime, None] = None,
+        limit: int = 0,
+        timeout: Optional[float] = None,
+    ) -> History:
+        """The leases of ``resource`` that ended (granted or not), as the
+        broker recorded them durably: oldest first, newest last.
+
+        ``since``: only those that ended at or after this instant (a Unix
+        timestamp in seconds, such as ``time.time() - 3600``, or an aware
+        ``datetime``); ``None``: as far back as the broker keeps. ``limit``:
+        at most this many, the newest (0: as many as fit in one frame);
+        :attr:`History.truncated` says whether older ones were left out.
+        """
+        body = history_message(resource, since=since, limit=limit)
+        reply = self._runner.call(self._inner._conn, "get_history", body, timeout)
+        return History.from_pb(aio.expect(reply, "history"))
+
     def acquire(
         self,
         resource: str,
@@ -200,6 +227,10 @@ class Client:
         max_wait: Optional[float] = None,
         purpose: str = "",
         on_queued: Optional[Callable[[Queued], None]] = None,
+        permits: int = 0,
+        capacity: int = 0,
+        detach_grace: Optional[float] = None,
+        stall_after: Optional[float] = None,
     ) -> "Lease":
         """Takes a lease on ``resource``, waiting in its queue until granted.
 
@@ -210,10 +241,70 @@ class Client:
         seconds in the queue raise :class:`turnstile.TimedOut`. ``purpose`` is
         shown to everyone who looks. ``on_queued`` is called (in this
         thread) with a :class:`turnstile.Queued` at each change of place.
+
+        ``capacity=C`` (SHARED) makes the resource a counting semaphore of C
+        permits, of which this lease takes ``permits`` (0: one); the capacity
+        belongs to the resource (its config, or the first request while
+        nobody holds or waits), and naming another one is
+        :class:`turnstile.InvalidArgument`. ``detach_grace`` seconds: when
+        this connection closes, the lease (or queue place) is kept that long
+        for :meth:`reattach` with :attr:`Lease.resume_token`, instead of
+        ending at once. ``stall_after`` seconds without ``report_progress``
+        mark the holder *stalled* for everyone who looks (nothing is revoked).
         """
         request = self._inner.acquire(
-            resource, shared=shared, ttl=ttl, wait=wait, max_wait=max_wait, purpose=purpose
+            resource,
+            shared=shared,
+            ttl=ttl,
+            wait=wait,
+            max_wait=max_wait,
+            purpose=purpose,
+            permits=permits,
+            capacity=capacity,
+            detach_grace=detach_grace,
+            stall_after=stall_after,
         )
+        return self._wait(request, on_queued)
+
+    def reattach(
+        self, token: Union[ResumeToken, str], *, on_queued: Optional[Callable[[Queued], None]] = None
+    ) -> "Lease":
+        """Takes back, on this connection, a detached lease or queue place:
+        one acquired with ``detach_grace`` whose connection closed (its
+        process died or handed over) less than the grace ago. ``token`` is
+        the :class:`turnstile.ResumeToken` its owner kept, or its ``str``.
+
+        Answers the :class:`Lease` at once if it was held; if it was waiting,
+        waits for the grant as :meth:`acquire` does (``on_queued`` with each
+        place). The same uid only; a wrong token, another uid or a lease that
+        has ended are all :class:`turnstile.NotFound`.
+        """
+        return self._wait(self._inner.reattach(token), on_queued)
+
+    def request_yield(
+        self,
+        resource: str,
+        *,
+        within: Optional[float] = None,
+        reason: str = "",
+        revoke: bool = False,
+        timeout: Optional[float] = None,
+    ) -> None:
+        """Asks every holder of ``resource`` to make way within ``within``
+        seconds (``None`` or 0: at once), for ``reason``; returns once every
+        holder has been asked. Holders see it on their lease
+        (:attr:`Lease.yield_requested`), watchers as ``"YIELD_REQUESTED"``.
+
+        With ``revoke``, a holder still holding after ``within`` loses its
+        lease (``"REVOKED"``) and the next in line is granted. The broker's
+        policy decides who may ask (verb ``yield``) and who may revoke
+        (verb ``revoke``: by default root and the broker's own user).
+        """
+        body = request_yield_message(resource, within=within, reason=reason, revoke=revoke)
+        reply = self._runner.call(self._inner._conn, "request_yield", body, timeout)
+        aio.expect(reply, "done")
+
+    def _wait(self, request: aio.AcquireRequest, on_queued: Optional[Callable[[Queued], None]]) -> "Lease":
         run = self._runner.run
         try:
             place = run(request._start())
@@ -285,9 +376,15 @@ class Lease:
     def __init__(self, inner: aio.Lease, runner: _LoopThread) -> None:
         self._inner = inner
         self._runner = runner
+        self._detached = False
         #: Set when the lease is lost (expired, revoked, connection lost).
         self.lost = threading.Event()
-        runner.loop.call_soon_threadsafe(inner.add_lost_callback, self.lost.set)
+        self._yields = _YieldView()
+        #: Set at each request that this holder make way (``request_yield``;
+        #: ``clear()`` it to notice the next one); :attr:`yield_request` is the
+        #: latest request. Make way by releasing, or answer with :meth:`decline_yield`.
+        self.yield_requested = self._yields.event
+        runner.loop.call_soon_threadsafe(_listen, inner, self.lost, self._yields)
 
     @property
     def resource(self) -> str:
@@ -320,6 +417,46 @@ class Lease:
         """The broker's sentence about the loss ("" while held)."""
         return self._inner.lost_detail
 
+    @property
+    def resume_token(self) -> Optional[ResumeToken]:
+        """The token for :meth:`Client.reattach` when the lease was acquired
+        with a ``detach_grace`` (``None`` otherwise). Keep it where only its
+        owner can read it: it lets a new connection take the lease."""
+        return self._inner.resume_token
+
+    @property
+    def yield_request(self) -> Optional[YieldRequested]:
+        """The latest request to make way (who, why, within how long, whether
+        it revokes), ``None`` if there was none."""
+        return self._yields.latest
+
+    def next_yield_request(self, timeout: Optional[float] = None) -> YieldRequested:
+        """Waits for the next request to make way (each is answered once, in
+        order). :class:`turnstile.TimedOut` after ``timeout`` seconds;
+        :class:`turnstile.LeaseLost` once the lease is released, lost or detached."""
+        return self._runner.run(self._inner.next_yield_request(timeout))
+
+    def decline_yield(self, reason: str = "") -> None:
+        """Answers a request to make way: this holder will not, now, for
+        ``reason`` (watchers see ``"YIELD_DECLINED"``). A pending revoke
+        still stands."""
+        body = pb.DeclineYield(lease_id=self._inner.lease_id, reason=reason)
+        self._runner.call(self._inner._conn, "decline_yield", body, None)
+
+    def detach(self) -> Optional[ResumeToken]:
+        """Lets go of the lease without releasing it, and answers its
+        :attr:`resume_token`: with a ``detach_grace``, the lease is kept for
+        :meth:`Client.reattach` once this connection closes (a process
+        handing over to its successor). It is no longer kept alive from here:
+        while this connection stays open its TTL runs. The object is inert
+        afterwards (leaving ``with`` does not release it)."""
+
+        async def detach() -> Optional[ResumeToken]:
+            return self._inner.detach()
+
+        self._detached = True
+        return self._runner.run(detach())
+
     def report_progress(self, done: int, total: int, message: str = "") -> None:
         """Tells waiters and watchers how far the work under the lease has got."""
         inner = self._inner
@@ -342,7 +479,7 @@ class Lease:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        if self.lost.is_set() or self._runner.loop.is_closed():
+        if self.lost.is_set() or self._detached or self._runner.loop.is_closed():
             return
         try:
             self.release()
@@ -351,6 +488,27 @@ class Lease:
 
     def __repr__(self) -> str:
         return repr(self._inner)
+
+
+class _YieldView:
+    """The yield requests of a lease as this thread sees them. Kept apart from
+    :class:`Lease` so that the loop's callbacks do not keep a dropped lease alive."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.latest: Optional[YieldRequested] = None
+
+    def record(self, request: YieldRequested) -> None:
+        self.latest = request
+        self.event.set()
+
+
+def _listen(inner: aio.Lease, lost: threading.Event, yields: _YieldView) -> None:
+    """In the loop: mirrors a lease's events into the thread-safe view."""
+    inner.add_lost_callback(lost.set)
+    inner.add_yield_callback(yields.record)
+    if inner.yield_request is not None:
+        yields.record(inner.yield_request)
 
 
 class Watch:

@@ -11,6 +11,7 @@
                 print("position", queued.position)
             async with request as lease:                # granted
                 await lease.report_progress(1, 5, "copying")
+            await client.request_yield("pcm", within=30.0, reason="user logon")
 
 One :class:`Client` is one connection; its leases keep themselves alive in
 background tasks of the running loop. A watch opens its own connection so
@@ -20,6 +21,7 @@ that it can reconnect and resume on its own.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import inspect
 import os
 import sys
@@ -41,8 +43,19 @@ from typing import (
 from ._connection import Connection, Push
 from ._endpoint import resolve_socket
 from ._errors import ConnectionLost, Error, LeaseLost, NotFound, ProtocolViolation, TimedOut
-from ._lease_options import acquire_message
-from ._types import HelloInfo, Queued, ResourceState, Status, WatchEvent, enum_name, headers_dict
+from ._lease_options import acquire_message, history_message, request_yield_message
+from ._types import (
+    History,
+    HelloInfo,
+    Queued,
+    ResourceState,
+    ResumeToken,
+    Status,
+    WatchEvent,
+    YieldRequested,
+    enum_name,
+    headers_dict,
+)
 from .v1 import turnstile_pb2 as pb
 
 __all__ = ["connect", "Connecting", "Client", "AcquireRequest", "Lease", "Watcher", "Consumer", "Delivery"]
@@ -164,6 +177,27 @@ class Client:
         reply, _ = await self._conn.request("get_status", body, timeout)
         return Status.from_pb(expect(reply, "status"))
 
+    async def history(
+        self,
+        resource: str,
+        *,
+        since: Union[float, datetime.datetime, None] = None,
+        limit: int = 0,
+        timeout: Optional[float] = None,
+    ) -> History:
+        """The leases of ``resource`` that ended (granted or not), as the
+        broker recorded them durably: oldest first, newest last.
+
+        ``since``: only those that ended at or after this instant (a Unix
+        timestamp in seconds, such as ``time.time() - 3600``, or an aware
+        ``datetime``); ``None``: as far back as the broker keeps. ``limit``:
+        at most this many, the newest (0: as many as fit in one frame);
+        :attr:`History.truncated` says whether older ones were left out.
+        """
+        body = history_message(resource, since=since, limit=limit)
+        reply, _ = await self._conn.request("get_history", body, timeout)
+        return History.from_pb(expect(reply, "history"))
+
     def acquire(
         self,
         resource: str,
@@ -174,6 +208,10 @@ class Client:
         max_wait: Optional[float] = None,
         purpose: str = "",
         on_queued: Optional[OnQueued] = None,
+        permits: int = 0,
+        capacity: int = 0,
+        detach_grace: Optional[float] = None,
+        stall_after: Optional[float] = None,
     ) -> "AcquireRequest":
         """A lease on ``resource``: ``await`` it for the :class:`Lease`, or
         ``async with`` it to release at the end of the block.
@@ -185,11 +223,72 @@ class Client:
         ``purpose`` is shown to everyone who looks. ``on_queued`` (a function
         or coroutine function) is called with a :class:`turnstile.Queued` at
         each change of place in the queue; or iterate :meth:`AcquireRequest.queued`.
+
+        ``capacity=C`` (SHARED) makes the resource a counting semaphore of C
+        permits, of which this lease takes ``permits`` (0: one); the capacity
+        belongs to the resource (its config, or the first request while
+        nobody holds or waits), and naming another one is
+        :class:`turnstile.InvalidArgument`. ``detach_grace`` seconds: when
+        this connection closes, the lease (or queue place) is kept that long
+        for :meth:`reattach` with :attr:`Lease.resume_token`, instead of
+        ending at once. ``stall_after`` seconds without ``report_progress``
+        mark the holder *stalled* for everyone who looks (nothing is revoked).
         """
         message = acquire_message(
-            resource, shared=shared, ttl=ttl, wait=wait, max_wait=max_wait, purpose=purpose
+            resource,
+            shared=shared,
+            ttl=ttl,
+            wait=wait,
+            max_wait=max_wait,
+            purpose=purpose,
+            permits=permits,
+            capacity=capacity,
+            detach_grace=detach_grace,
+            stall_after=stall_after,
         )
-        return AcquireRequest(self._conn, message, on_queued)
+        return AcquireRequest(self._conn, resource, "acquire", message, on_queued)
+
+    def reattach(
+        self, token: Union[ResumeToken, str], *, on_queued: Optional[OnQueued] = None
+    ) -> "AcquireRequest":
+        """Takes back, on this connection, a detached lease or queue place:
+        one acquired with ``detach_grace`` whose connection closed (its
+        process died or handed over) less than the grace ago. ``token`` is
+        the :class:`turnstile.ResumeToken` its owner kept, or its ``str``.
+
+        As :meth:`acquire`: ``await`` it for the :class:`Lease` (at once if
+        it was held, once granted if it was waiting), ``async with`` it, or
+        iterate :meth:`AcquireRequest.queued`. The same uid only; a wrong
+        token, another uid or a lease that has ended are all
+        :class:`turnstile.NotFound`.
+        """
+        if isinstance(token, str):
+            token = ResumeToken.parse(token)
+        body = pb.Reattach(lease_id=token.lease_id, resume_token=token.secret)
+        return AcquireRequest(self._conn, token.resource, "reattach", body, on_queued, token)
+
+    async def request_yield(
+        self,
+        resource: str,
+        *,
+        within: Optional[float] = None,
+        reason: str = "",
+        revoke: bool = False,
+        timeout: Optional[float] = None,
+    ) -> None:
+        """Asks every holder of ``resource`` to make way within ``within``
+        seconds (``None`` or 0: at once), for ``reason``; returns once every
+        holder has been asked. Holders see it on their lease
+        (:attr:`Lease.yield_requested`), watchers as ``"YIELD_REQUESTED"``.
+
+        With ``revoke``, a holder still holding after ``within`` loses its
+        lease (``"REVOKED"``) and the next in line is granted. The broker's
+        policy decides who may ask (verb ``yield``) and who may revoke
+        (verb ``revoke``: by default root and the broker's own user).
+        """
+        body = request_yield_message(resource, within=within, reason=reason, revoke=revoke)
+        reply, _ = await self._conn.request("request_yield", body, timeout)
+        expect(reply, "done")
 
     def watch(
         self,
@@ -277,8 +376,18 @@ class AcquireRequest:
     back: the broker is told at once.
     """
 
-    def __init__(self, conn: Connection, message: pb.Acquire, on_queued: Optional[OnQueued]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        resource: str,
+        field: str,
+        message: Union[pb.Acquire, pb.Reattach],
+        on_queued: Optional[OnQueued],
+        token: Optional[ResumeToken] = None,
+    ) -> None:
         self._conn = conn
+        self._resource = resource
+        self._field = field
         self._message = message
         self._on_queued = on_queued
         self._route: "Optional[asyncio.Queue[Push]]" = None
@@ -286,25 +395,42 @@ class AcquireRequest:
         self._granted: Optional[pb.Granted] = None
         self._queued: Optional[Queued] = None
         self._lease: Optional[Lease] = None
+        self._token = token
+        self._detached = False
 
     @property
     def lease_id(self) -> int:
         """The broker's id for the request (0 before it is sent)."""
         return self._lease_id
 
+    @property
+    def resume_token(self) -> Optional[ResumeToken]:
+        """The token for :meth:`Client.reattach` once the request is sent with
+        a ``detach_grace`` (``None`` otherwise). Keep it where only its owner
+        can read it."""
+        return self._token
+
+    def _keep_token(self, lease_id: int, secret: bytes) -> None:
+        if secret:
+            self._token = ResumeToken(lease_id, self._resource, bytes(secret))
+
     async def _start(self) -> Optional[Queued]:
         """Sends the request once; the place it got, or ``None`` if granted."""
+        if self._detached:
+            raise Error("this request was detached: take it back with reattach(token)", code="DETACHED")
         if self._route is None:
-            reply, route = await self._conn.request("acquire", self._message)
+            reply, route = await self._conn.request(self._field, self._message)
             acquired = expect(reply, "acquire")
             assert route is not None
             self._route = route
             if acquired.WhichOneof("outcome") == "granted":
                 self._granted = acquired.granted
                 self._lease_id = acquired.granted.lease_id
+                self._keep_token(self._lease_id, acquired.granted.resume_token)
             else:
-                self._queued = Queued.from_pb(acquired.queued)
+                self._queued = Queued.from_pb(acquired.queued, self._resource)
                 self._lease_id = acquired.queued.lease_id
+                self._keep_token(self._lease_id, acquired.queued.resume_token)
         return None if self._granted is not None else self._queued
 
     async def _next(self) -> Optional[Queued]:
@@ -321,9 +447,11 @@ class AcquireRequest:
             change = push.WhichOneof("change")
             if change == "granted":
                 self._granted = push.granted
+                self._keep_token(self._lease_id, push.granted.resume_token)
                 return None
             if change == "queued":
-                self._queued = Queued.from_pb(push.queued)
+                self._queued = Queued.from_pb(push.queued, self._resource)
+                self._keep_token(self._lease_id, push.queued.resume_token)
                 return self._queued
             if change == "lost":
                 self._conn.close_route(("lease", self._lease_id))
@@ -331,15 +459,26 @@ class AcquireRequest:
 
     def _give_back(self) -> None:
         """Leaves the queue (or releases a grant nobody took)."""
-        if self._lease_id and self._lease is None:
+        if self._lease_id and self._lease is None and not self._detached:
             self._conn.close_route(("lease", self._lease_id))
             self._conn.send_nowait("release", pb.Release(lease_id=self._lease_id))
             self._lease_id = 0
 
+    def detach(self) -> Optional[ResumeToken]:
+        """Lets go of the request without leaving the queue: with a
+        ``detach_grace``, the place is kept for :meth:`Client.reattach` once
+        this connection closes (a process handing over to its successor);
+        without one, it ends when the connection closes. Answers the token
+        (``None`` without a grace). The request is inert afterwards."""
+        if self._lease_id and self._lease is None:
+            self._conn.close_route(("lease", self._lease_id))
+        self._detached = True
+        return self._token
+
     def _into_lease(self) -> "Lease":
         if self._lease is None:
             assert self._granted is not None and self._route is not None
-            self._lease = Lease(self._conn, self._message.resource, self._granted, self._route)
+            self._lease = Lease(self._conn, self._resource, self._granted, self._route, self._token)
         return self._lease
 
     async def queued(self) -> AsyncIterator[Queued]:
@@ -406,6 +545,11 @@ class _LeaseState:
         self.callbacks: List[Callable[[], None]] = []
         self.task: Optional["asyncio.Task[None]"] = None
         self.released = False
+        self.yield_requested = asyncio.Event()
+        self.yield_request: Optional[YieldRequested] = None
+        #: Yield requests not yet taken by ``next_yield_request``; ``None`` once untracked.
+        self.yields: "asyncio.Queue[Optional[YieldRequested]]" = asyncio.Queue()
+        self.yield_callbacks: List[Callable[[YieldRequested], None]] = []
 
     def mark_lost(self, reason: str, detail: str) -> None:
         if self.lost.is_set() or self.released:
@@ -414,13 +558,22 @@ class _LeaseState:
         self.lost_detail = detail
         self.lost.set()
         for fn in self.callbacks:
-            fn()
+            _run_callback(fn)
+        self.yields.put_nowait(None)
+
+    def asked_to_yield(self, request: YieldRequested) -> None:
+        self.yield_request = request
+        self.yield_requested.set()
+        self.yields.put_nowait(request)
+        for callback in self.yield_callbacks:
+            _run_callback(lambda: callback(request))
 
     def stop(self) -> None:
-        """Ends the keep-alive and the route (the lease is released or lost)."""
+        """Ends the keep-alive and the route (the lease is released, lost or detached)."""
         self.conn.close_route(("lease", self.lease_id))
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        self.yields.put_nowait(None)
 
     def abandon(self) -> None:
         """Releases, best effort, a lease dropped without ``release()``."""
@@ -428,6 +581,17 @@ class _LeaseState:
             self.released = True
             self.conn.send_nowait("release", pb.Release(lease_id=self.lease_id))
         self.stop()
+
+
+def _run_callback(fn: Callable[[], None]) -> None:
+    """Runs a user's callback from the keep-alive task: an exception in it is
+    reported to the loop's exception handler, and the lease goes on."""
+    try:
+        fn()
+    except Exception as e:
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "a turnstile lease callback raised", "exception": e}
+        )
 
 
 async def _keep_alive(state: _LeaseState, route: "asyncio.Queue[Push]") -> None:
@@ -452,7 +616,12 @@ async def _keep_alive(state: _LeaseState, route: "asyncio.Queue[Push]") -> None:
         if push is None:
             state.mark_lost("CONNECTION_LOST", "the connection to the broker was lost")
             return
-        if isinstance(push, pb.LeaseUpdate) and push.WhichOneof("change") == "lost":
+        if not isinstance(push, pb.LeaseUpdate):
+            continue
+        change = push.WhichOneof("change")
+        if change == "yield_requested":
+            state.asked_to_yield(YieldRequested.from_pb(push.yield_requested))
+        elif change == "lost":
             reason = enum_name(pb.LostReason, push.lost.reason, "LOST_REASON_")
             state.mark_lost(reason, push.lost.detail or f"the lease was lost ({reason})")
             state.stop()
@@ -467,9 +636,18 @@ class Lease:
     """
 
     def __init__(
-        self, conn: Connection, resource: str, granted: pb.Granted, route: "asyncio.Queue[Push]"
+        self,
+        conn: Connection,
+        resource: str,
+        granted: pb.Granted,
+        route: "asyncio.Queue[Push]",
+        resume_token: Optional[ResumeToken] = None,
     ) -> None:
         self._conn = conn
+        #: The token for :meth:`Client.reattach` when the lease was acquired
+        #: with a ``detach_grace`` (``None`` otherwise). Keep it where only
+        #: its owner can read it: it lets a new connection take the lease.
+        self.resume_token = resume_token
         self._loop = asyncio.get_running_loop()
         #: The resource held.
         self.resource = resource
@@ -504,6 +682,59 @@ class Lease:
             fn()
         else:
             self._state.callbacks.append(fn)
+
+    @property
+    def yield_requested(self) -> asyncio.Event:
+        """Set at each request that this holder make way (``request_yield``):
+        ``await lease.yield_requested.wait()``, or look at it between steps of
+        the work (and ``clear()`` it to notice the next one).
+        :attr:`yield_request` is the latest request; make way by releasing,
+        or answer with :meth:`decline_yield`."""
+        return self._state.yield_requested
+
+    @property
+    def yield_request(self) -> Optional[YieldRequested]:
+        """The latest request to make way (who, why, within how long, whether
+        it revokes), ``None`` if there was none."""
+        return self._state.yield_request
+
+    async def next_yield_request(self, timeout: Optional[float] = None) -> YieldRequested:
+        """Waits for the next request to make way (each is answered once, in
+        order). :class:`turnstile.TimedOut` after ``timeout`` seconds;
+        :class:`turnstile.LeaseLost` once the lease is released, lost or detached."""
+        yields = self._state.yields
+        try:
+            request = await asyncio.wait_for(yields.get(), timeout)
+        except asyncio.TimeoutError:
+            raise TimedOut(f"no yield request within {timeout} s") from None
+        if request is None:
+            yields.put_nowait(None)  # stays ended for later calls
+            raise LeaseLost(
+                f"the lease on {self.resource!r} is no longer held here", self.lost_reason or "RELEASED"
+            )
+        return request
+
+    def add_yield_callback(self, fn: Callable[[YieldRequested], None]) -> None:
+        """Calls ``fn(request)`` (in the event loop) at each request to make way."""
+        self._state.yield_callbacks.append(fn)
+
+    async def decline_yield(self, reason: str = "") -> None:
+        """Answers a request to make way: this holder will not, now, for
+        ``reason`` (watchers see ``"YIELD_DECLINED"``). A pending revoke
+        still stands."""
+        await self._conn.request("decline_yield", pb.DeclineYield(lease_id=self.lease_id, reason=reason))
+
+    def detach(self) -> Optional[ResumeToken]:
+        """Lets go of the lease without releasing it, and answers its
+        :attr:`resume_token`: with a ``detach_grace``, the lease is kept for
+        :meth:`Client.reattach` once this connection closes (a process
+        handing over to its successor). It is no longer kept alive from here:
+        while this connection stays open its TTL runs. The object is inert
+        afterwards (leaving ``async with`` does not release it)."""
+        state = self._state
+        state.released = True
+        state.stop()
+        return self.resume_token
 
     async def report_progress(self, done: int, total: int, message: str = "") -> None:
         """Tells waiters and watchers how far the work under the lease has got."""

@@ -96,7 +96,7 @@ ERROR_CODE_PROTOCOL_VIOLATION: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("id", "hello", "ping", "get_status", "acquire", "keep_alive", "release", "cancel", "report_progress", "watch", "unwatch", "publish", "consume", "ack", "nack", "reattach", "request_yield", "decline_yield")
+    __slots__ = ("id", "hello", "ping", "get_status", "acquire", "keep_alive", "release", "cancel", "report_progress", "watch", "unwatch", "publish", "consume", "ack", "nack", "reattach", "request_yield", "decline_yield", "get_history")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class ClientFrame(_message.Message):
     REATTACH_FIELD_NUMBER: _ClassVar[int]
     REQUEST_YIELD_FIELD_NUMBER: _ClassVar[int]
     DECLINE_YIELD_FIELD_NUMBER: _ClassVar[int]
+    GET_HISTORY_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     ping: Ping
@@ -133,7 +134,8 @@ class ClientFrame(_message.Message):
     reattach: Reattach
     request_yield: RequestYield
     decline_yield: DeclineYield
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., get_status: _Optional[_Union[GetStatus, _Mapping]] = ..., acquire: _Optional[_Union[Acquire, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., report_progress: _Optional[_Union[ReportProgress, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., unwatch: _Optional[_Union[Unwatch, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., consume: _Optional[_Union[Consume, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., reattach: _Optional[_Union[Reattach, _Mapping]] = ..., request_yield: _Optional[_Union[RequestYield, _Mapping]] = ..., decline_yield: _Optional[_Union[DeclineYield, _Mapping]] = ...) -> None: ...
+    get_history: GetHistory
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., get_status: _Optional[_Union[GetStatus, _Mapping]] = ..., acquire: _Optional[_Union[Acquire, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., report_progress: _Optional[_Union[ReportProgress, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., unwatch: _Optional[_Union[Unwatch, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., consume: _Optional[_Union[Consume, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., reattach: _Optional[_Union[Reattach, _Mapping]] = ..., request_yield: _Optional[_Union[RequestYield, _Mapping]] = ..., decline_yield: _Optional[_Union[DeclineYield, _Mapping]] = ..., get_history: _Optional[_Union[GetHistory, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
     __slots__ = ("reply", "lease_update", "watch_event", "delivery")
@@ -148,7 +150,7 @@ class ServerFrame(_message.Message):
     def __init__(self, reply: _Optional[_Union[Reply, _Mapping]] = ..., lease_update: _Optional[_Union[LeaseUpdate, _Mapping]] = ..., watch_event: _Optional[_Union[WatchEvent, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("id", "error", "hello", "pong", "status", "acquire", "keep_alive", "done", "watch", "publish", "consume")
+    __slots__ = ("id", "error", "hello", "pong", "status", "acquire", "keep_alive", "done", "watch", "publish", "consume", "history")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +162,7 @@ class Reply(_message.Message):
     WATCH_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     CONSUME_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     hello: HelloReply
@@ -171,7 +174,8 @@ class Reply(_message.Message):
     watch: WatchStarted
     publish: Published
     consume: ConsumeStarted
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., acquire: _Optional[_Union[AcquireReply, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAliveReply, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., watch: _Optional[_Union[WatchStarted, _Mapping]] = ..., publish: _Optional[_Union[Published, _Mapping]] = ..., consume: _Optional[_Union[ConsumeStarted, _Mapping]] = ...) -> None: ...
+    history: History
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., acquire: _Optional[_Union[AcquireReply, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAliveReply, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., watch: _Optional[_Union[WatchStarted, _Mapping]] = ..., publish: _Optional[_Union[Published, _Mapping]] = ..., consume: _Optional[_Union[ConsumeStarted, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ...) -> None: ...
 
 class Done(_message.Message):
     __slots__ = ()
@@ -460,6 +464,52 @@ class ResourceState(_message.Message):
     capacity: int
     permits_held: int
     def __init__(self, resource: _Optional[str] = ..., revision: _Optional[int] = ..., holders: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., waiters: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., capacity: _Optional[int] = ..., permits_held: _Optional[int] = ...) -> None: ...
+
+class GetHistory(_message.Message):
+    __slots__ = ("resource", "since_ms", "limit")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    since_ms: int
+    limit: int
+    def __init__(self, resource: _Optional[str] = ..., since_ms: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class History(_message.Message):
+    __slots__ = ("entries", "truncated")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    truncated: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., truncated: bool = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("lease_id", "resource", "mode", "permits", "purpose", "holder", "queued_at_ms", "granted_at_ms", "ended_at_ms", "ended_by", "detail", "fencing_token")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PERMITS_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_BY_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    lease_id: int
+    resource: str
+    mode: Mode
+    permits: int
+    purpose: str
+    holder: Peer
+    queued_at_ms: int
+    granted_at_ms: int
+    ended_at_ms: int
+    ended_by: EventKind
+    detail: str
+    fencing_token: int
+    def __init__(self, lease_id: _Optional[int] = ..., resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., permits: _Optional[int] = ..., purpose: _Optional[str] = ..., holder: _Optional[_Union[Peer, _Mapping]] = ..., queued_at_ms: _Optional[int] = ..., granted_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., ended_by: _Optional[_Union[EventKind, str]] = ..., detail: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class Watch(_message.Message):
     __slots__ = ("resources", "start_revision")

@@ -1,0 +1,151 @@
+//! History (DESIGN "History"): recording every lease that ended, and
+//! `GetHistory`.
+//!
+//! Recording happens here, at the edge, from the [`Ended`] lines the core
+//! keeps in its outbox, one per end ([`crate::core::Core::take_ended`],
+//! taken with every delivery of changes): each gets its wall-clock times
+//! and waits in `Dispatcher::history`; the lines go to the store's writer
+//! thread in batches (at most every [`SEND_EVERY_MS`], or once
+//! [`SEND_BATCH`] have gathered), where they join the next group commit
+//! and are encoded. The core task never formats, encodes or waits for
+//! them, and no lease end costs an fsync of its own. A crash loses at
+//! most the lines of the last [`SEND_EVERY_MS`] and the commit in flight.
+//!
+//! `GetHistory` (policy verb `status`) hands what is gathered to the
+//! store first, then asks the writer thread to read: answered, like a
+//! publish, when the read comes back ([`ToCore::HistoryRead`]), and
+//! counted among the connection's requests in flight meanwhile.
+
+use turnstile_proto::v1;
+
+use super::Dispatcher;
+use crate::core::{SessionId, check_name};
+use crate::policy::Verb;
+use crate::server::wire::{self, Refusal};
+use crate::server::{Outbound, ToCore};
+use crate::store::{HistoryLine, HistoryQuery, Recorded, StoreError};
+
+/// Lines are handed to the store at least this often (core ms) while
+/// leases end.
+const SEND_EVERY_MS: u64 = 100;
+
+/// Lines handed to the store at once when this many have gathered.
+const SEND_BATCH: usize = 1024;
+
+/// Room kept in a `History` frame for everything but the entries.
+const FRAME_MARGIN: usize = 256;
+
+/// The request was accepted; it is answered when the store has read.
+pub(super) struct Started;
+
+impl Dispatcher {
+    /// Takes the leases that ended from the core and records them
+    /// (nothing is kept without a store).
+    pub(super) fn record_ended(&mut self) {
+        let keep = self.store.is_some() && self.config.history.max_entries > 0;
+        let clock = self.clock;
+        let wall = |at| clock.wall_ms(at);
+        for ended in self.core.take_ended() {
+            if !keep {
+                continue;
+            }
+            let granted_at = ended.lease.granted_at;
+            let queued_at = ended.lease.queued_at.or(granted_at).unwrap_or(ended.at);
+            self.history.push(HistoryLine {
+                queued_at_ms: wall(queued_at),
+                granted_at_ms: granted_at.map_or(0, wall),
+                ended_at_ms: wall(ended.at),
+                ended,
+            });
+        }
+        if self.history.len() >= SEND_BATCH {
+            self.send_history(true);
+        }
+    }
+
+    /// Hands the lines gathered to the store's writer: when `now_anyway`,
+    /// else if the last hand-over is [`SEND_EVERY_MS`] old.
+    pub(super) fn send_history(&mut self, now_anyway: bool) {
+        if self.history.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        if !now_anyway && now < self.history_sent_at + SEND_EVERY_MS {
+            return;
+        }
+        self.history_sent_at = now;
+        let lines = std::mem::take(&mut self.history);
+        if let Some(store) = &self.store {
+            store.record_history(lines, self.config.history);
+        }
+    }
+}
+
+pub(super) fn handle(
+    d: &mut Dispatcher,
+    session: SessionId,
+    id: u64,
+    req: v1::GetHistory,
+) -> Result<Started, v1::Error> {
+    check_name("resource", &req.resource)?;
+    d.allow(session, Verb::Status, Some(&req.resource))?;
+    if d.publishing
+        .get(&session)
+        .is_some_and(|ids| ids.contains(&id))
+    {
+        return Err(Refusal::IdInFlight(id).into());
+    }
+    d.send_history(true);
+    let Some(store) = &d.store else {
+        // Nothing is kept without a store: an empty history, at once.
+        read(d, session, id, Ok(Recorded::default()));
+        return Ok(Started);
+    };
+    let now_ms = d.clock.wall_ms(d.clock.now());
+    let query = HistoryQuery {
+        resource: req.resource,
+        since_ms: req.since_ms,
+        limit: req.limit,
+        max_bytes: (d.config.max_frame_bytes as usize).saturating_sub(FRAME_MARGIN),
+        now_ms,
+        bounds: d.config.history,
+    };
+    let answer = store.read_history(query);
+    d.publishing.entry(session).or_default().insert(id);
+    let to_core = d.to_core.clone();
+    tokio::spawn(async move {
+        let result = answer.await;
+        // Fails only when the core task has stopped: nobody to answer.
+        let _ = to_core
+            .send(ToCore::HistoryRead {
+                session,
+                request_id: id,
+                result,
+            })
+            .await;
+    });
+    Ok(Started)
+}
+
+/// The store read the history: answer the requester, if still connected.
+pub(super) fn read(
+    d: &mut Dispatcher,
+    session: SessionId,
+    request_id: u64,
+    result: Result<Recorded, StoreError>,
+) {
+    if let Some(ids) = d.publishing.get_mut(&session) {
+        ids.remove(&request_id);
+        if ids.is_empty() {
+            d.publishing.remove(&session);
+        }
+    }
+    let answer = match result {
+        Ok(found) => wire::reply(
+            request_id,
+            v1::reply::Result::History(wire::history(&found)),
+        ),
+        Err(e) => wire::error_reply(request_id, Refusal::HistoryUnread(e)),
+    };
+    d.send(session, Outbound::frame(answer));
+}

@@ -1,0 +1,317 @@
+//! Faults injected into the real `turnstiled` (feature `failpoints`, set
+//! with its `FAILPOINTS` environment variable; see `broker/src/store/mod.rs`):
+//! the counter reservation's sync stalled while a block boundary is
+//! crossed, its write failing, a publish's sync failing.
+//!
+//! Run with `cargo test --features failpoints --test failpoints` (CI does);
+//! without the feature this file is not built (`required-features`).
+//! Each test prints its figure on a `FIGURE:` line (`--nocapture`).
+#![cfg(unix)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use turnstile_client::proto::{self as v1, client_frame::Body, reply, server_frame};
+
+/// A small counter block: the next reservation is written after 32
+/// revisions or tokens, so a test crosses blocks in a few dozen grants.
+const BLOCK: &str = "64";
+
+fn broker_with_faults(failpoints: &str, args: &[&str]) -> Broker {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = start_in_env(tmp.path(), args, &[("FAILPOINTS", failpoints)]);
+    b._tmp = Some(tmp);
+    b
+}
+
+fn acquire_body(resource: &str, wait: v1::WaitPolicy) -> Body {
+    Body::Acquire(v1::Acquire {
+        resource: resource.into(),
+        mode: v1::Mode::Exclusive as i32,
+        ttl_ms: 60_000,
+        wait: wait as i32,
+        ..Default::default()
+    })
+}
+
+/// Takes `resource` (waiting for the grant if it queues) and releases it;
+/// returns the fencing token and whether the grant was held back (queued
+/// although nobody held the resource).
+async fn take_and_release(raw: &mut Raw, resource: &str) -> (u64, bool) {
+    let r = raw
+        .request(acquire_body(resource, v1::WaitPolicy::Queue))
+        .await;
+    let reply::Result::Acquire(v1::AcquireReply { outcome: Some(o) }) = r else {
+        panic!("{r:?}")
+    };
+    let (lease, token, held_back) = match o {
+        v1::acquire_reply::Outcome::Granted(g) => (g.lease_id, g.fencing_token, false),
+        v1::acquire_reply::Outcome::Queued(q) => {
+            let lease = q.lease_id;
+            let token = raw
+                .expect_push(|p| match p {
+                    server_frame::Body::LeaseUpdate(v1::LeaseUpdate {
+                        lease_id,
+                        change: Some(v1::lease_update::Change::Granted(g)),
+                    }) if *lease_id == lease => Some(g.fencing_token),
+                    _ => None,
+                })
+                .await;
+            (lease, token, true)
+        }
+    };
+    let r = raw
+        .request(Body::Release(v1::Release { lease_id: lease }))
+        .await;
+    assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+    (token, held_back)
+}
+
+/// Pings from a connection of its own every 5 ms until told to stop;
+/// answers every round trip.
+fn pinger(
+    broker: &Broker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<Duration>>,
+) {
+    let socket = broker.socket.clone();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut raw = Raw::connect(&socket).await;
+        let mut rtt = Vec::new();
+        loop {
+            let t = Instant::now();
+            let r = raw.request(Body::Ping(v1::Ping::default())).await;
+            assert!(matches!(r, reply::Result::Pong(_)), "{r:?}");
+            rtt.push(t.elapsed());
+            tokio::select! {
+                _ = &mut stopped => break rtt,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    });
+    (stop, task)
+}
+
+/// The reservation's sync stalls 3 s (every reservation after the one at
+/// startup) while grants cross a block boundary: grants past the durable
+/// mark wait for it, tokens stay strictly increasing, and the broker keeps
+/// answering meanwhile, since the reservation is written off the core task
+/// (before, the core task waited for it: pings froze for the whole stall).
+#[tokio::test]
+async fn ping_stays_fast_while_the_reservation_sync_stalls_at_a_block_boundary() {
+    let broker = broker_with_faults(
+        "store-reservation-fsync=1*off->sleep(3000)",
+        &["--counter-block", BLOCK],
+    );
+    let (stop, pings) = pinger(&broker);
+    let mut raw = broker.raw().await;
+    let started = Instant::now();
+    let mut tokens = Vec::new();
+    let mut held_back = 0;
+    // 70 grants: past the first block (64) while its successor's sync stalls.
+    for _ in 0..70 {
+        let (token, waited) = take_and_release(&mut raw, "job").await;
+        tokens.push(token);
+        held_back += usize::from(waited);
+    }
+    let took = started.elapsed();
+    let _ = stop.send(());
+    let rtt = pings.await.expect("the pinger");
+    let max = rtt.iter().max().copied().unwrap_or_default();
+    println!(
+        "FIGURE: reservation sync stalled 3 s at a block boundary: {} pings, max {max:?}; 70 grants took {took:?}, {held_back} held back for the reservation",
+        rtt.len()
+    );
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    assert!(
+        tokens.iter().any(|t| *t > 64),
+        "the block boundary was crossed: {tokens:?}"
+    );
+    assert!(held_back > 0, "a grant waited for the stalled reservation");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the stall was in force: {took:?}"
+    );
+    // A ping waiting on the stalled sync would take ~3 s: the bound is the
+    // outcome (the core task did not wait), not a speed.
+    assert!(max < Duration::from_secs(2), "ping max {max:?}");
+}
+
+/// The reservation cannot be written (three failures, then it clears):
+/// grants stop at the durable mark (a NO_WAIT request is told why, a
+/// queueing one waits), the log says so loudly, and grants resume when the
+/// write succeeds, with the next token.
+#[tokio::test]
+async fn grants_stop_while_the_reservation_cannot_be_written_and_resume() {
+    let broker = broker_with_faults(
+        "store-reservation-write=1*off->3*return->off",
+        &["--counter-block", BLOCK],
+    );
+    let mut raw = broker.raw().await;
+    let mut tokens = Vec::new();
+    let mut no_wait_refused = None;
+    for _ in 0..70 {
+        // Once grants are held back, NO_WAIT gets a clear BUSY.
+        if tokens.last() == Some(&64) && no_wait_refused.is_none() {
+            let r = raw
+                .request(acquire_body("other", v1::WaitPolicy::NoWait))
+                .await;
+            no_wait_refused = Some(r);
+        }
+        let (token, _) = take_and_release(&mut raw, "job").await;
+        tokens.push(token);
+    }
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    assert_eq!(tokens[64], 65, "the next token after the mark: {tokens:?}");
+    let log = broker.log_text();
+    assert!(
+        log.contains("could not be stored") && log.contains("grants resume"),
+        "{log}"
+    );
+    match no_wait_refused {
+        Some(reply::Result::Error(e)) => {
+            assert_eq!(e.code, v1::ErrorCode::Busy as i32, "{e:?}");
+            assert!(e.message.contains("held back"), "{e:?}");
+        }
+        // The write fails for ~0.7 s (retried after 0.1, 0.2, 0.4 s): the
+        // 64 grants before the mark take milliseconds.
+        other => panic!("NO_WAIT while grants are held back: {other:?}"),
+    }
+}
+
+/// The reservation never gets written: no token above the durable mark is
+/// ever handed out, so after a SIGKILL and a restart (without faults) the
+/// next token is above every token handed out.
+#[tokio::test]
+async fn no_token_is_handed_out_uncovered_when_the_reservation_fails_for_good() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut broker = start_in_env(
+        tmp.path(),
+        &["--counter-block", BLOCK],
+        &[("FAILPOINTS", "store-reservation-write=1*off->return")],
+    );
+    let mut raw = broker.raw().await;
+    let mut highest = 0;
+    let mut stuck = None;
+    for _ in 0..70 {
+        let r = raw
+            .request(acquire_body("job", v1::WaitPolicy::Queue))
+            .await;
+        match r {
+            reply::Result::Acquire(v1::AcquireReply {
+                outcome: Some(v1::acquire_reply::Outcome::Granted(g)),
+            }) => {
+                highest = highest.max(g.fencing_token);
+                let r = raw
+                    .request(Body::Release(v1::Release {
+                        lease_id: g.lease_id,
+                    }))
+                    .await;
+                assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+            }
+            reply::Result::Acquire(v1::AcquireReply {
+                outcome: Some(v1::acquire_reply::Outcome::Queued(q)),
+            }) => {
+                stuck = Some(q.lease_id);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(stuck.is_some(), "grants stopped at the mark");
+    assert_eq!(highest, 64, "tokens up to the durable mark only");
+    // Still held back a while later (the write keeps failing): no grant.
+    let late = tokio::time::timeout(Duration::from_millis(500), raw.next_frame()).await;
+    assert!(late.is_err(), "nothing granted: {late:?}");
+    broker.kill();
+    let broker = start_in(tmp.path(), &["--counter-block", BLOCK]);
+    let mut raw = broker.raw().await;
+    let (token, _) = take_and_release(&mut raw, "job").await;
+    println!(
+        "FIGURE: reservation write failing for good: highest token handed out {highest}, first after restart {token}"
+    );
+    assert!(token > highest, "{token} after {highest}");
+}
+
+/// A publish's sync fails: the publisher is told the outcome is unknown,
+/// the store takes no more writes (a later publish is refused, saying so),
+/// leases and watches keep working; after a restart the message, which
+/// was written, is there.
+#[tokio::test]
+async fn a_failed_publish_sync_is_outcome_unknown_and_leases_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut broker = start_in_env(
+        tmp.path(),
+        &[],
+        &[("FAILPOINTS", "store-publish-commit=return")],
+    );
+    let mut raw = broker.raw().await;
+    let publish = |payload: &str| {
+        Body::Publish(v1::Publish {
+            queue: "notices".into(),
+            payload: payload.as_bytes().to_vec().into(),
+            ..Default::default()
+        })
+    };
+    let r = raw.request(publish("first")).await;
+    let reply::Result::Error(e) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(e.code, v1::ErrorCode::Internal as i32, "{e:?}");
+    assert!(e.message.contains("unknown"), "{e:?}");
+    let r = raw.request(publish("second")).await;
+    let reply::Result::Error(e) = r else {
+        panic!("{r:?}")
+    };
+    assert!(e.message.contains("no more writes"), "{e:?}");
+
+    // Leases and watches are not the store's: they go on.
+    let mut watcher = broker.raw().await;
+    let r = watcher
+        .request(Body::Watch(v1::Watch {
+            resources: vec!["job".into()],
+            start_revision: 0,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Watch(_)), "{r:?}");
+    let (token, _) = take_and_release(&mut raw, "job").await;
+    assert!(token > 0);
+    let kind = watcher
+        .expect_push(|p| match p {
+            server_frame::Body::WatchEvent(e) => Some(e.kind),
+            _ => None,
+        })
+        .await;
+    assert_eq!(kind, v1::EventKind::Granted as i32);
+    assert!(
+        broker
+            .log_text()
+            .contains("writes are refused until the broker restarts")
+    );
+
+    broker.kill();
+    let broker = start_in(tmp.path(), &[]);
+    let mut raw = broker.raw().await;
+    let r = raw
+        .request(Body::Consume(v1::Consume {
+            queue: "notices".into(),
+            prefetch: 1,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Consume(_)), "{r:?}");
+    let payload = raw
+        .expect_push(|p| match p {
+            server_frame::Body::Delivery(d) => Some(d.payload.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        &payload[..],
+        b"first",
+        "the unknown outcome was a stored message"
+    );
+}
