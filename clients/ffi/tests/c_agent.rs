@@ -103,7 +103,7 @@ fn the_header_serves_cplusplus() {
         .arg(&exe)
         .arg(format!("-L{}", lib.display()))
         .arg("-lturnstile")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg(format!("-Wl,--disable-new-dtags,-rpath,{}", lib.display()))
         .status()
         .expect("run c++");
     assert!(st.success(), "c++ failed on raii.cpp");

@@ -387,8 +387,15 @@ pub fn cc(source: &Path, out: &Path, link: &[&str]) {
     assert!(st.success(), "cc failed on {}", source.display());
 }
 
-/// Linking with the shared library of this build.
-pub const LINK_SHARED: &[&str] = &["-L{lib}", "-lturnstile", "-Wl,-rpath,{lib}"];
+/// Linking with the shared library of this build. The path is a DT_RPATH
+/// (`--disable-new-dtags`), which the loader prefers to `LD_LIBRARY_PATH`:
+/// cargo's test environment puts target/<profile>/ on it, where an older
+/// `cargo build` may have left a stale copy of the library.
+pub const LINK_SHARED: &[&str] = &[
+    "-L{lib}",
+    "-lturnstile",
+    "-Wl,--disable-new-dtags,-rpath,{lib}",
+];
 
 /// Valgrind's arguments for a run that must show no memory error and no
 /// leak that counts: definitely and indirectly lost. Not "possibly lost":
