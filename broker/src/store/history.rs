@@ -455,17 +455,38 @@ impl RecordedLease {
         .to_string()
     }
 
-    /// At most the bytes this line takes in a `History` frame: its strings
-    /// and 128 for the numbers, tags and length prefixes of a
-    /// `HistoryEntry` (16 fields, a nested `Peer`; at most ~120).
+    /// At most the bytes this line takes in a `History` frame: each
+    /// number as its varint and each string with its length, plus a
+    /// one-byte key each (every field of `HistoryEntry` and `Peer` is
+    /// numbered below 16), and the prefixes of the entry and its `Peer`.
     fn wire_bound(&self) -> usize {
-        self.resource.len()
-            + self.purpose.len()
-            + self.client_name.len()
-            + self.user.len()
-            + self.login_session.len()
-            + self.detail.len()
-            + 128
+        use prost::encoding::encoded_len_varint as varint;
+        let string = |s: &str| 1 + varint(s.len() as u64) + s.len();
+        let numbers = [
+            self.lease_id,
+            u64::from(self.permits),
+            u64::from(self.uid),
+            u64::from(self.pid),
+            self.session_id,
+            self.queued_at_ms,
+            self.granted_at_ms,
+            self.ended_at_ms,
+            self.fencing_token,
+        ];
+        let strings = [
+            &self.resource,
+            &self.purpose,
+            &self.client_name,
+            &self.user,
+            &self.login_session,
+            &self.detail,
+        ];
+        numbers.iter().map(|&n| 1 + varint(n)).sum::<usize>()
+            + strings.iter().map(|s| string(s)).sum::<usize>()
+            // mode and ended_by (small enums), the entry's and the
+            // holder's keys and length prefixes (at most 5 bytes each).
+            + 2 * 2
+            + 2 * 6
     }
 }
 

@@ -1016,4 +1016,21 @@ fn history_past_its_count_is_never_shown_however_it_was_batched() {
         history_ids(&store, "pcm", 0, 2, now, bounds),
         (vec![id - 1, id], true)
     );
+    // So does the room of a frame: the newest that fit in it.
+    let small = store
+        .read_history(&HistoryQuery {
+            resource: "pcm".into(),
+            since_ms: 0,
+            limit: 0,
+            max_bytes: 1000,
+            now_ms: now,
+            bounds,
+        })
+        .unwrap();
+    let ids: Vec<u64> = small.lines.iter().map(|l| l.lease_id).collect();
+    assert!(
+        small.truncated && ids.len() > 5 && ids.len() < 30,
+        "{ids:?}"
+    );
+    assert_eq!(ids, (id + 1 - ids.len() as u64..=id).collect::<Vec<_>>());
 }
