@@ -86,6 +86,9 @@ pub struct Broker {
 /// The environment variable with a command to run the broker under.
 pub const BROKER_PREFIX_ENV: &str = "TURNSTILE_BENCH_BROKER_PREFIX";
 
+/// The environment variable with more flags for the broker.
+pub const BROKER_ARGS_ENV: &str = "TURNSTILE_BENCH_BROKER_ARGS";
+
 impl Broker {
     /// Starts `turnstiled` on `dir/broker.sock` with its data in `dir/data`,
     /// logging warnings to `dir/broker.log`, and waits until it accepts.
@@ -118,6 +121,14 @@ impl Broker {
             // The queue figures pipeline more publishes than the default cap.
             .args(["--max-in-flight", "100000"])
             .args(extra)
+            // More flags for the broker, for instance
+            // `TURNSTILE_BENCH_BROKER_ARGS="--history-max-entries 0"` to take
+            // the figures without recording lease history.
+            .args(
+                std::env::var(BROKER_ARGS_ENV)
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

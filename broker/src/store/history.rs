@@ -2,27 +2,53 @@
 //! (DESIGN "History"), per resource, newest last, bounded per resource by
 //! count and by age.
 //!
-//! Layout: table `history`, `(resource, n)` → a private protobuf record
-//! ([`Line`]), `n` counting up from 1 per resource. Lines leave only from
-//! the front, so a resource's lines are always the contiguous run
-//! `first..=last`: its count is `last - first + 1`, found with two
-//! lookups, and the oldest line is the first. The bounds are applied to a
-//! resource each time lines are added to it, and to every resource by a
-//! sweep on the first write after the store opens and once an hour after
-//! (so that a resource nobody uses any more ages out too); a read also
-//! leaves out what is older than the age bound.
+//! Layout: table `lease_history`, `(resource, n)` → a **batch**: the lines
+//! of that resource recorded by one transaction (at most [`BATCH_LINES`]),
+//! numbered `n, n + 1, ...` per resource from 1, in a compact encoding of
+//! this file's own ([`encode_batch`]). One row per resource per commit
+//! rather than one per line: a redb insert cost more than everything else
+//! recording a line did (callgrind, see the commit that made it so). A
+//! batch leaves only from the front and whole, so a resource's batches
+//! hold the contiguous run of lines `first..=last`, the first batch holds
+//! the oldest ones, and each batch's header says how many lines it holds
+//! and when its newest ended.
+//!
+//! Bounds: a batch is dropped when the lines after it are enough for the
+//! count bound, or when its newest line is older than the age bound. So
+//! the file may keep up to one batch more than the count bound and lines
+//! older than the age bound in a batch with newer ones; a read never shows
+//! them (it counts the newest `max_entries` lines and leaves out what is
+//! older than the age bound), so what `GetHistory` answers is exact. The
+//! bounds are applied to a resource each time lines are added to it, and
+//! to every resource by a sweep on the first write after the store opens
+//! and once an hour after (so that a resource nobody uses any more ages
+//! out too).
+//!
+//! The detail sentence of an ordinary end is kept as data (how it ended,
+//! whether it was held, its TTL) and written only when read, as watchers'
+//! causes are.
 //!
 //! It decides nothing about leases: the dispatch layer says what ended.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use prost::Message as _;
+use prost::bytes::Buf as _;
+use prost::encoding::{decode_varint, encode_varint};
 use redb::{ReadableTable, TableDefinition};
 
-use crate::core::{Ended, EventKind, Mode};
+use crate::core::{Cause, Ended, Ending, EventKind, LeaseId, Mode, Peer, SessionId};
 
-pub(super) const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+pub(super) const HISTORY: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("lease_history");
+
+/// The table of the first history layout (one row per line), from builds
+/// that never shipped: dropped when the store opens.
+pub(super) const OLD_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+
+/// Most lines in one batch, so that a batch stays a few pages long and
+/// what the count bound keeps beyond itself stays small.
+const BATCH_LINES: usize = 256;
 
 /// Per-resource bounds of the history. Both are `turnstiled` flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,47 +150,29 @@ pub struct RecordedLease {
     pub fencing_token: u64,
 }
 
-/// The on-disk record of one line (kept apart from the wire types).
-#[derive(Clone, PartialEq, prost::Message)]
-struct Line {
-    #[prost(uint64, tag = "1")]
-    lease_id: u64,
-    /// 1 exclusive, 2 shared.
-    #[prost(uint32, tag = "2")]
-    mode: u32,
-    #[prost(uint32, tag = "3")]
-    permits: u32,
-    #[prost(string, tag = "4")]
-    purpose: String,
-    #[prost(string, tag = "5")]
-    client_name: String,
-    #[prost(uint32, tag = "6")]
-    uid: u32,
-    #[prost(uint32, tag = "7")]
-    pid: u32,
-    #[prost(uint64, tag = "8")]
-    session_id: u64,
-    #[prost(string, tag = "9")]
-    user: String,
-    #[prost(string, tag = "10")]
-    login_session: String,
-    #[prost(uint64, tag = "11")]
-    queued_at_ms: u64,
-    #[prost(uint64, tag = "12")]
-    granted_at_ms: u64,
-    #[prost(uint64, tag = "13")]
-    ended_at_ms: u64,
-    /// See [`kind_code`].
-    #[prost(uint32, tag = "14")]
-    ended_by: u32,
-    #[prost(string, tag = "15")]
-    detail: String,
-    #[prost(uint64, tag = "16")]
-    fencing_token: u64,
-}
+/// The first byte of every batch: this layout.
+const BATCH_FORMAT: u8 = 1;
+
+// A line's flags (the first varint of each line).
+/// Same holder as the line before it in the batch: its fields are left out.
+const SAME_HOLDER: u64 = 1;
+/// Same purpose as the line before it: left out.
+const SAME_PURPOSE: u64 = 1 << 1;
+/// It was granted (its grant time follows).
+const GRANTED: u64 = 1 << 2;
+/// Its detail is an ordinary end (ending, TTL) kept as data.
+const DETAIL_ENDING: u64 = 1 << 3;
+/// Its detail is kept as text.
+const DETAIL_TEXT: u64 = 1 << 4;
+/// With [`DETAIL_ENDING`]: it was held (else it was queued).
+const WAS_HOLDER: u64 = 1 << 5;
+/// The mode's code ([`mode_code`]) sits at this bit, two bits wide.
+const MODE_SHIFT: u32 = 6;
+/// What ended it ([`kind_code`]) sits at this bit, three bits wide.
+const KIND_SHIFT: u32 = 8;
 
 /// The file's numbers for what ended a lease (stable: never renumbered).
-fn kind_code(k: EventKind) -> u32 {
+fn kind_code(k: EventKind) -> u64 {
     match k {
         EventKind::Released => 1,
         EventKind::Expired => 2,
@@ -176,7 +184,7 @@ fn kind_code(k: EventKind) -> u32 {
     }
 }
 
-fn kind_of(code: u32) -> Option<EventKind> {
+fn kind_of(code: u64) -> Option<EventKind> {
     Some(match code {
         1 => EventKind::Released,
         2 => EventKind::Expired,
@@ -187,56 +195,298 @@ fn kind_of(code: u32) -> Option<EventKind> {
     })
 }
 
-impl Line {
-    fn of(h: &HistoryLine) -> Line {
+fn mode_code(m: Mode) -> u64 {
+    match m {
+        Mode::Exclusive => 1,
+        Mode::Shared => 2,
+    }
+}
+
+fn mode_of(code: u64) -> Option<Mode> {
+    match code {
+        1 => Some(Mode::Exclusive),
+        2 => Some(Mode::Shared),
+        _ => None,
+    }
+}
+
+/// The file's numbers for how a lease ended (stable).
+fn ending_code(e: Ending) -> u64 {
+    match e {
+        Ending::Released => 1,
+        Ending::Cancelled => 2,
+        Ending::Expired => 3,
+        Ending::TimedOut => 4,
+        Ending::Disconnected => 5,
+        Ending::GraceExpired => 6,
+        Ending::Revoked => 7,
+    }
+}
+
+fn ending_of(code: u64) -> Option<Ending> {
+    Some(match code {
+        1 => Ending::Released,
+        2 => Ending::Cancelled,
+        3 => Ending::Expired,
+        4 => Ending::TimedOut,
+        5 => Ending::Disconnected,
+        6 => Ending::GraceExpired,
+        7 => Ending::Revoked,
+        _ => return None,
+    })
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    encode_varint(s.len() as u64, buf);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Encodes `lines` (of one resource, oldest first) as one batch into
+/// `buf`. Strings are copied once, and a holder or a purpose equal to the
+/// line before's is not repeated; no allocation but `buf`'s growth, and
+/// the detail is not formatted (see [`DETAIL_ENDING`]).
+fn encode_batch<'a>(lines: impl Iterator<Item = &'a HistoryLine> + Clone, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.push(BATCH_FORMAT);
+    let count = lines.clone().count();
+    encode_varint(count as u64, buf);
+    let newest = lines.clone().map(|h| h.ended_at_ms).max().unwrap_or(0);
+    encode_varint(newest, buf);
+    let mut before: Option<&HistoryLine> = None;
+    for h in lines {
         let l = &h.ended.lease;
-        Line {
-            lease_id: l.lease_id.0,
-            mode: match l.mode {
-                Mode::Exclusive => 1,
-                Mode::Shared => 2,
-            },
-            permits: l.permits,
-            purpose: l.purpose.to_string(),
-            client_name: l.holder.client_name.clone(),
-            uid: l.holder.uid,
-            pid: l.holder.pid,
-            session_id: l.holder.session.0,
-            user: l.holder.user.clone(),
-            login_session: l.holder.login_session.clone(),
-            queued_at_ms: h.queued_at_ms,
-            granted_at_ms: h.granted_at_ms,
-            ended_at_ms: h.ended_at_ms,
-            ended_by: kind_code(h.ended.kind),
-            detail: h.ended.cause.to_string(),
-            fencing_token: l.fencing.map_or(0, |f| f.0),
+        let same_holder = before.is_some_and(|b| {
+            let (p, q) = (&b.ended.lease.holder, &l.holder);
+            Arc::ptr_eq(p, q) || **p == **q
+        });
+        let same_purpose = before.is_some_and(|b| b.ended.lease.purpose == l.purpose);
+        let ending = match &h.ended.cause {
+            Cause::Ended {
+                ending,
+                was_holder,
+                ttl_ms,
+                ..
+            } => Some((*ending, *was_holder, *ttl_ms)),
+            _ => None,
+        };
+        let text = match (&h.ended.cause, ending) {
+            (Cause::None, _) | (_, Some(_)) => None,
+            // Rare (a revocation, a fleet loss): written now.
+            (cause, None) => Some(cause.to_string()),
+        };
+        let mut flags = (mode_code(l.mode) << MODE_SHIFT) | (kind_code(h.ended.kind) << KIND_SHIFT);
+        if same_holder {
+            flags |= SAME_HOLDER;
         }
+        if same_purpose {
+            flags |= SAME_PURPOSE;
+        }
+        if h.granted_at_ms != 0 {
+            flags |= GRANTED;
+        }
+        if let Some((_, was_holder, _)) = ending {
+            flags |= DETAIL_ENDING;
+            if was_holder {
+                flags |= WAS_HOLDER;
+            }
+        }
+        if text.is_some() {
+            flags |= DETAIL_TEXT;
+        }
+        encode_varint(flags, buf);
+        encode_varint(l.lease_id.0, buf);
+        encode_varint(u64::from(l.permits), buf);
+        if !same_purpose {
+            put_str(buf, &l.purpose);
+        }
+        if !same_holder {
+            let p = &*l.holder;
+            put_str(buf, &p.client_name);
+            encode_varint(u64::from(p.uid), buf);
+            encode_varint(u64::from(p.pid), buf);
+            encode_varint(p.session.0, buf);
+            put_str(buf, &p.user);
+            put_str(buf, &p.login_session);
+        }
+        // Times as the end and how long before it (small numbers).
+        encode_varint(h.ended_at_ms, buf);
+        encode_varint(h.ended_at_ms.wrapping_sub(h.queued_at_ms), buf);
+        if h.granted_at_ms != 0 {
+            encode_varint(h.ended_at_ms.wrapping_sub(h.granted_at_ms), buf);
+        }
+        encode_varint(l.fencing.map_or(0, |f| f.0), buf);
+        if let Some((e, _, ttl_ms)) = ending {
+            encode_varint(ending_code(e), buf);
+            encode_varint(u64::from(ttl_ms), buf);
+        }
+        if let Some(text) = &text {
+            put_str(buf, text);
+        }
+        before = Some(h);
+    }
+}
+
+/// A batch's header: how many lines it holds and when its newest ended.
+/// `None` for one that does not decode.
+fn header(mut value: &[u8]) -> Option<(u64, u64)> {
+    if value.first() != Some(&BATCH_FORMAT) {
+        return None;
+    }
+    value.advance(1);
+    let count = decode_varint(&mut value).ok()?;
+    let newest = decode_varint(&mut value).ok()?;
+    Some((count, newest))
+}
+
+/// A string of a batch; its length is checked against what is left, so a
+/// damaged file cannot make it allocate more than the value holds.
+fn get_str(value: &mut &[u8]) -> Option<String> {
+    let len = usize::try_from(decode_varint(value).ok()?).ok()?;
+    let bytes = value.get(..len)?;
+    let s = std::str::from_utf8(bytes).ok()?.to_string();
+    value.advance(len);
+    Some(s)
+}
+
+fn get_u32(value: &mut &[u8]) -> Option<u32> {
+    u32::try_from(decode_varint(value).ok()?).ok()
+}
+
+/// Decodes a batch of `resource`, oldest first; `None` if it does not
+/// decode (history is for reading: the caller skips it).
+fn decode_batch(resource: &str, mut value: &[u8]) -> Option<Vec<RecordedLease>> {
+    let (count, _) = header(value)?;
+    value.advance(1);
+    decode_varint(&mut value).ok()?;
+    decode_varint(&mut value).ok()?;
+    let v = &mut value;
+    // Not `with_capacity(count)`: the count is read from the file.
+    let mut lines: Vec<RecordedLease> = Vec::new();
+    for _ in 0..count {
+        let flags = decode_varint(v).ok()?;
+        let lease_id = decode_varint(v).ok()?;
+        let permits = get_u32(v)?;
+        let before = lines.last();
+        let purpose = if flags & SAME_PURPOSE != 0 {
+            before?.purpose.clone()
+        } else {
+            get_str(v)?
+        };
+        let (client_name, uid, pid, session_id, user, login_session) = if flags & SAME_HOLDER != 0 {
+            let b = before?;
+            (
+                b.client_name.clone(),
+                b.uid,
+                b.pid,
+                b.session_id,
+                b.user.clone(),
+                b.login_session.clone(),
+            )
+        } else {
+            (
+                get_str(v)?,
+                get_u32(v)?,
+                get_u32(v)?,
+                decode_varint(v).ok()?,
+                get_str(v)?,
+                get_str(v)?,
+            )
+        };
+        let ended_at_ms = decode_varint(v).ok()?;
+        let queued_at_ms = ended_at_ms.wrapping_sub(decode_varint(v).ok()?);
+        let granted_at_ms = if flags & GRANTED != 0 {
+            ended_at_ms.wrapping_sub(decode_varint(v).ok()?)
+        } else {
+            0
+        };
+        let fencing_token = decode_varint(v).ok()?;
+        let mut line = RecordedLease {
+            lease_id,
+            resource: resource.to_string(),
+            mode: mode_of((flags >> MODE_SHIFT) & 3),
+            permits,
+            purpose,
+            client_name,
+            uid,
+            pid,
+            session_id,
+            user,
+            login_session,
+            queued_at_ms,
+            granted_at_ms,
+            ended_at_ms,
+            ended_by: kind_of((flags >> KIND_SHIFT) & 7),
+            detail: String::new(),
+            fencing_token,
+        };
+        if flags & DETAIL_ENDING != 0 {
+            let ending = ending_of(decode_varint(v).ok()?);
+            let ttl_ms = get_u32(v)?;
+            if let Some(ending) = ending {
+                line.detail = line.cause(ending, flags & WAS_HOLDER != 0, ttl_ms);
+            }
+        }
+        if flags & DETAIL_TEXT != 0 {
+            line.detail = get_str(v)?;
+        }
+        lines.push(line);
+    }
+    Some(lines)
+}
+
+impl RecordedLease {
+    /// The sentence watchers were told about this end, written from the
+    /// data kept (the same `Display` as theirs).
+    fn cause(&self, ending: Ending, was_holder: bool, ttl_ms: u32) -> String {
+        Cause::Ended {
+            lease: LeaseId(self.lease_id),
+            peer: Arc::new(Peer {
+                session: SessionId(self.session_id),
+                client_name: self.client_name.clone(),
+                uid: self.uid,
+                pid: self.pid,
+                user: self.user.clone(),
+                login_session: self.login_session.clone(),
+            }),
+            ending,
+            was_holder,
+            ttl_ms,
+        }
+        .to_string()
     }
 
-    fn read(self, resource: &str) -> RecordedLease {
-        RecordedLease {
-            lease_id: self.lease_id,
-            resource: resource.to_string(),
-            mode: match self.mode {
-                1 => Some(Mode::Exclusive),
-                2 => Some(Mode::Shared),
-                _ => None,
-            },
-            permits: self.permits,
-            purpose: self.purpose,
-            client_name: self.client_name,
-            uid: self.uid,
-            pid: self.pid,
-            session_id: self.session_id,
-            user: self.user,
-            login_session: self.login_session,
-            queued_at_ms: self.queued_at_ms,
-            granted_at_ms: self.granted_at_ms,
-            ended_at_ms: self.ended_at_ms,
-            ended_by: kind_of(self.ended_by),
-            detail: self.detail,
-            fencing_token: self.fencing_token,
-        }
+    /// At most the bytes this line takes in a `History` frame: each
+    /// number as its varint and each string with its length, plus a
+    /// one-byte key each (every field of `HistoryEntry` and `Peer` is
+    /// numbered below 16), and the prefixes of the entry and its `Peer`.
+    fn wire_bound(&self) -> usize {
+        use prost::encoding::encoded_len_varint as varint;
+        let string = |s: &str| 1 + varint(s.len() as u64) + s.len();
+        let numbers = [
+            self.lease_id,
+            u64::from(self.permits),
+            u64::from(self.uid),
+            u64::from(self.pid),
+            self.session_id,
+            self.queued_at_ms,
+            self.granted_at_ms,
+            self.ended_at_ms,
+            self.fencing_token,
+        ];
+        let strings = [
+            &self.resource,
+            &self.purpose,
+            &self.client_name,
+            &self.user,
+            &self.login_session,
+            &self.detail,
+        ];
+        numbers.iter().map(|&n| 1 + varint(n)).sum::<usize>()
+            + strings.iter().map(|s| string(s)).sum::<usize>()
+            // mode and ended_by (small enums), the entry's and the
+            // holder's keys and length prefixes (at most 5 bytes each).
+            + 2 * 2
+            + 2 * 6
     }
 }
 
@@ -249,36 +499,89 @@ fn cutoff(bounds: HistoryBounds, now_ms: u64) -> u64 {
     }
 }
 
-/// The first and last `n` of a resource's lines.
-fn ends(
-    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    resource: &str,
-) -> Result<Option<(u64, u64)>, redb::Error> {
-    let mut range = table.range((resource, 0)..=(resource, u64::MAX))?;
-    let first = match range.next() {
-        Some(e) => e?.0.value().1,
-        None => return Ok(None),
-    };
-    let last = match range.next_back() {
-        Some(e) => e?.0.value().1,
-        None => first,
-    };
-    Ok(Some((first, last)))
-}
-
 /// Where a resource's lines stand: `first..=last` (empty when `first >
-/// last`), and when the first one ended (epoch ms).
+/// last`), how many of them its first batch holds and when the newest of
+/// those ended (epoch ms).
 #[derive(Clone, Copy, Debug)]
 struct Span {
     first: u64,
     last: u64,
-    first_ended_ms: u64,
+    first_len: u64,
+    first_newest_ms: u64,
+}
+
+impl Span {
+    const EMPTY: Span = Span {
+        first: 1,
+        last: 0,
+        first_len: 0,
+        first_newest_ms: 0,
+    };
+
+    fn is_empty(&self) -> bool {
+        self.first > self.last
+    }
+
+    fn count(&self) -> u64 {
+        if self.is_empty() {
+            0
+        } else {
+            self.last - self.first + 1
+        }
+    }
+}
+
+/// The batch of `resource` at or after `n`: its number, line count and
+/// newest end. A batch that does not decode counts as one line that ended
+/// at 0 (so that the bounds drop it).
+fn batch_from(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    resource: &str,
+    n: u64,
+) -> Result<Option<(u64, u64, u64)>, redb::Error> {
+    Ok(
+        match table.range((resource, n)..=(resource, u64::MAX))?.next() {
+            Some(e) => {
+                let (k, v) = e?;
+                let (count, newest) = header(v.value()).unwrap_or((1, 0));
+                Some((k.value().1, count.max(1), newest))
+            }
+            None => None,
+        },
+    )
+}
+
+/// A resource's [`Span`], read from the table.
+fn span_of(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    resource: &str,
+) -> Result<Span, redb::Error> {
+    let Some((first, first_len, first_newest_ms)) = batch_from(table, resource, 0)? else {
+        return Ok(Span::EMPTY);
+    };
+    let last = match table
+        .range((resource, 0)..=(resource, u64::MAX))?
+        .next_back()
+    {
+        Some(e) => {
+            let (k, v) = e?;
+            let (count, _) = header(v.value()).unwrap_or((1, 0));
+            k.value().1.saturating_add(count.max(1) - 1)
+        }
+        None => first + first_len - 1,
+    };
+    Ok(Span {
+        first,
+        last,
+        first_len,
+        first_newest_ms,
+    })
 }
 
 /// The [`Span`] of the resources written to lately, so that appending a
-/// line costs one insert rather than two range lookups and a decode.
-/// Forgotten whenever a transaction fails (it may describe what was not
-/// committed) and when it grows past [`SPANS_KEPT`] resources.
+/// batch costs one insert rather than two range lookups. Forgotten
+/// whenever a transaction fails (it may describe what was not committed)
+/// and when it grows past [`SPANS_KEPT`] resources.
 #[derive(Debug, Default)]
 pub(super) struct Spans(HashMap<Arc<str>, Span>);
 
@@ -302,38 +605,40 @@ impl Spans {
         if self.0.len() >= SPANS_KEPT {
             self.0.clear();
         }
-        let span = match ends(table, resource)? {
-            None => Span {
-                first: 1,
-                last: 0,
-                first_ended_ms: 0,
-            },
-            Some((first, last)) => Span {
-                first,
-                last,
-                first_ended_ms: ended_ms(table, resource, first)?,
-            },
-        };
-        self.0.insert(resource.clone(), span);
-        Ok(span)
+        span_of(table, resource)
     }
 }
 
-/// When line `n` of `resource` ended; 0 for one that is missing or does
-/// not decode (so that the age bound drops it).
-fn ended_ms(
-    table: &redb::Table<(&str, u64), &[u8]>,
+/// Drops a resource's oldest batches while the lines after them are
+/// enough for the count bound, or their newest line is older than the age
+/// bound; returns the span left.
+fn trim(
+    table: &mut redb::Table<(&str, u64), &[u8]>,
     resource: &str,
-    n: u64,
-) -> Result<u64, redb::Error> {
-    Ok(match table.get((resource, n))? {
-        Some(v) => Line::decode(v.value()).map_or(0, |l| l.ended_at_ms),
-        None => 0,
-    })
+    mut span: Span,
+    bounds: HistoryBounds,
+    oldest_kept: u64,
+) -> Result<Span, redb::Error> {
+    while !span.is_empty()
+        && (span.count().saturating_sub(span.first_len) >= bounds.max_entries
+            || span.first_newest_ms < oldest_kept)
+    {
+        table.remove((resource, span.first))?;
+        match batch_from(table, resource, span.first + 1)? {
+            Some((first, first_len, first_newest_ms)) if first <= span.last => {
+                span.first = first;
+                span.first_len = first_len;
+                span.first_newest_ms = first_newest_ms;
+            }
+            _ => span = Span::EMPTY,
+        }
+    }
+    Ok(span)
 }
 
-/// Appends `lines` (in order) and applies the bounds to the resources
-/// they concern.
+/// Appends `lines` (in order), one batch per resource (or a few, of
+/// [`BATCH_LINES`] each), and applies the bounds to the resources they
+/// concern.
 pub(super) fn append(
     table: &mut redb::Table<(&str, u64), &[u8]>,
     lines: &[HistoryLine],
@@ -342,72 +647,50 @@ pub(super) fn append(
     buf: &mut Vec<u8>,
     spans: &mut Spans,
 ) -> Result<(), redb::Error> {
-    if bounds.max_entries == 0 {
+    if bounds.max_entries == 0 || lines.is_empty() {
         return Ok(());
     }
-    let mut touched: Vec<Arc<str>> = Vec::new();
+    // The lines of each resource, in order. Lines of one resource tend to
+    // come together (one client's loop): the last one is compared first.
+    let mut groups: Vec<Vec<&HistoryLine>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut previous: Option<(&str, usize)> = None;
     for line in lines {
-        let resource = &line.ended.lease.resource;
-        let mut span = spans.get(table, resource)?;
-        span.last += 1;
-        if span.first > span.last - 1 {
-            // It had none: this one is the first.
-            span.first = span.last;
-            span.first_ended_ms = line.ended_at_ms;
-        }
-        buf.clear();
-        // Encoding into a Vec cannot run out of room.
-        let _ = Line::of(line).encode(buf);
-        table.insert((&**resource, span.last), buf.as_slice())?;
-        spans.0.insert(resource.clone(), span);
-        if !touched.contains(resource) {
-            touched.push(resource.clone());
-        }
-    }
-    let oldest_kept = cutoff(bounds, now_ms);
-    for resource in touched {
-        let Some(mut span) = spans.0.get(&resource).copied() else {
-            continue;
+        let resource: &str = &line.ended.lease.resource;
+        let g = match previous {
+            Some((r, g)) if r == resource => g,
+            _ => *index.entry(resource).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }),
         };
-        let before = span.first;
-        while span.first <= span.last
-            && (span.last - span.first + 1 > bounds.max_entries
-                || span.first_ended_ms < oldest_kept)
-        {
-            table.remove((&*resource, span.first))?;
-            span.first += 1;
-            if span.first <= span.last && span.last - span.first < bounds.max_entries {
-                // Within the count: the age bound needs the next one's end.
-                span.first_ended_ms = ended_ms(table, &resource, span.first)?;
-            }
-        }
-        if span.first != before {
-            spans.0.insert(resource, span);
-        }
+        groups[g].push(line);
+        previous = Some((resource, g));
     }
-    Ok(())
-}
-
-/// Drops a resource's oldest lines while there are more than the count
-/// bound or they are older than the age bound.
-fn bound(
-    table: &mut redb::Table<(&str, u64), &[u8]>,
-    resource: &str,
-    bounds: HistoryBounds,
-    now_ms: u64,
-) -> Result<(), redb::Error> {
-    let Some((mut first, last)) = ends(table, resource)? else {
-        return Ok(());
-    };
     let oldest_kept = cutoff(bounds, now_ms);
-    while first <= last {
-        let over = last - first + 1 > bounds.max_entries;
-        let old = !over && oldest_kept > 0 && ended_ms(table, resource, first)? < oldest_kept;
-        if !over && !old {
-            break;
+    let max = usize::try_from(bounds.max_entries).unwrap_or(usize::MAX);
+    for group in groups {
+        let resource = &group[0].ended.lease.resource;
+        let mut span = spans.get(table, resource)?;
+        // Lines past the count bound within this very group would be
+        // dropped at once: they are not written.
+        let kept = &group[group.len().saturating_sub(max)..];
+        for chunk in kept.chunks(BATCH_LINES) {
+            encode_batch(chunk.iter().copied(), buf);
+            let n = span.last + 1;
+            table.insert((&**resource, n), buf.as_slice())?;
+            if span.is_empty() {
+                span = Span {
+                    first: n,
+                    last: n - 1,
+                    first_len: chunk.len() as u64,
+                    first_newest_ms: chunk.iter().map(|h| h.ended_at_ms).max().unwrap_or(0),
+                };
+            }
+            span.last += chunk.len() as u64;
         }
-        table.remove((resource, first))?;
-        first += 1;
+        let span = trim(table, resource, span, bounds, oldest_kept)?;
+        spans.0.insert(resource.clone(), span);
     }
     Ok(())
 }
@@ -421,6 +704,9 @@ pub(super) fn sweep(
 ) -> Result<(), redb::Error> {
     // It moves the first lines of resources: their spans are read afresh.
     spans.clear();
+    if bounds.max_entries == 0 {
+        return table.retain(|_, _| false).map_err(Into::into);
+    }
     let mut resources: Vec<String> = Vec::new();
     let mut from: Option<String> = None;
     loop {
@@ -436,22 +722,18 @@ pub(super) fn sweep(
         resources.push(name.clone());
         from = Some(name);
     }
+    let oldest_kept = cutoff(bounds, now_ms);
     for r in resources {
-        if bounds.max_entries == 0 {
-            let Some((first, last)) = ends(table, &r)? else {
-                continue;
-            };
-            for n in first..=last {
-                table.remove((r.as_str(), n))?;
-            }
-        } else {
-            bound(table, &r, bounds, now_ms)?;
-        }
+        let span = span_of(table, &r)?;
+        trim(table, &r, span, bounds, oldest_kept)?;
     }
     Ok(())
 }
 
-/// Answers a query: the newest lines that match, oldest first.
+/// Answers a query: the newest lines that match, oldest first. Only the
+/// newest `max_entries` lines of the resource count, and none older than
+/// the age bound (the file may hold a batch more, see the module's
+/// documentation).
 pub(super) fn read(
     table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     q: &HistoryQuery,
@@ -464,27 +746,41 @@ pub(super) fn read(
     };
     let mut found = Recorded::default();
     let mut bytes = 0usize;
+    // Lines of the resource seen so far, newest first: past the count
+    // bound the rest are as good as gone.
+    let mut seen = 0u64;
     let resource = q.resource.as_str();
-    for entry in table.range((resource, 0)..=(resource, u64::MAX))?.rev() {
+    'batches: for entry in table.range((resource, 0)..=(resource, u64::MAX))?.rev() {
         let (_, value) = entry?;
-        // A line that does not decode is skipped: history is for reading.
-        let Ok(line) = Line::decode(value.value()) else {
+        // A batch that does not decode is skipped: history is for reading.
+        let Some(batch) = decode_batch(resource, value.value()) else {
             continue;
         };
-        if line.ended_at_ms < since {
-            // Lines are in order of their end (one clock), give or take
-            // a wall-clock step: stop at the first older one.
-            break;
+        for line in batch.into_iter().rev() {
+            if seen >= q.bounds.max_entries {
+                break 'batches;
+            }
+            seen += 1;
+            if line.ended_at_ms < since {
+                // Lines are in order of their end (one clock), give or take
+                // a wall-clock step: stop at the first older one.
+                break 'batches;
+            }
+            let cost = line.wire_bound();
+            if found.lines.len() >= limit || bytes + cost > q.max_bytes {
+                found.truncated = true;
+                break 'batches;
+            }
+            bytes += cost;
+            found.lines.push(line);
         }
-        // The wire entry repeats the resource name beside the record.
-        let cost = value.value().len() + resource.len() + 16;
-        if found.lines.len() >= limit || bytes + cost > q.max_bytes {
-            found.truncated = true;
-            break;
-        }
-        bytes += cost;
-        found.lines.push(line.read(resource));
     }
     found.lines.reverse();
     Ok(found)
+}
+
+/// How many lines a stored batch holds (for tests of what the file keeps).
+#[cfg(test)]
+pub(super) fn lines_in(value: &[u8]) -> u64 {
+    header(value).map_or(0, |(count, _)| count)
 }

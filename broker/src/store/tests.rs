@@ -842,3 +842,195 @@ fn history_is_kept_per_resource_within_its_bounds_across_commits() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(history_ids(&store, "pcm", 0, 0, later, no_age).0, vec![10]);
 }
+
+#[test]
+fn a_history_line_reads_back_as_it_was_recorded() {
+    // Every field survives the batch encoding: holders and purposes that
+    // repeat (left out of the file) or change within a batch, times,
+    // mode, permits, fencing, and the detail, written on reading for an
+    // ordinary end and kept as text for another cause.
+    use crate::core::{Cause, Ending, EventKind, FencingToken, LeaseId, Mode, Peer, SessionId};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let other = Arc::new(Peer {
+        session: SessionId(7),
+        client_name: "pcm-agent".into(),
+        uid: 1000,
+        pid: 4242,
+        user: String::new(),
+        login_session: "c2".into(),
+    });
+    let now = 50_000_000;
+    let mut lines = Vec::new();
+    for i in 0..6u64 {
+        let mut h = history_line("pcm", i + 1, now + i);
+        if i % 3 == 1 {
+            h.ended.lease.holder = other.clone();
+            h.ended.lease.purpose = Arc::from("same");
+        }
+        if i % 2 == 0 {
+            h.ended.lease.mode = Mode::Shared;
+            h.ended.lease.permits = 3;
+            h.ended.lease.fencing = Some(FencingToken(900 + i));
+            h.granted_at_ms = now + i - 5;
+            h.queued_at_ms = now + i - 20;
+        }
+        let peer = h.ended.lease.holder.clone();
+        let lease = LeaseId(i + 1);
+        (h.ended.kind, h.ended.cause) = match i {
+            0 => (EventKind::Released, Cause::None),
+            1 => (
+                EventKind::Expired,
+                Cause::Ended {
+                    lease,
+                    peer,
+                    ending: Ending::Expired,
+                    was_holder: true,
+                    ttl_ms: 1500,
+                },
+            ),
+            2 => (
+                EventKind::Disconnected,
+                Cause::Ended {
+                    lease,
+                    peer,
+                    ending: Ending::Disconnected,
+                    was_holder: false,
+                    ttl_ms: 0,
+                },
+            ),
+            3 => (
+                EventKind::Revoked,
+                Cause::FleetLost {
+                    lease,
+                    peer,
+                    detail: Arc::from("etcd unreachable"),
+                },
+            ),
+            _ => (
+                EventKind::Cancelled,
+                Cause::Ended {
+                    lease,
+                    peer,
+                    ending: Ending::TimedOut,
+                    was_holder: false,
+                    ttl_ms: 0,
+                },
+            ),
+        };
+        lines.push(h);
+    }
+    let bounds = HistoryBounds::default();
+    store
+        .commit_with_history(&[], &lines, Some((bounds, now, true)))
+        .unwrap();
+    let found = store
+        .read_history(&HistoryQuery {
+            resource: "pcm".into(),
+            since_ms: 0,
+            limit: 0,
+            max_bytes: 1 << 20,
+            now_ms: now,
+            bounds,
+        })
+        .unwrap();
+    let expected: Vec<RecordedLease> = lines
+        .iter()
+        .map(|h| {
+            let l = &h.ended.lease;
+            RecordedLease {
+                lease_id: l.lease_id.0,
+                resource: l.resource.to_string(),
+                mode: Some(l.mode),
+                permits: l.permits,
+                purpose: l.purpose.to_string(),
+                client_name: l.holder.client_name.clone(),
+                uid: l.holder.uid,
+                pid: l.holder.pid,
+                session_id: l.holder.session.0,
+                user: l.holder.user.clone(),
+                login_session: l.holder.login_session.clone(),
+                queued_at_ms: h.queued_at_ms,
+                granted_at_ms: h.granted_at_ms,
+                ended_at_ms: h.ended_at_ms,
+                ended_by: Some(h.ended.kind),
+                detail: h.ended.cause.to_string(),
+                fencing_token: l.fencing.map_or(0, |f| f.0),
+            }
+        })
+        .collect();
+    assert!(expected[1].detail.contains("expired"), "{expected:#?}");
+    assert_eq!(found.lines, expected);
+    assert!(!found.truncated);
+}
+
+#[test]
+fn history_past_its_count_is_never_shown_however_it_was_batched() {
+    // Lines arrive in transactions of very different sizes (one at a time,
+    // hundreds at once): a read shows exactly the newest `max_entries`, in
+    // order, and the file keeps at most one batch more than that.
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 300,
+        max_age_ms: 0,
+    };
+    let now = 10_000_000;
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut id = 0u64;
+    for size in [1usize, 2, 700, 1, 90, 3, 400, 1, 1] {
+        let lines: Vec<HistoryLine> = (0..size)
+            .map(|_| {
+                id += 1;
+                history_line("pcm", id, now + id)
+            })
+            .collect();
+        store
+            .commit_with_history(&[], &lines, Some((bounds, now, false)))
+            .unwrap();
+        let (ids, truncated) = history_ids(&store, "pcm", 0, 0, now, bounds);
+        let from = id.saturating_sub(300) + 1;
+        assert_eq!(ids, (from..=id).collect::<Vec<_>>(), "after {size}");
+        assert!(!truncated);
+        let kept = store
+            .db
+            .as_ref()
+            .unwrap()
+            .begin_read()
+            .unwrap()
+            .open_table(history::HISTORY)
+            .unwrap()
+            .range(("pcm", 0)..=("pcm", u64::MAX))
+            .unwrap()
+            .map(|e| {
+                let (_, v) = e.unwrap();
+                history::lines_in(v.value())
+            })
+            .sum::<u64>();
+        assert!(
+            kept >= ids.len() as u64 && kept < 300 + 256,
+            "{kept} lines kept after {size}"
+        );
+    }
+    // The limit keeps the newest, and says that older ones were left out.
+    assert_eq!(
+        history_ids(&store, "pcm", 0, 2, now, bounds),
+        (vec![id - 1, id], true)
+    );
+    // So does the room of a frame: the newest that fit in it.
+    let small = store
+        .read_history(&HistoryQuery {
+            resource: "pcm".into(),
+            since_ms: 0,
+            limit: 0,
+            max_bytes: 1000,
+            now_ms: now,
+            bounds,
+        })
+        .unwrap();
+    let ids: Vec<u64> = small.lines.iter().map(|l| l.lease_id).collect();
+    assert!(
+        small.truncated && ids.len() > 5 && ids.len() < 30,
+        "{ids:?}"
+    );
+    assert_eq!(ids, (id + 1 - ids.len() as u64..=id).collect::<Vec<_>>());
+}

@@ -262,7 +262,13 @@ impl Pending {
         match request {
             Request::Commit { ops, done } => batch.push((ops, done)),
             Request::History { mut lines, bounds } => {
-                self.lines.append(&mut lines);
+                // Usually the only hand-over of this transaction: taken
+                // as it is rather than copied.
+                if self.lines.is_empty() {
+                    self.lines = lines;
+                } else {
+                    self.lines.append(&mut lines);
+                }
                 self.bounds = Some(bounds);
             }
             Request::ReadHistory { query, done } => self.reads.push((query, done)),
