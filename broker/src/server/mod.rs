@@ -2,10 +2,12 @@
 //! hands them to the one task that owns the [`Core`](crate::core::Core), and
 //! writes what comes back.
 //!
-//! Shape (measured in `research/actor-latency.md`): a reader task per
-//! connection decoding from a buffer, one core task owning all state, and a
-//! writer task per connection that drains its whole queue into one write.
-//! On tokio's current_thread runtime there are no locks on the hot path.
+//! Shape (measured in `research/actor-latency.md`, then issue 14): one task
+//! per connection that reads, decodes from a buffer, calls the core
+//! directly and writes everything the core queued for it in one write; one
+//! core task for deadlines and for what arrives from outside a connection.
+//! On tokio's current_thread runtime the core's lock is never contended,
+//! and a request costs no hand-over between tasks (`core_task.rs`).
 //!
 //! [`run`] takes a bound listener, the configuration and a shutdown future,
 //! so tests and the binary bind their own sockets. The durable store comes
@@ -166,7 +168,8 @@ pub async fn run(
     // before the first connection is accepted.
     let dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
         .map_err(std::io::Error::other)?;
-    let core_task = tokio::spawn(core_task::run(dispatcher, core_rx, stop.clone()));
+    let core = core_task::SharedCore::new(dispatcher);
+    let core_task = tokio::spawn(core_task::run(core.clone(), core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
     tokio::pin!(shutdown);
 
@@ -217,6 +220,7 @@ pub async fn run(
         };
         let setup = connection::ReaderSetup {
             to_core: to_core.clone(),
+            core: core.clone(),
             outbound: out_tx,
             cancel: stop.child_token(),
             creds,
