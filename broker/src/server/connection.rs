@@ -31,7 +31,7 @@ use turnstile_proto::{FrameError, PROTOCOL_VERSION, ServerCodec};
 
 use super::ToCore;
 use super::core_task::SharedCore;
-use super::outbound::{Outbound, ReadGate};
+use super::outbound::{Outbound, ReadGate, Signal};
 use super::wire::{Refusal, error_reply};
 use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
@@ -139,15 +139,17 @@ struct FrameWriter<W> {
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Encodes what is queued, without waiting, up to one write's worth.
-    fn fill(&mut self) {
+    /// `true` when it stopped with frames left in the queue.
+    fn fill(&mut self) -> bool {
         let mut frames = 0;
         while self.buf.len() < WRITE_BATCH_BYTES && frames < WRITE_BATCH_FRAMES {
             match self.rx.try_recv() {
                 Ok(item) => item.encode(&mut self.buf),
-                Err(_) => break,
+                Err(_) => return false,
             }
             frames += 1;
         }
+        true
     }
 
     /// Encodes what `recv_many` took.
@@ -231,8 +233,6 @@ async fn serve(
     };
 
     let reason = {
-        let cancelled = cancel.cancelled();
-        tokio::pin!(cancelled);
         // A frame begun must be finished within `frame_timeout`
         // (slowloris): one timer per connection, made at the first
         // unfinished frame and reset when another begins.
@@ -240,6 +240,8 @@ async fn serve(
         let mut deadline_armed = false;
         // Complete frames may wait in the buffer while the gate is closed.
         let mut undecoded = false;
+        // The Hello's answer is queued already.
+        let mut queued = true;
         loop {
             if undecoded && !gate.is_closed() {
                 match decode_and_handle(&mut reader, &core, session, &gate) {
@@ -256,13 +258,20 @@ async fn serve(
                     Err(reason) => break reason,
                 }
             }
-            out.fill();
+            // Answers and events queued meanwhile go into this write.
+            if gate.take_queued() || queued {
+                queued = out.fill();
+            }
             let open = !undecoded && !gate.is_closed();
             let closed = gate.is_closed();
             let writing = !out.buf.is_empty();
             tokio::select! {
                 biased;
-                _ = &mut cancelled => break "closed by the broker".to_string(),
+                signal = poll_fn(|cx| gate.poll_signal(cx)) => match signal {
+                    Signal::Ended => break "closed by the broker".to_string(),
+                    // Taken at the top of the loop.
+                    Signal::Queued => {}
+                },
                 w = poll_fn(|cx| Pin::new(&mut out.io).poll_write(cx, &out.buf)), if writing => {
                     match w {
                         Ok(0) => break "the connection accepts no more bytes".to_string(),
@@ -281,13 +290,6 @@ async fn serve(
                     Err(e) => break FrameError::Io(e).to_string(),
                 },
                 _ = gate.wait_open(), if closed => {}
-                n = out.rx.recv_many(&mut out.batch, WRITE_BATCH_FRAMES), if !writing => {
-                    if n == 0 {
-                        // The core forgot the connection.
-                        break "closed by the broker".to_string();
-                    }
-                    out.encode_batch();
-                }
                 _ = async {
                     match frame_deadline.as_mut() {
                         Some(sleep) => sleep.await,
@@ -354,7 +356,10 @@ fn decode_and_handle<R>(
     });
     // The gate is read between frames: a request that fills the
     // connection's bounds stops the ones behind it here.
-    if !core.handle_now(&mut frames) {
+    gate.set_busy(true);
+    let handled = core.handle_now(&mut frames);
+    gate.set_busy(false);
+    if !handled {
         return Err("the broker is stopping".to_string());
     }
     if let Some(message) = failed {

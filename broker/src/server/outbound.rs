@@ -20,9 +20,12 @@
 //! The same gate closes while the connection has `--max-in-flight`
 //! requests awaiting answers (DESIGN "Flow control").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc};
@@ -84,23 +87,42 @@ impl Outbound {
     }
 }
 
-/// Whether a connection's reader may read its next frame. The core task
-/// closes it while the connection's backlog is over half its bound or its
-/// requests awaiting answers are at `--max-in-flight`, and opens it again
-/// when neither holds; the reader waits at the gate before each frame.
+/// What the core and a connection's task signal each other, without a
+/// channel: whether the task may read its next frame (the gate), whether
+/// frames were queued for it, and whether the core is done with it.
 ///
-/// The reader also stops after handing the core [`MAX_HANDED`] frames it
-/// has not handled yet, so that what a client can make the broker answer
-/// before the gate closes is bounded per connection.
+/// The core task closes the gate while the connection's backlog is over
+/// half its bound or its requests awaiting answers are at
+/// `--max-in-flight`, and opens it again when neither holds; the task
+/// looks at the gate before each frame. It also stops after handing the
+/// core [`MAX_HANDED`] frames it has not handled yet, so that what a client
+/// can make the broker answer before the gate closes is bounded per
+/// connection.
+///
+/// A frame queued while the task is itself inside the core (`busy`) wakes
+/// nobody: the task looks at its queue when it comes back. So a request
+/// and its answer cost the task one poll, as in a bare echo server.
 #[derive(Debug, Default)]
 pub struct ReadGate {
     closed: AtomicBool,
     handed: AtomicUsize,
     opened: Notify,
+    queued: AtomicBool,
+    ended: AtomicBool,
+    busy: AtomicBool,
+    task: AtomicWaker,
 }
 
 /// Frames a reader may hand the core before the core has handled them.
 pub const MAX_HANDED: usize = 32;
+
+/// What woke a connection's task (see [`ReadGate::poll_signal`]).
+pub enum Signal {
+    /// Frames were queued for the connection.
+    Queued,
+    /// The core is done with the connection: it closes.
+    Ended,
+}
 
 impl ReadGate {
     /// An open gate.
@@ -140,6 +162,47 @@ impl ReadGate {
     /// Whether the gate is closed now.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.handed.load(Ordering::Acquire) >= MAX_HANDED
+    }
+
+    /// The connection's task is inside the core (`true`) or back from it:
+    /// frames queued meanwhile need not wake it.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Release);
+    }
+
+    /// A frame was queued for the connection.
+    fn queued(&self) {
+        self.queued.store(true, Ordering::Release);
+        if !self.busy.load(Ordering::Acquire) {
+            self.task.wake();
+        }
+    }
+
+    /// Whether frames were queued since the last call.
+    pub fn take_queued(&self) -> bool {
+        self.queued.swap(false, Ordering::AcqRel)
+    }
+
+    /// The core is done with the connection.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Ready when the core ended the connection or queued frames for it.
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
+        for registered in [false, true] {
+            if self.ended.load(Ordering::Acquire) {
+                return Poll::Ready(Signal::Ended);
+            }
+            if self.queued.load(Ordering::Acquire) {
+                return Poll::Ready(Signal::Queued);
+            }
+            if !registered {
+                self.task.register(cx.waker());
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -194,12 +257,20 @@ pub(super) struct Conn {
     coalesced: VecDeque<Coalesced>,
     waker_armed: bool,
     /// Queue updates of this connection's waiting leases, paced.
-    queued: HashMap<u64, Paced>,
+    queued: crate::core::Map<u64, Paced>,
     pacer_armed: bool,
 }
 
 /// The connection is not reading and its backlog is over the limit.
 pub(super) struct Overflow;
+
+impl Drop for Conn {
+    /// The core forgot the connection (its goodbye, or it was cut off):
+    /// its task ends too.
+    fn drop(&mut self) {
+        self.gate.end();
+    }
+}
 
 impl Conn {
     pub fn new(
@@ -227,9 +298,23 @@ impl Conn {
             gate,
             coalesced: VecDeque::new(),
             waker_armed: false,
-            queued: HashMap::new(),
+            queued: Default::default(),
             pacer_armed: false,
         }
+    }
+
+    /// Puts a frame in the connection's queue, and tells its task.
+    fn push(&self, item: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        self.tx.try_send(item)?;
+        self.gate.queued();
+        Ok(())
+    }
+
+    /// Ends the connection: its task stops reading and closes it once what
+    /// is queued is written.
+    pub fn close(&self) {
+        self.cancel.cancel();
+        self.gate.end();
     }
 
     fn lagging(&self) -> bool {
@@ -267,7 +352,7 @@ impl Conn {
         to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         if !self.lagging() {
-            match self.tx.try_send(item) {
+            match self.push(item) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(item)) => {
@@ -394,7 +479,7 @@ impl Conn {
                 watch_id,
                 body: encode(),
             }));
-            match self.tx.try_send(item) {
+            match self.push(item) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {}
             }
@@ -431,7 +516,7 @@ impl Conn {
         self.waker_armed = false;
         while let Some(item) = self.backlog.pop_front() {
             let cost = item.cost();
-            match self.tx.try_send(item) {
+            match self.push(item) {
                 Ok(()) => self.backlog_bytes -= cost,
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
                 Err(mpsc::error::TrySendError::Full(item)) => {
@@ -448,7 +533,7 @@ impl Conn {
                 watch_id: c.watch_id,
                 body: encode_coalesced(&c.event),
             }));
-            match self.tx.try_send(item) {
+            match self.push(item) {
                 Ok(()) => {
                     self.coalesced.pop_front();
                 }

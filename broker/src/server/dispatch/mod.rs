@@ -40,7 +40,7 @@ mod status;
 mod unwatch;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tokio::sync::mpsc;
 use turnstile_proto::v1::{self, client_frame::Body};
@@ -49,7 +49,7 @@ use super::clock::Clock;
 use super::outbound::Conn;
 use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
-use crate::core::{Change, Core, Millis, SessionId};
+use crate::core::{Change, Core, Map, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
 use deliver::{concerns, encode_event, queued_frame};
 use log_limit::LogLimit;
@@ -62,7 +62,7 @@ type Answer = Result<(v1::reply::Result, Vec<Change>), v1::Error>;
 pub(super) struct Dispatcher {
     core: Core,
     /// Boxed: the table is sized for its peak, so its slots stay small.
-    conns: HashMap<SessionId, Box<Conn>>,
+    conns: Map<SessionId, Box<Conn>>,
     clock: Clock,
     config: ServerConfig,
     to_core: mpsc::Sender<ToCore>,
@@ -71,7 +71,7 @@ pub(super) struct Dispatcher {
     /// Request ids of each connection's publishes not yet answered: a
     /// second publish with one of them is refused, or its answer could not
     /// be told apart.
-    publishing: HashMap<SessionId, HashSet<u64>>,
+    publishing: Map<SessionId, HashSet<u64, foldhash::fast::RandomState>>,
     /// Policy denials are logged at a bounded rate.
     denials: LogLimit,
     /// So are publishes and acks the store refused.
@@ -93,12 +93,12 @@ impl Dispatcher {
         let (core, reservation) = Core::new(config.core.clone(), loaded.counters);
         let mut d = Dispatcher {
             core,
-            conns: HashMap::new(),
+            conns: Map::default(),
             clock: Clock::start(),
             store: config.storage.as_ref().map(super::Storage::writer),
             config,
             to_core,
-            publishing: HashMap::new(),
+            publishing: Map::default(),
             denials: LogLimit::default(),
             store_refusals: LogLimit::default(),
         };
@@ -148,7 +148,7 @@ impl Dispatcher {
     /// Ends every connection (the broker is stopping).
     pub(super) fn close_all(&self) {
         for conn in self.conns.values() {
-            conn.cancel.cancel();
+            conn.close();
         }
     }
 
