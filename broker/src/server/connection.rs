@@ -15,9 +15,10 @@
 //! pipelines without reading its answers is paused by the gate, not by a
 //! stuck write.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -31,7 +32,7 @@ use turnstile_proto::{FrameError, PROTOCOL_VERSION, ServerCodec};
 
 use super::ToCore;
 use super::core_task::SharedCore;
-use super::outbound::{Outbound, ReadGate, Signal};
+use super::outbound::{Drained, Outbound, ReadGate, Signal};
 use super::wire::{Refusal, error_reply};
 use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
@@ -43,14 +44,13 @@ pub struct ReaderSetup {
     pub to_core: mpsc::Sender<ToCore>,
     /// The core, called directly for every frame after Hello.
     pub(super) core: Arc<SharedCore>,
-    /// This connection's outbound queue.
-    pub outbound: mpsc::Sender<Outbound>,
-    /// Cancelled when the broker or the core ends the connection.
-    pub cancel: CancellationToken,
+    /// Cancelled when the broker stops (the core closes a connection it is
+    /// done with through the gate).
+    pub stop: CancellationToken,
     /// The kernel's word on the peer.
     pub creds: PeerCredentials,
-    /// Closed by the core while the connection must not be read (its
-    /// backlog or its requests in flight are at their bounds).
+    /// The connection's outbound queue, and what the core and the task
+    /// signal each other (the read gate among them).
     pub gate: Arc<ReadGate>,
     /// The frame limit.
     pub max_frame_bytes: u32,
@@ -64,14 +64,16 @@ pub struct ReaderSetup {
 }
 
 /// Splits a connection and serves it until it ends.
-pub fn spawn(stream: Stream, setup: ReaderSetup, outbound_rx: mpsc::Receiver<Outbound>) {
+pub fn spawn(stream: Stream, setup: ReaderSetup) {
     let (recv, send) = split(stream);
-    tokio::spawn(serve(recv, send, setup, outbound_rx));
+    // The setup is boxed: a future keeps its arguments' room for as long
+    // as it lives (968 -> 312 bytes of task state per connection).
+    tokio::spawn(serve(recv, send, Box::new(setup)));
 }
 
 /// Sends a last error (Reply id 0 unless `id` says otherwise).
-fn farewell(out: &mpsc::Sender<Outbound>, id: u64, refusal: Refusal) {
-    let _ = out.try_send(Outbound::frame(error_reply(id, refusal)));
+fn farewell(out: &ReadGate, id: u64, refusal: Refusal) {
+    let _ = out.push(Outbound::frame(error_reply(id, refusal)));
 }
 
 /// Smallest room offered to a read: an idle connection's buffer stays this
@@ -97,12 +99,15 @@ struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads once: `Ok(0)` at the end of the stream.
-    async fn read(&mut self) -> std::io::Result<usize> {
+    fn poll_read(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_ROOM {
             let grow = self.buf.capacity().max(READ_ROOM);
             self.buf.reserve(grow);
         }
-        self.io.read_buf(&mut self.buf).await
+        // The future only borrows the two: made afresh at each poll, it
+        // keeps no state in the connection's task while it idles.
+        let read = std::pin::pin!(self.io.read_buf(&mut self.buf));
+        read.poll(cx)
     }
 
     /// Reads until a whole frame is decoded; `None` at a clean end.
@@ -113,7 +118,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
             }
-            match self.read().await {
+            match poll_fn(|cx| self.poll_read(cx)).await {
                 Ok(0) => {
                     return match self.codec.decode_eof(&mut self.buf) {
                         Ok(Some(frame)) => Some(Ok(frame)),
@@ -128,77 +133,99 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// The writing side: the socket half, the connection's queue and the bytes
-/// encoded from it and not yet written.
+/// The writing side: the socket half and the bytes encoded from the
+/// connection's queue and not yet written.
 struct FrameWriter<W> {
     io: W,
-    rx: mpsc::Receiver<Outbound>,
     buf: BytesMut,
-    batch: Vec<Outbound>,
+}
+
+thread_local! {
+    /// Where a connection's task encodes what is queued for it: shared by
+    /// every connection of the thread, so that an idle connection keeps no
+    /// write buffer. Only bytes the socket did not take at once move to the
+    /// connection's own buffer.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    /// Encodes what is queued, without waiting, up to one write's worth.
-    /// `true` when it stopped with frames left in the queue.
-    fn fill(&mut self) -> bool {
-        let mut frames = 0;
-        while self.buf.len() < WRITE_BATCH_BYTES && frames < WRITE_BATCH_FRAMES {
-            match self.rx.try_recv() {
-                Ok(item) => item.encode(&mut self.buf),
-                Err(_) => return false,
-            }
-            frames += 1;
+    /// Encodes what is queued, without waiting, up to one write's worth,
+    /// and writes it at once; what the socket does not take waits in the
+    /// connection's own buffer (and what is queued behind that, too).
+    async fn flush_queued(&mut self, gate: &ReadGate) -> std::io::Result<Drained> {
+        if !self.buf.is_empty() {
+            return Ok(gate.drain_into(&mut self.buf, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES));
         }
-        true
+        poll_fn(|cx| {
+            Poll::Ready(SCRATCH.with_borrow_mut(|scratch| {
+                let drained = gate.drain_into(scratch, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES);
+                if scratch.is_empty() {
+                    return Ok(drained);
+                }
+                let written = match Pin::new(&mut self.io).poll_write(cx, scratch) {
+                    Poll::Ready(Ok(0)) => Err(std::io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => Ok(n),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Ok(0),
+                };
+                if let Ok(n) = written {
+                    self.buf.extend_from_slice(&scratch[n..]);
+                }
+                scratch.clear();
+                if scratch.capacity() > KEEP_READ_BUFFER {
+                    *scratch = BytesMut::new();
+                }
+                written.map(|_| drained)
+            }))
+        })
+        .await
     }
 
-    /// Encodes what `recv_many` took.
-    fn encode_batch(&mut self) {
-        for item in self.batch.drain(..) {
-            item.encode(&mut self.buf);
-        }
-        if self.batch.capacity() > WRITE_BATCH_FRAMES {
-            self.batch = Vec::new();
-        }
-    }
-
-    /// `n` bytes went out.
+    /// `n` bytes of the connection's own buffer went out.
     fn wrote(&mut self, n: usize) {
         self.buf.advance(n);
-        if self.buf.is_empty() && self.buf.capacity() > 256 * 1024 {
-            // Do not keep large buffers around after a burst.
+        if self.buf.is_empty() {
+            // Rarely used (a socket that took part of a write): not kept.
             self.buf = BytesMut::new();
         }
     }
 
-    /// Writes what is queued until the queue is closed (the core forgot the
-    /// connection, after answering what it had read), or `cancel`.
-    async fn finish(mut self, cancel: &CancellationToken) {
+    /// Writes what is queued until the core is done with the connection
+    /// (after answering what it had read); then closes it. Past a cut (the
+    /// core closed it) or the broker's stop, only briefly.
+    async fn finish(mut self, gate: &ReadGate, stop: &CancellationToken) {
         loop {
-            self.fill();
-            if self.buf.is_empty() {
-                let n = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    n = self.rx.recv_many(&mut self.batch, WRITE_BATCH_FRAMES) => n,
+            let ended = gate.is_ended();
+            if gate.is_cut() {
+                break;
+            }
+            gate.drain_into(&mut self.buf, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES);
+            if !self.buf.is_empty() {
+                let write = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = poll_fn(|cx| gate.poll_cut(cx)) => break,
+                    r = self.io.write_all(&self.buf) => r,
                 };
-                if n == 0 {
-                    break;
+                if write.is_err() {
+                    return;
                 }
-                self.encode_batch();
+                self.buf.clear();
                 continue;
             }
-            let write = tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = self.io.write_all(&self.buf) => r,
-            };
-            if write.is_err() {
-                return;
+            if ended {
+                break;
             }
-            self.buf.clear();
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = poll_fn(|cx| gate.poll_signal(cx)) => {}
+            }
         }
-        // Flush what is already queued (a farewell error), briefly.
-        self.rx.close();
-        while let Ok(item) = self.rx.try_recv() {
+        self.close(gate).await;
+    }
+
+    /// Writes what is already queued (a farewell error) briefly, and closes.
+    async fn close(mut self, gate: &ReadGate) {
+        for item in gate.close_queue() {
             item.encode(&mut self.buf);
         }
         if !self.buf.is_empty() {
@@ -212,23 +239,21 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 async fn serve(
     recv: impl AsyncRead + Unpin,
     send: impl AsyncWrite + Unpin,
-    setup: ReaderSetup,
-    rx: mpsc::Receiver<Outbound>,
+    setup: Box<ReaderSetup>,
 ) {
     let core = setup.core.clone();
-    let cancel = setup.cancel.clone();
+    let stop = setup.stop.clone();
     let gate = setup.gate.clone();
     let frame_timeout = setup.frame_timeout;
     let mut out = FrameWriter {
         io: send,
-        rx,
         buf: BytesMut::new(),
-        batch: Vec::new(),
     };
     // The handshake's state lives on the heap only while it runs, so an
     // idle connection keeps only the (smaller) request loop's state.
     let Some((mut reader, session, slot)) = Box::pin(handshake(recv, setup)).await else {
-        out.finish(&cancel).await;
+        // No session was opened: what is queued is a refusal at most.
+        Box::pin(out.close(&gate)).await;
         return;
     };
 
@@ -260,10 +285,23 @@ async fn serve(
             }
             // Answers and events queued meanwhile go into this write.
             if gate.take_queued() || queued {
-                queued = out.fill();
+                let drained = match out.flush_queued(&gate).await {
+                    Ok(d) => d,
+                    Err(e) => break format!("writing to the connection failed: {e}"),
+                };
+                queued = drained.more;
+                if drained.room {
+                    // The core keeps a backlog for this connection.
+                    call_core(&core, &gate, [ToCore::Writable { session }]);
+                }
+                if queued && out.buf.is_empty() {
+                    // The socket took a whole write and more is queued.
+                    continue;
+                }
             }
-            let open = !undecoded && !gate.is_closed();
-            let closed = gate.is_closed();
+            // Frames left in the buffer are decoded before reading more;
+            // the gate may have opened meanwhile (then this is ready now).
+            let held = undecoded || gate.is_closed();
             let writing = !out.buf.is_empty();
             tokio::select! {
                 biased;
@@ -279,7 +317,7 @@ async fn serve(
                         Err(e) => break format!("writing to the connection failed: {e}"),
                     }
                 }
-                r = reader.read(), if open => match r {
+                r = poll_fn(|cx| reader.poll_read(cx)), if !held => match r {
                     Ok(0) => {
                         break match reader.codec.decode_eof(&mut reader.buf) {
                             Err(e) => e.to_string(),
@@ -289,7 +327,7 @@ async fn serve(
                     Ok(_) => undecoded = true,
                     Err(e) => break FrameError::Io(e).to_string(),
                 },
-                _ = gate.wait_open(), if closed => {}
+                _ = poll_fn(|cx| gate.poll_open(cx)), if held => {}
                 _ = async {
                     match frame_deadline.as_mut() {
                         Some(sleep) => sleep.await,
@@ -298,15 +336,26 @@ async fn serve(
                 }, if deadline_armed => {
                     let refusal = Refusal::FrameUnfinished(frame_timeout);
                     let message = refusal.to_string();
-                    core.handle_now([ToCore::Fatal { session, refusal }]);
+                    call_core(&core, &gate, [ToCore::Fatal { session, refusal }]);
                     break message;
                 }
             }
         }
     };
-    core.handle_now([ToCore::Goodbye { session, reason }]);
+    call_core(&core, &gate, [ToCore::Goodbye { session, reason }]);
     drop(slot);
-    out.finish(&cancel).await;
+    // Boxed, like the handshake: its state is not kept while the
+    // connection idles.
+    Box::pin(out.finish(&gate, &stop)).await;
+}
+
+/// Calls the core from a connection's task: frames queued for it meanwhile
+/// wake nobody (it looks at its queue next). `false` when the core is gone.
+fn call_core(core: &SharedCore, gate: &ReadGate, msgs: impl IntoIterator<Item = ToCore>) -> bool {
+    gate.set_busy(true);
+    let handled = core.handle_now(msgs);
+    gate.set_busy(false);
+    handled
 }
 
 /// What one pass over the read buffer did.
@@ -356,10 +405,7 @@ fn decode_and_handle<R>(
     });
     // The gate is read between frames: a request that fills the
     // connection's bounds stops the ones behind it here.
-    gate.set_busy(true);
-    let handled = core.handle_now(&mut frames);
-    gate.set_busy(false);
-    if !handled {
+    if !call_core(core, gate, &mut frames) {
         return Err("the broker is stopping".to_string());
     }
     if let Some(message) = failed {
@@ -401,20 +447,19 @@ fn arm_deadline<R>(
 /// with the core; `None` when the connection ended or was refused.
 async fn handshake<R: AsyncRead + Unpin>(
     recv: R,
-    setup: ReaderSetup,
+    setup: Box<ReaderSetup>,
 ) -> Option<(FrameReader<R>, SessionId, super::accounting::ConnectionSlot)> {
     let ReaderSetup {
         to_core,
         core: _,
-        outbound,
-        cancel,
+        stop: cancel,
         creds,
         gate,
         max_frame_bytes,
         handshake_timeout,
         frame_timeout: _,
         slot,
-    } = setup;
+    } = *setup;
     // One of this uid's handshake permits first: until then the Hello waits
     // in the socket, and the deadline to say it has not begun.
     let handshake_permit = tokio::select! {
@@ -441,7 +486,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 pid = creds.pid,
                 "closing a connection that sent no Hello within {handshake_timeout:?}"
             );
-            farewell(&outbound, 0, Refusal::NoHello(handshake_timeout));
+            farewell(&gate, 0, Refusal::NoHello(handshake_timeout));
             return None;
         }
         Ok(None) => return None,
@@ -452,7 +497,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 "closing a connection before Hello: {e}"
             );
             if let Some(refusal) = Refusal::bad_frame(e) {
-                farewell(&outbound, 0, refusal);
+                farewell(&gate, 0, refusal);
             }
             return None;
         }
@@ -466,7 +511,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 pid = creds.pid,
                 "closing a connection whose first frame was not Hello"
             );
-            farewell(&outbound, 0, Refusal::FirstFrameNotHello);
+            farewell(&gate, 0, Refusal::FirstFrameNotHello);
             return None;
         }
     };
@@ -478,7 +523,7 @@ async fn handshake<R: AsyncRead + Unpin>(
             "refusing an unsupported protocol version"
         );
         farewell(
-            &outbound,
+            &gate,
             hello_frame.id,
             Refusal::UnsupportedVersion(hello.protocol_version),
         );
@@ -502,8 +547,6 @@ async fn handshake<R: AsyncRead + Unpin>(
         id: hello_frame.id,
         hello,
         creds,
-        outbound: outbound.clone(),
-        cancel: cancel.clone(),
         gate,
         session: session_tx,
     };
@@ -511,19 +554,16 @@ async fn handshake<R: AsyncRead + Unpin>(
         return None;
     }
     let session = session_rx.await.ok()?;
-    drop(outbound);
     Some((reader, session, slot))
 }
 
 /// Writes what is queued for a refused connection (its one error), then
 /// closes it.
-pub fn spawn_farewell(stream: Stream, outbound_rx: mpsc::Receiver<Outbound>) {
+pub fn spawn_farewell(stream: Stream, gate: Arc<ReadGate>) {
     let (_recv, send) = split(stream);
     let out = FrameWriter {
         io: send,
-        rx: outbound_rx,
         buf: BytesMut::new(),
-        batch: Vec::new(),
     };
-    tokio::spawn(async move { out.finish(&CancellationToken::new()).await });
+    tokio::spawn(async move { out.close(&gate).await });
 }

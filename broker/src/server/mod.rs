@@ -103,9 +103,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// Frames queued per connection before the core starts keeping a backlog.
-const OUTBOUND_QUEUE: usize = 256;
-
 /// Messages from connection tasks to the core task.
 pub(crate) enum ToCore {
     /// A peer said a valid Hello.
@@ -113,8 +110,6 @@ pub(crate) enum ToCore {
         id: u64,
         hello: v1::Hello,
         creds: PeerCredentials,
-        outbound: mpsc::Sender<Outbound>,
-        cancel: CancellationToken,
         gate: Arc<outbound::ReadGate>,
         session: oneshot::Sender<SessionId>,
     },
@@ -197,14 +192,14 @@ pub async fn run(
                 continue;
             }
         };
-        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let gate = outbound::ReadGate::new();
         let refuse = |message: String| {
             tracing::warn!(
                 uid = creds.uid,
                 pid = creds.pid,
                 "refusing a connection: {message}"
             );
-            let _ = out_tx.try_send(Outbound::frame(wire::error_reply(
+            let _ = gate.push(Outbound::frame(wire::error_reply(
                 0,
                 wire::Refusal::TooManyConnections(message),
             )));
@@ -213,24 +208,22 @@ pub async fn run(
             Ok(s) => s,
             Err(message) => {
                 refuse(message);
-                drop(out_tx);
-                connection::spawn_farewell(stream, out_rx);
+                connection::spawn_farewell(stream, gate);
                 continue;
             }
         };
         let setup = connection::ReaderSetup {
             to_core: to_core.clone(),
             core: core.clone(),
-            outbound: out_tx,
-            cancel: stop.child_token(),
+            stop: stop.clone(),
             creds,
-            gate: outbound::ReadGate::new(),
+            gate,
             max_frame_bytes: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
             frame_timeout: config.frame_timeout,
             slot,
         };
-        connection::spawn(stream, setup, out_rx);
+        connection::spawn(stream, setup);
     }
 
     tracing::info!("shutting down: closing every connection");

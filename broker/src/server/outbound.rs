@@ -21,15 +21,15 @@
 //! requests awaiting answers (DESIGN "Flow control").
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use turnstile_proto::{encode_frame, encode_watch_event_frame, v1};
 
 use super::ToCore;
@@ -106,11 +106,37 @@ impl Outbound {
 pub struct ReadGate {
     closed: AtomicBool,
     handed: AtomicUsize,
-    opened: Notify,
     queued: AtomicBool,
     ended: AtomicBool,
+    cut: AtomicBool,
     busy: AtomicBool,
     task: AtomicWaker,
+    frames: Mutex<Frames>,
+}
+
+/// A connection's outbound queue: at most [`OUTBOUND_QUEUE`] frames the
+/// core handed it and its task has not yet encoded. A `VecDeque` that is
+/// empty holds no memory: an idle connection's queue costs nothing (a
+/// tokio channel's was about 1 KiB: its cache-padded state and a first
+/// block of 32 slots, issue 14).
+#[derive(Debug, Default)]
+struct Frames {
+    items: VecDeque<Outbound>,
+    /// The task is gone: nothing more is taken.
+    closed: bool,
+    /// The core waits for room (a [`ToCore::Writable`] when some is made).
+    wants_room: bool,
+}
+
+/// Frames queued per connection before the core starts keeping a backlog.
+pub const OUTBOUND_QUEUE: usize = 256;
+
+/// What [`ReadGate::drain_into`] did.
+pub struct Drained {
+    /// Frames are left in the queue (the bounds of one write were reached).
+    pub more: bool,
+    /// The core waited for room, and there is some now: tell it.
+    pub room: bool,
 }
 
 /// Frames a reader may hand the core before the core has handled them.
@@ -130,12 +156,16 @@ impl ReadGate {
         Arc::new(ReadGate::default())
     }
 
-    /// Returns once the gate is open.
-    pub async fn wait_open(&self) {
-        while self.is_closed() {
-            // `notify_one` keeps a permit when nobody waits yet, so an
-            // opening between the load and this await is not missed.
-            self.opened.notified().await;
+    /// Ready once the gate is open.
+    pub fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.is_closed() {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        if self.is_closed() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
         }
     }
 
@@ -148,14 +178,14 @@ impl ReadGate {
     pub fn taken(&self) {
         let before = self.handed.fetch_sub(1, Ordering::AcqRel);
         if before == MAX_HANDED {
-            self.opened.notify_one();
+            self.task.wake();
         }
     }
 
     fn set_closed(&self, closed: bool) {
         let was = self.closed.swap(closed, Ordering::AcqRel);
         if was && !closed {
-            self.opened.notify_one();
+            self.task.wake();
         }
     }
 
@@ -187,6 +217,96 @@ impl ReadGate {
     pub fn end(&self) {
         self.ended.store(true, Ordering::Release);
         self.task.wake();
+    }
+
+    /// The core closes the connection (cut off, or the broker stops): what
+    /// is queued is written briefly, not waited for.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.end();
+    }
+
+    /// Ready once the core has closed the connection (see [`ReadGate::cut`]).
+    pub fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_cut() {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        if self.is_cut() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether the core closed the connection (see [`ReadGate::cut`]).
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    fn frames(&self) -> std::sync::MutexGuard<'_, Frames> {
+        // Nothing panics while holding it; a poisoned queue is still whole.
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame for the connection's task.
+    pub fn push(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
+        {
+            let mut frames = self.frames();
+            if frames.closed {
+                return Err(TrySendError::Closed(item));
+            }
+            if frames.items.len() >= OUTBOUND_QUEUE {
+                return Err(TrySendError::Full(item));
+            }
+            frames.items.push_back(item);
+        }
+        self.queued();
+        Ok(())
+    }
+
+    /// Encodes queued frames onto `dst`, up to `max_bytes` in `dst` or
+    /// `max_frames` frames.
+    pub fn drain_into(&self, dst: &mut BytesMut, max_bytes: usize, max_frames: usize) -> Drained {
+        let mut frames = self.frames();
+        let mut taken = 0;
+        while dst.len() < max_bytes && taken < max_frames {
+            let Some(item) = frames.items.pop_front() else {
+                break;
+            };
+            item.encode(dst);
+            taken += 1;
+        }
+        if frames.items.is_empty() && frames.items.capacity() > 16 {
+            // Do not keep a burst's room while idle.
+            frames.items = VecDeque::new();
+        }
+        let room = taken > 0 && frames.wants_room;
+        if room {
+            frames.wants_room = false;
+        }
+        Drained {
+            more: !frames.items.is_empty(),
+            room,
+        }
+    }
+
+    /// The core waits for room in the queue.
+    fn want_room(&self) {
+        self.frames().wants_room = true;
+    }
+
+    /// The task stops taking frames: what is left is returned, and later
+    /// pushes are refused as closed.
+    pub fn close_queue(&self) -> VecDeque<Outbound> {
+        let mut frames = self.frames();
+        frames.closed = true;
+        std::mem::take(&mut frames.items)
+    }
+
+    /// Whether the core is done with the connection.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Ready when the core ended the connection or queued frames for it.
@@ -233,8 +353,6 @@ struct Coalesced {
 /// The core task's handle on one connection.
 pub(super) struct Conn {
     pub session: SessionId,
-    pub tx: mpsc::Sender<Outbound>,
-    pub cancel: CancellationToken,
     pub uid: u32,
     pub pid: u32,
     /// Who the kernel says is calling, for the policy.
@@ -275,8 +393,6 @@ impl Drop for Conn {
 impl Conn {
     pub fn new(
         session: SessionId,
-        tx: mpsc::Sender<Outbound>,
-        cancel: CancellationToken,
         subject: crate::policy::Subject,
         pid: u32,
         gate: Arc<ReadGate>,
@@ -284,8 +400,6 @@ impl Conn {
     ) -> Conn {
         Conn {
             session,
-            tx,
-            cancel,
             uid: subject.uid,
             subject,
             pid,
@@ -304,17 +418,14 @@ impl Conn {
     }
 
     /// Puts a frame in the connection's queue, and tells its task.
-    fn push(&self, item: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
-        self.tx.try_send(item)?;
-        self.gate.queued();
-        Ok(())
+    fn push(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
+        self.gate.push(item)
     }
 
-    /// Ends the connection: its task stops reading and closes it once what
-    /// is queued is written.
+    /// Ends the connection: its task stops reading, writes what is queued
+    /// if it can at once, and closes it.
     pub fn close(&self) {
-        self.cancel.cancel();
-        self.gate.end();
+        self.gate.cut();
     }
 
     fn lagging(&self) -> bool {
@@ -345,24 +456,19 @@ impl Conn {
     /// to the connection's own request (`answer`) never cuts it off: its
     /// reader is paused instead, which bounds them; anything else past the
     /// whole bound does (the client has stopped reading).
-    pub fn send(
-        &mut self,
-        item: Outbound,
-        answer: bool,
-        to_core: &mpsc::Sender<ToCore>,
-    ) -> Result<(), Overflow> {
+    pub fn send(&mut self, item: Outbound, answer: bool) -> Result<(), Overflow> {
         if !self.lagging() {
             match self.push(item) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(item)) => {
+                Err(TrySendError::Closed(_)) => return Ok(()),
+                Err(TrySendError::Full(item)) => {
                     self.push_backlog(item);
                 }
             }
         } else {
             self.push_backlog(item);
         }
-        self.arm_waker(to_core);
+        self.arm_waker();
         if !answer && self.backlog_bytes > self.limit {
             return Err(Overflow);
         }
@@ -401,7 +507,7 @@ impl Conn {
                         pending: None,
                     },
                 );
-                self.send(encode(&place), false, to_core)
+                self.send(encode(&place), false)
             }
         }
     }
@@ -437,7 +543,7 @@ impl Conn {
             self.arm_pacer(to_core);
         }
         for place in due {
-            self.send(encode(&place), false, to_core)?;
+            self.send(encode(&place), false)?;
         }
         Ok(())
     }
@@ -451,14 +557,10 @@ impl Conn {
         self.pacer_armed = true;
         let to_core = to_core.clone();
         let session = self.session;
-        let cancel = self.cancel.clone();
+        // A connection gone meanwhile is not found: the wake-up is ignored.
         tokio::spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(QUEUED_PACE_MS)) => {
-                    let _ = to_core.send(ToCore::Writable { session }).await;
-                }
-            }
+            tokio::time::sleep(std::time::Duration::from_millis(QUEUED_PACE_MS)).await;
+            let _ = to_core.send(ToCore::Writable { session }).await;
         });
     }
 
@@ -472,7 +574,6 @@ impl Conn {
         watch_id: u64,
         event: &Arc<StateEvent>,
         encode: impl FnOnce() -> Bytes,
-        to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         if !self.lagging() {
             let item = Outbound::WatchEvent(Box::new(WatchCopy {
@@ -480,8 +581,8 @@ impl Conn {
                 body: encode(),
             }));
             match self.push(item) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Ok(()) | Err(TrySendError::Closed(_)) => return Ok(()),
+                Err(TrySendError::Full(_)) => {}
             }
         }
         let resource = event.state.resource.clone();
@@ -502,27 +603,23 @@ impl Conn {
                 });
             }
         }
-        self.arm_waker(to_core);
+        self.arm_waker();
         Ok(())
     }
 
     /// Moves what waited into the queue while it has room: the backlog
     /// first (in order), then the coalesced watch events.
-    pub fn flush(
-        &mut self,
-        encode_coalesced: impl Fn(&StateEvent) -> Bytes,
-        to_core: &mpsc::Sender<ToCore>,
-    ) {
+    pub fn flush(&mut self, encode_coalesced: impl Fn(&StateEvent) -> Bytes) {
         self.waker_armed = false;
         while let Some(item) = self.backlog.pop_front() {
             let cost = item.cost();
             match self.push(item) {
                 Ok(()) => self.backlog_bytes -= cost,
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(item)) => {
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(item)) => {
                     self.backlog.push_front(item);
                     self.refresh_gate();
-                    self.arm_waker(to_core);
+                    self.arm_waker();
                     return;
                 }
             }
@@ -537,35 +634,22 @@ impl Conn {
                 Ok(()) => {
                     self.coalesced.pop_front();
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.arm_waker(to_core);
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(_)) => {
+                    self.arm_waker();
                     return;
                 }
             }
         }
     }
 
-    /// Asks to be told (with [`ToCore::Writable`]) when the queue has room.
-    fn arm_waker(&mut self, to_core: &mpsc::Sender<ToCore>) {
+    /// Asks to be told (with [`ToCore::Writable`]) when the queue has room:
+    /// the connection's task says so when it takes frames from it.
+    fn arm_waker(&mut self) {
         if self.waker_armed {
             return;
         }
         self.waker_armed = true;
-        let tx = self.tx.clone();
-        let to_core = to_core.clone();
-        let session = self.session;
-        let cancel = self.cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                permit = tx.reserve() => {
-                    if let Ok(p) = permit {
-                        drop(p);
-                        let _ = to_core.send(ToCore::Writable { session }).await;
-                    }
-                }
-            }
-        });
+        self.gate.want_room();
     }
 }

@@ -188,11 +188,9 @@ impl Dispatcher {
                 id,
                 hello,
                 creds,
-                outbound,
-                cancel,
                 gate,
                 session,
-            } => hello::handle(self, id, hello, creds, outbound, cancel, gate, session),
+            } => hello::handle(self, id, hello, creds, gate, session),
             ToCore::Request { session, frame } => self.admit(session, frame),
             ToCore::Fatal { session, refusal } => {
                 self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
@@ -218,7 +216,7 @@ impl Dispatcher {
             ToCore::Writable { session } => {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
-                    conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
+                    conn.flush(|e| encode_event(e, true, &clock, now));
                     let encode = |p: &crate::core::QueuePosition| queued_frame(p, &clock, now);
                     if conn.flush_paced(now, encode, &self.to_core).is_err() {
                         self.cut_off(session);
@@ -390,7 +388,7 @@ impl Dispatcher {
         let Some(conn) = self.conns.get_mut(&session) else {
             return;
         };
-        if conn.send(item, answer, &self.to_core).is_err() {
+        if conn.send(item, answer).is_err() {
             self.cut_off(session);
         }
     }
@@ -408,7 +406,7 @@ impl Dispatcher {
             pid = conn.pid,
             "closing a connection that does not read: more than {limit} bytes queued (--max-outbound-bytes)"
         );
-        conn.cancel.cancel();
+        conn.close();
         self.goodbye(session, "outbound limit exceeded");
     }
 }
