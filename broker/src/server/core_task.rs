@@ -98,11 +98,13 @@ impl SharedCore {
             return false;
         };
         s.turn();
+        s.d.hold_time();
         s.d.expire(false);
         for msg in msgs {
             s.d.handle(msg);
         }
         s.seen = s.d.now();
+        s.d.release_time();
         // A new deadline before the one the core task sleeps until (a
         // short TTL): wake it to sleep less.
         if let Some(next) = s.d.next_deadline()
@@ -158,8 +160,12 @@ pub(super) async fn run(
             return;
         };
         s.turn();
+        s.d.hold_time();
         match woken {
-            Woken::Stop | Woken::Batch(0) => break,
+            Woken::Stop | Woken::Batch(0) => {
+                s.d.release_time();
+                break;
+            }
             Woken::Batch(_) => {
                 // Deadlines already due are applied first (see `handle_now`).
                 s.d.expire(false);
@@ -171,6 +177,7 @@ pub(super) async fn run(
             Woken::Rearm | Woken::Turn => s.d.expire(false),
         }
         s.seen = s.d.now();
+        s.d.release_time();
     }
     if let Some(s) = core.lock() {
         s.d.close_all();

@@ -120,6 +120,17 @@ impl Dispatcher {
         self.clock.now()
     }
 
+    /// Holds the core's time for one entry into the core (see
+    /// [`Clock::hold`]); [`Dispatcher::release_time`] ends it.
+    pub(super) fn hold_time(&mut self) {
+        self.clock.hold();
+    }
+
+    /// Lets the core's time run again.
+    pub(super) fn release_time(&mut self) {
+        self.clock.release();
+    }
+
     /// The broker did not run for `stopped` (the process was stopped, or
     /// the core task blocked): core time stands still for it, so no lease
     /// expires for a KeepAlive its holder sent on time and the broker did
