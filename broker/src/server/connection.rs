@@ -32,7 +32,7 @@ use turnstile_proto::{FrameError, PROTOCOL_VERSION, ServerCodec};
 
 use super::ToCore;
 use super::core_task::SharedCore;
-use super::outbound::{Drained, Outbound, ReadGate, Signal};
+use super::outbound::{Drained, Outbound, ReadGate, Signal, others_woken};
 use super::wire::{Refusal, error_reply};
 use crate::core::SessionId;
 use crate::platform::peer::PeerCredentials;
@@ -269,8 +269,15 @@ async fn serve(
         let mut queued = true;
         loop {
             if undecoded && !gate.is_closed() {
+                let woken = others_woken();
                 match decode_and_handle(&mut reader, &core, session, &gate) {
                     Ok(progress) => {
+                        if others_woken() != woken {
+                            // What this batch did for others (a waiter's
+                            // grant) is written by their tasks before this
+                            // one writes its own answers.
+                            tokio::task::yield_now().await;
+                        }
                         undecoded = progress.stopped_at_gate;
                         arm_deadline(
                             &reader,

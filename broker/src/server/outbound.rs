@@ -139,6 +139,20 @@ pub struct Drained {
     pub room: bool,
 }
 
+thread_local! {
+    /// How many times this thread's core woke a connection's task for
+    /// frames queued (see [`others_woken`]).
+    static WOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A count that moves whenever a call into the core queues frames for a
+/// connection other than the caller's: the caller then lets those be
+/// written before its own answer (a waiter's grant before the releaser's
+/// `Done`, as DESIGN's handoff wants).
+pub fn others_woken() -> u64 {
+    WOKEN.with(|w| w.get())
+}
+
 /// Frames a reader may hand the core before the core has handled them.
 pub const MAX_HANDED: usize = 32;
 
@@ -205,6 +219,7 @@ impl ReadGate {
         self.queued.store(true, Ordering::Release);
         if !self.busy.load(Ordering::Acquire) {
             self.task.wake();
+            WOKEN.with(|w| w.set(w.get().wrapping_add(1)));
         }
     }
 
