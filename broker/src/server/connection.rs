@@ -199,6 +199,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             if gate.is_cut() {
                 break;
             }
+            // Taken before draining: a frame queued after this wakes the
+            // wait below again (and a stale flag does not spin it).
+            gate.take_queued();
             gate.drain_into(&mut self.buf, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES);
             if !self.buf.is_empty() {
                 let write = tokio::select! {
