@@ -236,10 +236,10 @@ impl<In, Out: Message> Encoder<Out> for FrameCodec<In, Out> {
 ///
 /// Enforces no limit; [`FrameCodec`]'s encoders check theirs first.
 pub fn encode_frame(message: &impl Message, dst: &mut BytesMut) {
-    let body_len = message.encoded_len();
-    dst.reserve(prost::length_delimiter_len(body_len) + body_len);
     // prost's only encoding error is a destination without room, and a
-    // `BytesMut` grows as needed, so there is nothing to handle.
+    // `BytesMut` grows as needed, so there is nothing to handle. The
+    // message's length is computed once, by prost (reserving room first
+    // would compute it twice).
     let _ = message.encode_length_delimited(dst);
 }
 

@@ -22,6 +22,8 @@ pub struct Clock {
     wall_at_start_ms: u64,
     /// Time the broker was stopped, taken out of core time.
     skipped_ms: u64,
+    /// Core time held for one entry into the core (see [`Clock::hold`]).
+    held: Option<Millis>,
 }
 
 impl Clock {
@@ -35,11 +37,30 @@ impl Clock {
             start: tokio::time::Instant::now(),
             wall_at_start_ms,
             skipped_ms: 0,
+            held: None,
         }
+    }
+
+    /// Holds core time where it is now until [`Clock::release`]: one entry
+    /// into the core (a batch of requests) reads the clock once instead of
+    /// at every step (issue 14: reading it was 2-4 % of a request's
+    /// instructions). The core never waits within an entry, so the time
+    /// it sees does not go stale.
+    pub fn hold(&mut self) {
+        self.held = None;
+        self.held = Some(self.now());
+    }
+
+    /// Lets core time run again.
+    pub fn release(&mut self) {
+        self.held = None;
     }
 
     /// Monotonic milliseconds since start, less the time skipped.
     pub fn now(&self) -> Millis {
+        if let Some(at) = self.held {
+            return at;
+        }
         (self.start.elapsed().as_millis() as u64).saturating_sub(self.skipped_ms)
     }
 
@@ -59,6 +80,7 @@ impl Clock {
     /// time never goes back: only the part not yet seen by the core is
     /// skipped.
     pub fn skip(&mut self, stopped: Duration, seen: Millis) {
+        self.held = None;
         let now = self.now();
         let unseen = now.saturating_sub(seen);
         self.skipped_ms += (stopped.as_millis() as u64).min(unseen);
@@ -85,5 +107,16 @@ mod tests {
         let seen = clock.now();
         clock.skip(Duration::from_secs(10), seen);
         assert_eq!(clock.now(), seen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_time_stands_still_until_released() {
+        let mut clock = Clock::start();
+        tokio::time::advance(Duration::from_millis(40)).await;
+        clock.hold();
+        tokio::time::advance(Duration::from_millis(25)).await;
+        assert_eq!(clock.now(), 40);
+        clock.release();
+        assert_eq!(clock.now(), 65);
     }
 }

@@ -1,23 +1,35 @@
-//! The core task's loop: it owns the [`Dispatcher`] (and so the core),
-//! takes what the connection tasks send in batches, applies the deadlines
-//! that are due before anything else, and sleeps until the next one.
+//! The core's owner: [`SharedCore`] holds the [`Dispatcher`] (and so the
+//! core), and [`run`] is the task that applies its deadlines and takes
+//! what arrives from outside a connection (the store's answers, writers
+//! with room again, a new peer's Hello).
 //!
-//! It also notices when the broker itself was not running: the loop turns
-//! at least every [`TURN`], so a longer gap between two turns means the
-//! process was stopped or the task blocked. That time is taken out of the
-//! core's clock ([`Dispatcher::broker_stopped`]) before anything else is
-//! done, so that the KeepAlives waiting in the sockets are read before a
-//! lease they keep alive can expire.
+//! A connection's task calls the core directly
+//! ([`SharedCore::handle_now`]) rather than through the inbox: the runtime
+//! has one thread, so the call is the hand-over, and a request costs no
+//! wake-up of another task (issue 14: the reader → core → writer hops were
+//! a fifth of a Ping's instructions). The lock is never held across an
+//! await, so on the current_thread runtime it is never contended; on any
+//! other it would be correct, only slower.
+//!
+//! Every entry into the core also checks whether the broker itself was not
+//! running: the core task turns at least every [`TURN`], so a longer gap
+//! between two entries means the process was stopped or the thread blocked.
+//! That time is taken out of the core's clock
+//! ([`Dispatcher::broker_stopped`]) before anything else is done, so that
+//! the KeepAlives waiting in the sockets are read before a lease they keep
+//! alive can expire.
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::ToCore;
 use super::dispatch::Dispatcher;
+use crate::core::Millis;
 
-/// The loop turns at least this often, even with nothing to do.
+/// The core task turns at least this often, even with nothing to do.
 const TURN: Duration = Duration::from_millis(100);
 
 /// A gap between two turns longer than this is the broker's own stall,
@@ -25,29 +37,111 @@ const TURN: Duration = Duration::from_millis(100);
 /// stretch leases for nothing.
 const STALL: Duration = Duration::from_millis(1000);
 
+/// The dispatcher and the bookkeeping of its turns, behind one lock.
+pub(super) struct SharedCore {
+    state: Mutex<State>,
+    /// Tells the core task that a call made a deadline earlier than the one
+    /// it sleeps until.
+    rearm: Notify,
+}
+
+struct State {
+    d: Dispatcher,
+    /// Real time (not tokio's, which tests pause and advance) of the last
+    /// entry into the core: a stall is the process not running.
+    last_turn: Instant,
+    /// The latest core time anything was done at: a skip never goes below.
+    seen: Millis,
+    /// The deadline the core task sleeps until, if any.
+    armed: Option<tokio::time::Instant>,
+}
+
+impl State {
+    /// An entry into the core: takes a stall out of the clock first.
+    fn turn(&mut self) {
+        let turn = Instant::now();
+        let gap = turn.duration_since(self.last_turn);
+        self.last_turn = turn;
+        if gap > STALL {
+            self.d.broker_stopped(gap - TURN, self.seen);
+        }
+    }
+}
+
+impl SharedCore {
+    /// Shares `d` between the core task and the connections' tasks.
+    pub(super) fn new(d: Dispatcher) -> Arc<SharedCore> {
+        let seen = d.now();
+        Arc::new(SharedCore {
+            state: Mutex::new(State {
+                d,
+                last_turn: Instant::now(),
+                seen,
+                armed: None,
+            }),
+            rearm: Notify::new(),
+        })
+    }
+
+    /// `None` once a call into the core has panicked: the state may be
+    /// half-changed, so nothing more is served (connections close).
+    fn lock(&self) -> Option<MutexGuard<'_, State>> {
+        self.state.lock().ok()
+    }
+
+    /// Handles what a connection's task has for the core, in order, now:
+    /// deadlines already due are applied first (a KeepAlive that arrives
+    /// after the TTL ran out must find the lease expired). `false` when
+    /// the core is gone.
+    pub(super) fn handle_now(&self, msgs: impl IntoIterator<Item = ToCore>) -> bool {
+        let Some(mut s) = self.lock() else {
+            return false;
+        };
+        s.turn();
+        s.d.hold_time();
+        s.d.expire(false);
+        for msg in msgs {
+            s.d.handle(msg);
+        }
+        s.seen = s.d.now();
+        s.d.release_time();
+        // A new deadline before the one the core task sleeps until (a
+        // short TTL): wake it to sleep less.
+        if let Some(next) = s.d.next_deadline()
+            && s.armed.is_none_or(|armed| next < armed)
+        {
+            s.armed = Some(next);
+            self.rearm.notify_one();
+        }
+        true
+    }
+}
+
 /// What woke the loop.
 enum Woken {
     Stop,
     Batch(usize),
     Deadline,
+    Rearm,
     Turn,
 }
 
 /// Runs the core task until every connection task and the accept loop are
 /// gone or `stop` is cancelled.
 pub(super) async fn run(
-    mut d: Dispatcher,
+    core: Arc<SharedCore>,
     mut inbox: mpsc::Receiver<ToCore>,
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(256);
-    // Real time (not tokio's, which tests pause and advance): a stall is
-    // the process not running.
-    let mut last_turn = Instant::now();
-    // The latest core time anything was done at: a skip never goes below.
-    let mut seen = d.now();
     loop {
-        let deadline = d.next_deadline();
+        let deadline = match core.lock() {
+            Some(mut s) => {
+                s.armed = s.d.next_deadline();
+                s.armed
+            }
+            None => return,
+        };
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -59,28 +153,33 @@ pub(super) async fn run(
             _ = stop.cancelled() => Woken::Stop,
             n = inbox.recv_many(&mut batch, 256) => Woken::Batch(n),
             _ = sleep => Woken::Deadline,
+            _ = core.rearm.notified() => Woken::Rearm,
             _ = tokio::time::sleep(TURN) => Woken::Turn,
         };
-        let turn = Instant::now();
-        let gap = turn.duration_since(last_turn);
-        last_turn = turn;
-        if gap > STALL {
-            d.broker_stopped(gap - TURN, seen);
-        }
+        let Some(mut s) = core.lock() else {
+            return;
+        };
+        s.turn();
+        s.d.hold_time();
         match woken {
-            Woken::Stop | Woken::Batch(0) => break,
+            Woken::Stop | Woken::Batch(0) => {
+                s.d.release_time();
+                break;
+            }
             Woken::Batch(_) => {
-                // Deadlines already due are applied first: a KeepAlive that
-                // arrives after the TTL ran out must find the lease expired.
-                d.expire(false);
+                // Deadlines already due are applied first (see `handle_now`).
+                s.d.expire(false);
                 for msg in batch.drain(..) {
-                    d.handle(msg);
+                    s.d.handle(msg);
                 }
             }
-            Woken::Deadline => d.expire(true),
-            Woken::Turn => d.expire(false),
+            Woken::Deadline => s.d.expire(true),
+            Woken::Rearm | Woken::Turn => s.d.expire(false),
         }
-        seen = d.now();
+        s.seen = s.d.now();
+        s.d.release_time();
     }
-    d.close_all();
+    if let Some(mut s) = core.lock() {
+        s.d.close_all();
+    }
 }

@@ -2,10 +2,12 @@
 //! hands them to the one task that owns the [`Core`](crate::core::Core), and
 //! writes what comes back.
 //!
-//! Shape (measured in `research/actor-latency.md`): a reader task per
-//! connection decoding from a buffer, one core task owning all state, and a
-//! writer task per connection that drains its whole queue into one write.
-//! On tokio's current_thread runtime there are no locks on the hot path.
+//! Shape (measured in `research/actor-latency.md`, then issue 14): one task
+//! per connection that reads, decodes from a buffer, calls the core
+//! directly and writes everything the core queued for it in one write; one
+//! core task for deadlines and for what arrives from outside a connection.
+//! On tokio's current_thread runtime the core's lock is never contended,
+//! and a request costs no hand-over between tasks (`core_task.rs`).
 //!
 //! [`run`] takes a bound listener, the configuration and a shutdown future,
 //! so tests and the binary bind their own sockets. The durable store comes
@@ -106,9 +108,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// Frames queued per connection before the core starts keeping a backlog.
-const OUTBOUND_QUEUE: usize = 256;
-
 /// Messages from connection tasks to the core task.
 pub(crate) enum ToCore {
     /// A peer said a valid Hello.
@@ -116,8 +115,6 @@ pub(crate) enum ToCore {
         id: u64,
         hello: v1::Hello,
         creds: PeerCredentials,
-        outbound: mpsc::Sender<Outbound>,
-        cancel: CancellationToken,
         gate: Arc<outbound::ReadGate>,
         session: oneshot::Sender<SessionId>,
     },
@@ -187,7 +184,8 @@ pub async fn run(
     let mut dispatcher = dispatch::Dispatcher::start(config.clone(), to_core.clone())
         .map_err(std::io::Error::other)?;
     let fleet = start_fleet(&config, &mut dispatcher, &to_core, &stop)?;
-    let core_task = tokio::spawn(core_task::run(dispatcher, core_rx, stop.clone()));
+    let core = core_task::SharedCore::new(dispatcher);
+    let core_task = tokio::spawn(core_task::run(core.clone(), core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
     tokio::pin!(shutdown);
 
@@ -215,14 +213,14 @@ pub async fn run(
                 continue;
             }
         };
-        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let gate = outbound::ReadGate::new();
         let refuse = |message: String| {
             tracing::warn!(
                 uid = creds.uid,
                 pid = creds.pid,
                 "refusing a connection: {message}"
             );
-            let _ = out_tx.try_send(Outbound::frame(wire::error_reply(
+            let _ = gate.push(Outbound::frame(wire::error_reply(
                 0,
                 wire::Refusal::TooManyConnections(message),
             )));
@@ -231,23 +229,22 @@ pub async fn run(
             Ok(s) => s,
             Err(message) => {
                 refuse(message);
-                drop(out_tx);
-                connection::spawn_farewell(stream, out_rx);
+                connection::spawn_farewell(stream, gate);
                 continue;
             }
         };
         let setup = connection::ReaderSetup {
             to_core: to_core.clone(),
-            outbound: out_tx,
-            cancel: stop.child_token(),
+            core: core.clone(),
+            stop: stop.clone(),
             creds,
-            gate: outbound::ReadGate::new(),
+            gate,
             max_frame_bytes: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
             frame_timeout: config.frame_timeout,
             slot,
         };
-        connection::spawn(stream, setup, out_rx);
+        connection::spawn(stream, setup);
     }
 
     tracing::info!("shutting down: closing every connection");

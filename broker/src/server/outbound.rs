@@ -21,16 +21,17 @@
 //! requests awaiting answers (DESIGN "Flow control").
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc::error::TrySendError;
 use turnstile_proto::{encode_frame, encode_watch_event_frame, v1};
 
-use super::ToCore;
-use crate::core::{SessionId, StateEvent};
+use crate::core::StateEvent;
 
 /// What a writer sends: a whole frame, or a watch event whose body was
 /// encoded once for every watcher (without its `watch_id`, which the writer
@@ -105,23 +106,82 @@ impl Outbound {
     }
 }
 
-/// Whether a connection's reader may read its next frame. The core task
-/// closes it while the connection's backlog is over half its bound or its
-/// requests awaiting answers are at `--max-in-flight`, and opens it again
-/// when neither holds; the reader waits at the gate before each frame.
+/// What the core and a connection's task signal each other, without a
+/// channel: whether the task may read its next frame (the gate), whether
+/// frames were queued for it, and whether the core is done with it.
 ///
-/// The reader also stops after handing the core [`MAX_HANDED`] frames it
-/// has not handled yet, so that what a client can make the broker answer
-/// before the gate closes is bounded per connection.
+/// The core task closes the gate while the connection's backlog is over
+/// half its bound or its requests awaiting answers are at
+/// `--max-in-flight`, and opens it again when neither holds; the task
+/// looks at the gate before each frame. It also stops after handing the
+/// core [`MAX_HANDED`] frames it has not handled yet, so that what a client
+/// can make the broker answer before the gate closes is bounded per
+/// connection.
+///
+/// A frame queued while the task is itself inside the core (`busy`) wakes
+/// nobody: the task looks at its queue when it comes back. So a request
+/// and its answer cost the task one poll, as in a bare echo server.
 #[derive(Debug, Default)]
 pub struct ReadGate {
     closed: AtomicBool,
     handed: AtomicUsize,
-    opened: Notify,
+    queued: AtomicBool,
+    ended: AtomicBool,
+    cut: AtomicBool,
+    busy: AtomicBool,
+    task: AtomicWaker,
+    frames: Mutex<Frames>,
+}
+
+/// A connection's outbound queue: at most [`OUTBOUND_QUEUE`] frames the
+/// core handed it and its task has not yet encoded. A `VecDeque` that is
+/// empty holds no memory: an idle connection's queue costs nothing (a
+/// tokio channel's was about 1 KiB: its cache-padded state and a first
+/// block of 32 slots, issue 14).
+#[derive(Debug, Default)]
+struct Frames {
+    items: VecDeque<Outbound>,
+    /// The task is gone: nothing more is taken.
+    closed: bool,
+    /// The core waits for room (a [`ToCore::Writable`] when some is made).
+    wants_room: bool,
+}
+
+/// Frames queued per connection before the core starts keeping a backlog.
+pub const OUTBOUND_QUEUE: usize = 256;
+
+/// What [`ReadGate::drain_into`] did.
+pub struct Drained {
+    /// Frames are left in the queue (the bounds of one write were reached).
+    pub more: bool,
+    /// The core waited for room, and there is some now: tell it.
+    pub room: bool,
+}
+
+thread_local! {
+    /// How many times this thread's core woke a connection's task for
+    /// frames queued (see [`others_woken`]).
+    static WOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A count that moves whenever a call into the core queues frames for a
+/// connection other than the caller's: the caller then lets those be
+/// written before its own answer (a waiter's grant before the releaser's
+/// `Done`, as DESIGN's handoff wants).
+pub fn others_woken() -> u64 {
+    WOKEN.with(|w| w.get())
 }
 
 /// Frames a reader may hand the core before the core has handled them.
 pub const MAX_HANDED: usize = 32;
+
+/// What woke a connection's task (see [`ReadGate::poll_signal`]).
+pub enum Signal {
+    /// Frames were queued for the connection.
+    Queued,
+    /// The core is done with the connection: it closes.
+    Ended,
+}
 
 impl ReadGate {
     /// An open gate.
@@ -129,12 +189,16 @@ impl ReadGate {
         Arc::new(ReadGate::default())
     }
 
-    /// Returns once the gate is open.
-    pub async fn wait_open(&self) {
-        while self.is_closed() {
-            // `notify_one` keeps a permit when nobody waits yet, so an
-            // opening between the load and this await is not missed.
-            self.opened.notified().await;
+    /// Ready once the gate is open.
+    pub fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.is_closed() {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        if self.is_closed() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
         }
     }
 
@@ -147,20 +211,152 @@ impl ReadGate {
     pub fn taken(&self) {
         let before = self.handed.fetch_sub(1, Ordering::AcqRel);
         if before == MAX_HANDED {
-            self.opened.notify_one();
+            self.task.wake();
         }
     }
 
     fn set_closed(&self, closed: bool) {
         let was = self.closed.swap(closed, Ordering::AcqRel);
         if was && !closed {
-            self.opened.notify_one();
+            self.task.wake();
         }
     }
 
     /// Whether the gate is closed now.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.handed.load(Ordering::Acquire) >= MAX_HANDED
+    }
+
+    /// The connection's task is inside the core (`true`) or back from it:
+    /// frames queued meanwhile need not wake it.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Release);
+    }
+
+    /// A frame was queued for the connection.
+    fn queued(&self) {
+        self.queued.store(true, Ordering::Release);
+        if !self.busy.load(Ordering::Acquire) {
+            self.task.wake();
+            WOKEN.with(|w| w.set(w.get().wrapping_add(1)));
+        }
+    }
+
+    /// Whether frames were queued since the last call.
+    pub fn take_queued(&self) -> bool {
+        self.queued.swap(false, Ordering::AcqRel)
+    }
+
+    /// The core is done with the connection.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// The core closes the connection (cut off, or the broker stops): what
+    /// is queued is written briefly, not waited for.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.end();
+    }
+
+    /// Ready once the core has closed the connection (see [`ReadGate::cut`]).
+    pub fn poll_cut(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_cut() {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        if self.is_cut() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether the core closed the connection (see [`ReadGate::cut`]).
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    fn frames(&self) -> std::sync::MutexGuard<'_, Frames> {
+        // Nothing panics while holding it; a poisoned queue is still whole.
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame for the connection's task.
+    pub fn push(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
+        {
+            let mut frames = self.frames();
+            if frames.closed {
+                return Err(TrySendError::Closed(item));
+            }
+            if frames.items.len() >= OUTBOUND_QUEUE {
+                return Err(TrySendError::Full(item));
+            }
+            frames.items.push_back(item);
+        }
+        self.queued();
+        Ok(())
+    }
+
+    /// Encodes queued frames onto `dst`, up to `max_bytes` in `dst` or
+    /// `max_frames` frames.
+    pub fn drain_into(&self, dst: &mut BytesMut, max_bytes: usize, max_frames: usize) -> Drained {
+        let mut frames = self.frames();
+        let mut taken = 0;
+        while dst.len() < max_bytes && taken < max_frames {
+            let Some(item) = frames.items.pop_front() else {
+                break;
+            };
+            item.encode(dst);
+            taken += 1;
+        }
+        if frames.items.is_empty() && frames.items.capacity() > 16 {
+            // Do not keep a burst's room while idle.
+            frames.items = VecDeque::new();
+        }
+        let room = taken > 0 && frames.wants_room;
+        if room {
+            frames.wants_room = false;
+        }
+        Drained {
+            more: !frames.items.is_empty(),
+            room,
+        }
+    }
+
+    /// The core waits for room in the queue.
+    fn want_room(&self) {
+        self.frames().wants_room = true;
+    }
+
+    /// The task stops taking frames: what is left is returned, and later
+    /// pushes are refused as closed.
+    pub fn close_queue(&self) -> VecDeque<Outbound> {
+        let mut frames = self.frames();
+        frames.closed = true;
+        std::mem::take(&mut frames.items)
+    }
+
+    /// Whether the core is done with the connection.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Ready when the core ended the connection or queued frames for it.
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
+        for registered in [false, true] {
+            if self.ended.load(Ordering::Acquire) {
+                return Poll::Ready(Signal::Ended);
+            }
+            if self.queued.load(Ordering::Acquire) {
+                return Poll::Ready(Signal::Queued);
+            }
+            if !registered {
+                self.task.register(cx.waker());
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -177,9 +373,6 @@ struct Coalesced {
 
 /// The core task's handle on one connection.
 pub(super) struct Conn {
-    pub session: SessionId,
-    pub tx: mpsc::Sender<Outbound>,
-    pub cancel: CancellationToken,
     pub uid: u32,
     pub pid: u32,
     /// Who the kernel says is calling, for the policy.
@@ -206,20 +399,22 @@ pub(super) struct Conn {
 /// The connection is not reading and its backlog is over the limit.
 pub(super) struct Overflow;
 
+impl Drop for Conn {
+    /// The core forgot the connection (its goodbye, or it was cut off):
+    /// its task ends too.
+    fn drop(&mut self) {
+        self.gate.end();
+    }
+}
+
 impl Conn {
     pub fn new(
-        session: SessionId,
-        tx: mpsc::Sender<Outbound>,
-        cancel: CancellationToken,
         subject: crate::policy::Subject,
         pid: u32,
         gate: Arc<ReadGate>,
         limit: usize,
     ) -> Conn {
         Conn {
-            session,
-            tx,
-            cancel,
             uid: subject.uid,
             subject,
             pid,
@@ -233,6 +428,17 @@ impl Conn {
             coalesced: VecDeque::new(),
             waker_armed: false,
         }
+    }
+
+    /// Puts a frame in the connection's queue, and tells its task.
+    fn push(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
+        self.gate.push(item)
+    }
+
+    /// Ends the connection: its task stops reading, writes what is queued
+    /// if it can at once, and closes it.
+    pub fn close(&self) {
+        self.gate.cut();
     }
 
     fn lagging(&self) -> bool {
@@ -263,24 +469,19 @@ impl Conn {
     /// to the connection's own request (`answer`) never cuts it off: its
     /// reader is paused instead, which bounds them; anything else past the
     /// whole bound does (the client has stopped reading).
-    pub fn send(
-        &mut self,
-        item: Outbound,
-        answer: bool,
-        to_core: &mpsc::Sender<ToCore>,
-    ) -> Result<(), Overflow> {
+    pub fn send(&mut self, item: Outbound, answer: bool) -> Result<(), Overflow> {
         if !self.lagging() {
-            match self.tx.try_send(item) {
+            match self.push(item) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(item)) => {
+                Err(TrySendError::Closed(_)) => return Ok(()),
+                Err(TrySendError::Full(item)) => {
                     self.push_backlog(item);
                 }
             }
         } else {
             self.push_backlog(item);
         }
-        self.arm_waker(to_core);
+        self.arm_waker();
         if !answer && self.backlog_bytes > self.limit {
             return Err(Overflow);
         }
@@ -304,16 +505,15 @@ impl Conn {
         watch_id: u64,
         event: &Arc<StateEvent>,
         encode: impl FnOnce() -> Bytes,
-        to_core: &mpsc::Sender<ToCore>,
     ) -> Result<(), Overflow> {
         if !self.lagging() {
             let item = Outbound::WatchEvent(Box::new(WatchCopy {
                 watch_id,
                 body: encode(),
             }));
-            match self.tx.try_send(item) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {}
+            match self.push(item) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return Ok(()),
+                Err(TrySendError::Full(_)) => {}
             }
         }
         let resource = event.state.resource.clone();
@@ -334,27 +534,23 @@ impl Conn {
                 });
             }
         }
-        self.arm_waker(to_core);
+        self.arm_waker();
         Ok(())
     }
 
     /// Moves what waited into the queue while it has room: the backlog
     /// first (in order), then the coalesced watch events.
-    pub fn flush(
-        &mut self,
-        encode_coalesced: impl Fn(&StateEvent) -> Bytes,
-        to_core: &mpsc::Sender<ToCore>,
-    ) {
+    pub fn flush(&mut self, encode_coalesced: impl Fn(&StateEvent) -> Bytes) {
         self.waker_armed = false;
         while let Some(item) = self.backlog.pop_front() {
             let cost = item.cost();
-            match self.tx.try_send(item) {
+            match self.push(item) {
                 Ok(()) => self.backlog_bytes -= cost,
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(item)) => {
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(item)) => {
                     self.backlog.push_front(item);
                     self.refresh_gate();
-                    self.arm_waker(to_core);
+                    self.arm_waker();
                     return;
                 }
             }
@@ -365,39 +561,26 @@ impl Conn {
                 watch_id: c.watch_id,
                 body: encode_coalesced(&c.event),
             }));
-            match self.tx.try_send(item) {
+            match self.push(item) {
                 Ok(()) => {
                     self.coalesced.pop_front();
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.arm_waker(to_core);
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(_)) => {
+                    self.arm_waker();
                     return;
                 }
             }
         }
     }
 
-    /// Asks to be told (with [`ToCore::Writable`]) when the queue has room.
-    fn arm_waker(&mut self, to_core: &mpsc::Sender<ToCore>) {
+    /// Asks to be told (with [`ToCore::Writable`]) when the queue has room:
+    /// the connection's task says so when it takes frames from it.
+    fn arm_waker(&mut self) {
         if self.waker_armed {
             return;
         }
         self.waker_armed = true;
-        let tx = self.tx.clone();
-        let to_core = to_core.clone();
-        let session = self.session;
-        let cancel = self.cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                permit = tx.reserve() => {
-                    if let Ok(p) = permit {
-                        drop(p);
-                        let _ = to_core.send(ToCore::Writable { session }).await;
-                    }
-                }
-            }
-        });
+        self.gate.want_room();
     }
 }

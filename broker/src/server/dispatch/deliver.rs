@@ -86,16 +86,11 @@ impl Dispatcher {
                         _ => encode_event(&event, false, &clock, now),
                     };
                     let mut produced = None;
-                    let sent = conn.send_watch(
-                        watch.0,
-                        &event,
-                        || {
-                            let b = body();
-                            produced = Some(b.clone());
-                            b
-                        },
-                        &self.to_core,
-                    );
+                    let sent = conn.send_watch(watch.0, &event, || {
+                        let b = body();
+                        produced = Some(b.clone());
+                        b
+                    });
                     if let Some(b) = produced {
                         encoded = Some((event.clone(), b));
                     }
@@ -107,7 +102,7 @@ impl Dispatcher {
                             "closing a watcher that stopped reading: it is owed the state of more than {} resources",
                             MAX_COALESCED
                         );
-                        conn.cancel.cancel();
+                        conn.close();
                         self.goodbye(session, "watcher too far behind");
                     }
                 }

@@ -2,8 +2,7 @@
 //! the version; here the session is opened and the peer learns what the
 //! broker saw of it (uid and pid from the kernel, not from the client).
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 use turnstile_proto::v1;
 
 use super::Dispatcher;
@@ -19,8 +18,6 @@ pub(super) fn handle(
     id: u64,
     hello: v1::Hello,
     creds: PeerCredentials,
-    outbound: mpsc::Sender<Outbound>,
-    cancel: CancellationToken,
     gate: std::sync::Arc<ReadGate>,
     session_tx: oneshot::Sender<SessionId>,
 ) {
@@ -36,9 +33,6 @@ pub(super) fn handle(
     d.conns.insert(
         session,
         Box::new(Conn::new(
-            session,
-            outbound,
-            cancel,
             crate::policy::Subject::from(&creds),
             creds.pid,
             gate,

@@ -48,7 +48,7 @@ mod status;
 mod unwatch;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tokio::sync::mpsc;
 use turnstile_proto::v1::{self, client_frame::Body};
@@ -57,7 +57,7 @@ use super::clock::Clock;
 use super::outbound::Conn;
 use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
-use crate::core::{Change, Core, Millis, SessionId};
+use crate::core::{Change, Core, Map, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
 use deliver::{concerns, encode_event};
 use log_limit::LogLimit;
@@ -70,7 +70,7 @@ type Answer = Result<(v1::reply::Result, Vec<Change>), v1::Error>;
 pub(super) struct Dispatcher {
     core: Core,
     /// Boxed: the table is sized for its peak, so its slots stay small.
-    conns: HashMap<SessionId, Box<Conn>>,
+    conns: Map<SessionId, Box<Conn>>,
     clock: Clock,
     config: ServerConfig,
     to_core: mpsc::Sender<ToCore>,
@@ -79,7 +79,7 @@ pub(super) struct Dispatcher {
     /// Request ids of each connection's publishes not yet answered: a
     /// second publish with one of them is refused, or its answer could not
     /// be told apart.
-    publishing: HashMap<SessionId, HashSet<u64>>,
+    publishing: Map<SessionId, HashSet<u64, foldhash::fast::RandomState>>,
     /// Policy denials are logged at a bounded rate.
     denials: LogLimit,
     /// So are publishes and acks the store refused.
@@ -107,12 +107,12 @@ impl Dispatcher {
         let (core, reservation) = Core::new(config.core.clone(), loaded.counters);
         let mut d = Dispatcher {
             core,
-            conns: HashMap::new(),
+            conns: Map::default(),
             clock: Clock::start(),
             store: config.storage.as_ref().map(super::Storage::writer),
             config,
             to_core,
-            publishing: HashMap::new(),
+            publishing: Map::default(),
             denials: LogLimit::default(),
             store_refusals: LogLimit::default(),
             history: Vec::new(),
@@ -135,6 +135,17 @@ impl Dispatcher {
     /// The core's time now.
     pub(super) fn now(&self) -> Millis {
         self.clock.now()
+    }
+
+    /// Holds the core's time for one entry into the core (see
+    /// [`Clock::hold`]); [`Dispatcher::release_time`] ends it.
+    pub(super) fn hold_time(&mut self) {
+        self.clock.hold();
+    }
+
+    /// Lets the core's time run again.
+    pub(super) fn release_time(&mut self) {
+        self.clock.release();
     }
 
     /// The broker did not run for `stopped` (the process was stopped, or
@@ -168,7 +179,7 @@ impl Dispatcher {
     pub(super) fn close_all(&mut self) {
         self.send_history(true);
         for conn in self.conns.values() {
-            conn.cancel.cancel();
+            conn.close();
         }
     }
 
@@ -208,11 +219,9 @@ impl Dispatcher {
                 id,
                 hello,
                 creds,
-                outbound,
-                cancel,
                 gate,
                 session,
-            } => hello::handle(self, id, hello, creds, outbound, cancel, gate, session),
+            } => hello::handle(self, id, hello, creds, gate, session),
             ToCore::Request { session, frame } => self.admit(session, frame),
             ToCore::Fatal { session, refusal } => {
                 self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
@@ -238,7 +247,7 @@ impl Dispatcher {
             ToCore::Writable { session } => {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
-                    conn.flush(|e| encode_event(e, true, &clock, now), &self.to_core);
+                    conn.flush(|e| encode_event(e, true, &clock, now));
                 }
             }
             ToCore::HistoryRead {
@@ -418,7 +427,7 @@ impl Dispatcher {
         let Some(conn) = self.conns.get_mut(&session) else {
             return;
         };
-        if conn.send(item, answer, &self.to_core).is_err() {
+        if conn.send(item, answer).is_err() {
             self.cut_off(session);
         }
     }
@@ -436,7 +445,7 @@ impl Dispatcher {
             pid = conn.pid,
             "closing a connection that does not read: more than {limit} bytes queued (--max-outbound-bytes)"
         );
-        conn.cancel.cancel();
+        conn.close();
         self.goodbye(session, "outbound limit exceeded");
     }
 }
