@@ -1,9 +1,11 @@
-//! What the core task sends each connection ([`Outbound`]), what it knows
-//! of each connection's outbound side ([`Conn`]), and the rule that the
-//! core never waits for a client.
+//! What the core sends each connection ([`Outbound`]), what it knows of
+//! each connection's outbound side ([`Conn`]), what the core and the
+//! connection's task signal each other ([`ReadGate`]: the read gate, the
+//! outbound queue, "frames queued", "closed"), and the rule that the core
+//! never waits for a client.
 //!
-//! Frames go into the connection's bounded queue with `try_send`. When the
-//! queue is full, replies and lease updates wait in a backlog (bounded in
+//! Frames go into the connection's bounded queue ([`ReadGate::push`],
+//! at most [`OUTBOUND_QUEUE`]). When the queue is full, replies and lease updates wait in a backlog (bounded in
 //! bytes: past `max_outbound_bytes` the client is cut off, it is not
 //! reading) while watch events are **coalesced**: only the newest state per
 //! watch and resource is kept, and it is sent marked `coalesced` when the
