@@ -622,6 +622,8 @@ fn remote_view(name: &str, rev: i64, r: &QueueRecord, index: usize, admitted: us
         permits: r.permits,
         detached: false,
         stalled: false,
+        // Another host's wait is not this broker's to estimate.
+        estimated_wait_ms: None,
     }
 }
 
