@@ -291,16 +291,7 @@ mod tests {
             truncated: true,
         };
         let text = history_text("pcm", &h, true);
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/snapshots/turnstile-history.txt");
-        if std::env::var_os("TURNSTILE_UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(&path, &text).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(
-            text, expected,
-            "set TURNSTILE_UPDATE_SNAPSHOTS=1 if intended"
-        );
+        crate::snapshot::check("turnstile-history.txt", &text);
         let (waits, holds) = spreads(&h);
         assert_eq!(waits.unwrap().max, 1_200_000);
         assert_eq!(holds.unwrap().p50, 60_500);

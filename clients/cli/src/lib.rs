@@ -23,6 +23,8 @@ mod locate;
 mod ping;
 mod queue;
 mod run;
+#[cfg(test)]
+mod snapshot;
 mod status;
 mod top;
 mod view;

@@ -322,16 +322,7 @@ mod tests {
             now - 3_000,
         );
         let text = screen(&model, now);
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/snapshots/turnstile-top.txt");
-        if std::env::var_os("TURNSTILE_UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(&path, &text).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(
-            text, expected,
-            "set TURNSTILE_UPDATE_SNAPSHOTS=1 if intended"
-        );
+        crate::snapshot::check("turnstile-top.txt", &text);
     }
 
     #[test]

@@ -96,7 +96,7 @@ ERROR_CODE_PROTOCOL_VIOLATION: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 
 class ClientFrame(_message.Message):
-    __slots__ = ("id", "hello", "ping", "get_status", "acquire", "keep_alive", "release", "cancel", "report_progress", "watch", "unwatch", "publish", "consume", "ack", "nack", "reattach", "request_yield", "decline_yield", "get_history")
+    __slots__ = ("id", "hello", "ping", "get_status", "acquire", "keep_alive", "release", "cancel", "report_progress", "watch", "unwatch", "publish", "consume", "ack", "nack", "reattach", "request_yield", "decline_yield", "get_history", "cancel_consume", "peek_queue", "purge_queue", "requeue_dead")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,10 @@ class ClientFrame(_message.Message):
     REQUEST_YIELD_FIELD_NUMBER: _ClassVar[int]
     DECLINE_YIELD_FIELD_NUMBER: _ClassVar[int]
     GET_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_CONSUME_FIELD_NUMBER: _ClassVar[int]
+    PEEK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PURGE_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    REQUEUE_DEAD_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     ping: Ping
@@ -135,7 +139,11 @@ class ClientFrame(_message.Message):
     request_yield: RequestYield
     decline_yield: DeclineYield
     get_history: GetHistory
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., get_status: _Optional[_Union[GetStatus, _Mapping]] = ..., acquire: _Optional[_Union[Acquire, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., report_progress: _Optional[_Union[ReportProgress, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., unwatch: _Optional[_Union[Unwatch, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., consume: _Optional[_Union[Consume, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., reattach: _Optional[_Union[Reattach, _Mapping]] = ..., request_yield: _Optional[_Union[RequestYield, _Mapping]] = ..., decline_yield: _Optional[_Union[DeclineYield, _Mapping]] = ..., get_history: _Optional[_Union[GetHistory, _Mapping]] = ...) -> None: ...
+    cancel_consume: CancelConsume
+    peek_queue: PeekQueue
+    purge_queue: PurgeQueue
+    requeue_dead: RequeueDead
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., get_status: _Optional[_Union[GetStatus, _Mapping]] = ..., acquire: _Optional[_Union[Acquire, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., report_progress: _Optional[_Union[ReportProgress, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., unwatch: _Optional[_Union[Unwatch, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., consume: _Optional[_Union[Consume, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., reattach: _Optional[_Union[Reattach, _Mapping]] = ..., request_yield: _Optional[_Union[RequestYield, _Mapping]] = ..., decline_yield: _Optional[_Union[DeclineYield, _Mapping]] = ..., get_history: _Optional[_Union[GetHistory, _Mapping]] = ..., cancel_consume: _Optional[_Union[CancelConsume, _Mapping]] = ..., peek_queue: _Optional[_Union[PeekQueue, _Mapping]] = ..., purge_queue: _Optional[_Union[PurgeQueue, _Mapping]] = ..., requeue_dead: _Optional[_Union[RequeueDead, _Mapping]] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
     __slots__ = ("reply", "lease_update", "watch_event", "delivery")
@@ -150,7 +158,7 @@ class ServerFrame(_message.Message):
     def __init__(self, reply: _Optional[_Union[Reply, _Mapping]] = ..., lease_update: _Optional[_Union[LeaseUpdate, _Mapping]] = ..., watch_event: _Optional[_Union[WatchEvent, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("id", "error", "hello", "pong", "status", "acquire", "keep_alive", "done", "watch", "publish", "consume", "history")
+    __slots__ = ("id", "error", "hello", "pong", "status", "acquire", "keep_alive", "done", "watch", "publish", "consume", "history", "queue_peek", "queue_count")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +171,8 @@ class Reply(_message.Message):
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     CONSUME_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_PEEK_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     hello: HelloReply
@@ -175,7 +185,9 @@ class Reply(_message.Message):
     publish: Published
     consume: ConsumeStarted
     history: History
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., acquire: _Optional[_Union[AcquireReply, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAliveReply, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., watch: _Optional[_Union[WatchStarted, _Mapping]] = ..., publish: _Optional[_Union[Published, _Mapping]] = ..., consume: _Optional[_Union[ConsumeStarted, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ...) -> None: ...
+    queue_peek: QueuePeek
+    queue_count: QueueCount
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., acquire: _Optional[_Union[AcquireReply, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAliveReply, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., watch: _Optional[_Union[WatchStarted, _Mapping]] = ..., publish: _Optional[_Union[Published, _Mapping]] = ..., consume: _Optional[_Union[ConsumeStarted, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., queue_peek: _Optional[_Union[QueuePeek, _Mapping]] = ..., queue_count: _Optional[_Union[QueueCount, _Mapping]] = ...) -> None: ...
 
 class Done(_message.Message):
     __slots__ = ()
@@ -418,7 +430,7 @@ class Progress(_message.Message):
     def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("lease_id", "resource", "mode", "purpose", "holder", "fencing_token", "progress", "granted_at_ms", "expires_in_ms", "position", "queued_at_ms", "permits", "detached", "stalled")
+    __slots__ = ("lease_id", "resource", "mode", "purpose", "holder", "fencing_token", "progress", "granted_at_ms", "expires_in_ms", "position", "queued_at_ms", "permits", "detached", "stalled", "estimated_wait_ms")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -433,6 +445,7 @@ class Lease(_message.Message):
     PERMITS_FIELD_NUMBER: _ClassVar[int]
     DETACHED_FIELD_NUMBER: _ClassVar[int]
     STALLED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     resource: str
     mode: Mode
@@ -447,7 +460,8 @@ class Lease(_message.Message):
     permits: int
     detached: bool
     stalled: bool
-    def __init__(self, lease_id: _Optional[int] = ..., resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., purpose: _Optional[str] = ..., holder: _Optional[_Union[Peer, _Mapping]] = ..., fencing_token: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., granted_at_ms: _Optional[int] = ..., expires_in_ms: _Optional[int] = ..., position: _Optional[int] = ..., queued_at_ms: _Optional[int] = ..., permits: _Optional[int] = ..., detached: bool = ..., stalled: bool = ...) -> None: ...
+    estimated_wait_ms: int
+    def __init__(self, lease_id: _Optional[int] = ..., resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., purpose: _Optional[str] = ..., holder: _Optional[_Union[Peer, _Mapping]] = ..., fencing_token: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., granted_at_ms: _Optional[int] = ..., expires_in_ms: _Optional[int] = ..., position: _Optional[int] = ..., queued_at_ms: _Optional[int] = ..., permits: _Optional[int] = ..., detached: bool = ..., stalled: bool = ..., estimated_wait_ms: _Optional[int] = ...) -> None: ...
 
 class ResourceState(_message.Message):
     __slots__ = ("resource", "revision", "holders", "waiters", "capacity", "permits_held")
@@ -628,6 +642,46 @@ class Nack(_message.Message):
     delivery_id: int
     requeue: bool
     def __init__(self, delivery_id: _Optional[int] = ..., requeue: bool = ...) -> None: ...
+
+class CancelConsume(_message.Message):
+    __slots__ = ("consumer_id",)
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    consumer_id: int
+    def __init__(self, consumer_id: _Optional[int] = ...) -> None: ...
+
+class PeekQueue(_message.Message):
+    __slots__ = ("queue", "limit")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    limit: int
+    def __init__(self, queue: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class QueuePeek(_message.Message):
+    __slots__ = ("messages", "truncated")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Delivery]
+    truncated: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., truncated: bool = ...) -> None: ...
+
+class PurgeQueue(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class RequeueDead(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class QueueCount(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class QueueInfo(_message.Message):
     __slots__ = ("queue", "ready", "unacked", "consumers")
