@@ -69,6 +69,11 @@ type Answer = Result<(v1::reply::Result, Vec<Change>), v1::Error>;
 /// The state the core task owns besides the core itself.
 pub(super) struct Dispatcher {
     core: Core,
+    /// The broker is stopping ([`Dispatcher::close_all`]): nothing more is
+    /// served, and above all nothing is granted to a waiter whose
+    /// connection is closing too (as connections end, their goodbyes would
+    /// otherwise hand their leases on).
+    stopping: bool,
     /// Boxed: the table is sized for its peak, so its slots stay small.
     conns: Map<SessionId, Box<Conn>>,
     clock: Clock,
@@ -118,6 +123,7 @@ impl Dispatcher {
             history: Vec::new(),
             history_sent_at: 0,
             fleet: None,
+            stopping: false,
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
@@ -177,6 +183,7 @@ impl Dispatcher {
     /// Ends every connection (the broker is stopping), after handing the
     /// history still held to the store.
     pub(super) fn close_all(&mut self) {
+        self.stopping = true;
         self.send_history(true);
         for conn in self.conns.values() {
             conn.close();
@@ -214,6 +221,9 @@ impl Dispatcher {
     }
 
     pub(super) fn handle(&mut self, msg: ToCore) {
+        if self.stopping {
+            return;
+        }
         match msg {
             ToCore::Hello {
                 id,
