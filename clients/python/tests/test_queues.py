@@ -103,3 +103,34 @@ async def _aio_queues(b: Broker) -> None:
 
 def test_aio_publish_consume_and_restart(broker: Broker) -> None:
     asyncio.run(_aio_queues(broker))
+
+
+def test_peek_purge_and_requeue_dead(broker: Broker) -> None:
+    with broker.connect("admin") as c:
+        for body in (b"a", b"b", b"c"):
+            c.publish("jobs", body, headers={"n": body.decode()})
+        peek = c.peek("jobs", limit=2)
+        assert [(m.seq, m.payload, m.headers, m.attempt) for m in peek] == [
+            (1, b"a", {"n": "a"}, 0),
+            (2, b"b", {"n": "b"}, 0),
+        ]
+        assert peek.truncated and len(peek) == 2
+        assert [m.seq for m in c.peek("jobs")] == [1, 2, 3]  # nothing was taken
+        assert c.requeue_dead("jobs") == 0
+        assert c.purge("jobs") == 3
+        assert len(c.peek("jobs")) == 0
+        assert all(q.ready == 0 for q in c.status().queues)
+
+
+def test_aio_peek_purge_and_requeue_dead(broker: Broker) -> None:
+    async def main() -> None:
+        async with turnstile.aio.connect(broker.socket, name="admin") as c:
+            await c.publish("jobs", b"a")
+            await c.publish("jobs", b"b")
+            peek = await c.peek("jobs")
+            assert [m.payload for m in peek] == [b"a", b"b"] and not peek.truncated
+            assert await c.requeue_dead("jobs") == 0
+            assert await c.purge("jobs") == 2
+            assert len(await c.peek("jobs")) == 0
+
+    asyncio.run(main())

@@ -23,7 +23,7 @@ from . import aio
 from ._errors import ConnectionLost, NotFound, TimedOut
 from ._connection import Connection
 from ._lease_options import history_message, request_yield_message
-from ._types import History, HelloInfo, Queued, ResumeToken, Status, WatchEvent, YieldRequested
+from ._types import History, HelloInfo, Queued, QueuePeek, ResumeToken, Status, WatchEvent, YieldRequested
 from .v1 import turnstile_pb2 as pb
 
 __all__ = ["connect", "Client", "Lease", "Watch", "Consumer", "Delivery"]
@@ -216,6 +216,27 @@ class Client:
         body = history_message(resource, since=since, limit=limit)
         reply = self._runner.call(self._inner._conn, "get_history", body, timeout)
         return History.from_pb(aio.expect(reply, "history"))
+
+    def peek(self, queue: str, *, limit: int = 0, timeout: Optional[float] = None) -> QueuePeek:
+        """The next ready messages of ``queue``, next to be delivered first,
+        without taking them (at most ``limit``; 0: as many as fit in one
+        frame). Policy verb ``consume``."""
+        body = pb.PeekQueue(queue=queue, limit=limit)
+        reply = self._runner.call(self._inner._conn, "peek_queue", body, timeout)
+        return QueuePeek.from_pb(aio.expect(reply, "queue_peek"))
+
+    def purge(self, queue: str, *, timeout: Optional[float] = None) -> int:
+        """Drops every ready message of ``queue`` (delivered, unacknowledged
+        ones stay with their consumers); answers how many. Policy verb
+        ``queue-admin``."""
+        reply = self._runner.call(self._inner._conn, "purge_queue", pb.PurgeQueue(queue=queue), timeout)
+        return int(aio.expect(reply, "queue_count").count)
+
+    def requeue_dead(self, queue: str, *, timeout: Optional[float] = None) -> int:
+        """Moves the dead letters of ``queue`` (``QUEUE.dead``) back to its
+        end, attempts reset; answers how many. Policy verb ``queue-admin``."""
+        reply = self._runner.call(self._inner._conn, "requeue_dead", pb.RequeueDead(queue=queue), timeout)
+        return int(aio.expect(reply, "queue_count").count)
 
     def acquire(
         self,

@@ -419,6 +419,49 @@ class History:
         return len(self.entries)
 
 
+@dataclass(frozen=True)
+class PeekedMessage:
+    """A ready message of a queue as ``peek()`` shows it: nothing is taken,
+    no delivery attempt is used."""
+
+    #: The queue it is in.
+    queue: str
+    #: Its sequence number in the queue (what ``publish`` answered).
+    seq: int
+    #: The message body, as published.
+    payload: bytes
+    #: The publisher's headers.
+    headers: Dict[str, str]
+    #: Deliveries made so far (0: never delivered).
+    attempt: int
+
+    @classmethod
+    def from_pb(cls, m: pb.Delivery) -> "PeekedMessage":
+        """Built from a wire ``Delivery`` of a ``QueuePeek``."""
+        return cls(m.queue, m.seq, bytes(m.payload), headers_dict(m.headers), m.attempt)
+
+
+@dataclass(frozen=True)
+class QueuePeek:
+    """Answer to ``peek()``: the next ready messages of a queue, next to be
+    delivered first; iterate it for the :class:`PeekedMessage` items.
+    ``truncated`` when more ready messages follow (``limit``, or the frame size)."""
+
+    messages: Tuple[PeekedMessage, ...]
+    truncated: bool = False
+
+    @classmethod
+    def from_pb(cls, m: pb.QueuePeek) -> "QueuePeek":
+        """Built from the wire ``QueuePeek``."""
+        return cls(tuple(PeekedMessage.from_pb(d) for d in m.messages), m.truncated)
+
+    def __iter__(self) -> Iterator[PeekedMessage]:
+        return iter(self.messages)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
 def headers_dict(m: Any) -> Dict[str, str]:
     """A protobuf ``map<string, string>`` as a plain dict."""
     return {str(k): str(v) for k, v in m.items()}

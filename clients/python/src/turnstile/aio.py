@@ -46,6 +46,7 @@ from ._errors import ConnectionLost, Error, LeaseLost, NotFound, ProtocolViolati
 from ._lease_options import acquire_message, history_message, request_yield_message
 from ._types import (
     History,
+    QueuePeek,
     HelloInfo,
     Queued,
     ResourceState,
@@ -197,6 +198,27 @@ class Client:
         body = history_message(resource, since=since, limit=limit)
         reply, _ = await self._conn.request("get_history", body, timeout)
         return History.from_pb(expect(reply, "history"))
+
+    async def peek(self, queue: str, *, limit: int = 0, timeout: Optional[float] = None) -> QueuePeek:
+        """The next ready messages of ``queue``, next to be delivered first,
+        without taking them (at most ``limit``; 0: as many as fit in one
+        frame). Policy verb ``consume``."""
+        body = pb.PeekQueue(queue=queue, limit=limit)
+        reply, _ = await self._conn.request("peek_queue", body, timeout)
+        return QueuePeek.from_pb(expect(reply, "queue_peek"))
+
+    async def purge(self, queue: str, *, timeout: Optional[float] = None) -> int:
+        """Drops every ready message of ``queue`` (delivered, unacknowledged
+        ones stay with their consumers); answers how many. Policy verb
+        ``queue-admin``."""
+        reply, _ = await self._conn.request("purge_queue", pb.PurgeQueue(queue=queue), timeout)
+        return int(expect(reply, "queue_count").count)
+
+    async def requeue_dead(self, queue: str, *, timeout: Optional[float] = None) -> int:
+        """Moves the dead letters of ``queue`` (``QUEUE.dead``) back to its
+        end, attempts reset; answers how many. Policy verb ``queue-admin``."""
+        reply, _ = await self._conn.request("requeue_dead", pb.RequeueDead(queue=queue), timeout)
+        return int(expect(reply, "queue_count").count)
 
     def acquire(
         self,
