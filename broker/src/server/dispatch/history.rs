@@ -35,12 +35,15 @@ use crate::store::{HistoryLine, HistoryQuery, Recorded, StoreError};
 const SEND_EVERY_MS: u64 = 1000;
 
 /// Lines handed to the store at once when this many have gathered (a
-/// flood of lease ends: 4 MiB of them, 256 B each, wait here at most).
-/// A transaction writes a batch per resource it touches, so in a flood
-/// over many resources its cost goes with how many lines each batch
-/// gets: with 1 024 resources busy, the store's thread took ~30 % of the
-/// core's CPU at 4 096 lines a hand-over and ~14 % at 16 384.
-const SEND_BATCH: usize = 16384;
+/// flood of lease ends: 16 MiB of them, 256 B each, wait here at most;
+/// the time bound above still holds). A transaction writes a batch per
+/// resource it touches, so in a flood over many resources its cost goes
+/// with how many lines each batch gets: with 1 024 resources busy, the
+/// store's thread took ~30 % of the core's CPU at 4 096 lines a
+/// hand-over and ~14 % at 16 384; at 65 536 the broker's CPU per lease
+/// operation fell from 4.39 / 5.03 µs to 3.23 / 3.91 µs (co-located /
+/// cross-CPU; 2.77 / 1.99 µs without recording).
+const SEND_BATCH: usize = 65536;
 
 /// Room kept in a `History` frame for everything but the entries.
 const FRAME_MARGIN: usize = 256;
