@@ -163,3 +163,83 @@ fn sleep_role() {
         std::thread::sleep(Duration::from_secs(30));
     }
 }
+
+/// Many tasks calling on one connection (in turn, each reads the socket
+/// for its reply while no other does) each get their own answers, and a
+/// watch on the same connection gets its events meanwhile.
+async fn many_tasks_on_one_connection(broker: &Broker) {
+    let c = broker.client("many").await;
+    let mut watch = c.watch(&[], 0).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40u32 {
+                let payload = format!("{t}-{i}").into_bytes();
+                assert_eq!(c.ping(payload.clone()).await.unwrap(), &payload[..]);
+                if i % 10 == 0 {
+                    let lease = c.acquire(&format!("many/{t}")).wait().await.unwrap();
+                    lease.release().await.unwrap();
+                }
+            }
+        }));
+    }
+    // Several calls of one task at once: whoever reads wakes the others.
+    let pings = (0..20u32).map(|i| {
+        let c = c.clone();
+        async move { (i, c.ping(i.to_string().into_bytes()).await.unwrap()) }
+    });
+    for (i, pong) in futures::future::join_all(pings).await {
+        assert_eq!(pong, i.to_string().as_bytes());
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut released = std::collections::BTreeSet::new();
+    while released.len() < 16 {
+        let event = tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("the watch's events")
+            .expect("the connection stays up");
+        if event.kind == EventKind::Released as i32 {
+            released.insert(event.state.unwrap().resource);
+        }
+    }
+}
+
+#[tokio::test]
+async fn many_tasks_share_one_connection_on_a_current_thread_runtime() {
+    let broker = spawn_broker();
+    many_tasks_on_one_connection(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_share_one_connection_on_a_multi_thread_runtime() {
+    let broker = spawn_broker();
+    many_tasks_on_one_connection(&broker).await;
+}
+
+/// A call dropped while it waits for its reply (reading the socket for it)
+/// hands the reading back: pushes still arrive while nobody calls, and the
+/// connection still answers.
+#[tokio::test]
+async fn a_call_dropped_while_it_waits_leaves_pushes_flowing() {
+    let broker = spawn_broker();
+    let agent = broker.client("agent").await;
+    let mut watch = agent.watch(&["pcm".into()], 0).await.unwrap();
+    {
+        let ping = agent.ping(&b"dropped"[..]);
+        futures::pin_mut!(ping);
+        // Sent, and (unless the broker was quicker) reading for its reply.
+        let _ = futures::poll!(ping.as_mut());
+    }
+    let service = broker.client("service").await;
+    let lease = service.acquire("pcm").wait().await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("the Granted event arrives while nobody calls")
+        .unwrap();
+    assert_eq!(event.kind, EventKind::Granted as i32);
+    assert_eq!(agent.ping(&b"after"[..]).await.unwrap(), &b"after"[..]);
+    lease.release().await.unwrap();
+}

@@ -1,23 +1,58 @@
-//! The connection driver: one task owns the socket, writes requests (all
-//! that are queued in one write), matches replies to requests by id, and
-//! routes pushed frames (lease updates, watch events, deliveries) to whoever
-//! opened them.
+//! The connection: its socket, the requests waiting for their replies and
+//! the routes of pushed frames (lease updates, watch events, deliveries),
+//! behind one lock. It does not build requests or read their results (the
+//! `Client` methods do).
 //!
-//! A route is opened by the driver itself when it sees the reply that
-//! creates it (an `AcquireReply`, a `WatchStarted`, a `ConsumeStarted`), so
-//! a push that follows its reply immediately can never be lost.
+//! **No hand-over on the request/reply path.** A caller encodes its frame
+//! and writes it to the socket itself; then, while no other caller is
+//! reading, it reads the socket itself until its own reply comes (routing
+//! whatever else it reads on the way), so a lone caller is woken by the
+//! socket directly and by nothing else. When it has its reply it hands the
+//! reading back to the driver task by polling the socket once more with
+//! the driver's waker (no task is woken for that: the socket wakes the
+//! driver when the next frame comes). Callers that wait while another
+//! reads get their replies from whoever reads, who wakes them.
+//!
+//! **The driver task** reads whenever no caller does, so pushed frames are
+//! routed while nobody calls; it writes what a full socket did not take
+//! (a caller never waits for the socket: its bytes stay in the outgoing
+//! buffer, which holds at most the frames of the calls in flight); and it
+//! closes the socket once the last `Client` handle is gone.
+//!
+//! A call's future reads only while it is polled: one kept unfinished but
+//! no longer polled, while holding the reading, holds up the other replies
+//! and the pushes until it is polled again or dropped (dropping it hands
+//! the reading back to the driver). Awaiting it, or racing it in
+//! `select!` (which drops the loser), never does.
+//!
+//! A route is opened by whoever reads the reply that creates it (an
+//! `AcquireReply`, a `WatchStarted`, a `ConsumeStarted`), before the next
+//! frame is read, so a push that follows its reply immediately can never
+//! be lost.
+//!
+//! The lock is a `std` mutex, never held across an await or while waking
+//! another task; on a current-thread runtime it is never contended.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
-use bytes::BytesMut;
-use futures::StreamExt;
+use bytes::{Buf, BytesMut};
+use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use turnstile_proto::v1::{self, reply, server_frame};
 use turnstile_proto::{ClientCodec, encode_frame};
 
 use crate::ClientError;
+
+/// The requests' and routes' maps: keys are ids this client or the broker
+/// numbered, hashed with foldhash (SipHash was ~400 instructions of a
+/// Ping's ~6 300 in callgrind).
+type Map<V> = HashMap<u64, V, foldhash::fast::RandomState>;
 
 /// A pushed frame for one route.
 #[derive(Debug, Clone)]
@@ -36,19 +71,17 @@ pub(crate) struct Response {
     pub pushes: Option<mpsc::UnboundedReceiver<Push>>,
 }
 
-pub(crate) enum Command {
-    Request {
-        frame: v1::ClientFrame,
-        reply: Option<oneshot::Sender<Result<Response, ClientError>>>,
-    },
-}
+/// The socket's reading half, split into frames.
+pub(crate) type Reader = FramedRead<Box<dyn AsyncRead + Send + Unpin>, ClientCodec>;
+/// The socket's writing half.
+pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Routes of pushed frames, keyed by the id the broker puts in them.
 #[derive(Default)]
 struct Routes {
-    leases: HashMap<u64, mpsc::UnboundedSender<Push>>,
-    watches: HashMap<u64, mpsc::UnboundedSender<Push>>,
-    consumers: HashMap<u64, mpsc::UnboundedSender<Push>>,
+    leases: Map<mpsc::UnboundedSender<Push>>,
+    watches: Map<mpsc::UnboundedSender<Push>>,
+    consumers: Map<mpsc::UnboundedSender<Push>>,
 }
 
 impl Routes {
@@ -90,83 +123,390 @@ impl Routes {
     }
 }
 
-/// Splits a connected, greeted stream into its reader half and the shared
-/// stream for the driver.
-pub(crate) fn framed(
-    (recv, send): crate::transport::Halves,
-    max_frame: u32,
-) -> (
-    FramedRead<impl AsyncRead + Unpin, ClientCodec>,
-    impl AsyncWrite + Unpin,
-) {
-    (FramedRead::new(recv, ClientCodec::new(max_frame)), send)
+/// Who reads the socket now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reading {
+    /// The driver task (its waker is the one the socket holds, once it ran).
+    Driver,
+    /// The call with this request id, while it waits for its reply.
+    Call(u64),
 }
 
-/// Runs the connection until the broker or the last client handle goes.
-pub(crate) async fn drive(
-    mut frames: FramedRead<impl AsyncRead + Unpin, ClientCodec>,
-    mut writer: impl AsyncWrite + Unpin,
-    mut commands: mpsc::Receiver<Command>,
-) {
-    let mut pending: HashMap<u64, oneshot::Sender<Result<Response, ClientError>>> = HashMap::new();
-    let mut routes = Routes::default();
-    let mut batch = Vec::with_capacity(64);
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut lost = ClientError::Disconnected("the client was closed".into());
-    loop {
-        tokio::select! {
-            n = commands.recv_many(&mut batch, 64) => {
-                if n == 0 {
-                    break;
-                }
-                for Command::Request { frame, reply } in batch.drain(..) {
-                    if let Some(reply) = reply {
-                        pending.insert(frame.id, reply);
-                    }
-                    encode_frame(&frame, &mut buf);
-                }
-                if let Err(e) = writer.write_all(&buf).await {
-                    lost = ClientError::Disconnected(format!("writing to the broker failed: {e}"));
-                    break;
-                }
-                buf.clear();
+/// A request waiting for its reply.
+struct Slot {
+    answer: Option<Result<Response, ClientError>>,
+    /// Whom to wake when the answer comes, while another reads.
+    waker: Option<Waker>,
+}
+
+/// Wakers to wake once the lock is let go.
+type Wake = Vec<Waker>;
+
+struct State {
+    /// `None` once the connection is lost.
+    reader: Option<Reader>,
+    /// Taken by the driver to shut it down once the connection is over.
+    writer: Option<Writer>,
+    /// Encoded frames the socket has not taken yet.
+    out: BytesMut,
+    calls: Map<Slot>,
+    routes: Routes,
+    reading: Reading,
+    /// The driver task's waker, once it was first polled.
+    driver: Option<Waker>,
+    /// Why the connection ended; every call from then on fails with it.
+    lost: Option<ClientError>,
+    /// The last `Client` handle is gone: write what is left, then close.
+    closing: bool,
+}
+
+/// One connection to the broker, shared by the `Client` handles and the
+/// driver task.
+pub(crate) struct Connection {
+    state: Mutex<State>,
+}
+
+impl Connection {
+    /// Takes over a connected, greeted socket and starts its driver task
+    /// on the current runtime.
+    pub(crate) fn start(reader: Reader, writer: Writer) -> Arc<Connection> {
+        let conn = Arc::new(Connection {
+            state: Mutex::new(State {
+                reader: Some(reader),
+                writer: Some(writer),
+                out: BytesMut::with_capacity(4096),
+                calls: Map::default(),
+                routes: Routes::default(),
+                reading: Reading::Driver,
+                driver: None,
+                lost: None,
+                closing: false,
+            }),
+        });
+        tokio::spawn(drive(Arc::clone(&conn)));
+        conn
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing under the lock panics; should something, the state is
+        // still consistent between statements, so carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a request and waits for its answer.
+    pub(crate) async fn call(&self, frame: &v1::ClientFrame) -> Result<Response, ClientError> {
+        let mut wake = Wake::new();
+        {
+            let mut state = self.lock();
+            if let Some(lost) = &state.lost {
+                return Err(lost.clone());
             }
-            frame = frames.next() => match frame {
-                None => {
-                    lost = ClientError::Disconnected("the broker closed the connection".into());
+            state.calls.insert(
+                frame.id,
+                Slot {
+                    answer: None,
+                    waker: None,
+                },
+            );
+            state.send(frame, &mut wake);
+        }
+        wake_all(wake);
+        let mut call = Call {
+            conn: self,
+            id: frame.id,
+            done: false,
+        };
+        poll_fn(|cx| call.poll(cx)).await
+    }
+
+    /// Sends a request whose answer nobody waits for (drop paths); does
+    /// nothing once the connection is lost.
+    pub(crate) fn send_and_forget(&self, frame: &v1::ClientFrame) {
+        let mut wake = Wake::new();
+        {
+            let mut state = self.lock();
+            if state.lost.is_none() {
+                state.send(frame, &mut wake);
+            }
+        }
+        wake_all(wake);
+    }
+
+    /// The last `Client` handle is gone: the driver writes what is left,
+    /// closes the socket and ends.
+    pub(crate) fn close(&self) {
+        let driver = {
+            let mut state = self.lock();
+            state.closing = true;
+            state.driver.clone()
+        };
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+
+    /// One poll of the driver task: `Ready` with the writer to shut down
+    /// once the connection is over.
+    fn poll_drive(&self, cx: &mut Context<'_>) -> Poll<Option<Writer>> {
+        let mut wake = Wake::new();
+        let mut state = self.lock();
+        if !state
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.driver = Some(cx.waker().clone());
+        }
+        if state.lost.is_none() {
+            state.flush(&mut wake);
+        }
+        if state.reading == Reading::Driver {
+            let _ = state.read(cx, None, &mut wake);
+        }
+        if state.closing && state.out.is_empty() && state.lost.is_none() {
+            state.lose(
+                ClientError::Disconnected("the client was closed".into()),
+                &mut wake,
+            );
+        }
+        let over = state.lost.is_some().then(|| state.writer.take());
+        drop(state);
+        wake_all(wake);
+        match over {
+            Some(writer) => Poll::Ready(writer),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The driver task: reads while no caller does, writes what the socket
+/// did not take at once, closes the socket at the end.
+async fn drive(conn: Arc<Connection>) {
+    let writer = poll_fn(|cx| conn.poll_drive(cx)).await;
+    if let Some(mut writer) = writer {
+        let _ = writer.shutdown().await;
+    }
+}
+
+fn wake_all(wake: Wake) {
+    for w in wake {
+        w.wake();
+    }
+}
+
+/// A call waiting for its answer; dropped unfinished, it forgets its
+/// request and hands the reading back to the driver.
+struct Call<'a> {
+    conn: &'a Connection,
+    id: u64,
+    done: bool,
+}
+
+impl Call<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response, ClientError>> {
+        let mut wake = Wake::new();
+        let answer = self.conn.lock().poll_answer(self.id, cx, &mut wake);
+        wake_all(wake);
+        if answer.is_ready() {
+            self.done = true;
+        }
+        answer
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let driver = {
+            let mut state = self.conn.lock();
+            state.calls.remove(&self.id);
+            if state.reading != Reading::Call(self.id) {
+                return;
+            }
+            state.reading = Reading::Driver;
+            state.driver.clone()
+        };
+        // The socket holds this call's waker: the driver must take it back.
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+}
+
+impl State {
+    /// Queues a frame and writes as much of what is queued as the socket
+    /// takes now.
+    fn send(&mut self, frame: &v1::ClientFrame, wake: &mut Wake) {
+        encode_frame(frame, &mut self.out);
+        self.flush(wake);
+    }
+
+    /// Writes what is queued until the socket would block; the driver is
+    /// woken when it can take more (before the driver first ran, nobody is:
+    /// its first poll writes what is left).
+    fn flush(&mut self, wake: &mut Wake) {
+        let State {
+            writer,
+            out,
+            driver,
+            ..
+        } = self;
+        let Some(writer) = writer.as_mut() else {
+            return;
+        };
+        let mut cx = Context::from_waker(driver.as_ref().unwrap_or(Waker::noop()));
+        let mut failed = None;
+        while !out.is_empty() {
+            match Pin::new(&mut *writer).poll_write(&mut cx, out) {
+                Poll::Ready(Ok(0)) => {
+                    failed = Some("the socket took nothing".to_string());
                     break;
                 }
-                Some(Err(e)) => {
-                    lost = ClientError::Disconnected(format!("bad frame from the broker: {e}"));
+                Poll::Ready(Ok(n)) => out.advance(n),
+                Poll::Ready(Err(e)) => {
+                    failed = Some(e.to_string());
                     break;
                 }
-                Some(Ok(v1::ServerFrame { body: Some(server_frame::Body::Reply(r)) })) => {
+                Poll::Pending => break,
+            }
+        }
+        if let Some(e) = failed {
+            self.lose(
+                ClientError::Disconnected(format!("writing to the broker failed: {e}")),
+                wake,
+            );
+        }
+    }
+
+    /// The answer of call `id`, reading the socket for it when nobody else
+    /// does.
+    fn poll_answer(
+        &mut self,
+        id: u64,
+        cx: &mut Context<'_>,
+        wake: &mut Wake,
+    ) -> Poll<Result<Response, ClientError>> {
+        loop {
+            let Some(slot) = self.calls.get_mut(&id) else {
+                // Only this call removes its slot; should it be missing,
+                // the connection can no longer answer it.
+                return Poll::Ready(Err(self.lost.clone().unwrap_or_else(|| {
+                    ClientError::Disconnected("the connection is closed".into())
+                })));
+            };
+            if let Some(answer) = slot.answer.take() {
+                self.calls.remove(&id);
+                if self.reading == Reading::Call(id) {
+                    self.hand_back(wake);
+                }
+                return Poll::Ready(answer);
+            }
+            match self.reading {
+                Reading::Call(other) if other != id => {
+                    if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        slot.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                _ => self.reading = Reading::Call(id),
+            }
+            if self.read(cx, Some(id), wake).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Gives the reading back to the driver: the socket gets the driver's
+    /// waker (and whatever is already buffered is routed now).
+    fn hand_back(&mut self, wake: &mut Wake) {
+        self.reading = Reading::Driver;
+        if let Some(driver) = self.driver.take() {
+            let _ = self.read(&mut Context::from_waker(&driver), None, wake);
+            self.driver.get_or_insert(driver);
+        }
+    }
+
+    /// Reads and routes frames until the socket has no more (`Pending`,
+    /// the socket then holds `cx`'s waker), the answer to `me` came, or the
+    /// connection is lost (both `Ready`).
+    fn read(&mut self, cx: &mut Context<'_>, me: Option<u64>, wake: &mut Wake) -> Poll<()> {
+        loop {
+            let Some(reader) = self.reader.as_mut() else {
+                return Poll::Ready(());
+            };
+            let frame = match Pin::new(reader).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(None) => {
+                    self.lose(
+                        ClientError::Disconnected("the broker closed the connection".into()),
+                        wake,
+                    );
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.lose(
+                        ClientError::Disconnected(format!("bad frame from the broker: {e}")),
+                        wake,
+                    );
+                    return Poll::Ready(());
+                }
+            };
+            match frame.body {
+                Some(server_frame::Body::Reply(r)) => {
                     let result = match r.result {
                         Some(reply::Result::Error(e)) => Err(ClientError::from_wire(e)),
                         Some(result) => {
-                            let pushes = routes.open(&result);
+                            let pushes = self.routes.open(&result);
                             Ok(Response { result, pushes })
                         }
                         None => Err(ClientError::Protocol("a reply without a result".into())),
                     };
                     if r.id == 0 {
                         // About no request: the broker is closing on us.
-                        if let Err(e) = result {
-                            lost = e;
-                        }
-                        break;
+                        let why = result.err().unwrap_or_else(|| {
+                            ClientError::Disconnected("the broker closed the connection".into())
+                        });
+                        self.lose(why, wake);
+                        return Poll::Ready(());
                     }
-                    if let Some(tx) = pending.remove(&r.id) {
-                        let _ = tx.send(result);
+                    // A reply nobody waits for (a call dropped, a request
+                    // sent and forgotten) is dropped.
+                    if let Some(slot) = self.calls.get_mut(&r.id) {
+                        slot.answer = Some(result);
+                        if me == Some(r.id) {
+                            return Poll::Ready(());
+                        }
+                        if let Some(w) = slot.waker.take() {
+                            wake.push(w);
+                        }
                     }
                 }
-                Some(Ok(v1::ServerFrame { body: Some(body) })) => routes.route(body),
-                Some(Ok(v1::ServerFrame { body: None })) => {}
+                Some(body) => self.routes.route(body),
+                None => {}
             }
         }
     }
-    for (_, tx) in pending.drain() {
-        let _ = tx.send(Err(lost.clone()));
+
+    /// The connection is over: every waiting call fails with `why`, every
+    /// route ends, the driver is told.
+    fn lose(&mut self, why: ClientError, wake: &mut Wake) {
+        if self.lost.is_some() {
+            return;
+        }
+        for slot in self.calls.values_mut() {
+            if slot.answer.is_none() {
+                slot.answer = Some(Err(why.clone()));
+                wake.extend(slot.waker.take());
+            }
+        }
+        self.lost = Some(why);
+        self.routes = Routes::default();
+        self.reader = None;
+        self.out.clear();
+        self.reading = Reading::Driver;
+        wake.extend(self.driver.clone());
     }
-    let _ = writer.shutdown().await;
 }

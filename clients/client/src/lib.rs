@@ -16,10 +16,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A [`Client`] is one connection; clone it freely (clones share it). One
-//! driver task owns the socket (see `connection.rs`); requests are matched
-//! to replies by id and pushed frames are routed to the lease, watch or
-//! consumer that opened them. The enum fields of what the broker sends are
+//! A [`Client`] is one connection; clone it freely (clones share it). A
+//! caller writes its request to the socket itself and, while no other
+//! caller is reading, reads its reply itself; a driver task reads while
+//! nobody calls (see `connection.rs`). Replies are matched to requests by
+//! id and pushed frames are routed to the lease, watch or consumer that
+//! opened them. The enum fields of what the broker sends are
 //! read typed through [`kinds`] (a mode, an event kind, an error code, a
 //! lost reason), never as raw `i32`s.
 
@@ -40,7 +42,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 pub use turnstile_proto::v1 as proto;
 use turnstile_proto::v1::{self, client_frame::Body, reply};
@@ -53,7 +54,7 @@ pub use queue::{Consumer, Delivery};
 pub use turnstile_proto::endpoint::{SOCKET_ENV, default_socket, socket_from_env};
 pub use watch::{WatchItem, WatchStream, Watcher};
 
-use connection::{Command, Response};
+use connection::{Connection, Response};
 
 /// Everything that can go wrong talking to the broker.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -157,12 +158,20 @@ impl ConnectOptions {
 }
 
 struct Inner {
-    commands: mpsc::Sender<Command>,
+    conn: Arc<Connection>,
     next_id: AtomicU64,
     hello: v1::HelloReply,
     /// Read on Unix only ([`Client::socket_fd`]); always `None` on Windows.
     #[cfg_attr(windows, allow(dead_code))]
     kept: Option<transport::Kept>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle: what was sent on the way out (a dropped lease's
+        // Release) is still written before the socket closes.
+        self.conn.close();
+    }
 }
 
 /// One connection to the broker. Cheap to clone; the connection closes when
@@ -198,18 +207,17 @@ impl Client {
                 }
             }
         };
-        let (mut frames, mut writer) = connection::framed(stream, DEFAULT_MAX_FRAME_BYTES);
+        let (recv, mut writer) = stream;
+        let mut frames = FramedRead::new(recv, ClientCodec::new(DEFAULT_MAX_FRAME_BYTES));
         let hello = hello(&mut frames, &mut writer, &options).await?;
         // Frames as large as the broker says it sends (a broker run with a
         // larger --max-frame-bytes), never below the protocol's default.
         frames
             .decoder_mut()
             .set_max_frame_bytes(hello.max_frame_bytes.max(DEFAULT_MAX_FRAME_BYTES));
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(connection::drive(frames, writer, rx));
         Ok(Client {
             inner: Arc::new(Inner {
-                commands: tx,
+                conn: Connection::start(frames, writer),
                 next_id: AtomicU64::new(1),
                 hello,
                 kept,
@@ -237,21 +245,11 @@ impl Client {
     }
 
     async fn call(&self, body: Body) -> Result<Response, ClientError> {
-        let (tx, rx) = oneshot::channel();
         let frame = v1::ClientFrame {
             id: self.next_id(),
             body: Some(body),
         };
-        self.inner
-            .commands
-            .send(Command::Request {
-                frame,
-                reply: Some(tx),
-            })
-            .await
-            .map_err(|_| ClientError::Disconnected("the connection is closed".into()))?;
-        rx.await
-            .map_err(|_| ClientError::Disconnected("the connection is closed".into()))?
+        self.inner.conn.call(&frame).await
     }
 
     /// Sends a request without waiting for its answer (used on drop paths).
@@ -260,10 +258,7 @@ impl Client {
             id: self.next_id(),
             body: Some(body),
         };
-        let _ = self
-            .inner
-            .commands
-            .try_send(Command::Request { frame, reply: None });
+        self.inner.conn.send_and_forget(&frame);
     }
 
     /// Round trip with a payload; answers the echoed payload.
