@@ -176,6 +176,13 @@ impl Drop for Inner {
 
 /// One connection to the broker. Cheap to clone; the connection closes when
 /// the last clone (and every lease, watch and consumer) is dropped.
+///
+/// Calls from any number of tasks may be in flight at once. A call that
+/// waits for its reply may be the one reading the connection for everyone
+/// (its own reply comes without a hop through another task): await it, or
+/// race it in `select!`, but do not keep its future unfinished and
+/// unpolled, which would hold up the other calls' replies and the pushed
+/// events until it is polled again or dropped.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
