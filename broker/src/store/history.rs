@@ -5,9 +5,10 @@
 //! Layout: table `lease_history`, `(resource, n)` → a **batch**: the lines
 //! of that resource recorded by one transaction (at most [`BATCH_LINES`]),
 //! numbered `n, n + 1, ...` per resource from 1, in a compact encoding of
-//! this file's own ([`encode_batch`]). One row per resource per commit
-//! rather than one per line: a redb insert cost more than everything else
-//! recording a line did (callgrind, see the commit that made it so). A
+//! this file's own ([`encode_line`], [`write_batch`]). One row per
+//! resource per commit rather than one per line: a redb insert cost more
+//! than everything else recording a line did (callgrind, see the commit
+//! that made it so). A
 //! batch leaves only from the front and whole, so a resource's batches
 //! hold the contiguous run of lines `first..=last`, the first batch holds
 //! the oldest ones, and each batch's header says how many lines it holds
@@ -34,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::bytes::Buf as _;
-use prost::encoding::{decode_varint, encode_varint};
+use prost::encoding::decode_varint;
 use redb::{ReadableTable, TableDefinition};
 
 use crate::core::{Cause, Ended, Ending, EventKind, LeaseId, Mode, Peer, SessionId};
@@ -71,7 +72,8 @@ impl Default for HistoryBounds {
 }
 
 /// A lease that ended, with its times made wall-clock (Unix epoch ms) by
-/// the dispatch layer, to be recorded. Encoded on the store's thread.
+/// the dispatch layer, to be recorded: staged ([`StagedHistory::stage`])
+/// as soon as it ends, on the core task.
 #[derive(Clone, Debug)]
 pub struct HistoryLine {
     /// The lease as it was at its end.
@@ -236,94 +238,273 @@ fn ending_of(code: u64) -> Option<Ending> {
     })
 }
 
+/// Appends `v` as a varint (the encoding prost's `decode_varint` reads
+/// back). Not prost's `encode_varint`: through its `BufMut` it took ~30
+/// instructions a number, a quarter of what encoding a line cost
+/// (callgrind); a line is encoded on the core task.
+#[inline]
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
 fn put_str(buf: &mut Vec<u8>, s: &str) {
-    encode_varint(s.len() as u64, buf);
+    put_varint(buf, s.len() as u64);
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// Encodes `lines` (of one resource, oldest first) as one batch into
-/// `buf`. Strings are copied once, and a holder or a purpose equal to the
-/// line before's is not repeated; no allocation but `buf`'s growth, and
-/// the detail is not formatted (see [`DETAIL_ENDING`]).
-fn encode_batch<'a>(lines: impl Iterator<Item = &'a HistoryLine> + Clone, buf: &mut Vec<u8>) {
-    buf.clear();
-    buf.push(BATCH_FORMAT);
-    let count = lines.clone().count();
-    encode_varint(count as u64, buf);
-    let newest = lines.clone().map(|h| h.ended_at_ms).max().unwrap_or(0);
-    encode_varint(newest, buf);
-    let mut before: Option<&HistoryLine> = None;
-    for h in lines {
-        let l = &h.ended.lease;
-        let same_holder = before.is_some_and(|b| {
-            let (p, q) = (&b.ended.lease.holder, &l.holder);
-            Arc::ptr_eq(p, q) || **p == **q
-        });
-        let same_purpose = before.is_some_and(|b| b.ended.lease.purpose == l.purpose);
-        let ending = match &h.ended.cause {
-            Cause::Ended {
-                ending,
-                was_holder,
-                ttl_ms,
-                ..
-            } => Some((*ending, *was_holder, *ttl_ms)),
-            _ => None,
+/// Encodes one line into a batch's body after `before` (the line before
+/// it in the same batch, if any). Strings are copied once, and a holder or
+/// a purpose equal to the line before's is not repeated; no allocation but
+/// `buf`'s growth, and the detail is not formatted (see [`DETAIL_ENDING`]).
+/// Returns whether the holder and the purpose were the same as `before`'s.
+fn encode_line(h: &HistoryLine, before: Option<&Before>, buf: &mut Vec<u8>) -> (bool, bool) {
+    let l = &h.ended.lease;
+    let same_holder =
+        before.is_some_and(|b| Arc::ptr_eq(&b.holder, &l.holder) || *b.holder == *l.holder);
+    let same_purpose =
+        before.is_some_and(|b| Arc::ptr_eq(&b.purpose, &l.purpose) || b.purpose == l.purpose);
+    let ending = match &h.ended.cause {
+        Cause::Ended {
+            ending,
+            was_holder,
+            ttl_ms,
+            ..
+        } => Some((*ending, *was_holder, *ttl_ms)),
+        _ => None,
+    };
+    let text = match (&h.ended.cause, ending) {
+        (Cause::None, _) | (_, Some(_)) => None,
+        // Rare (a revocation, a fleet loss): written now.
+        (cause, None) => Some(cause.to_string()),
+    };
+    let mut flags = (mode_code(l.mode) << MODE_SHIFT) | (kind_code(h.ended.kind) << KIND_SHIFT);
+    if same_holder {
+        flags |= SAME_HOLDER;
+    }
+    if same_purpose {
+        flags |= SAME_PURPOSE;
+    }
+    if h.granted_at_ms != 0 {
+        flags |= GRANTED;
+    }
+    if let Some((_, was_holder, _)) = ending {
+        flags |= DETAIL_ENDING;
+        if was_holder {
+            flags |= WAS_HOLDER;
+        }
+    }
+    if text.is_some() {
+        flags |= DETAIL_TEXT;
+    }
+    put_varint(buf, flags);
+    put_varint(buf, l.lease_id.0);
+    put_varint(buf, u64::from(l.permits));
+    if !same_purpose {
+        put_str(buf, &l.purpose);
+    }
+    if !same_holder {
+        let p = &*l.holder;
+        put_str(buf, &p.client_name);
+        put_varint(buf, u64::from(p.uid));
+        put_varint(buf, u64::from(p.pid));
+        put_varint(buf, p.session.0);
+        put_str(buf, &p.user);
+        put_str(buf, &p.login_session);
+    }
+    // Times as the end and how long before it (small numbers).
+    put_varint(buf, h.ended_at_ms);
+    put_varint(buf, h.ended_at_ms.wrapping_sub(h.queued_at_ms));
+    if h.granted_at_ms != 0 {
+        put_varint(buf, h.ended_at_ms.wrapping_sub(h.granted_at_ms));
+    }
+    put_varint(buf, l.fencing.map_or(0, |f| f.0));
+    if let Some((e, _, ttl_ms)) = ending {
+        put_varint(buf, ending_code(e));
+        put_varint(buf, u64::from(ttl_ms));
+    }
+    if let Some(text) = &text {
+        put_str(buf, text);
+    }
+    (same_holder, same_purpose)
+}
+
+/// The holder and purpose of the line last encoded into a batch, which
+/// the next line of that batch leaves out when they are the same.
+#[derive(Debug)]
+struct Before {
+    holder: Arc<Peer>,
+    purpose: Arc<str>,
+}
+
+/// A batch being staged: its lines encoded ([`encode_line`]), without the
+/// header ([`write_batch`] puts it in front).
+#[derive(Debug, Default)]
+struct StagedBatch {
+    body: Vec<u8>,
+    lines: u64,
+    newest_ms: u64,
+}
+
+/// One resource's staged lines, in batches of at most [`BATCH_LINES`]; the
+/// last one is still filling.
+#[derive(Debug)]
+struct StagedResource {
+    resource: Arc<str>,
+    batches: std::collections::VecDeque<StagedBatch>,
+    lines: u64,
+    /// The last line of the batch filling, if it holds any.
+    before: Option<Before>,
+}
+
+/// Lines recorded but not yet committed, each encoded as it is staged
+/// (then the caller drops it), grouped per resource in order of their
+/// first line: what the dispatch layer gathers for a second and hands to
+/// the store's writer thread, which only inserts the batches. Encoding a
+/// line where it ends rather than on the writer's thread is what makes
+/// recording cheap: it is read while it is still in the cache, and its
+/// strings are freed by the thread that allocated them (measured:
+/// BENCHMARKS.md "What recording lease history costs").
+///
+/// The count bound already applies here: a resource's oldest staged batch
+/// is dropped once the lines after it are enough for it.
+#[derive(Debug, Default)]
+pub struct StagedHistory {
+    resources: Vec<StagedResource>,
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// The resource of the last line staged (an index into `resources`):
+    /// lines of one resource tend to come together (one client's loop).
+    last: Option<usize>,
+    lines: usize,
+}
+
+impl StagedHistory {
+    /// Room for as many resources as `other` holds (the next second of a
+    /// flood touches about as many as the last one).
+    pub fn with_room_of(other: &StagedHistory) -> StagedHistory {
+        let n = other.resources.len();
+        StagedHistory {
+            resources: Vec::with_capacity(n),
+            index: HashMap::with_capacity_and_hasher(n, Default::default()),
+            last: None,
+            lines: 0,
+        }
+    }
+
+    /// Lines staged (and not dropped by the count bound).
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Forgets everything staged (committed, or failed to be).
+    pub fn clear(&mut self) {
+        self.resources.clear();
+        self.index.clear();
+        self.last = None;
+        self.lines = 0;
+    }
+
+    /// Encodes `line` after the lines of its resource staged before it;
+    /// keeps at most `max_entries` lines of a resource beyond its oldest
+    /// staged batch (0: stages nothing).
+    pub fn stage(&mut self, line: &HistoryLine, max_entries: u64) {
+        if max_entries == 0 {
+            return;
+        }
+        let resource = &line.ended.lease.resource;
+        let i = match self.last {
+            Some(i)
+                if self.resources.get(i).is_some_and(|r| {
+                    Arc::ptr_eq(&r.resource, resource) || r.resource == *resource
+                }) =>
+            {
+                i
+            }
+            _ => match self.index.get(resource) {
+                Some(&i) => i,
+                None => {
+                    self.index.insert(resource.clone(), self.resources.len());
+                    self.resources.push(StagedResource {
+                        resource: resource.clone(),
+                        batches: std::collections::VecDeque::new(),
+                        lines: 0,
+                        before: None,
+                    });
+                    self.resources.len() - 1
+                }
+            },
         };
-        let text = match (&h.ended.cause, ending) {
-            (Cause::None, _) | (_, Some(_)) => None,
-            // Rare (a revocation, a fleet loss): written now.
-            (cause, None) => Some(cause.to_string()),
+        self.last = Some(i);
+        let Some(r) = self.resources.get_mut(i) else {
+            return;
         };
-        let mut flags = (mode_code(l.mode) << MODE_SHIFT) | (kind_code(h.ended.kind) << KIND_SHIFT);
-        if same_holder {
-            flags |= SAME_HOLDER;
+        if r.batches
+            .back()
+            .is_none_or(|b| b.lines as usize >= BATCH_LINES)
+        {
+            r.before = None;
+            r.batches.push_back(StagedBatch {
+                // A few lines' worth (the first holds the holder's strings).
+                body: Vec::with_capacity(128),
+                lines: 0,
+                newest_ms: 0,
+            });
         }
-        if same_purpose {
-            flags |= SAME_PURPOSE;
-        }
-        if h.granted_at_ms != 0 {
-            flags |= GRANTED;
-        }
-        if let Some((_, was_holder, _)) = ending {
-            flags |= DETAIL_ENDING;
-            if was_holder {
-                flags |= WAS_HOLDER;
+        let Some(batch) = r.batches.back_mut() else {
+            return;
+        };
+        let (same_holder, same_purpose) = encode_line(line, r.before.as_ref(), &mut batch.body);
+        batch.lines += 1;
+        batch.newest_ms = batch.newest_ms.max(line.ended_at_ms);
+        let l = &line.ended.lease;
+        match &mut r.before {
+            Some(b) => {
+                if !same_holder {
+                    b.holder = l.holder.clone();
+                }
+                if !same_purpose {
+                    b.purpose = l.purpose.clone();
+                }
+            }
+            None => {
+                r.before = Some(Before {
+                    holder: l.holder.clone(),
+                    purpose: l.purpose.clone(),
+                })
             }
         }
-        if text.is_some() {
-            flags |= DETAIL_TEXT;
+        r.lines += 1;
+        self.lines += 1;
+        // Lines that the count bound would drop right after the commit
+        // are not kept until it.
+        while r.batches.len() > 1
+            && r.batches
+                .front()
+                .is_some_and(|b| r.lines - b.lines >= max_entries)
+        {
+            if let Some(b) = r.batches.pop_front() {
+                r.lines -= b.lines;
+                self.lines -= b.lines as usize;
+            }
         }
-        encode_varint(flags, buf);
-        encode_varint(l.lease_id.0, buf);
-        encode_varint(u64::from(l.permits), buf);
-        if !same_purpose {
-            put_str(buf, &l.purpose);
-        }
-        if !same_holder {
-            let p = &*l.holder;
-            put_str(buf, &p.client_name);
-            encode_varint(u64::from(p.uid), buf);
-            encode_varint(u64::from(p.pid), buf);
-            encode_varint(p.session.0, buf);
-            put_str(buf, &p.user);
-            put_str(buf, &p.login_session);
-        }
-        // Times as the end and how long before it (small numbers).
-        encode_varint(h.ended_at_ms, buf);
-        encode_varint(h.ended_at_ms.wrapping_sub(h.queued_at_ms), buf);
-        if h.granted_at_ms != 0 {
-            encode_varint(h.ended_at_ms.wrapping_sub(h.granted_at_ms), buf);
-        }
-        encode_varint(l.fencing.map_or(0, |f| f.0), buf);
-        if let Some((e, _, ttl_ms)) = ending {
-            encode_varint(ending_code(e), buf);
-            encode_varint(u64::from(ttl_ms), buf);
-        }
-        if let Some(text) = &text {
-            put_str(buf, text);
-        }
-        before = Some(h);
     }
+}
+
+/// Writes a staged batch with its header into `buf`.
+fn write_batch(batch: &StagedBatch, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.push(BATCH_FORMAT);
+    put_varint(buf, batch.lines);
+    put_varint(buf, batch.newest_ms);
+    buf.extend_from_slice(&batch.body);
 }
 
 /// A batch's header: how many lines it holds and when its newest ended.
@@ -636,58 +817,37 @@ fn trim(
     Ok(span)
 }
 
-/// Appends `lines` (in order), one batch per resource (or a few, of
+/// Appends the staged lines, a batch of each resource (or a few, of
 /// [`BATCH_LINES`] each), and applies the bounds to the resources they
 /// concern.
 pub(super) fn append(
     table: &mut redb::Table<(&str, u64), &[u8]>,
-    lines: &[HistoryLine],
+    staged: &StagedHistory,
     bounds: HistoryBounds,
     now_ms: u64,
     buf: &mut Vec<u8>,
     spans: &mut Spans,
 ) -> Result<(), redb::Error> {
-    if bounds.max_entries == 0 || lines.is_empty() {
+    if bounds.max_entries == 0 || staged.is_empty() {
         return Ok(());
     }
-    // The lines of each resource, in order. Lines of one resource tend to
-    // come together (one client's loop): the last one is compared first.
-    let mut groups: Vec<Vec<&HistoryLine>> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut previous: Option<(&str, usize)> = None;
-    for line in lines {
-        let resource: &str = &line.ended.lease.resource;
-        let g = match previous {
-            Some((r, g)) if r == resource => g,
-            _ => *index.entry(resource).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            }),
-        };
-        groups[g].push(line);
-        previous = Some((resource, g));
-    }
     let oldest_kept = cutoff(bounds, now_ms);
-    let max = usize::try_from(bounds.max_entries).unwrap_or(usize::MAX);
-    for group in groups {
-        let resource = &group[0].ended.lease.resource;
+    for staged in &staged.resources {
+        let resource = &staged.resource;
         let mut span = spans.get(table, resource)?;
-        // Lines past the count bound within this very group would be
-        // dropped at once: they are not written.
-        let kept = &group[group.len().saturating_sub(max)..];
-        for chunk in kept.chunks(BATCH_LINES) {
-            encode_batch(chunk.iter().copied(), buf);
+        for batch in &staged.batches {
+            write_batch(batch, buf);
             let n = span.last + 1;
             table.insert((&**resource, n), buf.as_slice())?;
             if span.is_empty() {
                 span = Span {
                     first: n,
                     last: n - 1,
-                    first_len: chunk.len() as u64,
-                    first_newest_ms: chunk.iter().map(|h| h.ended_at_ms).max().unwrap_or(0),
+                    first_len: batch.lines,
+                    first_newest_ms: batch.newest_ms,
                 };
             }
-            span.last += chunk.len() as u64;
+            span.last += batch.lines;
         }
         let span = trim(table, resource, span, bounds, oldest_kept)?;
         spans.0.insert(resource.clone(), span);

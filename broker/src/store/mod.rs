@@ -46,7 +46,9 @@ use crate::core::queues::{Message, StoreOp};
 use crate::platform::fs::sync_dir;
 use record::Record;
 
-pub use history::{HistoryBounds, HistoryLine, HistoryQuery, Recorded, RecordedLease};
+pub use history::{
+    HistoryBounds, HistoryLine, HistoryQuery, Recorded, RecordedLease, StagedHistory,
+};
 pub use storage::Storage;
 pub use writer::StoreWriter;
 
@@ -457,7 +459,7 @@ impl Store {
     /// one is refused with [`StoreError::Poisoned`] without touching the
     /// file, until the store is opened again.
     pub fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        self.commit_with_history(ops, &[], None)
+        self.commit_staged(ops, &[], None)
     }
 
     /// [`Store::commit`], with history lines appended (and their
@@ -467,6 +469,23 @@ impl Store {
         &mut self,
         ops: &[StoreOp],
         history: &[HistoryLine],
+        bounds: Option<(HistoryBounds, u64, bool)>,
+    ) -> Result<(), StoreError> {
+        let mut staged = StagedHistory::default();
+        if let Some((b, _, _)) = bounds {
+            for line in history {
+                staged.stage(line, b.max_entries);
+            }
+        }
+        self.commit_staged(ops, &[staged], bounds)
+    }
+
+    /// [`Store::commit_with_history`], with the lines already staged
+    /// (several hand-overs, in order).
+    pub fn commit_staged(
+        &mut self,
+        ops: &[StoreOp],
+        history: &[StagedHistory],
         bounds: Option<(HistoryBounds, u64, bool)>,
     ) -> Result<(), StoreError> {
         if self.sync_failed.load(Ordering::SeqCst) {
@@ -690,7 +709,7 @@ fn write(
     path: &Path,
     db: &Database,
     ops: &[StoreOp],
-    history: &[HistoryLine],
+    history: &[StagedHistory],
     bounds: Option<(HistoryBounds, u64, bool)>,
     buf: &mut Vec<u8>,
     spans: &mut history::Spans,
@@ -702,7 +721,9 @@ fn write(
         let mut table = txn
             .open_table(history::HISTORY)
             .map_err(|e| fail(e.into()))?;
-        history::append(&mut table, history, bounds, now_ms, buf, spans).map_err(fail)?;
+        for staged in history {
+            history::append(&mut table, staged, bounds, now_ms, buf, spans).map_err(fail)?;
+        }
         if sweep {
             history::sweep(&mut table, bounds, now_ms, spans).map_err(fail)?;
         }

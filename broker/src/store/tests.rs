@@ -1034,3 +1034,86 @@ fn history_past_its_count_is_never_shown_however_it_was_batched() {
     );
     assert_eq!(ids, (id + 1 - ids.len() as u64..=id).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn staged_history_is_seen_by_a_read_and_kept_at_the_stop() {
+    // Lines staged (encoded) and handed to the writer in several parts,
+    // before and after a publish, are all seen by a read that follows
+    // them, in order; lines handed over after that read are in the file
+    // once the writer has stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 100,
+        max_age_ms: 0,
+    };
+    let now = 10_000_000;
+    let staged = |lines: &[(&str, u64)]| -> StagedHistory {
+        let mut staged = StagedHistory::default();
+        for &(resource, id) in lines {
+            staged.stage(&history_line(resource, id, now + id), bounds.max_entries);
+        }
+        staged
+    };
+    let writer = StoreWriter::spawn(Store::open(dir.path()).unwrap()).unwrap();
+    writer.record_history(staged(&[("pcm", 1), ("pcm", 2), ("pcm", 3)]), bounds);
+    writer
+        .submit(vec![append("q", message(1, "m"))])
+        .await
+        .unwrap();
+    writer.record_history(staged(&[("pcm", 4), ("gpu", 50), ("pcm", 5)]), bounds);
+    let query = |resource: &str| HistoryQuery {
+        resource: resource.into(),
+        since_ms: 0,
+        limit: 0,
+        max_bytes: 1 << 20,
+        now_ms: now,
+        bounds,
+    };
+    let ids = |found: Recorded| -> Vec<u64> { found.lines.iter().map(|l| l.lease_id).collect() };
+    let found = writer.read_history(query("pcm")).await.unwrap();
+    assert_eq!(ids(found), (1..=5).collect::<Vec<_>>());
+    let found = writer.read_history(query("gpu")).await.unwrap();
+    assert_eq!(ids(found), vec![50]);
+    writer.record_history(staged(&[("pcm", 6), ("pcm", 7)]), bounds);
+    drop(writer);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        history_ids(&store, "pcm", 0, 0, now, bounds),
+        ((1..=7).collect::<Vec<_>>(), false)
+    );
+}
+
+#[test]
+fn staged_history_keeps_a_resource_within_its_count() {
+    // Staging more lines of one resource than the count bound keeps only
+    // what a commit would keep (the newest, in whole batches), and what
+    // the other resources staged in between is untouched.
+    let mut staged = StagedHistory::default();
+    for id in 1..=1000 {
+        staged.stage(&history_line("pcm", id, id), 300);
+        if id % 100 == 0 {
+            staged.stage(&history_line("gpu", id, id), 300);
+        }
+    }
+    // 1000 lines of pcm in batches of 256: the first two are dropped
+    // (488 lines after them are enough), the third is kept (232 after it
+    // are not); the ten lines of gpu are all kept.
+    assert_eq!(staged.lines(), 1000 - 512 + 10);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 300,
+        max_age_ms: 0,
+    };
+    store
+        .commit_staged(&[], &[staged], Some((bounds, 10_000, false)))
+        .unwrap();
+    assert_eq!(
+        history_ids(&store, "pcm", 0, 0, 10_000, bounds),
+        ((701..=1000).collect::<Vec<_>>(), false)
+    );
+    assert_eq!(
+        history_ids(&store, "gpu", 0, 0, 10_000, bounds).0,
+        (1..=10).map(|i| i * 100).collect::<Vec<_>>()
+    );
+}

@@ -6,11 +6,12 @@
 //! write, nor retry: a failed transaction is reported to each of its
 //! submitters, and the next one is tried afresh.
 //!
-//! History lines ([`StoreWriter::record_history`]) ride along: they join
-//! the next transaction, whatever else it carries, and nobody waits for
-//! them (a failed one is logged). Reads of the history are answered on
-//! this thread after the transaction they arrived with, so a read sees
-//! every line recorded before it.
+//! History lines ([`StoreWriter::record_history`], already encoded and
+//! grouped per resource) ride along: they join the next transaction,
+//! whatever else it carries, and nobody waits for them (a failed one is
+//! logged). Reads of the history are answered on this thread after the
+//! transaction they arrived with, so a read sees every line recorded
+//! before it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HistoryBounds, HistoryLine, HistoryQuery, Recorded, Store, StoreError};
+use super::{HistoryBounds, HistoryQuery, Recorded, StagedHistory, Store, StoreError};
 use crate::core::queues::StoreOp;
 
 /// Most submissions shared by one transaction, so that a flood of them
@@ -46,7 +47,7 @@ enum Request {
     },
     /// Lines for the history table: committed with the next transaction.
     History {
-        lines: Vec<HistoryLine>,
+        staged: StagedHistory,
         bounds: HistoryBounds,
     },
     /// A read of the history, answered after the transaction in progress.
@@ -147,8 +148,11 @@ impl StoreWriter {
 
     /// Records history lines with the next transaction, bounded by
     /// `bounds`; nobody waits for them (a failed write is logged).
-    pub fn record_history(&self, lines: Vec<HistoryLine>, bounds: HistoryBounds) {
-        let _ = self.inner.requests.send(Request::History { lines, bounds });
+    pub fn record_history(&self, staged: StagedHistory, bounds: HistoryBounds) {
+        let _ = self
+            .inner
+            .requests
+            .send(Request::History { staged, bounds });
     }
 
     /// Reads history, after every line recorded before this call.
@@ -207,7 +211,7 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
             }
         }
         last_batch = batch.len();
-        if batch.is_empty() && history.lines.is_empty() {
+        if batch.is_empty() && history.staged.is_empty() {
             history.answer_reads(&store);
             continue;
         }
@@ -217,20 +221,24 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
             answers.push(done);
         }
         let bounds = history.bounds();
-        let result = store.commit_with_history(&ops, &history.lines, bounds);
+        let result = store.commit_staged(&ops, &history.staged, bounds);
         ops.clear();
         if let Err(e) = &result
-            && !history.lines.is_empty()
+            && !history.staged.is_empty()
         {
             tracing::warn!(
                 "{} lines of lease history were not stored: {e}",
-                history.lines.len()
+                history
+                    .staged
+                    .iter()
+                    .map(StagedHistory::lines)
+                    .sum::<usize>()
             );
         }
         if result.is_ok() && bounds.is_some_and(|(_, _, swept)| swept) {
             history.swept = Some(Instant::now());
         }
-        history.lines.clear();
+        history.staged.clear();
         for done in answers {
             // A submitter that stopped waiting does not need the answer.
             let _ = done.send(result.clone());
@@ -238,9 +246,9 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
         history.answer_reads(&store);
     }
     // What was recorded before the stop is kept.
-    if !history.lines.is_empty() {
+    if !history.staged.is_empty() {
         let bounds = history.bounds();
-        if let Err(e) = store.commit_with_history(&[], &history.lines, bounds) {
+        if let Err(e) = store.commit_staged(&[], &history.staged, bounds) {
             tracing::warn!("lease history not stored at shutdown: {e}");
         }
     }
@@ -249,7 +257,8 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
 /// The history lines and reads of the transaction being gathered.
 #[derive(Default)]
 struct Pending {
-    lines: Vec<HistoryLine>,
+    /// Usually one hand-over per transaction; committed in order.
+    staged: Vec<StagedHistory>,
     bounds: Option<HistoryBounds>,
     reads: Vec<(HistoryQuery, oneshot::Sender<Result<Recorded, StoreError>>)>,
     /// When every resource was last bounded.
@@ -261,14 +270,8 @@ impl Pending {
     fn take(&mut self, request: Request, batch: &mut Vec<(Vec<StoreOp>, Answer)>) {
         match request {
             Request::Commit { ops, done } => batch.push((ops, done)),
-            Request::History { mut lines, bounds } => {
-                // Usually the only hand-over of this transaction: taken
-                // as it is rather than copied.
-                if self.lines.is_empty() {
-                    self.lines = lines;
-                } else {
-                    self.lines.append(&mut lines);
-                }
+            Request::History { staged, bounds } => {
+                self.staged.push(staged);
                 self.bounds = Some(bounds);
             }
             Request::ReadHistory { query, done } => self.reads.push((query, done)),

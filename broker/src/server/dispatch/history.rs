@@ -4,13 +4,21 @@
 //! Recording happens here, at the edge, from the [`Ended`] lines the core
 //! keeps in its outbox, one per end ([`crate::core::Core::take_ended`],
 //! taken with every delivery of changes): each gets its wall-clock times
-//! and waits in `Dispatcher::history`; the lines go to the store's writer
-//! thread in batches (at most every [`SEND_EVERY_MS`], or once
-//! [`SEND_BATCH`] have gathered), where they join the next group commit
-//! and are encoded. The core task never formats, encodes or waits for
-//! them, and no lease end costs an fsync of its own. A crash loses at
-//! most the lines of the last [`SEND_EVERY_MS`] (a second) and the commit
-//! in flight; a clean stop hands everything over.
+//! and is encoded at once into `Dispatcher::history`, grouped per resource
+//! ([`crate::store::StagedHistory`]), and the lease's strings are freed
+//! at once. What gathered goes to the store's writer thread at most every
+//! [`SEND_EVERY_MS`] (or once [`SEND_BATCH`] lines have gathered), where
+//! it joins the next group commit. The core task never waits for them,
+//! and no lease end costs an fsync of its own. A crash loses at most the
+//! lines of the last [`SEND_EVERY_MS`] (a second) and the commit in
+//! flight; a clean stop hands everything over.
+//!
+//! Encoding here costs the core task a few hundred instructions a line.
+//! Handing the lines over whole for the writer to encode cost more in
+//! all, and the core task too: the writer's thread then freed strings
+//! the core task had allocated, which made the core task's allocations
+//! slower (callgrind and per-thread CPU, BENCHMARKS.md "What recording
+//! lease history costs").
 //!
 //! `GetHistory` (policy verb `status`) hands what is gathered to the
 //! store first, then asks the writer thread to read: answered, like a
@@ -24,7 +32,7 @@ use crate::core::{SessionId, check_name};
 use crate::policy::Verb;
 use crate::server::wire::{self, Refusal};
 use crate::server::{Outbound, ToCore};
-use crate::store::{HistoryLine, HistoryQuery, Recorded, StoreError};
+use crate::store::{HistoryLine, HistoryQuery, Recorded, StagedHistory, StoreError};
 
 /// Lines are handed to the store at least this often (core ms) while
 /// leases end. Each hand-over is a transaction of its own unless other
@@ -35,14 +43,12 @@ use crate::store::{HistoryLine, HistoryQuery, Recorded, StoreError};
 const SEND_EVERY_MS: u64 = 1000;
 
 /// Lines handed to the store at once when this many have gathered (a
-/// flood of lease ends: 16 MiB of them, 256 B each, wait here at most;
-/// the time bound above still holds). A transaction writes a batch per
+/// flood of lease ends: ~2 MiB of them, encoded, wait here at most; the
+/// time bound above still holds). A transaction writes a batch per
 /// resource it touches, so in a flood over many resources its cost goes
 /// with how many lines each batch gets: with 1 024 resources busy, the
 /// store's thread took ~30 % of the core's CPU at 4 096 lines a
-/// hand-over and ~14 % at 16 384; at 65 536 the broker's CPU per lease
-/// operation fell from 4.39 / 5.03 µs to 3.23 / 3.91 µs (co-located /
-/// cross-CPU; 2.77 / 1.99 µs without recording).
+/// hand-over and ~14 % at 16 384 (when it encoded them too).
 const SEND_BATCH: usize = 65536;
 
 /// Room kept in a `History` frame for everything but the entries.
@@ -55,7 +61,8 @@ impl Dispatcher {
     /// Takes the leases that ended from the core and records them
     /// (nothing is kept without a store).
     pub(super) fn record_ended(&mut self) {
-        let keep = self.store.is_some() && self.config.history.max_entries > 0;
+        let max_entries = self.config.history.max_entries;
+        let keep = self.store.is_some() && max_entries > 0;
         let clock = self.clock;
         let wall = |at| clock.wall_ms(at);
         for ended in self.core.take_ended() {
@@ -64,14 +71,15 @@ impl Dispatcher {
             }
             let granted_at = ended.lease.granted_at;
             let queued_at = ended.lease.queued_at.or(granted_at).unwrap_or(ended.at);
-            self.history.push(HistoryLine {
+            let line = HistoryLine {
                 queued_at_ms: wall(queued_at),
                 granted_at_ms: granted_at.map_or(0, wall),
                 ended_at_ms: wall(ended.at),
                 ended,
-            });
+            };
+            self.history.stage(&line, max_entries);
         }
-        if self.history.len() >= SEND_BATCH {
+        if self.history.lines() >= SEND_BATCH {
             self.send_history(true);
         }
     }
@@ -87,12 +95,10 @@ impl Dispatcher {
             return;
         }
         self.history_sent_at = now;
-        // The next lines gather in room of the size these took, rather
-        // than in a vector grown again from nothing.
-        let room = Vec::with_capacity(self.history.len());
-        let lines = std::mem::replace(&mut self.history, room);
+        let room = StagedHistory::with_room_of(&self.history);
+        let staged = std::mem::replace(&mut self.history, room);
         if let Some(store) = &self.store {
-            store.record_history(lines, self.config.history);
+            store.record_history(staged, self.config.history);
         }
     }
 }

@@ -89,8 +89,9 @@ pub(super) struct Dispatcher {
     denials: LogLimit,
     /// So are publishes and acks the store refused.
     pub(super) store_refusals: LogLimit,
-    /// Leases that ended, not yet handed to the store (see `history.rs`).
-    history: Vec<crate::store::HistoryLine>,
+    /// Leases that ended, encoded, not yet handed to the store (see
+    /// `history.rs`).
+    history: crate::store::StagedHistory,
     /// When lines were last handed to the store.
     history_sent_at: Millis,
     /// The fleet task's session, with `--fleet-etcd`.
@@ -120,7 +121,7 @@ impl Dispatcher {
             publishing: Map::default(),
             denials: LogLimit::default(),
             store_refusals: LogLimit::default(),
-            history: Vec::new(),
+            history: Default::default(),
             history_sent_at: 0,
             fleet: None,
             stopping: false,
