@@ -38,7 +38,7 @@ impl Storage {
     /// starts its writer thread. A store that cannot be opened or read is
     /// an error naming the file: never a silent fresh start.
     pub fn open(dir: &Path) -> Result<Storage, StoreError> {
-        let store = Store::open(dir)?;
+        let mut store = Store::open(dir)?;
         let loaded = store.load()?;
         let path = store.path().to_path_buf();
         let writer = StoreWriter::spawn(store).map_err(|e| StoreError::Write {
