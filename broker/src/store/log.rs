@@ -74,7 +74,7 @@ impl LogFile for std::fs::File {
                 match std::os::windows::fs::FileExt::seek_read(self, out, offset)? {
                     0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                     n => {
-                        out = &mut out[n..];
+                        out = &mut std::mem::take(&mut out)[n..];
                         offset += n as u64;
                     }
                 }
