@@ -99,17 +99,40 @@ const FORMAT: u64 = 2;
 /// The layout before the log: opened, and upgraded to [`FORMAT`].
 const FORMAT_WITHOUT_LOG: u64 = 1;
 
-/// Room for records in the log file, made at this size once and reused.
+/// Room for records in the log file, made at this size once and reused
+/// (`--store-log-size`).
 pub const LOG_CAPACITY: u64 = 16 << 20;
 
 /// A checkpoint follows the commit that brought the log past this many
-/// bytes since the last one (a record that does not fit in what is left
-/// of [`LOG_CAPACITY`] is preceded by one).
+/// bytes since the last one (`--store-checkpoint-size`); a record that
+/// does not fit in what is left of the log is preceded by one.
 pub const CHECKPOINT_BYTES: u64 = 4 << 20;
 
 /// A checkpoint follows the first commit this long after the last one,
-/// however little the log holds.
+/// however little the log holds (`--store-checkpoint-interval`).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The log's sizes and the checkpoint's bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Room for records in the log file ([`LOG_CAPACITY`]). A log of
+    /// another size is made anew at startup, once redb holds all of it.
+    pub capacity: u64,
+    /// [`CHECKPOINT_BYTES`].
+    pub checkpoint_bytes: u64,
+    /// [`CHECKPOINT_INTERVAL`].
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            capacity: LOG_CAPACITY,
+            checkpoint_bytes: CHECKPOINT_BYTES,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+        }
+    }
+}
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -351,6 +374,7 @@ pub struct Store {
     pending: Vec<StoreOp>,
     /// When redb was last brought up to date.
     checkpointed: Instant,
+    options: LogOptions,
     /// Set by tests that simulate a crash: no checkpoint when dropped.
     #[cfg(test)]
     crashed: bool,
@@ -466,10 +490,25 @@ impl Store {
     /// on unix) if missing. A file that is not a readable store, or that
     /// another process holds, is an error naming it; it is never replaced.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(dir, Box::new(open_file), Box::new(log::open_log_file))
+        Store::open_with_options(dir, LogOptions::default())
     }
 
-    fn open_with(dir: &Path, opener: Opener, log_opener: LogOpener) -> Result<Store, StoreError> {
+    /// [`Store::open`] with the log's sizes given.
+    pub fn open_with_options(dir: &Path, options: LogOptions) -> Result<Store, StoreError> {
+        Store::open_with(
+            dir,
+            Box::new(open_file),
+            Box::new(log::open_log_file),
+            options,
+        )
+    }
+
+    fn open_with(
+        dir: &Path,
+        opener: Opener,
+        log_opener: LogOpener,
+        options: LogOptions,
+    ) -> Result<Store, StoreError> {
         create_dir(dir)?;
         let path = dir.join(FILE_NAME);
         let sync_failed = SyncFailed::default();
@@ -497,7 +536,7 @@ impl Store {
                 });
             }
             // A store from before the log, or one just created.
-            Log::create(&log_path, LOG_CAPACITY).map_err(|e| StoreError::Write {
+            Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
                 detail: format!("cannot create the log: {e}"),
                 path: log_path.clone(),
             })?;
@@ -525,12 +564,27 @@ impl Store {
             log,
             pending: replay,
             checkpointed: Instant::now(),
+            options,
             #[cfg(test)]
             crashed: false,
         };
         // What the log held is applied to redb, and the log starts afresh
         // with a generation never written before.
         store.checkpoint()?;
+        if store.log.capacity() != options.capacity {
+            // redb holds everything the old log had: it is replaced whole.
+            Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
+                detail: format!("cannot make the log anew at its configured size: {e}"),
+                path: log_path.clone(),
+            })?;
+            let file = log_opener(&log_path).map_err(|e| StoreError::Read {
+                path: log_path.clone(),
+                detail: e.to_string(),
+            })?;
+            let generation = store.log.generation();
+            let (log, _) = Log::open(&log_path, file, generation)?;
+            store.log = log;
+        }
         Ok(store)
     }
 
@@ -674,8 +728,9 @@ impl Store {
     /// [`CHECKPOINT_BYTES`], or holds something older than
     /// [`CHECKPOINT_INTERVAL`].
     pub fn checkpoint_due(&self) -> bool {
-        self.log.used() >= CHECKPOINT_BYTES
-            || (!self.pending.is_empty() && self.checkpointed.elapsed() >= CHECKPOINT_INTERVAL)
+        self.log.used() >= self.options.checkpoint_bytes
+            || (!self.pending.is_empty()
+                && self.checkpointed.elapsed() >= self.options.checkpoint_interval)
     }
 
     /// Brings redb up to date with the log in one durable transaction,

@@ -536,7 +536,10 @@ fn open_faulty(dir: &Path) -> (Store, Arc<Faults>) {
             faults: shared.clone(),
         }) as Box<dyn log::LogFile>)
     });
-    (Store::open_with(dir, opener, log_opener).unwrap(), faults)
+    (
+        Store::open_with(dir, opener, log_opener, LogOptions::default()).unwrap(),
+        faults,
+    )
 }
 
 #[test]
@@ -1412,4 +1415,27 @@ proptest::proptest! {
         let netted = model(&[start, net].concat());
         proptest::prop_assert_eq!(in_order, netted);
     }
+}
+
+#[test]
+fn a_log_of_another_size_is_made_anew_once_applied() {
+    // The configured size changed: what the old log held is applied to
+    // redb first, then the log is made at the new size; nothing is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[append("q", message(1, "kept"))]).unwrap();
+    store.crash();
+    let small = LogOptions {
+        capacity: 256 << 10,
+        checkpoint_bytes: 64 << 10,
+        ..LogOptions::default()
+    };
+    let mut store = Store::open_with_options(dir.path(), small).unwrap();
+    assert_eq!(store.log.capacity(), small.capacity);
+    let len = std::fs::metadata(store.log_path()).unwrap().len();
+    assert_eq!(len, log::HEADER + small.capacity);
+    store.commit(&[append("q", message(2, "after"))]).unwrap();
+    store.crash();
+    let seqs: Vec<u64> = stored(dir.path()).iter().map(|m| m.1).collect();
+    assert_eq!(seqs, [1, 2]);
 }
