@@ -255,6 +255,47 @@ fn config_files_are_checked_and_unknown_keys_refused() {
 }
 
 #[test]
+fn store_log_sizes_out_of_range_are_refused() {
+    // The checkpoint size is bounded by the log's, the log's by 64 KiB..1 GiB.
+    let tmp = tempfile::tempdir().unwrap();
+    for (text, word) in [
+        (
+            "store-log-size = 1048576\nstore-checkpoint-size = 2097152\n",
+            "store-checkpoint-size",
+        ),
+        ("store-log-size = 1024\n", "store-log-size"),
+    ] {
+        let file = tmp.path().join("store.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(turnstiled())
+            .arg("--check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(word), "{stderr}");
+    }
+    let file = tmp.path().join("fine.toml");
+    std::fs::write(
+        &file,
+        "store-log-size = 1048576\nstore-checkpoint-interval = \"5s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(turnstiled())
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn the_cli_reports_an_absent_broker_with_exit_69() {
     let tmp = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(turnstile_cli())

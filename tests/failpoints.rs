@@ -315,3 +315,75 @@ async fn a_failed_publish_sync_is_outcome_unknown_and_leases_go_on() {
         "the unknown outcome was a stored message"
     );
 }
+
+/// Waits until the broker's log contains `text` `times` times.
+#[track_caller]
+fn wait_for_log(broker: &Broker, text: &str, times: usize) {
+    let start = Instant::now();
+    while broker.log_text().matches(text).count() < times {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{text:?} not logged {times} times; log:\n{}",
+            broker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The broker is SIGKILLed in the middle of a checkpoint of its log into
+/// redb, while publishes flood in: before the redb transaction
+/// (`store-checkpoint-apply`) and after it, before the log starts afresh
+/// (`store-checkpoint-done`). After the restart every confirmed message is
+/// stored, none twice (the records redb already holds are not replayed).
+#[test]
+fn a_kill_during_a_checkpoint_loses_nothing() {
+    for (point, line) in [
+        ("store-checkpoint-apply", "store checkpoint: applying"),
+        ("store-checkpoint-done", "is in redb"),
+    ] {
+        // The first checkpoint is the one at startup: let it pass.
+        let failpoints = format!("{point}=1*off->sleep(60000)");
+        let mut broker = broker_with_faults(&failpoints, &["--max-queue-bytes", "1073741824"]);
+        let dir = broker.dir.clone();
+        let _dir = broker._tmp.take();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pid = broker.pid();
+        let log = broker.log.clone();
+        // 32 KiB messages pass the log's checkpoint size (4 MiB) after
+        // about 130; the kill comes once the checkpoint is under way.
+        let confirmed = rt.block_on(support::flood::flood_and_kill(
+            &broker,
+            "big",
+            2,
+            32 * 1024,
+            8,
+            1,
+            |_| {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.matches(line).count() < 2 {
+                    return false;
+                }
+                signal(pid, libc::SIGKILL);
+                true
+            },
+        ));
+        let _ = broker.child.wait();
+        wait_for_log(&broker, line, 2);
+        assert!(
+            confirmed.len() >= 100,
+            "{point}: {} confirmed",
+            confirmed.len()
+        );
+        let broker = start_in(&dir, &["--max-queue-bytes", "1073741824"]);
+        let stored = rt.block_on(support::flood::check_stored_once(
+            &broker, "big", &confirmed,
+        ));
+        println!(
+            "FIGURE: killed at {point}: {} publishes confirmed, {stored} stored after restart",
+            confirmed.len()
+        );
+    }
+}

@@ -186,7 +186,7 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
         }
     };
     let mut config = config;
-    let storage = match Storage::open(&config.data_dir) {
+    let storage = match Storage::open_with_options(&config.data_dir, config.store) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot open the data store: {e}");

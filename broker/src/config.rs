@@ -196,6 +196,18 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
+    /// Bytes of the store's log (`turnstile.wal` in the data directory), made at this size once and reused; a log of another size is made anew at startup [default: 16777216]
+    #[arg(long, value_name = "BYTES")]
+    pub store_log_size: Option<u64>,
+
+    /// The store's log is applied to its database (a checkpoint) once it holds this many bytes since the last one; at most --store-log-size [default: 4194304, or a quarter of --store-log-size if less]
+    #[arg(long, value_name = "BYTES")]
+    pub store_checkpoint_size: Option<u64>,
+
+    /// A checkpoint follows the first write this long after the last one, however little the log holds [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub store_checkpoint_interval: Option<Dur>,
+
     /// Recorded leases (`turnstile history`) kept per resource, the newest; 0 = record none [default: 10000]
     #[arg(long, value_name = "N")]
     pub history_max_entries: Option<u64>,
@@ -286,6 +298,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The log filter.
     pub log_level: String,
+    /// The store's log and checkpoints.
+    pub store: crate::store::LogOptions,
     /// Transport and core limits.
     pub server: ServerConfig,
 }
@@ -345,6 +359,9 @@ impl Settings {
             max_delivery_attempts,
             max_consumers_per_connection,
             max_in_flight,
+            store_log_size,
+            store_checkpoint_size,
+            store_checkpoint_interval,
             history_max_entries,
             history_max_age,
             fleet_etcd,
@@ -422,6 +439,7 @@ impl Settings {
             )));
         }
         let fleet = self.fleet()?;
+        let store = self.store()?;
         let max_frame_bytes = self.max_frame_bytes.unwrap_or(d.max_frame_bytes);
         if !(1024..=64 << 20).contains(&max_frame_bytes) {
             return Err(ConfigError::Invalid(format!(
@@ -470,12 +488,41 @@ impl Settings {
                 }
                 None => "info".to_string(),
             },
+            store,
             server,
         })
     }
 }
 
 impl Settings {
+    /// The store's log sizes and checkpoint bounds, checked.
+    fn store(&self) -> Result<crate::store::LogOptions, ConfigError> {
+        let d = crate::store::LogOptions::default();
+        let options = crate::store::LogOptions {
+            capacity: self.store_log_size.unwrap_or(d.capacity),
+            checkpoint_bytes: self.store_checkpoint_size.unwrap_or(
+                d.checkpoint_bytes
+                    .min(self.store_log_size.unwrap_or(d.capacity) / 4),
+            ),
+            checkpoint_interval: self
+                .store_checkpoint_interval
+                .map_or(d.checkpoint_interval, |i| i.0),
+        };
+        if !(64 << 10..=1 << 30).contains(&options.capacity) {
+            return Err(ConfigError::Invalid(format!(
+                "store-log-size ({}) must lie between 65536 and 1073741824",
+                options.capacity
+            )));
+        }
+        if options.checkpoint_bytes == 0 || options.checkpoint_bytes > options.capacity {
+            return Err(ConfigError::Invalid(format!(
+                "store-checkpoint-size ({}) must lie between 1 and store-log-size ({})",
+                options.checkpoint_bytes, options.capacity
+            )));
+        }
+        Ok(options)
+    }
+
     /// The fleet's settings, checked; `None` without `--fleet-etcd`.
     fn fleet(&self) -> Result<Option<FleetConfig>, ConfigError> {
         let Some(etcd) = &self.fleet_etcd else {

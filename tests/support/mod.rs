@@ -20,6 +20,8 @@ use turnstile_client::{Client, ConnectOptions};
 use turnstile_proto::v1::{self, client_frame::Body, reply, server_frame};
 use turnstile_proto::{ClientCodec, PROTOCOL_VERSION};
 
+pub mod flood;
+
 /// How long any single wait in a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 

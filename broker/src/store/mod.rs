@@ -1,27 +1,65 @@
 //! Durable storage: the queued messages and the counters' high-water marks,
-//! in one `redb` file, `turnstile.redb`, inside the broker's data directory.
+//! in two files inside the broker's data directory: a `redb` database,
+//! `turnstile.redb`, and an append-only log in front of it,
+//! `turnstile.wal`.
 //!
-//! It owns the file: opening it (never a silent fresh start over a file
+//! It owns the files: opening them (never a silent fresh start over a file
 //! it cannot read, never a panic on a corrupt one), loading everything at
-//! startup, and committing batches of [`StoreOp`]s, each batch one durable
-//! transaction (redb's default durability, `Immediate`: the commit returns
-//! after fsync). [`StoreWriter`] runs the commits on a thread of their own
-//! and shares one transaction among every batch submitted meanwhile (group
-//! commit).
+//! startup, and committing batches of [`StoreOp`]s. A batch is committed by
+//! appending it to the log as one record and `fdatasync`ing the log: one
+//! sync and a few thousand instructions, where a redb transaction costs a
+//! quarter of a million. redb is brought up to date at a checkpoint, in one
+//! durable transaction (redb's default durability, `Immediate`); the
+//! in-memory queue table is what the broker reads while it runs, so redb is
+//! read only at startup. [`StoreWriter`] runs the commits on a thread of
+//! their own and shares one record among every batch submitted meanwhile
+//! (group commit).
 //!
 //! It decides nothing about queues: the core says what to write.
 //!
-//! Layout (format 1):
-//! - table `messages`: `(queue, seq)` → a protobuf record (attempt,
-//!   payload, headers), so one range scan yields every queue in order;
-//! - table `meta`: `format` (1), `counters.reserved_until` (the core's
-//!   counter reservation) and `queues.last_seq` (the highest sequence number
-//!   ever stored); both high-water marks only ever rise;
+//! Layout (format 2):
+//! - `turnstile.redb`, table `messages`: `(queue, seq)` → a protobuf
+//!   record (attempt, payload, headers), so one range scan yields every
+//!   queue in order;
+//! - table `meta`: `format` (2), `counters.reserved_until` (the core's
+//!   counter reservation), `queues.last_seq` (the highest sequence number
+//!   ever stored) and `log.applied` (the last log generation a checkpoint
+//!   applied); all three only ever rise;
 //! - table `lease_history`: the leases that ended, per resource, in
-//!   batches (see `history.rs`). A file from before it simply has none
-//!   yet; a table `history` (the first layout, never released) is dropped.
+//!   batches (see `history.rs`). History does not go through the log: it
+//!   is committed to redb directly. A file from before it simply has none
+//!   yet; a table `history` (the first layout, never released) is dropped;
+//! - `turnstile.wal`: a header, then records of the current generation,
+//!   each one group commit's operations with their length and CRC-32
+//!   (`log.rs` has the byte layout). The file is made at its full size
+//!   ([`LOG_CAPACITY`]) once and overwritten in place, so that an append's
+//!   `fdatasync` has no size change to commit.
+//!
+//! Checkpoint: after the commit that takes the log past
+//! [`CHECKPOINT_BYTES`] or [`CHECKPOINT_INTERVAL`] after the last one
+//! (the submitters are answered first), before a record that would not fit,
+//! at a clean stop, and at startup. It applies every operation logged since
+//! the last one, in order, and sets `log.applied` to the log's generation,
+//! in one redb transaction; the log then starts again at its beginning with
+//! the next generation. Operations are idempotent (insert or remove by
+//! `(queue, seq)`, attempts set, high-water marks raised), and the
+//! generation makes a log that redb already holds replay nothing.
+//!
+//! Recovery at open: redb is loaded; the log's records of generation
+//! `log.applied + 1` are replayed in order up to the first that does not
+//! check. That one is a torn tail (a crash during its write, whose
+//! submitters were never answered): it is dropped with a warning. If a good
+//! record of the generation follows it, the log was damaged and the store
+//! refuses to start ([`StoreError::Corrupt`]), as it does for a damaged
+//! redb file, a log that is shorter than its header, or a missing log once
+//! `log.applied` is set. Then a checkpoint, and the broker goes on.
+//!
+//! Format 1 (no log) is opened and upgraded in place: its log is created on
+//! first open. A broker that reads only format 1 refuses format 2 rather
+//! than ignore the log.
 
 mod history;
+mod log;
 mod record;
 mod storage;
 #[cfg(test)]
@@ -32,6 +70,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use std::ops::Bound;
 
@@ -44,6 +83,7 @@ use redb::{
 use crate::core::Counters;
 use crate::core::queues::{Message, StoreOp};
 use crate::platform::fs::sync_dir;
+use log::{AppendError, Log, LogOpener};
 use record::Record;
 
 pub use history::{
@@ -56,13 +96,52 @@ pub use writer::StoreWriter;
 pub const FILE_NAME: &str = "turnstile.redb";
 
 /// The layout version this broker writes and reads.
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
+
+/// The layout before the log: opened, and upgraded to [`FORMAT`].
+const FORMAT_WITHOUT_LOG: u64 = 1;
+
+/// Room for records in the log file, made at this size once and reused
+/// (`--store-log-size`).
+pub const LOG_CAPACITY: u64 = 16 << 20;
+
+/// A checkpoint follows the commit that brought the log past this many
+/// bytes since the last one (`--store-checkpoint-size`); a record that
+/// does not fit in what is left of the log is preceded by one.
+pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+
+/// A checkpoint follows the first commit this long after the last one,
+/// however little the log holds (`--store-checkpoint-interval`).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The log's sizes and the checkpoint's bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Room for records in the log file ([`LOG_CAPACITY`]). A log of
+    /// another size is made anew at startup, once redb holds all of it.
+    pub capacity: u64,
+    /// [`CHECKPOINT_BYTES`].
+    pub checkpoint_bytes: u64,
+    /// [`CHECKPOINT_INTERVAL`].
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            capacity: LOG_CAPACITY,
+            checkpoint_bytes: CHECKPOINT_BYTES,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+        }
+    }
+}
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_FORMAT: &str = "format";
 const META_RESERVED_UNTIL: &str = "counters.reserved_until";
 const META_LAST_SEQ: &str = "queues.last_seq";
+const META_LOG_APPLIED: &str = "log.applied";
 
 /// What a failed store operation was doing, for the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,6 +369,17 @@ pub struct Store {
     buf: Vec<u8>,
     /// Where each resource's history lines stand (see `history.rs`).
     spans: history::Spans,
+    /// The log every commit is appended to (see `log.rs`).
+    log: Log,
+    /// What the log holds that redb does not yet: applied, in order, at
+    /// the next checkpoint.
+    pending: Vec<StoreOp>,
+    /// When redb was last brought up to date.
+    checkpointed: Instant,
+    options: LogOptions,
+    /// Set by tests that simulate a crash: no checkpoint when dropped.
+    #[cfg(test)]
+    crashed: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -298,6 +388,8 @@ impl std::fmt::Debug for Store {
             .field("path", &self.path)
             .field("open", &self.db.is_some())
             .field("commits", &self.commits())
+            .field("log", &self.log.path())
+            .field("pending", &self.pending.len())
             .finish()
     }
 }
@@ -400,10 +492,25 @@ impl Store {
     /// on unix) if missing. A file that is not a readable store, or that
     /// another process holds, is an error naming it; it is never replaced.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(dir, Box::new(open_file))
+        Store::open_with_options(dir, LogOptions::default())
     }
 
-    fn open_with(dir: &Path, opener: Opener) -> Result<Store, StoreError> {
+    /// [`Store::open`] with the log's sizes given.
+    pub fn open_with_options(dir: &Path, options: LogOptions) -> Result<Store, StoreError> {
+        Store::open_with(
+            dir,
+            Box::new(open_file),
+            Box::new(log::open_log_file),
+            options,
+        )
+    }
+
+    fn open_with(
+        dir: &Path,
+        opener: Opener,
+        log_opener: LogOpener,
+        options: LogOptions,
+    ) -> Result<Store, StoreError> {
         create_dir(dir)?;
         let path = dir.join(FILE_NAME);
         let sync_failed = SyncFailed::default();
@@ -418,7 +525,37 @@ impl Store {
             prepare(&path, &db)?;
             Ok(db)
         })?;
-        Ok(Store {
+        let applied = guarded(&path, || read_meta(&path, &db, META_LOG_APPLIED))?;
+        let log_path = dir.join(log::FILE_NAME);
+        if !log_path.try_exists().unwrap_or(true) {
+            if applied.is_some() {
+                return Err(StoreError::Corrupt {
+                    path: log_path,
+                    detail: "it is missing, and what was stored since the last checkpoint is in \
+                             it (the broker will not start without it: restore it, or move \
+                             both files aside)"
+                        .to_string(),
+                });
+            }
+            // A store from before the log, or one just created.
+            Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
+                detail: format!("cannot create the log: {e}"),
+                path: log_path.clone(),
+            })?;
+        }
+        let file = log_opener(&log_path).map_err(|e| StoreError::Read {
+            path: log_path.clone(),
+            detail: e.to_string(),
+        })?;
+        let (log, replay) = Log::open(&log_path, file, applied.unwrap_or(0) + 1)?;
+        if !replay.is_empty() {
+            tracing::info!(
+                file = %log_path.display(),
+                "{} operations found in the log since the last checkpoint",
+                replay.len()
+            );
+        }
+        let mut store = Store {
             path,
             db: Some(db),
             opener,
@@ -426,7 +563,36 @@ impl Store {
             commits: Arc::new(AtomicU64::new(0)),
             buf: Vec::new(),
             spans: history::Spans::default(),
-        })
+            log,
+            pending: replay,
+            checkpointed: Instant::now(),
+            options,
+            #[cfg(test)]
+            crashed: false,
+        };
+        // What the log held is applied to redb, and the log starts afresh
+        // with a generation never written before.
+        store.checkpoint()?;
+        if store.log.capacity() != options.capacity {
+            // redb holds everything the old log had: it is replaced whole.
+            Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
+                detail: format!("cannot make the log anew at its configured size: {e}"),
+                path: log_path.clone(),
+            })?;
+            let file = log_opener(&log_path).map_err(|e| StoreError::Read {
+                path: log_path.clone(),
+                detail: e.to_string(),
+            })?;
+            let generation = store.log.generation();
+            let (log, _) = Log::open(&log_path, file, generation)?;
+            store.log = log;
+        }
+        Ok(store)
+    }
+
+    /// The log's file.
+    pub fn log_path(&self) -> &Path {
+        self.log.path()
     }
 
     /// The file.
@@ -441,8 +607,12 @@ impl Store {
 
     /// Reads everything: the counters, the sequence high-water mark and
     /// every queue's messages in order. A record that does not decode is
-    /// [`StoreError::Corrupt`].
-    pub fn load(&self) -> Result<Loaded, StoreError> {
+    /// [`StoreError::Corrupt`]. What only the log holds is checkpointed
+    /// first.
+    pub fn load(&mut self) -> Result<Loaded, StoreError> {
+        if !self.pending.is_empty() {
+            self.checkpoint()?;
+        }
         let path = &self.path;
         let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
             path: path.clone(),
@@ -463,8 +633,12 @@ impl Store {
     }
 
     /// [`Store::commit`], with history lines appended (and their
-    /// resources bounded) in the same transaction; `sweep`: also apply
-    /// the bounds to every resource.
+    /// resources bounded); `sweep`: also apply the bounds to every
+    /// resource.
+    ///
+    /// `ops` go to the log; history, which is not in the log, goes to
+    /// redb in a transaction of its own after them. A failure of the
+    /// history alone is logged and does not fail `ops`, which are stored.
     pub fn commit_with_history(
         &mut self,
         ops: &[StoreOp],
@@ -490,10 +664,130 @@ impl Store {
     ) -> Result<(), StoreError> {
         if self.sync_failed.load(Ordering::SeqCst) {
             self.db = None;
-            return Err(StoreError::Poisoned {
-                path: self.path.clone(),
-            });
+            return Err(self.poisoned());
         }
+        let with_history = !history.is_empty() || bounds.is_some();
+        if ops.is_empty() {
+            if !with_history {
+                return Ok(());
+            }
+            return self.commit_redb(&[], history, bounds, None);
+        }
+        self.log_ops(ops)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if with_history && let Err(e) = self.commit_redb(&[], history, bounds, None) {
+            tracing::warn!(
+                "{} lines of lease history were not stored: {e}",
+                history.iter().map(StagedHistory::lines).sum::<usize>()
+            );
+        }
+        Ok(())
+    }
+
+    fn poisoned(&self) -> StoreError {
+        StoreError::Poisoned {
+            path: self.path.clone(),
+        }
+    }
+
+    /// Appends `ops` to the log (checkpointing first when it is full).
+    fn log_ops(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        #[cfg(feature = "failpoints")]
+        let injected = failpoints::Sites::of(ops);
+        let mut checkpointed = false;
+        loop {
+            let appended = self.log.append(
+                ops,
+                #[cfg(feature = "failpoints")]
+                &injected,
+            );
+            let log_path = self.log.path().to_path_buf();
+            return match appended {
+                Ok(()) => {
+                    self.pending.extend_from_slice(ops);
+                    Ok(())
+                }
+                Err(AppendError::Full) if !checkpointed => {
+                    self.checkpoint()?;
+                    checkpointed = true;
+                    if self.log.fits_empty(ops) {
+                        continue;
+                    }
+                    // Larger than the whole log: straight into redb, which
+                    // holds everything before it now.
+                    self.commit_redb(ops, &[], None, None)
+                }
+                Err(AppendError::Full) => self.commit_redb(ops, &[], None, None),
+                // Nothing was logged: the next commit writes the same place.
+                Err(AppendError::Write(e)) if is_disk_full(&e) => {
+                    Err(StoreError::DiskFull { path: log_path })
+                }
+                Err(AppendError::Write(e)) => Err(StoreError::Write {
+                    path: log_path,
+                    detail: e.to_string(),
+                }),
+                Err(AppendError::Sync(e)) => {
+                    self.sync_failed.store(true, Ordering::SeqCst);
+                    self.db = None;
+                    tracing::error!(
+                        file = %log_path.display(),
+                        "a sync of the store's log failed: writes are refused until the broker \
+                         restarts ({e})"
+                    );
+                    Err(StoreError::SyncFailed {
+                        path: log_path,
+                        detail: e.to_string(),
+                    })
+                }
+            };
+        }
+    }
+
+    /// Whether a checkpoint is due: the log is past
+    /// [`CHECKPOINT_BYTES`], or holds something older than
+    /// [`CHECKPOINT_INTERVAL`].
+    pub fn checkpoint_due(&self) -> bool {
+        self.log.used() >= self.options.checkpoint_bytes
+            || (!self.pending.is_empty()
+                && self.checkpointed.elapsed() >= self.options.checkpoint_interval)
+    }
+
+    /// Brings redb up to date with the log in one durable transaction,
+    /// which also records the log's generation as applied, then starts the
+    /// log afresh. A crash at any point leaves either the old redb and the
+    /// whole log, or the new redb and a log whose records it already holds.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.db = None;
+            return Err(self.poisoned());
+        }
+        let generation = self.log.generation();
+        tracing::debug!(
+            "store checkpoint: applying {} operations of log generation {generation}",
+            self.pending.len()
+        );
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store-checkpoint-apply");
+        let net = net_effect(&self.pending);
+        self.commit_redb(&net, &[], None, Some(generation))?;
+        tracing::debug!("store checkpoint: generation {generation} is in redb");
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store-checkpoint-done");
+        self.pending.clear();
+        self.log.restart(generation + 1);
+        self.checkpointed = Instant::now();
+        Ok(())
+    }
+
+    /// One durable redb transaction: `ops`, history, and the log
+    /// generation now applied.
+    fn commit_redb(
+        &mut self,
+        ops: &[StoreOp],
+        history: &[StagedHistory],
+        bounds: Option<(HistoryBounds, u64, bool)>,
+        applied: Option<u64>,
+    ) -> Result<(), StoreError> {
         if self.db.is_none() {
             let path = &self.path;
             let failed = self.sync_failed.clone();
@@ -505,44 +799,30 @@ impl Store {
             })?;
             self.db = Some(db);
         }
-        #[cfg(feature = "failpoints")]
-        let injected = failpoints::Sites::of(ops);
-        // A write of the reservation fails (EIO, a full disk): nothing is
-        // written, the next commit may try again.
-        #[cfg(feature = "failpoints")]
-        if let Some(e) = injected.before_write(&self.path) {
-            self.db = None;
-            return Err(e);
-        }
         let path = &self.path;
         let Some(db) = self.db.as_ref() else {
             return Err(StoreError::Closed);
         };
         let buf = &mut self.buf;
         let spans = &mut self.spans;
-        let result = guarded(path, || write(path, db, ops, history, bounds, buf, spans)).map_err(
-            |e| match e {
-                // A panic while writing is a failed write, not a corrupt file.
-                StoreError::Corrupt { path, detail } => StoreError::Write { path, detail },
-                other => other,
-            },
-        );
-        // The sync of the reservation or of a publish stalls (`sleep`) or
-        // fails (`return`) after the data was written: what is on disk is
-        // then unknown, as after a real failed fsync.
-        #[cfg(feature = "failpoints")]
-        let result = result.and_then(|()| match injected.after_write(&self.path) {
-            Some(e) => {
-                self.sync_failed.store(true, Ordering::SeqCst);
-                Err(e)
-            }
-            None => Ok(()),
+        let result = guarded(path, || {
+            write(
+                path,
+                db,
+                Changes { ops, applied },
+                history,
+                bounds,
+                buf,
+                spans,
+            )
+        })
+        .map_err(|e| match e {
+            // A panic while writing is a failed write, not a corrupt file.
+            StoreError::Corrupt { path, detail } => StoreError::Write { path, detail },
+            other => other,
         });
         match result {
-            Ok(()) => {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 // redb refuses everything after an I/O error until the file
                 // is reopened; start afresh on the next commit.
@@ -586,6 +866,33 @@ impl Store {
 
     fn commit_counter(&self) -> Arc<AtomicU64> {
         self.commits.clone()
+    }
+
+    /// Drops the store as a crash would: without the checkpoint of a
+    /// clean stop (the log keeps what redb does not have).
+    #[cfg(test)]
+    fn crash(mut self) {
+        self.crashed = true;
+    }
+}
+
+impl Drop for Store {
+    /// A clean stop: redb is brought up to date, so that the next start
+    /// has nothing to replay.
+    fn drop(&mut self) {
+        #[cfg(test)]
+        if self.crashed {
+            return;
+        }
+        if self.pending.is_empty() || self.sync_failed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(
+                "the store's log could not be checkpointed at shutdown ({e}); it is replayed at \
+                 the next start"
+            );
+        }
     }
 }
 
@@ -651,6 +958,11 @@ fn prepare(path: &Path, db: &Database) -> Result<(), StoreError> {
             .map(|v| v.value());
         match format {
             Some(FORMAT) => {}
+            // Its log is created when it is opened.
+            Some(FORMAT_WITHOUT_LOG) => {
+                meta.insert(META_FORMAT, FORMAT)
+                    .map_err(|e| fail(e.into()))?;
+            }
             Some(other) => {
                 return Err(StoreError::Format {
                     path: path.to_path_buf(),
@@ -668,6 +980,17 @@ fn prepare(path: &Path, db: &Database) -> Result<(), StoreError> {
             .map_err(|e| fail(e.into()))?;
     }
     txn.commit().map_err(|e| fail(e.into()))
+}
+
+/// One value of the meta table, if set.
+fn read_meta(path: &Path, db: &Database, key: &str) -> Result<Option<u64>, StoreError> {
+    let fail = |e: redb::Error| classify(path, Doing::Read, e);
+    let txn = db.begin_read().map_err(|e| fail(e.into()))?;
+    let meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+    Ok(meta
+        .get(key)
+        .map_err(|e| fail(e.into()))?
+        .map(|v| v.value()))
 }
 
 fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
@@ -705,10 +1028,18 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
     Ok(loaded)
 }
 
+/// What one redb transaction applies besides history: operations, and
+/// the log generation they complete (at a checkpoint).
+#[derive(Clone, Copy)]
+struct Changes<'a> {
+    ops: &'a [StoreOp],
+    applied: Option<u64>,
+}
+
 fn write(
     path: &Path,
     db: &Database,
-    ops: &[StoreOp],
+    Changes { ops, applied }: Changes<'_>,
     history: &[StagedHistory],
     bounds: Option<(HistoryBounds, u64, bool)>,
     buf: &mut Vec<u8>,
@@ -731,7 +1062,7 @@ fn write(
     // A transaction of history alone leaves the other tables unopened:
     // opening one for writing costs as much as the rest of the commit
     // (callgrind).
-    if !ops.is_empty() {
+    if !ops.is_empty() || applied.is_some() {
         let mut messages = txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
         let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
         let mut last_seq = None;
@@ -776,8 +1107,62 @@ fn write(
         }
         raise(&mut meta, META_LAST_SEQ, last_seq).map_err(fail)?;
         raise(&mut meta, META_RESERVED_UNTIL, reserve).map_err(fail)?;
+        raise(&mut meta, META_LOG_APPLIED, applied).map_err(fail)?;
     }
     txn.commit().map_err(|e| fail(e.into()))
+}
+
+/// Operations with the same effect as `ops` applied in order, fewer:
+/// only the last write of each message is kept (an attempt folded into
+/// the append it follows, a removal replacing what came before it), and
+/// one counter reservation, the highest. Operations on different messages
+/// are independent and the high-water marks only rise, so order across
+/// messages does not matter. A removal is kept even after an append in
+/// the same window: it costs little and never depends on the append
+/// having been the first write of its message.
+fn net_effect(ops: &[StoreOp]) -> Vec<StoreOp> {
+    let mut out: Vec<Option<StoreOp>> = Vec::with_capacity(ops.len());
+    let mut last: crate::core::Map<(&str, u64), usize> = crate::core::Map::default();
+    let mut reserve = None;
+    for op in ops {
+        match op {
+            StoreOp::Append { queue, message } => {
+                let key = (&**queue, message.seq);
+                if let Some(i) = last.insert(key, out.len()) {
+                    out[i] = None;
+                }
+                out.push(Some(op.clone()));
+            }
+            StoreOp::Remove { queue, seq } => {
+                if let Some(i) = last.insert((&**queue, *seq), out.len()) {
+                    out[i] = None;
+                }
+                out.push(Some(op.clone()));
+            }
+            StoreOp::SetAttempt {
+                queue,
+                seq,
+                attempt,
+            } => match last.get(&(&**queue, *seq)).and_then(|&i| out[i].as_mut()) {
+                Some(StoreOp::Append { message, .. }) => message.attempt = *attempt,
+                Some(StoreOp::SetAttempt { attempt: a, .. }) => *a = *attempt,
+                // Removed: nothing to set, in redb either.
+                Some(_) => {}
+                None => {
+                    last.insert((&**queue, *seq), out.len());
+                    out.push(Some(op.clone()));
+                }
+            },
+            StoreOp::ReserveCounters { reserve_until } => {
+                reserve = reserve.max(Some(*reserve_until));
+            }
+        }
+    }
+    let mut net: Vec<StoreOp> = out.into_iter().flatten().collect();
+    if let Some(reserve_until) = reserve {
+        net.push(StoreOp::ReserveCounters { reserve_until });
+    }
+    net
 }
 
 /// Sets a high-water mark to `value` unless it is already higher.
@@ -804,12 +1189,14 @@ fn raise(
 ///   fails before anything is written (as on EIO or a full disk);
 /// - `store-reservation-fsync`: its sync stalls or fails after the write
 ///   (a failure poisons the store, as a real one does);
-/// - `store-publish-commit`: the same for a commit carrying a publish.
+/// - `store-publish-commit`: the same for a commit carrying a publish;
+/// - `store-checkpoint-apply`: a checkpoint stalls (`sleep`) before its
+///   redb transaction; `store-checkpoint-done`: after it, before the log
+///   starts afresh (for killing the broker mid-checkpoint).
+///
+/// The reservation and publish sites are on the log's write and sync.
 #[cfg(feature = "failpoints")]
 mod failpoints {
-    use std::path::Path;
-
-    use super::StoreError;
     use crate::core::queues::StoreOp;
 
     /// Which failpoints a commit passes.
@@ -828,20 +1215,21 @@ mod failpoints {
             }
         }
 
-        pub(super) fn before_write(&self, path: &Path) -> Option<StoreError> {
+        /// An error for the log's write, before it is made.
+        pub(super) fn before_write(&self) -> Option<std::io::Error> {
             if self.reserving {
-                fail::fail_point!("store-reservation-write", |_| Some(StoreError::Write {
-                    path: path.to_path_buf(),
-                    detail: "injected write failure (failpoint store-reservation-write)".into(),
-                }));
+                fail::fail_point!("store-reservation-write", |_| Some(std::io::Error::other(
+                    "injected write failure (failpoint store-reservation-write)"
+                )));
             }
             None
         }
 
-        pub(super) fn after_write(&self, path: &Path) -> Option<StoreError> {
-            let failed = |name: &str| StoreError::SyncFailed {
-                path: path.to_path_buf(),
-                detail: format!("injected sync failure (failpoint {name})"),
+        /// An error for the log's sync, after the write (a stall with
+        /// `sleep`).
+        pub(super) fn before_sync(&self) -> Option<std::io::Error> {
+            let failed = |name: &str| {
+                std::io::Error::other(format!("injected sync failure (failpoint {name})"))
             };
             if self.reserving {
                 fail::fail_point!("store-reservation-fsync", |_| Some(failed(

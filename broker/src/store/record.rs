@@ -40,10 +40,9 @@ pub(super) struct Header {
 }
 
 impl Record {
-    /// Encodes a message (all but its sequence number, which is the key)
-    /// into `buf`, which is cleared first.
-    pub(super) fn encode_message(message: &Message, buf: &mut Vec<u8>) {
-        let record = Record {
+    /// The record of a message (all but its sequence number, the key).
+    pub(super) fn of(message: &Message) -> Record {
+        Record {
             attempt: message.attempt,
             payload: message.payload.clone(),
             headers: message
@@ -55,7 +54,24 @@ impl Record {
                 })
                 .collect(),
             publisher: message.publisher,
-        };
+        }
+    }
+
+    /// The message this record holds, as message `seq`.
+    pub(super) fn into_message(self, seq: u64) -> Message {
+        Message {
+            seq,
+            payload: self.payload,
+            headers: self.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            attempt: self.attempt,
+            publisher: self.publisher,
+        }
+    }
+
+    /// Encodes a message (all but its sequence number, which is the key)
+    /// into `buf`, which is cleared first.
+    pub(super) fn encode_message(message: &Message, buf: &mut Vec<u8>) {
+        let record = Record::of(message);
         buf.clear();
         buf.reserve(record.encoded_len());
         // Encoding into a Vec cannot run out of room.
@@ -64,18 +80,7 @@ impl Record {
 
     /// Decodes the record stored for message `seq`.
     pub(super) fn decode_message(seq: u64, bytes: &[u8]) -> Result<Message, prost::DecodeError> {
-        let record = Record::decode(bytes)?;
-        Ok(Message {
-            seq,
-            payload: record.payload,
-            headers: record
-                .headers
-                .into_iter()
-                .map(|h| (h.key, h.value))
-                .collect(),
-            attempt: record.attempt,
-            publisher: record.publisher,
-        })
+        Ok(Record::decode(bytes)?.into_message(seq))
     }
 
     /// The record with its attempt count replaced.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Loaded, Store, StoreError, StoreWriter};
+use super::{Loaded, LogOptions, Store, StoreError, StoreWriter};
 
 /// The durable store a server runs on: opened and read before serving,
 /// its writer thread started. Clones share it. What it held at startup is
@@ -38,7 +38,12 @@ impl Storage {
     /// starts its writer thread. A store that cannot be opened or read is
     /// an error naming the file: never a silent fresh start.
     pub fn open(dir: &Path) -> Result<Storage, StoreError> {
-        let store = Store::open(dir)?;
+        Storage::open_with_options(dir, LogOptions::default())
+    }
+
+    /// [`Storage::open`] with the log's sizes given.
+    pub fn open_with_options(dir: &Path, options: LogOptions) -> Result<Storage, StoreError> {
+        let mut store = Store::open_with_options(dir, options)?;
         let loaded = store.load()?;
         let path = store.path().to_path_buf();
         let writer = StoreWriter::spawn(store).map_err(|e| StoreError::Write {

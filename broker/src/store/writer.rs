@@ -1,6 +1,9 @@
 //! Group commit: one thread owns the [`Store`] and turns every batch of
-//! [`StoreOp`]s submitted while it was busy into one transaction, so that
-//! concurrent publishes share one fsync instead of paying one each.
+//! [`StoreOp`]s submitted while it was busy into one transaction (one
+//! record appended to the store's log), so that concurrent publishes share
+//! one fsync instead of paying one each. When the log is due, the thread
+//! checkpoints it into redb after answering the batch that made it due;
+//! when it stops, dropping the store checkpoints what is left.
 //!
 //! It owns the thread and the submission queue; it does not decide what to
 //! write, nor retry: a failed transaction is reported to each of its
@@ -244,6 +247,12 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
             let _ = done.send(result.clone());
         }
         history.answer_reads(&store);
+        // After the answers, which do not wait for it.
+        if store.checkpoint_due()
+            && let Err(e) = store.checkpoint()
+        {
+            tracing::warn!("the store's log could not be checkpointed: {e}");
+        }
     }
     // What was recorded before the stop is kept.
     if !history.staged.is_empty() {

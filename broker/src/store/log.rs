@@ -1,0 +1,586 @@
+//! The append-only log in front of redb (`turnstile.wal`): every group
+//! commit is one record appended to it and one `fdatasync`, instead of a
+//! redb transaction. redb is brought up to date only at a checkpoint.
+//!
+//! It owns the file's layout, appending, and reading it back at startup;
+//! when to checkpoint and what the records mean for redb is `mod.rs`'s.
+//!
+//! Layout: a header block of [`HEADER`] bytes (magic, a random salt, their
+//! CRC), then records, from offset [`HEADER`] on, each
+//! `len: u32 LE | generation: u64 LE | crc: u32 LE | body (len bytes)`.
+//! The CRC (CRC-32 by `crc32fast`, seeded with the file's salt) covers
+//! length, generation and body; the salt, unreadable to others (the data
+//! directory is private), keeps a publisher from forging a record inside a
+//! payload that a scan past a torn tail could take for a good one. The
+//! body is a [`Batch`] of operations (protobuf). The file is made at its
+//! full size once, zero-filled and synced, and then reused in place: an
+//! append never changes the file's size, so its `fdatasync` flushes data
+//! only (as the benchmark's bare loop does).
+//!
+//! Generations: the records written after the checkpoint that applied
+//! generation `g` carry `g + 1` and start again at offset [`HEADER`];
+//! redb's meta `log.applied` says which generation it holds. At startup
+//! the records of generation `applied + 1` are replayed in order up to the
+//! first that does not check; older bytes further on carry an older
+//! generation (or the salt of no record) and end the scan. A record of the
+//! current generation that does not check is a torn tail (a crash during
+//! its write: its submitters were never answered) unless a good record of
+//! the current generation follows it somewhere: then the file was damaged
+//! and the store refuses to start.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::StoreError;
+use super::record::Record;
+use crate::core::queues::StoreOp;
+
+/// The log's file name inside the data directory.
+pub const FILE_NAME: &str = "turnstile.wal";
+
+/// Bytes before the first record: the header, padded to a block so that
+/// appends never share a block with it.
+pub(super) const HEADER: u64 = 4096;
+
+const MAGIC: &[u8; 8] = b"TSWAL\0\0\x01";
+
+/// Bytes of a record before its body.
+const RECORD_HEADER: usize = 16;
+
+/// Positional I/O on the log's file, so that tests can inject faults.
+pub(super) trait LogFile: Send + std::fmt::Debug {
+    /// Reads exactly `out.len()` bytes at `offset`.
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()>;
+    /// Writes all of `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()>;
+    /// `fdatasync`.
+    fn sync_data(&self) -> std::io::Result<()>;
+    /// The file's length.
+    fn len(&self) -> std::io::Result<u64>;
+}
+
+impl LogFile for std::fs::File {
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_exact_at(self, out, offset)
+        }
+        #[cfg(windows)]
+        {
+            let (mut offset, mut out) = (offset, out);
+            while !out.is_empty() {
+                match std::os::windows::fs::FileExt::seek_read(self, out, offset)? {
+                    0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    n => {
+                        out = &mut std::mem::take(&mut out)[n..];
+                        offset += n as u64;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_all_at(self, data, offset)
+        }
+        #[cfg(windows)]
+        {
+            let (mut offset, mut data) = (offset, data);
+            while !data.is_empty() {
+                match std::os::windows::fs::FileExt::seek_write(self, data, offset)? {
+                    0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                    n => {
+                        data = &data[n..];
+                        offset += n as u64;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        std::fs::File::sync_data(self)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+/// How the store opens its log file: the plain file in production, a
+/// fault-injecting one in tests.
+pub(super) type LogOpener = Box<dyn Fn(&Path) -> std::io::Result<Box<dyn LogFile>> + Send>;
+
+pub(super) fn open_log_file(path: &Path) -> std::io::Result<Box<dyn LogFile>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    Ok(Box::new(file))
+}
+
+/// The operations of one group commit, as logged (decoded with prost,
+/// encoded by [`encode_ops`]).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Batch {
+    #[prost(message, repeated, tag = "1")]
+    ops: Vec<Op>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Op {
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4")]
+    kind: Option<Kind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Kind {
+    #[prost(message, tag = "1")]
+    Append(Append),
+    #[prost(message, tag = "2")]
+    Remove(Key),
+    #[prost(message, tag = "3")]
+    SetAttempt(Key),
+    #[prost(uint64, tag = "4")]
+    ReserveCounters(u64),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Append {
+    #[prost(string, tag = "1")]
+    queue: String,
+    #[prost(uint64, tag = "2")]
+    seq: u64,
+    #[prost(message, optional, tag = "3")]
+    record: Option<Record>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Key {
+    #[prost(string, tag = "1")]
+    queue: String,
+    #[prost(uint64, tag = "2")]
+    seq: u64,
+    /// For `SetAttempt` only.
+    #[prost(uint32, tag = "3")]
+    attempt: u32,
+}
+
+/// Appends `ops` to `buf` as a [`Batch`], written field by field rather
+/// than built as one (no queue name copied into a `String` per
+/// operation); [`decode_ops`] reads it back with prost.
+fn encode_ops(ops: &[StoreOp], buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    fn field_len(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+    fn varint_len(tag: u32, value: u64) -> usize {
+        key_len(tag) + encoded_len_varint(value)
+    }
+    fn open(tag: u32, len: usize, buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+    fn varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(value, buf);
+    }
+    fn key(tag: u32, queue: &str, seq: u64, attempt: u32, buf: &mut Vec<u8>) {
+        let len = field_len(1, queue.len()) + varint_len(2, seq) + varint_len(3, attempt.into());
+        open(1, field_len(tag, len), buf);
+        open(tag, len, buf);
+        open(1, queue.len(), buf);
+        buf.extend_from_slice(queue.as_bytes());
+        varint(2, seq, buf);
+        varint(3, attempt.into(), buf);
+    }
+    for op in ops {
+        match op {
+            StoreOp::Append { queue, message } => {
+                let record = Record::of(message);
+                let record_len = record.encoded_len();
+                let len = field_len(1, queue.len())
+                    + varint_len(2, message.seq)
+                    + field_len(3, record_len);
+                open(1, field_len(1, len), buf);
+                open(1, len, buf);
+                open(1, queue.len(), buf);
+                buf.extend_from_slice(queue.as_bytes());
+                varint(2, message.seq, buf);
+                open(3, record_len, buf);
+                buf.reserve(record_len);
+                // Encoding into a Vec cannot run out of room.
+                let _ = record.encode(buf);
+            }
+            StoreOp::Remove { queue, seq } => key(2, queue, *seq, 0, buf),
+            StoreOp::SetAttempt {
+                queue,
+                seq,
+                attempt,
+            } => key(3, queue, *seq, *attempt, buf),
+            StoreOp::ReserveCounters { reserve_until } => {
+                open(1, varint_len(4, *reserve_until), buf);
+                varint(4, *reserve_until, buf);
+            }
+        }
+    }
+}
+
+fn decode_ops(body: &[u8]) -> Result<Vec<StoreOp>, String> {
+    let batch = Batch::decode(Bytes::copy_from_slice(body)).map_err(|e| e.to_string())?;
+    batch
+        .ops
+        .into_iter()
+        .map(|op| match op.kind {
+            Some(Kind::Append(a)) => Ok(StoreOp::Append {
+                queue: a.queue.into(),
+                message: a.record.unwrap_or_default().into_message(a.seq),
+            }),
+            Some(Kind::Remove(k)) => Ok(StoreOp::Remove {
+                queue: k.queue.into(),
+                seq: k.seq,
+            }),
+            Some(Kind::SetAttempt(k)) => Ok(StoreOp::SetAttempt {
+                queue: k.queue.into(),
+                seq: k.seq,
+                attempt: k.attempt,
+            }),
+            Some(Kind::ReserveCounters(reserve_until)) => {
+                Ok(StoreOp::ReserveCounters { reserve_until })
+            }
+            None => Err("an operation of an unknown kind".to_string()),
+        })
+        .collect()
+}
+
+fn crc(salt: u32, parts: &[&[u8]]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new_with_initial(salt);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize()
+}
+
+fn header_bytes(salt: u32) -> [u8; 16] {
+    let mut header = [0u8; 16];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&salt.to_le_bytes());
+    let check = crc(0, &[&header[..12]]);
+    header[12..16].copy_from_slice(&check.to_le_bytes());
+    header
+}
+
+fn u32_at(data: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&data[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(data: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&data[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// The record of `generation` at `at` in `data` (the bytes after the
+/// header), if there is a whole one that checks: its body and where the
+/// next one starts.
+fn record_at(data: &[u8], at: usize, generation: u64, salt: u32) -> Option<(&[u8], usize)> {
+    let head = data.get(at..at.checked_add(RECORD_HEADER)?)?;
+    if u64_at(head, 4) != generation {
+        return None;
+    }
+    let len = u32_at(head, 0) as usize;
+    let end = at.checked_add(RECORD_HEADER)?.checked_add(len)?;
+    let body = data.get(at + RECORD_HEADER..end)?;
+    if len == 0 || crc(salt, &[&head[..12], body]) != u32_at(head, 12) {
+        return None;
+    }
+    Some((body, end))
+}
+
+/// The open log.
+#[derive(Debug)]
+pub(super) struct Log {
+    path: PathBuf,
+    file: Box<dyn LogFile>,
+    salt: u32,
+    /// The generation being written: redb holds every earlier one.
+    generation: u64,
+    /// Where the next record goes, from the end of the header.
+    pos: u64,
+    /// Room for records: the file's length past the header.
+    capacity: u64,
+    buf: Vec<u8>,
+}
+
+/// What [`Log::append`] could not do.
+pub(super) enum AppendError {
+    /// The record does not fit in what is left: checkpoint first.
+    Full,
+    /// The write failed: nothing is logged, the next append tries the
+    /// same place again.
+    Write(std::io::Error),
+    /// The sync failed: whether the record is on disk is unknown.
+    Sync(std::io::Error),
+}
+
+impl Log {
+    /// Creates a log of `capacity` bytes of records at `path`, built aside
+    /// and moved into place whole (a crash leaves no log or a whole one).
+    pub(super) fn create(path: &Path, capacity: u64) -> std::io::Result<()> {
+        let mut building = path.as_os_str().to_owned();
+        building.push(format!(".new-{}", std::process::id()));
+        let building = PathBuf::from(building);
+        let _ = std::fs::remove_file(&building);
+        let made = (|| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&building)?;
+            let mut salt = [0u8; 4];
+            getrandom::fill(&mut salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut block = vec![0u8; HEADER as usize];
+            block[..16].copy_from_slice(&header_bytes(u32::from_le_bytes(salt)));
+            file.write_at(0, &block)?;
+            // Zeros written for real, not a sparse file or unwritten
+            // extents: an append later changes data only.
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = HEADER;
+            while at < HEADER + capacity {
+                let n = zeros.len().min((HEADER + capacity - at) as usize);
+                file.write_at(at, &zeros[..n])?;
+                at += n as u64;
+            }
+            file.sync_all()?;
+            std::fs::rename(&building, path)
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_file(&building);
+        }
+        if let Some(dir) = path.parent() {
+            crate::platform::fs::sync_dir(dir);
+        }
+        made
+    }
+
+    /// Opens the log and reads the records of `generation`: those to
+    /// replay, in order. A torn tail is logged and left behind; damage
+    /// followed by good records is [`StoreError::Corrupt`].
+    pub(super) fn open(
+        path: &Path,
+        file: Box<dyn LogFile>,
+        generation: u64,
+    ) -> Result<(Log, Vec<StoreOp>), StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let read_err = |e: std::io::Error| StoreError::Read {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let len = file.len().map_err(read_err)?;
+        if len < HEADER {
+            return Err(corrupt(format!(
+                "it is {len} bytes long, shorter than its header"
+            )));
+        }
+        let mut header = [0u8; 16];
+        file.read_at(0, &mut header).map_err(read_err)?;
+        if &header[..8] != MAGIC {
+            return Err(corrupt("it is not a turnstile log".to_string()));
+        }
+        let salt = u32_at(&header, 8);
+        if header != header_bytes(salt) {
+            return Err(corrupt("its header does not check".to_string()));
+        }
+        let capacity = len - HEADER;
+        let size = usize::try_from(capacity)
+            .map_err(|_| corrupt(format!("it is too large ({len} bytes)")))?;
+        let mut data = vec![0u8; size];
+        file.read_at(HEADER, &mut data).map_err(read_err)?;
+        let mut ops = Vec::new();
+        let mut at = 0usize;
+        let mut records = 0u64;
+        while let Some((body, next)) = record_at(&data, at, generation, salt) {
+            let mut batch = decode_ops(body).map_err(|e| {
+                corrupt(format!(
+                    "its record at offset {} does not decode: {e}",
+                    HEADER + at as u64
+                ))
+            })?;
+            ops.append(&mut batch);
+            records += 1;
+            at = next;
+        }
+        // Past the last good record: older generations, zeros, or a torn
+        // record. A good record of this generation further on means the
+        // bytes here were damaged after they were written.
+        // Every place the generation's bytes occur is a candidate.
+        let pattern = generation.to_le_bytes();
+        let from = at + 1 + 4;
+        let later = memchr::memmem::find_iter(data.get(from..).unwrap_or_default(), &pattern)
+            .map(|i| from + i - 4)
+            .find(|&o| record_at(&data, o, generation, salt).is_some());
+        if let Some(found) = later {
+            return Err(corrupt(format!(
+                "the record at offset {} does not check, but a later one at offset {} does: \
+                 the log was damaged",
+                HEADER + at as u64,
+                HEADER + found as u64
+            )));
+        }
+        if data.len() >= at + RECORD_HEADER && u64_at(&data, at + 4) == generation {
+            tracing::warn!(
+                file = %path.display(),
+                "the log ends in a record that was not completely written (the broker stopped \
+                 during a write); it is ignored: {records} records before it were kept, at \
+                 offset {}",
+                HEADER + at as u64
+            );
+        }
+        Ok((
+            Log {
+                path: path.to_path_buf(),
+                file,
+                salt,
+                generation,
+                pos: at as u64,
+                capacity,
+                buf: Vec::new(),
+            },
+            ops,
+        ))
+    }
+
+    /// The generation being written.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bytes of records since the last checkpoint.
+    pub(super) fn used(&self) -> u64 {
+        self.pos
+    }
+
+    /// Room for records in all.
+    pub(super) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The path of the file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts `generation` at the beginning, after a checkpoint applied
+    /// everything before it. Nothing is written: the old records carry an
+    /// older generation.
+    pub(super) fn restart(&mut self, generation: u64) {
+        self.generation = generation;
+        self.pos = 0;
+    }
+
+    /// Whether a record of `ops` would fit in an empty log.
+    pub(super) fn fits_empty(&mut self, ops: &[StoreOp]) -> bool {
+        self.encode(ops);
+        self.buf.len() as u64 <= self.capacity()
+    }
+
+    fn encode(&mut self, ops: &[StoreOp]) {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.resize(RECORD_HEADER, 0);
+        encode_ops(ops, buf);
+        let len = u32::try_from(buf.len() - RECORD_HEADER).unwrap_or(u32::MAX);
+        buf[0..4].copy_from_slice(&len.to_le_bytes());
+        buf[4..12].copy_from_slice(&self.generation.to_le_bytes());
+        let check = crc(self.salt, &[&buf[..12], &buf[RECORD_HEADER..]]);
+        buf[12..16].copy_from_slice(&check.to_le_bytes());
+    }
+
+    /// Appends `ops` as one record and syncs it: on `Ok` they survive a
+    /// crash.
+    pub(super) fn append(
+        &mut self,
+        ops: &[StoreOp],
+        #[cfg(feature = "failpoints")] injected: &super::failpoints::Sites,
+    ) -> Result<(), AppendError> {
+        self.encode(ops);
+        let len = self.buf.len() as u64;
+        if self.buf.len() - RECORD_HEADER > u32::MAX as usize
+            || self.pos.saturating_add(len) > self.capacity
+        {
+            return Err(AppendError::Full);
+        }
+        #[cfg(feature = "failpoints")]
+        if let Some(e) = injected.before_write() {
+            return Err(AppendError::Write(e));
+        }
+        self.file
+            .write_at(HEADER + self.pos, &self.buf)
+            .map_err(AppendError::Write)?;
+        #[cfg(feature = "failpoints")]
+        if let Some(e) = injected.before_sync() {
+            return Err(AppendError::Sync(e));
+        }
+        self.file.sync_data().map_err(AppendError::Sync)?;
+        self.pos += len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::queues::Message;
+
+    proptest::proptest! {
+        /// What is logged reads back as it was, every kind of operation,
+        /// headers and publisher included.
+        #[test]
+        fn operations_read_back_as_logged(
+            steps in proptest::collection::vec(
+                (0u8..4, "[a-z./]{0,12}", proptest::num::u64::ANY, proptest::num::u32::ANY,
+                 proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                 proptest::collection::vec(("[a-z]{1,5}", "[a-zé]{0,5}"), 0..3),
+                 proptest::option::of(proptest::num::u32::ANY)),
+                1..12,
+            ),
+        ) {
+            let ops: Vec<StoreOp> = steps
+                .into_iter()
+                .map(|(kind, queue, seq, n, payload, headers, publisher)| {
+                    let queue: Arc<str> = queue.into();
+                    match kind {
+                        0 => StoreOp::Append {
+                            queue,
+                            message: Message {
+                                seq,
+                                payload: Bytes::from(payload),
+                                headers,
+                                attempt: n,
+                                publisher,
+                            },
+                        },
+                        1 => StoreOp::Remove { queue, seq },
+                        2 => StoreOp::SetAttempt { queue, seq, attempt: n },
+                        _ => StoreOp::ReserveCounters { reserve_until: seq },
+                    }
+                })
+                .collect();
+            let mut buf = Vec::new();
+            encode_ops(&ops, &mut buf);
+            proptest::prop_assert_eq!(decode_ops(&buf).unwrap(), ops);
+        }
+    }
+}
