@@ -266,9 +266,14 @@ impl LeaseTable {
     /// The capacity `req` will find on its resource, and the permits its
     /// lease takes there; refuses a capacity other than the resource's and
     /// more permits than it has.
-    fn capacity_for(&self, req: &AcquireRequest) -> Result<(u32, u32), CoreError> {
+    /// `existing` is the resource as the table has it, if it does.
+    fn capacity_for(
+        &self,
+        req: &AcquireRequest,
+        existing: Option<&Resource>,
+    ) -> Result<(u32, u32), CoreError> {
         let name = req.resource.as_str();
-        let fixed = match (self.configured.get(name), self.resources.get(name)) {
+        let fixed = match (self.configured.get(name), existing) {
             (Some(&c), _) => Some((c, ", fixed by the broker's config")),
             (None, Some(res)) => Some((res.capacity, " while it is in use")),
             (None, None) => None,
@@ -322,10 +327,13 @@ impl LeaseTable {
                 limit,
             });
         }
-        let (capacity, permits) = self.capacity_for(&req)?;
-        let free_now = match self.resources.get(req.resource.as_str()) {
+        // The resource is looked up once for every question below (its
+        // name was hashed at each of them: issue 14).
+        let existing = self.resources.get_key_value(req.resource.as_str());
+        let (capacity, permits) = self.capacity_for(&req, existing.map(|(_, r)| r))?;
+        let free_now = match existing {
             None => true,
-            Some(res) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
+            Some((_, res)) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
         };
         let uid = peer.uid;
         let waiting = self.waiting_per_uid.get(&uid).copied().unwrap_or(0);
@@ -347,10 +355,8 @@ impl LeaseTable {
             });
         }
         if !free_now && req.wait == WaitPolicy::NoWait {
-            let holder = self
-                .resources
-                .get(req.resource.as_str())
-                .map(|r| self.describe_holders(r))
+            let holder = existing
+                .map(|(_, r)| self.describe_holders(r))
                 .unwrap_or_default();
             return Err(CoreError::Busy {
                 resource: req.resource,
@@ -361,20 +367,29 @@ impl LeaseTable {
         let now = fx.now;
         self.next_lease += 1;
         let id = LeaseId(self.next_lease);
-        let name: Arc<str> = match self.resources.get_key_value(req.resource.as_str()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(req.resource.as_str()),
+        let known = existing.map(|(k, _)| k.clone());
+        let (name, res) = match known {
+            Some(name) => {
+                let res = self.resources.get_mut(&name);
+                let Some(res) = res else {
+                    return Err(CoreError::Broken(
+                        "a resource left the table during a request",
+                    ));
+                };
+                (name, res)
+            }
+            None => {
+                let name: Arc<str> = Arc::from(req.resource.as_str());
+                let typical_hold_ms = self.idle_hold_times.get(&name).copied();
+                let res = self.resources.entry(name.clone()).or_insert(Resource {
+                    name: name.clone(),
+                    typical_hold_ms,
+                    capacity,
+                    ..Resource::default()
+                });
+                (name, res)
+            }
         };
-        let typical_hold_ms = self.idle_hold_times.get(&name).copied();
-        let res = self
-            .resources
-            .entry(name.clone())
-            .or_insert_with(|| Resource {
-                name: name.clone(),
-                typical_hold_ms,
-                capacity,
-                ..Resource::default()
-            });
         res.waiters.push_back(id);
         *self.waiting_per_uid.entry(uid).or_insert(0) += 1;
         let give_up_at = (req.max_wait_ms > 0).then(|| now + u64::from(req.max_wait_ms));
@@ -1121,6 +1136,18 @@ impl LeaseTable {
     /// the waiters where they stand (all of them after a grant, else those
     /// from index `from` on), and forgets the resource if nobody uses it.
     fn settle(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
+        let Some(res) = self.resources.get(name) else {
+            return;
+        };
+        if res.waiters.is_empty() && res.owed_from.is_none() {
+            // Nobody to grant, nobody owed an update: what `promote` and
+            // `notify_waiters` would find, without looking the name up
+            // three more times (issue 14).
+            if res.holders.is_empty() {
+                self.forget_resource(name);
+            }
+            return;
+        }
         let granted = self.promote(name, fx);
         self.notify_waiters(name, if granted { 0 } else { from }, fx);
         self.drop_if_unused(name);
@@ -1459,7 +1486,15 @@ impl LeaseTable {
         if let Some(res) = self.resources.get(name)
             && res.holders.is_empty()
             && res.waiters.is_empty()
-            && let Some(res) = self.resources.remove(name)
+        {
+            self.forget_resource(name);
+        }
+    }
+
+    /// Takes a resource nobody uses out of the table, remembering its
+    /// typical hold time.
+    fn forget_resource(&mut self, name: &Arc<str>) {
+        if let Some(res) = self.resources.remove(name)
             && let Some(t) = res.typical_hold_ms
         {
             self.remember_hold_time(&res.name, t);
