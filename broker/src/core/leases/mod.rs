@@ -367,6 +367,15 @@ impl LeaseTable {
         let now = fx.now;
         self.next_lease += 1;
         let id = LeaseId(self.next_lease);
+        // A local resource free now is granted straight away, without
+        // passing through its queue (a push and a pop, and the queue's
+        // allocation on a new resource: issue 14), when its fencing token
+        // is durable; otherwise the request queues and waits for it.
+        let straight = if free_now && !is_global(&req.resource) {
+            fx.take_fencing()
+        } else {
+            None
+        };
         let known = existing.map(|(k, _)| k.clone());
         let (name, res) = match known {
             Some(name) => {
@@ -390,8 +399,12 @@ impl LeaseTable {
                 (name, res)
             }
         };
-        res.waiters.push_back(id);
-        *self.waiting_per_uid.entry(uid).or_insert(0) += 1;
+        if straight.is_some() {
+            res.holders.push(id);
+        } else {
+            res.waiters.push_back(id);
+            *self.waiting_per_uid.entry(uid).or_insert(0) += 1;
+        }
         let give_up_at = (req.max_wait_ms > 0).then(|| now + u64::from(req.max_wait_ms));
         self.leases.insert(
             id,
@@ -420,7 +433,17 @@ impl LeaseTable {
         );
         self.by_session.entry(session).or_default().push(id);
 
-        if free_now {
+        if let Some(fencing) = straight {
+            if let Some((_, g)) = self.hold(&name, id, fencing, fx) {
+                return Ok(AcquireOutcome::Granted(g));
+            }
+            debug_assert!(false, "lease {id} vanished as it was granted");
+            return Err(CoreError::Broken("a lease vanished as it was granted"));
+        }
+        // A local resource free now gets here only without a durable
+        // fencing token: it waits at the head of its queue (`take_fencing`
+        // asked for the next block).
+        if free_now && is_global(&req.resource) {
             // Straight through the queue: granted without a QUEUED event.
             if let Some(g) = self.grant_head(&name, fx) {
                 return Ok(AcquireOutcome::Granted(g));
@@ -1202,7 +1225,6 @@ impl LeaseTable {
         if !self.compatible(res, l.mode, l.permits) {
             return None;
         }
-        let now = fx.now;
         // A `global/` head goes only once the fleet admitted it, with the
         // token etcd gave it. Otherwise: no durable token, no grant: the
         // head waits until the store has reserved the next block (see
@@ -1217,8 +1239,25 @@ impl LeaseTable {
         let res = self.resources.get_mut(name)?;
         res.waiters.pop_front();
         res.holders.push(head);
+        if let Some(l) = self.leases.get(&head) {
+            left_queue(&mut self.waiting_per_uid, l.peer.uid);
+        }
+        self.hold(name, head, fencing, fx)
+    }
+
+    /// Makes `lease`, already among the holders of `name` and out of its
+    /// queue, a held lease with `fencing`: its state, its deadlines, the
+    /// GRANTED state event. The caller tells the grantee (the session
+    /// returned, none while it is detached).
+    fn hold(
+        &mut self,
+        name: &Arc<str>,
+        head: LeaseId,
+        fencing: FencingToken,
+        fx: &mut Effects,
+    ) -> Option<(Option<SessionId>, Grant)> {
+        let now = fx.now;
         let l = self.leases.get_mut(&head)?;
-        left_queue(&mut self.waiting_per_uid, l.peer.uid);
         let queued_at = match l.state {
             LeaseState::Waiting {
                 queued_at,
