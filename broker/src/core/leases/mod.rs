@@ -184,6 +184,9 @@ pub(crate) struct LeaseTable {
     /// fleet last told: position, and the requests ahead (holders first).
     /// Shown instead of the local place while known.
     global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
+    /// The purpose of every lease that gives none, shared (an `Arc<str>`
+    /// made per lease was an allocation and a free per Acquire + Release).
+    no_purpose: Arc<str>,
 }
 
 impl LeaseTable {
@@ -213,6 +216,7 @@ impl LeaseTable {
             idle_hold_times: Map::default(),
             idle_order: VecDeque::new(),
             owed: VecDeque::new(),
+            no_purpose: Arc::from(""),
             configured: config
                 .capacities
                 .iter()
@@ -388,8 +392,13 @@ impl LeaseTable {
                 (name, res)
             }
             None => {
-                let name: Arc<str> = Arc::from(req.resource.as_str());
-                let typical_hold_ms = self.idle_hold_times.get(&name).copied();
+                // A resource used before shares the name kept with its
+                // hold time, rather than copying the request's again.
+                let (name, typical_hold_ms) =
+                    match self.idle_hold_times.get_key_value(req.resource.as_str()) {
+                        Some((name, t)) => (name.clone(), Some(*t)),
+                        None => (Arc::from(req.resource.as_str()), None),
+                    };
                 let res = self.resources.entry(name.clone()).or_insert(Resource {
                     name: name.clone(),
                     typical_hold_ms,
@@ -412,7 +421,12 @@ impl LeaseTable {
                 id,
                 resource: name.clone(),
                 mode: req.mode,
-                purpose: Arc::from(req.purpose),
+                purpose: if req.purpose.is_empty() {
+                    // Most requests say no purpose: one shared empty text.
+                    self.no_purpose.clone()
+                } else {
+                    Arc::from(req.purpose)
+                },
                 peer,
                 ttl_ms,
                 state: LeaseState::Waiting {
