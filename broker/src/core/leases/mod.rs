@@ -55,6 +55,14 @@ const REMEMBERED_ENDINGS: usize = 4096;
 /// of 256 9 ms: `floods` long mode, release build).
 pub(crate) const TOLD_PER_CALL: usize = 256;
 
+/// How many pairs of empty holder and waiter lists are kept for the next
+/// resources to enter the table.
+const SPARE_LISTS: usize = 64;
+
+/// The largest room (in leases) of a list kept for reuse: a list grown by
+/// a long queue is let go.
+const SPARE_LIST_ROOM: usize = 8;
+
 /// How many idle resources keep their typical hold time after they leave
 /// the table, so that the next wait estimate on them still knows it.
 const REMEMBERED_HOLD_TIMES: usize = 4096;
@@ -184,6 +192,9 @@ pub(crate) struct LeaseTable {
     /// fleet last told: position, and the requests ahead (holders first).
     /// Shown instead of the local place while known.
     global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
+    /// Empty holder and waiter lists of resources that left the table,
+    /// for the next ones to come in (at most [`SPARE_LISTS`]).
+    spare: Vec<(Vec<LeaseId>, VecDeque<LeaseId>)>,
     /// The purpose of every lease that gives none, shared (an `Arc<str>`
     /// made per lease was an allocation and a free per Acquire + Release).
     no_purpose: Arc<str>,
@@ -217,6 +228,7 @@ impl LeaseTable {
             idle_order: VecDeque::new(),
             owed: VecDeque::new(),
             no_purpose: Arc::from(""),
+            spare: Vec::new(),
             configured: config
                 .capacities
                 .iter()
@@ -399,10 +411,16 @@ impl LeaseTable {
                         Some((name, t)) => (name.clone(), Some(*t)),
                         None => (Arc::from(req.resource.as_str()), None),
                     };
+                let (holders, waiters) = match self.spare.pop() {
+                    Some((holders, waiters)) => (holders, waiters),
+                    None => (Vec::new(), VecDeque::new()),
+                };
                 let res = self.resources.entry(name.clone()).or_insert(Resource {
                     name: name.clone(),
                     typical_hold_ms,
                     capacity,
+                    holders,
+                    waiters,
                     ..Resource::default()
                 });
                 (name, res)
@@ -1547,10 +1565,28 @@ impl LeaseTable {
     /// Takes a resource nobody uses out of the table, remembering its
     /// typical hold time.
     fn forget_resource(&mut self, name: &Arc<str>) {
-        if let Some(res) = self.resources.remove(name)
-            && let Some(t) = res.typical_hold_ms
-        {
+        let Some(res) = self.resources.remove(name) else {
+            return;
+        };
+        if let Some(t) = res.typical_hold_ms {
             self.remember_hold_time(&res.name, t);
+        }
+        // Its (empty) lists go to the next resource that comes into the
+        // table: a resource used by one lease at a time otherwise costs an
+        // allocation and a free per Acquire + Release. Only small ones,
+        // and a bounded number, are kept.
+        let Resource {
+            mut holders,
+            mut waiters,
+            ..
+        } = res;
+        if self.spare.len() < SPARE_LISTS
+            && holders.capacity() <= SPARE_LIST_ROOM
+            && waiters.capacity() <= SPARE_LIST_ROOM
+        {
+            holders.clear();
+            waiters.clear();
+            self.spare.push((holders, waiters));
         }
     }
 }
