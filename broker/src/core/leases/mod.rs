@@ -55,6 +55,14 @@ const REMEMBERED_ENDINGS: usize = 4096;
 /// of 256 9 ms: `floods` long mode, release build).
 pub(crate) const TOLD_PER_CALL: usize = 256;
 
+/// How many pairs of empty holder and waiter lists are kept for the next
+/// resources to enter the table.
+const SPARE_LISTS: usize = 64;
+
+/// The largest room (in leases) of a list kept for reuse: a list grown by
+/// a long queue is let go.
+const SPARE_LIST_ROOM: usize = 8;
+
 /// How many idle resources keep their typical hold time after they leave
 /// the table, so that the next wait estimate on them still knows it.
 const REMEMBERED_HOLD_TIMES: usize = 4096;
@@ -184,6 +192,12 @@ pub(crate) struct LeaseTable {
     /// fleet last told: position, and the requests ahead (holders first).
     /// Shown instead of the local place while known.
     global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
+    /// Empty holder and waiter lists of resources that left the table,
+    /// for the next ones to come in (at most [`SPARE_LISTS`]).
+    spare: Vec<(Vec<LeaseId>, VecDeque<LeaseId>)>,
+    /// The purpose of every lease that gives none, shared (an `Arc<str>`
+    /// made per lease was an allocation and a free per Acquire + Release).
+    no_purpose: Arc<str>,
 }
 
 impl LeaseTable {
@@ -213,6 +227,8 @@ impl LeaseTable {
             idle_hold_times: Map::default(),
             idle_order: VecDeque::new(),
             owed: VecDeque::new(),
+            no_purpose: Arc::from(""),
+            spare: Vec::new(),
             configured: config
                 .capacities
                 .iter()
@@ -266,9 +282,14 @@ impl LeaseTable {
     /// The capacity `req` will find on its resource, and the permits its
     /// lease takes there; refuses a capacity other than the resource's and
     /// more permits than it has.
-    fn capacity_for(&self, req: &AcquireRequest) -> Result<(u32, u32), CoreError> {
+    /// `existing` is the resource as the table has it, if it does.
+    fn capacity_for(
+        &self,
+        req: &AcquireRequest,
+        existing: Option<&Resource>,
+    ) -> Result<(u32, u32), CoreError> {
         let name = req.resource.as_str();
-        let fixed = match (self.configured.get(name), self.resources.get(name)) {
+        let fixed = match (self.configured.get(name), existing) {
             (Some(&c), _) => Some((c, ", fixed by the broker's config")),
             (None, Some(res)) => Some((res.capacity, " while it is in use")),
             (None, None) => None,
@@ -322,10 +343,13 @@ impl LeaseTable {
                 limit,
             });
         }
-        let (capacity, permits) = self.capacity_for(&req)?;
-        let free_now = match self.resources.get(req.resource.as_str()) {
+        // The resource is looked up once for every question below (its
+        // name was hashed at each of them: issue 14).
+        let existing = self.resources.get_key_value(req.resource.as_str());
+        let (capacity, permits) = self.capacity_for(&req, existing.map(|(_, r)| r))?;
+        let free_now = match existing {
             None => true,
-            Some(res) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
+            Some((_, res)) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
         };
         let uid = peer.uid;
         let waiting = self.waiting_per_uid.get(&uid).copied().unwrap_or(0);
@@ -347,10 +371,8 @@ impl LeaseTable {
             });
         }
         if !free_now && req.wait == WaitPolicy::NoWait {
-            let holder = self
-                .resources
-                .get(req.resource.as_str())
-                .map(|r| self.describe_holders(r))
+            let holder = existing
+                .map(|(_, r)| self.describe_holders(r))
                 .unwrap_or_default();
             return Err(CoreError::Busy {
                 resource: req.resource,
@@ -361,22 +383,55 @@ impl LeaseTable {
         let now = fx.now;
         self.next_lease += 1;
         let id = LeaseId(self.next_lease);
-        let name: Arc<str> = match self.resources.get_key_value(req.resource.as_str()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(req.resource.as_str()),
+        // A local resource free now is granted straight away, without
+        // passing through its queue (a push and a pop, and the queue's
+        // allocation on a new resource: issue 14), when its fencing token
+        // is durable; otherwise the request queues and waits for it.
+        let straight = if free_now && !is_global(&req.resource) {
+            fx.take_fencing()
+        } else {
+            None
         };
-        let typical_hold_ms = self.idle_hold_times.get(&name).copied();
-        let res = self
-            .resources
-            .entry(name.clone())
-            .or_insert_with(|| Resource {
-                name: name.clone(),
-                typical_hold_ms,
-                capacity,
-                ..Resource::default()
-            });
-        res.waiters.push_back(id);
-        *self.waiting_per_uid.entry(uid).or_insert(0) += 1;
+        let known = existing.map(|(k, _)| k.clone());
+        let (name, res) = match known {
+            Some(name) => {
+                let res = self.resources.get_mut(&name);
+                let Some(res) = res else {
+                    return Err(CoreError::Broken(
+                        "a resource left the table during a request",
+                    ));
+                };
+                (name, res)
+            }
+            None => {
+                // A resource used before shares the name kept with its
+                // hold time, rather than copying the request's again.
+                let (name, typical_hold_ms) =
+                    match self.idle_hold_times.get_key_value(req.resource.as_str()) {
+                        Some((name, t)) => (name.clone(), Some(*t)),
+                        None => (Arc::from(req.resource.as_str()), None),
+                    };
+                let (holders, waiters) = match self.spare.pop() {
+                    Some((holders, waiters)) => (holders, waiters),
+                    None => (Vec::new(), VecDeque::new()),
+                };
+                let res = self.resources.entry(name.clone()).or_insert(Resource {
+                    name: name.clone(),
+                    typical_hold_ms,
+                    capacity,
+                    holders,
+                    waiters,
+                    ..Resource::default()
+                });
+                (name, res)
+            }
+        };
+        if straight.is_some() {
+            res.holders.push(id);
+        } else {
+            res.waiters.push_back(id);
+            *self.waiting_per_uid.entry(uid).or_insert(0) += 1;
+        }
         let give_up_at = (req.max_wait_ms > 0).then(|| now + u64::from(req.max_wait_ms));
         self.leases.insert(
             id,
@@ -384,7 +439,12 @@ impl LeaseTable {
                 id,
                 resource: name.clone(),
                 mode: req.mode,
-                purpose: Arc::from(req.purpose),
+                purpose: if req.purpose.is_empty() {
+                    // Most requests say no purpose: one shared empty text.
+                    self.no_purpose.clone()
+                } else {
+                    Arc::from(req.purpose)
+                },
                 peer,
                 ttl_ms,
                 state: LeaseState::Waiting {
@@ -405,7 +465,17 @@ impl LeaseTable {
         );
         self.by_session.entry(session).or_default().push(id);
 
-        if free_now {
+        if let Some(fencing) = straight {
+            if let Some((_, g)) = self.hold(&name, id, fencing, fx) {
+                return Ok(AcquireOutcome::Granted(g));
+            }
+            debug_assert!(false, "lease {id} vanished as it was granted");
+            return Err(CoreError::Broken("a lease vanished as it was granted"));
+        }
+        // A local resource free now gets here only without a durable
+        // fencing token: it waits at the head of its queue (`take_fencing`
+        // asked for the next block).
+        if free_now && is_global(&req.resource) {
             // Straight through the queue: granted without a QUEUED event.
             if let Some(g) = self.grant_head(&name, fx) {
                 return Ok(AcquireOutcome::Granted(g));
@@ -1121,6 +1191,18 @@ impl LeaseTable {
     /// the waiters where they stand (all of them after a grant, else those
     /// from index `from` on), and forgets the resource if nobody uses it.
     fn settle(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
+        let Some(res) = self.resources.get(name) else {
+            return;
+        };
+        if res.waiters.is_empty() && res.owed_from.is_none() {
+            // Nobody to grant, nobody owed an update: what `promote` and
+            // `notify_waiters` would find, without looking the name up
+            // three more times (issue 14).
+            if res.holders.is_empty() {
+                self.forget_resource(name);
+            }
+            return;
+        }
         let granted = self.promote(name, fx);
         self.notify_waiters(name, if granted { 0 } else { from }, fx);
         self.drop_if_unused(name);
@@ -1175,7 +1257,6 @@ impl LeaseTable {
         if !self.compatible(res, l.mode, l.permits) {
             return None;
         }
-        let now = fx.now;
         // A `global/` head goes only once the fleet admitted it, with the
         // token etcd gave it. Otherwise: no durable token, no grant: the
         // head waits until the store has reserved the next block (see
@@ -1190,8 +1271,25 @@ impl LeaseTable {
         let res = self.resources.get_mut(name)?;
         res.waiters.pop_front();
         res.holders.push(head);
+        if let Some(l) = self.leases.get(&head) {
+            left_queue(&mut self.waiting_per_uid, l.peer.uid);
+        }
+        self.hold(name, head, fencing, fx)
+    }
+
+    /// Makes `lease`, already among the holders of `name` and out of its
+    /// queue, a held lease with `fencing`: its state, its deadlines, the
+    /// GRANTED state event. The caller tells the grantee (the session
+    /// returned, none while it is detached).
+    fn hold(
+        &mut self,
+        name: &Arc<str>,
+        head: LeaseId,
+        fencing: FencingToken,
+        fx: &mut Effects,
+    ) -> Option<(Option<SessionId>, Grant)> {
+        let now = fx.now;
         let l = self.leases.get_mut(&head)?;
-        left_queue(&mut self.waiting_per_uid, l.peer.uid);
         let queued_at = match l.state {
             LeaseState::Waiting {
                 queued_at,
@@ -1459,10 +1557,36 @@ impl LeaseTable {
         if let Some(res) = self.resources.get(name)
             && res.holders.is_empty()
             && res.waiters.is_empty()
-            && let Some(res) = self.resources.remove(name)
-            && let Some(t) = res.typical_hold_ms
         {
+            self.forget_resource(name);
+        }
+    }
+
+    /// Takes a resource nobody uses out of the table, remembering its
+    /// typical hold time.
+    fn forget_resource(&mut self, name: &Arc<str>) {
+        let Some(res) = self.resources.remove(name) else {
+            return;
+        };
+        if let Some(t) = res.typical_hold_ms {
             self.remember_hold_time(&res.name, t);
+        }
+        // Its (empty) lists go to the next resource that comes into the
+        // table: a resource used by one lease at a time otherwise costs an
+        // allocation and a free per Acquire + Release. Only small ones,
+        // and a bounded number, are kept.
+        let Resource {
+            mut holders,
+            mut waiters,
+            ..
+        } = res;
+        if self.spare.len() < SPARE_LISTS
+            && holders.capacity() <= SPARE_LIST_ROOM
+            && waiters.capacity() <= SPARE_LIST_ROOM
+        {
+            holders.clear();
+            waiters.clear();
+            self.spare.push((holders, waiters));
         }
     }
 }

@@ -392,17 +392,30 @@ impl Dispatcher {
         // before the releaser's Done: the handoff is not delayed by it);
         // what concerns the requester follows its answer, so it always sees
         // `AcquireReply{queued}` before a `LeaseUpdate` of that lease.
-        let mut changes = changes;
-        self.write_first(&mut changes);
-        let (own, others): (Vec<Change>, Vec<Change>) =
-            changes.into_iter().partition(|c| concerns(c, session));
-        self.deliver(others, now);
+        //
+        // Most requests change nothing for anyone (a Ping, a grant on a
+        // free resource, a release nobody waits behind): their answer goes
+        // without sorting and delivering empty lists (~550 instructions a
+        // request, issue 14); the leases that ended are recorded all the
+        // same.
+        let mut own = Vec::new();
+        if changes.is_empty() {
+            self.record_ended();
+        } else {
+            let mut changes = changes;
+            self.write_first(&mut changes);
+            let others: Vec<Change>;
+            (own, others) = changes.into_iter().partition(|c| concerns(c, session));
+            self.deliver(others, now);
+        }
         let answer = match answer {
             Ok(result) => wire::reply(id, result),
             Err(e) => wire::error_reply(id, e),
         };
         self.send_item(session, Outbound::frame(answer), true);
-        self.deliver(own, now);
+        if !own.is_empty() {
+            self.deliver(own, now);
+        }
     }
 
     /// The one goodbye path of the dispatcher (STYLE 4): the connection is
