@@ -110,6 +110,27 @@ impl LogFile for std::fs::File {
     }
 }
 
+/// The file of a log that is being replaced: it is closed, so that the
+/// new one can take its name (Windows refuses to replace an open file),
+/// and every operation on it fails.
+#[derive(Debug)]
+struct Closed;
+
+impl LogFile for Closed {
+    fn read_at(&self, _offset: u64, _out: &mut [u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("the log is closed"))
+    }
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("the log is closed"))
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Err(std::io::Error::other("the log is closed"))
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Err(std::io::Error::other("the log is closed"))
+    }
+}
+
 /// How the store opens its log file: the plain file in production, a
 /// fault-injecting one in tests.
 pub(super) type LogOpener = Box<dyn Fn(&Path) -> std::io::Result<Box<dyn LogFile>> + Send>;
@@ -476,6 +497,11 @@ impl Log {
     /// The path of the file.
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Closes the file, before a new log takes its name.
+    pub(super) fn close(&mut self) {
+        self.file = Box::new(Closed);
     }
 
     /// Starts `generation` at the beginning, after a checkpoint applied

@@ -574,7 +574,9 @@ impl Store {
         // with a generation never written before.
         store.checkpoint()?;
         if store.log.capacity() != options.capacity {
-            // redb holds everything the old log had: it is replaced whole.
+            // redb holds everything the old log had: it is replaced whole
+            // (closed first: Windows does not replace an open file).
+            store.log.close();
             Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
                 detail: format!("cannot make the log anew at its configured size: {e}"),
                 path: log_path.clone(),
