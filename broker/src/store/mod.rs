@@ -527,6 +527,20 @@ impl Store {
         })?;
         let applied = guarded(&path, || read_meta(&path, &db, META_LOG_APPLIED))?;
         let log_path = dir.join(log::FILE_NAME);
+        let create_log = |what: &str| {
+            Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
+                detail: format!("{what}: {e}"),
+                path: log_path.clone(),
+            })
+        };
+        // The log, and what it holds of `generation` since the checkpoint.
+        let open_log = |generation: u64| {
+            let file = log_opener(&log_path).map_err(|e| StoreError::Read {
+                path: log_path.clone(),
+                detail: e.to_string(),
+            })?;
+            Log::open(&log_path, file, generation)
+        };
         if !log_path.try_exists().unwrap_or(true) {
             if applied.is_some() {
                 return Err(StoreError::Corrupt {
@@ -538,16 +552,9 @@ impl Store {
                 });
             }
             // A store from before the log, or one just created.
-            Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
-                detail: format!("cannot create the log: {e}"),
-                path: log_path.clone(),
-            })?;
+            create_log("cannot create the log")?;
         }
-        let file = log_opener(&log_path).map_err(|e| StoreError::Read {
-            path: log_path.clone(),
-            detail: e.to_string(),
-        })?;
-        let (log, replay) = Log::open(&log_path, file, applied.unwrap_or(0) + 1)?;
+        let (log, replay) = open_log(applied.unwrap_or(0) + 1)?;
         if !replay.is_empty() {
             tracing::info!(
                 file = %log_path.display(),
@@ -577,17 +584,8 @@ impl Store {
             // redb holds everything the old log had: it is replaced whole
             // (closed first: Windows does not replace an open file).
             store.log.close();
-            Log::create(&log_path, options.capacity).map_err(|e| StoreError::Write {
-                detail: format!("cannot make the log anew at its configured size: {e}"),
-                path: log_path.clone(),
-            })?;
-            let file = log_opener(&log_path).map_err(|e| StoreError::Read {
-                path: log_path.clone(),
-                detail: e.to_string(),
-            })?;
-            let generation = store.log.generation();
-            let (log, _) = Log::open(&log_path, file, generation)?;
-            store.log = log;
+            create_log("cannot make the log anew at its configured size")?;
+            store.log = open_log(store.log.generation())?.0;
         }
         Ok(store)
     }
