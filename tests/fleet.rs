@@ -656,8 +656,12 @@ mod with_etcd {
                         let token = lease.fencing_token();
                         let to = tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(30)) => {
+                                // Held until the release is sent: the broker
+                                // may grant the next waiter (and its client
+                                // see it) before this one reads its Done.
+                                let sent = Instant::now();
                                 let _ = lease.release().await;
-                                Instant::now()
+                                sent
                             }
                             _ = lease.lost() => Instant::now(),
                         };
