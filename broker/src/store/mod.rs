@@ -621,10 +621,11 @@ impl Store {
         guarded(path, || load(path, db))
     }
 
-    /// Commits `ops` in one durable transaction: when it returns `Ok`, all
-    /// of them survive a crash; when it returns `Err`, none was made.
+    /// Commits `ops` durably, as one record of the log: when it returns
+    /// `Ok`, all of them survive a crash; when it returns `Err`, none was
+    /// made.
     ///
-    /// Once a sync has failed, this transaction's error is
+    /// Once a sync has failed, this commit's error is
     /// [`StoreError::SyncFailed`] (its outcome is unknown) and every later
     /// one is refused with [`StoreError::Poisoned`] without touching the
     /// file, until the store is opened again.
@@ -632,13 +633,8 @@ impl Store {
         self.commit_staged(ops, &[], None)
     }
 
-    /// [`Store::commit`], with history lines appended (and their
-    /// resources bounded); `sweep`: also apply the bounds to every
-    /// resource.
-    ///
-    /// `ops` go to the log; history, which is not in the log, goes to
-    /// redb in a transaction of its own after them. A failure of the
-    /// history alone is logged and does not fail `ops`, which are stored.
+    /// [`Store::commit_staged`] with lines not yet staged (the tests').
+    #[cfg(test)]
     pub fn commit_with_history(
         &mut self,
         ops: &[StoreOp],
@@ -654,8 +650,14 @@ impl Store {
         self.commit_staged(ops, &[staged], bounds)
     }
 
-    /// [`Store::commit_with_history`], with the lines already staged
-    /// (several hand-overs, in order).
+    /// [`Store::commit`], with history staged by the dispatch layer
+    /// (several hand-overs, in order) appended and their resources
+    /// bounded; `sweep` (the bounds' third field): also apply the bounds
+    /// to every resource.
+    ///
+    /// `ops` go to the log; history, which is not in the log, goes to
+    /// redb in a transaction of its own after them. A failure of the
+    /// history alone is logged and does not fail `ops`, which are stored.
     pub fn commit_staged(
         &mut self,
         ops: &[StoreOp],

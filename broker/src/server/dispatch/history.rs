@@ -134,17 +134,10 @@ pub(super) fn handle(
     };
     let answer = store.read_history(query);
     d.publishing.entry(session).or_default().insert(id);
-    let to_core = d.to_core.clone();
-    tokio::spawn(async move {
-        let result = answer.await;
-        // Fails only when the core task has stopped: nobody to answer.
-        let _ = to_core
-            .send(ToCore::HistoryRead {
-                session,
-                request_id: id,
-                result,
-            })
-            .await;
+    d.answer_later(answer, move |result| ToCore::HistoryRead {
+        session,
+        request_id: id,
+        result,
     });
     Ok(Started)
 }

@@ -439,6 +439,22 @@ impl Dispatcher {
         self.deliver(changes, now);
     }
 
+    /// Waits for `answer` (the store's) in a task of its own, so that the
+    /// core task never waits for the disk, then hands what `then` makes of
+    /// it back to the core task.
+    fn answer_later<T: Send + 'static>(
+        &self,
+        answer: impl std::future::Future<Output = T> + Send + 'static,
+        then: impl FnOnce(T) -> ToCore + Send + 'static,
+    ) {
+        let to_core = self.to_core.clone();
+        tokio::spawn(async move {
+            let message = then(answer.await);
+            // Fails only when the core task has stopped: nobody to answer.
+            let _ = to_core.send(message).await;
+        });
+    }
+
     /// Queues an item for a session; a client too far behind is cut off
     /// through the goodbye path.
     fn send(&mut self, session: SessionId, item: Outbound) {

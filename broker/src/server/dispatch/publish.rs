@@ -82,19 +82,12 @@ pub(super) fn handle(
         queue: Arc::from(queue.as_str()),
         message: message.clone(),
     }]);
-    let to_core = d.to_core.clone();
-    tokio::spawn(async move {
-        let result = commit.await;
-        // Fails only when the core task has stopped: nobody to answer.
-        let _ = to_core
-            .send(ToCore::Committed {
-                session,
-                request_id: id,
-                queue,
-                message,
-                result,
-            })
-            .await;
+    d.answer_later(commit, move |result| ToCore::Committed {
+        session,
+        request_id: id,
+        queue,
+        message,
+        result,
     });
     Ok(Started)
 }
