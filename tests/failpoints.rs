@@ -387,3 +387,112 @@ fn a_kill_during_a_checkpoint_loses_nothing() {
         );
     }
 }
+
+/// Acks are answered only once their removal is durable: acks sent with a
+/// publish whose sync fails (the store then takes no more writes) are all
+/// answered with an error, never Done, whether they shared the failed
+/// commit or came after it; after a restart their messages are delivered
+/// again.
+#[tokio::test]
+async fn acks_whose_commit_fails_are_not_answered_done_and_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The first three commits with a publish pass; the fourth's sync fails.
+    let mut broker = start_in_env(
+        tmp.path(),
+        &[],
+        &[("FAILPOINTS", "store-publish-commit=3*off->return")],
+    );
+    let mut raw = broker.raw().await;
+    let publish = |payload: &str| {
+        Body::Publish(v1::Publish {
+            queue: "acked".into(),
+            payload: payload.as_bytes().to_vec().into(),
+            ..Default::default()
+        })
+    };
+    for payload in ["a", "b", "c"] {
+        let r = raw.request(publish(payload)).await;
+        assert!(matches!(r, reply::Result::Publish(_)), "{r:?}");
+    }
+    let r = raw
+        .request(Body::Consume(v1::Consume {
+            queue: "acked".into(),
+            prefetch: 8,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Consume(_)), "{r:?}");
+    let mut deliveries = Vec::new();
+    for _ in 0..3 {
+        deliveries.push(
+            raw.expect_push(|p| match p {
+                server_frame::Body::Delivery(d) => Some(d.delivery_id),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    // One write: an ack, the publish whose sync fails, two more acks.
+    let ack = |id: u64, delivery_id: u64| v1::ClientFrame {
+        id,
+        body: Some(Body::Ack(v1::Ack { delivery_id })),
+    };
+    let mut bytes = encode(&ack(100, deliveries[0]));
+    bytes.extend_from_slice(&encode(&v1::ClientFrame {
+        id: 101,
+        body: Some(publish("poison")),
+    }));
+    bytes.extend_from_slice(&encode(&ack(102, deliveries[1])));
+    bytes.extend_from_slice(&encode(&ack(103, deliveries[2])));
+    raw.send_bytes(&bytes).await;
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < 4 {
+        match raw.next_frame().await {
+            Some(server_frame::Body::Reply(v1::Reply {
+                id,
+                result: Some(r),
+            })) => {
+                assert!(answered.insert(id, r).is_none(), "{id} answered twice");
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("the broker closed the connection"),
+        }
+    }
+    for id in [100, 102, 103] {
+        let r = &answered[&id];
+        let reply::Result::Error(e) = r else {
+            panic!("ack {id} answered {r:?} though its removal was not stored")
+        };
+        assert_eq!(e.code, v1::ErrorCode::Internal as i32, "{e:?}");
+    }
+    assert!(
+        matches!(answered[&101], reply::Result::Error(_)),
+        "{answered:?}"
+    );
+
+    broker.kill();
+    let broker = start_in(tmp.path(), &[]);
+    let mut raw = broker.raw().await;
+    let r = raw
+        .request(Body::Consume(v1::Consume {
+            queue: "acked".into(),
+            prefetch: 8,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Consume(_)), "{r:?}");
+    let mut again = Vec::new();
+    while again.len() < 3 {
+        again.push(
+            raw.expect_push(|p| match p {
+                server_frame::Body::Delivery(d) => Some(d.payload.clone()),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    let again: Vec<&[u8]> = again.iter().map(|p| &p[..]).collect();
+    assert_eq!(
+        again[..3],
+        [b"a", b"b", b"c"],
+        "the unstored acks' messages"
+    );
+}

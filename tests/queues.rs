@@ -641,3 +641,107 @@ async fn the_client_reads_frames_up_to_the_limit_the_broker_announced() {
     assert_eq!(d.payload().len(), payload.len());
     d.ack().await.unwrap();
 }
+
+/// Many acks in flight at once from several consumers (each acks every
+/// delivery as it arrives, without waiting for the answers): every ack is
+/// answered Done exactly once, under its own request id, every message is
+/// delivered once, and after a SIGKILL of the broker none comes back.
+#[tokio::test]
+async fn many_acks_in_flight_from_several_consumers_are_all_answered() {
+    const MESSAGES: usize = 1200;
+    const CONSUMERS: usize = 3;
+    let mut broker = spawn_broker();
+    let publisher = broker.client("publisher").await;
+    futures::stream::iter(0..MESSAGES)
+        .map(|i| {
+            let p = publisher.clone();
+            async move { p.publish("acks", format!("m{i}"), &[]).await.unwrap() }
+        })
+        .buffered(64)
+        .collect::<Vec<u64>>()
+        .await;
+
+    let mut consumers = Vec::new();
+    for _ in 0..CONSUMERS {
+        let mut raw = broker.raw().await;
+        let r = raw
+            .request(Body::Consume(v1::Consume {
+                queue: "acks".into(),
+                prefetch: 64,
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Consume(_)), "{r:?}");
+        consumers.push(raw);
+    }
+    // Each consumer acks what it gets until all messages are taken; the
+    // others' share is unknown, so they stop on a shared count.
+    let (taken, _) = tokio::sync::watch::channel(0usize);
+    let tasks: Vec<_> = consumers
+        .into_iter()
+        .map(|mut raw| {
+            let taken = taken.clone();
+            tokio::spawn(async move {
+                let mut all_taken = taken.subscribe();
+                let mut payloads = Vec::new();
+                let mut unanswered = HashSet::new();
+                let mut next_id = 1000u64;
+                let mut pending: Vec<server_frame::Body> = std::mem::take(&mut raw.pushed);
+                loop {
+                    if *all_taken.borrow() == MESSAGES && unanswered.is_empty() && pending.is_empty() {
+                        return payloads;
+                    }
+                    let frame = match pending.pop() {
+                        Some(f) => f,
+                        None => tokio::select! {
+                            f = raw.next_frame() => f.expect("the connection ended"),
+                            _ = all_taken.wait_for(|n| *n == MESSAGES), if unanswered.is_empty() => continue,
+                        },
+                    };
+                    match frame {
+                        server_frame::Body::Delivery(d) => {
+                            payloads.push(String::from_utf8(d.payload.to_vec()).unwrap());
+                            taken.send_modify(|n| *n += 1);
+                            next_id += 1;
+                            unanswered.insert(next_id);
+                            raw.send_bytes(&encode(&v1::ClientFrame {
+                                id: next_id,
+                                body: Some(Body::Ack(v1::Ack {
+                                    delivery_id: d.delivery_id,
+                                })),
+                            }))
+                            .await;
+                        }
+                        server_frame::Body::Reply(v1::Reply { id, result }) => {
+                            assert!(unanswered.remove(&id), "answer to {id}, not an ack in flight");
+                            assert!(
+                                matches!(result, Some(reply::Result::Done(_))),
+                                "ack {id}: {result:?}"
+                            );
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut received: HashMap<String, u32> = HashMap::new();
+    for task in tasks {
+        for p in task.await.unwrap() {
+            *received.entry(p).or_default() += 1;
+        }
+    }
+    assert_eq!(received.len(), MESSAGES, "every message delivered");
+    assert!(
+        received.values().all(|n| *n == 1),
+        "a message was delivered twice without a crash"
+    );
+
+    broker.kill();
+    let broker = start_in(&broker.dir.clone(), &[]);
+    let client = broker.client("after").await;
+    let info = queue_info(&client, "acks").await;
+    assert!(
+        info.as_ref().is_none_or(|q| q.ready == 0 && q.unacked == 0),
+        "acknowledged messages came back: {info:?}"
+    );
+}

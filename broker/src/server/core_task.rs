@@ -103,6 +103,7 @@ impl SharedCore {
         for msg in msgs {
             s.d.handle(msg);
         }
+        s.d.turn_done();
         s.seen = s.d.now();
         s.d.release_time();
         // A new deadline before the one the core task sleeps until (a
@@ -176,6 +177,7 @@ pub(super) async fn run(
             Woken::Deadline => s.d.expire(true),
             Woken::Rearm | Woken::Turn => s.d.expire(false),
         }
+        s.d.turn_done();
         s.seen = s.d.now();
         s.d.release_time();
     }

@@ -153,12 +153,8 @@ pub(crate) enum ToCore {
     },
     /// The store made the counter reservation up to `until` durable.
     CountersStored { until: u64 },
-    /// The store answered an ack's removal.
-    Acked {
-        session: SessionId,
-        request_id: u64,
-        result: Result<(), StoreError>,
-    },
+    /// The store answered a batch of acks.
+    AcksStored(dispatch::AcksStored),
     /// The fleet task admits a global waiter or gives the fleet up.
     Fleet(crate::fleet::FleetEvent),
 }

@@ -37,6 +37,8 @@ impl Dispatcher {
         if ops.is_empty() {
             return;
         }
+        // Acks taken before these writes are stored before them.
+        self.submit_acks();
         let deliveries: Vec<Change> = changes
             .extract_if(.., |c| {
                 matches!(c, Change::Queue(QueueChange::Deliver { .. }))

@@ -22,6 +22,7 @@
 //! has read it (see `history.rs`).
 
 mod ack;
+pub(super) use ack::AcksStored;
 mod acquire;
 mod cancel;
 mod cancel_consume;
@@ -96,6 +97,8 @@ pub(super) struct Dispatcher {
     history_sent_at: Millis,
     /// The fleet task's session, with `--fleet-etcd`.
     fleet: Option<fleet::FleetLink>,
+    /// Acks not yet handed to the store (see `ack.rs`).
+    acks: ack::AckBatch,
 }
 
 impl Dispatcher {
@@ -125,6 +128,7 @@ impl Dispatcher {
             history_sent_at: 0,
             fleet: None,
             stopping: false,
+            acks: Default::default(),
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
@@ -185,6 +189,8 @@ impl Dispatcher {
     /// history still held to the store.
     pub(super) fn close_all(&mut self) {
         self.stopping = true;
+        // Acks taken are stored, though nobody will be answered.
+        self.submit_acks();
         self.send_history(true);
         for conn in self.conns.values() {
             conn.close();
@@ -247,14 +253,7 @@ impl Dispatcher {
                 let now = self.clock.now();
                 self.deliver(deliveries, now);
             }
-            ToCore::Acked {
-                session,
-                request_id,
-                result,
-            } => {
-                ack::acked(self, session, request_id, result);
-                self.resume(session);
-            }
+            ToCore::AcksStored(stored) => self.acks_stored(stored),
             ToCore::Writable { session } => {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
