@@ -353,7 +353,8 @@ struct InFlight {
 #[derive(Default)]
 struct SessionQueues {
     consumers: Vec<ConsumerId>,
-    deliveries: HashSet<DeliveryId>,
+    /// foldhash, like [`Map`]: one insert and one removal per delivery.
+    deliveries: HashSet<DeliveryId, foldhash::fast::RandomState>,
 }
 
 /// Every queue, consumer and delivery in flight. Owned by the core.
