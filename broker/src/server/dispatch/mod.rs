@@ -11,12 +11,13 @@
 //! client always sees `AcquireReply{queued}` before any `LeaseUpdate` of
 //! that lease, and `ConsumeStarted` before any `Delivery` of that consumer.
 //!
-//! `Publish` alone is answered later: the message goes to the store's
-//! writer thread, and `Published` (or the store's error) is sent when the
-//! commit comes back as [`ToCore::Committed`] (see `publish.rs`). The
-//! store writes that queue operations cause (acks, requeues, dead-letter
-//! moves) are enqueued, in order, without waiting: a lost one only makes a
-//! restart deliver a message again. A counter reservation is waited for
+//! `Publish` is answered later: the message goes to the store's writer
+//! thread, and `Published` (or the store's error) is sent when the commit
+//! comes back as [`ToCore::Committed`] (see `publish.rs`). So is `Ack`,
+//! once its removal is durable; acks are gathered and committed in
+//! batches (see `ack.rs`). The other store writes that queue operations
+//! cause (requeues, dead-letter moves) are enqueued, in order, without
+//! waiting: a lost one only makes a restart deliver a message again. A counter reservation is waited for
 //! (see `persist.rs`). Leases that ended are gathered and handed to the
 //! store's writer in batches, and `GetHistory` is answered once the store
 //! has read it (see `history.rs`).
