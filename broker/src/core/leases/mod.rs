@@ -1043,6 +1043,20 @@ impl LeaseTable {
         if let Some(res) = self.resources.get_mut(name) {
             res.revision = revision;
         }
+        self.notify(name, revision, kind, cause, fx);
+    }
+
+    /// As [`LeaseTable::state_changed`], for a caller that already gave
+    /// the resource its new `revision` (it had the resource at hand: one
+    /// lookup of the name fewer, issue 14).
+    fn notify(
+        &mut self,
+        name: &Arc<str>,
+        revision: super::Revision,
+        kind: EventKind,
+        cause: Cause,
+        fx: &mut Effects,
+    ) {
         let now = fx.now;
         fx.notify_watchers(name, revision, kind, cause, |revision| {
             self.view_by_name(name, revision, now)
@@ -1128,6 +1142,10 @@ impl LeaseTable {
                 (false, index)
             }
         };
+        // The state event's revision, taken now that the resource is at
+        // hand (nothing below takes another before the event is made).
+        let revision = fx.next_revision();
+        res.revision = revision;
 
         let kind = match ending {
             Ending::Released => EventKind::Released,
@@ -1183,7 +1201,7 @@ impl LeaseTable {
             cause: cause.clone(),
         });
         let name = l.resource.clone();
-        self.state_changed(&name, kind, cause, fx);
+        self.notify(&name, revision, kind, cause, fx);
         Some((name, waiter_index))
     }
 
