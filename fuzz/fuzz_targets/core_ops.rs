@@ -285,7 +285,7 @@ impl World {
                     RESOURCES[r % RESOURCES.len()].to_string()
                 };
                 let req = AcquireRequest {
-                    resource: name.clone(),
+                    resource: name.clone().into(),
                     mode: if *exclusive {
                         Mode::Exclusive
                     } else {

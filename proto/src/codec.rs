@@ -127,6 +127,44 @@ impl<In, Out> FrameCodec<In, Out> {
         self.max_frame_bytes = max_frame_bytes;
     }
 
+    /// Takes one frame off the front of `src` and hands its message's
+    /// bytes to `read`, under the same framing rules as
+    /// [`Decoder::decode`]: `Ok(None)`, consuming nothing, while the frame
+    /// is incomplete; the limit checked before any memory is reserved. The
+    /// frame is consumed whatever `read` answers; its error is
+    /// [`FrameError::Malformed`]. What `read` makes may borrow nothing from
+    /// the frame: it is gone when this returns (a caller that wants to use
+    /// the bytes in place does so inside `read`).
+    pub fn decode_with<T>(
+        &mut self,
+        src: &mut BytesMut,
+        read: impl FnOnce(&[u8]) -> Result<T, prost::DecodeError>,
+    ) -> Result<Option<T>, FrameError> {
+        let Some((declared, prefix_len)) = peek_varint(src)? else {
+            return Ok(None);
+        };
+        self.check_len(declared)?;
+        // Checked above: `declared` is at most `u32::MAX`, so neither step
+        // fails on a 64-bit target; on a smaller one, too large is too large.
+        let frame_len = usize::try_from(declared)
+            .ok()
+            .and_then(|body_len| body_len.checked_add(prefix_len))
+            .ok_or(FrameError::TooLarge {
+                declared,
+                max: self.max_frame_bytes,
+            })?;
+        let Some(body) = src.get(prefix_len..frame_len) else {
+            // Incomplete: make room for the rest of this frame, no more, and
+            // at most 64 KiB at a time: memory follows the bytes that really
+            // arrive, not a length a peer declared and never sends.
+            src.reserve((frame_len - src.len()).min(RESERVE_STEP));
+            return Ok(None);
+        };
+        let message = read(body);
+        src.advance(frame_len);
+        message.map(Some).map_err(FrameError::Malformed)
+    }
+
     fn check_len(&self, declared: u64) -> Result<(), FrameError> {
         if declared > u64::from(self.max_frame_bytes) {
             return Err(FrameError::TooLarge {
@@ -159,7 +197,29 @@ impl<In, Out> fmt::Debug for FrameCodec<In, Out> {
     }
 }
 
-impl<In: Message + Default, Out> Decoder for FrameCodec<In, Out> {
+/// A message a [`FrameCodec`] reads: prost decodes it, unless a faster
+/// decoder that agrees with prost takes the frame first.
+pub trait FrameMessage: Message + Default {
+    /// Decodes one frame's message (its length prefix taken off).
+    fn decode_frame(body: &[u8]) -> Result<Self, prost::DecodeError> {
+        Self::decode(body)
+    }
+}
+
+impl FrameMessage for ServerFrame {}
+
+impl FrameMessage for ClientFrame {
+    /// The hot requests (`Ping`, `Acquire`, `Release`) in their plain form
+    /// are read by hand ([`crate::hot`]); everything else by prost.
+    fn decode_frame(body: &[u8]) -> Result<Self, prost::DecodeError> {
+        match crate::hot::decode_request(body) {
+            Some(frame) => Ok(frame.to_message()),
+            None => Self::decode(body),
+        }
+    }
+}
+
+impl<In: FrameMessage, Out> Decoder for FrameCodec<In, Out> {
     type Item = In;
     type Error = FrameError;
 
@@ -171,29 +231,7 @@ impl<In: Message + Default, Out> Decoder for FrameCodec<In, Out> {
     /// decoded from a borrowed slice, so its `bytes` fields are copies: they
     /// do not pin the read buffer however long they are kept.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
-        let Some((declared, prefix_len)) = peek_varint(src)? else {
-            return Ok(None);
-        };
-        self.check_len(declared)?;
-        // Checked above: `declared` is at most `u32::MAX`, so neither step
-        // fails on a 64-bit target; on a smaller one, too large is too large.
-        let frame_len = usize::try_from(declared)
-            .ok()
-            .and_then(|body_len| body_len.checked_add(prefix_len))
-            .ok_or(FrameError::TooLarge {
-                declared,
-                max: self.max_frame_bytes,
-            })?;
-        let Some(body) = src.get(prefix_len..frame_len) else {
-            // Incomplete: make room for the rest of this frame, no more, and
-            // at most 64 KiB at a time: memory follows the bytes that really
-            // arrive, not a length a peer declared and never sends.
-            src.reserve((frame_len - src.len()).min(RESERVE_STEP));
-            return Ok(None);
-        };
-        let message = In::decode(body);
-        src.advance(frame_len);
-        message.map(Some).map_err(FrameError::Malformed)
+        self.decode_with(src, In::decode_frame)
     }
 
     /// As [`decode`](Self::decode); then bytes left over once the stream has

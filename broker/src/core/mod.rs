@@ -349,7 +349,7 @@ impl Core {
     pub fn acquire(
         &mut self,
         session: SessionId,
-        req: AcquireRequest,
+        req: AcquireRequest<'_>,
         now: Millis,
     ) -> Result<(AcquireOutcome, Vec<Change>), CoreError> {
         let ttl_ms = self.leases.check(&req)?;

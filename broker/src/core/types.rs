@@ -1,6 +1,7 @@
 //! The core's vocabulary: ids, peers, modes, progress, how leases end and
 //! why events happen, and the core's configuration. Plain data, no rules.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -586,10 +587,14 @@ pub enum WaitPolicy {
 /// An `Acquire` request, already converted from the wire. The default is
 /// an EXCLUSIVE request on no resource (`""`, refused by name checks):
 /// fill in at least the resource.
+///
+/// Its strings may be borrowed from the frame they were read from (the
+/// broker reads the hot requests in place: issue 14); the table copies
+/// what it keeps.
 #[derive(Clone, Debug)]
-pub struct AcquireRequest {
+pub struct AcquireRequest<'a> {
     /// The resource's name.
-    pub resource: String,
+    pub resource: Cow<'a, str>,
     /// EXCLUSIVE or SHARED.
     pub mode: Mode,
     /// Time to live once granted; 0 = the broker's default.
@@ -599,7 +604,7 @@ pub struct AcquireRequest {
     /// Longest time to wait in the queue; 0 = as long as it takes.
     pub max_wait_ms: u32,
     /// What the lease is for, shown to everyone who looks.
-    pub purpose: String,
+    pub purpose: Cow<'a, str>,
     /// Permits of a semaphore a SHARED lease takes; 0 = 1.
     pub permits: u32,
     /// The resource's semaphore capacity; 0 = whatever it has.
@@ -614,15 +619,15 @@ pub struct AcquireRequest {
     pub resume_token: Option<ResumeToken>,
 }
 
-impl Default for AcquireRequest {
+impl Default for AcquireRequest<'_> {
     fn default() -> Self {
         AcquireRequest {
-            resource: String::new(),
+            resource: Cow::Borrowed(""),
             mode: Mode::Exclusive,
             ttl_ms: 0,
             wait: WaitPolicy::Queue,
             max_wait_ms: 0,
-            purpose: String::new(),
+            purpose: Cow::Borrowed(""),
             permits: 0,
             capacity: 0,
             detach_grace_ms: 0,

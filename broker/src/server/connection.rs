@@ -23,12 +23,13 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use interprocess::local_socket::tokio::Stream;
+use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-use turnstile_proto::v1;
 use turnstile_proto::{FrameError, PROTOCOL_VERSION, ServerCodec};
+use turnstile_proto::{hot, v1};
 
 use super::ToCore;
 use super::core_task::SharedCore;
@@ -379,6 +380,11 @@ struct Progress {
 /// Decodes the complete frames in the buffer and hands them to the core,
 /// while the gate is open; `Err` with the reason when the connection must
 /// end (a broken frame: the core was told).
+///
+/// The hot requests (`Ping`, `Acquire`, `Release`) are read in place
+/// (`turnstile_proto::hot`): handed to the core while their bytes are still
+/// in the buffer, with no frame built, allocated and dropped (issue 14).
+/// Any other frame is decoded by prost, as before.
 fn decode_and_handle<R>(
     reader: &mut FrameReader<R>,
     core: &SharedCore,
@@ -390,32 +396,42 @@ fn decode_and_handle<R>(
         stopped_at_gate: false,
     };
     let mut failed = None;
-    let mut frames = std::iter::from_fn(|| {
-        if failed.is_some() {
-            return None;
-        }
-        if gate.is_closed() {
-            progress.stopped_at_gate = !reader.buf.is_empty();
-            return None;
-        }
-        match reader.codec.decode(&mut reader.buf) {
-            Ok(Some(frame)) => {
-                progress.frames += 1;
-                gate.hand();
-                Some(ToCore::Request { session, frame })
+    let FrameReader { buf, codec, .. } = reader;
+    gate.set_busy(true);
+    let entered = core.enter(|d| {
+        // The gate is read between frames: a request that fills the
+        // connection's bounds stops the ones behind it here.
+        loop {
+            if gate.is_closed() {
+                progress.stopped_at_gate = !buf.is_empty();
+                return;
             }
-            Ok(None) => None,
-            Err(e) => {
-                let message = e.to_string();
-                let fatal = Refusal::bad_frame(e).map(|refusal| ToCore::Fatal { session, refusal });
-                failed = Some(message);
-                fatal
+            let handled = codec.decode_with(buf, |body| {
+                if let Some(frame) = hot::decode_request(body) {
+                    gate.hand();
+                    d.handle_hot(session, frame);
+                    return Ok(());
+                }
+                let frame = v1::ClientFrame::decode(body)?;
+                gate.hand();
+                d.handle(ToCore::Request { session, frame });
+                Ok(())
+            });
+            match handled {
+                Ok(Some(())) => progress.frames += 1,
+                Ok(None) => return,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    if let Some(refusal) = Refusal::bad_frame(e) {
+                        d.handle(ToCore::Fatal { session, refusal });
+                    }
+                    return;
+                }
             }
         }
     });
-    // The gate is read between frames: a request that fills the
-    // connection's bounds stops the ones behind it here.
-    if !call_core(core, gate, &mut frames) {
+    gate.set_busy(false);
+    if !entered {
         return Err("the broker is stopping".to_string());
     }
     if let Some(message) = failed {

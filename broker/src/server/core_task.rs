@@ -94,15 +94,24 @@ impl SharedCore {
     /// after the TTL ran out must find the lease expired). `false` when
     /// the core is gone.
     pub(super) fn handle_now(&self, msgs: impl IntoIterator<Item = ToCore>) -> bool {
+        self.enter(|d| {
+            for msg in msgs {
+                d.handle(msg);
+            }
+        })
+    }
+
+    /// Enters the core as [`SharedCore::handle_now`] does, and lets `f`
+    /// hand it what it has (requests read in place from a connection's
+    /// buffer). `false` when the core is gone.
+    pub(super) fn enter(&self, f: impl FnOnce(&mut Dispatcher)) -> bool {
         let Some(mut s) = self.lock() else {
             return false;
         };
         s.turn();
         s.d.hold_time();
         s.d.expire(false);
-        for msg in msgs {
-            s.d.handle(msg);
-        }
+        f(&mut s.d);
         s.d.turn_done();
         s.seen = s.d.now();
         s.d.release_time();

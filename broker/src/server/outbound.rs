@@ -31,7 +31,7 @@ use futures::task::AtomicWaker;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::error::TrySendError;
-use turnstile_proto::{encode_frame, encode_watch_event_frame, v1};
+use turnstile_proto::{encode_frame, encode_watch_event_frame, hot, v1};
 
 use crate::core::StateEvent;
 
@@ -47,8 +47,39 @@ pub enum Outbound {
     /// too: every slot of every connection's queue is this enum's size).
     WatchEvent(Box<WatchCopy>),
     /// A whole frame, already encoded: what a frame becomes when it waits
-    /// in a backlog, where its bytes are all it may cost.
+    /// in a backlog, where its bytes are all it may cost; and a hot answer
+    /// too long to be [`Outbound::Inline`] (a `Pong` with its payload).
     Encoded(Bytes),
+    /// A short frame already encoded, held in the queue's slot itself: a
+    /// hot answer (`Done`, `AcquireReply { granted }`) costs no allocation
+    /// and no encoding pass when it is written (issue 14).
+    Inline(InlineFrame),
+}
+
+/// Bytes of an [`Outbound::Inline`] frame at most: as many as fit beside
+/// the length and the enum's tag in the room the other variants take
+/// (`Bytes`' four words), so queue slots do not grow.
+pub const INLINE_FRAME: usize = 38;
+
+/// A frame of at most [`INLINE_FRAME`] bytes.
+#[derive(Clone, Copy)]
+pub struct InlineFrame {
+    len: u8,
+    bytes: [u8; INLINE_FRAME],
+}
+
+impl InlineFrame {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for InlineFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("InlineFrame")
+            .field(&self.as_slice())
+            .finish()
+    }
 }
 
 /// One watcher's copy of a state event.
@@ -66,6 +97,27 @@ impl Outbound {
         Outbound::Frame(Box::new(f))
     }
 
+    /// A frame encoded by hand (a hot answer): inline when it is short,
+    /// else in a buffer of its own, copied once; never a `ServerFrame`.
+    pub fn encoded(frame: &hot::FrameBytes<'_>) -> Outbound {
+        let (head, tail) = (frame.head(), frame.tail());
+        let len = frame.len();
+        if len > INLINE_FRAME {
+            let mut buf = Vec::with_capacity(len);
+            buf.extend_from_slice(head);
+            buf.extend_from_slice(tail);
+            return Outbound::Encoded(Bytes::from(buf));
+        }
+        let mut bytes = [0u8; INLINE_FRAME];
+        let (first, rest) = bytes.split_at_mut(head.len());
+        first.copy_from_slice(head);
+        rest[..tail.len()].copy_from_slice(tail);
+        Outbound::Inline(InlineFrame {
+            len: len as u8,
+            bytes,
+        })
+    }
+
     /// What this item costs the broker while it waits in a backlog: its
     /// bytes, the frame's own struct and the slot and allocations around it.
     pub fn cost(&self) -> usize {
@@ -79,6 +131,7 @@ impl Outbound {
             }
             Outbound::WatchEvent(w) => w.body.len() + std::mem::size_of::<WatchCopy>() + OVERHEAD,
             Outbound::Encoded(b) => b.len() + OVERHEAD,
+            Outbound::Inline(f) => f.as_slice().len() + OVERHEAD,
         }
     }
 
@@ -104,6 +157,7 @@ impl Outbound {
             Outbound::Frame(f) => encode_frame(f, dst),
             Outbound::WatchEvent(w) => encode_watch_event_frame(w.watch_id, &w.body, dst),
             Outbound::Encoded(b) => dst.extend_from_slice(b),
+            Outbound::Inline(f) => dst.extend_from_slice(f.as_slice()),
         }
     }
 }
@@ -584,5 +638,41 @@ impl Conn {
         }
         self.waker_armed = true;
         self.gate.want_room();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inline frame takes no more room than the other variants: every
+    /// slot of every connection's queue is this enum's size.
+    #[test]
+    fn inline_frames_do_not_grow_queue_slots() {
+        assert_eq!(
+            std::mem::size_of::<Outbound>(),
+            std::mem::size_of::<Bytes>() + 8
+        );
+    }
+
+    /// A short hand-encoded frame is held inline, a longer one in its own
+    /// buffer; both write the frame's bytes.
+    #[test]
+    fn hand_encoded_frames_are_inline_when_short() {
+        for len in [0, 1, 2, 20, 21, 22, 100] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let frame = hot::pong_frame(1, &payload);
+            let item = Outbound::encoded(&frame);
+            assert_eq!(
+                matches!(item, Outbound::Inline(_)),
+                frame.len() <= INLINE_FRAME,
+                "{len}"
+            );
+            let mut dst = BytesMut::new();
+            item.encode(&mut dst);
+            let mut expected = BytesMut::new();
+            frame.put(&mut expected);
+            assert_eq!(dst, expected, "{len}");
+        }
     }
 }

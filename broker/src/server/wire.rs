@@ -6,12 +6,14 @@
 //!
 //! Unknown enum values in requests are refused here, never defaulted.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use turnstile_proto::FrameError;
 use turnstile_proto::v1::{self, ErrorCode};
+use turnstile_proto::{FrameError, hot};
 
 use super::clock::Clock;
+use super::outbound::Outbound;
 use crate::core::queues::{Delivery, QueueError, QueueInfo};
 use crate::core::{
     AcquireOutcome, AcquireRequest, CoreError, EventKind, Grant, LeaseUpdate, LeaseView,
@@ -210,6 +212,23 @@ pub fn reply(id: u64, result: v1::reply::Result) -> v1::ServerFrame {
     }
 }
 
+/// The answer to a request, ready for the connection's queue: the hot
+/// ones (`Pong`, `Done`, `AcquireReply { granted }`) encoded by hand
+/// straight away (no `ServerFrame` built, boxed, encoded by prost and
+/// dropped: issue 14), the rest as a frame.
+pub fn answer(id: u64, result: v1::reply::Result) -> Outbound {
+    use v1::acquire_reply::Outcome;
+    use v1::reply::Result as R;
+    match &result {
+        R::Pong(p) => Outbound::encoded(&hot::pong_frame(id, &p.payload)),
+        R::Done(_) => Outbound::encoded(&hot::done_frame(id)),
+        R::Acquire(v1::AcquireReply {
+            outcome: Some(Outcome::Granted(g)),
+        }) => Outbound::encoded(&hot::granted_frame(id, g)),
+        _ => Outbound::frame(reply(id, result)),
+    }
+}
+
 /// An error reply frame.
 pub fn error_reply(id: u64, error: impl Into<v1::Error>) -> v1::ServerFrame {
     reply(id, v1::reply::Result::Error(error.into()))
@@ -218,7 +237,7 @@ pub fn error_reply(id: u64, error: impl Into<v1::Error>) -> v1::ServerFrame {
 /// Converts an `Acquire`, refusing enum values this version does not know.
 /// The mode must be stated (`MODE_UNSPECIFIED` is refused: a lock request
 /// should say what it wants); `WAIT_POLICY_UNSPECIFIED` means QUEUE.
-pub fn acquire_request(a: v1::Acquire) -> Result<AcquireRequest, Refusal> {
+pub fn acquire_request(a: hot::AcquireRef<'_>) -> Result<AcquireRequest<'_>, Refusal> {
     let mode = match v1::Mode::try_from(a.mode) {
         Ok(v1::Mode::Exclusive) => Mode::Exclusive,
         Ok(v1::Mode::Shared) => Mode::Shared,
@@ -230,12 +249,12 @@ pub fn acquire_request(a: v1::Acquire) -> Result<AcquireRequest, Refusal> {
         Err(_) => return Err(Refusal::UnknownWaitPolicy(a.wait)),
     };
     Ok(AcquireRequest {
-        resource: a.resource,
+        resource: Cow::Borrowed(a.resource),
         mode,
         ttl_ms: a.ttl_ms,
         wait,
         max_wait_ms: a.max_wait_ms,
-        purpose: a.purpose,
+        purpose: Cow::Borrowed(a.purpose),
         permits: a.permits,
         capacity: a.capacity,
         detach_grace_ms: a.detach_grace_ms,

@@ -239,19 +239,19 @@ impl LeaseTable {
 
     /// Checks a request's name, purpose and TTL; answers the TTL in force
     /// (the default for 0).
-    pub(crate) fn check(&self, req: &AcquireRequest) -> Result<u32, CoreError> {
+    pub(crate) fn check(&self, req: &AcquireRequest<'_>) -> Result<u32, CoreError> {
         check_name("resource", &req.resource)?;
         check_text("purpose", &req.purpose)?;
         let limits = self.limits;
         if is_global(&req.resource) {
             if !limits.fleet {
                 return Err(CoreError::InvalidArgument(BadArgument::NoFleet {
-                    resource: req.resource.clone(),
+                    resource: req.resource.to_string(),
                 }));
             }
             if req.wait == WaitPolicy::NoWait {
                 return Err(CoreError::InvalidArgument(BadArgument::GlobalNoWait {
-                    resource: req.resource.clone(),
+                    resource: req.resource.to_string(),
                 }));
             }
         }
@@ -285,10 +285,10 @@ impl LeaseTable {
     /// `existing` is the resource as the table has it, if it does.
     fn capacity_for(
         &self,
-        req: &AcquireRequest,
+        req: &AcquireRequest<'_>,
         existing: Option<&Resource>,
     ) -> Result<(u32, u32), CoreError> {
-        let name = req.resource.as_str();
+        let name = req.resource.as_ref();
         let fixed = match (self.configured.get(name), existing) {
             (Some(&c), _) => Some((c, ", fixed by the broker's config")),
             (None, Some(res)) => Some((res.capacity, " while it is in use")),
@@ -297,7 +297,7 @@ impl LeaseTable {
         let capacity = match fixed {
             Some((c, why)) if req.capacity != 0 && req.capacity != c => {
                 return Err(CoreError::InvalidArgument(BadArgument::CapacityMismatch {
-                    resource: req.resource.clone(),
+                    resource: req.resource.to_string(),
                     capacity: c,
                     asked: req.capacity,
                     fixed: why,
@@ -313,7 +313,7 @@ impl LeaseTable {
                 let p = req.permits.max(1);
                 if p > c {
                     return Err(CoreError::InvalidArgument(BadArgument::TooManyPermits {
-                        resource: req.resource.clone(),
+                        resource: req.resource.to_string(),
                         permits: p,
                         capacity: c,
                     }));
@@ -331,7 +331,7 @@ impl LeaseTable {
     pub(crate) fn acquire(
         &mut self,
         peer: Arc<Peer>,
-        req: AcquireRequest,
+        req: AcquireRequest<'_>,
         ttl_ms: u32,
         fx: &mut Effects,
     ) -> Result<AcquireOutcome, CoreError> {
@@ -345,7 +345,7 @@ impl LeaseTable {
         }
         // The resource is looked up once for every question below (its
         // name was hashed at each of them: issue 14).
-        let existing = self.resources.get_key_value(req.resource.as_str());
+        let existing = self.resources.get_key_value(req.resource.as_ref());
         let (capacity, permits) = self.capacity_for(&req, existing.map(|(_, r)| r))?;
         let free_now = match existing {
             None => true,
@@ -364,7 +364,7 @@ impl LeaseTable {
         // token yet) is not granted now either: NO_WAIT never queues.
         if free_now && req.wait == WaitPolicy::NoWait && !fx.can_grant() {
             return Err(CoreError::Busy {
-                resource: req.resource,
+                resource: req.resource.into_owned(),
                 holder: "nobody holds it, but grants are held back until the broker can store \
                          its next fencing-token reservation (see the broker's log)"
                     .to_string(),
@@ -375,7 +375,7 @@ impl LeaseTable {
                 .map(|(_, r)| self.describe_holders(r))
                 .unwrap_or_default();
             return Err(CoreError::Busy {
-                resource: req.resource,
+                resource: req.resource.into_owned(),
                 holder,
             });
         }
@@ -407,9 +407,9 @@ impl LeaseTable {
                 // A resource used before shares the name kept with its
                 // hold time, rather than copying the request's again.
                 let (name, typical_hold_ms) =
-                    match self.idle_hold_times.get_key_value(req.resource.as_str()) {
+                    match self.idle_hold_times.get_key_value(req.resource.as_ref()) {
                         Some((name, t)) => (name.clone(), Some(*t)),
-                        None => (Arc::from(req.resource.as_str()), None),
+                        None => (Arc::from(req.resource.as_ref()), None),
                     };
                 let (holders, waiters) = match self.spare.pop() {
                     Some((holders, waiters)) => (holders, waiters),
@@ -443,7 +443,7 @@ impl LeaseTable {
                     // Most requests say no purpose: one shared empty text.
                     self.no_purpose.clone()
                 } else {
-                    Arc::from(req.purpose)
+                    Arc::from(req.purpose.as_ref())
                 },
                 peer,
                 ttl_ms,
@@ -1043,6 +1043,20 @@ impl LeaseTable {
         if let Some(res) = self.resources.get_mut(name) {
             res.revision = revision;
         }
+        self.notify(name, revision, kind, cause, fx);
+    }
+
+    /// As [`LeaseTable::state_changed`], for a caller that already gave
+    /// the resource its new `revision` (it had the resource at hand: one
+    /// lookup of the name fewer, issue 14).
+    fn notify(
+        &mut self,
+        name: &Arc<str>,
+        revision: super::Revision,
+        kind: EventKind,
+        cause: Cause,
+        fx: &mut Effects,
+    ) {
         let now = fx.now;
         fx.notify_watchers(name, revision, kind, cause, |revision| {
             self.view_by_name(name, revision, now)
@@ -1128,6 +1142,10 @@ impl LeaseTable {
                 (false, index)
             }
         };
+        // The state event's revision, taken now that the resource is at
+        // hand (nothing below takes another before the event is made).
+        let revision = fx.next_revision();
+        res.revision = revision;
 
         let kind = match ending {
             Ending::Released => EventKind::Released,
@@ -1183,7 +1201,7 @@ impl LeaseTable {
             cause: cause.clone(),
         });
         let name = l.resource.clone();
-        self.state_changed(&name, kind, cause, fx);
+        self.notify(&name, revision, kind, cause, fx);
         Some((name, waiter_index))
     }
 

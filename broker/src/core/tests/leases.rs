@@ -441,7 +441,7 @@ fn no_wait_is_busy_or_granted_at_once() {
     let mut core = core();
     let [svc, agent] = sessions(&mut core, ["service", "agent"]);
     let mut req = request("pcm", Mode::Exclusive);
-    req.purpose = "job 42".to_string();
+    req.purpose = "job 42".into();
     let held = expect_granted(&acquire(&mut core, svc, req, 0).0).lease_id;
     let revision = core.revision();
 
@@ -633,7 +633,7 @@ fn progress_is_pushed_to_every_waiter() {
     let [svc, a1, a2, ui] = sessions(&mut core, ["service", "agent1", "agent2", "ui"]);
     let w = core.watch(ui, vec![], 0, 0).unwrap().watch_id;
     let mut req = request("pcm", Mode::Exclusive);
-    req.purpose = "job".to_string();
+    req.purpose = "job".into();
     let held = expect_granted(&acquire(&mut core, svc, req, 0).0).lease_id;
     let w1 = expect_queued(&acquire_ex(&mut core, a1, "pcm", 500), 1);
     assert_eq!(w1.ahead.len(), 1);

@@ -100,14 +100,14 @@ fn waits_sh(
 }
 
 /// A queueing request with the default TTL, no max wait and no purpose.
-fn request(resource: &str, mode: Mode) -> AcquireRequest {
+fn request(resource: &str, mode: Mode) -> AcquireRequest<'static> {
     AcquireRequest {
-        resource: resource.to_string(),
+        resource: resource.to_string().into(),
         mode,
         ttl_ms: 0,
         wait: WaitPolicy::Queue,
         max_wait_ms: 0,
-        purpose: String::new(),
+        purpose: "".into(),
         ..AcquireRequest::default()
     }
 }

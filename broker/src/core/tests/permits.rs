@@ -6,7 +6,7 @@ use super::*;
 use crate::core::{BadArgument, CoreError};
 
 /// A SHARED request for `permits` of a semaphore of `capacity`.
-fn permits(resource: &str, permits: u32, capacity: u32) -> AcquireRequest {
+fn permits(resource: &str, permits: u32, capacity: u32) -> AcquireRequest<'_> {
     AcquireRequest {
         permits,
         capacity,

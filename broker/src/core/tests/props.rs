@@ -385,7 +385,7 @@ impl Observer {
                 };
                 let free = self.queues[r].is_empty() && self.compatible(r, mode);
                 let req = AcquireRequest {
-                    resource: RESOURCES[r].to_string(),
+                    resource: RESOURCES[r].into(),
                     mode,
                     ttl_ms: *ttl_ms,
                     wait: if *no_wait {
@@ -394,7 +394,7 @@ impl Observer {
                         WaitPolicy::Queue
                     },
                     max_wait_ms: *max_wait_ms,
-                    purpose: format!("op by {session}"),
+                    purpose: format!("op by {session}").into(),
                     ..AcquireRequest::default()
                 };
                 let ttl_ms = if *ttl_ms == 0 {

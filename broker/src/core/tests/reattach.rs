@@ -8,7 +8,7 @@ use crate::core::{CoreError, PeerIdentity, ResumeToken};
 const TOKEN: ResumeToken = ResumeToken([7; ResumeToken::LEN]);
 
 /// A request of `mode` with a detach grace of `grace_ms` and [`TOKEN`].
-fn detachable(resource: &str, mode: Mode, grace_ms: u32) -> AcquireRequest {
+fn detachable(resource: &str, mode: Mode, grace_ms: u32) -> AcquireRequest<'_> {
     AcquireRequest {
         detach_grace_ms: grace_ms,
         resume_token: Some(TOKEN),

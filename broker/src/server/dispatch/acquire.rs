@@ -1,6 +1,6 @@
 //! `Acquire`: granted at once, queued (an outcome, not an error), or refused.
 
-use turnstile_proto::v1;
+use turnstile_proto::{hot, v1};
 
 use super::{Answer, Dispatcher};
 use crate::core::{Millis, Mode, ResumeToken, SessionId};
@@ -10,7 +10,7 @@ use crate::server::wire;
 pub(super) fn handle(
     d: &mut Dispatcher,
     session: SessionId,
-    req: v1::Acquire,
+    req: hot::AcquireRef<'_>,
     now: Millis,
 ) -> Answer {
     let mut req = wire::acquire_request(req)?;

@@ -53,6 +53,7 @@ mod watch;
 use std::collections::HashSet;
 
 use tokio::sync::mpsc;
+use turnstile_proto::hot::{HotFrame, HotRequest};
 use turnstile_proto::v1::{self, client_frame::Body};
 
 use super::clock::Clock;
@@ -63,6 +64,23 @@ use crate::core::{Change, Core, Map, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
 use deliver::{concerns, encode_event};
 use log_limit::LogLimit;
+
+/// A request as it reaches the dispatcher: decoded by prost, or read in
+/// place (a hot one).
+enum Incoming<'a> {
+    Frame(v1::ClientFrame),
+    Hot(HotFrame<'a>),
+}
+
+impl Incoming<'_> {
+    /// The request as a frame of its own (to be kept for later).
+    fn into_frame(self) -> v1::ClientFrame {
+        match self {
+            Incoming::Frame(frame) => frame,
+            Incoming::Hot(frame) => frame.to_message(),
+        }
+    }
+}
 
 /// What an operation answers: a reply now and the changes it caused
 /// (delivered around the reply), or an error now.
@@ -240,7 +258,7 @@ impl Dispatcher {
                 gate,
                 session,
             } => hello::handle(self, id, hello, creds, gate, session),
-            ToCore::Request { session, frame } => self.admit(session, frame),
+            ToCore::Request { session, frame } => self.admit(session, Incoming::Frame(frame)),
             ToCore::Fatal { session, refusal } => {
                 self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
             }
@@ -283,6 +301,15 @@ impl Dispatcher {
         }
     }
 
+    /// Handles a hot request read in place from the connection's buffer
+    /// (`turnstile_proto::hot`): as [`ToCore::Request`], without the
+    /// frame's allocations.
+    pub(super) fn handle_hot(&mut self, session: SessionId, frame: HotFrame<'_>) {
+        if !self.stopping {
+            self.admit(session, Incoming::Hot(frame));
+        }
+    }
+
     /// Requests `session` has sent that await their answer (durable
     /// publishes).
     fn in_flight(&self, session: SessionId) -> usize {
@@ -294,7 +321,7 @@ impl Dispatcher {
     /// control" stops reading rather than refusing. The reader's gate is
     /// closed meanwhile, so what is kept is at most what the reader had
     /// already handed over.
-    fn admit(&mut self, session: SessionId, frame: v1::ClientFrame) {
+    fn admit(&mut self, session: SessionId, frame: Incoming<'_>) {
         if let Some(conn) = self.conns.get(&session) {
             conn.taken();
         }
@@ -302,11 +329,14 @@ impl Dispatcher {
         if let Some(conn) = self.conns.get_mut(&session)
             && (full || !conn.deferred.is_empty())
         {
-            conn.deferred.push_back(frame);
+            conn.deferred.push_back(frame.into_frame());
             conn.set_in_flight_full(full);
             return;
         }
-        self.request(session, frame);
+        match frame {
+            Incoming::Frame(frame) => self.request(session, frame),
+            Incoming::Hot(frame) => self.request_hot(session, frame),
+        }
         self.refresh_in_flight(session);
     }
 
@@ -351,7 +381,7 @@ impl Dispatcher {
                 Body::Hello(_) => Err(Refusal::HelloAgain.into()),
                 Body::Ping(r) => Ok((ping::handle(r), Vec::new())),
                 Body::GetStatus(r) => status::handle(self, session, r, now),
-                Body::Acquire(r) => acquire::handle(self, session, r, now),
+                Body::Acquire(r) => acquire::handle(self, session, (&r).into(), now),
                 Body::KeepAlive(r) => keep_alive::handle(self, session, r, now),
                 Body::Release(r) => release::handle(self, session, r, now),
                 Body::Cancel(r) => cancel::handle(self, session, r, now),
@@ -384,9 +414,39 @@ impl Dispatcher {
                 Body::RequeueDead(r) => requeue_dead::handle(self, session, r),
             },
         };
+        let answer = answer.map(|(result, changes)| (wire::answer(id, result), changes));
+        self.answered(session, id, answer, now);
+    }
+
+    /// As [`Dispatcher::request`], for a request read in place.
+    fn request_hot(&mut self, session: SessionId, frame: HotFrame<'_>) {
+        let id = frame.id;
+        let now = self.clock.now();
+        let answer = match frame.request {
+            _ if id == 0 => Err(Refusal::ZeroRequestId.into()),
+            HotRequest::Ping { payload } => Ok((ping::answer(id, payload), Vec::new())),
+            HotRequest::Acquire(r) => acquire::handle(self, session, r, now)
+                .map(|(result, changes)| (wire::answer(id, result), changes)),
+            HotRequest::Release { lease_id } => {
+                release::handle(self, session, v1::Release { lease_id }, now)
+                    .map(|(result, changes)| (wire::answer(id, result), changes))
+            }
+        };
+        self.answered(session, id, answer, now);
+    }
+
+    /// Sends a request's answer (already made into a frame) and delivers
+    /// the changes it caused around it.
+    fn answered(
+        &mut self,
+        session: SessionId,
+        id: u64,
+        answer: Result<(Outbound, Vec<Change>), v1::Error>,
+        now: Millis,
+    ) {
         let (answer, changes) = match answer {
-            Ok((result, changes)) => (Ok(result), changes),
-            Err(e) => (Err(e), Vec::new()),
+            Ok((answer, changes)) => (answer, changes),
+            Err(e) => (Outbound::frame(wire::error_reply(id, e)), Vec::new()),
         };
         // What the request did to others goes out first (a waiter's grant
         // before the releaser's Done: the handoff is not delayed by it);
@@ -408,11 +468,7 @@ impl Dispatcher {
             (own, others) = changes.into_iter().partition(|c| concerns(c, session));
             self.deliver(others, now);
         }
-        let answer = match answer {
-            Ok(result) => wire::reply(id, result),
-            Err(e) => wire::error_reply(id, e),
-        };
-        self.send_item(session, Outbound::frame(answer), true);
+        self.send_item(session, answer, true);
         if !own.is_empty() {
             self.deliver(own, now);
         }
