@@ -627,6 +627,42 @@ async fn a_failed_transaction_is_reported_to_each_submitter() {
         .unwrap();
 }
 
+#[test]
+fn answers_handed_to_a_callback_come_once_each_in_order() {
+    // `enqueue_then` (the publish path): each callback is called once, on
+    // the writer thread, with its transaction's outcome (a failed one
+    // included), in the order the batches were enqueued.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path());
+    let writer = StoreWriter::spawn(store).unwrap();
+    let (answers, answered) = std::sync::mpsc::channel();
+    let enqueue = |seq: u64| {
+        let answers = answers.clone();
+        writer.enqueue_then(vec![append("q", message(seq, "m"))], move |result| {
+            answers.send((seq, result)).unwrap();
+        });
+    };
+    faults.full.store(true, Ordering::SeqCst);
+    (1..=3).for_each(enqueue);
+    let failed: Vec<_> = (0..3).map(|_| answered.recv().unwrap()).collect();
+    assert_eq!(failed.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        failed.iter().all(|a| a.1.as_ref().is_err_and(StoreError::is_disk_full)),
+        "{failed:?}"
+    );
+    faults.full.store(false, Ordering::SeqCst);
+    (4..=6).for_each(enqueue);
+    let stored: Vec<_> = (0..3).map(|_| answered.recv().unwrap()).collect();
+    assert_eq!(stored.iter().map(|a| a.0).collect::<Vec<_>>(), [4, 5, 6]);
+    assert!(stored.iter().all(|a| a.1.is_ok()), "{stored:?}");
+    drop(writer);
+    drop(answers);
+    assert!(answered.recv().is_err(), "a callback was called twice");
+    let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+    let seqs: Vec<u64> = contents(&loaded, "q").iter().map(|m| m.0).collect();
+    assert_eq!(seqs, [4, 5, 6]);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn group_commit_timing() {
     // Not an assertion: how long 1000 single-message publishes from 8

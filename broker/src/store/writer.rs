@@ -32,16 +32,60 @@ use crate::core::queues::StoreOp;
 /// does not keep the first submitter waiting for one huge commit.
 const MAX_BATCH: usize = 1024;
 
-/// How long the writer waits for more submitters when the previous
+/// The longest the writer waits for more submitters when the previous
 /// transaction had more of them than it has yet. Submitters answered
 /// together resubmit one by one; without the wait the first one would be
-/// committed alone. Measured on this 2-core VM with 8 concurrent
-/// submitters: 4.1 submits per transaction without it, 8.0 with it, for
-/// ~30 % less time in all. A lone submitter never waits.
-const LINGER: Duration = Duration::from_micros(200);
+/// committed alone and the rest would wait for a second sync. It waits at
+/// most as long as the last commit took (its sync, mostly): past that, a
+/// second commit for the latecomers costs less than the wait. So on a
+/// disk whose sync is ~150 µs it waits up to ~150 µs (the fixed 200 µs
+/// measured in the redb days: 4.1 submits per transaction without a wait,
+/// 8.0 with it, with 8 submitters), on a fast one (tmpfs) not at all, and
+/// on a disk slowed down by others' writes up to this bound. A lone
+/// submitter never waits.
+const LINGER: Duration = Duration::from_millis(1);
 
-/// Where a submitter waits for its transaction's outcome.
-type Answer = oneshot::Sender<Result<(), StoreError>>;
+/// How a submitter learns its transaction's outcome.
+enum Answer {
+    /// A future waits on it ([`StoreWriter::enqueue`]).
+    Channel(oneshot::Sender<Result<(), StoreError>>),
+    /// Called on the writer thread ([`StoreWriter::enqueue_then`]).
+    Call(CallOnce),
+}
+
+impl Answer {
+    fn send(self, result: Result<(), StoreError>) {
+        match self {
+            // A submitter that stopped waiting does not need the answer.
+            Answer::Channel(done) => {
+                let _ = done.send(result);
+            }
+            Answer::Call(mut then) => then.call(result),
+        }
+    }
+}
+
+/// A callback called exactly once: with the outcome, or with
+/// [`StoreError::Closed`] when it is dropped unanswered (the writer thread
+/// ended without reaching it), as a oneshot's receiver would learn.
+struct CallOnce(Option<Then>);
+
+/// What [`StoreWriter::enqueue_then`] calls with the outcome.
+type Then = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+impl CallOnce {
+    fn call(&mut self, result: Result<(), StoreError>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl Drop for CallOnce {
+    fn drop(&mut self) {
+        self.call(Err(StoreError::Closed));
+    }
+}
 
 enum Request {
     Commit {
@@ -139,7 +183,10 @@ impl StoreWriter {
         let sent = self
             .inner
             .requests
-            .send(Request::Commit { ops, done })
+            .send(Request::Commit {
+                ops,
+                done: Answer::Channel(done),
+            })
             .is_ok();
         async move {
             if !sent {
@@ -147,6 +194,30 @@ impl StoreWriter {
             }
             answer.await.unwrap_or(Err(StoreError::Closed))
         }
+    }
+
+    /// Like [`StoreWriter::enqueue`] (the same order), but the outcome is
+    /// handed to `then`, called on the writer thread as soon as the
+    /// transaction ends: no future, no task to wake. `then` must be quick
+    /// and must not block (every submitter of the transaction waits behind
+    /// it): a send on a channel, not a wait. It is called exactly once;
+    /// with [`StoreError::Closed`], at once, if the writer has stopped.
+    ///
+    /// Measured (issue 14, fourth session): a publish answered through a
+    /// oneshot and a spawned task crossed two more task polls and a
+    /// channel hop on the runtime thread than one answered from here.
+    pub fn enqueue_then(
+        &self,
+        ops: Vec<StoreOp>,
+        then: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) {
+        let request = Request::Commit {
+            ops,
+            done: Answer::Call(CallOnce(Some(Box::new(then)))),
+        };
+        // A refused request is dropped here, and its callback with it:
+        // called with `Closed`.
+        let _ = self.inner.requests.send(request);
     }
 
     /// Records history lines with the next transaction, bounded by
@@ -192,12 +263,16 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
     let mut history = Pending::default();
     let mut stopping = false;
     let mut last_batch = 0usize;
+    // How long the last commit took: lingering longer than one commit
+    // would cost more than committing the latecomers in a second one.
+    let mut last_commit = Duration::ZERO;
     while !stopping {
         match requests.blocking_recv() {
             None | Some(Request::Stop) => break,
             Some(other) => history.take(other, &mut batch),
         }
         let started = Instant::now();
+        let linger = last_commit.min(LINGER);
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
                 Ok(Request::Stop) => {
@@ -206,7 +281,7 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
                 }
                 Ok(other) => history.take(other, &mut batch),
                 Err(TryRecvError::Empty)
-                    if batch.len() < last_batch && started.elapsed() < LINGER =>
+                    if batch.len() < last_batch && started.elapsed() < linger =>
                 {
                     std::thread::yield_now();
                 }
@@ -224,7 +299,11 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
             answers.push(done);
         }
         let bounds = history.bounds();
+        let committing = Instant::now();
         let result = store.commit_staged(&ops, &history.staged, bounds);
+        if !ops.is_empty() {
+            last_commit = committing.elapsed();
+        }
         ops.clear();
         if let Err(e) = &result
             && !history.staged.is_empty()
@@ -243,8 +322,7 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
         }
         history.staged.clear();
         for done in answers {
-            // A submitter that stopped waiting does not need the answer.
-            let _ = done.send(result.clone());
+            done.send(result.clone());
         }
         history.answer_reads(&store);
         // After the answers, which do not wait for it.

@@ -4,15 +4,17 @@
 //! The core reserves a sequence number and room in the queue
 //! ([`crate::core::Core::begin_publish`]); the store's writer thread commits
 //! the message, in one transaction with every other write that arrives
-//! meanwhile (group commit); a small task waits for that commit and hands
-//! the outcome back to the core task as [`ToCore::Committed`], where
-//! [`committed`] answers and delivers. The core task never waits for the
-//! disk. A publish whose connection closes meanwhile is completed all the
+//! meanwhile (group commit) and, the moment it ends, puts the outcome in
+//! the core task's inbox as [`ToCore::Committed`] itself
+//! ([`crate::store::StoreWriter::enqueue_then`]: no task in between),
+//! where [`committed`] answers and delivers. The core task never waits for
+//! the disk, nor the writer thread for the core task. A publish whose connection closes meanwhile is completed all the
 //! same: the message is stored, so the queue must have it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use turnstile_proto::v1;
 
 use super::Dispatcher;
@@ -78,16 +80,31 @@ pub(super) fn handle(
         committed(d, session, id, &queue, message, Ok(()));
         return Ok(Started);
     };
-    let commit = store.enqueue(vec![StoreOp::Append {
+    let ops = vec![StoreOp::Append {
         queue: Arc::from(queue.as_str()),
         message: message.clone(),
-    }]);
-    d.answer_later(commit, move |result| ToCore::Committed {
-        session,
-        request_id: id,
-        queue,
-        message,
-        result,
+    }];
+    // Answered from the writer thread straight into the core task's inbox:
+    // no task of its own to spawn and wake.
+    let to_core = d.to_core.clone();
+    let runtime = tokio::runtime::Handle::current();
+    store.enqueue_then(ops, move |result| {
+        let answer = ToCore::Committed {
+            session,
+            request_id: id,
+            queue,
+            message,
+            result,
+        };
+        // The writer thread never waits: an inbox that is full (4 096
+        // messages behind) gets the answer from a task that can wait. Such
+        // an answer may pass later ones: the queue table takes commits in
+        // any order, and a client matches answers by id.
+        if let Err(mpsc::error::TrySendError::Full(answer)) = to_core.try_send(answer) {
+            runtime.spawn(async move {
+                let _ = to_core.send(answer).await;
+            });
+        }
     });
     Ok(Started)
 }
