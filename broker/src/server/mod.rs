@@ -161,6 +161,10 @@ pub(crate) enum ToCore {
     },
     /// The fleet task admits a global waiter or gives the fleet up.
     Fleet(crate::fleet::FleetEvent),
+    /// Several of the above, handled in order: what the store's writer
+    /// thread answers for one transaction arrives as one message, so that
+    /// the core task is woken once per commit, not once per publish.
+    Batch(Vec<ToCore>),
 }
 
 impl From<crate::fleet::FleetEvent> for ToCore {

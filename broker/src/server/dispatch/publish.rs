@@ -11,6 +11,7 @@
 //! the disk, nor the writer thread for the core task. A publish whose connection closes meanwhile is completed all the
 //! same: the message is stored, so the queue must have it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use crate::core::queues::{
 use crate::core::{Change, SessionId};
 use crate::server::wire::Refusal;
 use crate::server::{Outbound, ToCore, wire};
-use crate::store::StoreError;
+use crate::store::{StoreError, after_answers};
 
 /// The publish was accepted and is being stored: it is answered later.
 pub(super) struct Started;
@@ -85,7 +86,8 @@ pub(super) fn handle(
         message: message.clone(),
     }];
     // Answered from the writer thread straight into the core task's inbox:
-    // no task of its own to spawn and wake.
+    // no task of its own to spawn and wake. The answers of one commit are
+    // gathered and leave as one message once all are in (`after_answers`).
     let to_core = d.to_core.clone();
     let runtime = tokio::runtime::Handle::current();
     store.enqueue_then(ops, move |result| {
@@ -96,17 +98,48 @@ pub(super) fn handle(
             message,
             result,
         };
-        // The writer thread never waits: an inbox that is full (4 096
-        // messages behind) gets the answer from a task that can wait. Such
-        // an answer may pass later ones: the queue table takes commits in
-        // any order, and a client matches answers by id.
-        if let Err(mpsc::error::TrySendError::Full(answer)) = to_core.try_send(answer) {
-            runtime.spawn(async move {
-                let _ = to_core.send(answer).await;
-            });
+        let first = GATHERED.with_borrow_mut(|gathered| {
+            gathered.push((to_core, answer));
+            gathered.len() == 1
+        });
+        if first {
+            after_answers(move || send_gathered(&runtime));
         }
     });
     Ok(Started)
+}
+
+thread_local! {
+    /// On the store's writer thread: the answers of the transaction being
+    /// answered, with the inbox each goes to.
+    static GATHERED: RefCell<Vec<(mpsc::Sender<ToCore>, ToCore)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Sends what [`GATHERED`] holds, one message per inbox (one wake-up of
+/// the core task per commit). The writer thread never waits: an inbox that
+/// is full (4 096 messages behind) gets its answers from a task that can
+/// wait. Such answers may pass later ones: the queue table takes commits in
+/// any order, and a client matches answers by id.
+fn send_gathered(runtime: &tokio::runtime::Handle) {
+    let mut gathered = GATHERED.take();
+    while let Some((to_core, _)) = gathered.first() {
+        let to_core = to_core.clone();
+        let (mine, rest): (Vec<_>, Vec<_>) = gathered
+            .into_iter()
+            .partition(|(inbox, _)| inbox.same_channel(&to_core));
+        gathered = rest;
+        let mut answers: Vec<ToCore> = mine.into_iter().map(|(_, answer)| answer).collect();
+        let message = match answers.len() {
+            1 => answers.remove(0),
+            _ => ToCore::Batch(answers),
+        };
+        if let Err(mpsc::error::TrySendError::Full(message)) = to_core.try_send(message) {
+            runtime.spawn(async move {
+                let _ = to_core.send(message).await;
+            });
+        }
+    }
 }
 
 /// The store answered: the message is ready (and delivered to a consumer
