@@ -244,9 +244,9 @@ impl StoreWriter {
     /// it): a send on a channel, not a wait. It is called exactly once;
     /// with [`StoreError::Closed`], at once, if the writer has stopped.
     ///
-    /// Measured (issue 14, fourth session): a publish answered through a
-    /// oneshot and a spawned task crossed two more task polls and a
-    /// channel hop on the runtime thread than one answered from here.
+    /// Measured (issue 14, fourth session, callgrind of 200 publishes):
+    /// 3.2 k fewer instructions per publish on the runtime thread than an
+    /// answer through a oneshot awaited by a spawned task.
     pub fn enqueue_then(
         &self,
         ops: Vec<StoreOp>,
