@@ -15,8 +15,8 @@
 //! that cannot be used stops the binary before it binds its socket.
 //!
 //! The core task never waits for the disk on a publish: the message is
-//! handed to the store's writer thread, a small task waits for the commit,
-//! and the outcome comes back to the core task as `ToCore::Committed`.
+//! handed to the store's writer thread, which puts the outcome in the core
+//! task's inbox as `ToCore::Committed` when the commit ends.
 //! The one write the core task does wait for is a counter reservation (at
 //! startup, then once every [`crate::core::COUNTER_BLOCK`] tokens or
 //! revisions), since nothing that may carry a token can leave before it.
@@ -157,6 +157,10 @@ pub(crate) enum ToCore {
     AcksStored(dispatch::AcksStored),
     /// The fleet task admits a global waiter or gives the fleet up.
     Fleet(crate::fleet::FleetEvent),
+    /// Several of the above, handled in order: what the store's writer
+    /// thread answers for one transaction arrives as one message, so that
+    /// the core task is woken once per commit, not once per publish.
+    Batch(Vec<ToCore>),
 }
 
 impl From<crate::fleet::FleetEvent> for ToCore {

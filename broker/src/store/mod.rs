@@ -90,7 +90,7 @@ pub use history::{
     HistoryBounds, HistoryLine, HistoryQuery, Recorded, RecordedLease, StagedHistory,
 };
 pub use storage::Storage;
-pub use writer::StoreWriter;
+pub use writer::{StoreWriter, after_answers};
 
 /// The store's file name inside the data directory.
 pub const FILE_NAME: &str = "turnstile.redb";

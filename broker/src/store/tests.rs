@@ -627,6 +627,94 @@ async fn a_failed_transaction_is_reported_to_each_submitter() {
         .unwrap();
 }
 
+#[test]
+fn answers_handed_to_a_callback_come_once_each_in_order() {
+    // `enqueue_then` (the publish path): each callback is called once, on
+    // the writer thread, with its transaction's outcome (a failed one
+    // included), in the order the batches were enqueued.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path());
+    let writer = StoreWriter::spawn(store).unwrap();
+    let (answers, answered) = std::sync::mpsc::channel();
+    let enqueue = |seq: u64| {
+        let answers = answers.clone();
+        writer.enqueue_then(vec![append("q", message(seq, "m"))], move |result| {
+            answers.send((seq, result)).unwrap();
+        });
+    };
+    faults.full.store(true, Ordering::SeqCst);
+    (1..=3).for_each(enqueue);
+    let failed: Vec<_> = (0..3).map(|_| answered.recv().unwrap()).collect();
+    assert_eq!(failed.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        failed
+            .iter()
+            .all(|a| a.1.as_ref().is_err_and(StoreError::is_disk_full)),
+        "{failed:?}"
+    );
+    faults.full.store(false, Ordering::SeqCst);
+    (4..=6).for_each(enqueue);
+    let stored: Vec<_> = (0..3).map(|_| answered.recv().unwrap()).collect();
+    assert_eq!(stored.iter().map(|a| a.0).collect::<Vec<_>>(), [4, 5, 6]);
+    assert!(stored.iter().all(|a| a.1.is_ok()), "{stored:?}");
+    drop(writer);
+    drop(answers);
+    assert!(answered.recv().is_err(), "a callback was called twice");
+    let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+    let seqs: Vec<u64> = contents(&loaded, "q").iter().map(|m| m.0).collect();
+    assert_eq!(seqs, [4, 5, 6]);
+}
+
+#[test]
+fn work_left_for_after_the_answers_runs_once_after_every_answer_of_its_commit() {
+    // `after_answers` from a callback waits until the transaction's last
+    // callback has run (publish answers leave together); outside one it
+    // runs at once.
+    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = ran.clone();
+    crate::store::after_answers(move || seen.set(true));
+    assert!(ran.get(), "outside a transaction it runs at once");
+
+    let dir = tempfile::tempdir().unwrap();
+    let writer = StoreWriter::spawn(Store::open(dir.path()).unwrap()).unwrap();
+    let (events, seen) = std::sync::mpsc::channel();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    // The first callback holds the writer thread until all eight others
+    // are queued, so that they share the next transaction.
+    let hold = events.clone();
+    writer.enqueue_then(vec![append("q", message(1, "m"))], move |_| {
+        wait.recv().unwrap();
+        hold.send("held".to_string()).unwrap();
+    });
+    for seq in 2..=9u64 {
+        let events = events.clone();
+        writer.enqueue_then(vec![append("q", message(seq, "m"))], move |result| {
+            result.unwrap();
+            events.send(format!("answer {seq}")).unwrap();
+            let events = events.clone();
+            crate::store::after_answers(move || events.send(format!("after {seq}")).unwrap());
+        });
+    }
+    go.send(()).unwrap();
+    drop(events);
+    drop(writer);
+    let order: Vec<String> = seen.iter().collect();
+    let answers = order.iter().filter(|e| e.starts_with("answer")).count();
+    let afters: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.starts_with("after"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!((answers, afters.len()), (8, 8), "{order:?}");
+    assert!(
+        afters
+            .iter()
+            .all(|&i| i > order.iter().rposition(|e| e.starts_with("answer")).unwrap()),
+        "every answer came before any work left for after them: {order:?}"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn group_commit_timing() {
     // Not an assertion: how long 1000 single-message publishes from 8

@@ -298,6 +298,11 @@ impl Dispatcher {
                 self.resume(session);
             }
             ToCore::Fleet(event) => self.fleet_event(event),
+            ToCore::Batch(messages) => {
+                for message in messages {
+                    self.handle(message);
+                }
+            }
         }
     }
 

@@ -4,15 +4,18 @@
 //! The core reserves a sequence number and room in the queue
 //! ([`crate::core::Core::begin_publish`]); the store's writer thread commits
 //! the message, in one transaction with every other write that arrives
-//! meanwhile (group commit); a small task waits for that commit and hands
-//! the outcome back to the core task as [`ToCore::Committed`], where
-//! [`committed`] answers and delivers. The core task never waits for the
-//! disk. A publish whose connection closes meanwhile is completed all the
+//! meanwhile (group commit) and, the moment it ends, puts the outcome in
+//! the core task's inbox as [`ToCore::Committed`] itself
+//! ([`crate::store::StoreWriter::enqueue_then`]: no task in between),
+//! where [`committed`] answers and delivers. The core task never waits for
+//! the disk, nor the writer thread for the core task. A publish whose connection closes meanwhile is completed all the
 //! same: the message is stored, so the queue must have it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use turnstile_proto::v1;
 
 use super::Dispatcher;
@@ -22,7 +25,7 @@ use crate::core::queues::{
 use crate::core::{Change, SessionId};
 use crate::server::wire::Refusal;
 use crate::server::{Outbound, ToCore, wire};
-use crate::store::StoreError;
+use crate::store::{StoreError, after_answers};
 
 /// The publish was accepted and is being stored: it is answered later.
 pub(super) struct Started;
@@ -78,18 +81,65 @@ pub(super) fn handle(
         committed(d, session, id, &queue, message, Ok(()));
         return Ok(Started);
     };
-    let commit = store.enqueue(vec![StoreOp::Append {
+    let ops = vec![StoreOp::Append {
         queue: Arc::from(queue.as_str()),
         message: message.clone(),
-    }]);
-    d.answer_later(commit, move |result| ToCore::Committed {
-        session,
-        request_id: id,
-        queue,
-        message,
-        result,
+    }];
+    // Answered from the writer thread straight into the core task's inbox:
+    // no task of its own to spawn and wake. The answers of one commit are
+    // gathered and leave as one message once all are in (`after_answers`).
+    let to_core = d.to_core.clone();
+    let runtime = tokio::runtime::Handle::current();
+    store.enqueue_then(ops, move |result| {
+        let answer = ToCore::Committed {
+            session,
+            request_id: id,
+            queue,
+            message,
+            result,
+        };
+        let first = GATHERED.with_borrow_mut(|gathered| {
+            gathered.push((to_core, answer));
+            gathered.len() == 1
+        });
+        if first {
+            after_answers(move || send_gathered(&runtime));
+        }
     });
     Ok(Started)
+}
+
+thread_local! {
+    /// On the store's writer thread: the answers of the transaction being
+    /// answered, with the inbox each goes to.
+    static GATHERED: RefCell<Vec<(mpsc::Sender<ToCore>, ToCore)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Sends what [`GATHERED`] holds, one message per inbox (one wake-up of
+/// the core task per commit). The writer thread never waits: an inbox that
+/// is full (4 096 messages behind) gets its answers from a task that can
+/// wait. Such answers may pass later ones: the queue table takes commits in
+/// any order, and a client matches answers by id.
+fn send_gathered(runtime: &tokio::runtime::Handle) {
+    let mut gathered = GATHERED.take();
+    while let Some((to_core, _)) = gathered.first() {
+        let to_core = to_core.clone();
+        let (mine, rest): (Vec<_>, Vec<_>) = gathered
+            .into_iter()
+            .partition(|(inbox, _)| inbox.same_channel(&to_core));
+        gathered = rest;
+        let mut answers: Vec<ToCore> = mine.into_iter().map(|(_, answer)| answer).collect();
+        let message = match answers.len() {
+            1 => answers.remove(0),
+            _ => ToCore::Batch(answers),
+        };
+        if let Err(mpsc::error::TrySendError::Full(message)) = to_core.try_send(message) {
+            runtime.spawn(async move {
+                let _ = to_core.send(message).await;
+            });
+        }
+    }
 }
 
 /// The store answered: the message is ready (and delivered to a consumer
