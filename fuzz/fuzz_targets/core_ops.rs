@@ -197,6 +197,9 @@ impl World {
             queues: QueueConfig {
                 max_depth: MAX_DEPTH,
                 max_bytes: 600,
+                // Below the sum over the queues, so the per-uid limits bind too.
+                max_depth_per_uid: MAX_DEPTH + 2,
+                max_bytes_per_uid: 900,
                 max_attempts: 3,
                 max_consumers_per_session: 2,
             },
