@@ -91,7 +91,8 @@ impl SharedCore {
 
     /// Handles what a connection's task has for the core, in order, now:
     /// deadlines already due are applied first (a KeepAlive that arrives
-    /// after the TTL ran out must find the lease expired). `false` when
+    /// after the TTL ran out must find the lease expired; see
+    /// `Dispatcher::begin`). `false` when
     /// the core is gone.
     pub(super) fn handle_now(&self, msgs: impl IntoIterator<Item = ToCore>) -> bool {
         self.enter(|d| {
@@ -109,12 +110,15 @@ impl SharedCore {
             return false;
         };
         s.turn();
-        s.d.hold_time();
-        s.d.expire(false);
+        // Deadlines already due are applied before the first request that
+        // could observe them (`Dispatcher::begin`); an entry that only
+        // answered Pings neither read the core's time nor changed a
+        // deadline.
         f(&mut s.d);
-        s.d.turn_done();
-        s.seen = s.d.now();
-        s.d.release_time();
+        let Some(seen) = s.d.finish_entry() else {
+            return true;
+        };
+        s.seen = seen;
         // A new deadline before the one the core task sleeps until (a
         // short TTL): wake it to sleep less.
         if let Some(next) = s.d.next_deadline()
@@ -170,25 +174,21 @@ pub(super) async fn run(
             return;
         };
         s.turn();
-        s.d.hold_time();
         match woken {
-            Woken::Stop | Woken::Batch(0) => {
-                s.d.release_time();
-                break;
-            }
+            Woken::Stop | Woken::Batch(0) => break,
             Woken::Batch(_) => {
                 // Deadlines already due are applied first (see `handle_now`).
-                s.d.expire(false);
+                s.d.begin();
                 for msg in batch.drain(..) {
                     s.d.handle(msg);
                 }
             }
-            Woken::Deadline => s.d.expire(true),
-            Woken::Rearm | Woken::Turn => s.d.expire(false),
+            Woken::Deadline => s.d.begin_woken(),
+            Woken::Rearm | Woken::Turn => s.d.begin(),
         }
-        s.d.turn_done();
-        s.seen = s.d.now();
-        s.d.release_time();
+        if let Some(seen) = s.d.finish_entry() {
+            s.seen = seen;
+        }
     }
     if let Some(mut s) = core.lock() {
         s.d.close_all();

@@ -118,6 +118,9 @@ pub(super) struct Dispatcher {
     fleet: Option<fleet::FleetLink>,
     /// Acks not yet handed to the store (see `ack.rs`).
     acks: ack::AckBatch,
+    /// This entry into the core has held its time and applied the
+    /// deadlines due ([`Dispatcher::begin`]).
+    begun: bool,
 }
 
 impl Dispatcher {
@@ -148,6 +151,7 @@ impl Dispatcher {
             fleet: None,
             stopping: false,
             acks: Default::default(),
+            begun: false,
         };
         d.reserve_at_start(reservation.reserve_until)?;
         let restored = d.core.restore_queues(loaded.last_seq, loaded.queues);
@@ -167,15 +171,41 @@ impl Dispatcher {
         self.clock.now()
     }
 
-    /// Holds the core's time for one entry into the core (see
-    /// [`Clock::hold`]); [`Dispatcher::release_time`] ends it.
-    pub(super) fn hold_time(&mut self) {
-        self.clock.hold();
+    /// Starts the work of one entry into the core, once, before the first
+    /// thing that could observe or change the core's state: holds its time
+    /// (see [`Clock::hold`]) and applies the deadlines already due (a
+    /// KeepAlive that arrives after the TTL ran out must find the lease
+    /// expired). An entry that only answers Pings never starts it: a Ping
+    /// reads no time and observes nothing a deadline changes (issue 14:
+    /// the clock read and the deadline check were ~200 instructions of a
+    /// Ping). [`Dispatcher::finish_entry`] ends it.
+    pub(super) fn begin(&mut self) {
+        if !self.begun {
+            self.begun = true;
+            self.clock.hold();
+            self.expire(false);
+        }
     }
 
-    /// Lets the core's time run again.
-    pub(super) fn release_time(&mut self) {
+    /// As [`Dispatcher::begin`], for the core task woken by its deadline:
+    /// the deadlines due are applied whatever the clock says.
+    pub(super) fn begin_woken(&mut self) {
+        self.begun = true;
+        self.clock.hold();
+        self.expire(true);
+    }
+
+    /// Ends one entry into the core: the acks gathered go to the store and
+    /// the core's time runs again. The core time it was held at, or `None`
+    /// when the entry never began (it touched neither time nor state).
+    pub(super) fn finish_entry(&mut self) -> Option<Millis> {
+        if !std::mem::take(&mut self.begun) {
+            return None;
+        }
+        self.turn_done();
+        let now = self.clock.now();
         self.clock.release();
+        Some(now)
     }
 
     /// The broker did not run for `stopped` (the process was stopped, or
@@ -247,6 +277,7 @@ impl Dispatcher {
     }
 
     pub(super) fn handle(&mut self, msg: ToCore) {
+        self.begin();
         if self.stopping {
             return;
         }
@@ -310,14 +341,48 @@ impl Dispatcher {
     /// (`turnstile_proto::hot`): as [`ToCore::Request`], without the
     /// frame's allocations.
     pub(super) fn handle_hot(&mut self, session: SessionId, frame: HotFrame<'_>) {
-        if !self.stopping {
-            self.admit(session, Incoming::Hot(frame));
+        if self.stopping {
+            return;
+        }
+        if let HotRequest::Ping { payload } = frame.request
+            && frame.id != 0
+        {
+            self.ping(session, frame, payload);
+            return;
+        }
+        self.begin();
+        self.admit(session, Incoming::Hot(frame));
+    }
+
+    /// A Ping read in place, as [`Dispatcher::admit`] would handle it, in
+    /// one lookup of its connection: it reads no time, changes nothing
+    /// (so no deadline need be applied before it, and its requests in
+    /// flight stay as they were) and ends no lease.
+    fn ping(&mut self, session: SessionId, frame: HotFrame<'_>, payload: &[u8]) {
+        let full = self.in_flight(session) >= self.config.max_in_flight;
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
+        conn.taken();
+        if full || !conn.deferred.is_empty() {
+            conn.deferred.push_back(frame.to_message());
+            conn.set_in_flight_full(full);
+            return;
+        }
+        // The gate needs no refresh after it (as `refresh_in_flight` would
+        // do): the requests in flight are as they were, and a backlog that
+        // grows refreshes it (`Conn::send`).
+        if conn.send(ping::answer(frame.id, payload), true).is_err() {
+            self.cut_off(session);
         }
     }
 
     /// Requests `session` has sent that await their answer (durable
     /// publishes).
     fn in_flight(&self, session: SessionId) -> usize {
+        if self.publishing.is_empty() {
+            return 0;
+        }
         self.publishing.get(&session).map_or(0, |ids| ids.len())
     }
 
@@ -327,22 +392,25 @@ impl Dispatcher {
     /// closed meanwhile, so what is kept is at most what the reader had
     /// already handed over.
     fn admit(&mut self, session: SessionId, frame: Incoming<'_>) {
-        if let Some(conn) = self.conns.get(&session) {
-            conn.taken();
-        }
         let full = self.in_flight(session) >= self.config.max_in_flight;
-        if let Some(conn) = self.conns.get_mut(&session)
-            && (full || !conn.deferred.is_empty())
-        {
-            conn.deferred.push_back(frame.into_frame());
-            conn.set_in_flight_full(full);
-            return;
+        if let Some(conn) = self.conns.get_mut(&session) {
+            conn.taken();
+            if full || !conn.deferred.is_empty() {
+                conn.deferred.push_back(frame.into_frame());
+                conn.set_in_flight_full(full);
+                return;
+            }
         }
         match frame {
-            Incoming::Frame(frame) => self.request(session, frame),
+            Incoming::Frame(frame) => {
+                self.request(session, frame);
+                self.refresh_in_flight(session);
+            }
+            // Acquire and Release start no request in flight (only
+            // publishes and history reads do), so the gate stays as it
+            // was: one lookup of the connection fewer (issue 14).
             Incoming::Hot(frame) => self.request_hot(session, frame),
         }
-        self.refresh_in_flight(session);
     }
 
     /// Handles what `session` sent while it was at `--max-in-flight`, as far
