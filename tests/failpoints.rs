@@ -36,6 +36,14 @@ fn acquire_body(resource: &str, wait: v1::WaitPolicy) -> Body {
     })
 }
 
+fn publish_body(queue: &str, payload: &str) -> Body {
+    Body::Publish(v1::Publish {
+        queue: queue.into(),
+        payload: payload.as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+}
+
 /// Takes `resource` (waiting for the grant if it queues) and releases it;
 /// returns the fencing token and whether the grant was held back (queued
 /// although nobody held the resource).
@@ -250,13 +258,7 @@ async fn a_failed_publish_sync_is_outcome_unknown_and_leases_go_on() {
         &[("FAILPOINTS", "store-publish-commit=return")],
     );
     let mut raw = broker.raw().await;
-    let publish = |payload: &str| {
-        Body::Publish(v1::Publish {
-            queue: "notices".into(),
-            payload: payload.as_bytes().to_vec().into(),
-            ..Default::default()
-        })
-    };
+    let publish = |payload: &str| publish_body("notices", payload);
     let r = raw.request(publish("first")).await;
     let reply::Result::Error(e) = r else {
         panic!("{r:?}")
@@ -404,13 +406,7 @@ async fn acks_whose_commit_fails_are_answered_with_an_error() {
         &[("FAILPOINTS", "store-publish-commit=3*off->return")],
     );
     let mut raw = broker.raw().await;
-    let publish = |payload: &str| {
-        Body::Publish(v1::Publish {
-            queue: "acked".into(),
-            payload: payload.as_bytes().to_vec().into(),
-            ..Default::default()
-        })
-    };
+    let publish = |payload: &str| publish_body("acked", payload);
     for payload in ["a", "b", "c"] {
         let r = raw.request(publish(payload)).await;
         assert!(matches!(r, reply::Result::Publish(_)), "{r:?}");
