@@ -67,11 +67,28 @@ mod with_etcd {
         None
     }
 
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port")
+    /// `n` loopback ports, distinct from each other and from every port
+    /// handed out before in this process. Each is free when chosen; the
+    /// listeners are held until all `n` are, so the kernel cannot hand one
+    /// out twice, and the set keeps tests running side by side from
+    /// choosing the same one before either etcd binds it (seen: a member's
+    /// peer port answered by another test's etcd, which never became
+    /// healthy).
+    fn free_ports(n: usize) -> Vec<u16> {
+        static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
+            Mutex::new(std::collections::BTreeSet::new());
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = Vec::new();
+        while held.len() < n {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+            let port = listener.local_addr().expect("its address").port();
+            if handed_out.insert(port) {
+                held.push(listener);
+            }
+        }
+        held.iter()
+            .map(|l| l.local_addr().expect("its address").port())
+            .collect()
     }
 
     /// A local etcd cluster of one or more members, each on loopback ports
@@ -89,7 +106,10 @@ mod with_etcd {
     impl Etcd {
         fn start(binary: &Path, size: usize) -> Etcd {
             let dir = tempfile::tempdir().expect("temp dir");
-            let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+            let ports: Vec<(u16, u16)> = free_ports(2 * size)
+                .chunks(2)
+                .map(|pair| (pair[0], pair[1]))
+                .collect();
             let cluster: Vec<String> = ports
                 .iter()
                 .enumerate()
