@@ -344,37 +344,12 @@ impl Dispatcher {
         if self.stopping {
             return;
         }
-        if let HotRequest::Ping { payload } = frame.request
-            && frame.id != 0
-        {
-            self.ping(session, frame, payload);
-            return;
+        // A Ping reads no time and observes nothing a deadline changes: it
+        // does not start the entry (`Dispatcher::begin`).
+        if !matches!(frame.request, HotRequest::Ping { .. }) || frame.id == 0 {
+            self.begin();
         }
-        self.begin();
         self.admit(session, Incoming::Hot(frame));
-    }
-
-    /// A Ping read in place, as [`Dispatcher::admit`] would handle it, in
-    /// one lookup of its connection: it reads no time, changes nothing
-    /// (so no deadline need be applied before it, and its requests in
-    /// flight stay as they were) and ends no lease.
-    fn ping(&mut self, session: SessionId, frame: HotFrame<'_>, payload: &[u8]) {
-        let full = self.in_flight(session) >= self.config.max_in_flight;
-        let Some(conn) = self.conns.get_mut(&session) else {
-            return;
-        };
-        conn.taken();
-        if full || !conn.deferred.is_empty() {
-            conn.deferred.push_back(frame.to_message());
-            conn.set_in_flight_full(full);
-            return;
-        }
-        // The gate needs no refresh after it (as `refresh_in_flight` would
-        // do): the requests in flight are as they were, and a backlog that
-        // grows refreshes it (`Conn::send`).
-        if conn.send(ping::answer(frame.id, payload), true).is_err() {
-            self.cut_off(session);
-        }
     }
 
     /// Requests `session` has sent that await their answer (durable
@@ -398,6 +373,21 @@ impl Dispatcher {
             if full || !conn.deferred.is_empty() {
                 conn.deferred.push_back(frame.into_frame());
                 conn.set_in_flight_full(full);
+                return;
+            }
+            // A Ping read in place is answered here, in this one lookup of
+            // its connection: it changes nothing and ends no lease, and the
+            // gate needs no refresh after it (its requests in flight are as
+            // they were; a backlog that grows refreshes it in `Conn::send`).
+            if let Incoming::Hot(HotFrame {
+                id,
+                request: HotRequest::Ping { payload },
+            }) = &frame
+                && *id != 0
+            {
+                if conn.send(ping::answer(*id, payload), true).is_err() {
+                    self.cut_off(session);
+                }
                 return;
             }
         }
