@@ -11,7 +11,9 @@
 
 #![cfg(unix)]
 
-mod support;
+// The raw-frame connection of the root package's integration tests.
+#[path = "../../tests/support/raw.rs"]
+mod raw;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use turnstile_broker::platform::listener::{self, BoundListener, EndpointGuard};
 use turnstile_broker::server::{self, ServerConfig};
 use turnstile_proto::v1::{self, client_frame::Body, reply, server_frame};
 
-use support::{PATIENCE, Raw, encode};
+use raw::{PATIENCE, Raw, encode};
 
 /// A server running in this runtime on a temporary socket.
 struct Server {
