@@ -9,6 +9,11 @@
 //! between its arrival and its answer's write, as in a bare echo server,
 //! and an idle connection keeps one task, not two.
 //!
+//! Frames for the connection that the core makes while the task is
+//! elsewhere (a grant, a watch event) are usually written by the core
+//! itself, straight into the socket, when nothing waits before them; the
+//! task writes what the socket did not take, and its own answers.
+//!
 //! It never waits on the core's state: the core never waits for it either
 //! (see `outbound.rs`). Reading stops while the core's [`ReadGate`] is
 //! closed (flow control); writing never blocks reading, so a client that
@@ -288,9 +293,10 @@ async fn serve(
                 match decode_and_handle(&mut reader, &core, session, &gate) {
                     Ok(progress) => {
                         if others_woken() != woken {
-                            // What this batch did for others (a waiter's
-                            // grant) is written by their tasks before this
-                            // one writes its own answers.
+                            // What this batch queued for others (a
+                            // waiter's grant the core could not write
+                            // itself) is written by their tasks before
+                            // this one writes its own answers.
                             tokio::task::yield_now().await;
                         }
                         undecoded = progress.stopped_at_gate;
