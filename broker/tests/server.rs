@@ -100,6 +100,109 @@ fn lost_reason(u: &v1::LeaseUpdate) -> Option<v1::LostReason> {
     }
 }
 
+/// Bytes waiting in `raw`'s socket now (peeked, left in place), read
+/// without letting the runtime (and so the server) run.
+fn bytes_waiting(raw: &Raw) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    // SAFETY: a valid socket and buffer; MSG_PEEK leaves the bytes where
+    // they are, MSG_DONTWAIT keeps the call from blocking.
+    let n = unsafe {
+        libc::recv(
+            raw.framed.get_ref().as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiters_grant_is_in_its_socket_before_the_releaser_has_its_done() {
+    // The handoff is not delayed by the releaser's answer: by the time the
+    // releaser reads its Done, the waiter's grant has been written (the
+    // broker writes it first), and the waiter saw its Queued reply before
+    // that LeaseUpdate.
+    let server = start(ServerConfig::default());
+    let mut holder = server.raw().await;
+    let mut waiter = server.raw().await;
+    let mut watcher = server.raw().await;
+    let r = watcher
+        .request(Body::Watch(v1::Watch {
+            resources: vec!["pcm".into()],
+            start_revision: 0,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Watch(_)), "{r:?}");
+    for round in 0..20 {
+        let r = holder.request(acquire("pcm", 0, 0)).await;
+        let reply::Result::Acquire(v1::AcquireReply {
+            outcome: Some(v1::acquire_reply::Outcome::Granted(g)),
+        }) = r
+        else {
+            panic!("round {round}: the holder should be granted: {r:?}")
+        };
+        let r = waiter.request(acquire("pcm", 0, 0)).await;
+        let reply::Result::Acquire(v1::AcquireReply {
+            outcome: Some(v1::acquire_reply::Outcome::Queued(q)),
+        }) = r
+        else {
+            panic!("round {round}: the waiter should queue: {r:?}")
+        };
+        assert!(waiter.pushed.is_empty(), "{:?}", waiter.pushed);
+        assert_eq!(bytes_waiting(&waiter), 0, "round {round}");
+        let r = holder
+            .request(Body::Release(v1::Release {
+                lease_id: g.lease_id,
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+        assert!(
+            bytes_waiting(&waiter) > 0,
+            "round {round}: the releaser had its Done before the grant was written"
+        );
+        let granted = lease_update(&mut waiter).await;
+        assert_eq!(granted.lease_id, q.lease_id);
+        assert!(
+            matches!(granted.change, Some(v1::lease_update::Change::Granted(_))),
+            "{granted:?}"
+        );
+        let r = waiter
+            .request(Body::Release(v1::Release {
+                lease_id: q.lease_id,
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+    }
+    // The watcher, which read nothing meanwhile, gets every change in order.
+    let r = holder
+        .request(Body::GetStatus(v1::GetStatus {
+            resources: vec!["pcm".into()],
+        }))
+        .await;
+    let reply::Result::Status(status) = r else {
+        panic!("{r:?}")
+    };
+    let newest = status.resources.first().map_or(0, |r| r.revision);
+    assert!(newest > 0, "{status:?}");
+    let mut last = 0;
+    while last < newest {
+        let e = watcher
+            .expect_push(|b| match b {
+                server_frame::Body::WatchEvent(e) if e.kind != v1::EventKind::Heartbeat as i32 => {
+                    Some(e.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert!(e.revision > last, "{e:?} after revision {last}");
+        assert!(!e.coalesced, "{e:?}");
+        last = e.revision;
+    }
+    server.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lease_not_kept_alive_expires_at_its_ttl_and_the_waiter_is_granted() {
     // A 1 s lease that nobody keeps alive is lost (EXPIRED) 1 s after its

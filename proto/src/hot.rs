@@ -312,7 +312,8 @@ fn delimited_field_len(len: usize) -> usize {
 /// The most bytes of a hot answer's frame before its tail: the length
 /// prefix, `ServerFrame.reply`'s key and length, `Reply.id`, the result's
 /// key and length, an `AcquireReply.granted` key and length, `Granted`'s
-/// three varints and its resume token's key and length.
+/// three varints and its resume token's key and length (a granted
+/// `LeaseUpdate`'s head, [`lease_granted_frame`], takes less).
 pub const HEAD_MAX: usize = 3 * MAX_VARINT
     + 1
     + (1 + MAX_VARINT)
@@ -432,28 +433,58 @@ pub fn pong_frame(id: u64, payload: &[u8]) -> FrameBytes<'_> {
 /// The frame `ServerFrame { reply: Reply { id, acquire: AcquireReply
 /// { granted: Granted { .. } } } }`, byte for byte what prost makes of it.
 pub fn granted_frame(id: u64, granted: &v1::Granted) -> FrameBytes<'_> {
-    let token = &granted.resume_token[..];
-    let inner = varint_field_len(granted.lease_id)
-        + varint_field_len(granted.fencing_token)
-        + varint_field_len(u64::from(granted.ttl_ms))
-        + if token.is_empty() {
-            0
-        } else {
-            delimited_field_len(token.len())
-        };
+    let inner = granted_len(granted);
     let mut f = FrameBytes::new();
     f.reply(id, key(6, LEN), delimited_field_len(inner));
     f.byte(key(1, LEN));
     f.varint(inner as u64);
-    f.varint_field(1, granted.lease_id);
-    f.varint_field(2, granted.fencing_token);
-    f.varint_field(3, u64::from(granted.ttl_ms));
-    if !token.is_empty() {
-        f.byte(key(4, LEN));
-        f.varint(token.len() as u64);
-        f.tail = token;
-    }
+    f.granted(granted);
     f
+}
+
+/// The frame `ServerFrame { lease_update: LeaseUpdate { lease_id, granted:
+/// Granted { .. } } }` (a queued request granted: the handoff's frame),
+/// byte for byte what prost makes of it.
+pub fn lease_granted_frame(lease_id: u64, granted: &v1::Granted) -> FrameBytes<'_> {
+    let inner = granted_len(granted);
+    let update = varint_field_len(lease_id) + delimited_field_len(inner);
+    let mut f = FrameBytes::new();
+    f.varint(delimited_field_len(update) as u64);
+    f.byte(key(2, LEN));
+    f.varint(update as u64);
+    f.varint_field(1, lease_id);
+    f.byte(key(2, LEN));
+    f.varint(inner as u64);
+    f.granted(granted);
+    f
+}
+
+/// A `Granted` message's bytes.
+fn granted_len(granted: &v1::Granted) -> usize {
+    let token = granted.resume_token.len();
+    varint_field_len(granted.lease_id)
+        + varint_field_len(granted.fencing_token)
+        + varint_field_len(u64::from(granted.ttl_ms))
+        + if token == 0 {
+            0
+        } else {
+            delimited_field_len(token)
+        }
+}
+
+impl<'a> FrameBytes<'a> {
+    /// A `Granted` message's fields; its resume token is the tail.
+    fn granted(&mut self, granted: &'a v1::Granted) {
+        self.varint_field(1, granted.lease_id);
+        self.varint_field(2, granted.fencing_token);
+        self.varint_field(3, u64::from(granted.ttl_ms));
+        let token = &granted.resume_token[..];
+        if !token.is_empty() {
+            self.byte(key(4, LEN));
+            self.varint(token.len() as u64);
+            self.tail = token;
+        }
+    }
 }
 
 #[cfg(test)]

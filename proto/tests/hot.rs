@@ -115,7 +115,8 @@ fn through_prost(body: &[u8]) -> Result<Option<ClientFrame>, String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
-    /// `Pong`, `Done` and `Granted` frames are prost's, byte for byte.
+    /// `Pong`, `Done` and `Granted` frames (as an answer and as a
+    /// `LeaseUpdate`) are prost's, byte for byte.
     #[test]
     fn hot_answers_are_prosts_bytes(
         id in any_u64(),
@@ -142,6 +143,15 @@ proptest! {
         let expected = reply_frame(id, reply::Result::Acquire(v1::AcquireReply {
             outcome: Some(v1::acquire_reply::Outcome::Granted(granted.clone())),
         }));
+        prop_assert_eq!(mine, prost_frame(&expected));
+
+        let mine = bytes_of(hot::lease_granted_frame(id, &granted));
+        let expected = ServerFrame {
+            body: Some(server_frame::Body::LeaseUpdate(v1::LeaseUpdate {
+                lease_id: id,
+                change: Some(v1::lease_update::Change::Granted(granted.clone())),
+            })),
+        };
         prop_assert_eq!(mine, prost_frame(&expected));
     }
 

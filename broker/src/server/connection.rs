@@ -9,6 +9,11 @@
 //! between its arrival and its answer's write, as in a bare echo server,
 //! and an idle connection keeps one task, not two.
 //!
+//! Frames for the connection that the core makes while the task is
+//! elsewhere (a grant, a watch event) are usually written by the core
+//! itself, straight into the socket, when nothing waits before them; the
+//! task writes what the socket did not take, and its own answers.
+//!
 //! It never waits on the core's state: the core never waits for it either
 //! (see `outbound.rs`). Reading stops while the core's [`ReadGate`] is
 //! closed (flow control); writing never blocks reading, so a client that
@@ -67,6 +72,9 @@ pub struct ReaderSetup {
 /// Splits a connection and serves it until it ends.
 pub fn spawn(stream: Stream, setup: ReaderSetup) {
     let (recv, send) = split(stream);
+    if let Some(direct) = send.direct() {
+        setup.gate.attach(direct);
+    }
     // The setup is boxed: a future keeps its arguments' room for as long
     // as it lives (968 -> 312 bytes of task state per connection).
     tokio::spawn(serve(recv, send, Box::new(setup)));
@@ -172,6 +180,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 if let Ok(n) = written {
                     self.buf.extend_from_slice(&scratch[n..]);
                 }
+                if self.buf.is_empty() {
+                    // All of it went: the core may write straight to the
+                    // socket again.
+                    gate.wrote_all();
+                }
                 scratch.clear();
                 if scratch.capacity() > KEEP_READ_BUFFER {
                     *scratch = BytesMut::new();
@@ -183,11 +196,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// `n` bytes of the connection's own buffer went out.
-    fn wrote(&mut self, n: usize) {
+    fn wrote(&mut self, n: usize, gate: &ReadGate) {
         self.buf.advance(n);
         if self.buf.is_empty() {
             // Rarely used (a socket that took part of a write): not kept.
             self.buf = BytesMut::new();
+            gate.wrote_all();
         }
     }
 
@@ -195,6 +209,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// (after answering what it had read); then closes it. Past a cut (the
     /// core closed it) or the broker's stop, only briefly.
     async fn finish(mut self, gate: &ReadGate, stop: &CancellationToken) {
+        // From here the task writes everything, in order, with waits.
+        gate.stop_direct();
         loop {
             let ended = gate.is_ended();
             if gate.is_cut() {
@@ -277,9 +293,10 @@ async fn serve(
                 match decode_and_handle(&mut reader, &core, session, &gate) {
                     Ok(progress) => {
                         if others_woken() != woken {
-                            // What this batch did for others (a waiter's
-                            // grant) is written by their tasks before this
-                            // one writes its own answers.
+                            // What this batch queued for others (a
+                            // waiter's grant the core could not write
+                            // itself) is written by their tasks before
+                            // this one writes its own answers.
                             tokio::task::yield_now().await;
                         }
                         undecoded = progress.stopped_at_gate;
@@ -324,7 +341,7 @@ async fn serve(
                 w = poll_fn(|cx| Pin::new(&mut out.io).poll_write(cx, &out.buf)), if writing => {
                     match w {
                         Ok(0) => break "the connection accepts no more bytes".to_string(),
-                        Ok(n) => out.wrote(n),
+                        Ok(n) => out.wrote(n, &gate),
                         Err(e) => break format!("writing to the connection failed: {e}"),
                     }
                 }

@@ -12,6 +12,19 @@
 //! queue has room again. So a stalled watcher costs bounded memory however
 //! many changes happen, and never delays anyone else.
 //!
+//! A frame for a connection that has nothing waiting to go out (its queue
+//! empty, its task holding no unwritten bytes and not itself inside the
+//! core) is written by the core straight into the socket, without waiting
+//! ([`ReadGate::push`], Unix only: see `platform::stream`); only what the
+//! socket does not take is queued, and counts against the bounds as any
+//! queued frame. So a waiter's grant or a watch event costs one `send` and
+//! no wake-up and poll of the connection's task (issue 14), and a client
+//! that does not read still costs only what its queue may hold: the socket
+//! takes nothing more once its buffer is full, and the rest waits as
+//! before. A connection's own answers, made while its task is inside the
+//! core, are still queued and written by the task, all of one read in one
+//! write.
+//!
 //! The backlog is counted at what it costs the broker (each frame's bytes
 //! plus its allocations), not at its size on the wire: an empty `Pong` is a
 //! few bytes on the wire and a few hundred in memory. Past half the bound
@@ -34,6 +47,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use turnstile_proto::{encode_frame, encode_watch_event_frame, hot, v1};
 
 use crate::core::StateEvent;
+use crate::platform::stream::Writer;
 
 /// What a writer sends: a whole frame, or a watch event whose body was
 /// encoded once for every watcher (without its `watch_id`, which the writer
@@ -201,6 +215,80 @@ struct Frames {
     closed: bool,
     /// The core waits for room (a [`ToCore::Writable`] when some is made).
     wants_room: bool,
+    /// The connection's task holds bytes taken from the queue that the
+    /// socket has not all taken yet: nothing may be written past them.
+    writing: bool,
+    /// Where the core writes a frame at once when nothing waits before it
+    /// (`None`: only the task writes; see [`ReadGate::attach`]).
+    direct: Option<Writer>,
+}
+
+thread_local! {
+    /// Where a frame written at once by the core is encoded: one buffer
+    /// for the thread, so that writing costs no allocation.
+    static DIRECT: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// A direct write's buffer larger than this is let go after the write.
+const KEEP_DIRECT_BUFFER: usize = 64 * 1024;
+
+impl Frames {
+    /// Writes `item` into the socket now when nothing waits before it and
+    /// the connection's task is not inside the core (`busy`: its own
+    /// answers go out together when it is back). What the socket did not
+    /// take is returned, to be queued: the whole item, or the bytes left.
+    fn write_now(&mut self, item: Outbound, busy: bool) -> Option<Outbound> {
+        if busy || self.writing || !self.items.is_empty() {
+            return Some(item);
+        }
+        let Some(writer) = self.direct.as_ref() else {
+            return Some(item);
+        };
+        let written = match &item {
+            Outbound::Inline(f) => try_write(writer, f.as_slice()),
+            _ => DIRECT.with_borrow_mut(|buf| {
+                buf.clear();
+                item.encode(buf);
+                let written = try_write(writer, buf);
+                buf.clear();
+                if buf.capacity() > KEEP_DIRECT_BUFFER {
+                    *buf = BytesMut::new();
+                }
+                written
+            }),
+        };
+        match written {
+            Written::All => None,
+            // The item waits as it is (a watch event keeps its shared body).
+            Written::Nothing => Some(item),
+            Written::Part(rest) => Some(Outbound::Encoded(rest)),
+            Written::Failed => {
+                // A broken socket: the task finds it when it writes (or
+                // reads the end); the core writes to it no more.
+                self.direct = None;
+                Some(item)
+            }
+        }
+    }
+}
+
+/// What a write that does not wait did.
+enum Written {
+    All,
+    Nothing,
+    /// The bytes the socket did not take.
+    Part(Bytes),
+    Failed,
+}
+
+fn try_write(writer: &Writer, bytes: &[u8]) -> Written {
+    match writer.try_write(bytes) {
+        Ok(n) if n == bytes.len() => Written::All,
+        Ok(0) => Written::Nothing,
+        Ok(n) => Written::Part(Bytes::copy_from_slice(bytes.get(n..).unwrap_or_default())),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Written::Nothing,
+        Err(_) => Written::Failed,
+    }
 }
 
 /// Frames queued per connection before the core starts keeping a backlog.
@@ -339,7 +427,10 @@ impl ReadGate {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame for the connection's task.
+    /// Queues a frame for the connection's task, or writes it into the
+    /// socket at once when nothing waits before it and the task is not
+    /// inside the core (see the module's header); what the socket does not
+    /// take is queued.
     pub fn push(&self, item: Outbound) -> Result<(), TrySendError<Outbound>> {
         {
             let mut frames = self.frames();
@@ -349,10 +440,31 @@ impl ReadGate {
             if frames.items.len() >= OUTBOUND_QUEUE {
                 return Err(TrySendError::Full(item));
             }
+            let Some(item) = frames.write_now(item, self.busy.load(Ordering::Acquire)) else {
+                // The socket took it all: the task has nothing to do.
+                return Ok(());
+            };
             frames.items.push_back(item);
         }
         self.queued();
         Ok(())
+    }
+
+    /// Lets the core write into the connection's socket itself when
+    /// nothing waits to go out (see [`ReadGate::push`]).
+    pub fn attach(&self, writer: Writer) {
+        self.frames().direct = Some(writer);
+    }
+
+    /// The core writes into the socket no more: the task writes what is
+    /// left, in order, as the connection ends.
+    pub fn stop_direct(&self) {
+        self.frames().direct = None;
+    }
+
+    /// The connection's task has written all it took from the queue.
+    pub fn wrote_all(&self) {
+        self.frames().writing = false;
     }
 
     /// Encodes queued frames onto `dst`, up to `max_bytes` in `dst` or
@@ -370,6 +482,10 @@ impl ReadGate {
         if frames.items.is_empty() && frames.items.capacity() > 16 {
             // Do not keep a burst's room while idle.
             frames.items = VecDeque::new();
+        }
+        if taken > 0 {
+            // Until the task has written these, nothing is written past them.
+            frames.writing = true;
         }
         let room = taken > 0 && frames.wants_room;
         if room {
@@ -391,6 +507,8 @@ impl ReadGate {
     pub fn close_queue(&self) -> VecDeque<Outbound> {
         let mut frames = self.frames();
         frames.closed = true;
+        // The task's handle on the socket is then its only one.
+        frames.direct = None;
         std::mem::take(&mut frames.items)
     }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use turnstile_proto::encode_shared_watch_event;
+use turnstile_proto::{encode_shared_watch_event, hot};
 
 use super::Dispatcher;
 use crate::core::{
@@ -68,6 +68,11 @@ impl Dispatcher {
                     // by the core (`waiter_update_interval_ms`).
                     let frame = match &update {
                         LeaseUpdate::Queued(place) => queued_frame(place, &clock, now),
+                        // The handoff's frame, encoded by hand on the stack
+                        // like the hot answers (no boxed frame: issue 14).
+                        LeaseUpdate::Granted(grant) => Outbound::encoded(
+                            &hot::lease_granted_frame(lease.0, &wire::granted(grant)),
+                        ),
                         _ => Outbound::frame(wire::lease_update(lease.0, &update, &clock, now)),
                     };
                     self.send(session, frame);
