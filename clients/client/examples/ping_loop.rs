@@ -14,7 +14,9 @@
 //! worker; `raw`, no client library at all but a blocking socket writing
 //! the same frames and reading the answers (one `sendto`, one `recvfrom`
 //! that sleeps: the floor a client can reach, as the bench's raw-frame
-//! client does); `foreign`, each ping handed from the main thread to that worker
+//! client does); `tokio`, no client library either but the same frames
+//! through tokio's own `UnixStream` on a current-thread runtime (what any
+//! tokio client pays); `foreign`, each ping handed from the main thread to that worker
 //! as a task whose answer comes back on a `std` channel, as libturnstile's
 //! blocking calls do (`clients/ffi/src/runtime.rs`). Prints p50 and mean of
 //! the round trips (µs); the counts above divided by COUNT are per ping
@@ -108,11 +110,71 @@ fn raw_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error:
     Ok(ns)
 }
 
+/// What any tokio client pays: the same frames through tokio's own
+/// `UnixStream` (`write_all`, then reads until the answer is whole), no
+/// client library, on a current-thread runtime.
+#[cfg(unix)]
+async fn tokio_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error::Error>> {
+    use bytes::{Buf, BytesMut};
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use turnstile_client::proto::{self, client_frame::Body, server_frame};
+    let mut s = tokio::net::UnixStream::connect(socket).await?;
+    let mut out = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut ns = Vec::with_capacity(count);
+    for id in 1..count as u64 + 2 {
+        let body = if id == 1 {
+            Body::Hello(proto::Hello {
+                protocol_version: turnstile_proto::PROTOCOL_VERSION,
+                client_name: "ping-loop".into(),
+            })
+        } else {
+            Body::Ping(proto::Ping {
+                payload: PAYLOAD.into(),
+            })
+        };
+        let t = Instant::now();
+        out.clear();
+        turnstile_proto::encode_frame(
+            &proto::ClientFrame {
+                id,
+                body: Some(body),
+            },
+            &mut out,
+        );
+        s.write_all(&out).await?;
+        let frame = loop {
+            if let Ok(len) = prost::encoding::decode_varint(&mut &buf[..]) {
+                let prefix = prost::encoding::encoded_len_varint(len);
+                let end = prefix + len as usize;
+                if buf.len() >= end {
+                    let frame = proto::ServerFrame::decode(&buf[prefix..end])?;
+                    buf.advance(end);
+                    break frame;
+                }
+            }
+            buf.reserve(4096);
+            if s.read_buf(&mut buf).await? == 0 {
+                return Err("the broker closed the connection".into());
+            }
+        };
+        if id > 1 {
+            ns.push(t.elapsed().as_nanos() as u64);
+        }
+        match frame.body {
+            Some(server_frame::Body::Reply(r)) if r.id == id => {}
+            other => return Err(format!("expected the answer to {id}, got {other:?}").into()),
+        }
+    }
+    Ok(ns)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let socket = args
         .next()
-        .ok_or("usage: ping_loop SOCKET [COUNT] [multi|raw|foreign]")?;
+        .ok_or("usage: ping_loop SOCKET [COUNT] [multi|raw|tokio|foreign]")?;
     let count: usize = args
         .next()
         .map(|c| c.parse())
@@ -133,6 +195,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         #[cfg(unix)]
         "raw" => raw_pings(&socket, count)?,
+        #[cfg(unix)]
+        "tokio" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(tokio_pings(&socket, count))?,
         "foreign" => {
             let rt = multi()?;
             let options = ConnectOptions::new("ping-loop").socket(socket);
