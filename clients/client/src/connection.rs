@@ -217,8 +217,6 @@ impl Inbox {
     /// once the socket has no more (then the socket wakes `reader`),
     /// `Ready(None)` when it ended between two frames.
     fn poll_frame(&mut self, reader: &Waker) -> Poll<Option<Result<v1::ServerFrame, FrameError>>> {
-        // Register first: a wake-up after the check below reaches `reader`.
-        self.wake.reader.register(reader);
         loop {
             if !self.buf.is_empty()
                 && let Some(frame) = self.codec.decode(&mut self.buf).transpose()
@@ -229,7 +227,7 @@ impl Inbox {
                 self.idle = false;
             }
             if self.idle {
-                return Poll::Pending;
+                break;
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
                 self.buf.reserve(READ_CHUNK);
@@ -239,7 +237,7 @@ impl Inbox {
             {
                 Poll::Pending => {
                     self.idle = true;
-                    return Poll::Pending;
+                    break;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(FrameError::Io(e)))),
                 Poll::Ready(Ok(0)) => {
@@ -248,6 +246,17 @@ impl Inbox {
                 Poll::Ready(Ok(_)) => {}
             }
         }
+        // Only now, with nothing to read, is `reader` made the one the
+        // socket wakes (a reader that gets its frame at once needs no
+        // registering). A wake-up since the check above (the socket's,
+        // or tokio's budget asking the task to yield) may have found
+        // another reader registered: `reader` is then woken at once, to
+        // look again.
+        self.wake.reader.register(reader);
+        if self.wake.woken.load(Ordering::Acquire) {
+            reader.wake_by_ref();
+        }
+        Poll::Pending
     }
 }
 
