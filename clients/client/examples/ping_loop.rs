@@ -11,7 +11,12 @@
 //! Arguments: SOCKET [COUNT (default 20 000)] [MODE]. The client runs on a
 //! current-thread runtime (an async Rust program) unless MODE says:
 //! `multi`, every ping from one task on a multi-thread runtime of one
-//! worker; `foreign`, each ping handed from the main thread to that worker
+//! worker; `raw`, no client library at all but a blocking socket writing
+//! the same frames and reading the answers (one `sendto`, one `recvfrom`
+//! that sleeps: the floor a client can reach, as the bench's raw-frame
+//! client does); `tokio`, no client library either but the same frames
+//! through tokio's own `UnixStream` on a current-thread runtime (what any
+//! tokio client pays); `foreign`, each ping handed from the main thread to that worker
 //! as a task whose answer comes back on a `std` channel, as libturnstile's
 //! blocking calls do (`clients/ffi/src/runtime.rs`). Prints p50 and mean of
 //! the round trips (µs); the counts above divided by COUNT are per ping
@@ -39,11 +44,137 @@ async fn pings(socket: String, count: usize) -> Result<Vec<u64>, ClientError> {
     Ok(ns)
 }
 
+/// The floor: what a blocking client with the same frames pays (one
+/// `sendto`, one `recvfrom` that sleeps), as the bench's raw-frame client.
+#[cfg(unix)]
+fn raw_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error::Error>> {
+    use bytes::{Buf, BytesMut};
+    use prost::Message;
+    use std::io::{Read, Write};
+    use turnstile_client::proto::{self, client_frame::Body, server_frame};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    let mut out = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut chunk = vec![0u8; 4096];
+    let mut roundtrip = |s: &mut std::os::unix::net::UnixStream,
+                         id: u64,
+                         body: Body|
+     -> Result<proto::ServerFrame, Box<dyn std::error::Error>> {
+        out.clear();
+        turnstile_proto::encode_frame(
+            &proto::ClientFrame {
+                id,
+                body: Some(body),
+            },
+            &mut out,
+        );
+        s.write_all(&out)?;
+        loop {
+            if let Ok(len) = prost::encoding::decode_varint(&mut &buf[..]) {
+                let prefix = prost::encoding::encoded_len_varint(len);
+                let end = prefix + len as usize;
+                if buf.len() >= end {
+                    let frame = proto::ServerFrame::decode(&buf[prefix..end])?;
+                    buf.advance(end);
+                    return Ok(frame);
+                }
+            }
+            let n = s.read(&mut chunk)?;
+            if n == 0 {
+                return Err("the broker closed the connection".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let hello = Body::Hello(proto::Hello {
+        protocol_version: turnstile_proto::PROTOCOL_VERSION,
+        client_name: "ping-loop".into(),
+    });
+    roundtrip(&mut s, 1, hello)?;
+    let mut ns = Vec::with_capacity(count);
+    for id in 2..count as u64 + 2 {
+        let t = Instant::now();
+        let frame = roundtrip(
+            &mut s,
+            id,
+            Body::Ping(proto::Ping {
+                payload: PAYLOAD.into(),
+            }),
+        )?;
+        ns.push(t.elapsed().as_nanos() as u64);
+        match frame.body {
+            Some(server_frame::Body::Reply(r)) if r.id == id => {}
+            other => return Err(format!("expected the Pong to {id}, got {other:?}").into()),
+        }
+    }
+    Ok(ns)
+}
+
+/// What any tokio client pays: the same frames through tokio's own
+/// `UnixStream` (`write_all`, then reads until the answer is whole), no
+/// client library, on a current-thread runtime.
+#[cfg(unix)]
+async fn tokio_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error::Error>> {
+    use bytes::{Buf, BytesMut};
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use turnstile_client::proto::{self, client_frame::Body, server_frame};
+    let mut s = tokio::net::UnixStream::connect(socket).await?;
+    let mut out = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut ns = Vec::with_capacity(count);
+    for id in 1..count as u64 + 2 {
+        let body = if id == 1 {
+            Body::Hello(proto::Hello {
+                protocol_version: turnstile_proto::PROTOCOL_VERSION,
+                client_name: "ping-loop".into(),
+            })
+        } else {
+            Body::Ping(proto::Ping {
+                payload: PAYLOAD.into(),
+            })
+        };
+        let t = Instant::now();
+        out.clear();
+        turnstile_proto::encode_frame(
+            &proto::ClientFrame {
+                id,
+                body: Some(body),
+            },
+            &mut out,
+        );
+        s.write_all(&out).await?;
+        let frame = loop {
+            if let Ok(len) = prost::encoding::decode_varint(&mut &buf[..]) {
+                let prefix = prost::encoding::encoded_len_varint(len);
+                let end = prefix + len as usize;
+                if buf.len() >= end {
+                    let frame = proto::ServerFrame::decode(&buf[prefix..end])?;
+                    buf.advance(end);
+                    break frame;
+                }
+            }
+            buf.reserve(4096);
+            if s.read_buf(&mut buf).await? == 0 {
+                return Err("the broker closed the connection".into());
+            }
+        };
+        if id > 1 {
+            ns.push(t.elapsed().as_nanos() as u64);
+        }
+        match frame.body {
+            Some(server_frame::Body::Reply(r)) if r.id == id => {}
+            other => return Err(format!("expected the answer to {id}, got {other:?}").into()),
+        }
+    }
+    Ok(ns)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let socket = args
         .next()
-        .ok_or("usage: ping_loop SOCKET [COUNT] [multi]")?;
+        .ok_or("usage: ping_loop SOCKET [COUNT] [multi|raw|tokio|foreign]")?;
     let count: usize = args
         .next()
         .map(|c| c.parse())
@@ -62,6 +193,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let task = rt.spawn(pings(socket, count));
             rt.block_on(task)??
         }
+        #[cfg(unix)]
+        "raw" => raw_pings(&socket, count)?,
+        #[cfg(unix)]
+        "tokio" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(tokio_pings(&socket, count))?,
         "foreign" => {
             let rt = multi()?;
             let options = ConnectOptions::new("ping-loop").socket(socket);

@@ -8,10 +8,11 @@
 //! reading, it reads the socket itself until its own reply comes (routing
 //! whatever else it reads on the way), so a lone caller is woken by the
 //! socket directly and by nothing else. When it has its reply it hands the
-//! reading back to the driver task by polling the socket once more with
-//! the driver's waker (no task is woken for that: the socket wakes the
-//! driver when the next frame comes). Callers that wait while another
-//! reads get their replies from whoever reads, who wakes them.
+//! reading back to the driver task: it makes the driver the one the
+//! socket wakes and polls the socket once more, routing what is already
+//! there (no task is woken for that: the socket wakes the driver when the
+//! next frame comes). Callers that wait while another reads get their
+//! replies from whoever reads, who wakes them.
 //!
 //! **The driver task** reads whenever no caller does, so pushed frames are
 //! routed while nobody calls; it writes what a full socket did not take
@@ -30,22 +31,33 @@
 //! frame is read, so a push that follows its reply immediately can never
 //! be lost.
 //!
+//! **One waker for the socket.** The socket is always polled with the
+//! connection's own waker, which wakes whoever reads at the moment (a call
+//! or the driver, kept in an `AtomicWaker`): tokio never has the socket's
+//! waker swapped, and a reader that knows the socket has not woken it
+//! since it last answered `Pending` does not poll it again. So a lone
+//! caller polls the socket twice per call (the read that brings its
+//! reply, and the hand-back's), not three times: right after sending, it
+//! only waits. The frames are split from the connection's own buffer with
+//! the proto crate's codec, as `FramedRead` did.
+//!
 //! The lock is a `std` mutex, never held across an await or while waking
 //! another task; on a current-thread runtime it is never contended.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
-use futures::Stream;
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 use turnstile_proto::v1::{self, reply, server_frame};
-use turnstile_proto::{ClientCodec, encode_frame};
+use turnstile_proto::{ClientCodec, FrameError, encode_frame};
 
 use crate::ClientError;
 
@@ -71,8 +83,13 @@ pub(crate) struct Response {
     pub pushes: Option<mpsc::UnboundedReceiver<Push>>,
 }
 
-/// The socket's reading half, split into frames.
+/// The socket's reading half, split into frames (for the greeting; the
+/// connection then reads the socket and splits its frames itself).
 pub(crate) type Reader = FramedRead<Box<dyn AsyncRead + Send + Unpin>, ClientCodec>;
+
+/// The most the reading asks the socket for at once.
+const READ_CHUNK: usize = 8 << 10;
+
 /// The socket's writing half.
 pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -132,11 +149,115 @@ enum Reading {
     Call(u64),
 }
 
+/// A call's answer.
+type Answer = Result<Response, ClientError>;
+
 /// A request waiting for its reply.
 struct Slot {
-    answer: Option<Result<Response, ClientError>>,
+    /// Its answer, once another reader read it (boxed: a reply is large,
+    /// and a call that reads its own answer never puts it here).
+    answer: Option<Box<Answer>>,
     /// Whom to wake when the answer comes, while another reads.
     waker: Option<Waker>,
+}
+
+/// The waker the socket holds, always the same one: it wakes whoever
+/// reads the socket at the moment, and notes that the socket spoke.
+struct SocketWake {
+    reader: AtomicWaker,
+    /// The socket (or tokio's budget) woke us since the last check.
+    woken: AtomicBool,
+}
+
+impl std::task::Wake for SocketWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+}
+
+/// The socket's reading side.
+struct Inbox {
+    socket: Box<dyn AsyncRead + Send + Unpin>,
+    /// Bytes read and not yet taken as frames.
+    buf: BytesMut,
+    codec: ClientCodec,
+    /// `wake` as a `Waker`, the one every poll of the socket is given.
+    waker: Waker,
+    wake: Arc<SocketWake>,
+    /// The socket's last poll said `Pending` (so it holds `waker`) and it
+    /// has not woken us since: polling it again would say `Pending` again.
+    idle: bool,
+}
+
+impl Inbox {
+    fn new(reader: Reader) -> Inbox {
+        let parts = reader.into_parts();
+        let wake = Arc::new(SocketWake {
+            reader: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
+        });
+        let mut buf = parts.read_buf;
+        buf.reserve(READ_CHUNK);
+        Inbox {
+            socket: parts.io,
+            buf,
+            codec: parts.codec,
+            waker: Waker::from(Arc::clone(&wake)),
+            wake,
+            idle: false,
+        }
+    }
+
+    /// The next frame, reading the socket when none is buffered: `Pending`
+    /// once the socket has no more (then the socket wakes `reader`),
+    /// `Ready(None)` when it ended between two frames.
+    fn poll_frame(&mut self, reader: &Waker) -> Poll<Option<Result<v1::ServerFrame, FrameError>>> {
+        loop {
+            if !self.buf.is_empty()
+                && let Some(frame) = self.codec.decode(&mut self.buf).transpose()
+            {
+                return Poll::Ready(Some(frame));
+            }
+            if self.wake.woken.swap(false, Ordering::AcqRel) {
+                self.idle = false;
+            }
+            if self.idle {
+                break;
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let mut cx = Context::from_waker(&self.waker);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.socket), &mut cx, &mut self.buf)
+            {
+                Poll::Pending => {
+                    self.idle = true;
+                    break;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(FrameError::Io(e)))),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(self.codec.decode_eof(&mut self.buf).transpose());
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        // Only now, with nothing to read, is `reader` made the one the
+        // socket wakes (a reader that gets its frame at once needs no
+        // registering). A wake-up since the check above (the socket's,
+        // or tokio's budget asking the task to yield) may have found
+        // another reader registered: `reader` is then woken at once, to
+        // look again.
+        self.wake.reader.register(reader);
+        if self.wake.woken.load(Ordering::Acquire) {
+            reader.wake_by_ref();
+        }
+        Poll::Pending
+    }
 }
 
 /// Wakers to wake once the lock is let go.
@@ -144,7 +265,7 @@ type Wake = Vec<Waker>;
 
 struct State {
     /// `None` once the connection is lost.
-    reader: Option<Reader>,
+    reader: Option<Inbox>,
     /// Taken by the driver to shut it down once the connection is over.
     writer: Option<Writer>,
     /// Encoded frames the socket has not taken yet.
@@ -172,7 +293,7 @@ impl Connection {
     pub(crate) fn start(reader: Reader, writer: Writer) -> Arc<Connection> {
         let conn = Arc::new(Connection {
             state: Mutex::new(State {
-                reader: Some(reader),
+                reader: Some(Inbox::new(reader)),
                 writer: Some(writer),
                 out: BytesMut::with_capacity(4096),
                 calls: Map::default(),
@@ -261,7 +382,7 @@ impl Connection {
             state.flush(&mut wake);
         }
         if state.reading == Reading::Driver {
-            let _ = state.read(cx, None, &mut wake);
+            let _ = state.read(cx.waker(), None, &mut wake);
         }
         if state.closing && state.out.is_empty() && state.lost.is_none() {
             state.lose(
@@ -303,7 +424,7 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response, ClientError>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Answer> {
         let mut wake = Wake::new();
         let answer = self.conn.lock().poll_answer(self.id, cx, &mut wake);
         wake_all(wake);
@@ -382,61 +503,74 @@ impl State {
 
     /// The answer of call `id`, reading the socket for it when nobody else
     /// does.
-    fn poll_answer(
-        &mut self,
-        id: u64,
-        cx: &mut Context<'_>,
-        wake: &mut Wake,
-    ) -> Poll<Result<Response, ClientError>> {
-        loop {
-            let Some(slot) = self.calls.get_mut(&id) else {
-                // Only this call removes its slot; should it be missing,
-                // the connection can no longer answer it.
-                return Poll::Ready(Err(self.lost.clone().unwrap_or_else(|| {
-                    ClientError::Disconnected("the connection is closed".into())
-                })));
-            };
-            if let Some(answer) = slot.answer.take() {
+    fn poll_answer(&mut self, id: u64, cx: &mut Context<'_>, wake: &mut Wake) -> Poll<Answer> {
+        let Some(slot) = self.calls.get_mut(&id) else {
+            // Only this call removes its slot; should it be missing,
+            // the connection can no longer answer it.
+            return Poll::Ready(Err(self.closed()));
+        };
+        if let Some(answer) = slot.answer.take() {
+            self.calls.remove(&id);
+            if self.reading == Reading::Call(id) {
+                self.hand_back(wake);
+            }
+            return Poll::Ready(*answer);
+        }
+        match self.reading {
+            Reading::Call(other) if other != id => {
+                if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    slot.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            _ => self.reading = Reading::Call(id),
+        }
+        match self.read(cx.waker(), Some(id), wake) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(mine) => {
+                let answer = match mine {
+                    Some(answer) => answer,
+                    // The connection was lost: the slot holds why.
+                    None => match self.calls.get_mut(&id).and_then(|s| s.answer.take()) {
+                        Some(answer) => *answer,
+                        None => Err(self.closed()),
+                    },
+                };
                 self.calls.remove(&id);
                 if self.reading == Reading::Call(id) {
                     self.hand_back(wake);
                 }
-                return Poll::Ready(answer);
-            }
-            match self.reading {
-                Reading::Call(other) if other != id => {
-                    if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        slot.waker = Some(cx.waker().clone());
-                    }
-                    return Poll::Pending;
-                }
-                _ => self.reading = Reading::Call(id),
-            }
-            if self.read(cx, Some(id), wake).is_pending() {
-                return Poll::Pending;
+                Poll::Ready(answer)
             }
         }
     }
 
-    /// Gives the reading back to the driver: the socket gets the driver's
-    /// waker (and whatever is already buffered is routed now).
+    /// Why a call can no longer be answered.
+    fn closed(&self) -> ClientError {
+        self.lost
+            .clone()
+            .unwrap_or_else(|| ClientError::Disconnected("the connection is closed".into()))
+    }
+
+    /// Gives the reading back to the driver: the socket wakes the driver
+    /// from now on (and whatever is already buffered is routed now).
     fn hand_back(&mut self, wake: &mut Wake) {
         self.reading = Reading::Driver;
         if let Some(driver) = self.driver.take() {
-            let _ = self.read(&mut Context::from_waker(&driver), None, wake);
+            let _ = self.read(&driver, None, wake);
             self.driver.get_or_insert(driver);
         }
     }
 
-    /// Reads and routes frames until the socket has no more (`Pending`,
-    /// the socket then holds `cx`'s waker), the answer to `me` came, or the
-    /// connection is lost (both `Ready`).
-    fn read(&mut self, cx: &mut Context<'_>, me: Option<u64>, wake: &mut Wake) -> Poll<()> {
+    /// Reads and routes frames until the socket has no more (`Pending`:
+    /// the socket then wakes `reader`), the answer to `me` came
+    /// (`Ready(Some)`, with it), or the connection is lost (`Ready(None)`).
+    fn read(&mut self, reader: &Waker, me: Option<u64>, wake: &mut Wake) -> Poll<Option<Answer>> {
         loop {
-            let Some(reader) = self.reader.as_mut() else {
-                return Poll::Ready(());
+            let Some(inbox) = self.reader.as_mut() else {
+                return Poll::Ready(None);
             };
-            let frame = match Pin::new(reader).poll_next(cx) {
+            let frame = match inbox.poll_frame(reader) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(None) => {
@@ -444,14 +578,14 @@ impl State {
                         ClientError::Disconnected("the broker closed the connection".into()),
                         wake,
                     );
-                    return Poll::Ready(());
+                    return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.lose(
                         ClientError::Disconnected(format!("bad frame from the broker: {e}")),
                         wake,
                     );
-                    return Poll::Ready(());
+                    return Poll::Ready(None);
                 }
             };
             match frame.body {
@@ -470,15 +604,15 @@ impl State {
                             ClientError::Disconnected("the broker closed the connection".into())
                         });
                         self.lose(why, wake);
-                        return Poll::Ready(());
+                        return Poll::Ready(None);
+                    }
+                    if me == Some(r.id) {
+                        return Poll::Ready(Some(result));
                     }
                     // A reply nobody waits for (a call dropped, a request
                     // sent and forgotten) is dropped.
                     if let Some(slot) = self.calls.get_mut(&r.id) {
-                        slot.answer = Some(result);
-                        if me == Some(r.id) {
-                            return Poll::Ready(());
-                        }
+                        slot.answer = Some(Box::new(result));
                         if let Some(w) = slot.waker.take() {
                             wake.push(w);
                         }
@@ -498,7 +632,7 @@ impl State {
         }
         for slot in self.calls.values_mut() {
             if slot.answer.is_none() {
-                slot.answer = Some(Err(why.clone()));
+                slot.answer = Some(Box::new(Err(why.clone())));
                 wake.extend(slot.waker.take());
             }
         }
