@@ -304,6 +304,7 @@ impl Dispatcher {
                 self.deliver(deliveries, now);
             }
             ToCore::AcksStored(stored) => self.acks_stored(stored),
+            ToCore::SubmitAcks => self.submit_scheduled_acks(),
             ToCore::Writable { session } => {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
