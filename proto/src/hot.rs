@@ -1,6 +1,7 @@
 //! Hand-written encoding and decoding of the frames a broker handles most
-//! (issue 14): the `Ping`, `Acquire` and `Release` requests, and the
-//! `Pong`, `Done` and `AcquireReply { granted }` answers.
+//! (issue 14): the `Ping`, `Acquire` and `Release` requests, the
+//! `Pong`, `Done` and `AcquireReply { granted }` answers, and the queues'
+//! `Delivery` ([`DeliveryFrame`]).
 //!
 //! They make the very bytes prost makes, and read what prost reads, only
 //! without prost's generic passes (a length computed per nesting level,
@@ -454,6 +455,130 @@ pub fn granted_frame(id: u64, granted: &v1::Granted) -> FrameBytes<'_> {
         f.tail = token;
     }
     f
+}
+
+/// The frame `ServerFrame { delivery: Delivery { .. } }` of borrowed
+/// fields, written byte for byte as prost writes it, without building the
+/// message (no `String` for the queue's name, no map for the headers, no
+/// generic length passes): a consumer that acks each delivery gets one
+/// per ack (issue 14).
+#[derive(Clone, Copy, Debug)]
+pub struct DeliveryFrame<'a> {
+    /// `Delivery.consumer_id`.
+    pub consumer_id: u64,
+    /// `Delivery.delivery_id`.
+    pub delivery_id: u64,
+    /// `Delivery.seq`.
+    pub seq: u64,
+    /// `Delivery.queue`.
+    pub queue: &'a str,
+    /// `Delivery.payload`.
+    pub payload: &'a [u8],
+    /// `Delivery.headers`, keys unique, in any order: they are written in
+    /// key order, as prost writes its `BTreeMap`.
+    pub headers: &'a [(String, String)],
+    /// `Delivery.attempt`.
+    pub attempt: u32,
+}
+
+/// A string field's bytes when it is not empty (proto3 skips the default).
+fn string_field_len(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        delimited_field_len(len)
+    }
+}
+
+/// One `map<string, string>` entry's message length: its key and value
+/// fields, each skipped when empty (as prost does).
+fn header_entry_len(key: &str, value: &str) -> usize {
+    string_field_len(key.len()) + string_field_len(value.len())
+}
+
+fn put_varint(dst: &mut impl BufMut, mut value: u64) {
+    while value >= 0x80 {
+        dst.put_u8((value as u8) | 0x80);
+        value >>= 7;
+    }
+    dst.put_u8(value as u8);
+}
+
+fn put_varint_field(dst: &mut impl BufMut, field: u8, value: u64) {
+    if value != 0 {
+        dst.put_u8(key(field, VARINT));
+        put_varint(dst, value);
+    }
+}
+
+fn put_bytes_field(dst: &mut impl BufMut, field: u8, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        dst.put_u8(key(field, LEN));
+        put_varint(dst, bytes.len() as u64);
+        dst.put_slice(bytes);
+    }
+}
+
+impl DeliveryFrame<'_> {
+    /// The `Delivery` message's length.
+    fn message_len(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| delimited_field_len(header_entry_len(k, v)))
+            .sum();
+        varint_field_len(self.consumer_id)
+            + varint_field_len(self.delivery_id)
+            + varint_field_len(self.seq)
+            + string_field_len(self.queue.len())
+            + string_field_len(self.payload.len())
+            + headers
+            + varint_field_len(u64::from(self.attempt))
+    }
+
+    /// The whole frame's length, its length prefix included.
+    pub fn len(&self) -> usize {
+        let frame = delimited_field_len(self.message_len());
+        varint_len(frame as u64) + frame
+    }
+
+    /// Whether the frame is empty (never: a frame has its length prefix).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the whole frame (length prefix, then `ServerFrame`) to `dst`.
+    pub fn put(&self, dst: &mut impl BufMut) {
+        let message = self.message_len();
+        put_varint(dst, delimited_field_len(message) as u64);
+        dst.put_u8(key(4, LEN));
+        put_varint(dst, message as u64);
+        put_varint_field(dst, 1, self.consumer_id);
+        put_varint_field(dst, 2, self.delivery_id);
+        put_varint_field(dst, 3, self.seq);
+        put_bytes_field(dst, 4, self.queue.as_bytes());
+        put_bytes_field(dst, 5, self.payload);
+        if self.headers.is_sorted_by(|a, b| a.0 <= b.0) {
+            for (k, v) in self.headers {
+                put_header(dst, k, v);
+            }
+        } else {
+            let mut sorted: Vec<&(String, String)> = self.headers.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (k, v) in sorted {
+                put_header(dst, k, v);
+            }
+        }
+        put_varint_field(dst, 7, u64::from(self.attempt));
+    }
+}
+
+/// One `Delivery.headers` entry.
+fn put_header(dst: &mut impl BufMut, k: &str, v: &str) {
+    dst.put_u8(key(6, LEN));
+    put_varint(dst, header_entry_len(k, v) as u64);
+    put_bytes_field(dst, 1, k.as_bytes());
+    put_bytes_field(dst, 2, v.as_bytes());
 }
 
 #[cfg(test)]

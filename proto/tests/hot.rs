@@ -145,6 +145,47 @@ proptest! {
         prop_assert_eq!(mine, prost_frame(&expected));
     }
 
+    /// A `Delivery` frame is prost's, byte for byte, whatever order its
+    /// headers come in.
+    #[test]
+    fn delivery_frames_are_prosts_bytes(
+        (consumer_id, delivery_id, seq) in (any_u64(), any_u64(), any_u64()),
+        queue in any_string(),
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        headers in proptest::collection::btree_map(any_string(), any_string(), 0..5),
+        reversed in any::<bool>(),
+        attempt in any_u32(),
+    ) {
+        let mut pairs: Vec<(String, String)> = headers.clone().into_iter().collect();
+        if reversed {
+            pairs.reverse();
+        }
+        let frame = hot::DeliveryFrame {
+            consumer_id,
+            delivery_id,
+            seq,
+            queue: &queue,
+            payload: &payload,
+            headers: &pairs,
+            attempt,
+        };
+        let mut mine = Vec::new();
+        frame.put(&mut mine);
+        prop_assert_eq!(mine.len(), frame.len());
+        let expected = ServerFrame {
+            body: Some(server_frame::Body::Delivery(v1::Delivery {
+                consumer_id,
+                delivery_id,
+                seq,
+                queue: queue.clone(),
+                payload: Bytes::from(payload.clone()),
+                headers,
+                attempt,
+            })),
+        };
+        prop_assert_eq!(mine, prost_frame(&expected));
+    }
+
     /// Every hot request prost encodes is taken by the hand decoder, and
     /// read as the same message.
     #[test]
