@@ -1,5 +1,5 @@
 //! Hand-written encoding and decoding of the frames a broker handles most
-//! (issue 14): the `Ping`, `Acquire` and `Release` requests, the
+//! (issue 14): the `Ping`, `Acquire`, `Release` and `Ack` requests, the
 //! `Pong`, `Done` and `AcquireReply { granted }` answers, and the queues'
 //! `Delivery` ([`DeliveryFrame`]).
 //!
@@ -9,7 +9,7 @@
 //! decoded request borrows its strings and payload from the frame.
 //!
 //! The decoder is deliberately narrow: it takes a frame only when every
-//! field it holds is a known field of one of the three requests, present
+//! field it holds is a known field of one of the four requests, present
 //! once, with its expected wire type, its varints well-formed, its strings
 //! valid UTF-8, and nothing left over. Anything else (another request, an
 //! unknown or repeated field, a broken byte) gets `None`, and the caller
@@ -50,6 +50,12 @@ pub enum HotRequest<'a> {
     Release {
         /// `Release.lease_id`.
         lease_id: u64,
+    },
+    /// `Ack { delivery_id }`: a consumer acking each delivery sends one
+    /// per message.
+    Ack {
+        /// `Ack.delivery_id`.
+        delivery_id: u64,
     },
 }
 
@@ -115,6 +121,7 @@ impl HotFrame<'_> {
             }),
             HotRequest::Acquire(a) => Body::Acquire(a.to_message()),
             HotRequest::Release { lease_id } => Body::Release(v1::Release { lease_id }),
+            HotRequest::Ack { delivery_id } => Body::Ack(v1::Ack { delivery_id }),
         };
         ClientFrame {
             id: self.id,
@@ -137,6 +144,7 @@ const FRAME_ID: u8 = key(1, VARINT);
 const FRAME_PING: u8 = key(3, LEN);
 const FRAME_ACQUIRE: u8 = key(5, LEN);
 const FRAME_RELEASE: u8 = key(7, LEN);
+const FRAME_ACK: u8 = key(14, LEN);
 
 /// Reads the frame's bytes one field at a time.
 struct Reader<'a> {
@@ -228,7 +236,14 @@ pub fn decode_request(bytes: &[u8]) -> Option<HotFrame<'_>> {
             FRAME_ID if id.is_none() => id = Some(r.varint()?),
             FRAME_PING if request.is_none() => request = Some(ping(r.delimited()?)?),
             FRAME_ACQUIRE if request.is_none() => request = Some(acquire(r.delimited()?)?),
-            FRAME_RELEASE if request.is_none() => request = Some(release(r.delimited()?)?),
+            FRAME_RELEASE if request.is_none() => {
+                let lease_id = only_varint(r.delimited()?)?;
+                request = Some(HotRequest::Release { lease_id });
+            }
+            FRAME_ACK if request.is_none() => {
+                let delivery_id = only_varint(r.delimited()?)?;
+                request = Some(HotRequest::Ack { delivery_id });
+            }
             _ => return None,
         }
     }
@@ -252,18 +267,17 @@ fn ping(bytes: &[u8]) -> Option<HotRequest<'_>> {
     })
 }
 
-fn release(bytes: &[u8]) -> Option<HotRequest<'_>> {
+/// A message of one varint field, number 1 (`Release`, `Ack`): its value.
+fn only_varint(bytes: &[u8]) -> Option<u64> {
     let mut r = Reader { bytes };
-    let mut lease_id = None;
+    let mut value = None;
     while !r.done() {
         match r.key()? {
-            k if k == key(1, VARINT) && lease_id.is_none() => lease_id = Some(r.varint()?),
+            k if k == key(1, VARINT) && value.is_none() => value = Some(r.varint()?),
             _ => return None,
         }
     }
-    Some(HotRequest::Release {
-        lease_id: lease_id.unwrap_or(0),
-    })
+    Some(value.unwrap_or(0))
 }
 
 fn acquire(bytes: &[u8]) -> Option<HotRequest<'_>> {

@@ -88,6 +88,7 @@ fn any_hot_frame() -> impl Strategy<Value = ClientFrame> {
         })),
         any_acquire().prop_map(Body::Acquire),
         any_u64().prop_map(|lease_id| Body::Release(Release { lease_id })),
+        any_u64().prop_map(|delivery_id| Body::Ack(v1::Ack { delivery_id })),
     ];
     (any_u64(), body).prop_map(|(id, body)| ClientFrame {
         id,
