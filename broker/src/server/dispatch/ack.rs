@@ -257,9 +257,7 @@ impl Encoder {
             headers: &d.headers,
             attempt: d.attempt,
         };
-        let buffer = self.buffer(session);
-        buffer.reserve(frame.len());
-        frame.put(buffer);
+        frame.put(self.buffer(session));
     }
 
     /// An ack's answer.
