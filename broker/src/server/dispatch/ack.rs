@@ -7,9 +7,11 @@
 //! in the same commit, goes out with it.
 //!
 //! Acks are gathered on the core task ([`AckBatch`]) and handed to the
-//! store as one submission with one waiter: at the end of the core's turn
-//! when no batch of acks is being committed, else when that commit comes
-//! back ([`ToCore::AcksStored`]), so that a consumer acking a stream of
+//! store as one submission with one waiter: when no batch of acks is
+//! being committed, once the tasks ready at the end of the entry that took
+//! them have run ([`ToCore::SubmitAcks`], so that a burst read over several
+//! reads is one commit), else when that commit comes back
+//! ([`ToCore::AcksStored`]), so that a consumer acking a stream of
 //! deliveries costs one submission, one task and one message back per
 //! commit rather than per ack (issue 14: per-ack oneshots, tasks and two
 //! messages back were most of an ack's ~6.4 k instructions). The writes
