@@ -745,3 +745,112 @@ async fn many_acks_in_flight_from_several_consumers_are_all_answered() {
         "acknowledged messages came back: {info:?}"
     );
 }
+
+/// A burst of acks sent in one write (the broker reads it over several
+/// reads, and commits the acks' removals with the attempts of the
+/// deliveries they make room for): once every ack is answered and the
+/// deliveries it made room for have arrived, a SIGKILL of the broker
+/// loses none of the acks (no acknowledged message comes back) and none
+/// of the deliveries (each comes back, its attempt counted: it was
+/// durable before it was sent).
+#[tokio::test]
+async fn a_burst_of_acks_and_the_deliveries_it_makes_room_for_survive_a_sigkill() {
+    const MESSAGES: usize = 400;
+    const PREFETCH: usize = 100;
+    let mut broker = spawn_broker();
+    let publisher = broker.client("publisher").await;
+    futures::stream::iter(0..MESSAGES)
+        .map(|i| {
+            let p = publisher.clone();
+            async move { p.publish("burst", format!("m{i}"), &[]).await.unwrap() }
+        })
+        .buffered(64)
+        .collect::<Vec<u64>>()
+        .await;
+
+    let mut raw = broker.raw().await;
+    let r = raw
+        .request(Body::Consume(v1::Consume {
+            queue: "burst".into(),
+            prefetch: PREFETCH as u32,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Consume(_)), "{r:?}");
+    let mut first = Vec::new();
+    let mut pushed = std::mem::take(&mut raw.pushed).into_iter();
+    while first.len() < PREFETCH {
+        let frame = match pushed.next() {
+            Some(frame) => Some(frame),
+            None => raw.next_frame().await,
+        };
+        match frame {
+            Some(server_frame::Body::Delivery(d)) => first.push(d),
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+    // Every ack in one write.
+    let mut burst = Vec::new();
+    let mut unanswered = HashSet::new();
+    for (i, d) in first.iter().enumerate() {
+        let id = 1000 + i as u64;
+        unanswered.insert(id);
+        burst.extend_from_slice(&encode(&v1::ClientFrame {
+            id,
+            body: Some(Body::Ack(v1::Ack {
+                delivery_id: d.delivery_id,
+            })),
+        }));
+    }
+    raw.send_bytes(&burst).await;
+    let mut second = Vec::new();
+    while !unanswered.is_empty() || second.len() < PREFETCH {
+        match raw.next_frame().await {
+            Some(server_frame::Body::Reply(v1::Reply { id, result })) => {
+                assert!(
+                    unanswered.remove(&id),
+                    "answer to {id}, not an ack in flight"
+                );
+                assert!(
+                    matches!(result, Some(reply::Result::Done(_))),
+                    "ack {id}: {result:?}"
+                );
+            }
+            Some(server_frame::Body::Delivery(d)) => {
+                assert_eq!(d.attempt, 1, "a first delivery");
+                second.push(d);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    broker.kill();
+
+    let broker = start_in(&broker.dir.clone(), &[]);
+    let client = broker.client("after").await;
+    let mut consumer = client.consume("burst", 64).await.unwrap();
+    let acked: HashSet<Vec<u8>> = first.iter().map(|d| d.payload.to_vec()).collect();
+    let delivered: HashSet<Vec<u8>> = second.iter().map(|d| d.payload.to_vec()).collect();
+    let mut seen = HashSet::new();
+    for _ in 0..MESSAGES - PREFETCH {
+        let d = next_delivery(&mut consumer).await;
+        let payload = d.payload().to_vec();
+        assert!(
+            !acked.contains(&payload),
+            "an acknowledged message came back"
+        );
+        let expected = if delivered.contains(&payload) { 2 } else { 1 };
+        assert_eq!(
+            d.attempt(),
+            expected,
+            "{}: its delivery before the kill was {}counted",
+            String::from_utf8_lossy(&payload),
+            if expected == 2 { "not " } else { "" }
+        );
+        assert!(seen.insert(payload), "a message delivered twice");
+        d.ack().await.unwrap();
+    }
+    assert!(delivered.is_subset(&seen), "a delivered message was lost");
+    wait_for_queue(&client, "burst", |q| {
+        q.is_some_and(|q| q.ready == 0 && q.unacked == 0)
+    })
+    .await;
+}

@@ -5,7 +5,8 @@
 //!
 //! What it covers: a TTL running out, a waiter's `max_wait`, a watcher that
 //! stops reading (its events coalesced, then caught up), and a client that
-//! stops reading its replies (not read from either until it does). Clients
+//! stops reading its replies (not read from either until it does), and a
+//! burst of acks committed as one transaction. Clients
 //! are raw frames (`tests/support`'s `Raw`), so what is asserted is what
 //! goes on the wire.
 
@@ -485,6 +486,83 @@ async fn a_waiter_is_told_the_heads_progress_paced_and_the_newest_last() {
     assert!(
         updates <= 3,
         "{updates} updates for a burst of 100 progress reports"
+    );
+    server.stop().await;
+}
+
+/// A consumer's acks sent in one write reach the broker over several
+/// reads (it reads a little at a time): their removals, and the attempts
+/// of the deliveries they make room for, are still committed as one
+/// transaction, one sync, not split at the first read.
+#[tokio::test]
+async fn a_burst_of_acks_is_one_commit() {
+    const PREFETCH: usize = 64;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = server::Storage::open(dir.path()).expect("open the store");
+    let server = start(ServerConfig {
+        storage: Some(storage.clone()),
+        ..ServerConfig::default()
+    });
+    let mut publisher = server.raw().await;
+    for i in 0..2 * PREFETCH {
+        let r = publisher
+            .request(Body::Publish(v1::Publish {
+                queue: "burst".into(),
+                payload: Bytes::from(format!("m{i}")),
+                headers: Default::default(),
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Publish(_)), "{r:?}");
+    }
+    let mut consumer = server.raw().await;
+    let r = consumer
+        .request(Body::Consume(v1::Consume {
+            queue: "burst".into(),
+            prefetch: PREFETCH as u32,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Consume(_)), "{r:?}");
+    let mut ids = Vec::new();
+    while ids.len() < PREFETCH {
+        ids.push(
+            consumer
+                .expect_push(|b| match b {
+                    server_frame::Body::Delivery(d) => Some(d.delivery_id),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    let before = storage.commits();
+    let mut burst = Vec::new();
+    for (i, delivery_id) in ids.into_iter().enumerate() {
+        burst.extend_from_slice(&encode(&v1::ClientFrame {
+            id: 1000 + i as u64,
+            body: Some(Body::Ack(v1::Ack { delivery_id })),
+        }));
+    }
+    assert!(burst.len() > 256, "more than a read or two of the broker's");
+    consumer
+        .framed
+        .get_mut()
+        .write_all(&burst)
+        .await
+        .expect("write the acks");
+    let (mut answered, mut delivered) = (0, 0);
+    while answered < PREFETCH || delivered < PREFETCH {
+        match consumer.next_frame().await {
+            Some(server_frame::Body::Reply(v1::Reply {
+                result: Some(reply::Result::Done(_)),
+                ..
+            })) => answered += 1,
+            Some(server_frame::Body::Delivery(_)) => delivered += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        storage.commits() - before,
+        1,
+        "the burst's removals and attempts in one commit"
     );
     server.stop().await;
 }

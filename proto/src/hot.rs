@@ -1,6 +1,7 @@
 //! Hand-written encoding and decoding of the frames a broker handles most
-//! (issue 14): the `Ping`, `Acquire` and `Release` requests, and the
-//! `Pong`, `Done` and `AcquireReply { granted }` answers.
+//! (issue 14): the `Ping`, `Acquire`, `Release` and `Ack` requests, the
+//! `Pong`, `Done` and `AcquireReply { granted }` answers, and the queues'
+//! `Delivery` ([`DeliveryFrame`]).
 //!
 //! They make the very bytes prost makes, and read what prost reads, only
 //! without prost's generic passes (a length computed per nesting level,
@@ -8,7 +9,7 @@
 //! decoded request borrows its strings and payload from the frame.
 //!
 //! The decoder is deliberately narrow: it takes a frame only when every
-//! field it holds is a known field of one of the three requests, present
+//! field it holds is a known field of one of the four requests, present
 //! once, with its expected wire type, its varints well-formed, its strings
 //! valid UTF-8, and nothing left over. Anything else (another request, an
 //! unknown or repeated field, a broken byte) gets `None`, and the caller
@@ -49,6 +50,12 @@ pub enum HotRequest<'a> {
     Release {
         /// `Release.lease_id`.
         lease_id: u64,
+    },
+    /// `Ack { delivery_id }`: a consumer acking each delivery sends one
+    /// per message.
+    Ack {
+        /// `Ack.delivery_id`.
+        delivery_id: u64,
     },
 }
 
@@ -114,6 +121,7 @@ impl HotFrame<'_> {
             }),
             HotRequest::Acquire(a) => Body::Acquire(a.to_message()),
             HotRequest::Release { lease_id } => Body::Release(v1::Release { lease_id }),
+            HotRequest::Ack { delivery_id } => Body::Ack(v1::Ack { delivery_id }),
         };
         ClientFrame {
             id: self.id,
@@ -136,6 +144,7 @@ const FRAME_ID: u8 = key(1, VARINT);
 const FRAME_PING: u8 = key(3, LEN);
 const FRAME_ACQUIRE: u8 = key(5, LEN);
 const FRAME_RELEASE: u8 = key(7, LEN);
+const FRAME_ACK: u8 = key(14, LEN);
 
 /// Reads the frame's bytes one field at a time.
 struct Reader<'a> {
@@ -227,7 +236,14 @@ pub fn decode_request(bytes: &[u8]) -> Option<HotFrame<'_>> {
             FRAME_ID if id.is_none() => id = Some(r.varint()?),
             FRAME_PING if request.is_none() => request = Some(ping(r.delimited()?)?),
             FRAME_ACQUIRE if request.is_none() => request = Some(acquire(r.delimited()?)?),
-            FRAME_RELEASE if request.is_none() => request = Some(release(r.delimited()?)?),
+            FRAME_RELEASE if request.is_none() => {
+                let lease_id = only_varint(r.delimited()?)?;
+                request = Some(HotRequest::Release { lease_id });
+            }
+            FRAME_ACK if request.is_none() => {
+                let delivery_id = only_varint(r.delimited()?)?;
+                request = Some(HotRequest::Ack { delivery_id });
+            }
             _ => return None,
         }
     }
@@ -251,18 +267,17 @@ fn ping(bytes: &[u8]) -> Option<HotRequest<'_>> {
     })
 }
 
-fn release(bytes: &[u8]) -> Option<HotRequest<'_>> {
+/// A message of one varint field, number 1 (`Release`, `Ack`): its value.
+fn only_varint(bytes: &[u8]) -> Option<u64> {
     let mut r = Reader { bytes };
-    let mut lease_id = None;
+    let mut value = None;
     while !r.done() {
         match r.key()? {
-            k if k == key(1, VARINT) && lease_id.is_none() => lease_id = Some(r.varint()?),
+            k if k == key(1, VARINT) && value.is_none() => value = Some(r.varint()?),
             _ => return None,
         }
     }
-    Some(HotRequest::Release {
-        lease_id: lease_id.unwrap_or(0),
-    })
+    Some(value.unwrap_or(0))
 }
 
 fn acquire(bytes: &[u8]) -> Option<HotRequest<'_>> {
@@ -392,6 +407,14 @@ impl<'a> FrameBytes<'a> {
         }
     }
 
+    /// A non-empty bytes field's key and length (its bytes follow).
+    fn delimited_head(&mut self, field: u8, len: usize) {
+        if len != 0 {
+            self.byte(key(field, LEN));
+            self.varint(len as u64);
+        }
+    }
+
     /// `ServerFrame { reply: Reply { id, <result> } }` up to the result
     /// field's bytes, which are `result_len` long.
     fn reply(&mut self, id: u64, result_key: u8, result_len: usize) {
@@ -485,6 +508,133 @@ impl<'a> FrameBytes<'a> {
             self.tail = token;
         }
     }
+}
+
+/// The frame `ServerFrame { delivery: Delivery { .. } }` of borrowed
+/// fields, written byte for byte as prost writes it, without building the
+/// message (no `String` for the queue's name, no map for the headers, no
+/// generic length passes): a consumer that acks each delivery gets one
+/// per ack (issue 14).
+#[derive(Clone, Copy, Debug)]
+pub struct DeliveryFrame<'a> {
+    /// `Delivery.consumer_id`.
+    pub consumer_id: u64,
+    /// `Delivery.delivery_id`.
+    pub delivery_id: u64,
+    /// `Delivery.seq`.
+    pub seq: u64,
+    /// `Delivery.queue`.
+    pub queue: &'a str,
+    /// `Delivery.payload`.
+    pub payload: &'a [u8],
+    /// `Delivery.headers`, keys unique, in any order: they are written in
+    /// key order, as prost writes its `BTreeMap`.
+    pub headers: &'a [(String, String)],
+    /// `Delivery.attempt`.
+    pub attempt: u32,
+}
+
+/// A string field's bytes when it is not empty (proto3 skips the default).
+fn string_field_len(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        delimited_field_len(len)
+    }
+}
+
+/// One `map<string, string>` entry's message length: its key and value
+/// fields, each skipped when empty (as prost does).
+fn header_entry_len(key: &str, value: &str) -> usize {
+    string_field_len(key.len()) + string_field_len(value.len())
+}
+
+fn put_varint(dst: &mut impl BufMut, mut value: u64) {
+    while value >= 0x80 {
+        dst.put_u8((value as u8) | 0x80);
+        value >>= 7;
+    }
+    dst.put_u8(value as u8);
+}
+
+fn put_bytes_field(dst: &mut impl BufMut, field: u8, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        dst.put_u8(key(field, LEN));
+        put_varint(dst, bytes.len() as u64);
+        dst.put_slice(bytes);
+    }
+}
+
+impl DeliveryFrame<'_> {
+    /// The `Delivery` message's length.
+    fn message_len(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| delimited_field_len(header_entry_len(k, v)))
+            .sum();
+        varint_field_len(self.consumer_id)
+            + varint_field_len(self.delivery_id)
+            + varint_field_len(self.seq)
+            + string_field_len(self.queue.len())
+            + string_field_len(self.payload.len())
+            + headers
+            + varint_field_len(u64::from(self.attempt))
+    }
+
+    /// The whole frame's length, its length prefix included.
+    pub fn len(&self) -> usize {
+        let frame = delimited_field_len(self.message_len());
+        varint_len(frame as u64) + frame
+    }
+
+    /// Whether the frame is empty (never: a frame has its length prefix).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the whole frame (length prefix, then `ServerFrame`) to `dst`:
+    /// the varints gathered on the stack between the borrowed slices, so
+    /// that `dst` sees a few `put_slice`s rather than a call per byte.
+    pub fn put(&self, dst: &mut impl BufMut) {
+        let message = self.message_len();
+        let mut f = FrameBytes::new();
+        f.varint(delimited_field_len(message) as u64);
+        f.byte(key(4, LEN));
+        f.varint(message as u64);
+        f.varint_field(1, self.consumer_id);
+        f.varint_field(2, self.delivery_id);
+        f.varint_field(3, self.seq);
+        f.delimited_head(4, self.queue.len());
+        dst.put_slice(f.head());
+        dst.put_slice(self.queue.as_bytes());
+        f.head_len = 0;
+        f.delimited_head(5, self.payload.len());
+        dst.put_slice(f.head());
+        dst.put_slice(self.payload);
+        if self.headers.is_sorted_by(|a, b| a.0 <= b.0) {
+            for (k, v) in self.headers {
+                put_header(dst, k, v);
+            }
+        } else {
+            let mut sorted: Vec<&(String, String)> = self.headers.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (k, v) in sorted {
+                put_header(dst, k, v);
+            }
+        }
+        f.head_len = 0;
+        f.varint_field(7, u64::from(self.attempt));
+        dst.put_slice(f.head());
+    }
+}
+
+/// One `Delivery.headers` entry.
+fn put_header(dst: &mut impl BufMut, k: &str, v: &str) {
+    dst.put_u8(key(6, LEN));
+    put_varint(dst, header_entry_len(k, v) as u64);
+    put_bytes_field(dst, 1, k.as_bytes());
+    put_bytes_field(dst, 2, v.as_bytes());
 }
 
 #[cfg(test)]

@@ -88,6 +88,7 @@ fn any_hot_frame() -> impl Strategy<Value = ClientFrame> {
         })),
         any_acquire().prop_map(Body::Acquire),
         any_u64().prop_map(|lease_id| Body::Release(Release { lease_id })),
+        any_u64().prop_map(|delivery_id| Body::Ack(v1::Ack { delivery_id })),
     ];
     (any_u64(), body).prop_map(|(id, body)| ClientFrame {
         id,
@@ -150,6 +151,47 @@ proptest! {
             body: Some(server_frame::Body::LeaseUpdate(v1::LeaseUpdate {
                 lease_id: id,
                 change: Some(v1::lease_update::Change::Granted(granted.clone())),
+            })),
+        };
+        prop_assert_eq!(mine, prost_frame(&expected));
+    }
+
+    /// A `Delivery` frame is prost's, byte for byte, whatever order its
+    /// headers come in.
+    #[test]
+    fn delivery_frames_are_prosts_bytes(
+        (consumer_id, delivery_id, seq) in (any_u64(), any_u64(), any_u64()),
+        queue in any_string(),
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        headers in proptest::collection::btree_map(any_string(), any_string(), 0..5),
+        reversed in any::<bool>(),
+        attempt in any_u32(),
+    ) {
+        let mut pairs: Vec<(String, String)> = headers.clone().into_iter().collect();
+        if reversed {
+            pairs.reverse();
+        }
+        let frame = hot::DeliveryFrame {
+            consumer_id,
+            delivery_id,
+            seq,
+            queue: &queue,
+            payload: &payload,
+            headers: &pairs,
+            attempt,
+        };
+        let mut mine = Vec::new();
+        frame.put(&mut mine);
+        prop_assert_eq!(mine.len(), frame.len());
+        let expected = ServerFrame {
+            body: Some(server_frame::Body::Delivery(v1::Delivery {
+                consumer_id,
+                delivery_id,
+                seq,
+                queue: queue.clone(),
+                payload: Bytes::from(payload.clone()),
+                headers,
+                attempt,
             })),
         };
         prop_assert_eq!(mine, prost_frame(&expected));

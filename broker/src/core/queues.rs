@@ -549,7 +549,8 @@ impl QueueTable {
         delivery: DeliveryId,
     ) -> Result<Vec<QueueChange>, QueueError> {
         let InFlight { queue, message, .. } = self.take_delivery(session, delivery)?;
-        let mut changes = Vec::new();
+        // Usually its removal, the next delivery's attempt and that delivery.
+        let mut changes = Vec::with_capacity(3);
         self.forget(&queue, &message, &mut changes);
         self.pump(&queue, &mut changes);
         self.tidy(&queue);

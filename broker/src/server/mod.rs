@@ -155,6 +155,9 @@ pub(crate) enum ToCore {
     CountersStored { until: u64 },
     /// The store answered a batch of acks.
     AcksStored(dispatch::AcksStored),
+    /// The acks gathered by the entries into the core so far go to the
+    /// store (see `dispatch/ack.rs`).
+    SubmitAcks,
     /// The fleet task admits a global waiter or gives the fleet up.
     Fleet(crate::fleet::FleetEvent),
     /// Several of the above, handled in order: what the store's writer

@@ -85,6 +85,11 @@ impl Storage {
         })
     }
 
+    /// Transactions committed so far (each one sync of the log).
+    pub fn commits(&self) -> u64 {
+        self.inner.writer.commits()
+    }
+
     pub(crate) fn writer(&self) -> StoreWriter {
         self.inner.writer.clone()
     }

@@ -304,6 +304,7 @@ impl Dispatcher {
                 self.deliver(deliveries, now);
             }
             ToCore::AcksStored(stored) => self.acks_stored(stored),
+            ToCore::SubmitAcks => self.submit_scheduled_acks(),
             ToCore::Writable { session } => {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
@@ -396,7 +397,7 @@ impl Dispatcher {
                 self.request(session, frame);
                 self.refresh_in_flight(session);
             }
-            // Acquire and Release start no request in flight (only
+            // Acquire, Release and Ack start no request in flight (only
             // publishes and history reads do), so the gate stays as it
             // was: one lookup of the connection fewer (issue 14).
             Incoming::Hot(frame) => self.request_hot(session, frame),
@@ -493,6 +494,13 @@ impl Dispatcher {
             HotRequest::Release { lease_id } => {
                 release::handle(self, session, v1::Release { lease_id }, now)
                     .map(|(result, changes)| (wire::answer(id, result), changes))
+            }
+            HotRequest::Ack { delivery_id } => {
+                match ack::handle(self, session, id, v1::Ack { delivery_id }) {
+                    // Answered once the store has the removal.
+                    Ok(ack::Started) => return,
+                    Err(e) => Err(e),
+                }
             }
         };
         self.answered(session, id, answer, now);
