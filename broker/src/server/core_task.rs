@@ -59,6 +59,7 @@ struct State {
 impl State {
     /// An entry into the core: takes a stall out of the clock first.
     fn turn(&mut self) {
+        super::outbound::begin_entry();
         let turn = Instant::now();
         let gap = turn.duration_since(self.last_turn);
         self.last_turn = turn;

@@ -36,7 +36,7 @@
 //! requests awaiting answers (DESIGN "Flow control").
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -221,6 +221,20 @@ struct Frames {
     /// Where the core writes a frame at once when nothing waits before it
     /// (`None`: only the task writes; see [`ReadGate::attach`]).
     direct: Option<Writer>,
+    /// The entry into the core ([`begin_entry`]) of the last direct write:
+    /// within one entry a connection gets one, and what follows it is
+    /// queued for its task, which writes it all in one write (a window of
+    /// deliveries is one `send`, not one per delivery).
+    direct_entry: u64,
+}
+
+/// Entries into the core so far (see `Frames::direct_entry`).
+static ENTRY: AtomicU64 = AtomicU64::new(1);
+
+/// The core is entered (a connection's batch, or a turn of the core task):
+/// each connection may be written into at once again.
+pub(super) fn begin_entry() {
+    ENTRY.fetch_add(1, Ordering::Relaxed);
 }
 
 thread_local! {
@@ -238,12 +252,14 @@ impl Frames {
     /// answers go out together when it is back). What the socket did not
     /// take is returned, to be queued: the whole item, or the bytes left.
     fn write_now(&mut self, item: Outbound, busy: bool) -> Option<Outbound> {
-        if busy || self.writing || !self.items.is_empty() {
+        let entry = ENTRY.load(Ordering::Relaxed);
+        if busy || self.writing || !self.items.is_empty() || self.direct_entry == entry {
             return Some(item);
         }
         let Some(writer) = self.direct.as_ref() else {
             return Some(item);
         };
+        self.direct_entry = entry;
         let written = match &item {
             Outbound::Inline(f) => try_write(writer, f.as_slice()),
             _ => DIRECT.with_borrow_mut(|buf| {
