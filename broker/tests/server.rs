@@ -119,6 +119,25 @@ fn bytes_waiting(raw: &Raw) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
+/// Releases `lease_id`, which must be answered Done.
+async fn release(c: &mut Raw, lease_id: u64) {
+    let r = c.request(Body::Release(v1::Release { lease_id })).await;
+    assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+}
+
+/// The status of `resource`.
+async fn status(c: &mut Raw, resource: &str) -> v1::Status {
+    let r = c
+        .request(Body::GetStatus(v1::GetStatus {
+            resources: vec![resource.into()],
+        }))
+        .await;
+    let reply::Result::Status(status) = r else {
+        panic!("{r:?}")
+    };
+    status
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_waiters_grant_is_in_its_socket_before_the_releaser_has_its_done() {
     // The handoff is not delayed by the releaser's answer: by the time the
@@ -153,12 +172,7 @@ async fn a_waiters_grant_is_in_its_socket_before_the_releaser_has_its_done() {
         };
         assert!(waiter.pushed.is_empty(), "{:?}", waiter.pushed);
         assert_eq!(bytes_waiting(&waiter), 0, "round {round}");
-        let r = holder
-            .request(Body::Release(v1::Release {
-                lease_id: g.lease_id,
-            }))
-            .await;
-        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+        release(&mut holder, g.lease_id).await;
         assert!(
             bytes_waiting(&waiter) > 0,
             "round {round}: the releaser had its Done before the grant was written"
@@ -169,22 +183,10 @@ async fn a_waiters_grant_is_in_its_socket_before_the_releaser_has_its_done() {
             matches!(granted.change, Some(v1::lease_update::Change::Granted(_))),
             "{granted:?}"
         );
-        let r = waiter
-            .request(Body::Release(v1::Release {
-                lease_id: q.lease_id,
-            }))
-            .await;
-        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+        release(&mut waiter, q.lease_id).await;
     }
     // The watcher, which read nothing meanwhile, gets every change in order.
-    let r = holder
-        .request(Body::GetStatus(v1::GetStatus {
-            resources: vec!["pcm".into()],
-        }))
-        .await;
-    let reply::Result::Status(status) = r else {
-        panic!("{r:?}")
-    };
+    let status = status(&mut holder, "pcm").await;
     let newest = status.resources.first().map_or(0, |r| r.revision);
     assert!(newest > 0, "{status:?}");
     let mut last = 0;
@@ -288,14 +290,7 @@ async fn a_waiter_gives_up_at_its_max_wait() {
         "{lost:?}"
     );
     assert!(queued_at.elapsed() >= Duration::from_millis(500));
-    let r = holder
-        .request(Body::GetStatus(v1::GetStatus {
-            resources: vec!["pcm".into()],
-        }))
-        .await;
-    let reply::Result::Status(s) = r else {
-        panic!("{r:?}")
-    };
+    let s = status(&mut holder, "pcm").await;
     assert_eq!(s.resources[0].holders.len(), 1);
     assert!(s.resources[0].waiters.is_empty());
     server.stop().await;
@@ -333,21 +328,9 @@ async fn a_watcher_that_stops_reading_gets_coalesced_states_then_the_newest() {
         else {
             panic!("{r:?}")
         };
-        let r = worker
-            .request(Body::Release(v1::Release {
-                lease_id: g.lease_id,
-            }))
-            .await;
-        assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
+        release(&mut worker, g.lease_id).await;
     }
-    let r = worker
-        .request(Body::GetStatus(v1::GetStatus {
-            resources: vec!["pcm".into()],
-        }))
-        .await;
-    let reply::Result::Status(status) = r else {
-        panic!("{r:?}")
-    };
+    let status = status(&mut worker, "pcm").await;
     let mut coalesced = 0;
     let mut events = 0;
     let final_state = loop {
