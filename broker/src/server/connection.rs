@@ -89,6 +89,11 @@ fn farewell(out: &ReadGate, id: u64, refusal: Refusal) {
 /// small; it grows (doubling) with what arrives, never past a frame's need.
 const READ_ROOM: usize = 64;
 
+/// Largest room a read is offered for a burst of small frames: one
+/// connection's burst is handled in entries of at most this much, so that
+/// others are not kept waiting behind it.
+const READ_BURST: usize = 4 * 1024;
+
 /// A read buffer larger than this is let go once empty.
 const KEEP_READ_BUFFER: usize = 64 * 1024;
 
@@ -104,19 +109,33 @@ struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     codec: ServerCodec,
+    /// The last read filled all the room it was offered: more was likely
+    /// waiting, so the next read is offered twice the room.
+    filled: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads once: `Ok(0)` at the end of the stream.
     fn poll_read(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM {
-            let grow = self.buf.capacity().max(READ_ROOM);
-            self.buf.reserve(grow);
+        let (capacity, len) = (self.buf.capacity(), self.buf.len());
+        if self.filled && capacity < READ_BURST {
+            // A burst (a window of acks, pipelined requests): one read
+            // takes more of it, up to `READ_BURST` (issue 14: a window of
+            // 256 acks was 18 reads of ~126 bytes, each an entry into the
+            // core).
+            self.buf.reserve(2 * capacity - len);
+        } else if capacity - len < READ_ROOM {
+            self.buf.reserve(capacity.max(READ_ROOM));
         }
+        let offered = self.buf.capacity() - self.buf.len();
         // The future only borrows the two: made afresh at each poll, it
         // keeps no state in the connection's task while it idles.
         let read = std::pin::pin!(self.io.read_buf(&mut self.buf));
-        read.poll(cx)
+        let polled = read.poll(cx);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.filled = *n == offered;
+        }
+        polled
     }
 
     /// Reads until a whole frame is decoded; `None` at a clean end.
@@ -515,6 +534,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         io: recv,
         buf: BytesMut::with_capacity(READ_ROOM),
         codec: ServerCodec::new(max_frame_bytes),
+        filled: false,
     };
 
     // The handshake: the first frame must be Hello, within the deadline.
