@@ -48,8 +48,7 @@ async fn pings(socket: String, count: usize) -> Result<Vec<u64>, ClientError> {
 /// `sendto`, one `recvfrom` that sleeps), as the bench's raw-frame client.
 #[cfg(unix)]
 fn raw_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error::Error>> {
-    use bytes::{Buf, BytesMut};
-    use prost::Message;
+    use bytes::BytesMut;
     use std::io::{Read, Write};
     use turnstile_client::proto::{self, client_frame::Body, server_frame};
     let mut s = std::os::unix::net::UnixStream::connect(socket)?;
@@ -60,24 +59,11 @@ fn raw_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error:
                          id: u64,
                          body: Body|
      -> Result<proto::ServerFrame, Box<dyn std::error::Error>> {
-        out.clear();
-        turnstile_proto::encode_frame(
-            &proto::ClientFrame {
-                id,
-                body: Some(body),
-            },
-            &mut out,
-        );
+        encode_request(&mut out, id, body);
         s.write_all(&out)?;
         loop {
-            if let Ok(len) = prost::encoding::decode_varint(&mut &buf[..]) {
-                let prefix = prost::encoding::encoded_len_varint(len);
-                let end = prefix + len as usize;
-                if buf.len() >= end {
-                    let frame = proto::ServerFrame::decode(&buf[prefix..end])?;
-                    buf.advance(end);
-                    return Ok(frame);
-                }
+            if let Some(frame) = split_frame(&mut buf)? {
+                return Ok(frame);
             }
             let n = s.read(&mut chunk)?;
             if n == 0 {
@@ -115,8 +101,7 @@ fn raw_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error:
 /// client library, on a current-thread runtime.
 #[cfg(unix)]
 async fn tokio_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std::error::Error>> {
-    use bytes::{Buf, BytesMut};
-    use prost::Message;
+    use bytes::BytesMut;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use turnstile_client::proto::{self, client_frame::Body, server_frame};
     let mut s = tokio::net::UnixStream::connect(socket).await?;
@@ -135,24 +120,11 @@ async fn tokio_pings(socket: &str, count: usize) -> Result<Vec<u64>, Box<dyn std
             })
         };
         let t = Instant::now();
-        out.clear();
-        turnstile_proto::encode_frame(
-            &proto::ClientFrame {
-                id,
-                body: Some(body),
-            },
-            &mut out,
-        );
+        encode_request(&mut out, id, body);
         s.write_all(&out).await?;
         let frame = loop {
-            if let Ok(len) = prost::encoding::decode_varint(&mut &buf[..]) {
-                let prefix = prost::encoding::encoded_len_varint(len);
-                let end = prefix + len as usize;
-                if buf.len() >= end {
-                    let frame = proto::ServerFrame::decode(&buf[prefix..end])?;
-                    buf.advance(end);
-                    break frame;
-                }
+            if let Some(frame) = split_frame(&mut buf)? {
+                break frame;
             }
             buf.reserve(4096);
             if s.read_buf(&mut buf).await? == 0 {
@@ -238,4 +210,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mean / 1000.0
     );
     Ok(())
+}
+
+/// `out` becomes the frame of request `id` (the raw modes).
+fn encode_request(
+    out: &mut bytes::BytesMut,
+    id: u64,
+    body: turnstile_client::proto::client_frame::Body,
+) {
+    out.clear();
+    turnstile_proto::encode_frame(
+        &turnstile_client::proto::ClientFrame {
+            id,
+            body: Some(body),
+        },
+        out,
+    );
+}
+
+/// The first whole frame in `buf`, taken from it (the raw modes).
+fn split_frame(
+    buf: &mut bytes::BytesMut,
+) -> Result<Option<turnstile_client::proto::ServerFrame>, Box<dyn std::error::Error>> {
+    use bytes::Buf;
+    use prost::Message;
+    let Ok(len) = prost::encoding::decode_varint(&mut &buf[..]) else {
+        return Ok(None);
+    };
+    let prefix = prost::encoding::encoded_len_varint(len);
+    let end = prefix + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    let frame = turnstile_client::proto::ServerFrame::decode(&buf[prefix..end])?;
+    buf.advance(end);
+    Ok(Some(frame))
 }
