@@ -549,18 +549,10 @@ fn header_entry_len(key: &str, value: &str) -> usize {
     string_field_len(key.len()) + string_field_len(value.len())
 }
 
-fn put_varint(dst: &mut impl BufMut, mut value: u64) {
-    while value >= 0x80 {
-        dst.put_u8((value as u8) | 0x80);
-        value >>= 7;
-    }
-    dst.put_u8(value as u8);
-}
-
 fn put_bytes_field(dst: &mut impl BufMut, field: u8, bytes: &[u8]) {
     if !bytes.is_empty() {
         dst.put_u8(key(field, LEN));
-        put_varint(dst, bytes.len() as u64);
+        prost::encoding::encode_varint(bytes.len() as u64, dst);
         dst.put_slice(bytes);
     }
 }
@@ -632,7 +624,7 @@ impl DeliveryFrame<'_> {
 /// One `Delivery.headers` entry.
 fn put_header(dst: &mut impl BufMut, k: &str, v: &str) {
     dst.put_u8(key(6, LEN));
-    put_varint(dst, header_entry_len(k, v) as u64);
+    prost::encoding::encode_varint(header_entry_len(k, v) as u64, dst);
     put_bytes_field(dst, 1, k.as_bytes());
     put_bytes_field(dst, 2, v.as_bytes());
 }
