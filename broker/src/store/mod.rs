@@ -668,7 +668,12 @@ impl Store {
             self.db = None;
             return Err(self.poisoned());
         }
-        let with_history = !history.is_empty() || bounds.is_some();
+        // A transaction of redb's only for lines, or for a sweep that is
+        // due: the bounds alone are known from the first hand-over on, and
+        // taking them for work made every later publish pay a second sync
+        // (an empty redb commit) for as long as the broker ran.
+        let with_history = history.iter().any(|staged| !staged.is_empty())
+            || bounds.is_some_and(|(_, _, sweep)| sweep);
         if ops.is_empty() {
             if !with_history {
                 return Ok(());

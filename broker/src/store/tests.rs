@@ -395,9 +395,14 @@ fn a_store_in_use_is_refused() {
     assert_names_file(&err, &dir.path().join(FILE_NAME));
 }
 
-/// Faults a [`FaultyDisk`] injects, switched on and off by the test.
+/// Faults a [`FaultyDisk`] injects, switched on and off by the test, and
+/// the syncs it and the log saw.
 #[derive(Debug, Default)]
 struct Faults {
+    /// Syncs of the redb file that reached the disk.
+    redb_syncs: AtomicU64,
+    /// Syncs of the log that reached the disk.
+    log_syncs: AtomicU64,
     /// Writes, resizes and syncs fail with "disk full".
     full: AtomicBool,
     /// Syncs fail with EIO (the write itself went through).
@@ -439,6 +444,7 @@ impl StorageBackend for FaultyDisk {
         if self.faults.sync_eio.load(Ordering::SeqCst) {
             return Err(std::io::Error::other("input/output error (injected)"));
         }
+        self.faults.redb_syncs.fetch_add(1, Ordering::SeqCst);
         self.file.sync_data()
     }
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
@@ -498,6 +504,7 @@ impl log::LogFile for FaultyLog {
         if self.faults.sync_eio.load(Ordering::SeqCst) {
             return Err(std::io::Error::other("input/output error (injected)"));
         }
+        self.faults.log_syncs.fetch_add(1, Ordering::SeqCst);
         log::LogFile::sync_data(&self.file)
     }
     fn len(&self) -> std::io::Result<u64> {
@@ -1219,6 +1226,46 @@ async fn staged_history_is_seen_by_a_read_and_kept_at_the_stop() {
         history_ids(&store, "pcm", 0, 0, now, bounds),
         ((1..=7).collect::<Vec<_>>(), false)
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() {
+    // Once history has been handed over, the writer knows its bounds. A
+    // later commit that carries no lines (a publish, an ack) must be one
+    // sync of the log, as before any lease ended: taking the known bounds
+    // for work added an empty redb transaction, a second sync, to every
+    // publish for as long as the broker ran.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path());
+    let writer = StoreWriter::spawn(store).unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 100,
+        max_age_ms: 0,
+    };
+    let mut staged = StagedHistory::default();
+    staged.stage(&history_line("pcm", 1, 10_000), bounds.max_entries);
+    writer.record_history(staged, bounds);
+    writer
+        .submit(vec![append("q", message(1, "m"))])
+        .await
+        .unwrap();
+    let syncs = || {
+        (
+            faults.log_syncs.load(Ordering::SeqCst),
+            faults.redb_syncs.load(Ordering::SeqCst),
+        )
+    };
+    let (log_before, redb_before) = syncs();
+    assert!(redb_before > 0, "the line went to redb");
+    for seq in 2..=5 {
+        writer
+            .submit(vec![append("q", message(seq, "m"))])
+            .await
+            .unwrap();
+    }
+    let (log_after, redb_after) = syncs();
+    assert_eq!(log_after - log_before, 4, "one sync of the log a commit");
+    assert_eq!(redb_after, redb_before, "nothing for redb to commit");
 }
 
 #[test]
