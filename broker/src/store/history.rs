@@ -256,17 +256,16 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// Encodes one line into a batch's body after `before` (the line before
-/// it in the same batch, if any). Strings are copied once, and a holder or
-/// a purpose equal to the line before's is not repeated; no allocation but
-/// `buf`'s growth, and the detail is not formatted (see [`DETAIL_ENDING`]).
-/// Returns whether the holder and the purpose were the same as `before`'s.
-fn encode_line(h: &HistoryLine, before: Option<&Before>, buf: &mut Vec<u8>) -> (bool, bool) {
+/// Encodes one line whole, as a [`HistoryJournal`] holds it: every field,
+/// the holder's and the purpose too (the batch it joins on the writer's
+/// thread leaves out what repeats the line before, see [`JournalLine`]).
+/// Strings are copied once; no allocation but `buf`'s growth, and the
+/// detail is not formatted (see [`DETAIL_ENDING`]). Returns the lengths
+/// of its four parts: head (flags, lease id, permits), purpose, holder,
+/// tail.
+fn encode_line(h: &HistoryLine, buf: &mut Vec<u8>) -> [usize; 4] {
+    let start = buf.len();
     let l = &h.ended.lease;
-    let same_holder =
-        before.is_some_and(|b| Arc::ptr_eq(&b.holder, &l.holder) || *b.holder == *l.holder);
-    let same_purpose =
-        before.is_some_and(|b| Arc::ptr_eq(&b.purpose, &l.purpose) || b.purpose == l.purpose);
     let ending = match &h.ended.cause {
         Cause::Ended {
             ending,
@@ -282,12 +281,6 @@ fn encode_line(h: &HistoryLine, before: Option<&Before>, buf: &mut Vec<u8>) -> (
         (cause, None) => Some(cause.to_string()),
     };
     let mut flags = (mode_code(l.mode) << MODE_SHIFT) | (kind_code(h.ended.kind) << KIND_SHIFT);
-    if same_holder {
-        flags |= SAME_HOLDER;
-    }
-    if same_purpose {
-        flags |= SAME_PURPOSE;
-    }
     if h.granted_at_ms != 0 {
         flags |= GRANTED;
     }
@@ -303,18 +296,17 @@ fn encode_line(h: &HistoryLine, before: Option<&Before>, buf: &mut Vec<u8>) -> (
     put_varint(buf, flags);
     put_varint(buf, l.lease_id.0);
     put_varint(buf, u64::from(l.permits));
-    if !same_purpose {
-        put_str(buf, &l.purpose);
-    }
-    if !same_holder {
-        let p = &*l.holder;
-        put_str(buf, &p.client_name);
-        put_varint(buf, u64::from(p.uid));
-        put_varint(buf, u64::from(p.pid));
-        put_varint(buf, p.session.0);
-        put_str(buf, &p.user);
-        put_str(buf, &p.login_session);
-    }
+    let purpose_at = buf.len();
+    put_str(buf, &l.purpose);
+    let holder_at = buf.len();
+    let p = &*l.holder;
+    put_str(buf, &p.client_name);
+    put_varint(buf, u64::from(p.uid));
+    put_varint(buf, u64::from(p.pid));
+    put_varint(buf, p.session.0);
+    put_str(buf, &p.user);
+    put_str(buf, &p.login_session);
+    let tail_at = buf.len();
     // Times as the end and how long before it (small numbers).
     put_varint(buf, h.ended_at_ms);
     put_varint(buf, h.ended_at_ms.wrapping_sub(h.queued_at_ms));
@@ -329,15 +321,151 @@ fn encode_line(h: &HistoryLine, before: Option<&Before>, buf: &mut Vec<u8>) -> (
     if let Some(text) = &text {
         put_str(buf, text);
     }
-    (same_holder, same_purpose)
+    [
+        purpose_at - start,
+        holder_at - purpose_at,
+        tail_at - holder_at,
+        buf.len() - tail_at,
+    ]
 }
 
-/// The holder and purpose of the line last encoded into a batch, which
-/// the next line of that batch leaves out when they are the same.
-#[derive(Debug)]
+/// Bytes in front of each line of a [`HistoryJournal`]: the lengths of
+/// its resource's name and of its four parts ([`encode_line`]), `u32`
+/// each, and when it ended (epoch ms, `u64`), little-endian; so that the
+/// writer's thread cuts a line into its parts without decoding it.
+const JOURNAL_HEADER: usize = 5 * 4 + 8;
+
+/// Lines of ended leases, each encoded whole after its resource's name,
+/// one after the other in one buffer, in the order they ended: what the
+/// dispatch layer gathers on the core task for a second and hands to the
+/// store's writer thread, which groups them per resource
+/// ([`StagedHistory::add`]) and inserts them.
+///
+/// Recording a line is thus a few dozen bytes appended where the last
+/// line ended, in memory the core task has just written. Grouping them on
+/// the core task instead (a map lookup, the resource's entry and its
+/// batch's tail, for one line each time) cost it a cache miss at each of
+/// the three in a flood over many resources, most of what recording
+/// cost it (`perf annotate`, BENCHMARKS.md "What recording lease history
+/// costs"); the writer's thread groups a second's lines in one go, with
+/// them all in its cache. Each line is encoded where it ends, so the
+/// lease's strings are read while still in the cache and freed by the
+/// thread that allocated them.
+#[derive(Debug, Default)]
+pub struct HistoryJournal {
+    buf: Vec<u8>,
+    lines: usize,
+}
+
+impl HistoryJournal {
+    /// Room for as many bytes as `other` holds (the next second of a
+    /// flood ends about as many leases as the last one).
+    pub fn with_room_of(other: &HistoryJournal) -> HistoryJournal {
+        HistoryJournal {
+            buf: Vec::with_capacity(other.buf.len()),
+            lines: 0,
+        }
+    }
+
+    /// Appends `line`.
+    pub fn record(&mut self, line: &HistoryLine) {
+        let buf = &mut self.buf;
+        let start = buf.len();
+        buf.resize(start + JOURNAL_HEADER, 0);
+        let resource = line.ended.lease.resource.as_bytes();
+        buf.extend_from_slice(resource);
+        let [head, purpose, holder, tail] = encode_line(line, buf);
+        let mut header = [0u8; JOURNAL_HEADER];
+        for (i, len) in [resource.len(), head, purpose, holder, tail]
+            .into_iter()
+            .enumerate()
+        {
+            // A length past u32 (never: every string is bounded by the
+            // frame size) makes the line not decode: it is dropped.
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            header[4 * i..4 * i + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        header[20..].copy_from_slice(&line.ended_at_ms.to_le_bytes());
+        buf[start..start + JOURNAL_HEADER].copy_from_slice(&header);
+        self.lines += 1;
+    }
+
+    /// Lines recorded.
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Bytes recorded (for tests of what grouping saves).
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+}
+
+/// One line of a [`HistoryJournal`], cut where a batch may leave parts
+/// out: `head` (its flags, lease id, permits), `purpose` and `holder`
+/// (each as encoded), then `tail` (the rest).
+struct JournalLine<'a> {
+    resource: &'a str,
+    head: &'a [u8],
+    purpose: &'a [u8],
+    holder: &'a [u8],
+    tail: &'a [u8],
+    ended_at_ms: u64,
+}
+
+impl<'a> JournalLine<'a> {
+    /// Takes the next line off the front of `rest`; `None` at the end, or
+    /// if what is left does not hold a whole line (the journal is this
+    /// process's own, so that would be a bug: the rest is dropped, never
+    /// misread).
+    fn next(rest: &mut &'a [u8]) -> Option<JournalLine<'a>> {
+        let (header, mut body) = rest.split_at_checked(JOURNAL_HEADER)?;
+        let len = |i: usize| -> Option<usize> {
+            let bytes = header.get(4 * i..4 * i + 4)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(bytes)).ok()
+        };
+        let ended_at_ms = u64::from_le_bytes(header.get(20..)?.try_into().ok()?);
+        let mut take = |i: usize| -> Option<&'a [u8]> {
+            let (part, after) = body.split_at_checked(len(i)?)?;
+            body = after;
+            Some(part)
+        };
+        let resource = std::str::from_utf8(take(0)?).ok()?;
+        // Never empty: its flags come first.
+        let head = take(1)?;
+        let purpose = take(2)?;
+        let holder = take(3)?;
+        let tail = take(4)?;
+        if head.is_empty() {
+            return None;
+        }
+        *rest = body;
+        Some(JournalLine {
+            resource,
+            head,
+            purpose,
+            holder,
+            tail,
+            ended_at_ms,
+        })
+    }
+}
+
+/// The holder and purpose of the line last encoded into a batch (as
+/// encoded), which the next line of that batch leaves out when they are
+/// the same. The buffers are kept from batch to batch.
+#[derive(Debug, Default)]
 struct Before {
-    holder: Arc<Peer>,
-    purpose: Arc<str>,
+    /// The batch filling holds a line.
+    any: bool,
+    holder: Vec<u8>,
+    purpose: Vec<u8>,
 }
 
 /// A batch being staged: its lines encoded ([`encode_line`]), without the
@@ -356,18 +484,14 @@ struct StagedResource {
     resource: Arc<str>,
     batches: std::collections::VecDeque<StagedBatch>,
     lines: u64,
-    /// The last line of the batch filling, if it holds any.
-    before: Option<Before>,
+    /// The last line of the batch filling.
+    before: Before,
 }
 
-/// Lines recorded but not yet committed, each encoded as it is staged
-/// (then the caller drops it), grouped per resource in order of their
-/// first line: what the dispatch layer gathers for a second and hands to
-/// the store's writer thread, which only inserts the batches. Encoding a
-/// line where it ends rather than on the writer's thread is what makes
-/// recording cheap: it is read while it is still in the cache, and its
-/// strings are freed by the thread that allocated them (measured:
-/// BENCHMARKS.md "What recording lease history costs").
+/// Lines to be committed, grouped per resource in order of their first
+/// line, in batches as the table keeps them: made on the store's writer
+/// thread from what the dispatch layer recorded ([`HistoryJournal`]),
+/// then inserted.
 ///
 /// The count bound already applies here: a resource's oldest staged batch
 /// is dropped once the lines after it are enough for it.
@@ -382,21 +506,19 @@ pub struct StagedHistory {
 }
 
 impl StagedHistory {
-    /// Room for as many resources as `other` holds (the next second of a
-    /// flood touches about as many as the last one).
-    pub fn with_room_of(other: &StagedHistory) -> StagedHistory {
-        let n = other.resources.len();
-        StagedHistory {
-            resources: Vec::with_capacity(n),
-            index: HashMap::with_capacity_and_hasher(n, Default::default()),
-            last: None,
-            lines: 0,
-        }
-    }
-
     /// Lines staged (and not dropped by the count bound).
     pub fn lines(&self) -> usize {
         self.lines
+    }
+
+    /// Bytes of the batches' bodies (for tests of what grouping saves).
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> usize {
+        self.resources
+            .iter()
+            .flat_map(|r| &r.batches)
+            .map(|b| b.body.len())
+            .sum()
     }
 
     /// Nothing is staged.
@@ -412,31 +534,63 @@ impl StagedHistory {
         self.lines = 0;
     }
 
-    /// Encodes `line` after the lines of its resource staged before it;
-    /// keeps at most `max_entries` lines of a resource beyond its oldest
-    /// staged batch (0: stages nothing).
+    /// The lines of `journal`, grouped; at most `max_entries` lines of a
+    /// resource are kept beyond its oldest batch (0: none at all).
+    pub fn from_journal(journal: &HistoryJournal, max_entries: u64) -> StagedHistory {
+        let mut staged = StagedHistory::default();
+        staged.add(journal, max_entries);
+        staged
+    }
+
+    /// Stages one line after those staged before (see
+    /// [`StagedHistory::add`]).
     pub fn stage(&mut self, line: &HistoryLine, max_entries: u64) {
+        let mut journal = HistoryJournal::default();
+        journal.record(line);
+        self.add(&journal, max_entries);
+    }
+
+    /// Stages the lines of `journal` after those staged before, each into
+    /// its resource's batch filling, leaving out a holder or a purpose
+    /// equal to the line before's in that batch; keeps at most
+    /// `max_entries` lines of a resource beyond its oldest staged batch
+    /// (0: stages nothing).
+    pub fn add(&mut self, journal: &HistoryJournal, max_entries: u64) {
         if max_entries == 0 {
             return;
         }
-        let resource = &line.ended.lease.resource;
+        let mut rest = journal.buf.as_slice();
+        while !rest.is_empty() {
+            let Some(line) = JournalLine::next(&mut rest) else {
+                debug_assert!(false, "a history journal that does not decode");
+                tracing::warn!("lease history: a journal that does not decode; its rest is lost");
+                return;
+            };
+            self.add_line(&line, max_entries);
+        }
+    }
+
+    fn add_line(&mut self, line: &JournalLine<'_>, max_entries: u64) {
+        let resource = line.resource;
         let i = match self.last {
             Some(i)
-                if self.resources.get(i).is_some_and(|r| {
-                    Arc::ptr_eq(&r.resource, resource) || r.resource == *resource
-                }) =>
+                if self
+                    .resources
+                    .get(i)
+                    .is_some_and(|r| &*r.resource == resource) =>
             {
                 i
             }
             _ => match self.index.get(resource) {
                 Some(&i) => i,
                 None => {
-                    self.index.insert(resource.clone(), self.resources.len());
+                    let name: Arc<str> = Arc::from(resource);
+                    self.index.insert(name.clone(), self.resources.len());
                     self.resources.push(StagedResource {
-                        resource: resource.clone(),
+                        resource: name,
                         batches: std::collections::VecDeque::new(),
                         lines: 0,
-                        before: None,
+                        before: Before::default(),
                     });
                     self.resources.len() - 1
                 }
@@ -450,7 +604,7 @@ impl StagedHistory {
             .back()
             .is_none_or(|b| b.lines as usize >= BATCH_LINES)
         {
-            r.before = None;
+            r.before.any = false;
             r.batches.push_back(StagedBatch {
                 // A few lines' worth (the first holds the holder's strings).
                 body: Vec::with_capacity(128),
@@ -461,26 +615,39 @@ impl StagedHistory {
         let Some(batch) = r.batches.back_mut() else {
             return;
         };
-        let (same_holder, same_purpose) = encode_line(line, r.before.as_ref(), &mut batch.body);
+        let b = &mut r.before;
+        let same_holder = b.any && b.holder == line.holder;
+        let same_purpose = b.any && b.purpose == line.purpose;
+        // The flags' first byte holds their lowest seven bits, these two
+        // among them, clear in a journal.
+        let mut flags = 0;
+        if same_holder {
+            flags |= SAME_HOLDER as u8;
+        } else {
+            b.holder.clear();
+            b.holder.extend_from_slice(line.holder);
+        }
+        if same_purpose {
+            flags |= SAME_PURPOSE as u8;
+        } else {
+            b.purpose.clear();
+            b.purpose.extend_from_slice(line.purpose);
+        }
+        b.any = true;
+        let body = &mut batch.body;
+        if let Some((first, rest)) = line.head.split_first() {
+            body.push(first | flags);
+            body.extend_from_slice(rest);
+        }
+        if !same_purpose {
+            body.extend_from_slice(line.purpose);
+        }
+        if !same_holder {
+            body.extend_from_slice(line.holder);
+        }
+        body.extend_from_slice(line.tail);
         batch.lines += 1;
         batch.newest_ms = batch.newest_ms.max(line.ended_at_ms);
-        let l = &line.ended.lease;
-        match &mut r.before {
-            Some(b) => {
-                if !same_holder {
-                    b.holder = l.holder.clone();
-                }
-                if !same_purpose {
-                    b.purpose = l.purpose.clone();
-                }
-            }
-            None => {
-                r.before = Some(Before {
-                    holder: l.holder.clone(),
-                    purpose: l.purpose.clone(),
-                })
-            }
-        }
         r.lines += 1;
         self.lines += 1;
         // Lines that the count bound would drop right after the commit

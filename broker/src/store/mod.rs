@@ -87,7 +87,8 @@ use log::{AppendError, Log, LogOpener};
 use record::Record;
 
 pub use history::{
-    HistoryBounds, HistoryLine, HistoryQuery, Recorded, RecordedLease, StagedHistory,
+    HistoryBounds, HistoryJournal, HistoryLine, HistoryQuery, Recorded, RecordedLease,
+    StagedHistory,
 };
 pub use storage::Storage;
 pub use writer::{StoreWriter, after_answers};

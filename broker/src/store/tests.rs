@@ -1192,12 +1192,12 @@ async fn staged_history_is_seen_by_a_read_and_kept_at_the_stop() {
         max_age_ms: 0,
     };
     let now = 10_000_000;
-    let staged = |lines: &[(&str, u64)]| -> StagedHistory {
-        let mut staged = StagedHistory::default();
+    let staged = |lines: &[(&str, u64)]| -> HistoryJournal {
+        let mut journal = HistoryJournal::default();
         for &(resource, id) in lines {
-            staged.stage(&history_line(resource, id, now + id), bounds.max_entries);
+            journal.record(&history_line(resource, id, now + id));
         }
-        staged
+        journal
     };
     let writer = StoreWriter::spawn(Store::open(dir.path()).unwrap()).unwrap();
     writer.record_history(staged(&[("pcm", 1), ("pcm", 2), ("pcm", 3)]), bounds);
@@ -1242,9 +1242,9 @@ async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() 
         max_entries: 100,
         max_age_ms: 0,
     };
-    let mut staged = StagedHistory::default();
-    staged.stage(&history_line("pcm", 1, 10_000), bounds.max_entries);
-    writer.record_history(staged, bounds);
+    let mut journal = HistoryJournal::default();
+    journal.record(&history_line("pcm", 1, 10_000));
+    writer.record_history(journal, bounds);
     writer
         .submit(vec![append("q", message(1, "m"))])
         .await
@@ -1266,6 +1266,44 @@ async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() 
     let (log_after, redb_after) = syncs();
     assert_eq!(log_after - log_before, 4, "one sync of the log a commit");
     assert_eq!(redb_after, redb_before, "nothing for redb to commit");
+}
+
+#[test]
+fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once() {
+    // The journal holds every line whole, resources interleaved as their
+    // leases ended; grouped per resource, a line whose holder and purpose
+    // are the previous line's in its batch leaves them out, and every
+    // line reads back in order under its own resource.
+    let mut journal = HistoryJournal::default();
+    for id in 1..=200 {
+        let resource = if id % 2 == 0 { "pcm" } else { "gpu" };
+        journal.record(&history_line(resource, id, 10_000 + id));
+    }
+    let staged = StagedHistory::from_journal(&journal, 1000);
+    assert_eq!(staged.lines(), 200);
+    assert!(
+        staged.bytes() * 2 < journal.bytes(),
+        "grouped {} bytes, recorded {}",
+        staged.bytes(),
+        journal.bytes()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 1000,
+        max_age_ms: 0,
+    };
+    store
+        .commit_staged(&[], &[staged], Some((bounds, 20_000, false)))
+        .unwrap();
+    assert_eq!(
+        history_ids(&store, "pcm", 0, 0, 20_000, bounds).0,
+        (1..=100).map(|i| 2 * i).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        history_ids(&store, "gpu", 0, 0, 20_000, bounds).0,
+        (1..=100).map(|i| 2 * i - 1).collect::<Vec<_>>()
+    );
 }
 
 #[test]

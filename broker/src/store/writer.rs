@@ -9,8 +9,8 @@
 //! write, nor retry: a failed transaction is reported to each of its
 //! submitters, and the next one is tried afresh.
 //!
-//! History lines ([`StoreWriter::record_history`], already encoded and
-//! grouped per resource) ride along: they join the next transaction,
+//! History lines ([`StoreWriter::record_history`], already encoded, in the
+//! order they ended) are grouped per resource here and ride along: they join the next transaction,
 //! whatever else it carries, and nobody waits for them (a failed one is
 //! logged). Reads of the history are answered on this thread after the
 //! transaction they arrived with, so a read sees every line recorded
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HistoryBounds, HistoryQuery, Recorded, StagedHistory, Store, StoreError};
+use super::{
+    HistoryBounds, HistoryJournal, HistoryQuery, Recorded, StagedHistory, Store, StoreError,
+};
 use crate::core::queues::StoreOp;
 
 /// Most submissions shared by one transaction, so that a flood of them
@@ -135,7 +137,7 @@ enum Request {
     },
     /// Lines for the history table: committed with the next transaction.
     History {
-        staged: StagedHistory,
+        journal: HistoryJournal,
         bounds: HistoryBounds,
     },
     /// A read of the history, answered after the transaction in progress.
@@ -263,11 +265,11 @@ impl StoreWriter {
 
     /// Records history lines with the next transaction, bounded by
     /// `bounds`; nobody waits for them (a failed write is logged).
-    pub fn record_history(&self, staged: StagedHistory, bounds: HistoryBounds) {
+    pub fn record_history(&self, journal: HistoryJournal, bounds: HistoryBounds) {
         let _ = self
             .inner
             .requests
-            .send(Request::History { staged, bounds });
+            .send(Request::History { journal, bounds });
     }
 
     /// Reads history, after every line recorded before this call.
@@ -396,8 +398,9 @@ impl Pending {
     fn take(&mut self, request: Request, batch: &mut Vec<(Vec<StoreOp>, Answer)>) {
         match request {
             Request::Commit { ops, done } => batch.push((ops, done)),
-            Request::History { staged, bounds } => {
-                self.staged.push(staged);
+            Request::History { journal, bounds } => {
+                self.staged
+                    .push(StagedHistory::from_journal(&journal, bounds.max_entries));
                 self.bounds = Some(bounds);
             }
             Request::ReadHistory { query, done } => self.reads.push((query, done)),

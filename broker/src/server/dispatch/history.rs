@@ -4,21 +4,22 @@
 //! Recording happens here, at the edge, from the [`Ended`] lines the core
 //! keeps in its outbox, one per end ([`crate::core::Core::take_ended`],
 //! taken with every delivery of changes): each gets its wall-clock times
-//! and is encoded at once into `Dispatcher::history`, grouped per resource
-//! ([`crate::store::StagedHistory`]), and the lease's strings are freed
-//! at once. What gathered goes to the store's writer thread at most every
+//! and is encoded at once onto the end of `Dispatcher::history`
+//! ([`crate::store::HistoryJournal`]), and the lease's strings are freed
+//! at once. The store's writer thread groups the lines per resource. What gathered goes to the store's writer thread at most every
 //! [`SEND_EVERY_MS`] (or once [`SEND_BATCH`] lines have gathered), where
 //! it joins the next group commit. The core task never waits for them,
 //! and no lease end costs an fsync of its own. A crash loses at most the
 //! lines of the last [`SEND_EVERY_MS`] (a second) and the commit in
 //! flight; a clean stop hands everything over.
 //!
-//! Encoding here costs the core task a few hundred instructions a line.
-//! Handing the lines over whole for the writer to encode cost more in
-//! all, and the core task too: the writer's thread then freed strings
-//! the core task had allocated, which made the core task's allocations
-//! slower (callgrind and per-thread CPU, BENCHMARKS.md "What recording
-//! lease history costs").
+//! Encoding here costs the core task a couple of hundred instructions a
+//! line, in memory it has just written. Handing the lines over whole for
+//! the writer to encode cost more in all, and the core task too: the
+//! writer's thread then freed strings the core task had allocated, which
+//! made the core task's allocations slower; grouping them here cost the
+//! core task cache misses (BENCHMARKS.md "What recording lease history
+//! costs").
 //!
 //! `GetHistory` (policy verb `status`) hands what is gathered to the
 //! store first, then asks the writer thread to read: answered, like a
@@ -32,7 +33,7 @@ use crate::core::{SessionId, check_name};
 use crate::policy::Verb;
 use crate::server::wire::{self, Refusal};
 use crate::server::{Outbound, ToCore};
-use crate::store::{HistoryLine, HistoryQuery, Recorded, StagedHistory, StoreError};
+use crate::store::{HistoryJournal, HistoryLine, HistoryQuery, Recorded, StoreError};
 
 /// Lines are handed to the store at least this often (core ms) while
 /// leases end. Each hand-over is a transaction of its own unless other
@@ -43,8 +44,8 @@ use crate::store::{HistoryLine, HistoryQuery, Recorded, StagedHistory, StoreErro
 const SEND_EVERY_MS: u64 = 1000;
 
 /// Lines handed to the store at once when this many have gathered (a
-/// flood of lease ends: ~2 MiB of them, encoded, wait here at most; the
-/// time bound above still holds). A transaction writes a batch per
+/// flood of lease ends: ~4 MiB of them, encoded whole, wait here at most;
+/// the time bound above still holds). A transaction writes a batch per
 /// resource it touches, so in a flood over many resources its cost goes
 /// with how many lines each batch gets: with 1 024 resources busy, the
 /// store's thread took ~30 % of the core's CPU at 4 096 lines a
@@ -77,7 +78,7 @@ impl Dispatcher {
                 ended_at_ms: wall(ended.at),
                 ended,
             };
-            self.history.stage(&line, max_entries);
+            self.history.record(&line);
         }
         if self.history.lines() >= SEND_BATCH {
             self.send_history(true);
@@ -95,7 +96,7 @@ impl Dispatcher {
             return;
         }
         self.history_sent_at = now;
-        let room = StagedHistory::with_room_of(&self.history);
+        let room = HistoryJournal::with_room_of(&self.history);
         let staged = std::mem::replace(&mut self.history, room);
         if let Some(store) = &self.store {
             store.record_history(staged, self.config.history);

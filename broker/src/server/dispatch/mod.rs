@@ -111,7 +111,7 @@ pub(super) struct Dispatcher {
     pub(super) store_refusals: LogLimit,
     /// Leases that ended, encoded, not yet handed to the store (see
     /// `history.rs`).
-    history: crate::store::StagedHistory,
+    history: crate::store::HistoryJournal,
     /// When lines were last handed to the store.
     history_sent_at: Millis,
     /// The fleet task's session, with `--fleet-etcd`.
