@@ -69,6 +69,8 @@ use effects::{Deadline, Deadlines, Effects, Issuer};
 pub use leases::GLOBAL_PREFIX;
 use leases::LeaseTable;
 #[cfg(test)]
+use leases::REMEMBERED_HOLD_TIMES;
+#[cfg(test)]
 use leases::TOLD_PER_CALL;
 #[cfg(not(fuzzing))]
 use queues::QueueTable;

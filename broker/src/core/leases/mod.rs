@@ -63,9 +63,10 @@ const SPARE_LISTS: usize = 64;
 /// a long queue is let go.
 const SPARE_LIST_ROOM: usize = 8;
 
-/// How many idle resources keep their typical hold time after they leave
-/// the table, so that the next wait estimate on them still knows it.
-const REMEMBERED_HOLD_TIMES: usize = 4096;
+/// How many idle resources stay in the table (marked idle) with their
+/// typical hold time, so that the next wait estimate on them still knows
+/// it, and the next request on them finds them in place.
+pub(crate) const REMEMBERED_HOLD_TIMES: usize = 4096;
 
 #[derive(Clone, Debug)]
 enum LeaseState {
@@ -134,6 +135,14 @@ struct Resource {
     /// A round of updates under way over a long queue: the waiters from
     /// this index on are told at the next call ([`TOLD_PER_CALL`] a call).
     telling_from: Option<usize>,
+    /// Out of use: nobody holds or waits, and the table answers as if it
+    /// did not have it (see [`LeaseTable::resource`]); it stays only so
+    /// that its typical hold time is remembered and so that the next
+    /// request on it finds its entry (an entry removed and inserted again
+    /// per Acquire + Release was ~450 instructions of a cycle: issue 14).
+    idle: bool,
+    /// Its name is in `idle_order` (it was idle once and not yet let go).
+    remembered: bool,
 }
 
 /// The lease limits, from the core's configuration.
@@ -162,10 +171,13 @@ impl Limits {
     }
 }
 
-/// Resources and leases. Resources with neither holders nor waiters are
-/// removed: the table only holds what is in use.
+/// Resources and leases. A resource with neither holders nor waiters is
+/// out of use: every question about it is answered as if the table did
+/// not have it; it is kept, marked idle, only while it is among the last
+/// [`REMEMBERED_HOLD_TIMES`] to become idle, for its typical hold time.
 pub(crate) struct LeaseTable {
     limits: Limits,
+    /// Resources in use, and (marked `idle`) recently idle ones.
     resources: Map<Arc<str>, Resource>,
     leases: Map<LeaseId, Lease>,
     /// Each session's leases, held or queued.
@@ -173,8 +185,9 @@ pub(crate) struct LeaseTable {
     next_lease: u64,
     endings: Map<LeaseId, Ending>,
     ending_order: VecDeque<LeaseId>,
-    /// Typical hold times of resources removed while idle (bounded).
-    idle_hold_times: Map<Arc<str>, u64>,
+    /// Resources that became idle with a typical hold time, first idle
+    /// first (at most [`REMEMBERED_HOLD_TIMES`]); the first is let go from
+    /// the table (if still idle then) when another comes in.
     idle_order: VecDeque<Arc<str>>,
     /// Requests waiting in queues, per uid (`--max-waiters-per-uid`).
     waiting_per_uid: Map<u32, usize>,
@@ -192,7 +205,7 @@ pub(crate) struct LeaseTable {
     /// fleet last told: position, and the requests ahead (holders first).
     /// Shown instead of the local place while known.
     global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
-    /// Empty holder and waiter lists of resources that left the table,
+    /// Empty holder and waiter lists of resources let go from the table,
     /// for the next ones to come in (at most [`SPARE_LISTS`]).
     spare: Vec<(Vec<LeaseId>, VecDeque<LeaseId>)>,
     /// The purpose of every lease that gives none, shared (an `Arc<str>`
@@ -224,7 +237,6 @@ impl LeaseTable {
             next_lease: 0,
             endings: Map::default(),
             ending_order: VecDeque::new(),
-            idle_hold_times: Map::default(),
             idle_order: VecDeque::new(),
             owed: VecDeque::new(),
             no_purpose: Arc::from(""),
@@ -344,8 +356,10 @@ impl LeaseTable {
             });
         }
         // The resource is looked up once for every question below (its
-        // name was hashed at each of them: issue 14).
-        let existing = self.resources.get_key_value(req.resource.as_ref());
+        // name was hashed at each of them: issue 14). An idle one is
+        // answered for as if the table did not have it.
+        let entry = self.resources.get_key_value(req.resource.as_ref());
+        let existing = entry.filter(|(_, r)| !r.idle);
         let (capacity, permits) = self.capacity_for(&req, existing.map(|(_, r)| r))?;
         let free_now = match existing {
             None => true,
@@ -392,7 +406,7 @@ impl LeaseTable {
         } else {
             None
         };
-        let known = existing.map(|(k, _)| k.clone());
+        let known = entry.map(|(k, _)| k.clone());
         let (name, res) = match known {
             Some(name) => {
                 let res = self.resources.get_mut(&name);
@@ -401,23 +415,23 @@ impl LeaseTable {
                         "a resource left the table during a request",
                     ));
                 };
+                if res.idle {
+                    // Back in use, with its typical hold time and the
+                    // capacity of this request (`forget_resource` left
+                    // the rest as a new resource has it).
+                    res.idle = false;
+                    res.capacity = capacity;
+                }
                 (name, res)
             }
             None => {
-                // A resource used before shares the name kept with its
-                // hold time, rather than copying the request's again.
-                let (name, typical_hold_ms) =
-                    match self.idle_hold_times.get_key_value(req.resource.as_ref()) {
-                        Some((name, t)) => (name.clone(), Some(*t)),
-                        None => (Arc::from(req.resource.as_ref()), None),
-                    };
+                let name: Arc<str> = Arc::from(req.resource.as_ref());
                 let (holders, waiters) = match self.spare.pop() {
                     Some((holders, waiters)) => (holders, waiters),
                     None => (Vec::new(), VecDeque::new()),
                 };
                 let res = self.resources.entry(name.clone()).or_insert(Resource {
                     name: name.clone(),
-                    typical_hold_ms,
                     capacity,
                     holders,
                     waiters,
@@ -959,20 +973,6 @@ impl LeaseTable {
         }
         self.ending_order.push_back(lease);
         self.endings.insert(lease, ending);
-    }
-
-    fn remember_hold_time(&mut self, name: &Arc<str>, typical_hold_ms: u64) {
-        if let Some(t) = self.idle_hold_times.get_mut(name) {
-            *t = typical_hold_ms;
-            return;
-        }
-        if self.idle_order.len() == REMEMBERED_HOLD_TIMES
-            && let Some(old) = self.idle_order.pop_front()
-        {
-            self.idle_hold_times.remove(&old);
-        }
-        self.idle_order.push_back(name.clone());
-        self.idle_hold_times.insert(name.clone(), typical_hold_ms);
     }
 
     /// The lease, if `session` owns it and it is still alive.
@@ -1573,6 +1573,7 @@ impl LeaseTable {
 
     fn drop_if_unused(&mut self, name: &Arc<str>) {
         if let Some(res) = self.resources.get(name)
+            && !res.idle
             && res.holders.is_empty()
             && res.waiters.is_empty()
         {
@@ -1580,15 +1581,56 @@ impl LeaseTable {
         }
     }
 
-    /// Takes a resource nobody uses out of the table, remembering its
-    /// typical hold time.
+    /// Takes a resource nobody uses out of use. With a typical hold time
+    /// it stays in the table, idle, as one of the last
+    /// [`REMEMBERED_HOLD_TIMES`] to become idle (the first of them is let
+    /// go when that is more); without one it is let go at once.
     fn forget_resource(&mut self, name: &Arc<str>) {
+        let Some(res) = self.resources.get_mut(name) else {
+            return;
+        };
+        if res.idle {
+            return;
+        }
+        if res.typical_hold_ms.is_none() {
+            self.let_go(name);
+            return;
+        }
+        // As a new resource has them; only the name, the typical hold
+        // time and (small) lists stay.
+        res.idle = true;
+        res.revision = super::Revision::default();
+        res.capacity = 0;
+        res.told_at = None;
+        res.owed_from = None;
+        res.telling_from = None;
+        if res.holders.capacity() > SPARE_LIST_ROOM {
+            res.holders = Vec::new();
+        }
+        if res.waiters.capacity() > SPARE_LIST_ROOM {
+            res.waiters = VecDeque::new();
+        }
+        if res.remembered {
+            return;
+        }
+        res.remembered = true;
+        if self.idle_order.len() == REMEMBERED_HOLD_TIMES
+            && let Some(old) = self.idle_order.pop_front()
+        {
+            match self.resources.get_mut(&old) {
+                Some(r) if r.idle => self.let_go(&old),
+                Some(r) => r.remembered = false,
+                None => {}
+            }
+        }
+        self.idle_order.push_back(name.clone());
+    }
+
+    /// Removes a resource out of use from the table.
+    fn let_go(&mut self, name: &Arc<str>) {
         let Some(res) = self.resources.remove(name) else {
             return;
         };
-        if let Some(t) = res.typical_hold_ms {
-            self.remember_hold_time(&res.name, t);
-        }
         // Its (empty) lists go to the next resource that comes into the
         // table: a resource used by one lease at a time otherwise costs an
         // allocation and a free per Acquire + Release. Only small ones,

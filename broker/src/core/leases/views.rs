@@ -71,6 +71,11 @@ impl LeaseTable {
         }
     }
 
+    /// The resource by name, if it is in use (an idle one is as absent).
+    pub(super) fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.get(name).filter(|r| !r.idle)
+    }
+
     /// The state of a resource by name; an unused resource is shown empty.
     pub(super) fn view_by_name(
         &self,
@@ -78,7 +83,7 @@ impl LeaseTable {
         revision: Revision,
         now: Millis,
     ) -> ResourceView {
-        match self.resources.get(name) {
+        match self.resource(name) {
             Some(res) => self.view(res, Some(now)),
             None => ResourceView {
                 resource: name.clone(),
@@ -93,8 +98,9 @@ impl LeaseTable {
 
     /// Views of the named resources (all in use when `names` is empty), in
     /// name order. A named resource nobody uses is shown empty, as of
-    /// `current` (the table forgets idle resources, so their last revision
-    /// is not known; `current` is a revision at which the state holds).
+    /// `current` (the table keeps no state of idle resources, so their
+    /// last revision is not known; `current` is a revision at which the
+    /// state holds).
     pub(crate) fn views(
         &self,
         names: &[String],
@@ -102,11 +108,15 @@ impl LeaseTable {
         now: Option<Millis>,
     ) -> Vec<ResourceView> {
         let mut out: Vec<ResourceView> = if names.is_empty() {
-            self.resources.values().map(|r| self.view(r, now)).collect()
+            self.resources
+                .values()
+                .filter(|r| !r.idle)
+                .map(|r| self.view(r, now))
+                .collect()
         } else {
             names
                 .iter()
-                .map(|n| match self.resources.get(n.as_str()) {
+                .map(|n| match self.resource(n.as_str()) {
                     Some(r) => self.view(r, now),
                     None => ResourceView {
                         resource: Arc::from(n.as_str()),
