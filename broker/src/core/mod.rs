@@ -239,8 +239,15 @@ impl Core {
     }
 
     /// The earliest moment at which [`Core::expire`] has work to do.
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&mut self) -> Option<Millis> {
         self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// A moment no later than [`Core::next_deadline`], cheaper to ask
+    /// after every call: it may be that of a deadline removed since (a
+    /// lease released before its TTL), which [`Core::expire`] then skips.
+    pub fn deadline_bound(&self) -> Option<Millis> {
+        self.deadlines.bound()
     }
 
     /// The store made the counter reservation up to `until` durable (it was
