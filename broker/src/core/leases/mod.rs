@@ -83,10 +83,19 @@ enum LeaseState {
     },
 }
 
+/// Where a resource is in [`LeaseTable::slots`]: fixed while it is in the
+/// table (in use or idle), given to another resource after it is let go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Slot(usize);
+
 #[derive(Clone, Debug)]
 struct Lease {
     id: LeaseId,
     resource: Arc<str>,
+    /// Where its resource is: a lease finds it without hashing its name
+    /// (four lookups by name per Acquire + Release were ~430 instructions
+    /// of a cycle: issue 14).
+    slot: Slot,
     mode: Mode,
     purpose: Arc<str>,
     peer: Arc<Peer>,
@@ -177,8 +186,12 @@ impl Limits {
 /// [`REMEMBERED_HOLD_TIMES`] to become idle, for its typical hold time.
 pub(crate) struct LeaseTable {
     limits: Limits,
-    /// Resources in use, and (marked `idle`) recently idle ones.
-    resources: Map<Arc<str>, Resource>,
+    /// Where each resource in the table is, by name.
+    resources: Map<Arc<str>, Slot>,
+    /// Resources in use, and (marked `idle`) recently idle ones; `None`
+    /// is a free slot, listed in `free_slots`.
+    slots: Vec<Option<Resource>>,
+    free_slots: Vec<Slot>,
     leases: Map<LeaseId, Lease>,
     /// Each session's leases, held or queued.
     by_session: Map<SessionId, Vec<LeaseId>>,
@@ -188,7 +201,7 @@ pub(crate) struct LeaseTable {
     /// Resources that became idle with a typical hold time, first idle
     /// first (at most [`REMEMBERED_HOLD_TIMES`]); the first is let go from
     /// the table (if still idle then) when another comes in.
-    idle_order: VecDeque<Arc<str>>,
+    idle_order: VecDeque<Slot>,
     /// Requests waiting in queues, per uid (`--max-waiters-per-uid`).
     waiting_per_uid: Map<u32, usize>,
     /// Capacities fixed by the broker's config file.
@@ -232,6 +245,8 @@ impl LeaseTable {
             global_places: Map::default(),
             waiting_per_uid: Map::default(),
             resources: Map::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             leases: Map::default(),
             by_session: Map::default(),
             next_lease: 0,
@@ -358,12 +373,12 @@ impl LeaseTable {
         // The resource is looked up once for every question below (its
         // name was hashed at each of them: issue 14). An idle one is
         // answered for as if the table did not have it.
-        let entry = self.resources.get_key_value(req.resource.as_ref());
-        let existing = entry.filter(|(_, r)| !r.idle);
-        let (capacity, permits) = self.capacity_for(&req, existing.map(|(_, r)| r))?;
+        let entry = self.resources.get(req.resource.as_ref()).copied();
+        let existing = entry.and_then(|slot| self.res(slot)).filter(|r| !r.idle);
+        let (capacity, permits) = self.capacity_for(&req, existing)?;
         let free_now = match existing {
             None => true,
-            Some((_, res)) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
+            Some(res) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
         };
         let uid = peer.uid;
         let waiting = self.waiting_per_uid.get(&uid).copied().unwrap_or(0);
@@ -386,7 +401,7 @@ impl LeaseTable {
         }
         if !free_now && req.wait == WaitPolicy::NoWait {
             let holder = existing
-                .map(|(_, r)| self.describe_holders(r))
+                .map(|r| self.describe_holders(r))
                 .unwrap_or_default();
             return Err(CoreError::Busy {
                 resource: req.resource.into_owned(),
@@ -406,40 +421,38 @@ impl LeaseTable {
         } else {
             None
         };
-        let known = entry.map(|(k, _)| k.clone());
-        let (name, res) = match known {
-            Some(name) => {
-                let res = self.resources.get_mut(&name);
-                let Some(res) = res else {
-                    return Err(CoreError::Broken(
-                        "a resource left the table during a request",
-                    ));
-                };
-                if res.idle {
-                    // Back in use, with its typical hold time and the
-                    // capacity of this request (`forget_resource` left
-                    // the rest as a new resource has it).
-                    res.idle = false;
-                    res.capacity = capacity;
-                }
-                (name, res)
-            }
+        let slot = match entry {
+            Some(slot) => slot,
             None => {
                 let name: Arc<str> = Arc::from(req.resource.as_ref());
                 let (holders, waiters) = match self.spare.pop() {
                     Some((holders, waiters)) => (holders, waiters),
                     None => (Vec::new(), VecDeque::new()),
                 };
-                let res = self.resources.entry(name.clone()).or_insert(Resource {
+                let slot = self.place(Resource {
                     name: name.clone(),
                     capacity,
                     holders,
                     waiters,
                     ..Resource::default()
                 });
-                (name, res)
+                self.resources.insert(name, slot);
+                slot
             }
         };
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
+            return Err(CoreError::Broken(
+                "a resource left the table during a request",
+            ));
+        };
+        if res.idle {
+            // Back in use, with its typical hold time and the capacity of
+            // this request (`forget_resource` left the rest as a new
+            // resource has it).
+            res.idle = false;
+            res.capacity = capacity;
+        }
+        let name = res.name.clone();
         if straight.is_some() {
             res.holders.push(id);
         } else {
@@ -451,7 +464,8 @@ impl LeaseTable {
             id,
             Lease {
                 id,
-                resource: name.clone(),
+                resource: name,
+                slot,
                 mode: req.mode,
                 purpose: if req.purpose.is_empty() {
                     // Most requests say no purpose: one shared empty text.
@@ -480,7 +494,7 @@ impl LeaseTable {
         self.by_session.entry(session).or_default().push(id);
 
         if let Some(fencing) = straight {
-            if let Some((_, g)) = self.hold(&name, id, fencing, fx) {
+            if let Some((_, g)) = self.hold(slot, id, fencing, fx) {
                 return Ok(AcquireOutcome::Granted(g));
             }
             debug_assert!(false, "lease {id} vanished as it was granted");
@@ -491,17 +505,17 @@ impl LeaseTable {
         // asked for the next block).
         if free_now && is_global(&req.resource) {
             // Straight through the queue: granted without a QUEUED event.
-            if let Some(g) = self.grant_head(&name, fx) {
+            if let Some(g) = self.grant_head(slot, fx) {
                 return Ok(AcquireOutcome::Granted(g));
             }
         }
         if let Some(at) = give_up_at {
             fx.deadlines.insert((at, Deadline::Lease(id)));
         }
-        self.state_changed(&name, EventKind::Queued, Cause::None, fx);
+        self.state_changed(slot, EventKind::Queued, Cause::None, fx);
         // It joined at the back: its place is known without a search of
         // the queue (which made queueing n waiters quadratic).
-        let position = self.resources.get(&name).and_then(|res| {
+        let position = self.res(slot).and_then(|res| {
             let index = res.waiters.len().checked_sub(1)?;
             let l = self.leases.get(&id)?;
             (res.waiters.back() == Some(&id))
@@ -567,10 +581,10 @@ impl LeaseTable {
         if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
             return;
         }
-        let name = l.resource.clone();
+        let slot = l.slot;
         self.admitted.insert(lease, token);
-        if self.promote(&name, fx) {
-            self.notify_waiters(&name, 0, fx);
+        if self.promote(slot, fx) {
+            self.notify_waiters(slot, 0, fx);
         }
     }
 
@@ -611,8 +625,9 @@ impl LeaseTable {
         self.global_places.clear();
         let detail: Arc<str> = Arc::from(detail);
         let mut held: Vec<LeaseId> = self
-            .resources
-            .values()
+            .slots
+            .iter()
+            .flatten()
             .filter(|r| is_global(&r.name))
             .flat_map(|r| r.holders.iter().copied())
             .collect();
@@ -659,7 +674,7 @@ impl LeaseTable {
                 total: progress.total,
             }));
         }
-        let resource = l.resource.clone();
+        let slot = l.slot;
         if let Some(l) = self.leases.get_mut(&lease) {
             l.progress = Some(progress);
             // Progress clears a stall and restarts its clock.
@@ -673,8 +688,8 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(lease)));
             }
         }
-        self.state_changed(&resource, EventKind::Progress, Cause::None, fx);
-        self.notify_waiters(&resource, 0, fx);
+        self.state_changed(slot, EventKind::Progress, Cause::None, fx);
+        self.notify_waiters(slot, 0, fx);
         Ok(())
     }
 
@@ -722,9 +737,9 @@ impl LeaseTable {
             peer: l.peer.clone(),
             after_ms: l.stall_after_ms,
         };
-        let name = l.resource.clone();
-        self.state_changed(&name, EventKind::Stalled, cause, fx);
-        self.notify_waiters(&name, 0, fx);
+        let slot = l.slot;
+        self.state_changed(slot, EventKind::Stalled, cause, fx);
+        self.notify_waiters(slot, 0, fx);
     }
 
     /// Takes back a detached lease or queue place for `peer` (a new
@@ -772,7 +787,7 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(lease)));
             }
         }
-        let name = l.resource.clone();
+        let slot = l.slot;
         let grant = match l.state {
             LeaseState::Held { fencing, .. } => Some(Grant {
                 lease_id: lease,
@@ -784,7 +799,7 @@ impl LeaseTable {
         };
         self.by_session.entry(session).or_default().push(lease);
         let cause = Cause::Reattached { lease, peer };
-        self.state_changed(&name, EventKind::Reattached, cause, fx);
+        self.state_changed(slot, EventKind::Reattached, cause, fx);
         match grant {
             Some(g) => Ok(AcquireOutcome::Granted(g)),
             None => match self.queue_position(lease, now) {
@@ -807,10 +822,12 @@ impl LeaseTable {
     ) -> Result<(), CoreError> {
         check_name("resource", resource)?;
         check_text("reason", &request.reason)?;
-        let Some((name, res)) = self.resources.get_key_value(resource) else {
+        let Some(&slot) = self.resources.get(resource) else {
             return Ok(());
         };
-        let name = name.clone();
+        let Some(res) = self.res(slot) else {
+            return Ok(());
+        };
         let holders = res.holders.clone();
         if holders.is_empty() {
             return Ok(());
@@ -839,7 +856,7 @@ impl LeaseTable {
             }
         }
         let cause = Cause::YieldRequested(request.clone());
-        self.state_changed(&name, EventKind::YieldRequested, cause, fx);
+        self.state_changed(slot, EventKind::YieldRequested, cause, fx);
         if request.revoke && request.within_ms == 0 {
             let mut from = usize::MAX;
             for h in holders {
@@ -848,7 +865,7 @@ impl LeaseTable {
                 }
             }
             if from != usize::MAX {
-                self.settle(&name, from, fx);
+                self.settle(slot, from, fx);
             }
         }
         Ok(())
@@ -873,8 +890,8 @@ impl LeaseTable {
             peer: l.peer.clone(),
             reason: Arc::from(reason),
         };
-        let name = l.resource.clone();
-        self.state_changed(&name, EventKind::YieldDeclined, cause, fx);
+        let slot = l.slot;
+        self.state_changed(slot, EventKind::YieldDeclined, cause, fx);
         Ok(())
     }
 
@@ -898,8 +915,8 @@ impl LeaseTable {
             peer: l.peer.clone(),
             grace_ms: l.detach_grace_ms,
         };
-        let name = l.resource.clone();
-        self.state_changed(&name, EventKind::Detached, cause, fx);
+        let slot = l.slot;
+        self.state_changed(slot, EventKind::Detached, cause, fx);
     }
 
     /// The session is gone: every lease of it leaves first, and only then
@@ -907,25 +924,22 @@ impl LeaseTable {
     /// another of the departing session's own queued requests on its way
     /// out).
     pub(crate) fn goodbye(&mut self, session: SessionId, fx: &mut Effects) {
-        let mut touched: Vec<(Arc<str>, usize)> = Vec::new();
+        let mut touched: Vec<(Slot, usize)> = Vec::new();
         let leases = self.by_session.remove(&session).unwrap_or_default();
         // Its waiters leave their queues first, in one pass per queue: one
         // search of the queue per waiter made a connection with a thousand
         // waiters in a queue of 50 000 cost fifty million steps to close.
-        let mut leaving: Map<Arc<str>, std::collections::HashSet<LeaseId>> = Map::default();
+        let mut leaving: Map<Slot, std::collections::HashSet<LeaseId>> = Map::default();
         for lease in &leases {
             if let Some(l) = self.leases.get(lease)
                 && l.detach_grace_ms == 0
                 && matches!(l.state, LeaseState::Waiting { .. })
             {
-                leaving
-                    .entry(l.resource.clone())
-                    .or_default()
-                    .insert(*lease);
+                leaving.entry(l.slot).or_default().insert(*lease);
             }
         }
-        for (name, gone) in &leaving {
-            let Some(res) = self.resources.get_mut(name) else {
+        for (&slot, gone) in &leaving {
+            let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
                 continue;
             };
             let mut index = 0;
@@ -939,7 +953,7 @@ impl LeaseTable {
                 stays
             });
             if let Some(first) = first {
-                touched.push((name.clone(), first));
+                touched.push((slot, first));
             }
         }
         for lease in leases {
@@ -951,17 +965,17 @@ impl LeaseTable {
                 self.keep_detached(lease, fx);
                 continue;
             }
-            let Some((name, from)) = self.detach_lease_from(lease, Ending::Disconnected, fx, true)
+            let Some((slot, from)) = self.detach_lease_from(lease, Ending::Disconnected, fx, true)
             else {
                 continue;
             };
-            match touched.iter_mut().find(|(n, _)| *n == name) {
+            match touched.iter_mut().find(|(s, _)| *s == slot) {
                 Some((_, first)) => *first = (*first).min(from),
-                None => touched.push((name, from)),
+                None => touched.push((slot, from)),
             }
         }
-        for (name, from) in touched {
-            self.settle(&name, from, fx);
+        for (slot, from) in touched {
+            self.settle(slot, from, fx);
         }
     }
 
@@ -1036,38 +1050,41 @@ impl LeaseTable {
         }
     }
 
-    /// Records a change of `name`'s state under a new revision and hands
+    /// Records a change of the state of the resource in `slot` under a new revision and hands
     /// the event to its watchers.
-    fn state_changed(&mut self, name: &Arc<str>, kind: EventKind, cause: Cause, fx: &mut Effects) {
+    fn state_changed(&mut self, slot: Slot, kind: EventKind, cause: Cause, fx: &mut Effects) {
         let revision = fx.next_revision();
-        if let Some(res) = self.resources.get_mut(name) {
+        if let Some(res) = self.res_mut(slot) {
             res.revision = revision;
         }
-        self.notify(name, revision, kind, cause, fx);
+        self.notify(slot, revision, kind, cause, fx);
     }
 
     /// As [`LeaseTable::state_changed`], for a caller that already gave
-    /// the resource its new `revision` (it had the resource at hand: one
-    /// lookup of the name fewer, issue 14).
+    /// the resource its new `revision` (it had the resource at hand).
     fn notify(
-        &mut self,
-        name: &Arc<str>,
+        &self,
+        slot: Slot,
         revision: super::Revision,
         kind: EventKind,
         cause: Cause,
         fx: &mut Effects,
     ) {
+        let Some(res) = self.res(slot) else {
+            debug_assert!(false, "a change of a resource not in the table");
+            return;
+        };
         let now = fx.now;
-        fx.notify_watchers(name, revision, kind, cause, |revision| {
-            self.view_by_name(name, revision, now)
+        fx.notify_watchers(&res.name, revision, kind, cause, |revision| {
+            self.view_in(res, revision, now)
         });
     }
 
     /// The one way a lease ends: [`LeaseTable::detach_lease`], then
     /// [`LeaseTable::settle`] its resource.
     fn end_lease(&mut self, lease: LeaseId, ending: Ending, fx: &mut Effects) {
-        if let Some((name, from)) = self.detach_lease(lease, ending, fx) {
-            self.settle(&name, from, fx);
+        if let Some((slot, from)) = self.detach_lease(lease, ending, fx) {
+            self.settle(slot, from, fx);
         }
     }
 
@@ -1081,7 +1098,7 @@ impl LeaseTable {
         lease: LeaseId,
         ending: Ending,
         fx: &mut Effects,
-    ) -> Option<(Arc<str>, usize)> {
+    ) -> Option<(Slot, usize)> {
         self.detach_lease_from(lease, ending, fx, false)
     }
 
@@ -1094,7 +1111,7 @@ impl LeaseTable {
         ending: Ending,
         fx: &mut Effects,
         dequeued: bool,
-    ) -> Option<(Arc<str>, usize)> {
+    ) -> Option<(Slot, usize)> {
         let l = self.leases.remove(&lease)?;
         self.remember_ending(lease, ending);
         if let Some(until) = l.detached_until {
@@ -1109,7 +1126,7 @@ impl LeaseTable {
         if let Some(mine) = self.by_session.get_mut(&l.peer.session) {
             mine.retain(|x| *x != lease);
         }
-        let res = self.resources.get_mut(&l.resource)?;
+        let res = self.slots.get_mut(l.slot.0).and_then(Option::as_mut)?;
         let (was_holder, waiter_index) = match l.state {
             LeaseState::Held {
                 expires_at,
@@ -1200,53 +1217,52 @@ impl LeaseTable {
             kind,
             cause: cause.clone(),
         });
-        let name = l.resource.clone();
-        self.notify(&name, revision, kind, cause, fx);
-        Some((name, waiter_index))
+        self.notify(l.slot, revision, kind, cause, fx);
+        Some((l.slot, waiter_index))
     }
 
-    /// After leases of `name` ended: grants whoever can go now, then tells
+    /// After leases of the resource in `slot` ended: grants whoever can go now, then tells
     /// the waiters where they stand (all of them after a grant, else those
     /// from index `from` on), and forgets the resource if nobody uses it.
-    fn settle(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
-        let Some(res) = self.resources.get(name) else {
+    fn settle(&mut self, slot: Slot, from: usize, fx: &mut Effects) {
+        let Some(res) = self.res(slot) else {
             return;
         };
         if res.waiters.is_empty() && res.owed_from.is_none() {
             // Nobody to grant, nobody owed an update: what `promote` and
-            // `notify_waiters` would find, without looking the name up
-            // three more times (issue 14).
+            // `notify_waiters` would find.
             if res.holders.is_empty() {
-                self.forget_resource(name);
+                self.forget_resource(slot);
             }
             return;
         }
-        let granted = self.promote(name, fx);
-        self.notify_waiters(name, if granted { 0 } else { from }, fx);
-        self.drop_if_unused(name);
+        let granted = self.promote(slot, fx);
+        self.notify_waiters(slot, if granted { 0 } else { from }, fx);
+        self.drop_if_unused(slot);
     }
 
     /// Grants, on every resource, the waiters that could have been granted
     /// had their fencing tokens been durable (after the store caught up).
     pub(crate) fn settle_all(&mut self, fx: &mut Effects) {
-        let waiting: Vec<Arc<str>> = self
-            .resources
+        let waiting: Vec<Slot> = self
+            .slots
             .iter()
-            .filter(|(_, r)| !r.waiters.is_empty())
-            .map(|(name, _)| name.clone())
+            .enumerate()
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| !r.waiters.is_empty()))
+            .map(|(i, _)| Slot(i))
             .collect();
-        for name in waiting {
-            if self.promote(&name, fx) {
-                self.notify_waiters(&name, 0, fx);
+        for slot in waiting {
+            if self.promote(slot, fx) {
+                self.notify_waiters(slot, 0, fx);
             }
         }
     }
 
     /// Grants waiters from the head for as long as they fit beside the
     /// holders, telling each grantee. Returns whether anyone was granted.
-    fn promote(&mut self, name: &Arc<str>, fx: &mut Effects) -> bool {
+    fn promote(&mut self, slot: Slot, fx: &mut Effects) -> bool {
         let mut any = false;
-        while let Some((session, grant)) = self.grant_head_to(name, fx) {
+        while let Some((session, grant)) = self.grant_head_to(slot, fx) {
             any = true;
             // A detached grantee learns of its grant when it re-attaches.
             if let Some(session) = session {
@@ -1258,50 +1274,51 @@ impl LeaseTable {
 
     /// Grants the head waiter if it fits beside the holders, emitting the
     /// GRANTED state event. The caller tells the grantee.
-    fn grant_head(&mut self, name: &Arc<str>, fx: &mut Effects) -> Option<Grant> {
-        self.grant_head_to(name, fx).map(|(_, grant)| grant)
+    fn grant_head(&mut self, slot: Slot, fx: &mut Effects) -> Option<Grant> {
+        self.grant_head_to(slot, fx).map(|(_, grant)| grant)
     }
 
     /// As [`LeaseTable::grant_head`], with the grantee's session (none
     /// while it is detached).
     fn grant_head_to(
         &mut self,
-        name: &Arc<str>,
+        slot: Slot,
         fx: &mut Effects,
     ) -> Option<(Option<SessionId>, Grant)> {
-        let res = self.resources.get(name)?;
+        let res = self.res(slot)?;
         let head = *res.waiters.front()?;
         let l = self.leases.get(&head)?;
         if !self.compatible(res, l.mode, l.permits) {
             return None;
         }
+        let global = is_global(&res.name);
         // A `global/` head goes only once the fleet admitted it, with the
         // token etcd gave it. Otherwise: no durable token, no grant: the
         // head waits until the store has reserved the next block (see
         // `Issuer`).
-        let fencing = if is_global(name) {
+        let fencing = if global {
             let token = self.admitted.remove(&head)?;
             self.global_places.remove(&head);
             token
         } else {
             fx.take_fencing()?
         };
-        let res = self.resources.get_mut(name)?;
+        let res = self.slots.get_mut(slot.0).and_then(Option::as_mut)?;
         res.waiters.pop_front();
         res.holders.push(head);
         if let Some(l) = self.leases.get(&head) {
             left_queue(&mut self.waiting_per_uid, l.peer.uid);
         }
-        self.hold(name, head, fencing, fx)
+        self.hold(slot, head, fencing, fx)
     }
 
-    /// Makes `lease`, already among the holders of `name` and out of its
+    /// Makes `lease`, already among the holders of the resource in `slot` and out of its
     /// queue, a held lease with `fencing`: its state, its deadlines, the
     /// GRANTED state event. The caller tells the grantee (the session
     /// returned, none while it is detached).
     fn hold(
         &mut self,
-        name: &Arc<str>,
+        slot: Slot,
         head: LeaseId,
         fencing: FencingToken,
         fx: &mut Effects,
@@ -1349,11 +1366,11 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(head)));
             }
         }
-        self.state_changed(name, EventKind::Granted, cause, fx);
+        self.state_changed(slot, EventKind::Granted, cause, fx);
         Some((session, grant))
     }
 
-    /// The waiters of `name` from index `from` (0-based) on are owed
+    /// The waiters of the resource in `slot` from index `from` (0-based) on are owed
     /// their new place (or the head's new progress). Paced per resource,
     /// hence per waiter: when its waiters were told less than
     /// `waiter_update_interval_ms` ago, nothing is sent now; the resource
@@ -1364,9 +1381,9 @@ impl LeaseTable {
     /// ten times a second, or waiters churning at the head, cost each
     /// waiter a few updates a second, never one per change; grants and
     /// losses are not paced (they are not `Queued` updates).
-    fn notify_waiters(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
+    fn notify_waiters(&mut self, slot: Slot, from: usize, fx: &mut Effects) {
         let limits = self.limits;
-        let Some(res) = self.resources.get_mut(name) else {
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
             return;
         };
         if from >= res.waiters.len() && res.owed_from.is_none() {
@@ -1384,28 +1401,28 @@ impl LeaseTable {
             let listed = res.telling_from.is_some();
             res.owed_from = Some(from);
             if !listed {
-                self.owed.push_back(name.clone());
+                self.owed.push_back(res.name.clone());
                 fx.deadlines.insert((due, Deadline::WaiterUpdates));
             }
             return;
         }
-        self.start_round(name, from, fx);
+        self.start_round(slot, from, fx);
     }
 
-    /// Tells the waiters of `name` from `from` on where they stand, now:
+    /// Tells the waiters of the resource in `slot` from `from` on where they stand, now:
     /// the first [`TOLD_PER_CALL`] at once, the rest in later calls (one
     /// chunk per turn of the core task, so that it answers others in
     /// between).
-    fn start_round(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
-        let rest = self.tell_waiters(name, from, fx);
-        let Some(res) = self.resources.get_mut(name) else {
+    fn start_round(&mut self, slot: Slot, from: usize, fx: &mut Effects) {
+        let rest = self.tell_waiters(slot, from, fx);
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
             return;
         };
         res.told_at = Some(fx.now);
         res.telling_from = rest;
         if rest.is_some() {
             if res.owed_from.is_none() {
-                self.owed.push_back(name.clone());
+                self.owed.push_back(res.name.clone());
             }
             fx.deadlines.insert((fx.now + 1, Deadline::WaiterUpdates));
         }
@@ -1420,13 +1437,16 @@ impl LeaseTable {
             let Some(name) = self.owed.pop_front() else {
                 break;
             };
-            let Some(cursor) = self.resources.get(&name).map(|r| r.telling_from) else {
+            let Some(&slot) = self.resources.get(&name) else {
                 // Unused since: nobody is left to tell.
                 continue;
             };
+            let Some(cursor) = self.res(slot).map(|r| r.telling_from) else {
+                continue;
+            };
             if let Some(cursor) = cursor {
-                let rest = self.tell_waiters(&name, cursor, fx);
-                let Some(res) = self.resources.get_mut(&name) else {
+                let rest = self.tell_waiters(slot, cursor, fx);
+                let Some(res) = self.res_mut(slot) else {
                     continue;
                 };
                 res.telling_from = rest;
@@ -1436,7 +1456,7 @@ impl LeaseTable {
                     continue;
                 }
             }
-            let Some(res) = self.resources.get_mut(&name) else {
+            let Some(res) = self.res_mut(slot) else {
                 continue;
             };
             let Some(from) = res.owed_from else {
@@ -1450,7 +1470,7 @@ impl LeaseTable {
                 continue;
             }
             res.owed_from = None;
-            self.start_round(&name, from, fx);
+            self.start_round(slot, from, fx);
         }
     }
 
@@ -1460,8 +1480,8 @@ impl LeaseTable {
     /// the queue per waiter, which made a progress report with 50 000
     /// waiters quadratic), and the views of the holders and of the head of
     /// the queue are built once for all of them.
-    fn tell_waiters(&self, name: &Arc<str>, from: usize, fx: &mut Effects) -> Option<usize> {
-        let res = self.resources.get(name)?;
+    fn tell_waiters(&self, slot: Slot, from: usize, fx: &mut Effects) -> Option<usize> {
+        let res = self.res(slot)?;
         let head = self.head_views(res);
         for (index, &w) in res
             .waiters
@@ -1483,7 +1503,7 @@ impl LeaseTable {
     /// Where a waiting lease stands, with what is ahead and an estimate.
     fn queue_position(&self, lease: LeaseId, now: Millis) -> Option<QueuePosition> {
         let l = self.leases.get(&lease)?;
-        let res = self.resources.get(&l.resource)?;
+        let res = self.res(l.slot)?;
         let index = res.waiters.iter().position(|w| *w == lease)?;
         let head = self.head_views(res);
         Some(self.position_at(res, index, l, &head, now))
@@ -1571,13 +1591,36 @@ impl LeaseTable {
         }
     }
 
-    fn drop_if_unused(&mut self, name: &Arc<str>) {
-        if let Some(res) = self.resources.get(name)
+    /// The resource in `slot`, in use or idle.
+    fn res(&self, slot: Slot) -> Option<&Resource> {
+        self.slots.get(slot.0)?.as_ref()
+    }
+
+    /// The resource in `slot`, to change.
+    fn res_mut(&mut self, slot: Slot) -> Option<&mut Resource> {
+        self.slots.get_mut(slot.0)?.as_mut()
+    }
+
+    /// Puts a resource coming into the table in a free slot, or a new one.
+    fn place(&mut self, res: Resource) -> Slot {
+        if let Some(slot) = self.free_slots.pop()
+            && let Some(free) = self.slots.get_mut(slot.0)
+            && free.is_none()
+        {
+            *free = Some(res);
+            return slot;
+        }
+        self.slots.push(Some(res));
+        Slot(self.slots.len() - 1)
+    }
+
+    fn drop_if_unused(&mut self, slot: Slot) {
+        if let Some(res) = self.res(slot)
             && !res.idle
             && res.holders.is_empty()
             && res.waiters.is_empty()
         {
-            self.forget_resource(name);
+            self.forget_resource(slot);
         }
     }
 
@@ -1585,15 +1628,15 @@ impl LeaseTable {
     /// it stays in the table, idle, as one of the last
     /// [`REMEMBERED_HOLD_TIMES`] to become idle (the first of them is let
     /// go when that is more); without one it is let go at once.
-    fn forget_resource(&mut self, name: &Arc<str>) {
-        let Some(res) = self.resources.get_mut(name) else {
+    fn forget_resource(&mut self, slot: Slot) {
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
             return;
         };
         if res.idle {
             return;
         }
         if res.typical_hold_ms.is_none() {
-            self.let_go(name);
+            self.let_go(slot);
             return;
         }
         // As a new resource has them; only the name, the typical hold
@@ -1617,20 +1660,22 @@ impl LeaseTable {
         if self.idle_order.len() == REMEMBERED_HOLD_TIMES
             && let Some(old) = self.idle_order.pop_front()
         {
-            match self.resources.get_mut(&old) {
-                Some(r) if r.idle => self.let_go(&old),
+            match self.slots.get_mut(old.0).and_then(Option::as_mut) {
+                Some(r) if r.idle => self.let_go(old),
                 Some(r) => r.remembered = false,
                 None => {}
             }
         }
-        self.idle_order.push_back(name.clone());
+        self.idle_order.push_back(slot);
     }
 
-    /// Removes a resource out of use from the table.
-    fn let_go(&mut self, name: &Arc<str>) {
-        let Some(res) = self.resources.remove(name) else {
+    /// Removes a resource out of use from the table, freeing its slot.
+    fn let_go(&mut self, slot: Slot) {
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::take) else {
             return;
         };
+        self.resources.remove(&res.name);
+        self.free_slots.push(slot);
         // Its (empty) lists go to the next resource that comes into the
         // table: a resource used by one lease at a time otherwise costs an
         // allocation and a free per Acquire + Release. Only small ones,

@@ -73,26 +73,23 @@ impl LeaseTable {
 
     /// The resource by name, if it is in use (an idle one is as absent).
     pub(super) fn resource(&self, name: &str) -> Option<&Resource> {
-        self.resources.get(name).filter(|r| !r.idle)
+        let slot = *self.resources.get(name)?;
+        self.res(slot).filter(|r| !r.idle)
     }
 
-    /// The state of a resource by name; an unused resource is shown empty.
-    pub(super) fn view_by_name(
-        &self,
-        name: &Arc<str>,
-        revision: Revision,
-        now: Millis,
-    ) -> ResourceView {
-        match self.resource(name) {
-            Some(res) => self.view(res, Some(now)),
-            None => ResourceView {
-                resource: name.clone(),
-                revision,
-                holders: Vec::new(),
-                waiters: Vec::new(),
-                capacity: self.configured.get(name).copied().unwrap_or(0),
-                permits_held: 0,
-            },
+    /// The state of a resource of the table at `revision`; an idle one is
+    /// shown empty, as a resource the table does not have.
+    pub(super) fn view_in(&self, res: &Resource, revision: Revision, now: Millis) -> ResourceView {
+        if !res.idle {
+            return self.view(res, Some(now));
+        }
+        ResourceView {
+            resource: res.name.clone(),
+            revision,
+            holders: Vec::new(),
+            waiters: Vec::new(),
+            capacity: self.configured.get(&res.name).copied().unwrap_or(0),
+            permits_held: 0,
         }
     }
 
@@ -108,8 +105,9 @@ impl LeaseTable {
         now: Option<Millis>,
     ) -> Vec<ResourceView> {
         let mut out: Vec<ResourceView> = if names.is_empty() {
-            self.resources
-                .values()
+            self.slots
+                .iter()
+                .flatten()
                 .filter(|r| !r.idle)
                 .map(|r| self.view(r, now))
                 .collect()
