@@ -5,22 +5,10 @@
 use std::sync::Arc;
 
 use super::{Lease, LeaseState, LeaseTable, Resource};
-use crate::core::{LeaseView, Millis, ResourceView, Revision};
+use crate::core::{FencingToken, LeaseView, Millis, ResourceView, Revision};
 
 pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
-    let (fencing, granted_at, queued_at, expires_at) = match l.state {
-        LeaseState::Waiting { queued_at, .. } => (None, None, Some(queued_at), None),
-        LeaseState::Held {
-            fencing,
-            granted_at,
-            expires_at,
-            queued_at,
-        } => {
-            // A detached holder's TTL does not run: it has no expiry.
-            let expires = l.detached_until.is_none().then_some(expires_at);
-            (Some(fencing), Some(granted_at), queued_at, expires)
-        }
-    };
+    let (fencing, granted_at, queued_at, expires_at) = times(&l.state, l.detached_until);
     LeaseView {
         lease_id: l.id,
         resource: l.resource.clone(),
@@ -37,6 +25,56 @@ pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
         detached: l.detached_until.is_some(),
         stalled: l.stalled,
         estimated_wait_ms: None,
+    }
+}
+
+/// As [`lease_view`] at position 0, for a lease that ended (its history
+/// line): its names, holder and progress move into the view rather than
+/// being copied.
+pub(super) fn ended_lease_view(l: Lease) -> LeaseView {
+    let (fencing, granted_at, queued_at, expires_at) = times(&l.state, l.detached_until);
+    LeaseView {
+        lease_id: l.id,
+        resource: l.resource,
+        mode: l.mode,
+        purpose: l.purpose,
+        holder: l.peer,
+        fencing,
+        progress: l.progress,
+        granted_at,
+        queued_at,
+        expires_at,
+        position: 0,
+        permits: l.permits,
+        detached: l.detached_until.is_some(),
+        stalled: l.stalled,
+        estimated_wait_ms: None,
+    }
+}
+
+/// A lease's fencing token, grant, queueing and expiry times, as a view
+/// shows them.
+fn times(
+    state: &LeaseState,
+    detached_until: Option<Millis>,
+) -> (
+    Option<FencingToken>,
+    Option<Millis>,
+    Option<Millis>,
+    Option<Millis>,
+) {
+    match *state {
+        LeaseState::Waiting { queued_at, .. } => (None, None, Some(queued_at), None),
+        LeaseState::Held {
+            fencing,
+            granted_at,
+            expires_at,
+            queued_at,
+        } => {
+            // A detached holder's TTL does not run: it has no expiry.
+            let expires = detached_until.is_none().then_some(expires_at);
+            (Some(fencing), Some(granted_at), queued_at, expires)
+        }
     }
 }
 
