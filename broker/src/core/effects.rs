@@ -196,20 +196,23 @@ pub(crate) struct Effects<'a> {
 }
 
 impl<'a> Effects<'a> {
-    /// A sink for one call.
+    /// A sink for one call; its changes go into `changes` (empty, kept
+    /// from an earlier call for its room).
     pub(crate) fn new(
         now: Millis,
         issuer: &'a mut Issuer,
         watches: &'a mut Watches,
         deadlines: &'a mut Deadlines,
         ended: &'a mut Vec<Ended>,
+        changes: Vec<Change>,
     ) -> Effects<'a> {
+        debug_assert!(changes.is_empty(), "a list of changes not emptied");
         Effects {
             now,
             issuer,
             watches,
             deadlines,
-            changes: Vec::new(),
+            changes,
             ended,
         }
     }

@@ -106,7 +106,16 @@ pub struct Core {
     deadlines: Deadlines,
     /// Leases that ended since the dispatch layer last took them.
     ended: Vec<Ended>,
+    /// A list of changes handed back empty by the dispatch layer
+    /// ([`Core::recycle_changes`]), for the next call to fill: a call that
+    /// tells someone something (a handoff's grant, a watch event) took an
+    /// allocation and a free for its list.
+    spare_changes: Vec<Change>,
 }
+
+/// The largest list of changes kept for reuse (a fan-out to many watchers
+/// makes one entry per watcher).
+const SPARE_CHANGES_ROOM: usize = 4096;
 
 impl Core {
     /// A core whose counters continue above what a previous run reserved,
@@ -131,6 +140,7 @@ impl Core {
             queues: QueueTable::new(config.queues.clone(), 0),
             deadlines: Deadlines::new(),
             ended: Vec::new(),
+            spare_changes: Vec::new(),
             config,
         };
         (core, reservation)
@@ -531,6 +541,7 @@ impl Core {
 
     /// The lease table, and a sink for the effects of one call on it.
     fn split(&mut self, now: Millis) -> (&mut LeaseTable, Effects<'_>) {
+        let changes = std::mem::take(&mut self.spare_changes);
         (
             &mut self.leases,
             Effects::new(
@@ -539,8 +550,21 @@ impl Core {
                 &mut self.watches,
                 &mut self.deadlines,
                 &mut self.ended,
+                changes,
             ),
         )
+    }
+
+    /// Hands back a list of changes the caller is done with, for a later
+    /// call to fill (its contents are dropped; a list larger than
+    /// [`SPARE_CHANGES_ROOM`] is let go).
+    pub fn recycle_changes(&mut self, mut changes: Vec<Change>) {
+        if changes.capacity() > self.spare_changes.capacity()
+            && changes.capacity() <= SPARE_CHANGES_ROOM
+        {
+            changes.clear();
+            self.spare_changes = changes;
+        }
     }
 
     /// The leases that ended since the last call, oldest first, for the

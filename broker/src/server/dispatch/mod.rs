@@ -539,11 +539,13 @@ impl Dispatcher {
         let mut own = Vec::new();
         if changes.is_empty() {
             self.record_ended();
+            self.core.recycle_changes(changes);
         } else {
-            let mut changes = changes;
-            self.write_first(&mut changes);
-            let others: Vec<Change>;
-            (own, others) = changes.into_iter().partition(|c| concerns(c, session));
+            // The others' changes stay in the core's list (handed back to
+            // it by `deliver`); the requester's are taken out, in order.
+            let mut others = changes;
+            self.write_first(&mut others);
+            own = others.extract_if(.., |c| concerns(c, session)).collect();
             self.deliver(others, now);
         }
         self.send_item(session, answer, true);
