@@ -69,6 +69,8 @@ use effects::{Deadline, Deadlines, Effects, Issuer};
 pub use leases::GLOBAL_PREFIX;
 use leases::LeaseTable;
 #[cfg(test)]
+use leases::REMEMBERED_HOLD_TIMES;
+#[cfg(test)]
 use leases::TOLD_PER_CALL;
 #[cfg(not(fuzzing))]
 use queues::QueueTable;
@@ -104,7 +106,16 @@ pub struct Core {
     deadlines: Deadlines,
     /// Leases that ended since the dispatch layer last took them.
     ended: Vec<Ended>,
+    /// A list of changes handed back empty by the dispatch layer
+    /// ([`Core::recycle_changes`]), for the next call to fill: a call that
+    /// tells someone something (a handoff's grant, a watch event) took an
+    /// allocation and a free for its list.
+    spare_changes: Vec<Change>,
 }
+
+/// The largest list of changes kept for reuse (a fan-out to many watchers
+/// makes one entry per watcher).
+const SPARE_CHANGES_ROOM: usize = 4096;
 
 impl Core {
     /// A core whose counters continue above what a previous run reserved,
@@ -129,6 +140,7 @@ impl Core {
             queues: QueueTable::new(config.queues.clone(), 0),
             deadlines: Deadlines::new(),
             ended: Vec::new(),
+            spare_changes: Vec::new(),
             config,
         };
         (core, reservation)
@@ -237,8 +249,15 @@ impl Core {
     }
 
     /// The earliest moment at which [`Core::expire`] has work to do.
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&mut self) -> Option<Millis> {
         self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// A moment no later than [`Core::next_deadline`], cheaper to ask
+    /// after every call: it may be that of a deadline removed since (a
+    /// lease released before its TTL), which [`Core::expire`] then skips.
+    pub fn deadline_bound(&self) -> Option<Millis> {
+        self.deadlines.bound()
     }
 
     /// The store made the counter reservation up to `until` durable (it was
@@ -522,6 +541,7 @@ impl Core {
 
     /// The lease table, and a sink for the effects of one call on it.
     fn split(&mut self, now: Millis) -> (&mut LeaseTable, Effects<'_>) {
+        let changes = std::mem::take(&mut self.spare_changes);
         (
             &mut self.leases,
             Effects::new(
@@ -530,8 +550,21 @@ impl Core {
                 &mut self.watches,
                 &mut self.deadlines,
                 &mut self.ended,
+                changes,
             ),
         )
+    }
+
+    /// Hands back a list of changes the caller is done with, for a later
+    /// call to fill (its contents are dropped; a list larger than
+    /// [`SPARE_CHANGES_ROOM`] is let go).
+    pub fn recycle_changes(&mut self, mut changes: Vec<Change>) {
+        if changes.capacity() > self.spare_changes.capacity()
+            && changes.capacity() <= SPARE_CHANGES_ROOM
+        {
+            changes.clear();
+            self.spare_changes = changes;
+        }
     }
 
     /// The leases that ended since the last call, oldest first, for the

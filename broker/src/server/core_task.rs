@@ -121,8 +121,11 @@ impl SharedCore {
         };
         s.seen = seen;
         // A new deadline before the one the core task sleeps until (a
-        // short TTL): wake it to sleep less.
-        if let Some(next) = s.d.next_deadline()
+        // short TTL): wake it to sleep less. (The bound is the new
+        // deadline then; it is earlier than the next one only after a
+        // deadline set and removed within the entry: a wake-up for
+        // nothing, rare.)
+        if let Some(next) = s.d.deadline_bound()
             && s.armed.is_none_or(|armed| next < armed)
         {
             s.armed = Some(next);

@@ -63,9 +63,10 @@ const SPARE_LISTS: usize = 64;
 /// a long queue is let go.
 const SPARE_LIST_ROOM: usize = 8;
 
-/// How many idle resources keep their typical hold time after they leave
-/// the table, so that the next wait estimate on them still knows it.
-const REMEMBERED_HOLD_TIMES: usize = 4096;
+/// How many idle resources stay in the table (marked idle) with their
+/// typical hold time, so that the next wait estimate on them still knows
+/// it, and the next request on them finds them in place.
+pub(crate) const REMEMBERED_HOLD_TIMES: usize = 4096;
 
 #[derive(Clone, Debug)]
 enum LeaseState {
@@ -82,10 +83,19 @@ enum LeaseState {
     },
 }
 
+/// Where a resource is in [`LeaseTable::slots`]: fixed while it is in the
+/// table (in use or idle), given to another resource after it is let go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Slot(usize);
+
 #[derive(Clone, Debug)]
 struct Lease {
     id: LeaseId,
     resource: Arc<str>,
+    /// Where its resource is: a lease finds it without hashing its name
+    /// (four lookups by name per Acquire + Release were ~430 instructions
+    /// of a cycle: issue 14).
+    slot: Slot,
     mode: Mode,
     purpose: Arc<str>,
     peer: Arc<Peer>,
@@ -134,6 +144,14 @@ struct Resource {
     /// A round of updates under way over a long queue: the waiters from
     /// this index on are told at the next call ([`TOLD_PER_CALL`] a call).
     telling_from: Option<usize>,
+    /// Out of use: nobody holds or waits, and the table answers as if it
+    /// did not have it (see [`LeaseTable::resource`]); it stays only so
+    /// that its typical hold time is remembered and so that the next
+    /// request on it finds its entry (an entry removed and inserted again
+    /// per Acquire + Release was ~450 instructions of a cycle: issue 14).
+    idle: bool,
+    /// Its name is in `idle_order` (it was idle once and not yet let go).
+    remembered: bool,
 }
 
 /// The lease limits, from the core's configuration.
@@ -162,21 +180,30 @@ impl Limits {
     }
 }
 
-/// Resources and leases. Resources with neither holders nor waiters are
-/// removed: the table only holds what is in use.
+/// Resources and leases. A resource with neither holders nor waiters is
+/// out of use: every question about it is answered as if the table did
+/// not have it; it is kept, marked idle, only while it is among the last
+/// [`REMEMBERED_HOLD_TIMES`] to become idle, for its typical hold time.
 pub(crate) struct LeaseTable {
     limits: Limits,
-    resources: Map<Arc<str>, Resource>,
+    /// Where each resource in the table is, by name.
+    resources: Map<Arc<str>, Slot>,
+    /// Resources in use, and (marked `idle`) recently idle ones; `None`
+    /// is a free slot, listed in `free_slots`.
+    slots: Vec<Option<Resource>>,
+    free_slots: Vec<Slot>,
     leases: Map<LeaseId, Lease>,
     /// Each session's leases, held or queued.
     by_session: Map<SessionId, Vec<LeaseId>>,
     next_lease: u64,
     endings: Map<LeaseId, Ending>,
     ending_order: VecDeque<LeaseId>,
-    /// Typical hold times of resources removed while idle (bounded).
-    idle_hold_times: Map<Arc<str>, u64>,
-    idle_order: VecDeque<Arc<str>>,
-    /// Requests waiting in queues, per uid (`--max-waiters-per-uid`).
+    /// Resources that became idle with a typical hold time, first idle
+    /// first (at most [`REMEMBERED_HOLD_TIMES`]); the first is let go from
+    /// the table (if still idle then) when another comes in.
+    idle_order: VecDeque<Slot>,
+    /// Requests waiting in queues, per uid (`--max-waiters-per-uid`); a
+    /// uid with none waiting may stay at 0 (see [`left_queue`]).
     waiting_per_uid: Map<u32, usize>,
     /// Capacities fixed by the broker's config file.
     configured: Map<Arc<str>, u32>,
@@ -192,7 +219,7 @@ pub(crate) struct LeaseTable {
     /// fleet last told: position, and the requests ahead (holders first).
     /// Shown instead of the local place while known.
     global_places: Map<LeaseId, (u32, Vec<LeaseView>)>,
-    /// Empty holder and waiter lists of resources that left the table,
+    /// Empty holder and waiter lists of resources let go from the table,
     /// for the next ones to come in (at most [`SPARE_LISTS`]).
     spare: Vec<(Vec<LeaseId>, VecDeque<LeaseId>)>,
     /// The purpose of every lease that gives none, shared (an `Arc<str>`
@@ -219,12 +246,13 @@ impl LeaseTable {
             global_places: Map::default(),
             waiting_per_uid: Map::default(),
             resources: Map::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             leases: Map::default(),
             by_session: Map::default(),
             next_lease: 0,
             endings: Map::default(),
             ending_order: VecDeque::new(),
-            idle_hold_times: Map::default(),
             idle_order: VecDeque::new(),
             owed: VecDeque::new(),
             no_purpose: Arc::from(""),
@@ -344,12 +372,14 @@ impl LeaseTable {
             });
         }
         // The resource is looked up once for every question below (its
-        // name was hashed at each of them: issue 14).
-        let existing = self.resources.get_key_value(req.resource.as_ref());
-        let (capacity, permits) = self.capacity_for(&req, existing.map(|(_, r)| r))?;
+        // name was hashed at each of them: issue 14). An idle one is
+        // answered for as if the table did not have it.
+        let entry = self.resources.get(req.resource.as_ref()).copied();
+        let existing = entry.and_then(|slot| self.res(slot)).filter(|r| !r.idle);
+        let (capacity, permits) = self.capacity_for(&req, existing)?;
         let free_now = match existing {
             None => true,
-            Some((_, res)) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
+            Some(res) => res.waiters.is_empty() && self.compatible(res, req.mode, permits),
         };
         let uid = peer.uid;
         let waiting = self.waiting_per_uid.get(&uid).copied().unwrap_or(0);
@@ -372,7 +402,7 @@ impl LeaseTable {
         }
         if !free_now && req.wait == WaitPolicy::NoWait {
             let holder = existing
-                .map(|(_, r)| self.describe_holders(r))
+                .map(|r| self.describe_holders(r))
                 .unwrap_or_default();
             return Err(CoreError::Busy {
                 resource: req.resource.into_owned(),
@@ -392,40 +422,38 @@ impl LeaseTable {
         } else {
             None
         };
-        let known = existing.map(|(k, _)| k.clone());
-        let (name, res) = match known {
-            Some(name) => {
-                let res = self.resources.get_mut(&name);
-                let Some(res) = res else {
-                    return Err(CoreError::Broken(
-                        "a resource left the table during a request",
-                    ));
-                };
-                (name, res)
-            }
+        let slot = match entry {
+            Some(slot) => slot,
             None => {
-                // A resource used before shares the name kept with its
-                // hold time, rather than copying the request's again.
-                let (name, typical_hold_ms) =
-                    match self.idle_hold_times.get_key_value(req.resource.as_ref()) {
-                        Some((name, t)) => (name.clone(), Some(*t)),
-                        None => (Arc::from(req.resource.as_ref()), None),
-                    };
+                let name: Arc<str> = Arc::from(req.resource.as_ref());
                 let (holders, waiters) = match self.spare.pop() {
                     Some((holders, waiters)) => (holders, waiters),
                     None => (Vec::new(), VecDeque::new()),
                 };
-                let res = self.resources.entry(name.clone()).or_insert(Resource {
+                let slot = self.place(Resource {
                     name: name.clone(),
-                    typical_hold_ms,
                     capacity,
                     holders,
                     waiters,
                     ..Resource::default()
                 });
-                (name, res)
+                self.resources.insert(name, slot);
+                slot
             }
         };
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
+            return Err(CoreError::Broken(
+                "a resource left the table during a request",
+            ));
+        };
+        if res.idle {
+            // Back in use, with its typical hold time and the capacity of
+            // this request (`forget_resource` left the rest as a new
+            // resource has it).
+            res.idle = false;
+            res.capacity = capacity;
+        }
+        let name = res.name.clone();
         if straight.is_some() {
             res.holders.push(id);
         } else {
@@ -437,7 +465,8 @@ impl LeaseTable {
             id,
             Lease {
                 id,
-                resource: name.clone(),
+                resource: name,
+                slot,
                 mode: req.mode,
                 purpose: if req.purpose.is_empty() {
                     // Most requests say no purpose: one shared empty text.
@@ -466,7 +495,7 @@ impl LeaseTable {
         self.by_session.entry(session).or_default().push(id);
 
         if let Some(fencing) = straight {
-            if let Some((_, g)) = self.hold(&name, id, fencing, fx) {
+            if let Some((_, g)) = self.hold(slot, id, fencing, fx) {
                 return Ok(AcquireOutcome::Granted(g));
             }
             debug_assert!(false, "lease {id} vanished as it was granted");
@@ -477,21 +506,20 @@ impl LeaseTable {
         // asked for the next block).
         if free_now && is_global(&req.resource) {
             // Straight through the queue: granted without a QUEUED event.
-            if let Some(g) = self.grant_head(&name, fx) {
+            if let Some(g) = self.grant_head(slot, fx) {
                 return Ok(AcquireOutcome::Granted(g));
             }
         }
         if let Some(at) = give_up_at {
             fx.deadlines.insert((at, Deadline::Lease(id)));
         }
-        self.state_changed(&name, EventKind::Queued, Cause::None, fx);
+        self.state_changed(slot, EventKind::Queued, Cause::None, fx);
         // It joined at the back: its place is known without a search of
         // the queue (which made queueing n waiters quadratic).
-        let position = self.resources.get(&name).and_then(|res| {
+        let position = self.res(slot).and_then(|res| {
             let index = res.waiters.len().checked_sub(1)?;
             let l = self.leases.get(&id)?;
-            (res.waiters.back() == Some(&id))
-                .then(|| self.position_at(res, index, l, &self.head_views(res), now))
+            (res.waiters.back() == Some(&id)).then(|| self.position_of(res, index, l, now))
         });
         let Some(position) = position else {
             debug_assert!(false, "lease {id} left the queue it just joined");
@@ -553,10 +581,10 @@ impl LeaseTable {
         if !matches!(l.state, LeaseState::Waiting { .. }) || !is_global(&l.resource) {
             return;
         }
-        let name = l.resource.clone();
+        let slot = l.slot;
         self.admitted.insert(lease, token);
-        if self.promote(&name, fx) {
-            self.notify_waiters(&name, 0, fx);
+        if self.promote(slot, fx) {
+            self.notify_waiters(slot, 0, fx);
         }
     }
 
@@ -597,8 +625,9 @@ impl LeaseTable {
         self.global_places.clear();
         let detail: Arc<str> = Arc::from(detail);
         let mut held: Vec<LeaseId> = self
-            .resources
-            .values()
+            .slots
+            .iter()
+            .flatten()
             .filter(|r| is_global(&r.name))
             .flat_map(|r| r.holders.iter().copied())
             .collect();
@@ -645,7 +674,7 @@ impl LeaseTable {
                 total: progress.total,
             }));
         }
-        let resource = l.resource.clone();
+        let slot = l.slot;
         if let Some(l) = self.leases.get_mut(&lease) {
             l.progress = Some(progress);
             // Progress clears a stall and restarts its clock.
@@ -659,8 +688,8 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(lease)));
             }
         }
-        self.state_changed(&resource, EventKind::Progress, Cause::None, fx);
-        self.notify_waiters(&resource, 0, fx);
+        self.state_changed(slot, EventKind::Progress, Cause::None, fx);
+        self.notify_waiters(slot, 0, fx);
         Ok(())
     }
 
@@ -708,9 +737,9 @@ impl LeaseTable {
             peer: l.peer.clone(),
             after_ms: l.stall_after_ms,
         };
-        let name = l.resource.clone();
-        self.state_changed(&name, EventKind::Stalled, cause, fx);
-        self.notify_waiters(&name, 0, fx);
+        let slot = l.slot;
+        self.state_changed(slot, EventKind::Stalled, cause, fx);
+        self.notify_waiters(slot, 0, fx);
     }
 
     /// Takes back a detached lease or queue place for `peer` (a new
@@ -758,7 +787,7 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(lease)));
             }
         }
-        let name = l.resource.clone();
+        let slot = l.slot;
         let grant = match l.state {
             LeaseState::Held { fencing, .. } => Some(Grant {
                 lease_id: lease,
@@ -770,7 +799,7 @@ impl LeaseTable {
         };
         self.by_session.entry(session).or_default().push(lease);
         let cause = Cause::Reattached { lease, peer };
-        self.state_changed(&name, EventKind::Reattached, cause, fx);
+        self.state_changed(slot, EventKind::Reattached, cause, fx);
         match grant {
             Some(g) => Ok(AcquireOutcome::Granted(g)),
             None => match self.queue_position(lease, now) {
@@ -793,10 +822,12 @@ impl LeaseTable {
     ) -> Result<(), CoreError> {
         check_name("resource", resource)?;
         check_text("reason", &request.reason)?;
-        let Some((name, res)) = self.resources.get_key_value(resource) else {
+        let Some(&slot) = self.resources.get(resource) else {
             return Ok(());
         };
-        let name = name.clone();
+        let Some(res) = self.res(slot) else {
+            return Ok(());
+        };
         let holders = res.holders.clone();
         if holders.is_empty() {
             return Ok(());
@@ -825,7 +856,7 @@ impl LeaseTable {
             }
         }
         let cause = Cause::YieldRequested(request.clone());
-        self.state_changed(&name, EventKind::YieldRequested, cause, fx);
+        self.state_changed(slot, EventKind::YieldRequested, cause, fx);
         if request.revoke && request.within_ms == 0 {
             let mut from = usize::MAX;
             for h in holders {
@@ -834,7 +865,7 @@ impl LeaseTable {
                 }
             }
             if from != usize::MAX {
-                self.settle(&name, from, fx);
+                self.settle(slot, from, fx);
             }
         }
         Ok(())
@@ -859,8 +890,8 @@ impl LeaseTable {
             peer: l.peer.clone(),
             reason: Arc::from(reason),
         };
-        let name = l.resource.clone();
-        self.state_changed(&name, EventKind::YieldDeclined, cause, fx);
+        let slot = l.slot;
+        self.state_changed(slot, EventKind::YieldDeclined, cause, fx);
         Ok(())
     }
 
@@ -884,8 +915,8 @@ impl LeaseTable {
             peer: l.peer.clone(),
             grace_ms: l.detach_grace_ms,
         };
-        let name = l.resource.clone();
-        self.state_changed(&name, EventKind::Detached, cause, fx);
+        let slot = l.slot;
+        self.state_changed(slot, EventKind::Detached, cause, fx);
     }
 
     /// The session is gone: every lease of it leaves first, and only then
@@ -893,25 +924,22 @@ impl LeaseTable {
     /// another of the departing session's own queued requests on its way
     /// out).
     pub(crate) fn goodbye(&mut self, session: SessionId, fx: &mut Effects) {
-        let mut touched: Vec<(Arc<str>, usize)> = Vec::new();
+        let mut touched: Vec<(Slot, usize)> = Vec::new();
         let leases = self.by_session.remove(&session).unwrap_or_default();
         // Its waiters leave their queues first, in one pass per queue: one
         // search of the queue per waiter made a connection with a thousand
         // waiters in a queue of 50 000 cost fifty million steps to close.
-        let mut leaving: Map<Arc<str>, std::collections::HashSet<LeaseId>> = Map::default();
+        let mut leaving: Map<Slot, std::collections::HashSet<LeaseId>> = Map::default();
         for lease in &leases {
             if let Some(l) = self.leases.get(lease)
                 && l.detach_grace_ms == 0
                 && matches!(l.state, LeaseState::Waiting { .. })
             {
-                leaving
-                    .entry(l.resource.clone())
-                    .or_default()
-                    .insert(*lease);
+                leaving.entry(l.slot).or_default().insert(*lease);
             }
         }
-        for (name, gone) in &leaving {
-            let Some(res) = self.resources.get_mut(name) else {
+        for (&slot, gone) in &leaving {
+            let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
                 continue;
             };
             let mut index = 0;
@@ -925,7 +953,7 @@ impl LeaseTable {
                 stays
             });
             if let Some(first) = first {
-                touched.push((name.clone(), first));
+                touched.push((slot, first));
             }
         }
         for lease in leases {
@@ -937,17 +965,17 @@ impl LeaseTable {
                 self.keep_detached(lease, fx);
                 continue;
             }
-            let Some((name, from)) = self.detach_lease_from(lease, Ending::Disconnected, fx, true)
+            let Some((slot, from)) = self.detach_lease_from(lease, Ending::Disconnected, fx, true)
             else {
                 continue;
             };
-            match touched.iter_mut().find(|(n, _)| *n == name) {
+            match touched.iter_mut().find(|(s, _)| *s == slot) {
                 Some((_, first)) => *first = (*first).min(from),
-                None => touched.push((name, from)),
+                None => touched.push((slot, from)),
             }
         }
-        for (name, from) in touched {
-            self.settle(&name, from, fx);
+        for (slot, from) in touched {
+            self.settle(slot, from, fx);
         }
     }
 
@@ -959,20 +987,6 @@ impl LeaseTable {
         }
         self.ending_order.push_back(lease);
         self.endings.insert(lease, ending);
-    }
-
-    fn remember_hold_time(&mut self, name: &Arc<str>, typical_hold_ms: u64) {
-        if let Some(t) = self.idle_hold_times.get_mut(name) {
-            *t = typical_hold_ms;
-            return;
-        }
-        if self.idle_order.len() == REMEMBERED_HOLD_TIMES
-            && let Some(old) = self.idle_order.pop_front()
-        {
-            self.idle_hold_times.remove(&old);
-        }
-        self.idle_order.push_back(name.clone());
-        self.idle_hold_times.insert(name.clone(), typical_hold_ms);
     }
 
     /// The lease, if `session` owns it and it is still alive.
@@ -1036,38 +1050,41 @@ impl LeaseTable {
         }
     }
 
-    /// Records a change of `name`'s state under a new revision and hands
+    /// Records a change of the state of the resource in `slot` under a new revision and hands
     /// the event to its watchers.
-    fn state_changed(&mut self, name: &Arc<str>, kind: EventKind, cause: Cause, fx: &mut Effects) {
+    fn state_changed(&mut self, slot: Slot, kind: EventKind, cause: Cause, fx: &mut Effects) {
         let revision = fx.next_revision();
-        if let Some(res) = self.resources.get_mut(name) {
+        if let Some(res) = self.res_mut(slot) {
             res.revision = revision;
         }
-        self.notify(name, revision, kind, cause, fx);
+        self.notify(slot, revision, kind, cause, fx);
     }
 
     /// As [`LeaseTable::state_changed`], for a caller that already gave
-    /// the resource its new `revision` (it had the resource at hand: one
-    /// lookup of the name fewer, issue 14).
+    /// the resource its new `revision` (it had the resource at hand).
     fn notify(
-        &mut self,
-        name: &Arc<str>,
+        &self,
+        slot: Slot,
         revision: super::Revision,
         kind: EventKind,
         cause: Cause,
         fx: &mut Effects,
     ) {
+        let Some(res) = self.res(slot) else {
+            debug_assert!(false, "a change of a resource not in the table");
+            return;
+        };
         let now = fx.now;
-        fx.notify_watchers(name, revision, kind, cause, |revision| {
-            self.view_by_name(name, revision, now)
+        fx.notify_watchers(&res.name, revision, kind, cause, |revision| {
+            self.view_in(res, revision, now)
         });
     }
 
     /// The one way a lease ends: [`LeaseTable::detach_lease`], then
     /// [`LeaseTable::settle`] its resource.
     fn end_lease(&mut self, lease: LeaseId, ending: Ending, fx: &mut Effects) {
-        if let Some((name, from)) = self.detach_lease(lease, ending, fx) {
-            self.settle(&name, from, fx);
+        if let Some((slot, from)) = self.detach_lease(lease, ending, fx) {
+            self.settle(slot, from, fx);
         }
     }
 
@@ -1081,7 +1098,7 @@ impl LeaseTable {
         lease: LeaseId,
         ending: Ending,
         fx: &mut Effects,
-    ) -> Option<(Arc<str>, usize)> {
+    ) -> Option<(Slot, usize)> {
         self.detach_lease_from(lease, ending, fx, false)
     }
 
@@ -1094,7 +1111,7 @@ impl LeaseTable {
         ending: Ending,
         fx: &mut Effects,
         dequeued: bool,
-    ) -> Option<(Arc<str>, usize)> {
+    ) -> Option<(Slot, usize)> {
         let l = self.leases.remove(&lease)?;
         self.remember_ending(lease, ending);
         if let Some(until) = l.detached_until {
@@ -1109,7 +1126,7 @@ impl LeaseTable {
         if let Some(mine) = self.by_session.get_mut(&l.peer.session) {
             mine.retain(|x| *x != lease);
         }
-        let res = self.resources.get_mut(&l.resource)?;
+        let res = self.slots.get_mut(l.slot.0).and_then(Option::as_mut)?;
         let (was_holder, waiter_index) = match l.state {
             LeaseState::Held {
                 expires_at,
@@ -1194,59 +1211,59 @@ impl LeaseTable {
             );
         }
         // One line of the resource's history: the dispatch layer records it.
+        let slot = l.slot;
         fx.ended(super::Ended {
-            lease: views::lease_view(&l, 0),
+            lease: views::ended_lease_view(l),
             at: fx.now,
             kind,
             cause: cause.clone(),
         });
-        let name = l.resource.clone();
-        self.notify(&name, revision, kind, cause, fx);
-        Some((name, waiter_index))
+        self.notify(slot, revision, kind, cause, fx);
+        Some((slot, waiter_index))
     }
 
-    /// After leases of `name` ended: grants whoever can go now, then tells
+    /// After leases of the resource in `slot` ended: grants whoever can go now, then tells
     /// the waiters where they stand (all of them after a grant, else those
     /// from index `from` on), and forgets the resource if nobody uses it.
-    fn settle(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
-        let Some(res) = self.resources.get(name) else {
+    fn settle(&mut self, slot: Slot, from: usize, fx: &mut Effects) {
+        let Some(res) = self.res(slot) else {
             return;
         };
         if res.waiters.is_empty() && res.owed_from.is_none() {
             // Nobody to grant, nobody owed an update: what `promote` and
-            // `notify_waiters` would find, without looking the name up
-            // three more times (issue 14).
+            // `notify_waiters` would find.
             if res.holders.is_empty() {
-                self.forget_resource(name);
+                self.forget_resource(slot);
             }
             return;
         }
-        let granted = self.promote(name, fx);
-        self.notify_waiters(name, if granted { 0 } else { from }, fx);
-        self.drop_if_unused(name);
+        let granted = self.promote(slot, fx);
+        self.notify_waiters(slot, if granted { 0 } else { from }, fx);
+        self.drop_if_unused(slot);
     }
 
     /// Grants, on every resource, the waiters that could have been granted
     /// had their fencing tokens been durable (after the store caught up).
     pub(crate) fn settle_all(&mut self, fx: &mut Effects) {
-        let waiting: Vec<Arc<str>> = self
-            .resources
+        let waiting: Vec<Slot> = self
+            .slots
             .iter()
-            .filter(|(_, r)| !r.waiters.is_empty())
-            .map(|(name, _)| name.clone())
+            .enumerate()
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| !r.waiters.is_empty()))
+            .map(|(i, _)| Slot(i))
             .collect();
-        for name in waiting {
-            if self.promote(&name, fx) {
-                self.notify_waiters(&name, 0, fx);
+        for slot in waiting {
+            if self.promote(slot, fx) {
+                self.notify_waiters(slot, 0, fx);
             }
         }
     }
 
     /// Grants waiters from the head for as long as they fit beside the
     /// holders, telling each grantee. Returns whether anyone was granted.
-    fn promote(&mut self, name: &Arc<str>, fx: &mut Effects) -> bool {
+    fn promote(&mut self, slot: Slot, fx: &mut Effects) -> bool {
         let mut any = false;
-        while let Some((session, grant)) = self.grant_head_to(name, fx) {
+        while let Some((session, grant)) = self.grant_head_to(slot, fx) {
             any = true;
             // A detached grantee learns of its grant when it re-attaches.
             if let Some(session) = session {
@@ -1258,50 +1275,51 @@ impl LeaseTable {
 
     /// Grants the head waiter if it fits beside the holders, emitting the
     /// GRANTED state event. The caller tells the grantee.
-    fn grant_head(&mut self, name: &Arc<str>, fx: &mut Effects) -> Option<Grant> {
-        self.grant_head_to(name, fx).map(|(_, grant)| grant)
+    fn grant_head(&mut self, slot: Slot, fx: &mut Effects) -> Option<Grant> {
+        self.grant_head_to(slot, fx).map(|(_, grant)| grant)
     }
 
     /// As [`LeaseTable::grant_head`], with the grantee's session (none
     /// while it is detached).
     fn grant_head_to(
         &mut self,
-        name: &Arc<str>,
+        slot: Slot,
         fx: &mut Effects,
     ) -> Option<(Option<SessionId>, Grant)> {
-        let res = self.resources.get(name)?;
+        let res = self.res(slot)?;
         let head = *res.waiters.front()?;
         let l = self.leases.get(&head)?;
         if !self.compatible(res, l.mode, l.permits) {
             return None;
         }
+        let global = is_global(&res.name);
         // A `global/` head goes only once the fleet admitted it, with the
         // token etcd gave it. Otherwise: no durable token, no grant: the
         // head waits until the store has reserved the next block (see
         // `Issuer`).
-        let fencing = if is_global(name) {
+        let fencing = if global {
             let token = self.admitted.remove(&head)?;
             self.global_places.remove(&head);
             token
         } else {
             fx.take_fencing()?
         };
-        let res = self.resources.get_mut(name)?;
+        let res = self.slots.get_mut(slot.0).and_then(Option::as_mut)?;
         res.waiters.pop_front();
         res.holders.push(head);
         if let Some(l) = self.leases.get(&head) {
             left_queue(&mut self.waiting_per_uid, l.peer.uid);
         }
-        self.hold(name, head, fencing, fx)
+        self.hold(slot, head, fencing, fx)
     }
 
-    /// Makes `lease`, already among the holders of `name` and out of its
+    /// Makes `lease`, already among the holders of the resource in `slot` and out of its
     /// queue, a held lease with `fencing`: its state, its deadlines, the
     /// GRANTED state event. The caller tells the grantee (the session
     /// returned, none while it is detached).
     fn hold(
         &mut self,
-        name: &Arc<str>,
+        slot: Slot,
         head: LeaseId,
         fencing: FencingToken,
         fx: &mut Effects,
@@ -1349,11 +1367,11 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(head)));
             }
         }
-        self.state_changed(name, EventKind::Granted, cause, fx);
+        self.state_changed(slot, EventKind::Granted, cause, fx);
         Some((session, grant))
     }
 
-    /// The waiters of `name` from index `from` (0-based) on are owed
+    /// The waiters of the resource in `slot` from index `from` (0-based) on are owed
     /// their new place (or the head's new progress). Paced per resource,
     /// hence per waiter: when its waiters were told less than
     /// `waiter_update_interval_ms` ago, nothing is sent now; the resource
@@ -1364,9 +1382,9 @@ impl LeaseTable {
     /// ten times a second, or waiters churning at the head, cost each
     /// waiter a few updates a second, never one per change; grants and
     /// losses are not paced (they are not `Queued` updates).
-    fn notify_waiters(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
+    fn notify_waiters(&mut self, slot: Slot, from: usize, fx: &mut Effects) {
         let limits = self.limits;
-        let Some(res) = self.resources.get_mut(name) else {
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
             return;
         };
         if from >= res.waiters.len() && res.owed_from.is_none() {
@@ -1384,28 +1402,28 @@ impl LeaseTable {
             let listed = res.telling_from.is_some();
             res.owed_from = Some(from);
             if !listed {
-                self.owed.push_back(name.clone());
+                self.owed.push_back(res.name.clone());
                 fx.deadlines.insert((due, Deadline::WaiterUpdates));
             }
             return;
         }
-        self.start_round(name, from, fx);
+        self.start_round(slot, from, fx);
     }
 
-    /// Tells the waiters of `name` from `from` on where they stand, now:
+    /// Tells the waiters of the resource in `slot` from `from` on where they stand, now:
     /// the first [`TOLD_PER_CALL`] at once, the rest in later calls (one
     /// chunk per turn of the core task, so that it answers others in
     /// between).
-    fn start_round(&mut self, name: &Arc<str>, from: usize, fx: &mut Effects) {
-        let rest = self.tell_waiters(name, from, fx);
-        let Some(res) = self.resources.get_mut(name) else {
+    fn start_round(&mut self, slot: Slot, from: usize, fx: &mut Effects) {
+        let rest = self.tell_waiters(slot, from, fx);
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
             return;
         };
         res.told_at = Some(fx.now);
         res.telling_from = rest;
         if rest.is_some() {
             if res.owed_from.is_none() {
-                self.owed.push_back(name.clone());
+                self.owed.push_back(res.name.clone());
             }
             fx.deadlines.insert((fx.now + 1, Deadline::WaiterUpdates));
         }
@@ -1420,13 +1438,16 @@ impl LeaseTable {
             let Some(name) = self.owed.pop_front() else {
                 break;
             };
-            let Some(cursor) = self.resources.get(&name).map(|r| r.telling_from) else {
+            let Some(&slot) = self.resources.get(&name) else {
                 // Unused since: nobody is left to tell.
                 continue;
             };
+            let Some(cursor) = self.res(slot).map(|r| r.telling_from) else {
+                continue;
+            };
             if let Some(cursor) = cursor {
-                let rest = self.tell_waiters(&name, cursor, fx);
-                let Some(res) = self.resources.get_mut(&name) else {
+                let rest = self.tell_waiters(slot, cursor, fx);
+                let Some(res) = self.res_mut(slot) else {
                     continue;
                 };
                 res.telling_from = rest;
@@ -1436,7 +1457,7 @@ impl LeaseTable {
                     continue;
                 }
             }
-            let Some(res) = self.resources.get_mut(&name) else {
+            let Some(res) = self.res_mut(slot) else {
                 continue;
             };
             let Some(from) = res.owed_from else {
@@ -1450,7 +1471,7 @@ impl LeaseTable {
                 continue;
             }
             res.owed_from = None;
-            self.start_round(&name, from, fx);
+            self.start_round(slot, from, fx);
         }
     }
 
@@ -1460,8 +1481,8 @@ impl LeaseTable {
     /// the queue per waiter, which made a progress report with 50 000
     /// waiters quadratic), and the views of the holders and of the head of
     /// the queue are built once for all of them.
-    fn tell_waiters(&self, name: &Arc<str>, from: usize, fx: &mut Effects) -> Option<usize> {
-        let res = self.resources.get(name)?;
+    fn tell_waiters(&self, slot: Slot, from: usize, fx: &mut Effects) -> Option<usize> {
+        let res = self.res(slot)?;
         let head = self.head_views(res);
         for (index, &w) in res
             .waiters
@@ -1483,21 +1504,25 @@ impl LeaseTable {
     /// Where a waiting lease stands, with what is ahead and an estimate.
     fn queue_position(&self, lease: LeaseId, now: Millis) -> Option<QueuePosition> {
         let l = self.leases.get(&lease)?;
-        let res = self.resources.get(&l.resource)?;
+        let res = self.res(l.slot)?;
         let index = res.waiters.iter().position(|w| *w == lease)?;
-        let head = self.head_views(res);
-        Some(self.position_at(res, index, l, &head, now))
+        Some(self.position_of(res, index, l, now))
     }
 
     /// The holders, then the first waiters, as `ahead` shows them: at most
     /// [`MAX_AHEAD`] in all.
     fn head_views(&self, res: &Resource) -> Vec<LeaseView> {
+        self.head_views_upto(res, MAX_AHEAD)
+    }
+
+    /// The first `n` of [`LeaseTable::head_views`].
+    fn head_views_upto(&self, res: &Resource, n: usize) -> Vec<LeaseView> {
         let mut head: Vec<LeaseView> = res
             .holders
             .iter()
             .chain(res.waiters.iter())
             .filter_map(|id| self.leases.get(id))
-            .take(MAX_AHEAD)
+            .take(n.min(MAX_AHEAD))
             .map(|a| views::lease_view(a, 0))
             .collect();
         for (i, v) in head.iter_mut().enumerate().skip(res.holders.len()) {
@@ -1507,7 +1532,7 @@ impl LeaseTable {
     }
 
     /// The position of the waiter at `index` of `res`'s queue; `head` from
-    /// [`LeaseTable::head_views`].
+    /// [`LeaseTable::head_views`] (for telling many waiters).
     fn position_at(
         &self,
         res: &Resource,
@@ -1515,6 +1540,31 @@ impl LeaseTable {
         l: &Lease,
         head: &[LeaseView],
         now: Millis,
+    ) -> QueuePosition {
+        self.position_with(res, index, l, now, |before| {
+            head[..before.min(head.len())].to_vec()
+        })
+    }
+
+    /// As [`LeaseTable::position_at`], for one waiter: only the views
+    /// ahead of it are made (the head of the queue made in full, then
+    /// copied in part, was ~1 150 instructions of a queued Acquire).
+    fn position_of(&self, res: &Resource, index: usize, l: &Lease, now: Millis) -> QueuePosition {
+        self.position_with(res, index, l, now, |before| {
+            self.head_views_upto(res, before)
+        })
+    }
+
+    /// The position of the waiter at `index` of `res`'s queue, the views
+    /// of the `before` requests ahead of it (holders first) made by
+    /// `ahead(before)`, unless the fleet placed it.
+    fn position_with(
+        &self,
+        res: &Resource,
+        index: usize,
+        l: &Lease,
+        now: Millis,
+        ahead: impl FnOnce(usize) -> Vec<LeaseView>,
     ) -> QueuePosition {
         if let Some((position, ahead)) = self.global_places.get(&l.id) {
             return QueuePosition {
@@ -1525,11 +1575,10 @@ impl LeaseTable {
                 resume_token: l.resume_token,
             };
         }
-        let before = (res.holders.len() + index).min(head.len());
         QueuePosition {
             lease_id: l.id,
             position: index as u32 + 1,
-            ahead: head[..before].to_vec(),
+            ahead: ahead(res.holders.len() + index),
             estimated_wait_ms: self.estimate_wait(res, index, now),
             resume_token: l.resume_token,
         }
@@ -1571,24 +1620,91 @@ impl LeaseTable {
         }
     }
 
-    fn drop_if_unused(&mut self, name: &Arc<str>) {
-        if let Some(res) = self.resources.get(name)
+    /// The resource in `slot`, in use or idle.
+    fn res(&self, slot: Slot) -> Option<&Resource> {
+        self.slots.get(slot.0)?.as_ref()
+    }
+
+    /// The resource in `slot`, to change.
+    fn res_mut(&mut self, slot: Slot) -> Option<&mut Resource> {
+        self.slots.get_mut(slot.0)?.as_mut()
+    }
+
+    /// Puts a resource coming into the table in a free slot, or a new one.
+    fn place(&mut self, res: Resource) -> Slot {
+        if let Some(slot) = self.free_slots.pop()
+            && let Some(free) = self.slots.get_mut(slot.0)
+            && free.is_none()
+        {
+            *free = Some(res);
+            return slot;
+        }
+        self.slots.push(Some(res));
+        Slot(self.slots.len() - 1)
+    }
+
+    fn drop_if_unused(&mut self, slot: Slot) {
+        if let Some(res) = self.res(slot)
+            && !res.idle
             && res.holders.is_empty()
             && res.waiters.is_empty()
         {
-            self.forget_resource(name);
+            self.forget_resource(slot);
         }
     }
 
-    /// Takes a resource nobody uses out of the table, remembering its
-    /// typical hold time.
-    fn forget_resource(&mut self, name: &Arc<str>) {
-        let Some(res) = self.resources.remove(name) else {
+    /// Takes a resource nobody uses out of use. With a typical hold time
+    /// it stays in the table, idle, as one of the last
+    /// [`REMEMBERED_HOLD_TIMES`] to become idle (the first of them is let
+    /// go when that is more); without one it is let go at once.
+    fn forget_resource(&mut self, slot: Slot) {
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(t) = res.typical_hold_ms {
-            self.remember_hold_time(&res.name, t);
+        if res.idle {
+            return;
         }
+        if res.typical_hold_ms.is_none() {
+            self.let_go(slot);
+            return;
+        }
+        // As a new resource has them; only the name, the typical hold
+        // time and (small) lists stay.
+        res.idle = true;
+        res.revision = super::Revision::default();
+        res.capacity = 0;
+        res.told_at = None;
+        res.owed_from = None;
+        res.telling_from = None;
+        if res.holders.capacity() > SPARE_LIST_ROOM {
+            res.holders = Vec::new();
+        }
+        if res.waiters.capacity() > SPARE_LIST_ROOM {
+            res.waiters = VecDeque::new();
+        }
+        if res.remembered {
+            return;
+        }
+        res.remembered = true;
+        if self.idle_order.len() == REMEMBERED_HOLD_TIMES
+            && let Some(old) = self.idle_order.pop_front()
+        {
+            match self.slots.get_mut(old.0).and_then(Option::as_mut) {
+                Some(r) if r.idle => self.let_go(old),
+                Some(r) => r.remembered = false,
+                None => {}
+            }
+        }
+        self.idle_order.push_back(slot);
+    }
+
+    /// Removes a resource out of use from the table, freeing its slot.
+    fn let_go(&mut self, slot: Slot) {
+        let Some(res) = self.slots.get_mut(slot.0).and_then(Option::take) else {
+            return;
+        };
+        self.resources.remove(&res.name);
+        self.free_slots.push(slot);
         // Its (empty) lists go to the next resource that comes into the
         // table: a resource used by one lease at a time otherwise costs an
         // allocation and a free per Acquire + Release. Only small ones,
@@ -1617,12 +1733,12 @@ pub(crate) fn is_global(name: &str) -> bool {
 /// Names arbitrated by the fleet begin with this.
 pub const GLOBAL_PREFIX: &str = "global/";
 
-/// One of `uid`'s requests left a queue (granted or ended).
+/// One of `uid`'s requests left a queue (granted or ended). Its count
+/// stays in the map at 0: a uid whose request queues and is granted in
+/// turn (a contended handoff) costs no remove and insert each time, and
+/// the map holds one entry per local user that ever queued.
 fn left_queue(waiting: &mut Map<u32, usize>, uid: u32) {
     if let Some(n) = waiting.get_mut(&uid) {
         *n = n.saturating_sub(1);
-        if *n == 0 {
-            waiting.remove(&uid);
-        }
     }
 }

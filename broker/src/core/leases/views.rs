@@ -5,22 +5,10 @@
 use std::sync::Arc;
 
 use super::{Lease, LeaseState, LeaseTable, Resource};
-use crate::core::{LeaseView, Millis, ResourceView, Revision};
+use crate::core::{FencingToken, LeaseView, Millis, ResourceView, Revision};
 
 pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
-    let (fencing, granted_at, queued_at, expires_at) = match l.state {
-        LeaseState::Waiting { queued_at, .. } => (None, None, Some(queued_at), None),
-        LeaseState::Held {
-            fencing,
-            granted_at,
-            expires_at,
-            queued_at,
-        } => {
-            // A detached holder's TTL does not run: it has no expiry.
-            let expires = l.detached_until.is_none().then_some(expires_at);
-            (Some(fencing), Some(granted_at), queued_at, expires)
-        }
-    };
+    let (fencing, granted_at, queued_at, expires_at) = times(&l.state, l.detached_until);
     LeaseView {
         lease_id: l.id,
         resource: l.resource.clone(),
@@ -37,6 +25,56 @@ pub(super) fn lease_view(l: &Lease, position: u32) -> LeaseView {
         detached: l.detached_until.is_some(),
         stalled: l.stalled,
         estimated_wait_ms: None,
+    }
+}
+
+/// As [`lease_view`] at position 0, for a lease that ended (its history
+/// line): its names, holder and progress move into the view rather than
+/// being copied.
+pub(super) fn ended_lease_view(l: Lease) -> LeaseView {
+    let (fencing, granted_at, queued_at, expires_at) = times(&l.state, l.detached_until);
+    LeaseView {
+        lease_id: l.id,
+        resource: l.resource,
+        mode: l.mode,
+        purpose: l.purpose,
+        holder: l.peer,
+        fencing,
+        progress: l.progress,
+        granted_at,
+        queued_at,
+        expires_at,
+        position: 0,
+        permits: l.permits,
+        detached: l.detached_until.is_some(),
+        stalled: l.stalled,
+        estimated_wait_ms: None,
+    }
+}
+
+/// A lease's fencing token, grant, queueing and expiry times, as a view
+/// shows them.
+fn times(
+    state: &LeaseState,
+    detached_until: Option<Millis>,
+) -> (
+    Option<FencingToken>,
+    Option<Millis>,
+    Option<Millis>,
+    Option<Millis>,
+) {
+    match *state {
+        LeaseState::Waiting { queued_at, .. } => (None, None, Some(queued_at), None),
+        LeaseState::Held {
+            fencing,
+            granted_at,
+            expires_at,
+            queued_at,
+        } => {
+            // A detached holder's TTL does not run: it has no expiry.
+            let expires = detached_until.is_none().then_some(expires_at);
+            (Some(fencing), Some(granted_at), queued_at, expires)
+        }
     }
 }
 
@@ -71,30 +109,33 @@ impl LeaseTable {
         }
     }
 
-    /// The state of a resource by name; an unused resource is shown empty.
-    pub(super) fn view_by_name(
-        &self,
-        name: &Arc<str>,
-        revision: Revision,
-        now: Millis,
-    ) -> ResourceView {
-        match self.resources.get(name) {
-            Some(res) => self.view(res, Some(now)),
-            None => ResourceView {
-                resource: name.clone(),
-                revision,
-                holders: Vec::new(),
-                waiters: Vec::new(),
-                capacity: self.configured.get(name).copied().unwrap_or(0),
-                permits_held: 0,
-            },
+    /// The resource by name, if it is in use (an idle one is as absent).
+    pub(super) fn resource(&self, name: &str) -> Option<&Resource> {
+        let slot = *self.resources.get(name)?;
+        self.res(slot).filter(|r| !r.idle)
+    }
+
+    /// The state of a resource of the table at `revision`; an idle one is
+    /// shown empty, as a resource the table does not have.
+    pub(super) fn view_in(&self, res: &Resource, revision: Revision, now: Millis) -> ResourceView {
+        if !res.idle {
+            return self.view(res, Some(now));
+        }
+        ResourceView {
+            resource: res.name.clone(),
+            revision,
+            holders: Vec::new(),
+            waiters: Vec::new(),
+            capacity: self.configured.get(&res.name).copied().unwrap_or(0),
+            permits_held: 0,
         }
     }
 
     /// Views of the named resources (all in use when `names` is empty), in
     /// name order. A named resource nobody uses is shown empty, as of
-    /// `current` (the table forgets idle resources, so their last revision
-    /// is not known; `current` is a revision at which the state holds).
+    /// `current` (the table keeps no state of idle resources, so their
+    /// last revision is not known; `current` is a revision at which the
+    /// state holds).
     pub(crate) fn views(
         &self,
         names: &[String],
@@ -102,11 +143,16 @@ impl LeaseTable {
         now: Option<Millis>,
     ) -> Vec<ResourceView> {
         let mut out: Vec<ResourceView> = if names.is_empty() {
-            self.resources.values().map(|r| self.view(r, now)).collect()
+            self.slots
+                .iter()
+                .flatten()
+                .filter(|r| !r.idle)
+                .map(|r| self.view(r, now))
+                .collect()
         } else {
             names
                 .iter()
-                .map(|n| match self.resources.get(n.as_str()) {
+                .map(|n| match self.resource(n.as_str()) {
                     Some(r) => self.view(r, now),
                     None => ResourceView {
                         resource: Arc::from(n.as_str()),

@@ -4,6 +4,7 @@
 use super::*;
 use crate::core::{
     COUNTER_BLOCK, CoreError, Deadline, Ending, LostReason, MAX_NAME_BYTES, Progress,
+    REMEMBERED_HOLD_TIMES,
 };
 
 fn ids(grants: &[Grant]) -> Vec<LeaseId> {
@@ -720,6 +721,35 @@ fn wait_estimates_use_past_hold_times() {
     assert_eq!(first.estimated_wait_ms, Some(3000));
     let second = expect_queued(&acquire_ex(&mut core, agent, "pcm", 6000), 2);
     assert_eq!(second.estimated_wait_ms, Some(7000));
+}
+
+#[test]
+fn idle_resources_are_out_of_status_and_remember_hold_times_for_a_while() {
+    // A resource nobody uses is not in the status; its typical hold time
+    // outlives it for the last REMEMBERED_HOLD_TIMES resources to become
+    // idle, and no longer.
+    let mut core = core();
+    let [svc, agent] = sessions(&mut core, ["service", "agent"]);
+    let lease = holds_ex(&mut core, svc, "pcm", 0);
+    release(&mut core, svc, lease, 4000);
+    assert!(core.status_at(&[], 4000).resources.is_empty());
+    let shown = core.status_at(&["pcm".to_string()], 4000);
+    assert!(shown.resources[0].holders.is_empty());
+    let held = expect_granted(&acquire_ex(&mut core, svc, "pcm", 5000));
+    let first = expect_queued(&acquire_ex(&mut core, agent, "pcm", 6000), 1);
+    assert_eq!(first.estimated_wait_ms, Some(3000), "remembered");
+    // `pcm` is idle again; as many others become idle after it.
+    core.goodbye(agent, 7000);
+    release(&mut core, svc, held.lease_id, 7000);
+    for i in 0..REMEMBERED_HOLD_TIMES {
+        let l = holds_ex(&mut core, svc, &format!("other-{i}"), 7000);
+        release(&mut core, svc, l, 7010);
+    }
+    assert!(core.status_at(&[], 7010).resources.is_empty());
+    let agent = connect(&mut core, "agent");
+    expect_granted(&acquire_ex(&mut core, svc, "pcm", 8000));
+    let first = expect_queued(&acquire_ex(&mut core, agent, "pcm", 9000), 1);
+    assert_eq!(first.estimated_wait_ms, None, "forgotten");
 }
 
 #[test]

@@ -577,7 +577,7 @@ impl Observer {
     /// Compares the model with `status` after a step.
     fn check(
         &self,
-        core: &Core,
+        core: &mut Core,
         before: &HashMap<LeaseId, u32>,
         log: &StepLog,
     ) -> Result<(), TestCaseError> {

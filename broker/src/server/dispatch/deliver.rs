@@ -57,7 +57,7 @@ impl Dispatcher {
         // the same `Arc`, so identity says whether the bytes fit.
         let mut encoded: Option<(Arc<StateEvent>, Bytes)> = None;
         let clock = self.clock;
-        for change in changes {
+        for change in changes.drain(..) {
             match change {
                 Change::Lease {
                     session,
@@ -142,6 +142,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.core.recycle_changes(changes);
     }
 }
 

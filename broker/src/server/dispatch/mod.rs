@@ -162,8 +162,15 @@ impl Dispatcher {
 
 impl Dispatcher {
     /// When the core next has deadlines to apply.
-    pub(super) fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        self.core.next_deadline().map(|at| self.clock.instant(at))
+    pub(super) fn next_deadline(&mut self) -> Option<tokio::time::Instant> {
+        let next = self.core.next_deadline();
+        next.map(|at| self.clock.instant(at))
+    }
+
+    /// A moment no later than [`Dispatcher::next_deadline`] (see
+    /// [`Core::deadline_bound`]), cheap enough to ask after every entry.
+    pub(super) fn deadline_bound(&self) -> Option<tokio::time::Instant> {
+        self.core.deadline_bound().map(|at| self.clock.instant(at))
     }
 
     /// The core's time now.
@@ -227,7 +234,7 @@ impl Dispatcher {
     /// the next one; otherwise only if one is already due).
     pub(super) fn expire(&mut self, woken: bool) {
         let now = self.clock.now();
-        if woken || self.core.next_deadline().is_some_and(|at| at <= now) {
+        if woken || self.core.deadline_bound().is_some_and(|at| at <= now) {
             let changes = self.core.expire(now);
             self.deliver(changes, now);
         }
@@ -532,11 +539,13 @@ impl Dispatcher {
         let mut own = Vec::new();
         if changes.is_empty() {
             self.record_ended();
+            self.core.recycle_changes(changes);
         } else {
-            let mut changes = changes;
-            self.write_first(&mut changes);
-            let others: Vec<Change>;
-            (own, others) = changes.into_iter().partition(|c| concerns(c, session));
+            // The others' changes stay in the core's list (handed back to
+            // it by `deliver`); the requester's are taken out, in order.
+            let mut others = changes;
+            self.write_first(&mut others);
+            own = others.extract_if(.., |c| concerns(c, session)).collect();
             self.deliver(others, now);
         }
         self.send_item(session, answer, true);
