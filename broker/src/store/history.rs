@@ -72,8 +72,8 @@ impl Default for HistoryBounds {
 }
 
 /// A lease that ended, with its times made wall-clock (Unix epoch ms) by
-/// the dispatch layer, to be recorded: staged ([`StagedHistory::stage`])
-/// as soon as it ends, on the core task.
+/// the dispatch layer, to be recorded: journalled
+/// ([`HistoryJournal::record`]) as soon as it ends, on the core task.
 #[derive(Clone, Debug)]
 pub struct HistoryLine {
     /// The lease as it was at its end.

@@ -651,7 +651,8 @@ impl Store {
         self.commit_staged(ops, &[staged], bounds)
     }
 
-    /// [`Store::commit`], with history staged by the dispatch layer
+    /// [`Store::commit`], with history the dispatch layer recorded (grouped
+    /// by the writer thread)
     /// (several hand-overs, in order) appended and their resources
     /// bounded; `sweep` (the bounds' third field): also apply the bounds
     /// to every resource.
