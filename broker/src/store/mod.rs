@@ -651,9 +651,8 @@ impl Store {
         self.commit_staged(ops, &[staged], bounds)
     }
 
-    /// [`Store::commit`], with history the dispatch layer recorded (grouped
-    /// by the writer thread)
-    /// (several hand-overs, in order) appended and their resources
+    /// [`Store::commit`], with history appended (the writer thread's
+    /// grouping of several hand-overs, in order) and its resources
     /// bounded; `sweep` (the bounds' third field): also apply the bounds
     /// to every resource.
     ///
