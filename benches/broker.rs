@@ -105,7 +105,8 @@ fn play(role: &str, args: &[String]) -> anyhow::Result<()> {
 }
 
 #[cfg(target_os = "linux")]
-type Figure<'a> = Box<dyn Fn() -> anyhow::Result<Vec<support::report::Row>> + 'a>;
+type Figure<'a> =
+    Box<dyn Fn(&support::procs::Broker) -> anyhow::Result<Vec<support::report::Row>> + 'a>;
 
 /// Runs the selected figures and reports them.
 #[cfg(target_os = "linux")]
@@ -158,20 +159,22 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
     };
     eprintln!("  placement: {pinning}");
 
-    let broker = Broker::start(&plan.path("broker"), &[])?;
     // The figures, and whether the placement matters to them (memory does
-    // not: it is taken once).
+    // not: it is taken once). Each figure gets a broker of its own, so that
+    // none measures what an earlier one left behind: a watcher that left
+    // has the broker keep its watch history for a minute
+    // (`HISTORY_LINGER_MS`: a resource view per state change), which made
+    // the lease flood after the fan-out figure cost half as much again
+    // per operation.
     let figures: Vec<(&str, bool, Figure)> = vec![
-        ("ping", true, Box::new(|| ping::run(&plan, &broker))),
-        ("handoff", true, Box::new(|| handoff::run(&plan, &broker))),
-        ("fanout", true, Box::new(|| fanout::run(&plan, &broker))),
-        (
-            "throughput",
-            true,
-            Box::new(|| throughput::run(&plan, &broker)),
-        ),
-        ("idle", false, Box::new(|| idle::run(&plan))),
-        ("queues", true, Box::new(|| queues::run(&plan, &broker))),
+        ("ping", true, Box::new(|b| ping::run(&plan, b))),
+        ("handoff", true, Box::new(|b| handoff::run(&plan, b))),
+        ("fanout", true, Box::new(|b| fanout::run(&plan, b))),
+        ("throughput", true, Box::new(|b| throughput::run(&plan, b))),
+        // It starts a fresh broker per repetition itself (the one made
+        // for it idles).
+        ("idle", false, Box::new(|_| idle::run(&plan))),
+        ("queues", true, Box::new(|b| queues::run(&plan, b))),
     ];
     let mut rows: Vec<Row> = Vec::new();
     let mut failed = Vec::new();
@@ -184,6 +187,7 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
         } else {
             &placements[..placements.len().min(1)]
         };
+        let broker = Broker::start(&plan.path(&format!("broker-{name}")), &[])?;
         // Each placement's rows, to be interleaved so that a figure's two
         // placements stand side by side.
         let mut taken: Vec<Vec<Row>> = Vec::new();
@@ -195,7 +199,7 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
             };
             let t = Instant::now();
             eprintln!("  {name} ({label})...");
-            let result = placement::enter(p, &cpus, &[broker.pid()]).and_then(|()| figure());
+            let result = placement::enter(p, &cpus, &[broker.pid()]).and_then(|()| figure(&broker));
             match result {
                 Ok(r) => taken.push(r.into_iter().map(|row| row.placed(label, key)).collect()),
                 Err(e) => {
@@ -212,7 +216,6 @@ fn orchestrate(args: &[String]) -> anyhow::Result<ExitCode> {
         rows.extend(interleave(taken));
     }
     drop(figures);
-    drop(broker);
 
     let load_after = loadavg();
     println!();
