@@ -459,11 +459,10 @@ impl<'a> JournalLine<'a> {
 
 /// The holder and purpose of the line last encoded into a batch (as
 /// encoded), which the next line of that batch leaves out when they are
-/// the same. The buffers are kept from batch to batch.
+/// the same (meaningless while the batch is empty). The buffers are kept
+/// from batch to batch.
 #[derive(Debug, Default)]
 struct Before {
-    /// The batch filling holds a line.
-    any: bool,
     holder: Vec<u8>,
     purpose: Vec<u8>,
 }
@@ -542,14 +541,6 @@ impl StagedHistory {
         staged
     }
 
-    /// Stages one line after those staged before (see
-    /// [`StagedHistory::add`]).
-    pub fn stage(&mut self, line: &HistoryLine, max_entries: u64) {
-        let mut journal = HistoryJournal::default();
-        journal.record(line);
-        self.add(&journal, max_entries);
-    }
-
     /// Stages the lines of `journal` after those staged before, each into
     /// its resource's batch filling, leaving out a holder or a purpose
     /// equal to the line before's in that batch; keeps at most
@@ -604,7 +595,6 @@ impl StagedHistory {
             .back()
             .is_none_or(|b| b.lines as usize >= BATCH_LINES)
         {
-            r.before.any = false;
             r.batches.push_back(StagedBatch {
                 // A few lines' worth (the first holds the holder's strings).
                 body: Vec::with_capacity(128),
@@ -616,8 +606,9 @@ impl StagedHistory {
             return;
         };
         let b = &mut r.before;
-        let same_holder = b.any && b.holder == line.holder;
-        let same_purpose = b.any && b.purpose == line.purpose;
+        let any = batch.lines > 0;
+        let same_holder = any && b.holder == line.holder;
+        let same_purpose = any && b.purpose == line.purpose;
         // The flags' first byte holds their lowest seven bits, these two
         // among them, clear in a journal.
         let mut flags = 0;
@@ -633,7 +624,6 @@ impl StagedHistory {
             b.purpose.clear();
             b.purpose.extend_from_slice(line.purpose);
         }
-        b.any = true;
         let body = &mut batch.body;
         if let Some((first, rest)) = line.head.split_first() {
             body.push(first | flags);

@@ -642,12 +642,13 @@ impl Store {
         history: &[HistoryLine],
         bounds: Option<(HistoryBounds, u64, bool)>,
     ) -> Result<(), StoreError> {
-        let mut staged = StagedHistory::default();
-        if let Some((b, _, _)) = bounds {
-            for line in history {
-                staged.stage(line, b.max_entries);
-            }
+        let mut journal = HistoryJournal::default();
+        for line in history {
+            journal.record(line);
         }
+        let staged = bounds.map_or_else(StagedHistory::default, |(b, _, _)| {
+            StagedHistory::from_journal(&journal, b.max_entries)
+        });
         self.commit_staged(ops, &[staged], bounds)
     }
 

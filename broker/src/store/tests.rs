@@ -1311,13 +1311,14 @@ fn staged_history_keeps_a_resource_within_its_count() {
     // Staging more lines of one resource than the count bound keeps only
     // what a commit would keep (the newest, in whole batches), and what
     // the other resources staged in between is untouched.
-    let mut staged = StagedHistory::default();
+    let mut journal = HistoryJournal::default();
     for id in 1..=1000 {
-        staged.stage(&history_line("pcm", id, id), 300);
+        journal.record(&history_line("pcm", id, id));
         if id % 100 == 0 {
-            staged.stage(&history_line("gpu", id, id), 300);
+            journal.record(&history_line("gpu", id, id));
         }
     }
+    let staged = StagedHistory::from_journal(&journal, 300);
     // 1000 lines of pcm in batches of 256: the first two are dropped
     // (488 lines after them are enough), the third is kept (232 after it
     // are not); the ten lines of gpu are all kept.
