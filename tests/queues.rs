@@ -31,6 +31,20 @@ async fn next_delivery(consumer: &mut Consumer) -> Delivery {
     }
 }
 
+/// Publishes `prefix0`, `prefix1`, ... (`n` messages) to `queue`, 64 in
+/// flight; their sequence numbers, in order.
+async fn publish_many(publisher: &Client, queue: &str, prefix: &str, n: usize) -> Vec<u64> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let p = publisher.clone();
+            let payload = format!("{prefix}{i}");
+            async move { p.publish(queue, payload, &[]).await.unwrap() }
+        })
+        .buffered(64)
+        .collect()
+        .await
+}
+
 /// The counts of `queue`, if the broker lists it.
 async fn queue_info(client: &Client, queue: &str) -> Option<v1::QueueInfo> {
     let status = client.status(&[]).await.expect("status");
@@ -74,14 +88,7 @@ fn code_of<T: std::fmt::Debug>(r: Result<T, turnstile_client::ClientError>) -> E
 async fn a_thousand_messages_survive_a_sigkill_of_the_broker() {
     let mut broker = spawn_broker();
     let publisher = broker.client("publisher").await;
-    let seqs: Vec<u64> = futures::stream::iter(0..1000)
-        .map(|i| {
-            let p = publisher.clone();
-            async move { p.publish("jobs", format!("msg-{i}"), &[]).await.unwrap() }
-        })
-        .buffered(64)
-        .collect()
-        .await;
+    let seqs = publish_many(&publisher, "jobs", "msg-", 1000).await;
     let distinct: HashSet<u64> = seqs.iter().copied().collect();
     assert_eq!(distinct.len(), 1000, "every publish has its own seq");
 
@@ -652,14 +659,7 @@ async fn many_acks_in_flight_from_several_consumers_are_all_answered() {
     const CONSUMERS: usize = 3;
     let mut broker = spawn_broker();
     let publisher = broker.client("publisher").await;
-    futures::stream::iter(0..MESSAGES)
-        .map(|i| {
-            let p = publisher.clone();
-            async move { p.publish("acks", format!("m{i}"), &[]).await.unwrap() }
-        })
-        .buffered(64)
-        .collect::<Vec<u64>>()
-        .await;
+    publish_many(&publisher, "acks", "m", MESSAGES).await;
 
     let mut consumers = Vec::new();
     for _ in 0..CONSUMERS {
@@ -759,14 +759,7 @@ async fn a_burst_of_acks_and_the_deliveries_it_makes_room_for_survive_a_sigkill(
     const PREFETCH: usize = 100;
     let mut broker = spawn_broker();
     let publisher = broker.client("publisher").await;
-    futures::stream::iter(0..MESSAGES)
-        .map(|i| {
-            let p = publisher.clone();
-            async move { p.publish("burst", format!("m{i}"), &[]).await.unwrap() }
-        })
-        .buffered(64)
-        .collect::<Vec<u64>>()
-        .await;
+    publish_many(&publisher, "burst", "m", MESSAGES).await;
 
     let mut raw = broker.raw().await;
     let r = raw
