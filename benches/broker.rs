@@ -320,9 +320,26 @@ fn loadavg() -> String {
 }
 
 /// The commit the broker was built from, `+changes` when the tree differs
-/// from it. Read-only plumbing: nothing here touches the index.
+/// from it, and what runs it instead when the environment says so (an A/B
+/// run through a prefix runs another binary than this tree's: the header
+/// says so rather than name HEAD alone). Read-only plumbing: nothing here
+/// touches the index.
 #[cfg(target_os = "linux")]
 fn source() -> String {
+    let mut source = tree_source();
+    for (env, what) in [
+        (support::procs::BROKER_PREFIX_ENV, "broker run through"),
+        (support::procs::BROKER_ARGS_ENV, "broker flags"),
+    ] {
+        if let Some(value) = std::env::var(env).ok().filter(|v| !v.trim().is_empty()) {
+            source.push_str(&format!(" ({what} `{}`)", value.trim()));
+        }
+    }
+    source
+}
+
+#[cfg(target_os = "linux")]
+fn tree_source() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
