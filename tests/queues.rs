@@ -551,6 +551,49 @@ async fn duplicate_publish_ids_are_refused_and_orphaned_publishes_complete() {
     d.ack().await.unwrap();
 }
 
+/// A request the client sends the moment its `Published` arrives finds
+/// the publish complete: the same request id is free again, and the
+/// message is in the queue. (The store's writer thread writes the answer
+/// itself, before the core has taken the commit: issue 14.)
+#[tokio::test]
+async fn a_request_sent_on_published_finds_the_publish_complete() {
+    let broker = spawn_broker();
+    let mut raw = broker.raw().await;
+    for i in 0..200usize {
+        raw.send(v1::ClientFrame {
+            id: 5,
+            body: Some(Body::Publish(v1::Publish {
+                queue: "at-once".into(),
+                payload: format!("m{i}").into(),
+                headers: Default::default(),
+            })),
+        })
+        .await;
+        match raw.next_frame().await {
+            Some(server_frame::Body::Reply(v1::Reply {
+                id: 5,
+                result: Some(reply::Result::Publish(_)),
+            })) => {}
+            other => panic!("publish {i}: expected Published, got {other:?}"),
+        }
+        raw.send(v1::ClientFrame {
+            id: 6,
+            body: Some(Body::PeekQueue(v1::PeekQueue {
+                queue: "at-once".into(),
+                limit: 0,
+            })),
+        })
+        .await;
+        match raw.next_frame().await {
+            Some(server_frame::Body::Reply(v1::Reply {
+                id: 6,
+                result: Some(reply::Result::QueuePeek(peek)),
+            })) => assert_eq!(peek.messages.len(), i + 1, "after publish {i}"),
+            other => panic!("peek {i}: expected QueuePeek, got {other:?}"),
+        }
+    }
+}
+
 /// Durable publish throughput with 1, 8 and 32 concurrent publishers (each
 /// waiting for every answer), and consume throughput, acknowledging each
 /// message (acks pipelined, then each awaited). Prints messages per

@@ -171,6 +171,8 @@ fn publishers(
     rep: usize,
     window: Duration,
 ) -> Result<f64> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     runtime()?.block_on(tokio::task::LocalSet::new().run_until(async move {
         let count = Rc::new(Cell::new(0u64));
         let stop = Rc::new(Cell::new(false));
@@ -178,7 +180,11 @@ fn publishers(
         for p in 0..n {
             let mut conn = AsyncConn::broker(&broker.socket, "bench-publisher").await?;
             let (count, stop) = (count.clone(), stop.clone());
-            let queue = format!("bench/pub/{rep}/{n}x{in_flight}/{p}");
+            // Fresh queues for every call: both placements share the
+            // broker, and nothing consumes these, so that a fast broker
+            // filled one queue to its limit (100 000) over the two
+            // placements of the pipelined figure.
+            let queue = format!("bench/pub/{rep}/{call}/{n}x{in_flight}/{p}");
             tasks.push(tokio::task::spawn_local(async move {
                 let mut id = 1;
                 let mut out = BytesMut::new();

@@ -66,6 +66,8 @@ impl State {
         if gap > STALL {
             self.d.broker_stopped(gap - TURN, self.seen);
         }
+        // Before anything a client sent after reading its `Published`.
+        self.d.take_commits();
     }
 }
 
@@ -139,6 +141,8 @@ impl SharedCore {
 enum Woken {
     Stop,
     Batch(usize),
+    /// The store filed commits (taken by every entry: see `State::turn`).
+    Committed,
     Deadline,
     Rearm,
     Turn,
@@ -152,6 +156,10 @@ pub(super) async fn run(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(256);
+    let commits = match core.lock() {
+        Some(s) => s.d.commits(),
+        None => return,
+    };
     loop {
         let deadline = match core.lock() {
             Some(mut s) => {
@@ -170,6 +178,7 @@ pub(super) async fn run(
             biased;
             _ = stop.cancelled() => Woken::Stop,
             n = inbox.recv_many(&mut batch, 256) => Woken::Batch(n),
+            () = commits.filed() => Woken::Committed,
             _ = sleep => Woken::Deadline,
             _ = core.rearm.notified() => Woken::Rearm,
             _ = tokio::time::sleep(TURN) => Woken::Turn,
@@ -187,6 +196,7 @@ pub(super) async fn run(
                     s.d.handle(msg);
                 }
             }
+            Woken::Committed => {}
             Woken::Deadline => s.d.begin_woken(),
             Woken::Rearm | Woken::Turn => s.d.begin(),
         }

@@ -15,8 +15,9 @@
 //! that cannot be used stops the binary before it binds its socket.
 //!
 //! The core task never waits for the disk on a publish: the message is
-//! handed to the store's writer thread, which puts the outcome in the core
-//! task's inbox as `ToCore::Committed` when the commit ends.
+//! handed to the store's writer thread, which writes `Published` into the
+//! connection itself when the commit ends and files the outcome for the
+//! core's next entry (`dispatch/publish.rs`).
 //! The one write the core task does wait for is a counter reservation (at
 //! startup, then once every [`crate::core::COUNTER_BLOCK`] tokens or
 //! revisions), since nothing that may carry a token can leave before it.
@@ -37,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use turnstile_proto::v1;
 
-use crate::core::{CoreConfig, Message, SessionId};
+use crate::core::{CoreConfig, SessionId};
 use crate::platform::listener::Endpoint;
 use crate::platform::peer::{PeerCredentials, peer_credentials};
 pub use crate::store::Storage;
@@ -132,15 +133,6 @@ pub(crate) enum ToCore {
     Goodbye { session: SessionId, reason: String },
     /// A connection's outbound queue has room again.
     Writable { session: SessionId },
-    /// The store answered a publish: complete it, whether or not its
-    /// connection is still open.
-    Committed {
-        session: SessionId,
-        request_id: u64,
-        queue: String,
-        message: Message,
-        result: Result<(), StoreError>,
-    },
     /// The store answered a history read.
     HistoryRead {
         session: SessionId,
@@ -160,10 +152,6 @@ pub(crate) enum ToCore {
     SubmitAcks,
     /// The fleet task admits a global waiter or gives the fleet up.
     Fleet(crate::fleet::FleetEvent),
-    /// Several of the above, handled in order: what the store's writer
-    /// thread answers for one transaction arrives as one message, so that
-    /// the core task is woken once per commit, not once per publish.
-    Batch(Vec<ToCore>),
 }
 
 impl From<crate::fleet::FleetEvent> for ToCore {

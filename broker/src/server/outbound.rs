@@ -466,6 +466,39 @@ impl ReadGate {
         Ok(())
     }
 
+    /// Writes `frames` (whole encoded frames) into the socket now, from any
+    /// thread, if nothing waits to go out before them: the store's writer
+    /// thread answers publishes so (`dispatch/publish.rs`). Unlike
+    /// [`ReadGate::push`] it does not hold back while the connection's task
+    /// is inside the core, nor after a write of the same entry: frames are
+    /// whole, so the stream stays whole, and an answer need not wait for
+    /// company. `false` when it wrote nothing (the socket is full, the
+    /// connection is closing, or frames wait before these): the caller
+    /// sends them the usual way. What the socket took only in part is
+    /// queued for the task, and counts as written.
+    pub fn write_direct(&self, frames: &[u8]) -> bool {
+        {
+            let mut queue = self.frames();
+            if queue.closed || queue.writing || !queue.items.is_empty() {
+                return false;
+            }
+            let Some(writer) = queue.direct.as_ref() else {
+                return false;
+            };
+            match try_write(writer, frames) {
+                Written::All => return true,
+                Written::Nothing => return false,
+                Written::Failed => {
+                    queue.direct = None;
+                    return false;
+                }
+                Written::Part(rest) => queue.items.push_back(Outbound::Encoded(rest)),
+            }
+        }
+        self.queued();
+        true
+    }
+
     /// Lets the core write into the connection's socket itself when
     /// nothing waits to go out (see [`ReadGate::push`]).
     pub fn attach(&self, writer: Writer) {
@@ -618,6 +651,12 @@ impl Conn {
             coalesced: VecDeque::new(),
             waker_armed: false,
         }
+    }
+
+    /// The connection's gate, for a thread that answers it directly (see
+    /// [`ReadGate::write_direct`]).
+    pub fn gate(&self) -> &Arc<ReadGate> {
+        &self.gate
     }
 
     /// Puts a frame in the connection's queue, and tells its task.

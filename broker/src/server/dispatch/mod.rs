@@ -12,8 +12,8 @@
 //! that lease, and `ConsumeStarted` before any `Delivery` of that consumer.
 //!
 //! `Publish` is answered later: the message goes to the store's writer
-//! thread, and `Published` (or the store's error) is sent when the commit
-//! comes back as [`ToCore::Committed`] (see `publish.rs`). So is `Ack`,
+//! thread, which writes `Published` itself when the commit ends and leaves
+//! the rest for the core's next entry (see `publish.rs`). `Ack` is answered
 //! once its removal is durable; acks are gathered and committed in
 //! batches (see `ack.rs`). The other store writes that queue operations
 //! cause (requeues, dead-letter moves) are enqueued, in order, without
@@ -118,6 +118,9 @@ pub(super) struct Dispatcher {
     fleet: Option<fleet::FleetLink>,
     /// Acks not yet handed to the store (see `ack.rs`).
     acks: ack::AckBatch,
+    /// Publishes the store has answered, for the next entry (see
+    /// `publish.rs`).
+    commits: std::sync::Arc<publish::Commits>,
     /// This entry into the core has held its time and applied the
     /// deadlines due ([`Dispatcher::begin`]).
     begun: bool,
@@ -151,6 +154,7 @@ impl Dispatcher {
             fleet: None,
             stopping: false,
             acks: Default::default(),
+            commits: Default::default(),
             begun: false,
         };
         d.reserve_at_start(reservation.reserve_until)?;
@@ -326,22 +330,7 @@ impl Dispatcher {
                 history::read(self, session, request_id, result);
                 self.resume(session);
             }
-            ToCore::Committed {
-                session,
-                request_id,
-                queue,
-                message,
-                result,
-            } => {
-                publish::committed(self, session, request_id, &queue, message, result);
-                self.resume(session);
-            }
             ToCore::Fleet(event) => self.fleet_event(event),
-            ToCore::Batch(messages) => {
-                for message in messages {
-                    self.handle(message);
-                }
-            }
         }
     }
 

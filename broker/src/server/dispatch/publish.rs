@@ -4,18 +4,38 @@
 //! The core reserves a sequence number and room in the queue
 //! ([`crate::core::Core::begin_publish`]); the store's writer thread commits
 //! the message, in one transaction with every other write that arrives
-//! meanwhile (group commit) and, the moment it ends, puts the outcome in
-//! the core task's inbox as [`ToCore::Committed`] itself
-//! ([`crate::store::StoreWriter::enqueue_then`]: no task in between),
-//! where [`committed`] answers and delivers. The core task never waits for
-//! the disk, nor the writer thread for the core task. A publish whose connection closes meanwhile is completed all the
-//! same: the message is stored, so the queue must have it.
+//! meanwhile (group commit). The moment the transaction ends, the writer
+//! thread itself ([`crate::store::StoreWriter::enqueue_then`]) writes each
+//! `Published` straight into its connection's socket when nothing waits
+//! to go out there ([`ReadGate::write_direct`]), and files the commits in
+//! [`Commits`], where the core takes them at the start of its next entry
+//! ([`Dispatcher::take_commits`]) and [`committed`] completes them: the
+//! queue table takes the message, consumers get it, and an answer the
+//! writer could not write is sent the usual way.
+//!
+//! Why (issue 14, one publisher with one publish in flight): the answer no
+//! longer waits for the core task to be woken and to run; the queue
+//! table's update follows, off the publisher's path.
+//!
+//! Order: the commits are filed and their answers written under one lock,
+//! which every entry into the core takes before anything else. So the core
+//! cannot deliver a message before its publisher's answer is out, nor
+//! answer one the writer answered; and a request the client sends after
+//! reading `Published` (a `PeekQueue`, a publish reusing the request id)
+//! finds the publish complete. The core task never waits for the disk; an
+//! entry into the core may wait for the writer thread's few writes that
+//! do not block.
+//!
+//! A publish whose connection closes meanwhile is completed all the same:
+//! the message is stored, so the queue must have it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use bytes::BytesMut;
+use tokio::sync::Notify;
 use turnstile_proto::v1;
 
 use super::Dispatcher;
@@ -23,8 +43,9 @@ use crate::core::queues::{
     DEAD_LETTER_SUFFIX, HEADER_DEAD_LETTER_QUEUE, HEADER_DEAD_LETTER_SEQ, Message, StoreOp,
 };
 use crate::core::{Change, SessionId};
+use crate::server::outbound::ReadGate;
 use crate::server::wire::Refusal;
-use crate::server::{Outbound, ToCore, wire};
+use crate::server::{Outbound, wire};
 use crate::store::{StoreError, after_answers};
 
 /// The publish was accepted and is being stored: it is answered later.
@@ -78,81 +99,201 @@ pub(super) fn handle(
     )?;
     d.publishing.entry(session).or_default().insert(id);
     let Some(store) = &d.store else {
-        committed(d, session, id, &queue, message, Ok(()));
+        let commit = Commit {
+            session,
+            request_id: id,
+            queue,
+            message,
+            result: Ok(()),
+            answered: false,
+        };
+        committed(d, commit);
         return Ok(Started);
     };
     let ops = vec![StoreOp::Append {
         queue: Arc::from(queue.as_str()),
         message: message.clone(),
     }];
-    // Answered from the writer thread straight into the core task's inbox:
-    // no task of its own to spawn and wake. The answers of one commit are
-    // gathered and leave as one message once all are in (`after_answers`).
-    let to_core = d.to_core.clone();
-    let runtime = tokio::runtime::Handle::current();
+    let gate = d.conns.get(&session).map(|c| c.gate().clone());
+    let commits = d.commits.clone();
+    // Answered on the writer thread: the answers of one commit are
+    // gathered, then written and filed together once all are in
+    // (`after_answers`).
     store.enqueue_then(ops, move |result| {
-        let answer = ToCore::Committed {
+        let commit = Commit {
             session,
             request_id: id,
             queue,
             message,
             result,
+            answered: false,
         };
         let first = GATHERED.with_borrow_mut(|gathered| {
-            gathered.push((to_core, answer));
+            gathered.push(Gathered {
+                commits,
+                gate,
+                commit,
+            });
             gathered.len() == 1
         });
         if first {
-            after_answers(move || send_gathered(&runtime));
+            after_answers(file_gathered);
         }
     });
     Ok(Started)
 }
 
-thread_local! {
-    /// On the store's writer thread: the answers of the transaction being
-    /// answered, with the inbox each goes to.
-    static GATHERED: RefCell<Vec<(mpsc::Sender<ToCore>, ToCore)>> =
-        const { RefCell::new(Vec::new()) };
+/// A publish the store has answered.
+pub(in crate::server) struct Commit {
+    session: SessionId,
+    request_id: u64,
+    queue: String,
+    message: Message,
+    result: Result<(), StoreError>,
+    /// The writer thread wrote the answer into the connection itself.
+    answered: bool,
 }
 
-/// Sends what [`GATHERED`] holds, one message per inbox (one wake-up of
-/// the core task per commit). The writer thread never waits: an inbox that
-/// is full (4 096 messages behind) gets its answers from a task that can
-/// wait. Such answers may pass later ones: the queue table takes commits in
-/// any order, and a client matches answers by id.
-fn send_gathered(runtime: &tokio::runtime::Handle) {
+/// Publishes the store has answered and the core has not yet completed:
+/// filled on the writer thread, taken at the start of every entry into
+/// the core (see the module's header for the order this keeps).
+#[derive(Default)]
+pub(in crate::server) struct Commits {
+    /// Set while `list` may hold commits: an entry that finds it clear
+    /// takes no lock.
+    waiting: AtomicBool,
+    list: Mutex<Vec<Commit>>,
+    /// Wakes the core task when commits are filed.
+    filed: Notify,
+}
+
+impl Commits {
+    /// Ready when commits were filed since the last wait.
+    pub(in crate::server) async fn filed(&self) {
+        self.filed.notified().await;
+    }
+
+    /// Answers what it can straight into the connections' sockets, and
+    /// files every commit for the core, under one lock (see the module's
+    /// header); then wakes the core task.
+    fn file(&self, mut gathered: Vec<Gathered>) {
+        {
+            // Nothing panics while holding it; a poisoned list is whole.
+            let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiting.store(true, Ordering::Release);
+            write_answers(&mut gathered);
+            list.extend(gathered.into_iter().map(|g| g.commit));
+        }
+        self.filed.notify_one();
+    }
+
+    /// What was filed since the last call.
+    fn take(&self) -> Vec<Commit> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *list)
+    }
+}
+
+/// One answered publish on its way to [`Commits`].
+struct Gathered {
+    commits: Arc<Commits>,
+    /// The publisher's connection, when it was still open at the publish.
+    gate: Option<Arc<ReadGate>>,
+    commit: Commit,
+}
+
+thread_local! {
+    /// On the store's writer thread: the answers of the transaction being
+    /// answered.
+    static GATHERED: RefCell<Vec<Gathered>> = const { RefCell::new(Vec::new()) };
+    /// Where the answers to one connection are encoded for one write.
+    static ANSWERS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Files what [`GATHERED`] holds with the [`Commits`] of its server (one
+/// lock and one wake-up of the core task per commit, not per publish).
+fn file_gathered() {
     let mut gathered = GATHERED.take();
-    while let Some((to_core, _)) = gathered.first() {
-        let to_core = to_core.clone();
+    while let Some(first) = gathered.first() {
+        let commits = first.commits.clone();
         let (mine, rest): (Vec<_>, Vec<_>) = gathered
             .into_iter()
-            .partition(|(inbox, _)| inbox.same_channel(&to_core));
+            .partition(|g| Arc::ptr_eq(&g.commits, &commits));
         gathered = rest;
-        let mut answers: Vec<ToCore> = mine.into_iter().map(|(_, answer)| answer).collect();
-        let message = match answers.len() {
-            1 => answers.remove(0),
-            _ => ToCore::Batch(answers),
-        };
-        if let Err(mpsc::error::TrySendError::Full(message)) = to_core.try_send(message) {
-            runtime.spawn(async move {
-                let _ = to_core.send(message).await;
-            });
+        commits.file(mine);
+    }
+}
+
+/// Writes the `Published` answers of `gathered` into their connections,
+/// each connection's in one write, in commit order, and marks those that
+/// went. A failed commit is left to the core, which has the queue table
+/// to mend too.
+fn write_answers(gathered: &mut [Gathered]) {
+    let mut tried = vec![false; gathered.len()];
+    let mut mine = Vec::new();
+    ANSWERS.with_borrow_mut(|buf| {
+        for i in 0..gathered.len() {
+            let Some(gate) = gathered[i].gate.clone() else {
+                continue;
+            };
+            if tried[i] || gathered[i].commit.result.is_err() {
+                continue;
+            }
+            mine.clear();
+            mine.extend((i..gathered.len()).filter(|&j| {
+                !tried[j]
+                    && gathered[j].commit.result.is_ok()
+                    && gathered[j]
+                        .gate
+                        .as_ref()
+                        .is_some_and(|other| Arc::ptr_eq(other, &gate))
+            }));
+            buf.clear();
+            for &j in &mine {
+                tried[j] = true;
+                turnstile_proto::encode_frame(&gathered[j].commit.answer(), buf);
+            }
+            let written = gate.write_direct(buf);
+            for &j in &mine {
+                gathered[j].commit.answered = written;
+            }
         }
+        if buf.capacity() > 64 * 1024 {
+            *buf = BytesMut::new();
+        }
+    });
+}
+
+impl Commit {
+    /// The publisher's answer to a commit that succeeded.
+    fn answer(&self) -> v1::ServerFrame {
+        wire::reply(
+            self.request_id,
+            v1::reply::Result::Publish(v1::Published {
+                seq: self.message.seq,
+            }),
+        )
     }
 }
 
 /// The store answered: the message is ready (and delivered to a consumer
 /// with room), or its reservation is released; the publisher, if still
-/// connected, is told which.
-pub(super) fn committed(
-    d: &mut Dispatcher,
-    session: SessionId,
-    request_id: u64,
-    queue: &str,
-    message: Message,
-    result: Result<(), StoreError>,
-) {
+/// connected, is told which, unless the writer thread told it already.
+pub(super) fn committed(d: &mut Dispatcher, commit: Commit) {
+    // Unless the writer thread wrote it already.
+    let published = (!commit.answered).then(|| commit.answer());
+    let Commit {
+        session,
+        request_id,
+        queue,
+        message,
+        result,
+        answered: _,
+    } = commit;
     if let Some(ids) = d.publishing.get_mut(&session) {
         ids.remove(&request_id);
         if ids.is_empty() {
@@ -162,11 +303,8 @@ pub(super) fn committed(
     let seq = message.seq;
     let (answer, changes) = match result {
         Ok(()) => (
-            wire::reply(
-                request_id,
-                v1::reply::Result::Publish(v1::Published { seq }),
-            ),
-            Change::from_queue(d.core.queues.publish_committed(queue, message)),
+            published,
+            Change::from_queue(d.core.queues.publish_committed(&queue, message)),
         ),
         Err(e) => {
             if d.store_refusals.admit(d.clock.now(), "refused publishes") {
@@ -182,15 +320,39 @@ pub(super) fn committed(
                 Refusal::NotStored(e)
             };
             (
-                wire::error_reply(request_id, refusal),
-                Change::from_queue(d.core.queues.publish_failed(queue, seq)),
+                Some(wire::error_reply(request_id, refusal)),
+                Change::from_queue(d.core.queues.publish_failed(&queue, seq)),
             )
         }
     };
     // A connection that closed meanwhile has no conn: the answer is dropped.
-    d.send(session, Outbound::frame(answer));
+    if let Some(answer) = answer {
+        d.send(session, Outbound::frame(answer));
+    }
     let now = d.clock.now();
     d.deliver(changes, now);
+}
+
+impl Dispatcher {
+    /// Completes the publishes the store has answered since the last
+    /// entry: called first in every entry into the core.
+    pub(in crate::server) fn take_commits(&mut self) {
+        let commits = self.commits.take();
+        if commits.is_empty() {
+            return;
+        }
+        self.begin();
+        for commit in commits {
+            let session = commit.session;
+            committed(self, commit);
+            self.resume(session);
+        }
+    }
+
+    /// Where the store's answers to publishes wait for the core.
+    pub(in crate::server) fn commits(&self) -> Arc<Commits> {
+        self.commits.clone()
+    }
 }
 
 /// The length of the largest `Delivery` frame `req` can make (every id at
