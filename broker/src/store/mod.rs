@@ -417,6 +417,8 @@ pub struct Store {
     /// [`Store::start_checkpoint`]).
     deferred: u64,
     waited: u64,
+    /// The generation whose checkpoint was last put off.
+    deferred_in: u64,
     /// Set by tests that simulate a crash: no checkpoint when dropped.
     #[cfg(test)]
     crashed: bool,
@@ -876,6 +878,7 @@ impl Store {
             redb: RedbThread::spawn(redb)?,
             deferred: 0,
             waited: 0,
+            deferred_in: 0,
             #[cfg(test)]
             crashed: false,
         })
@@ -1083,9 +1086,14 @@ impl Store {
         if self.redb.shared.applied() < before {
             if !wait {
                 self.deferred += 1;
+                // Once per generation: it is due again after every commit.
+                if self.deferred_in == generation {
+                    return Ok(());
+                }
+                self.deferred_in = generation;
                 tracing::debug!(
-                    "store checkpoint deferred ({} so far): generation {before} is still being \
-                     applied, generation {generation} goes on ({} bytes)",
+                    "store checkpoint deferred ({} commits so far): generation {before} is still \
+                     being applied, generation {generation} goes on ({} bytes)",
                     self.deferred,
                     self.log.used()
                 );
