@@ -576,11 +576,16 @@ impl Log {
         let mut data = vec![0u8; size];
         file.read_at(HEADER, &mut data).map_err(read_err)?;
         let half = half_of(capacity);
+        // The store refuses such an `applied` before (it names its file);
+        // this keeps the sums below from overflowing whoever calls.
+        let (Some(next), Some(last)) = (applied.checked_add(1), applied.checked_add(2)) else {
+            return Err(corrupt(format!(
+                "generation {applied} is said to be applied, the last there can be"
+            )));
+        };
         let generations: Vec<(u64, u64, u64)> = match layout {
-            Layout::Whole => vec![(applied + 1, 0, capacity)],
-            Layout::Halves => (applied + 1..=applied + 2)
-                .map(|g| (g, (g % 2) * half, half))
-                .collect(),
+            Layout::Whole => vec![(next, 0, capacity)],
+            Layout::Halves => (next..=last).map(|g| (g, (g % 2) * half, half)).collect(),
         };
         let mut ops = Vec::new();
         for (generation, start, room) in generations {
@@ -595,7 +600,7 @@ impl Log {
                 path: path.to_path_buf(),
                 file,
                 salt,
-                generation: applied + 1,
+                generation: next,
                 pos: 0,
                 capacity,
                 half,

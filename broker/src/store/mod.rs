@@ -832,6 +832,16 @@ impl Store {
             Layout::Halves
         };
         let applied = applied.unwrap_or(0);
+        // The log goes on with `applied + 3`: a generation that cannot be
+        // written (only a crafted file says so) is a file not to trust.
+        if applied.checked_add(3).is_none() {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: format!(
+                    "its log generation {applied} is past the last one the log can reach"
+                ),
+            });
+        }
         let (mut log, replay) = open_log(applied, layout)?;
         if !replay.is_empty() {
             tracing::info!(

@@ -1978,3 +1978,28 @@ fn a_huge_batch_waits_for_the_generations_before_it() {
     store.crash();
     assert_eq!(stored_seqs(dir.path()), [1, 3]);
 }
+
+#[test]
+fn a_log_generation_at_the_end_of_its_range_is_refused_as_corrupt() {
+    // A redb file whose checksums hold but whose `log.applied` is one no
+    // broker could have written (so near u64::MAX that the next
+    // generations overflow): refused as corrupt, naming the file, never a
+    // panic.
+    for applied in [u64::MAX, u64::MAX - 1, u64::MAX - 2] {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_LOG_APPLIED, applied)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert_names_file(&err, &path);
+    }
+}
