@@ -447,9 +447,15 @@ struct Progress {
     failures: u64,
     /// A simulated crash: the thread drops what is left to do.
     aborted: bool,
+    /// The redb thread has ended (told to stop, or by a panic): nothing
+    /// waited for will come.
+    stopped: bool,
     /// Tests hold checkpoints back, to crash while one is under way.
     #[cfg(test)]
     paused: bool,
+    /// Threads in [`RedbThread::wait_applied`]'s wait (tests observe it).
+    #[cfg(test)]
+    waiting: u32,
 }
 
 #[derive(Debug)]
@@ -466,8 +472,11 @@ impl Shared {
                 failed: None,
                 failures: 0,
                 aborted: false,
+                stopped: false,
                 #[cfg(test)]
                 paused: false,
+                #[cfg(test)]
+                waiting: 0,
             }),
             changed: Condvar::new(),
         }
@@ -584,14 +593,27 @@ impl RedbThread {
                     }
                 }
             }
-            if progress.aborted || self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            // The thread marks itself stopped however it ends ([`Stopped`]),
+            // so a wait never outlives it.
+            if progress.aborted
+                || progress.stopped
+                || self.thread.as_ref().is_none_or(|t| t.is_finished())
+            {
                 return Err(StoreError::Closed);
+            }
+            #[cfg(test)]
+            {
+                progress.waiting += 1;
             }
             progress = self
                 .shared
                 .changed
                 .wait(progress)
                 .unwrap_or_else(|e| e.into_inner());
+            #[cfg(test)]
+            {
+                progress.waiting -= 1;
+            }
         }
     }
 
@@ -619,8 +641,21 @@ impl Drop for RedbThread {
     }
 }
 
+/// Marks the redb thread stopped and wakes whoever waits for it, on every
+/// way out of [`serve`], a panic included (a panic outside [`guarded`]
+/// would otherwise leave [`RedbThread::wait_applied`] waiting forever).
+struct Stopped(Arc<Shared>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
+        self.0.changed.notify_all();
+    }
+}
+
 /// The redb thread: each job in turn, until told to stop.
 fn serve(mut redb: Redb, jobs: std::sync::mpsc::Receiver<Job>) {
+    let _stopped = Stopped(redb.shared.clone());
     for job in jobs {
         if redb.shared.lock().aborted {
             return;

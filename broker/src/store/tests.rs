@@ -2003,3 +2003,31 @@ fn a_log_generation_at_the_end_of_its_range_is_refused_as_corrupt() {
         assert_names_file(&err, &path);
     }
 }
+
+#[test]
+fn a_wait_for_the_redb_thread_ends_when_the_thread_dies() {
+    // The redb thread panics (outside the guard of redb's own calls)
+    // while the writer waits for a generation it was to apply: the wait
+    // ends with an error instead of lasting forever.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let shared = store.redb.shared.clone();
+    // Panics once someone waits (observed, not guessed at).
+    store.redb.send(Job::Run(Box::new(move |_| {
+        while shared.lock().waiting == 0 {
+            std::thread::yield_now();
+        }
+        panic!("the redb thread dies (injected)");
+    })));
+    let (done, outcome) = std::sync::mpsc::channel();
+    // Its own thread, so that a wait that never ends fails the test
+    // instead of hanging it.
+    std::thread::spawn(move || {
+        let never_handed = store.log.generation();
+        let _ = done.send(store.redb.wait_applied(never_handed));
+    });
+    let result = outcome
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the wait outlived the redb thread");
+    assert!(matches!(result, Err(StoreError::Closed)), "{result:?}");
+}
