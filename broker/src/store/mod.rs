@@ -53,8 +53,12 @@
 //! handed over before it. At a clean stop the last generation is handed
 //! over and the redb thread finishes its work before the store closes.
 //! A checkpoint that fails (a full disk) is kept by the redb thread and
-//! tried again before anything else it does; commits go on in the log
-//! until they need its half, and then fail with its error. Operations are
+//! tried again before any other job it takes (a history line, a read, the
+//! next checkpoint, which includes it); every commit after the failure,
+//! and every put-off checkpoint, asks for such a try (one queued at a
+//! time), so redb is reopened as soon as there is room, as when every
+//! commit was a redb transaction. Commits go on in the log until they
+//! need the failed generation's half, and then fail with its error. Operations are
 //! idempotent (insert or remove by `(queue, seq)`, attempts set,
 //! high-water marks raised), and the generation makes a log that redb
 //! already holds replay nothing.
@@ -445,6 +449,8 @@ struct Progress {
     failed: Option<StoreError>,
     /// Checkpoints that failed so far.
     failures: u64,
+    /// A [`Job::Retry`] is queued and not yet taken: one is enough.
+    retry_queued: bool,
     /// A simulated crash: the thread drops what is left to do.
     aborted: bool,
     /// The redb thread has ended (told to stop, or by a panic): nothing
@@ -471,6 +477,7 @@ impl Shared {
                 applied,
                 failed: None,
                 failures: 0,
+                retry_queued: false,
                 aborted: false,
                 stopped: false,
                 #[cfg(test)]
@@ -617,6 +624,18 @@ impl RedbThread {
         }
     }
 
+    /// Asks the redb thread to try a failed checkpoint again, without
+    /// waiting for it: nothing to do if none failed, or if a retry is
+    /// already queued.
+    fn ask_retry(&self) {
+        let mut progress = self.shared.lock();
+        if progress.failed.is_some() && !progress.retry_queued && !progress.stopped {
+            progress.retry_queued = true;
+            drop(progress);
+            self.send(Job::Retry);
+        }
+    }
+
     /// A crash: what is queued is dropped, nothing more reaches redb.
     #[cfg(test)]
     fn abort(&mut self) {
@@ -653,7 +672,10 @@ impl Drop for Stopped {
     }
 }
 
-/// The redb thread: each job in turn, until told to stop.
+/// The redb thread: each job in turn, until told to stop. A checkpoint
+/// that failed is tried again before any other job (a checkpoint
+/// includes it), so that redb is reopened as soon as it can be and
+/// history reads do not wait for the log to fill.
 fn serve(mut redb: Redb, jobs: std::sync::mpsc::Receiver<Job>) {
     let _stopped = Stopped(redb.shared.clone());
     for job in jobs {
@@ -669,9 +691,15 @@ fn serve(mut redb: Redb, jobs: std::sync::mpsc::Receiver<Job>) {
                 let _ = redb.checkpoint(generation, ops, false);
             }
             Job::Retry => {
+                redb.shared.lock().retry_queued = false;
                 let _ = redb.retry();
             }
-            Job::Run(f) => f(&mut redb),
+            Job::Run(f) => {
+                // Its failure is logged and reported by the checkpoint;
+                // the job goes on regardless (a read may still succeed).
+                let _ = redb.retry();
+                f(&mut redb);
+            }
             Job::Stop => break,
         }
     }
@@ -686,8 +714,9 @@ fn serve(mut redb: Redb, jobs: std::sync::mpsc::Receiver<Job>) {
 /// redb, as the redb thread holds it.
 struct Redb {
     path: PathBuf,
-    /// `None` after a failed write: the next commit reopens the file,
-    /// since redb refuses every operation after an I/O error.
+    /// `None` after a failed write: the next use (a write or a read)
+    /// reopens the file, since redb refuses every operation after an I/O
+    /// error.
     db: Option<Database>,
     opener: Opener,
     sync_failed: SyncFailed,
@@ -1015,6 +1044,9 @@ impl Store {
         if !ops.is_empty() {
             self.log_ops(ops)?;
             self.commits.fetch_add(1, Ordering::Relaxed);
+            // As every commit did before the redb thread: a failed
+            // checkpoint is tried again soon, not when its half is needed.
+            self.redb.ask_retry();
         }
         if with_history {
             let staged = std::mem::take(history);
@@ -1130,6 +1162,8 @@ impl Store {
         let before = generation - 1;
         if self.redb.shared.applied() < before {
             if !wait {
+                // It may be put off because that generation failed.
+                self.redb.ask_retry();
                 self.deferred += 1;
                 // Once per generation: it is due again after every commit.
                 if self.deferred_in == generation {
@@ -1372,20 +1406,16 @@ impl Redb {
     }
 
     fn load(&mut self) -> Result<Loaded, StoreError> {
+        self.db()?;
         let path = &self.path;
-        let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
-            path: path.clone(),
-            detail: "the file is closed after a failed write".to_string(),
-        })?;
+        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
         guarded(path, || load(path, db))
     }
 
-    fn read_history(&self, q: &HistoryQuery) -> Result<Recorded, StoreError> {
+    fn read_history(&mut self, q: &HistoryQuery) -> Result<Recorded, StoreError> {
+        self.db()?;
         let path = &self.path;
-        let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
-            path: path.clone(),
-            detail: "the file is closed after a failed write".to_string(),
-        })?;
+        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
         let fail = |e: redb::Error| classify(path, Doing::Read, e);
         guarded(path, || {
             let txn = db.begin_read().map_err(|e| fail(e.into()))?;

@@ -2031,3 +2031,74 @@ fn a_wait_for_the_redb_thread_ends_when_the_thread_dies() {
         .expect("the wait outlived the redb thread");
     assert!(matches!(result, Err(StoreError::Closed)), "{result:?}");
 }
+
+/// Whether redb comes to hold `generation` within a generous bound,
+/// without this wait asking for anything (unlike `wait_applied`).
+fn applied_without_asking(store: &Store, generation: u64) -> bool {
+    let shared = &store.redb.shared;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut progress = shared.lock();
+    while progress.applied < generation {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        progress = shared
+            .changed
+            .wait_timeout(progress, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    true
+}
+
+/// A store whose checkpoint of generation g failed (redb's disk full)
+/// and whose disk has room again; g.
+fn a_failed_checkpoint_then_room(dir: &Path) -> (Store, u64) {
+    let (mut store, faults) = open_faulty_with(dir, SMALL);
+    store.commit(&[append("q", message(1, "a"))]).unwrap();
+    let g = store.log.generation();
+    faults.redb_full.store(true, Ordering::SeqCst);
+    store.start_checkpoint().unwrap();
+    // The checkpoint's failure is known (a job after it has run).
+    store.redb.call(|_| ()).unwrap();
+    assert!(store.redb.shared.lock().failed.is_some());
+    faults.redb_full.store(false, Ordering::SeqCst);
+    (store, g)
+}
+
+#[test]
+fn a_history_read_after_a_failed_checkpoint_reopens_redb() {
+    // The checkpoint failed and the disk has room again, with the log far
+    // from full: a read of the history is answered (the failed checkpoint
+    // is tried first and redb reopened), not refused until the log fills.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, g) = a_failed_checkpoint_then_room(dir.path());
+    let found = store
+        .read_history(&HistoryQuery {
+            resource: "r".into(),
+            since_ms: 0,
+            limit: 0,
+            max_bytes: 1 << 20,
+            now_ms: 1,
+            bounds: HistoryBounds::default(),
+        })
+        .unwrap();
+    assert!(found.lines.is_empty());
+    assert!(store.redb.shared.applied() >= g, "tried before the read");
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1]);
+}
+
+#[test]
+fn a_commit_after_a_failed_checkpoint_has_it_tried_again() {
+    // The checkpoint failed and the disk has room again: the next commit
+    // (tiny, the log far from full) has it tried again without waiting,
+    // as every commit did when each was a redb transaction.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, g) = a_failed_checkpoint_then_room(dir.path());
+    store.commit(&[append("q", message(2, "b"))]).unwrap();
+    assert!(applied_without_asking(&store, g), "never tried again");
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1, 2]);
+}
