@@ -423,6 +423,11 @@ pub struct Store {
     waited: u64,
     /// The generation whose checkpoint was last put off.
     deferred_in: u64,
+    /// Set on the redb thread when a sweep of the history (see
+    /// [`Store::commit_staged`]) failed, taken by the writer
+    /// ([`Store::take_sweep_failed`]), which then sweeps at the next
+    /// commit rather than an hour later.
+    sweep_failed: Arc<AtomicBool>,
     /// Set by tests that simulate a crash: no checkpoint when dropped.
     #[cfg(test)]
     crashed: bool,
@@ -953,6 +958,7 @@ impl Store {
             deferred: 0,
             waited: 0,
             deferred_in: 0,
+            sweep_failed: Arc::new(AtomicBool::new(false)),
             #[cfg(test)]
             crashed: false,
         })
@@ -1050,8 +1056,13 @@ impl Store {
         }
         if with_history {
             let staged = std::mem::take(history);
+            let sweep = bounds.is_some_and(|(_, _, sweep)| sweep);
+            let sweep_failed = self.sweep_failed.clone();
             self.redb.send(Job::Run(Box::new(move |redb| {
                 if let Err(e) = redb.commit(&[], &staged, bounds, None, false) {
+                    if sweep {
+                        sweep_failed.store(true, Ordering::SeqCst);
+                    }
                     tracing::warn!(
                         "{} lines of lease history were not stored: {e}",
                         staged.iter().map(StagedHistory::lines).sum::<usize>()
@@ -1061,6 +1072,12 @@ impl Store {
         }
         history.clear();
         Ok(())
+    }
+
+    /// Whether a sweep of the history failed since the last call: the
+    /// writer then asks for one again with its next commit.
+    pub fn take_sweep_failed(&self) -> bool {
+        self.sweep_failed.swap(false, Ordering::SeqCst)
     }
 
     fn poisoned(&self) -> StoreError {

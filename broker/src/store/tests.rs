@@ -2152,3 +2152,47 @@ fn a_commit_after_a_failed_checkpoint_has_it_tried_again() {
     store.crash();
     assert_eq!(stored_seqs(dir.path()), [1, 2]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_sweep_of_the_history_is_tried_again_at_the_next_commit() {
+    // The first transaction with history sweeps every resource; it fails
+    // (redb's disk full). The sweep runs on the redb thread after the
+    // commit: the next commit, even one without lines, asks for it again
+    // (a redb transaction), instead of an hour later.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path());
+    let writer = StoreWriter::spawn(store).unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 100,
+        max_age_ms: 0,
+    };
+    let query = HistoryQuery {
+        resource: "pcm".into(),
+        since_ms: 0,
+        limit: 0,
+        max_bytes: 1 << 20,
+        now_ms: 10_000,
+        bounds,
+    };
+    faults.redb_full.store(true, Ordering::SeqCst);
+    let mut journal = HistoryJournal::default();
+    journal.record(&history_line("pcm", 1, 10_000));
+    writer.record_history(journal, bounds);
+    writer
+        .submit(vec![append("q", message(1, "m"))])
+        .await
+        .unwrap();
+    faults.redb_full.store(false, Ordering::SeqCst);
+    // After the failed sweep on the redb thread (and redb reopened).
+    writer.read_history(query.clone()).await.unwrap();
+    let before = faults.redb_syncs.load(Ordering::SeqCst);
+    writer
+        .submit(vec![append("q", message(2, "m"))])
+        .await
+        .unwrap();
+    writer.read_history(query).await.unwrap();
+    assert!(
+        faults.redb_syncs.load(Ordering::SeqCst) > before,
+        "the sweep was not tried again"
+    );
+}

@@ -345,6 +345,11 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
             ops.append(&mut submitted);
             answers.push(done);
         }
+        // The sweep is done on the redb thread, after the commit: one that
+        // failed there is asked for again now, not an hour later.
+        if store.take_sweep_failed() {
+            history.swept = None;
+        }
         let bounds = history.bounds();
         let committing = Instant::now();
         let result = store.commit_staged(&ops, &mut history.staged, bounds);
@@ -394,7 +399,8 @@ struct Pending {
     staged: Vec<StagedHistory>,
     bounds: Option<HistoryBounds>,
     reads: Vec<(HistoryQuery, oneshot::Sender<Result<Recorded, StoreError>>)>,
-    /// When every resource was last bounded.
+    /// When every resource was last handed over to be bounded; `None`
+    /// again once that sweep is known to have failed.
     swept: Option<Instant>,
 }
 
