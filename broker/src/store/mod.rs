@@ -58,10 +58,10 @@
 //! and every put-off checkpoint, asks for such a try (one queued at a
 //! time), so redb is reopened as soon as there is room, as when every
 //! commit was a redb transaction. Commits go on in the log until they
-//! need the failed generation's half, and then fail with its error. Operations are
-//! idempotent (insert or remove by `(queue, seq)`, attempts set,
-//! high-water marks raised), and the generation makes a log that redb
-//! already holds replay nothing.
+//! need the failed generation's half, and then fail with its error.
+//! Operations are idempotent (insert or remove by `(queue, seq)`,
+//! attempts set, high-water marks raised), and the generation makes a log
+//! that redb already holds replay nothing.
 //!
 //! Every redb write and read after the open happens on the redb thread,
 //! in the order asked: checkpoints, history lines (the writer hands them
@@ -81,10 +81,16 @@
 //! warning. If a good record of the same generation follows it in its
 //! half, the log was damaged and the store refuses to start
 //! ([`StoreError::Corrupt`]), as it does for a damaged redb file, a log
-//! that is shorter than its header, or a missing log once `log.applied` is
-//! set. Then, before the broker goes on, both generations are applied and
-//! marked applied in one redb transaction, and the log goes on with
-//! `log.applied + 3`, a generation never written before.
+//! that is shorter than its header, a missing log once `log.applied` is
+//! set, or a `log.applied` so large that `log.applied + 3` overflows. A
+//! known blind spot: damage to the last record of generation
+//! `log.applied + 1` is taken for a torn tail even when `log.applied + 2`
+//! has records (so that record could only have been torn by a failed
+//! write), and that record is dropped; the one-piece log of format 2 had
+//! the same blind spot for its last record. Then, before the broker goes
+//! on, both generations are applied and marked applied in one redb
+//! transaction, and the log goes on with `log.applied + 3`, a generation
+//! never written before.
 //!
 //! Format 2 (the log in one piece: generation `log.applied + 1` from the
 //! start of the log) is opened, its log replayed the old way, and upgraded
