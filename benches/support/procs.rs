@@ -120,6 +120,15 @@ impl Broker {
             .args(["--max-connections-per-uid", "20000"])
             // The queue figures pipeline more publishes than the default cap.
             .args(["--max-in-flight", "100000"])
+            // The queue figures publish into one queue faster than they
+            // drain it: since a checkpoint no longer holds publishes up,
+            // the 8 x 32 in flight row alone passes the default 100 000
+            // messages a queue may hold, and the publish stops with "queue
+            // ... is full" (the figure is the publish rate, not the
+            // broker's limit). 64 B payloads: 10 million is 640 MB of
+            // payloads, hence the bytes bound of 1 GiB.
+            .args(["--max-queue-depth", "10000000"])
+            .args(["--max-queue-bytes", "1073741824"])
             .args(extra)
             // More flags for the broker, for instance
             // `TURNSTILE_BENCH_BROKER_ARGS="--history-max-entries 0"` to take

@@ -196,11 +196,11 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
-    /// Bytes of the store's log (`turnstile.wal` in the data directory), made at this size once and reused; a log of another size is made anew at startup [default: 16777216]
+    /// Bytes of the store's log (`turnstile.wal` in the data directory), made at this size once and reused, in two halves: commits go on in one while the other is applied to the database; a log of another size is made anew at startup [default: 16777216]
     #[arg(long, value_name = "BYTES")]
     pub store_log_size: Option<u64>,
 
-    /// The store's log is applied to its database (a checkpoint) once it holds this many bytes since the last one; at most --store-log-size [default: 4194304, or a quarter of --store-log-size if less]
+    /// The store's log is applied to its database (a checkpoint, on a thread of its own) once it holds this many bytes since the last one; at most --store-log-size, and a checkpoint comes at half of it anyway (a half is full) [default: 4194304, or a quarter of --store-log-size if less]
     #[arg(long, value_name = "BYTES")]
     pub store_checkpoint_size: Option<u64>,
 

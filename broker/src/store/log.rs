@@ -6,7 +6,9 @@
 //! when to checkpoint and what the records mean for redb is `mod.rs`'s.
 //!
 //! Layout: a header block of [`HEADER`] bytes (magic, a random salt, their
-//! CRC), then records, from offset [`HEADER`] on, each
+//! CRC), then two halves of equal room ([`half_of`]: half the rest,
+//! rounded down to whole blocks), each holding one generation's records
+//! from its start, each record
 //! `len: u32 LE | generation: u64 LE | crc: u32 LE | body (len bytes)`.
 //! The CRC (CRC-32 by `crc32fast`, seeded with the file's salt) covers
 //! length, generation and body; the salt, unreadable to others (the data
@@ -17,16 +19,22 @@
 //! append never changes the file's size, so its `fdatasync` flushes data
 //! only (as the benchmark's bare loop does).
 //!
-//! Generations: the records written after the checkpoint that applied
-//! generation `g` carry `g + 1` and start again at offset [`HEADER`];
+//! Generations: generation `g` is written in half `g % 2`, from its
+//! start; the writer moves on to `g + 1` in the other half once redb
+//! holds `g - 1` (which that half held), while `g` is being applied.
 //! redb's meta `log.applied` says which generation it holds. At startup
-//! the records of generation `applied + 1` are replayed in order up to the
-//! first that does not check; older bytes further on carry an older
-//! generation (or the salt of no record) and end the scan. A record of the
-//! current generation that does not check is a torn tail (a crash during
-//! its write: its submitters were never answered) unless a good record of
-//! the current generation follows it somewhere: then the file was damaged
-//! and the store refuses to start.
+//! the records of generation `applied + 1`, then of `applied + 2`, are
+//! replayed, each in its half, in order, up to the first that does not
+//! check; older bytes further on carry an older generation (or the salt of
+//! no record) and end the scan. A record of the generation that does not
+//! check is a torn tail (a crash during its write: its submitters were
+//! never answered; or a write that failed, whose submitters heard so)
+//! unless a good record of the same generation follows it somewhere in
+//! its half: then the file was damaged and the store refuses to start.
+//!
+//! Format 2's log (store format 2) had no halves: generation `applied + 1`
+//! from the start of the whole room ([`Layout::Whole`]); it is read so
+//! once, at the open that upgrades it.
 
 use std::path::{Path, PathBuf};
 
@@ -386,18 +394,100 @@ pub(super) struct Log {
     path: PathBuf,
     file: Box<dyn LogFile>,
     salt: u32,
-    /// The generation being written: redb holds every earlier one.
+    /// The generation being written: redb holds every generation before
+    /// the one before it.
     generation: u64,
-    /// Where the next record goes, from the end of the header.
+    /// Where the next record goes, from the start of the generation's half.
     pos: u64,
     /// Room for records: the file's length past the header.
     capacity: u64,
+    /// Room for one generation: half of it ([`half_of`]).
+    half: u64,
     buf: Vec<u8>,
+}
+
+/// How the generations lie in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// Format 2: every generation from the start of the log.
+    Whole,
+    /// Format 3: generation `g` in half `g % 2`.
+    Halves,
+}
+
+/// Room for one generation in a log of `capacity` bytes of records: half,
+/// rounded down to whole blocks of [`HEADER`] bytes (a log too small for
+/// that has halves of half its room).
+pub(super) fn half_of(capacity: u64) -> u64 {
+    let half = capacity / 2;
+    match half - half % HEADER {
+        0 => half,
+        aligned => aligned,
+    }
+}
+
+/// The records of `generation` in `region` (one generation's room, at
+/// `offset` in the file), in order, up to the first that does not check.
+/// That one is a torn tail, logged and left behind, unless a good record
+/// of the generation follows it: then the region was damaged.
+fn scan(
+    path: &Path,
+    region: &[u8],
+    offset: u64,
+    generation: u64,
+    salt: u32,
+) -> Result<Vec<StoreOp>, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut ops = Vec::new();
+    let mut at = 0usize;
+    let mut records = 0u64;
+    while let Some((body, next)) = record_at(region, at, generation, salt) {
+        let mut batch = decode_ops(body).map_err(|e| {
+            corrupt(format!(
+                "its record at offset {} does not decode: {e}",
+                offset + at as u64
+            ))
+        })?;
+        ops.append(&mut batch);
+        records += 1;
+        at = next;
+    }
+    // Past the last good record: older generations, zeros, or a torn
+    // record. A good record of this generation further on means the
+    // bytes here were damaged after they were written.
+    // Every place the generation's bytes occur is a candidate.
+    let pattern = generation.to_le_bytes();
+    let from = at + 1 + 4;
+    let later = memchr::memmem::find_iter(region.get(from..).unwrap_or_default(), &pattern)
+        .map(|i| from + i - 4)
+        .find(|&o| record_at(region, o, generation, salt).is_some());
+    if let Some(found) = later {
+        return Err(corrupt(format!(
+            "the record at offset {} does not check, but a later one at offset {} does: \
+             the log was damaged",
+            offset + at as u64,
+            offset + found as u64
+        )));
+    }
+    if region.len() >= at + RECORD_HEADER && u64_at(region, at + 4) == generation {
+        tracing::warn!(
+            file = %path.display(),
+            "the log ends in a record that was not completely written (the broker stopped \
+             during a write, or a write failed); it is ignored: {records} records of \
+             generation {generation} before it were kept, at offset {}",
+            offset + at as u64
+        );
+    }
+    Ok(ops)
 }
 
 /// What [`Log::append`] could not do.
 pub(super) enum AppendError {
-    /// The record does not fit in what is left: checkpoint first.
+    /// The record does not fit in what is left of the generation's half:
+    /// move on to the other half first.
     Full,
     /// The write failed: nothing is logged, the next append tries the
     /// same place again.
@@ -446,13 +536,16 @@ impl Log {
         made
     }
 
-    /// Opens the log and reads the records of `generation`: those to
-    /// replay, in order. A torn tail is logged and left behind; damage
-    /// followed by good records is [`StoreError::Corrupt`].
+    /// Opens the log and reads the records of the generations after
+    /// `applied` that it may hold: those to replay, in order. In each, a
+    /// torn tail is logged and left behind; damage followed by good
+    /// records is [`StoreError::Corrupt`]. The log is returned at
+    /// generation `applied + 1`; [`Log::restart`] it before writing.
     pub(super) fn open(
         path: &Path,
         file: Box<dyn LogFile>,
-        generation: u64,
+        applied: u64,
+        layout: Layout,
     ) -> Result<(Log, Vec<StoreOp>), StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             path: path.to_path_buf(),
@@ -482,54 +575,35 @@ impl Log {
             .map_err(|_| corrupt(format!("it is too large ({len} bytes)")))?;
         let mut data = vec![0u8; size];
         file.read_at(HEADER, &mut data).map_err(read_err)?;
-        let mut ops = Vec::new();
-        let mut at = 0usize;
-        let mut records = 0u64;
-        while let Some((body, next)) = record_at(&data, at, generation, salt) {
-            let mut batch = decode_ops(body).map_err(|e| {
-                corrupt(format!(
-                    "its record at offset {} does not decode: {e}",
-                    HEADER + at as u64
-                ))
-            })?;
-            ops.append(&mut batch);
-            records += 1;
-            at = next;
-        }
-        // Past the last good record: older generations, zeros, or a torn
-        // record. A good record of this generation further on means the
-        // bytes here were damaged after they were written.
-        // Every place the generation's bytes occur is a candidate.
-        let pattern = generation.to_le_bytes();
-        let from = at + 1 + 4;
-        let later = memchr::memmem::find_iter(data.get(from..).unwrap_or_default(), &pattern)
-            .map(|i| from + i - 4)
-            .find(|&o| record_at(&data, o, generation, salt).is_some());
-        if let Some(found) = later {
+        let half = half_of(capacity);
+        // The store refuses such an `applied` before (it names its file);
+        // this keeps the sums below from overflowing whoever calls.
+        let (Some(next), Some(last)) = (applied.checked_add(1), applied.checked_add(2)) else {
             return Err(corrupt(format!(
-                "the record at offset {} does not check, but a later one at offset {} does: \
-                 the log was damaged",
-                HEADER + at as u64,
-                HEADER + found as u64
+                "generation {applied} is said to be applied, the last there can be"
             )));
-        }
-        if data.len() >= at + RECORD_HEADER && u64_at(&data, at + 4) == generation {
-            tracing::warn!(
-                file = %path.display(),
-                "the log ends in a record that was not completely written (the broker stopped \
-                 during a write); it is ignored: {records} records before it were kept, at \
-                 offset {}",
-                HEADER + at as u64
-            );
+        };
+        let generations: Vec<(u64, u64, u64)> = match layout {
+            Layout::Whole => vec![(next, 0, capacity)],
+            Layout::Halves => (next..=last).map(|g| (g, (g % 2) * half, half)).collect(),
+        };
+        let mut ops = Vec::new();
+        for (generation, start, room) in generations {
+            // Both bounds are within `data`, whose length is `capacity`.
+            let region = data
+                .get(start as usize..(start + room) as usize)
+                .unwrap_or_default();
+            ops.append(&mut scan(path, region, HEADER + start, generation, salt)?);
         }
         Ok((
             Log {
                 path: path.to_path_buf(),
                 file,
                 salt,
-                generation,
-                pos: at as u64,
+                generation: next,
+                pos: 0,
                 capacity,
+                half,
                 buf: Vec::new(),
             },
             ops,
@@ -541,9 +615,33 @@ impl Log {
         self.generation
     }
 
-    /// Bytes of records since the last checkpoint.
+    /// Bytes of records of the current generation.
     pub(super) fn used(&self) -> u64 {
         self.pos
+    }
+
+    /// Where the current generation's half starts in the file.
+    fn base(&self) -> u64 {
+        HEADER + (self.generation % 2) * self.half
+    }
+
+    /// Where the next record goes in the file.
+    #[cfg(test)]
+    pub(super) fn offset(&self) -> u64 {
+        self.base() + self.pos
+    }
+
+    /// Writes a record of `ops` for `generation` at `at` past the header,
+    /// as any layout would place it: its length.
+    #[cfg(test)]
+    pub(super) fn write_record_at(&mut self, at: u64, generation: u64, ops: &[StoreOp]) -> u64 {
+        let current = self.generation;
+        self.generation = generation;
+        self.encode(ops);
+        self.generation = current;
+        self.file.write_at(HEADER + at, &self.buf).unwrap();
+        self.file.sync_data().unwrap();
+        self.buf.len() as u64
     }
 
     /// Room for records in all.
@@ -561,18 +659,18 @@ impl Log {
         self.file = Box::new(Closed);
     }
 
-    /// Starts `generation` at the beginning, after a checkpoint applied
-    /// everything before it. Nothing is written: the old records carry an
-    /// older generation.
+    /// Starts `generation` at the beginning of its half, which holds
+    /// `generation - 2` or older, already applied. Nothing is written:
+    /// the old records carry an older generation.
     pub(super) fn restart(&mut self, generation: u64) {
         self.generation = generation;
         self.pos = 0;
     }
 
-    /// Whether a record of `ops` would fit in an empty log.
+    /// Whether a record of `ops` would fit in an empty half of the log.
     pub(super) fn fits_empty(&mut self, ops: &[StoreOp]) -> bool {
         self.encode(ops);
-        self.buf.len() as u64 <= self.capacity()
+        self.buf.len() as u64 <= self.half
     }
 
     fn encode(&mut self, ops: &[StoreOp]) {
@@ -597,7 +695,7 @@ impl Log {
         self.encode(ops);
         let len = self.buf.len() as u64;
         if self.buf.len() - RECORD_HEADER > u32::MAX as usize
-            || self.pos.saturating_add(len) > self.capacity
+            || self.pos.saturating_add(len) > self.half
         {
             return Err(AppendError::Full);
         }
@@ -606,7 +704,7 @@ impl Log {
             return Err(AppendError::Write(e));
         }
         self.file
-            .write_at(HEADER + self.pos, &self.buf)
+            .write_at(self.base() + self.pos, &self.buf)
             .map_err(AppendError::Write)?;
         #[cfg(feature = "failpoints")]
         if let Some(e) = injected.before_sync() {

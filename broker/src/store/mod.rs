@@ -9,54 +9,95 @@
 //! appending it to the log as one record and `fdatasync`ing the log: one
 //! sync and a few thousand instructions, where a redb transaction costs a
 //! quarter of a million. redb is brought up to date at a checkpoint, in one
-//! durable transaction (redb's default durability, `Immediate`); the
-//! in-memory queue table is what the broker reads while it runs, so redb is
-//! read only at startup. [`StoreWriter`] runs the commits on a thread of
-//! their own and shares one record among every batch submitted meanwhile
-//! (group commit).
+//! durable transaction (redb's default durability, `Immediate`), on a
+//! thread of its own; the in-memory queue table is what the broker reads
+//! while it runs, so redb is read only at startup (and for history).
+//! [`StoreWriter`] runs the commits on a thread of their own and shares
+//! one record among every batch submitted meanwhile (group commit).
 //!
 //! It decides nothing about queues: the core says what to write.
 //!
-//! Layout (format 2):
+//! Layout (format 3):
 //! - `turnstile.redb`, table `messages`: `(queue, seq)` → a protobuf
 //!   record (attempt, payload, headers), so one range scan yields every
 //!   queue in order;
-//! - table `meta`: `format` (2), `counters.reserved_until` (the core's
+//! - table `meta`: `format` (3), `counters.reserved_until` (the core's
 //!   counter reservation), `queues.last_seq` (the highest sequence number
 //!   ever stored) and `log.applied` (the last log generation a checkpoint
 //!   applied); all three only ever rise;
 //! - table `lease_history`: the leases that ended, per resource, in
 //!   batches (see `history.rs`). History does not go through the log: it
-//!   is committed to redb directly. A file from before it simply has none
-//!   yet; a table `history` (the first layout, never released) is dropped;
-//! - `turnstile.wal`: a header, then records of the current generation,
-//!   each one group commit's operations with their length and CRC-32
-//!   (`log.rs` has the byte layout). The file is made at its full size
-//!   ([`LOG_CAPACITY`]) once and overwritten in place, so that an append's
-//!   `fdatasync` has no size change to commit.
+//!   is committed to redb directly, on the redb thread. A file from before
+//!   it simply has none yet; a table `history` (the first layout, never
+//!   released) is dropped;
+//! - `turnstile.wal`: a header, then two halves of equal room; generation
+//!   `g` of the log is written in half `g % 2`, from its start, as
+//!   records, each one group commit's operations with their length,
+//!   generation and CRC-32 (`log.rs` has the byte layout). The file is made
+//!   at its full size ([`LOG_CAPACITY`]) once and overwritten in place, so
+//!   that an append's `fdatasync` has no size change to commit.
 //!
-//! Checkpoint: after the commit that takes the log past
-//! [`CHECKPOINT_BYTES`] or [`CHECKPOINT_INTERVAL`] after the last one
-//! (the submitters are answered first), before a record that would not fit,
-//! at a clean stop, and at startup. It applies every operation logged since
-//! the last one, in order, and sets `log.applied` to the log's generation,
-//! in one redb transaction; the log then starts again at its beginning with
-//! the next generation. Operations are idempotent (insert or remove by
-//! `(queue, seq)`, attempts set, high-water marks raised), and the
-//! generation makes a log that redb already holds replay nothing.
+//! Checkpoint: after the commit that takes the current generation past
+//! [`CHECKPOINT_BYTES`] or [`CHECKPOINT_INTERVAL`] after the last one (the
+//! submitters are answered first), the writer hands the generation's
+//! operations to the redb thread and goes on at once with the next
+//! generation in the other half. The redb thread applies them (their net
+//! effect, [`net_effect`]) and sets `log.applied` to the generation, in
+//! one redb transaction. The other half held the generation before the
+//! current one: it may be reused only once redb holds that one. If it does
+//! not yet when a checkpoint is due, the checkpoint is put off and the
+//! current generation goes on in its half (it has room past the checkpoint
+//! size: half the log); only a record that does not fit in what is left of
+//! the half makes the writer wait for it (both counted, at debug level). A
+//! record larger than a half goes straight into redb, after everything
+//! handed over before it. At a clean stop the last generation is handed
+//! over and the redb thread finishes its work before the store closes.
+//! A checkpoint that fails (a full disk) is kept by the redb thread and
+//! tried again before any other job it takes (a history line, a read, the
+//! next checkpoint, which includes it); every commit after the failure,
+//! and every put-off checkpoint, asks for such a try (one queued at a
+//! time), so redb is reopened as soon as there is room, as when every
+//! commit was a redb transaction. Commits go on in the log until they
+//! need the failed generation's half, and then fail with its error.
+//! Operations are idempotent (insert or remove by `(queue, seq)`,
+//! attempts set, high-water marks raised), and the generation makes a log
+//! that redb already holds replay nothing.
+//!
+//! Every redb write and read after the open happens on the redb thread,
+//! in the order asked: checkpoints, history lines (the writer hands them
+//! over after the commit they came with, nobody waits), and reads of the
+//! history (answered there after every line handed over before, so a read
+//! sees every line recorded before it). redb allows one write transaction
+//! at a time: so the writer thread, which only appends to the log, never
+//! waits for redb except for a full half, a record larger than a half, the
+//! open and the stop.
 //!
 //! Recovery at open: redb is loaded; the log's records of generation
-//! `log.applied + 1` are replayed in order up to the first that does not
-//! check. That one is a torn tail (a crash during its write, whose
-//! submitters were never answered): it is dropped with a warning. If a good
-//! record of the generation follows it, the log was damaged and the store
-//! refuses to start ([`StoreError::Corrupt`]), as it does for a damaged
-//! redb file, a log that is shorter than its header, or a missing log once
-//! `log.applied` is set. Then a checkpoint, and the broker goes on.
+//! `log.applied + 1` (in its half) and then of `log.applied + 2` (in the
+//! other) are replayed in order, each up to the first that does not check
+//! (the writer writes at most those two before redb holds the first).
+//! That one is a torn tail (a crash during its write, whose submitters
+//! were never answered, or a write that failed): it is dropped with a
+//! warning. If a good record of the same generation follows it in its
+//! half, the log was damaged and the store refuses to start
+//! ([`StoreError::Corrupt`]), as it does for a damaged redb file, a log
+//! that is shorter than its header, a missing log once `log.applied` is
+//! set, or a `log.applied` so large that `log.applied + 3` overflows. A
+//! known blind spot: damage to the last record of generation
+//! `log.applied + 1` is taken for a torn tail even when `log.applied + 2`
+//! has records (so that record could only have been torn by a failed
+//! write), and that record is dropped; the one-piece log of format 2 had
+//! the same blind spot for its last record. Then, before the broker goes
+//! on, both generations are applied and marked applied in one redb
+//! transaction, and the log goes on with `log.applied + 3`, a generation
+//! never written before.
 //!
-//! Format 1 (no log) is opened and upgraded in place: its log is created on
-//! first open. A broker that reads only format 1 refuses format 2 rather
-//! than ignore the log.
+//! Format 2 (the log in one piece: generation `log.applied + 1` from the
+//! start of the log) is opened, its log replayed the old way, and upgraded
+//! to format 3 in the transaction that applies it. Format 1 (no log) is
+//! opened and upgraded in place: its log is created on first open. A
+//! broker that reads only format 2 refuses format 3 (its format check)
+//! rather than misread the log.
 
 mod history;
 mod log;
@@ -68,8 +109,8 @@ mod writer;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use std::ops::Bound;
@@ -83,7 +124,7 @@ use redb::{
 use crate::core::Counters;
 use crate::core::queues::{Message, StoreOp};
 use crate::platform::fs::sync_dir;
-use log::{AppendError, Log, LogOpener};
+use log::{AppendError, Layout, Log, LogOpener};
 use record::Record;
 
 pub use history::{
@@ -97,18 +138,23 @@ pub use writer::{StoreWriter, after_answers};
 pub const FILE_NAME: &str = "turnstile.redb";
 
 /// The layout version this broker writes and reads.
-const FORMAT: u64 = 2;
+const FORMAT: u64 = 3;
+
+/// The layout with the log in one piece (every generation from the start
+/// of the log): opened, its log replayed, and upgraded to [`FORMAT`].
+const FORMAT_ONE_LOG: u64 = 2;
 
 /// The layout before the log: opened, and upgraded to [`FORMAT`].
 const FORMAT_WITHOUT_LOG: u64 = 1;
 
 /// Room for records in the log file, made at this size once and reused
-/// (`--store-log-size`).
+/// (`--store-log-size`); each of its two halves holds one generation.
 pub const LOG_CAPACITY: u64 = 16 << 20;
 
-/// A checkpoint follows the commit that brought the log past this many
-/// bytes since the last one (`--store-checkpoint-size`); a record that
-/// does not fit in what is left of the log is preceded by one.
+/// A checkpoint follows the commit that brought the log's current
+/// generation past this many bytes (`--store-checkpoint-size`); a
+/// generation holds at most half the log, and a record that does not fit
+/// in what is left of that is preceded by one.
 pub const CHECKPOINT_BYTES: u64 = 4 << 20;
 
 /// A checkpoint follows the first commit this long after the last one,
@@ -118,8 +164,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// The log's sizes and the checkpoint's bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogOptions {
-    /// Room for records in the log file ([`LOG_CAPACITY`]). A log of
-    /// another size is made anew at startup, once redb holds all of it.
+    /// Room for records in the log file ([`LOG_CAPACITY`]), in two
+    /// halves of one generation each. A log of another size is made anew
+    /// at startup, once redb holds all of it.
     pub capacity: u64,
     /// [`CHECKPOINT_BYTES`].
     pub checkpoint_bytes: u64,
@@ -356,28 +403,37 @@ impl<B: StorageBackend> StorageBackend for SyncWatched<B> {
 }
 
 /// The open store. Owned by one thread at a time ([`StoreWriter`]'s, once
-/// the broker runs).
+/// the broker runs); redb is written by a thread of its own ([`Redb`]).
 pub struct Store {
     path: PathBuf,
-    /// `None` after a failed write: the next commit reopens the file,
-    /// since redb refuses every operation after an I/O error.
-    db: Option<Database>,
-    opener: Opener,
     /// Raised by the backend when a sync failed: from then on the store
     /// refuses every write (see [`SyncWatched`]).
     sync_failed: SyncFailed,
     commits: Arc<AtomicU64>,
-    buf: Vec<u8>,
-    /// Where each resource's history lines stand (see `history.rs`).
-    spans: history::Spans,
     /// The log every commit is appended to (see `log.rs`).
     log: Log,
-    /// What the log holds that redb does not yet: applied, in order, at
-    /// the next checkpoint.
+    /// What the log's current generation holds: handed to the redb thread
+    /// when the log moves on to the next one.
     pending: Vec<StoreOp>,
-    /// When redb was last brought up to date.
+    /// The last generation handed to the redb thread.
+    handed: u64,
+    /// When the log last moved on to a new generation.
     checkpointed: Instant,
     options: LogOptions,
+    /// The thread that writes redb.
+    redb: RedbThread,
+    /// Checkpoints put off because the other half of the log was still
+    /// being applied, and commits that waited for it (see
+    /// [`Store::start_checkpoint`]).
+    deferred: u64,
+    waited: u64,
+    /// The generation whose checkpoint was last put off.
+    deferred_in: u64,
+    /// Set on the redb thread when a sweep of the history (see
+    /// [`Store::commit_staged`]) failed, taken by the writer
+    /// ([`Store::take_sweep_failed`]), which then sweeps at the next
+    /// commit rather than an hour later.
+    sweep_failed: Arc<AtomicBool>,
     /// Set by tests that simulate a crash: no checkpoint when dropped.
     #[cfg(test)]
     crashed: bool,
@@ -387,12 +443,302 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("open", &self.db.is_some())
             .field("commits", &self.commits())
             .field("log", &self.log.path())
+            .field("generation", &self.log.generation())
             .field("pending", &self.pending.len())
             .finish()
     }
+}
+
+/// What the redb thread tells the writer: the last generation of the log
+/// it applied, and why the latest checkpoint failed, if it did.
+#[derive(Debug)]
+struct Progress {
+    applied: u64,
+    /// Why the last checkpoint failed, until one succeeds.
+    failed: Option<StoreError>,
+    /// Checkpoints that failed so far.
+    failures: u64,
+    /// A [`Job::Retry`] is queued and not yet taken: one is enough.
+    retry_queued: bool,
+    /// A simulated crash: the thread drops what is left to do.
+    aborted: bool,
+    /// The redb thread has ended (told to stop, or by a panic): nothing
+    /// waited for will come.
+    stopped: bool,
+    /// Tests hold checkpoints back, to crash while one is under way.
+    #[cfg(test)]
+    paused: bool,
+    /// Threads in [`RedbThread::wait_applied`]'s wait (tests observe it).
+    #[cfg(test)]
+    waiting: u32,
+}
+
+#[derive(Debug)]
+struct Shared {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn new(applied: u64) -> Shared {
+        Shared {
+            progress: Mutex::new(Progress {
+                applied,
+                failed: None,
+                failures: 0,
+                retry_queued: false,
+                aborted: false,
+                stopped: false,
+                #[cfg(test)]
+                paused: false,
+                #[cfg(test)]
+                waiting: 0,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        // Nothing panics while holding it; a poisoned lock still holds
+        // the last progress, which is right.
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, generation: u64, result: &Result<(), StoreError>) {
+        let mut progress = self.lock();
+        match result {
+            Ok(()) => {
+                progress.applied = progress.applied.max(generation);
+                progress.failed = None;
+            }
+            Err(e) => {
+                progress.failed = Some(e.clone());
+                progress.failures += 1;
+            }
+        }
+        drop(progress);
+        self.changed.notify_all();
+    }
+
+    fn applied(&self) -> u64 {
+        self.lock().applied
+    }
+}
+
+/// Work for the redb thread, done in the order given.
+enum Job {
+    /// A checkpoint: the operations of a generation of the log, whole.
+    Apply {
+        generation: u64,
+        ops: Vec<StoreOp>,
+    },
+    /// The checkpoint that failed, once more.
+    Retry,
+    /// Anything else on redb: history, reads, loading.
+    Run(Box<dyn FnOnce(&mut Redb) + Send>),
+    Stop,
+}
+
+/// The thread that owns redb: every write to it (checkpoints, history)
+/// and every read of it once the store is open happen there, in the
+/// order they were asked for, so that the writer thread never waits for
+/// redb (except for a record larger than half the log, and at a clean
+/// stop).
+#[derive(Debug)]
+struct RedbThread {
+    jobs: std::sync::mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RedbThread {
+    fn spawn(redb: Redb) -> Result<RedbThread, StoreError> {
+        let (jobs, receiver) = std::sync::mpsc::channel();
+        let shared = redb.shared.clone();
+        let path = redb.path.clone();
+        let thread = std::thread::Builder::new()
+            .name("turnstile-redb".to_string())
+            .spawn(move || serve(redb, receiver))
+            .map_err(|e| StoreError::Read {
+                path,
+                detail: format!("cannot start the store's thread: {e}"),
+            })?;
+        Ok(RedbThread {
+            jobs,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, job: Job) {
+        // The thread ends only when this handle goes.
+        let _ = self.jobs.send(job);
+    }
+
+    /// Runs `f` on the redb thread after everything asked before, and
+    /// waits for its result.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Redb) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (done, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(Job::Run(Box::new(move |redb| {
+            let _ = done.send(f(redb));
+        })));
+        answer.recv().map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits until redb holds `generation` of the log. A checkpoint that
+    /// failed is tried once more, and its error is this one's if it fails
+    /// again.
+    fn wait_applied(&self, generation: u64) -> Result<(), StoreError> {
+        let mut progress = self.shared.lock();
+        // The failures counted when this wait asked for a retry.
+        let mut retried: Option<u64> = None;
+        loop {
+            if progress.applied >= generation {
+                return Ok(());
+            }
+            if let Some(e) = &progress.failed {
+                match retried {
+                    Some(failures) if progress.failures > failures => return Err(e.clone()),
+                    Some(_) => {}
+                    None => {
+                        retried = Some(progress.failures);
+                        self.send(Job::Retry);
+                    }
+                }
+            }
+            // The thread marks itself stopped however it ends ([`Stopped`]),
+            // so a wait never outlives it.
+            if progress.aborted
+                || progress.stopped
+                || self.thread.as_ref().is_none_or(|t| t.is_finished())
+            {
+                return Err(StoreError::Closed);
+            }
+            #[cfg(test)]
+            {
+                progress.waiting += 1;
+            }
+            progress = self
+                .shared
+                .changed
+                .wait(progress)
+                .unwrap_or_else(|e| e.into_inner());
+            #[cfg(test)]
+            {
+                progress.waiting -= 1;
+            }
+        }
+    }
+
+    /// Asks the redb thread to try a failed checkpoint again, without
+    /// waiting for it: nothing to do if none failed, or if a retry is
+    /// already queued.
+    fn ask_retry(&self) {
+        let mut progress = self.shared.lock();
+        if progress.failed.is_some() && !progress.retry_queued && !progress.stopped {
+            progress.retry_queued = true;
+            drop(progress);
+            self.send(Job::Retry);
+        }
+    }
+
+    /// A crash: what is queued is dropped, nothing more reaches redb.
+    #[cfg(test)]
+    fn abort(&mut self) {
+        self.shared.lock().aborted = true;
+        self.shared.changed.notify_all();
+    }
+
+    /// Holds checkpoints back (tests).
+    #[cfg(test)]
+    fn pause(&self, paused: bool) {
+        self.shared.lock().paused = paused;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Drop for RedbThread {
+    fn drop(&mut self) {
+        self.send(Job::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Marks the redb thread stopped and wakes whoever waits for it, on every
+/// way out of [`serve`], a panic included (a panic outside [`guarded`]
+/// would otherwise leave [`RedbThread::wait_applied`] waiting forever).
+struct Stopped(Arc<Shared>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
+        self.0.changed.notify_all();
+    }
+}
+
+/// The redb thread: each job in turn, until told to stop. A checkpoint
+/// that failed is tried again before any other job (a checkpoint
+/// includes it), so that redb is reopened as soon as it can be and
+/// history reads do not wait for the log to fill.
+fn serve(mut redb: Redb, jobs: std::sync::mpsc::Receiver<Job>) {
+    let _stopped = Stopped(redb.shared.clone());
+    for job in jobs {
+        if redb.shared.lock().aborted {
+            return;
+        }
+        match job {
+            Job::Apply { generation, ops } => {
+                #[cfg(test)]
+                if !redb.wait_unpaused() {
+                    return;
+                }
+                let _ = redb.checkpoint(generation, ops, false);
+            }
+            Job::Retry => {
+                redb.shared.lock().retry_queued = false;
+                let _ = redb.retry();
+            }
+            Job::Run(f) => {
+                // Its failure is logged and reported by the checkpoint;
+                // the job goes on regardless (a read may still succeed).
+                let _ = redb.retry();
+                f(&mut redb);
+            }
+            Job::Stop => break,
+        }
+    }
+    if let Some((generation, _)) = &redb.unapplied {
+        tracing::warn!(
+            "generation {generation} of the store's log could not be applied to its database; \
+             it is replayed at the next start"
+        );
+    }
+}
+
+/// redb, as the redb thread holds it.
+struct Redb {
+    path: PathBuf,
+    /// `None` after a failed write: the next use (a write or a read)
+    /// reopens the file, since redb refuses every operation after an I/O
+    /// error.
+    db: Option<Database>,
+    opener: Opener,
+    sync_failed: SyncFailed,
+    buf: Vec<u8>,
+    /// Where each resource's history lines stand (see `history.rs`).
+    spans: history::Spans,
+    /// The generation whose checkpoint failed, with its operations (and
+    /// those of any generation handed over since): applied before
+    /// anything else is.
+    unapplied: Option<(u64, Vec<StoreOp>)>,
+    shared: Arc<Shared>,
 }
 
 fn open_file(path: &Path, first: bool, sync_failed: SyncFailed) -> Result<Database, DatabaseError> {
@@ -520,11 +866,11 @@ impl Store {
             create(dir, &path, &opener)?;
         }
         refuse_empty(&path)?;
-        let db = guarded(&path, || {
+        let (db, format) = guarded(&path, || {
             let db = opener(&path, true, sync_failed.clone())
                 .map_err(|e| classify(&path, Doing::Open, e))?;
-            prepare(&path, &db)?;
-            Ok(db)
+            let format = prepare(&path, &db)?;
+            Ok((db, format))
         })?;
         let applied = guarded(&path, || read_meta(&path, &db, META_LOG_APPLIED))?;
         let log_path = dir.join(log::FILE_NAME);
@@ -534,13 +880,13 @@ impl Store {
                 path: log_path.clone(),
             })
         };
-        // The log, and what it holds of `generation` since the checkpoint.
-        let open_log = |generation: u64| {
+        // The log, and what it holds of the generations after `applied`.
+        let open_log = |applied: u64, layout: Layout| {
             let file = log_opener(&log_path).map_err(|e| StoreError::Read {
                 path: log_path.clone(),
                 detail: e.to_string(),
             })?;
-            Log::open(&log_path, file, generation)
+            Log::open(&log_path, file, applied, layout)
         };
         if !log_path.try_exists().unwrap_or(true) {
             if applied.is_some() {
@@ -555,7 +901,23 @@ impl Store {
             // A store from before the log, or one just created.
             create_log("cannot create the log")?;
         }
-        let (log, replay) = open_log(applied.unwrap_or(0) + 1)?;
+        let layout = if format == FORMAT_ONE_LOG {
+            Layout::Whole
+        } else {
+            Layout::Halves
+        };
+        let applied = applied.unwrap_or(0);
+        // The log goes on with `applied + 3`: a generation that cannot be
+        // written (only a crafted file says so) is a file not to trust.
+        if applied.checked_add(3).is_none() {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: format!(
+                    "its log generation {applied} is past the last one the log can reach"
+                ),
+            });
+        }
+        let (mut log, replay) = open_log(applied, layout)?;
         if !replay.is_empty() {
             tracing::info!(
                 file = %log_path.display(),
@@ -563,32 +925,49 @@ impl Store {
                 replay.len()
             );
         }
-        let mut store = Store {
-            path,
+        let mut redb = Redb {
+            path: path.clone(),
             db: Some(db),
             opener,
-            sync_failed,
-            commits: Arc::new(AtomicU64::new(0)),
+            sync_failed: sync_failed.clone(),
             buf: Vec::new(),
             spans: history::Spans::default(),
-            log,
-            pending: replay,
-            checkpointed: Instant::now(),
-            options,
-            #[cfg(test)]
-            crashed: false,
+            unapplied: None,
+            shared: Arc::new(Shared::new(applied)),
         };
-        // What the log held is applied to redb, and the log starts afresh
-        // with a generation never written before.
-        store.checkpoint()?;
-        if store.log.capacity() != options.capacity {
+        // What the log held is applied to redb (here, before anything is
+        // answered), with both generations the log may hold marked as
+        // applied (and the file upgraded, for one of format 2), and the
+        // log goes on with a generation never written before.
+        let last = applied + 2;
+        redb.checkpoint(last, replay, format != FORMAT)?;
+        redb.unapplied = None;
+        log.restart(last + 1);
+        if log.capacity() != options.capacity {
             // redb holds everything the old log had: it is replaced whole
             // (closed first: Windows does not replace an open file).
-            store.log.close();
+            log.close();
             create_log("cannot make the log anew at its configured size")?;
-            store.log = open_log(store.log.generation())?.0;
+            log = open_log(last, Layout::Halves)?.0;
+            log.restart(last + 1);
         }
-        Ok(store)
+        Ok(Store {
+            path,
+            sync_failed,
+            commits: Arc::new(AtomicU64::new(0)),
+            log,
+            pending: Vec::new(),
+            handed: last,
+            checkpointed: Instant::now(),
+            options,
+            redb: RedbThread::spawn(redb)?,
+            deferred: 0,
+            waited: 0,
+            deferred_in: 0,
+            sweep_failed: Arc::new(AtomicBool::new(false)),
+            #[cfg(test)]
+            crashed: false,
+        })
     }
 
     /// The log's file.
@@ -613,13 +992,10 @@ impl Store {
     pub fn load(&mut self) -> Result<Loaded, StoreError> {
         if !self.pending.is_empty() {
             self.checkpoint()?;
+        } else {
+            self.redb.wait_applied(self.handed)?;
         }
-        let path = &self.path;
-        let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
-            path: path.clone(),
-            detail: "the file is closed after a failed write".to_string(),
-        })?;
-        guarded(path, || load(path, db))
+        self.redb.call(|redb| redb.load())?
     }
 
     /// Commits `ops` durably, as one record of the log: when it returns
@@ -631,7 +1007,7 @@ impl Store {
     /// one is refused with [`StoreError::Poisoned`] without touching the
     /// file, until the store is opened again.
     pub fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        self.commit_staged(ops, &[], None)
+        self.commit_staged(ops, &mut Vec::new(), None)
     }
 
     /// [`Store::commit_staged`] with lines not yet staged (the tests').
@@ -649,7 +1025,7 @@ impl Store {
         let staged = bounds.map_or_else(StagedHistory::default, |(b, _, _)| {
             StagedHistory::from_journal(&journal, b.max_entries)
         });
-        self.commit_staged(ops, &[staged], bounds)
+        self.commit_staged(ops, &mut vec![staged], bounds)
     }
 
     /// [`Store::commit`], with history appended (the writer thread's
@@ -657,17 +1033,18 @@ impl Store {
     /// bounded; `sweep` (the bounds' third field): also apply the bounds
     /// to every resource.
     ///
-    /// `ops` go to the log; history, which is not in the log, goes to
-    /// redb in a transaction of its own after them. A failure of the
-    /// history alone is logged and does not fail `ops`, which are stored.
+    /// `ops` go to the log; history, which is not in the log, is handed to
+    /// the redb thread (taken out of `history`) once `ops` are stored, and
+    /// committed there in a transaction of its own, after whatever it was
+    /// given before; nobody waits for it, and a failure of it is logged.
+    /// When `ops` fail, `history` is left as it was.
     pub fn commit_staged(
         &mut self,
         ops: &[StoreOp],
-        history: &[StagedHistory],
+        history: &mut Vec<StagedHistory>,
         bounds: Option<(HistoryBounds, u64, bool)>,
     ) -> Result<(), StoreError> {
         if self.sync_failed.load(Ordering::SeqCst) {
-            self.db = None;
             return Err(self.poisoned());
         }
         // A transaction of redb's only for lines, or for a sweep that is
@@ -676,21 +1053,37 @@ impl Store {
         // (an empty redb commit) for as long as the broker ran.
         let with_history = history.iter().any(|staged| !staged.is_empty())
             || bounds.is_some_and(|(_, _, sweep)| sweep);
-        if ops.is_empty() {
-            if !with_history {
-                return Ok(());
-            }
-            return self.commit_redb(&[], history, bounds, None);
+        if !ops.is_empty() {
+            self.log_ops(ops)?;
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            // As every commit did before the redb thread: a failed
+            // checkpoint is tried again soon, not when its half is needed.
+            self.redb.ask_retry();
         }
-        self.log_ops(ops)?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        if with_history && let Err(e) = self.commit_redb(&[], history, bounds, None) {
-            tracing::warn!(
-                "{} lines of lease history were not stored: {e}",
-                history.iter().map(StagedHistory::lines).sum::<usize>()
-            );
+        if with_history {
+            let staged = std::mem::take(history);
+            let sweep = bounds.is_some_and(|(_, _, sweep)| sweep);
+            let sweep_failed = self.sweep_failed.clone();
+            self.redb.send(Job::Run(Box::new(move |redb| {
+                if let Err(e) = redb.commit(&[], &staged, bounds, None, false) {
+                    if sweep {
+                        sweep_failed.store(true, Ordering::SeqCst);
+                    }
+                    tracing::warn!(
+                        "{} lines of lease history were not stored: {e}",
+                        staged.iter().map(StagedHistory::lines).sum::<usize>()
+                    );
+                }
+            })));
         }
+        history.clear();
         Ok(())
+    }
+
+    /// Whether a sweep of the history failed since the last call: the
+    /// writer then asks for one again with its next commit.
+    pub fn take_sweep_failed(&self) -> bool {
+        self.sweep_failed.swap(false, Ordering::SeqCst)
     }
 
     fn poisoned(&self) -> StoreError {
@@ -699,11 +1092,12 @@ impl Store {
         }
     }
 
-    /// Appends `ops` to the log (checkpointing first when it is full).
+    /// Appends `ops` to the log (moving on to the log's other half first
+    /// when this one is full).
     fn log_ops(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         #[cfg(feature = "failpoints")]
         let injected = failpoints::Sites::of(ops);
-        let mut checkpointed = false;
+        let mut switched = false;
         loop {
             let appended = self.log.append(
                 ops,
@@ -716,17 +1110,15 @@ impl Store {
                     self.pending.extend_from_slice(ops);
                     Ok(())
                 }
-                Err(AppendError::Full) if !checkpointed => {
-                    self.checkpoint()?;
-                    checkpointed = true;
+                Err(AppendError::Full) if !switched => {
+                    self.switch(true)?;
+                    switched = true;
                     if self.log.fits_empty(ops) {
                         continue;
                     }
-                    // Larger than the whole log: straight into redb, which
-                    // holds everything before it now.
-                    self.commit_redb(ops, &[], None, None)
+                    self.commit_direct(ops)
                 }
-                Err(AppendError::Full) => self.commit_redb(ops, &[], None, None),
+                Err(AppendError::Full) => self.commit_direct(ops),
                 // Nothing was logged: the next commit writes the same place.
                 Err(AppendError::Write(e)) if is_disk_full(&e) => {
                     Err(StoreError::DiskFull { path: log_path })
@@ -737,7 +1129,6 @@ impl Store {
                 }),
                 Err(AppendError::Sync(e)) => {
                     self.sync_failed.store(true, Ordering::SeqCst);
-                    self.db = None;
                     tracing::error!(
                         file = %log_path.display(),
                         "a sync of the store's log failed: writes are refused until the broker \
@@ -752,7 +1143,18 @@ impl Store {
         }
     }
 
-    /// Whether a checkpoint is due: the log is past
+    /// A record larger than half the log: straight into redb, after every
+    /// generation before it (the redb thread takes its jobs in order, and
+    /// applies a failed checkpoint first).
+    fn commit_direct(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let ops = ops.to_vec();
+        self.redb.call(move |redb| {
+            redb.retry()?;
+            redb.commit(&ops, &[], None, None, false)
+        })?
+    }
+
+    /// Whether a checkpoint is due: the log's current generation is past
     /// [`CHECKPOINT_BYTES`], or holds something older than
     /// [`CHECKPOINT_INTERVAL`].
     pub fn checkpoint_due(&self) -> bool {
@@ -761,42 +1163,129 @@ impl Store {
                 && self.checkpointed.elapsed() >= self.options.checkpoint_interval)
     }
 
-    /// Brings redb up to date with the log in one durable transaction,
-    /// which also records the log's generation as applied, then starts the
-    /// log afresh. A crash at any point leaves either the old redb and the
-    /// whole log, or the new redb and a log whose records it already holds.
-    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+    /// Starts a checkpoint without waiting for it: the log's current
+    /// generation is handed to the redb thread and commits go on in the
+    /// other half of the log. When that half's generation is still being
+    /// applied, nothing is done: the current one goes on (its half has
+    /// room past the checkpoint size) and the checkpoint is due again
+    /// after the next commit.
+    pub fn start_checkpoint(&mut self) -> Result<(), StoreError> {
         if self.sync_failed.load(Ordering::SeqCst) {
-            self.db = None;
             return Err(self.poisoned());
         }
+        self.switch(false)
+    }
+
+    /// Hands the current generation to the redb thread and moves the log
+    /// on to the next one, in the other half. That half held the
+    /// generation before the current one: with `wait`, waits until redb
+    /// holds it; without, puts the switch off if it does not yet.
+    fn switch(&mut self, wait: bool) -> Result<(), StoreError> {
         let generation = self.log.generation();
-        tracing::debug!(
-            "store checkpoint: applying {} operations of log generation {generation}",
-            self.pending.len()
-        );
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("store-checkpoint-apply");
-        let net = net_effect(&self.pending);
-        self.commit_redb(&net, &[], None, Some(generation))?;
-        tracing::debug!("store checkpoint: generation {generation} is in redb");
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!("store-checkpoint-done");
-        self.pending.clear();
+        let before = generation - 1;
+        if self.redb.shared.applied() < before {
+            if !wait {
+                // It may be put off because that generation failed.
+                self.redb.ask_retry();
+                self.deferred += 1;
+                // Once per generation: it is due again after every commit.
+                if self.deferred_in == generation {
+                    return Ok(());
+                }
+                self.deferred_in = generation;
+                tracing::debug!(
+                    "store checkpoint deferred ({} commits so far): generation {before} is still \
+                     being applied, generation {generation} goes on ({} bytes)",
+                    self.deferred,
+                    self.log.used()
+                );
+                return Ok(());
+            }
+            let waiting = Instant::now();
+            self.waited += 1;
+            self.redb.wait_applied(before)?;
+            tracing::debug!(
+                "store checkpoint: the log's half was full; waited {:?} for generation {before} \
+                 to be applied ({} waits so far)",
+                waiting.elapsed(),
+                self.waited
+            );
+        }
+        let ops = std::mem::take(&mut self.pending);
+        self.redb.send(Job::Apply { generation, ops });
+        self.handed = generation;
         self.log.restart(generation + 1);
         self.checkpointed = Instant::now();
         Ok(())
     }
 
-    /// One durable redb transaction: `ops`, history, and the log
-    /// generation now applied.
-    fn commit_redb(
-        &mut self,
-        ops: &[StoreOp],
-        history: &[StagedHistory],
-        bounds: Option<(HistoryBounds, u64, bool)>,
-        applied: Option<u64>,
-    ) -> Result<(), StoreError> {
+    /// Brings redb up to date with the log: hands over the current
+    /// generation and waits until redb holds it (one durable transaction,
+    /// which also records the generation as applied). A crash at any
+    /// point leaves either the old redb and the whole log, or the new
+    /// redb and a log whose records it already holds.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            return Err(self.poisoned());
+        }
+        self.switch(true)?;
+        self.redb.wait_applied(self.handed)
+    }
+
+    /// Reads the history of one resource (see [`HistoryQuery`]), after
+    /// every line handed over before: waits for the redb thread.
+    pub fn read_history(&self, q: &HistoryQuery) -> Result<Recorded, StoreError> {
+        let q = q.clone();
+        self.redb.call(move |redb| redb.read_history(&q))?
+    }
+
+    /// [`Store::read_history`] without waiting: the answer is sent on
+    /// `done` from the redb thread.
+    pub fn read_history_then(
+        &self,
+        q: HistoryQuery,
+        done: tokio::sync::oneshot::Sender<Result<Recorded, StoreError>>,
+    ) {
+        self.redb.send(Job::Run(Box::new(move |redb| {
+            let _ = done.send(redb.read_history(&q));
+        })));
+    }
+
+    fn commit_counter(&self) -> Arc<AtomicU64> {
+        self.commits.clone()
+    }
+
+    /// Drops the store as a crash would: without the checkpoint of a
+    /// clean stop (the log keeps what redb does not have), and with what
+    /// the redb thread had yet to do dropped.
+    #[cfg(test)]
+    fn crash(mut self) {
+        self.crashed = true;
+    }
+}
+
+impl Drop for Store {
+    /// A clean stop: redb is brought up to date, so that the next start
+    /// has nothing to replay (the redb thread does what it was given,
+    /// this last generation included, before it ends).
+    fn drop(&mut self) {
+        #[cfg(test)]
+        if self.crashed {
+            self.redb.abort();
+            return;
+        }
+        if self.pending.is_empty() || self.sync_failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let generation = self.log.generation();
+        let ops = std::mem::take(&mut self.pending);
+        self.redb.send(Job::Apply { generation, ops });
+    }
+}
+
+impl Redb {
+    /// Opens the file again after a failed write.
+    fn db(&mut self) -> Result<&Database, StoreError> {
         if self.db.is_none() {
             let path = &self.path;
             let failed = self.sync_failed.clone();
@@ -808,6 +1297,26 @@ impl Store {
             })?;
             self.db = Some(db);
         }
+        self.db.as_ref().ok_or(StoreError::Closed)
+    }
+
+    /// One durable redb transaction: `ops`, history, the log generation
+    /// now applied, and the format (when upgrading).
+    fn commit(
+        &mut self,
+        ops: &[StoreOp],
+        history: &[StagedHistory],
+        bounds: Option<(HistoryBounds, u64, bool)>,
+        applied: Option<u64>,
+        upgrade: bool,
+    ) -> Result<(), StoreError> {
+        if self.sync_failed.load(Ordering::SeqCst) {
+            self.db = None;
+            return Err(StoreError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        self.db()?;
         let path = &self.path;
         let Some(db) = self.db.as_ref() else {
             return Err(StoreError::Closed);
@@ -818,7 +1327,11 @@ impl Store {
             write(
                 path,
                 db,
-                Changes { ops, applied },
+                Changes {
+                    ops,
+                    applied,
+                    upgrade,
+                },
                 history,
                 bounds,
                 buf,
@@ -853,13 +1366,79 @@ impl Store {
         }
     }
 
-    /// Reads the history of one resource (see [`HistoryQuery`]).
-    pub fn read_history(&self, q: &HistoryQuery) -> Result<Recorded, StoreError> {
+    /// A checkpoint: applies a generation's operations (after those of a
+    /// checkpoint that failed, if any) and records the generation as
+    /// applied, in one durable transaction; reports the outcome to the
+    /// writer. On failure the operations are kept, for the next try.
+    fn checkpoint(
+        &mut self,
+        generation: u64,
+        ops: Vec<StoreOp>,
+        upgrade: bool,
+    ) -> Result<(), StoreError> {
+        let ops = match self.unapplied.take() {
+            Some((_, mut earlier)) => {
+                earlier.extend(ops);
+                earlier
+            }
+            None => ops,
+        };
+        tracing::debug!(
+            "store checkpoint: applying {} operations of log generation {generation}",
+            ops.len()
+        );
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("store-checkpoint-apply");
+        let net = net_effect(&ops);
+        let result = self.commit(&net, &[], None, Some(generation), upgrade);
+        match &result {
+            Ok(()) => {
+                tracing::debug!("store checkpoint: generation {generation} is in redb");
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("store-checkpoint-done");
+            }
+            Err(e) => {
+                tracing::warn!("the store's log could not be checkpointed: {e}");
+                self.unapplied = Some((generation, ops));
+            }
+        }
+        self.shared.report(generation, &result);
+        result
+    }
+
+    /// The checkpoint that failed, once more; `Ok` if there is none.
+    fn retry(&mut self) -> Result<(), StoreError> {
+        match self.unapplied.take() {
+            Some((generation, ops)) => self.checkpoint(generation, ops, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits while tests hold checkpoints back; false after a crash.
+    #[cfg(test)]
+    fn wait_unpaused(&self) -> bool {
+        let mut progress = self.shared.lock();
+        while progress.paused && !progress.aborted {
+            progress = self
+                .shared
+                .changed
+                .wait(progress)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        !progress.aborted
+    }
+
+    fn load(&mut self) -> Result<Loaded, StoreError> {
+        self.db()?;
         let path = &self.path;
-        let db = self.db.as_ref().ok_or_else(|| StoreError::Read {
-            path: path.clone(),
-            detail: "the file is closed after a failed write".to_string(),
-        })?;
+        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
+        guarded(path, || load(path, db))
+    }
+
+    fn read_history(&mut self, q: &HistoryQuery) -> Result<Recorded, StoreError> {
+        self.db()?;
+        let path = &self.path;
+        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
         let fail = |e: redb::Error| classify(path, Doing::Read, e);
         guarded(path, || {
             let txn = db.begin_read().map_err(|e| fail(e.into()))?;
@@ -871,37 +1450,6 @@ impl Store {
             };
             history::read(&table, q).map_err(fail)
         })
-    }
-
-    fn commit_counter(&self) -> Arc<AtomicU64> {
-        self.commits.clone()
-    }
-
-    /// Drops the store as a crash would: without the checkpoint of a
-    /// clean stop (the log keeps what redb does not have).
-    #[cfg(test)]
-    fn crash(mut self) {
-        self.crashed = true;
-    }
-}
-
-impl Drop for Store {
-    /// A clean stop: redb is brought up to date, so that the next start
-    /// has nothing to replay.
-    fn drop(&mut self) {
-        #[cfg(test)]
-        if self.crashed {
-            return;
-        }
-        if self.pending.is_empty() || self.sync_failed.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Err(e) = self.checkpoint() {
-            tracing::warn!(
-                "the store's log could not be checkpointed at shutdown ({e}); it is replayed at \
-                 the next start"
-            );
-        }
     }
 }
 
@@ -918,7 +1466,7 @@ fn create(dir: &Path, path: &Path, opener: &Opener) -> Result<(), StoreError> {
     let built = guarded(path, || {
         let db = opener(&building, true, SyncFailed::default())
             .map_err(|e| classify(path, Doing::Open, e))?;
-        prepare(path, &db)
+        prepare(path, &db).map(drop)
     });
     let placed = built.and_then(|()| {
         match std::fs::hard_link(&building, path) {
@@ -955,40 +1503,44 @@ fn refuse_empty(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Creates the tables of a new store and checks the format of an old one.
-fn prepare(path: &Path, db: &Database) -> Result<(), StoreError> {
+/// Creates the tables of a new store and checks the format of an old one:
+/// the format it was found in. Format 1 (no log yet) becomes the current
+/// one at once; format 2 stays until the checkpoint at open has applied
+/// its log (read the old way).
+fn prepare(path: &Path, db: &Database) -> Result<u64, StoreError> {
     let fail = |e: redb::Error| classify(path, Doing::Open, e);
     let txn = db.begin_write().map_err(|e| fail(e.into()))?;
-    {
+    let found = {
         let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
         let format = meta
             .get(META_FORMAT)
             .map_err(|e| fail(e.into()))?
             .map(|v| v.value());
-        match format {
-            Some(FORMAT) => {}
+        let found = match format {
+            Some(FORMAT | FORMAT_ONE_LOG) => format,
             // Its log is created when it is opened.
-            Some(FORMAT_WITHOUT_LOG) => {
+            Some(FORMAT_WITHOUT_LOG) | None => {
                 meta.insert(META_FORMAT, FORMAT)
                     .map_err(|e| fail(e.into()))?;
+                Some(FORMAT)
             }
             Some(other) => {
                 return Err(StoreError::Format {
                     path: path.to_path_buf(),
-                    detail: format!("store format {other}, this broker reads format {FORMAT}"),
+                    detail: format!(
+                        "store format {other}, this broker reads formats 1 to {FORMAT}"
+                    ),
                 });
             }
-            None => {
-                meta.insert(META_FORMAT, FORMAT)
-                    .map_err(|e| fail(e.into()))?;
-            }
-        }
+        };
         txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
         // The first history layout, from builds that never shipped.
         txn.delete_table(history::OLD_HISTORY)
             .map_err(|e| fail(e.into()))?;
-    }
-    txn.commit().map_err(|e| fail(e.into()))
+        found
+    };
+    txn.commit().map_err(|e| fail(e.into()))?;
+    Ok(found.unwrap_or(FORMAT))
 }
 
 /// One value of the meta table, if set.
@@ -1037,18 +1589,24 @@ fn load(path: &Path, db: &Database) -> Result<Loaded, StoreError> {
     Ok(loaded)
 }
 
-/// What one redb transaction applies besides history: operations, and
-/// the log generation they complete (at a checkpoint).
+/// What one redb transaction applies besides history: operations, the
+/// log generation they complete (at a checkpoint), and whether the file
+/// becomes [`FORMAT`] (the checkpoint at open of a format 2 file).
 #[derive(Clone, Copy)]
 struct Changes<'a> {
     ops: &'a [StoreOp],
     applied: Option<u64>,
+    upgrade: bool,
 }
 
 fn write(
     path: &Path,
     db: &Database,
-    Changes { ops, applied }: Changes<'_>,
+    Changes {
+        ops,
+        applied,
+        upgrade,
+    }: Changes<'_>,
     history: &[StagedHistory],
     bounds: Option<(HistoryBounds, u64, bool)>,
     buf: &mut Vec<u8>,
@@ -1071,7 +1629,7 @@ fn write(
     // A transaction of history alone leaves the other tables unopened:
     // opening one for writing costs as much as the rest of the commit
     // (callgrind).
-    if !ops.is_empty() || applied.is_some() {
+    if !ops.is_empty() || applied.is_some() || upgrade {
         let mut messages = txn.open_table(MESSAGES).map_err(|e| fail(e.into()))?;
         let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
         let mut last_seq = None;
@@ -1117,6 +1675,10 @@ fn write(
         raise(&mut meta, META_LAST_SEQ, last_seq).map_err(fail)?;
         raise(&mut meta, META_RESERVED_UNTIL, reserve).map_err(fail)?;
         raise(&mut meta, META_LOG_APPLIED, applied).map_err(fail)?;
+        if upgrade {
+            meta.insert(META_FORMAT, FORMAT)
+                .map_err(|e| fail(e.into()))?;
+        }
     }
     txn.commit().map_err(|e| fail(e.into()))
 }
@@ -1200,8 +1762,11 @@ fn raise(
 ///   (a failure poisons the store, as a real one does);
 /// - `store-publish-commit`: the same for a commit carrying a publish;
 /// - `store-checkpoint-apply`: a checkpoint stalls (`sleep`) before its
-///   redb transaction; `store-checkpoint-done`: after it, before the log
-///   starts afresh (for killing the broker mid-checkpoint).
+///   redb transaction; `store-checkpoint-done`: after it, before the
+///   writer learns that redb holds the generation (for killing the broker
+///   mid-checkpoint). Both on the redb thread, while commits go on in the
+///   log's other half; the first checkpoint, at open, passes them on the
+///   opening thread.
 ///
 /// The reservation and publish sites are on the log's write and sync.
 #[cfg(feature = "failpoints")]

@@ -347,8 +347,7 @@ fn a_record_that_does_not_decode_is_corrupt() {
     // A value that is not a record: Corrupt, naming the file and the message.
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    {
-        let db = store.db.as_ref().unwrap();
+    with_db(&store, |db| {
         let txn = db.begin_write().unwrap();
         {
             let mut table = txn.open_table(MESSAGES).unwrap();
@@ -356,7 +355,7 @@ fn a_record_that_does_not_decode_is_corrupt() {
             table.insert(("q", 5), [0x12u8, 100, 1].as_slice()).unwrap();
         }
         txn.commit().unwrap();
-    }
+    });
     let err = store.load().unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     assert_names_file(&err, store.path());
@@ -409,6 +408,8 @@ struct Faults {
     sync_eio: AtomicBool,
     /// Writes of the log fail with EIO, half done.
     log_write_eio: AtomicBool,
+    /// Writes of redb alone fail with "disk full".
+    redb_full: AtomicBool,
 }
 
 /// A file backend that fails as [`Faults`] says.
@@ -420,7 +421,7 @@ struct FaultyDisk {
 
 impl FaultyDisk {
     fn check(&self) -> std::io::Result<()> {
-        if self.faults.full.load(Ordering::SeqCst) {
+        if self.faults.full.load(Ordering::SeqCst) || self.faults.redb_full.load(Ordering::SeqCst) {
             Err(std::io::ErrorKind::StorageFull.into())
         } else {
             Ok(())
@@ -514,6 +515,11 @@ impl log::LogFile for FaultyLog {
 
 /// Opens a store on a [`FaultyDisk`], wrapped as production wraps its file.
 fn open_faulty(dir: &Path) -> (Store, Arc<Faults>) {
+    open_faulty_with(dir, LogOptions::default())
+}
+
+/// [`open_faulty`] with the log's sizes given.
+fn open_faulty_with(dir: &Path, options: LogOptions) -> (Store, Arc<Faults>) {
     let faults = Arc::new(Faults::default());
     let shared = faults.clone();
     let opener: Opener = Box::new(move |path: &Path, first: bool, sync_failed: SyncFailed| {
@@ -544,7 +550,7 @@ fn open_faulty(dir: &Path) -> (Store, Arc<Faults>) {
         }) as Box<dyn log::LogFile>)
     });
     (
-        Store::open_with(dir, opener, log_opener, LogOptions::default()).unwrap(),
+        Store::open_with(dir, opener, log_opener, options).unwrap(),
         faults,
     )
 }
@@ -898,6 +904,15 @@ fn history_line(resource: &str, id: u64, ended_ms: u64) -> HistoryLine {
     }
 }
 
+/// Runs `f` on the store's database, on the redb thread, after everything
+/// asked of it before.
+fn with_db<T: Send + 'static>(store: &Store, f: impl FnOnce(&Database) -> T + Send + 'static) -> T {
+    store
+        .redb
+        .call(move |redb| f(redb.db.as_ref().unwrap()))
+        .unwrap()
+}
+
 fn history_ids(
     store: &Store,
     resource: &str,
@@ -1136,21 +1151,19 @@ fn history_past_its_count_is_never_shown_however_it_was_batched() {
         let from = id.saturating_sub(300) + 1;
         assert_eq!(ids, (from..=id).collect::<Vec<_>>(), "after {size}");
         assert!(!truncated);
-        let kept = store
-            .db
-            .as_ref()
-            .unwrap()
-            .begin_read()
-            .unwrap()
-            .open_table(history::HISTORY)
-            .unwrap()
-            .range(("pcm", 0)..=("pcm", u64::MAX))
-            .unwrap()
-            .map(|e| {
-                let (_, v) = e.unwrap();
-                history::lines_in(v.value())
-            })
-            .sum::<u64>();
+        let kept = with_db(&store, |db| {
+            db.begin_read()
+                .unwrap()
+                .open_table(history::HISTORY)
+                .unwrap()
+                .range(("pcm", 0)..=("pcm", u64::MAX))
+                .unwrap()
+                .map(|e| {
+                    let (_, v) = e.unwrap();
+                    history::lines_in(v.value())
+                })
+                .sum::<u64>()
+        });
         assert!(
             kept >= ids.len() as u64 && kept < 300 + 256,
             "{kept} lines kept after {size}"
@@ -1255,6 +1268,19 @@ async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() 
             faults.redb_syncs.load(Ordering::SeqCst),
         )
     };
+    // A read comes after the line's transaction on the redb thread.
+    let found = writer
+        .read_history(HistoryQuery {
+            resource: "pcm".into(),
+            since_ms: 0,
+            limit: 0,
+            max_bytes: 1 << 20,
+            now_ms: 10_000,
+            bounds,
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.lines.len(), 1);
     let (log_before, redb_before) = syncs();
     assert!(redb_before > 0, "the line went to redb");
     for seq in 2..=5 {
@@ -1294,7 +1320,7 @@ fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once()
         max_age_ms: 0,
     };
     store
-        .commit_staged(&[], &[staged], Some((bounds, 20_000, false)))
+        .commit_staged(&[], &mut vec![staged], Some((bounds, 20_000, false)))
         .unwrap();
     assert_eq!(
         history_ids(&store, "pcm", 0, 0, 20_000, bounds).0,
@@ -1330,7 +1356,7 @@ fn staged_history_keeps_a_resource_within_its_count() {
         max_age_ms: 0,
     };
     store
-        .commit_staged(&[], &[staged], Some((bounds, 10_000, false)))
+        .commit_staged(&[], &mut vec![staged], Some((bounds, 10_000, false)))
         .unwrap();
     assert_eq!(
         history_ids(&store, "pcm", 0, 0, 10_000, bounds),
@@ -1365,7 +1391,7 @@ fn three_records_then_crash(dir: &Path) -> Vec<u64> {
     let mut store = Store::open(dir).unwrap();
     let mut starts = Vec::new();
     for seq in 1..=3u64 {
-        starts.push(log::HEADER + store.log.used());
+        starts.push(store.log.offset());
         store
             .commit(&[append("q", message(seq, &"x".repeat(100)))])
             .unwrap();
@@ -1432,7 +1458,9 @@ fn a_crash_between_a_checkpoint_and_the_fresh_log_applies_nothing_twice() {
     let generation = store.log.generation();
     let pending = store.pending.clone();
     store
-        .commit_redb(&pending, &[], None, Some(generation))
+        .redb
+        .call(move |redb| redb.commit(&pending, &[], None, Some(generation), false))
+        .unwrap()
         .unwrap();
     store.crash();
     assert_eq!(stored(dir.path()), [("q".to_string(), 2)]);
@@ -1579,7 +1607,7 @@ fn a_store_from_before_the_log_opens_and_is_upgraded() {
     let seqs: Vec<u64> = stored(dir.path()).iter().map(|m| m.1).collect();
     assert_eq!(seqs, [8, 9]);
     let store = Store::open(dir.path()).unwrap();
-    let format = read_meta(&path, store.db.as_ref().unwrap(), META_FORMAT).unwrap();
+    let format = with_db(&store, move |db| read_meta(&path, db, META_FORMAT).unwrap());
     assert_eq!(format, Some(FORMAT));
 }
 
@@ -1695,4 +1723,476 @@ fn a_log_of_another_size_is_made_anew_once_applied() {
     store.crash();
     let seqs: Vec<u64> = stored(dir.path()).iter().map(|m| m.1).collect();
     assert_eq!(seqs, [1, 2]);
+}
+
+/// The sequence numbers of every message stored in `dir`, in order.
+fn stored_seqs(dir: &Path) -> Vec<u64> {
+    stored(dir).iter().map(|m| m.1).collect()
+}
+
+/// A log of 256 KiB (two halves of 128 KiB), checkpointed past 32 KiB.
+const SMALL: LogOptions = LogOptions {
+    capacity: 256 << 10,
+    checkpoint_bytes: 32 << 10,
+    checkpoint_interval: CHECKPOINT_INTERVAL,
+};
+
+fn set_attempt(queue: &str, seq: u64, attempt: u32) -> StoreOp {
+    StoreOp::SetAttempt {
+        queue: Arc::from(queue),
+        seq,
+        attempt,
+    }
+}
+
+#[test]
+fn a_crash_while_a_generation_is_applied_and_the_next_appended_loses_nothing() {
+    // The checkpoint of generation g is under way (held back) while the
+    // commits after it go to the log's other half as g + 1, and the
+    // broker crashes: the next open replays g, then g + 1, in that order
+    // (message 1, removed in g + 1, stays removed).
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .commit(&[append("q", message(1, "a")), append("q", message(2, "b"))])
+        .unwrap();
+    store.redb.pause(true);
+    let first = store.log.generation();
+    store.start_checkpoint().unwrap();
+    assert_eq!(store.log.generation(), first + 1, "the log went on at once");
+    store
+        .commit(&[remove("q", 1), append("q", message(3, "c"))])
+        .unwrap();
+    store.commit(&[set_attempt("q", 2, 4)]).unwrap();
+    // Due again, but the other half is still being applied: the
+    // generation goes on, nobody waits.
+    store.start_checkpoint().unwrap();
+    assert_eq!((store.log.generation(), store.deferred), (first + 1, 1));
+    store.commit(&[append("q", message(4, "d"))]).unwrap();
+    assert!(store.redb.shared.applied() < first, "nothing applied yet");
+    store.crash();
+    let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(
+        contents(&loaded, "q"),
+        [(2, "b".into(), 4), (3, "c".into(), 0), (4, "d".into(), 0)]
+    );
+}
+
+/// What the log in `dir` hands back to replay over the redb file there
+/// (its `log.applied`, read first), as the open would replay it.
+fn to_replay(dir: &Path) -> (u64, Vec<StoreOp>) {
+    let path = dir.join(FILE_NAME);
+    let applied = {
+        let db = Database::open(&path).unwrap();
+        read_meta(&path, &db, META_LOG_APPLIED).unwrap().unwrap()
+    };
+    let log_path = dir.join(log::FILE_NAME);
+    let file = log::open_log_file(&log_path).unwrap();
+    let (_, replay) = Log::open(&log_path, file, applied, Layout::Halves).unwrap();
+    (applied, replay)
+}
+
+#[test]
+fn a_crash_after_a_generation_is_applied_replays_only_the_next() {
+    // Generation g is in redb; the writer is still in g + 1 (it has not
+    // moved back to g's half) when the broker crashes: g + 1 is replayed,
+    // g is not (its records are still in its half), nothing is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[append("q", message(1, "a"))]).unwrap();
+    store.commit(&[append("q", message(2, "b"))]).unwrap();
+    let first = store.log.generation();
+    store.start_checkpoint().unwrap();
+    store.commit(&[remove("q", 1)]).unwrap();
+    store.redb.wait_applied(first).unwrap();
+    store.commit(&[append("q", message(3, "c"))]).unwrap();
+    store.crash();
+    // Operations are idempotent, so what is stored cannot tell whether g
+    // was replayed too: what the log hands back can.
+    assert_eq!(
+        to_replay(dir.path()),
+        (first, vec![remove("q", 1), append("q", message(3, "c"))])
+    );
+    assert_eq!(
+        stored(dir.path()),
+        [("q".to_string(), 2), ("q".to_string(), 3)]
+    );
+}
+
+#[test]
+fn leftovers_of_an_older_generation_in_a_reused_half_are_never_replayed() {
+    // g appends message 1 in one long record, then message 2; g + 1 (the
+    // other half) removes message 1; both are applied. g + 2 writes a short record in g's
+    // half, over the start of g's long one, and the broker crashes: the
+    // rest of g's record is not g + 2's (nor damage), and message 1 does
+    // not come back.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let g = store.log.generation();
+    store
+        .commit(&[append("q", message(1, &"long".repeat(500)))])
+        .unwrap();
+    let long_end = store.log.offset();
+    store.commit(&[append("q", message(2, "b"))]).unwrap();
+    store.checkpoint().unwrap();
+    store.commit(&[remove("q", 1)]).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(store.log.generation(), g + 2);
+    assert_eq!(store.redb.shared.applied(), g + 1);
+    store.commit(&[append("q", message(3, "c"))]).unwrap();
+    assert!(store.log.offset() < long_end, "the new record is shorter");
+    store.crash();
+    assert_eq!(
+        to_replay(dir.path()),
+        (g + 1, vec![append("q", message(3, "c"))])
+    );
+    assert_eq!(stored_seqs(dir.path()), [2, 3]);
+}
+
+/// Two records in one generation, the checkpoint held back, three in the
+/// next (the other half), then a crash: where each of the three starts.
+fn two_halves_then_crash(dir: &Path) -> Vec<u64> {
+    let mut store = Store::open(dir).unwrap();
+    for seq in 1..=2u64 {
+        store
+            .commit(&[append("q", message(seq, &"x".repeat(100)))])
+            .unwrap();
+    }
+    store.redb.pause(true);
+    store.start_checkpoint().unwrap();
+    let mut starts = Vec::new();
+    for seq in 3..=5u64 {
+        starts.push(store.log.offset());
+        store
+            .commit(&[append("q", message(seq, &"y".repeat(100)))])
+            .unwrap();
+    }
+    store.crash();
+    starts
+}
+
+#[test]
+fn a_torn_tail_in_the_second_half_keeps_both_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = two_halves_then_crash(dir.path());
+    let path = dir.path().join(log::FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = starts[2] as usize;
+    for b in &mut bytes[last + 40..last + 140] {
+        *b = 0;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(stored_seqs(dir.path()), [1, 2, 3, 4]);
+    // And the log goes on from there.
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[append("q", message(6, "f"))]).unwrap();
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1, 2, 3, 4, 6]);
+}
+
+#[test]
+fn a_flipped_bit_in_the_first_half_is_refused_though_the_second_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    two_halves_then_crash(dir.path());
+    let path = dir.path().join(log::FILE_NAME);
+    let pristine = std::fs::read(&path).unwrap();
+    // The first record of the held-back generation, wherever its half is.
+    let mut bytes = pristine.clone();
+    let needle = "x".repeat(100);
+    let at = memchr::memmem::find(&bytes, needle.as_bytes()).unwrap();
+    bytes[at + 10] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_names_file(&err, &path);
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
+
+#[test]
+fn a_torn_tail_in_the_first_half_is_dropped_and_the_second_kept() {
+    // A log write fails half done at the end of generation g (its
+    // submitter hears so); the log moves on to g + 1 in the other half;
+    // a crash while g is being applied. g's half ends in the broken
+    // record, which is dropped as a torn tail; g + 1 is kept whole.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, faults) = open_faulty(dir.path());
+    store.commit(&[append("q", message(1, "ok"))]).unwrap();
+    faults.log_write_eio.store(true, Ordering::SeqCst);
+    let err = store
+        .commit(&[append("q", message(2, &"lost".repeat(50)))])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Write { .. }), "{err:?}");
+    faults.log_write_eio.store(false, Ordering::SeqCst);
+    store.redb.pause(true);
+    store.start_checkpoint().unwrap();
+    store.commit(&[append("q", message(3, "ok"))]).unwrap();
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1, 3]);
+}
+
+#[test]
+fn a_store_of_format_2_replays_its_log_and_is_upgraded() {
+    // Format 2 kept every generation from the start of the log: its
+    // records (here of generation 5, which format 3 would look for in the
+    // second half) are replayed at open, and the file says format 3 once
+    // they are in redb.
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().crash();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_FORMAT, FORMAT_ONE_LOG).unwrap();
+            meta.insert(META_LOG_APPLIED, 4).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let log_path = dir.path().join(log::FILE_NAME);
+    {
+        let file = log::open_log_file(&log_path).unwrap();
+        let (mut log, replay) = Log::open(&log_path, file, 4, Layout::Whole).unwrap();
+        assert!(replay.is_empty());
+        let mut at = 0;
+        at += log.write_record_at(
+            at,
+            5,
+            &[append("q", message(1, "a")), append("q", message(2, "b"))],
+        );
+        log.write_record_at(at, 5, &[remove("q", 1)]);
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(contents(&store.load().unwrap(), "q"), [(2, "b".into(), 0)]);
+    let format = with_db(&store, move |db| read_meta(&path, db, META_FORMAT).unwrap());
+    assert_eq!(format, Some(FORMAT));
+    store.commit(&[append("q", message(3, "c"))]).unwrap();
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [2, 3]);
+}
+
+#[test]
+fn a_failed_checkpoint_fails_commits_only_once_the_log_is_full() {
+    // redb's disk is full: the checkpoint fails on the redb thread, and
+    // commits go on in the log's other half; only when that is full too
+    // does a commit fail (after one more try of the checkpoint). Once
+    // there is room, the next commit applies what was held and goes on;
+    // nothing answered Ok is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, faults) = open_faulty_with(dir.path(), SMALL);
+    store.commit(&[append("q", message(1, "a"))]).unwrap();
+    faults.redb_full.store(true, Ordering::SeqCst);
+    store.start_checkpoint().unwrap();
+    let body = "p".repeat(8 << 10);
+    let mut seq = 1;
+    let mut ok = vec![1];
+    let err = loop {
+        seq += 1;
+        match store.commit(&[append("q", message(seq, &body))]) {
+            Ok(()) => ok.push(seq),
+            Err(e) => break e,
+        }
+        assert!(seq < 100, "the log never filled");
+    };
+    assert!(err.is_disk_full(), "{err:?}");
+    assert_names_file(&err, store.path());
+    assert!(
+        ok.len() * body.len() > (SMALL.capacity / 2 * 3 / 4) as usize,
+        "{} commits went on while the checkpoint failed",
+        ok.len()
+    );
+    faults.redb_full.store(false, Ordering::SeqCst);
+    seq += 1;
+    store.commit(&[append("q", message(seq, &body))]).unwrap();
+    ok.push(seq);
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), ok);
+}
+
+#[test]
+fn a_huge_batch_waits_for_the_generations_before_it() {
+    // A batch larger than half the log goes straight to redb, after the
+    // generation being applied (message 1 is removed there before the
+    // batch sets it again).
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open_with_options(dir.path(), SMALL).unwrap();
+    store.commit(&[append("q", message(1, "a"))]).unwrap();
+    store.commit(&[remove("q", 1)]).unwrap();
+    store.start_checkpoint().unwrap();
+    let big = "h".repeat((SMALL.capacity / 4) as usize);
+    let huge: Vec<StoreOp> = (1..=3u64)
+        .map(|seq| append("q", message(seq, &big)))
+        .collect();
+    store.commit(&huge).unwrap();
+    store.commit(&[remove("q", 2)]).unwrap();
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1, 3]);
+}
+
+#[test]
+fn a_log_generation_at_the_end_of_its_range_is_refused_as_corrupt() {
+    // A redb file whose checksums hold but whose `log.applied` is one no
+    // broker could have written (so near u64::MAX that the next
+    // generations overflow): refused as corrupt, naming the file, never a
+    // panic.
+    for applied in [u64::MAX, u64::MAX - 1, u64::MAX - 2] {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_LOG_APPLIED, applied)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert_names_file(&err, &path);
+    }
+}
+
+#[test]
+fn a_wait_for_the_redb_thread_ends_when_the_thread_dies() {
+    // The redb thread panics (outside the guard of redb's own calls)
+    // while the writer waits for a generation it was to apply: the wait
+    // ends with an error instead of lasting forever.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let shared = store.redb.shared.clone();
+    // Panics once someone waits (observed, not guessed at).
+    store.redb.send(Job::Run(Box::new(move |_| {
+        while shared.lock().waiting == 0 {
+            std::thread::yield_now();
+        }
+        panic!("the redb thread dies (injected)");
+    })));
+    let (done, outcome) = std::sync::mpsc::channel();
+    // Its own thread, so that a wait that never ends fails the test
+    // instead of hanging it.
+    std::thread::spawn(move || {
+        let never_handed = store.log.generation();
+        let _ = done.send(store.redb.wait_applied(never_handed));
+    });
+    let result = outcome
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the wait outlived the redb thread");
+    assert!(matches!(result, Err(StoreError::Closed)), "{result:?}");
+}
+
+/// Whether redb comes to hold `generation` within a generous bound,
+/// without this wait asking for anything (unlike `wait_applied`).
+fn applied_without_asking(store: &Store, generation: u64) -> bool {
+    let shared = &store.redb.shared;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut progress = shared.lock();
+    while progress.applied < generation {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        progress = shared
+            .changed
+            .wait_timeout(progress, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    true
+}
+
+/// A store whose checkpoint of generation g failed (redb's disk full)
+/// and whose disk has room again; g.
+fn a_failed_checkpoint_then_room(dir: &Path) -> (Store, u64) {
+    let (mut store, faults) = open_faulty_with(dir, SMALL);
+    store.commit(&[append("q", message(1, "a"))]).unwrap();
+    let g = store.log.generation();
+    faults.redb_full.store(true, Ordering::SeqCst);
+    store.start_checkpoint().unwrap();
+    // The checkpoint's failure is known (a job after it has run).
+    store.redb.call(|_| ()).unwrap();
+    assert!(store.redb.shared.lock().failed.is_some());
+    faults.redb_full.store(false, Ordering::SeqCst);
+    (store, g)
+}
+
+#[test]
+fn a_history_read_after_a_failed_checkpoint_reopens_redb() {
+    // The checkpoint failed and the disk has room again, with the log far
+    // from full: a read of the history is answered (the failed checkpoint
+    // is tried first and redb reopened), not refused until the log fills.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, g) = a_failed_checkpoint_then_room(dir.path());
+    let found = store
+        .read_history(&HistoryQuery {
+            resource: "r".into(),
+            since_ms: 0,
+            limit: 0,
+            max_bytes: 1 << 20,
+            now_ms: 1,
+            bounds: HistoryBounds::default(),
+        })
+        .unwrap();
+    assert!(found.lines.is_empty());
+    assert!(store.redb.shared.applied() >= g, "tried before the read");
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1]);
+}
+
+#[test]
+fn a_commit_after_a_failed_checkpoint_has_it_tried_again() {
+    // The checkpoint failed and the disk has room again: the next commit
+    // (tiny, the log far from full) has it tried again without waiting,
+    // as every commit did when each was a redb transaction.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, g) = a_failed_checkpoint_then_room(dir.path());
+    store.commit(&[append("q", message(2, "b"))]).unwrap();
+    assert!(applied_without_asking(&store, g), "never tried again");
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1, 2]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_sweep_of_the_history_is_tried_again_at_the_next_commit() {
+    // The first transaction with history sweeps every resource; it fails
+    // (redb's disk full). The sweep runs on the redb thread after the
+    // commit: the next commit, even one without lines, asks for it again
+    // (a redb transaction), instead of an hour later.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path());
+    let writer = StoreWriter::spawn(store).unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 100,
+        max_age_ms: 0,
+    };
+    let query = HistoryQuery {
+        resource: "pcm".into(),
+        since_ms: 0,
+        limit: 0,
+        max_bytes: 1 << 20,
+        now_ms: 10_000,
+        bounds,
+    };
+    faults.redb_full.store(true, Ordering::SeqCst);
+    let mut journal = HistoryJournal::default();
+    journal.record(&history_line("pcm", 1, 10_000));
+    writer.record_history(journal, bounds);
+    writer
+        .submit(vec![append("q", message(1, "m"))])
+        .await
+        .unwrap();
+    faults.redb_full.store(false, Ordering::SeqCst);
+    // After the failed sweep on the redb thread (and redb reopened).
+    writer.read_history(query.clone()).await.unwrap();
+    let before = faults.redb_syncs.load(Ordering::SeqCst);
+    writer
+        .submit(vec![append("q", message(2, "m"))])
+        .await
+        .unwrap();
+    writer.read_history(query).await.unwrap();
+    assert!(
+        faults.redb_syncs.load(Ordering::SeqCst) > before,
+        "the sweep was not tried again"
+    );
 }

@@ -2,8 +2,10 @@
 //! [`StoreOp`]s submitted while it was busy into one transaction (one
 //! record appended to the store's log), so that concurrent publishes share
 //! one fsync instead of paying one each. When the log is due, the thread
-//! checkpoints it into redb after answering the batch that made it due;
-//! when it stops, dropping the store checkpoints what is left.
+//! hands its generation to the store's redb thread after answering the
+//! batch that made it due, and goes on at once in the log's other half
+//! ([`Store::start_checkpoint`]); when it stops, dropping the store
+//! checkpoints what is left.
 //!
 //! It owns the thread and the submission queue; it does not decide what to
 //! write, nor retry: a failed transaction is reported to each of its
@@ -12,9 +14,11 @@
 //! History lines ([`StoreWriter::record_history`], already encoded, in the
 //! order they ended) are grouped per resource here and ride along: they join the next transaction,
 //! whatever else it carries, and nobody waits for them (a failed one is
-//! logged). Reads of the history are answered on this thread after the
-//! transaction they arrived with, so a read sees every line recorded
-//! before it.
+//! logged): the store hands them to its redb thread, which commits them
+//! in order with its checkpoints. Reads of the history are handed to the
+//! redb thread after the transaction they arrived with, and answered
+//! there, so a read sees every line recorded before it, and this thread
+//! does not wait for it.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -341,9 +345,14 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
             ops.append(&mut submitted);
             answers.push(done);
         }
+        // The sweep is done on the redb thread, after the commit: one that
+        // failed there is asked for again now, not an hour later.
+        if store.take_sweep_failed() {
+            history.swept = None;
+        }
         let bounds = history.bounds();
         let committing = Instant::now();
-        let result = store.commit_staged(&ops, &history.staged, bounds);
+        let result = store.commit_staged(&ops, &mut history.staged, bounds);
         if !ops.is_empty() {
             last_commit = committing.elapsed();
         }
@@ -366,9 +375,10 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
         history.staged.clear();
         answer_all(answers, &result);
         history.answer_reads(&store);
-        // After the answers, which do not wait for it.
+        // After the answers. Only handed to the redb thread: the next
+        // commit goes on in the log's other half meanwhile.
         if store.checkpoint_due()
-            && let Err(e) = store.checkpoint()
+            && let Err(e) = store.start_checkpoint()
         {
             tracing::warn!("the store's log could not be checkpointed: {e}");
         }
@@ -376,7 +386,7 @@ fn run(mut store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
     // What was recorded before the stop is kept.
     if !history.staged.is_empty() {
         let bounds = history.bounds();
-        if let Err(e) = store.commit_staged(&[], &history.staged, bounds) {
+        if let Err(e) = store.commit_staged(&[], &mut history.staged, bounds) {
             tracing::warn!("lease history not stored at shutdown: {e}");
         }
     }
@@ -389,7 +399,8 @@ struct Pending {
     staged: Vec<StagedHistory>,
     bounds: Option<HistoryBounds>,
     reads: Vec<(HistoryQuery, oneshot::Sender<Result<Recorded, StoreError>>)>,
-    /// When every resource was last bounded.
+    /// When every resource was last handed over to be bounded; `None`
+    /// again once that sweep is known to have failed.
     swept: Option<Instant>,
 }
 
@@ -419,9 +430,11 @@ impl Pending {
         Some((bounds, now_ms, sweep))
     }
 
+    /// Hands the reads to the redb thread, which answers them after the
+    /// lines handed to it before.
     fn answer_reads(&mut self, store: &Store) {
         for (query, done) in self.reads.drain(..) {
-            let _ = done.send(store.read_history(&query));
+            store.read_history_then(query, done);
         }
     }
 }
