@@ -592,6 +592,42 @@ fn attempts_survive_broker_crash_loops_and_reach_the_dead_letter_queue() {
     assert_eq!(left.get("poison.dead").copied(), Some(1), "{left:?}");
 }
 
+/// Floods `queue` with pipelined publishes (4 connections, 64 in flight
+/// each) until at least `at_least` are confirmed, SIGKILLs the broker,
+/// and starts it again on the same data with `args`, which must not find
+/// its files damaged. Returns the new broker and the confirmed messages.
+fn flood_kill_restart(
+    rt: &tokio::runtime::Runtime,
+    broker: Broker,
+    dir: &Path,
+    args: &[&str],
+    queue: &str,
+    at_least: u64,
+) -> (Broker, Vec<String>) {
+    let mut broker = broker;
+    let pid = broker.pid();
+    let got = rt.block_on(flood::flood_and_kill(
+        &broker,
+        queue,
+        4,
+        200,
+        64,
+        at_least,
+        |_| {
+            signal(pid, libc::SIGKILL);
+            true
+        },
+    ));
+    let _ = broker.child.wait();
+    let broker = start_in(dir, args);
+    assert!(
+        !broker.log_text().contains("damaged"),
+        "{}",
+        broker.log_text()
+    );
+    (broker, got)
+}
+
 /// SIGKILL of the broker in the middle of a flood of pipelined publishes
 /// (4 connections, 64 in flight each), several times over: after each
 /// restart every message whose `Publish` answer arrived is stored, and no
@@ -609,28 +645,10 @@ fn a_broker_killed_during_a_publish_flood_keeps_every_confirmed_message_once() {
     let mut confirmed = Vec::new();
     for round in 0..3u64 {
         let queue = format!("flood{round}");
-        let pid = broker.pid();
-        let got = rt.block_on(flood::flood_and_kill(
-            &broker,
-            &queue,
-            4,
-            200,
-            64,
-            500,
-            |_| {
-                signal(pid, libc::SIGKILL);
-                true
-            },
-        ));
-        let _ = broker.child.wait();
+        let got;
+        (broker, got) = flood_kill_restart(&rt, broker, &dir, &[], &queue, 500);
         assert!(got.len() >= 500, "{} confirmed", got.len());
         confirmed.push((queue, got));
-        broker = start_in(&dir, &[]);
-        assert!(
-            !broker.log_text().contains("damaged"),
-            "{}",
-            broker.log_text()
-        );
     }
     for (queue, got) in &confirmed {
         let stored = rt.block_on(flood::check_stored_once(&broker, queue, got));
@@ -665,26 +683,8 @@ fn a_broker_killed_while_checkpoints_run_beside_a_publish_flood_keeps_every_conf
         .unwrap();
     for round in 0..5u64 {
         let queue = format!("flood{round}");
-        let pid = broker.pid();
-        let got = rt.block_on(flood::flood_and_kill(
-            &broker,
-            &queue,
-            4,
-            200,
-            64,
-            1_000 + 700 * round,
-            |_| {
-                signal(pid, libc::SIGKILL);
-                true
-            },
-        ));
-        let _ = broker.child.wait();
-        broker = start_in(&dir, &args);
-        assert!(
-            !broker.log_text().contains("damaged"),
-            "{}",
-            broker.log_text()
-        );
+        let got;
+        (broker, got) = flood_kill_restart(&rt, broker, &dir, &args, &queue, 1_000 + 700 * round);
         // The earlier rounds' messages were all acked: none comes back.
         let left = rt.block_on(depths(&broker));
         for earlier in 0..round {

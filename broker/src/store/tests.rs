@@ -265,10 +265,7 @@ fn a_file_of_garbage_is_refused_and_kept() {
         *b = x as u8;
     }
     std::fs::write(&path, &garbage).unwrap();
-    let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-    assert_names_file(&err, &path);
-    assert!(err.to_string().contains("move it aside"), "{err}");
+    assert_refused_as_corrupt(dir.path(), &path, "move it aside");
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
 }
 
@@ -370,15 +367,7 @@ fn a_store_of_another_format_is_refused() {
     // A future format number: refused with a message, not misread.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert(META_FORMAT, 99)
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    write_meta(&Database::create(&path).unwrap(), &[(META_FORMAT, 99)]);
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Format { .. }), "{err:?}");
     assert_names_file(&err, &path);
@@ -790,10 +779,7 @@ fn a_zero_length_file_is_refused_and_kept() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-    assert_names_file(&err, &path);
-    assert!(err.to_string().contains("empty"), "{err}");
+    assert_refused_as_corrupt(dir.path(), &path, "empty");
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
         0,
@@ -862,6 +848,28 @@ async fn a_failed_sync_is_reported_as_unknown_then_writes_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Poisoned { .. }), "{err:?}");
+}
+
+/// Opening the store in `dir` is refused as corrupt, naming `file` and
+/// saying `says`.
+fn assert_refused_as_corrupt(dir: &Path, file: &Path, says: &str) {
+    let err = Store::open(dir).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_names_file(&err, file);
+    assert!(err.to_string().contains(says), "{err}");
+}
+
+/// Sets `entries` in the meta table of `db`, in one transaction: a file
+/// as another build (or a crafted one) would have left it.
+fn write_meta(db: &Database, entries: &[(&str, u64)]) {
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(META).unwrap();
+        for &(key, value) in entries {
+            meta.insert(key, value).unwrap();
+        }
+    }
+    txn.commit().unwrap();
 }
 
 /// A line for the history of `resource`: lease `id`, ended at `ended_ms`.
@@ -1504,10 +1512,7 @@ fn a_flipped_bit_mid_log_is_refused() {
         let mut bytes = pristine.clone();
         bytes[at as usize] ^= 0x10;
         std::fs::write(&path, &bytes).unwrap();
-        let err = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-        assert_names_file(&err, &path);
-        assert!(err.to_string().contains("damaged"), "{err}");
+        assert_refused_as_corrupt(dir.path(), &path, "damaged");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log is kept");
     }
 }
@@ -1621,10 +1626,7 @@ fn a_missing_log_is_refused() {
     store.crash();
     let path = dir.path().join(log::FILE_NAME);
     std::fs::remove_file(&path).unwrap();
-    let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-    assert_names_file(&err, &path);
-    assert!(err.to_string().contains("missing"), "{err}");
+    assert_refused_as_corrupt(dir.path(), &path, "missing");
 }
 
 #[test]
@@ -1902,10 +1904,7 @@ fn a_flipped_bit_in_the_first_half_is_refused_though_the_second_checks() {
     let at = memchr::memmem::find(&bytes, needle.as_bytes()).unwrap();
     bytes[at + 10] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
-    let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-    assert_names_file(&err, &path);
-    assert!(err.to_string().contains("damaged"), "{err}");
+    assert_refused_as_corrupt(dir.path(), &path, "damaged");
 }
 
 #[test]
@@ -1939,16 +1938,10 @@ fn a_store_of_format_2_replays_its_log_and_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
     Store::open(dir.path()).unwrap().crash();
     let path = dir.path().join(FILE_NAME);
-    {
-        let db = Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut meta = txn.open_table(META).unwrap();
-            meta.insert(META_FORMAT, FORMAT_ONE_LOG).unwrap();
-            meta.insert(META_LOG_APPLIED, 4).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    write_meta(
+        &Database::open(&path).unwrap(),
+        &[(META_FORMAT, FORMAT_ONE_LOG), (META_LOG_APPLIED, 4)],
+    );
     let log_path = dir.path().join(log::FILE_NAME);
     {
         let file = log::open_log_file(&log_path).unwrap();
@@ -2039,15 +2032,10 @@ fn a_log_generation_at_the_end_of_its_range_is_refused_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         Store::open(dir.path()).unwrap();
         let path = dir.path().join(FILE_NAME);
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(META_LOG_APPLIED, applied)
-                .unwrap();
-            txn.commit().unwrap();
-        }
+        write_meta(
+            &Database::open(&path).unwrap(),
+            &[(META_LOG_APPLIED, applied)],
+        );
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
         assert_names_file(&err, &path);
