@@ -942,6 +942,13 @@ impl Store {
         let last = applied + 2;
         redb.checkpoint(last, replay, format != FORMAT)?;
         redb.unapplied = None;
+        if format != FORMAT {
+            tracing::info!(
+                file = %path.display(),
+                "store upgraded from format {format} to {FORMAT} (the log in two halves): a \
+                 broker older than this one can no longer open it"
+            );
+        }
         log.restart(last + 1);
         if log.capacity() != options.capacity {
             // redb holds everything the old log had: it is replaced whole
