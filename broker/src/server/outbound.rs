@@ -215,6 +215,11 @@ struct Frames {
     closed: bool,
     /// The core waits for room (a [`ToCore::Writable`] when some is made).
     wants_room: bool,
+    /// The core holds frames of this connection back (its backlog, or
+    /// coalesced watch events) until the queue has room: a frame written
+    /// from another thread ([`ReadGate::write_direct`]) would pass them.
+    /// Set with `wants_room`; cleared once they are all queued.
+    held: bool,
     /// The connection's task holds bytes taken from the queue that the
     /// socket has not all taken yet: nothing may be written past them.
     writing: bool,
@@ -479,7 +484,7 @@ impl ReadGate {
     pub fn write_direct(&self, frames: &[u8]) -> bool {
         {
             let mut queue = self.frames();
-            if queue.closed || queue.writing || !queue.items.is_empty() {
+            if queue.closed || queue.writing || queue.held || !queue.items.is_empty() {
                 return false;
             }
             let Some(writer) = queue.direct.as_ref() else {
@@ -546,9 +551,16 @@ impl ReadGate {
         }
     }
 
-    /// The core waits for room in the queue.
+    /// The core waits for room in the queue, holding frames back.
     fn want_room(&self) {
-        self.frames().wants_room = true;
+        let mut frames = self.frames();
+        frames.wants_room = true;
+        frames.held = true;
+    }
+
+    /// The core holds nothing back any more: everything it had is queued.
+    fn released(&self) {
+        self.frames().held = false;
     }
 
     /// The task stops taking frames: what is left is returned, and later
@@ -801,6 +813,7 @@ impl Conn {
                 }
             }
         }
+        self.gate.released();
     }
 
     /// Asks to be told (with [`ToCore::Writable`]) when the queue has room:

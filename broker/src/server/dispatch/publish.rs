@@ -177,13 +177,21 @@ impl Commits {
     /// files every commit for the core, under one lock (see the module's
     /// header); then wakes the core task.
     fn file(&self, mut gathered: Vec<Gathered>) {
-        {
-            // Nothing panics while holding it; a poisoned list is whole.
-            let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-            self.waiting.store(true, Ordering::Release);
-            write_answers(&mut gathered);
-            list.extend(gathered.into_iter().map(|g| g.commit));
-        }
+        ANSWERS.with_borrow_mut(|buf| {
+            // Grouped and encoded before the lock, which every entry into
+            // the core may wait for: under it only the writes.
+            let answers = encode_answers(&gathered, buf);
+            {
+                // Nothing panics while holding it; a poisoned list is whole.
+                let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+                self.waiting.store(true, Ordering::Release);
+                write_answers(&mut gathered, &answers, buf);
+                list.extend(gathered.into_iter().map(|g| g.commit));
+            }
+            if buf.capacity() > 64 * 1024 {
+                *buf = BytesMut::new();
+            }
+        });
         self.filed.notify_one();
     }
 
@@ -228,44 +236,60 @@ fn file_gathered() {
     }
 }
 
-/// Writes the `Published` answers of `gathered` into their connections,
-/// each connection's in one write, in commit order, and marks those that
-/// went. A failed commit is left to the core, which has the queue table
-/// to mend too.
-fn write_answers(gathered: &mut [Gathered]) {
-    let mut tried = vec![false; gathered.len()];
-    let mut mine = Vec::new();
-    ANSWERS.with_borrow_mut(|buf| {
-        for i in 0..gathered.len() {
-            let Some(gate) = gathered[i].gate.clone() else {
-                continue;
-            };
-            if tried[i] || gathered[i].commit.result.is_err() {
-                continue;
+/// The answers of one connection, encoded one after the other in commit
+/// order: `buf[range]`, for the commits at `which` in `gathered`.
+struct Answers {
+    gate: Arc<ReadGate>,
+    which: Vec<usize>,
+    range: std::ops::Range<usize>,
+}
+
+/// Encodes the `Published` answers of `gathered` into `buf`, grouped by
+/// connection (each connection's in commit order, for one write). A
+/// failed commit is left to the core, which has the queue table to mend
+/// too.
+fn encode_answers(gathered: &[Gathered], buf: &mut BytesMut) -> Vec<Answers> {
+    let mut order: Vec<usize> = (0..gathered.len())
+        .filter(|&i| gathered[i].gate.is_some() && gathered[i].commit.result.is_ok())
+        .collect();
+    // Stable: commit order within a connection.
+    order.sort_by_key(|&i| gathered[i].gate.as_ref().map(Arc::as_ptr));
+    buf.clear();
+    let mut answers: Vec<Answers> = Vec::new();
+    for i in order {
+        let Some(gate) = &gathered[i].gate else {
+            continue;
+        };
+        let start = buf.len();
+        turnstile_proto::encode_frame(&gathered[i].commit.answer(), buf);
+        match answers.last_mut() {
+            Some(last) if Arc::ptr_eq(&last.gate, gate) => {
+                last.which.push(i);
+                last.range.end = buf.len();
             }
-            mine.clear();
-            mine.extend((i..gathered.len()).filter(|&j| {
-                !tried[j]
-                    && gathered[j].commit.result.is_ok()
-                    && gathered[j]
-                        .gate
-                        .as_ref()
-                        .is_some_and(|other| Arc::ptr_eq(other, &gate))
-            }));
-            buf.clear();
-            for &j in &mine {
-                tried[j] = true;
-                turnstile_proto::encode_frame(&gathered[j].commit.answer(), buf);
-            }
-            let written = gate.write_direct(buf);
-            for &j in &mine {
-                gathered[j].commit.answered = written;
+            _ => answers.push(Answers {
+                gate: gate.clone(),
+                which: vec![i],
+                range: start..buf.len(),
+            }),
+        }
+    }
+    answers
+}
+
+/// Writes each connection's answers into its socket in one write, and
+/// marks those that went.
+fn write_answers(gathered: &mut [Gathered], answers: &[Answers], buf: &BytesMut) {
+    for a in answers {
+        let written = buf
+            .get(a.range.clone())
+            .is_some_and(|frames| a.gate.write_direct(frames));
+        for &i in &a.which {
+            if let Some(g) = gathered.get_mut(i) {
+                g.commit.answered = written;
             }
         }
-        if buf.capacity() > 64 * 1024 {
-            *buf = BytesMut::new();
-        }
-    });
+    }
 }
 
 impl Commit {
