@@ -2170,8 +2170,13 @@ async fn a_failed_sweep_of_the_history_is_tried_again_at_the_next_commit() {
         .submit(vec![append("q", message(1, "m"))])
         .await
         .unwrap();
+    // The submit is answered once the log has it; the sweep runs on the
+    // redb thread after that. A read is answered there after it: only
+    // then has the sweep failed (clearing the fault any sooner lets it
+    // succeed, as it did under Wine).
+    let _ = writer.read_history(query.clone()).await;
     faults.redb_full.store(false, Ordering::SeqCst);
-    // After the failed sweep on the redb thread (and redb reopened).
+    // redb reopened.
     writer.read_history(query.clone()).await.unwrap();
     let before = faults.redb_syncs.load(Ordering::SeqCst);
     writer
