@@ -850,6 +850,15 @@ async fn a_failed_sync_is_reported_as_unknown_then_writes_are_refused() {
     assert!(matches!(err, StoreError::Poisoned { .. }), "{err:?}");
 }
 
+/// Commits message 2 while the log's writes fail half done (its bytes
+/// partly on disk): its error, with the writes failing still.
+fn a_log_write_failing_half_done(store: &mut Store, faults: &Faults) -> StoreError {
+    faults.log_write_eio.store(true, Ordering::SeqCst);
+    store
+        .commit(&[append("q", message(2, &"lost".repeat(50)))])
+        .unwrap_err()
+}
+
 /// Opening the store in `dir` is refused as corrupt, naming `file` and
 /// saying `says`.
 fn assert_refused_as_corrupt(dir: &Path, file: &Path, says: &str) {
@@ -1525,10 +1534,7 @@ fn a_failed_log_write_commits_nothing_and_the_next_one_retries() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, faults) = open_faulty(dir.path());
     store.commit(&[append("q", message(1, "ok"))]).unwrap();
-    faults.log_write_eio.store(true, Ordering::SeqCst);
-    let err = store
-        .commit(&[append("q", message(2, &"lost".repeat(50)))])
-        .unwrap_err();
+    let err = a_log_write_failing_half_done(&mut store, &faults);
     assert!(
         matches!(err, StoreError::Write { .. }) && !err.is_poisoned(),
         "{err:?}"
@@ -1916,10 +1922,7 @@ fn a_torn_tail_in_the_first_half_is_dropped_and_the_second_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, faults) = open_faulty(dir.path());
     store.commit(&[append("q", message(1, "ok"))]).unwrap();
-    faults.log_write_eio.store(true, Ordering::SeqCst);
-    let err = store
-        .commit(&[append("q", message(2, &"lost".repeat(50)))])
-        .unwrap_err();
+    let err = a_log_write_failing_half_done(&mut store, &faults);
     assert!(matches!(err, StoreError::Write { .. }), "{err:?}");
     faults.log_write_eio.store(false, Ordering::SeqCst);
     store.redb.pause(true);
