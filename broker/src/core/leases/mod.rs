@@ -1586,7 +1586,8 @@ impl LeaseTable {
 
     /// The wait for the waiter at `index`: the holders' remaining time
     /// (from their progress rate, else the resource's typical hold time),
-    /// plus a typical hold for each waiter ahead.
+    /// plus a typical hold for each waiter ahead; none while a holder has
+    /// overrun what its estimate allowed.
     ///
     /// The broker's one estimate: `Queued.estimated_wait_ms` and a
     /// waiter's `Lease.estimated_wait_ms` in status and watch events both
@@ -1608,7 +1609,11 @@ impl LeaseTable {
                     Some(rate_per_step.saturating_mul(u64::from(p.total - p.done.min(p.total))))
                 }
                 _ => res.typical_hold_ms.map(|t| t.saturating_sub(held)),
-            }?;
+            }
+            // A holder past its typical hold (or done by its own count but
+            // still holding) has no known end: no estimate, rather than a
+            // confident "about 1 ms" for as long as it overruns.
+            .filter(|&left| left > 0)?;
             holders_left = Some(holders_left.map_or(left, |m| m.max(left)));
         }
         let ahead_waiters = index as u64;

@@ -721,6 +721,18 @@ fn wait_estimates_use_past_hold_times() {
     assert_eq!(first.estimated_wait_ms, Some(3000));
     let second = expect_queued(&acquire_ex(&mut core, agent, "pcm", 6000), 2);
     assert_eq!(second.estimated_wait_ms, Some(7000));
+    // The holder overruns its typical hold: nobody knows how long it will
+    // take now, and the estimate says so rather than "about 1 ms".
+    let waiters = |at| -> Vec<Option<u64>> {
+        core.status_at(&["pcm".to_string()], at).resources[0]
+            .waiters
+            .iter()
+            .map(|w| w.estimated_wait_ms)
+            .collect()
+    };
+    assert_eq!(waiters(8000), [Some(1000), Some(5000)]);
+    assert_eq!(waiters(9000), [None, None]);
+    assert_eq!(waiters(60_000), [None, None]);
 }
 
 #[test]
