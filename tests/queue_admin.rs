@@ -1,6 +1,7 @@
 //! Queue administration against the real `turnstiled`: `queue peek` reads
 //! without taking, `consume --count N` takes exactly N (no attempt used
-//! on a message it does not print), `CancelConsume` stops a consumer and
+//! on a message it does not print, and acknowledges every one it printed
+//! even when a signal ends it), `CancelConsume` stops a consumer and
 //! keeps the connection, `queue purge` and `queue requeue-dead`.
 #![cfg(unix)]
 
@@ -100,6 +101,33 @@ fn peek_reads_without_taking_and_consume_count_takes_exactly_n() {
     let (code, out, _) = broker.cli(&["queue", "peek", "nothing"]);
     assert_eq!(code, 0);
     assert_eq!(out, "nothing has no ready message\n");
+}
+
+#[test]
+fn consume_count_interrupted_acknowledges_what_it_printed() {
+    // `--count 2` keeps the first message unacknowledged (acking it could
+    // let the broker send a third): SIGTERM before the second comes must
+    // still acknowledge it, since it was printed.
+    let broker = spawn_broker();
+    wait_ready(&broker);
+    publish(&broker, "jobs", "only one");
+    let mut consume = broker.cli_spawn(&["queue", "consume", "jobs", "--count", "2"]);
+    let mut out = std::io::BufReader::new(consume.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains("only one"), "{line}");
+    assert_eq!(counts(&broker, "jobs"), (0, 1, 1), "printed, kept unacked");
+    signal(consume.id() as i32, libc::SIGTERM);
+    let status = consume.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    assert_eq!(counts(&broker, "jobs"), (0, 0, 0), "acknowledged, not back");
+    assert!(peek(&broker, "jobs").is_empty());
+
+    // A count of 0 is a usage error, and takes nothing.
+    publish(&broker, "jobs", "untouched");
+    let (code, _, err) = broker.cli(&["queue", "consume", "jobs", "--count", "0"]);
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(peek(&broker, "jobs")[0].1, 0, "no attempt used");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

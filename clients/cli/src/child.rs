@@ -113,11 +113,21 @@ impl Signals {
     }
 
     /// The next signal caught, passed on already to the process `pid` (the
-    /// command's, while it has not been waited for); its name, for the log
-    /// line.
-    pub async fn pass_on(&mut self, pid: Option<u32>) -> &'static str {
+    /// command's, while it has not been waited for; `None` passes it on to
+    /// nobody).
+    pub async fn pass_on(&mut self, pid: Option<u32>) -> Caught {
         self.imp.pass_on(pid).await
     }
+}
+
+/// A signal caught by [`Signals`].
+#[derive(Copy, Clone, Debug)]
+pub struct Caught {
+    /// Its name, for log lines.
+    pub name: &'static str,
+    /// The status a program ended by it exits with, as a shell reports it:
+    /// 128 + its number (Ctrl-C on Windows: 130, as SIGINT).
+    pub exit_code: u8,
 }
 
 /// Ends the command (see [`Stop`]); it is not waited for.
@@ -134,7 +144,7 @@ mod imp {
     use tokio::process::{Child, Command};
     use tokio::signal::unix::{Signal, SignalKind, signal};
 
-    use super::{Connection, Stop};
+    use super::{Caught, Connection, Stop};
 
     pub fn tie_to_parent(command: &mut Command, connection: Connection<'_>) -> io::Result<()> {
         let inherit = connection.map(|fd| fd.as_raw_fd());
@@ -197,7 +207,7 @@ mod imp {
             Ok(Signals { streams })
         }
 
-        pub async fn pass_on(&mut self, pid: Option<u32>) -> &'static str {
+        pub async fn pass_on(&mut self, pid: Option<u32>) -> Caught {
             let caught =
                 futures::future::select_all(self.streams.iter_mut().map(|(n, name, s)| {
                     Box::pin(async move { s.recv().await.map(|_| (*n, *name)) })
@@ -210,7 +220,10 @@ mod imp {
                         // signals on once `wait` has seen it exit).
                         unsafe { libc::kill(pid as libc::pid_t, n) };
                     }
-                    name
+                    Caught {
+                        name,
+                        exit_code: 128 + n as u8,
+                    }
                 }
                 // A signal stream never ends while the runtime runs.
                 None => std::future::pending().await,
@@ -246,7 +259,7 @@ mod imp {
     };
     use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
-    use super::{Connection, Stop};
+    use super::{Caught, Connection, Stop};
 
     /// Puts the CLI itself in a new job that kills its processes when its
     /// last handle closes, so the command is born in it (no window between
@@ -287,9 +300,12 @@ mod imp {
 
         /// Ctrl-C reaches every process of the console, the command too:
         /// the CLI only goes on waiting for it.
-        pub async fn pass_on(&mut self, _pid: Option<u32>) -> &'static str {
+        pub async fn pass_on(&mut self, _pid: Option<u32>) -> Caught {
             match tokio::signal::ctrl_c().await {
-                Ok(()) => "Ctrl-C",
+                Ok(()) => Caught {
+                    name: "Ctrl-C",
+                    exit_code: 130,
+                },
                 Err(_) => std::future::pending().await,
             }
         }

@@ -10,7 +10,8 @@
 //! With `--count N` it never takes a message it will not print: no more
 //! than N are ever in flight, an ack that could let the broker send one
 //! past N waits, and the consumer is cancelled (`CancelConsume`) before
-//! the last acks go out.
+//! the last acks go out (and when SIGINT, SIGTERM or SIGHUP ends it early,
+//! so that every message printed is acknowledged).
 //!
 //! Payloads in `--json` output: `"payload"` holds the payload as a string
 //! when it is valid UTF-8 (`"payload_encoding": "utf-8"`), else its
@@ -54,14 +55,14 @@ pub enum QueueCommand {
     Consume {
         /// The queue
         queue: String,
-        /// Stop after N messages (default: run until interrupted)
-        #[arg(long, value_name = "N")]
+        /// Stop after N messages, N ≥ 1 (default: run until interrupted)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         /// Do not acknowledge: the messages stay in the queue and are delivered again once this command exits (each look uses one of a message's delivery attempts)
         #[arg(long)]
         no_ack: bool,
         /// Messages held unacknowledged at a time [default: N of --count, at most 16 (all N with --no-ack); else 16]
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         prefetch: Option<u32>,
     },
     /// Show the next messages of QUEUE without taking them (no delivery attempt is used)
@@ -191,8 +192,30 @@ pub async fn run(
             // past the count (one it would take, and use an attempt of,
             // for nothing).
             let mut kept: Vec<Delivery> = Vec::new();
+            // Those kept are acknowledged when a signal ends the command
+            // early: printed is acknowledged, whatever the count.
+            let mut signals = if count.is_some() && !no_ack {
+                crate::child::Signals::catch()
+                    .inspect_err(|e| {
+                        eprintln!(
+                            "turnstile: cannot catch signals ({e}): a signal now leaves the messages printed unacknowledged"
+                        )
+                    })
+                    .ok()
+            } else {
+                None
+            };
             while count.is_none_or(|n| seen < n) {
-                let Some(delivery) = consumer.next().await else {
+                let next = match &mut signals {
+                    Some(signals) => tokio::select! {
+                        d = consumer.next() => d,
+                        caught = signals.pass_on(None) => {
+                            return settle_interrupted(consumer, kept, caught).await;
+                        }
+                    },
+                    None => consumer.next().await,
+                };
+                let Some(delivery) = next else {
                     return Err(ClientError::Disconnected(
                         "the broker closed the connection".into(),
                     ));
@@ -241,6 +264,41 @@ pub async fn run(
         }
     }
 }
+
+/// `consume --count` was ended by a signal: the consumer stops and the
+/// messages printed but kept unacknowledged are acknowledged (within
+/// [`SETTLE_WITHIN`], so that an unresponsive broker cannot keep the
+/// command from ending); the command exits as the signal would have made it.
+async fn settle_interrupted(
+    consumer: turnstile_client::Consumer,
+    kept: Vec<Delivery>,
+    caught: crate::child::Caught,
+) -> Result<u8, ClientError> {
+    let printed = kept.len();
+    let settle = async {
+        consumer.cancel().await?;
+        for delivery in kept {
+            delivery.ack().await?;
+        }
+        Ok::<_, ClientError>(())
+    };
+    match tokio::time::timeout(SETTLE_WITHIN, settle).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!(
+            "turnstile: {}: cannot acknowledge the {printed} message(s) printed: {e}",
+            caught.name
+        ),
+        Err(_) => eprintln!(
+            "turnstile: {}: the broker did not take the acknowledgements of the {printed} message(s) printed within {} s; they will be delivered again",
+            caught.name,
+            SETTLE_WITHIN.as_secs()
+        ),
+    }
+    Ok(caught.exit_code)
+}
+
+/// How long an interrupted `consume --count` waits for its last acks.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `queue ls`: a table, or a JSON array of the queues.
 fn ls_text(queues: &[v1::QueueInfo], legend: bool, json: bool) -> String {

@@ -303,8 +303,8 @@ async fn supervise(
                 // The end of the pipe (or a read error): no more progress.
                 Ok(None) | Err(_) => progress = None,
             },
-            name = signals.pass_on(pid) => {
-                eprintln!("turnstile: {name} passed on to {program}; the lease is held until it exits");
+            caught = signals.pass_on(pid) => {
+                eprintln!("turnstile: {} passed on to {program}; the lease is held until it exits", caught.name);
             }
             why = lease.lost(), if !lost => {
                 lost = true;
