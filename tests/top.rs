@@ -92,3 +92,18 @@ fn top_draws_under_a_pty_and_quits_on_q() {
     std::fs::write(broker.dir.join("stop"), "").unwrap();
     assert_eq!(wait_child(&mut holder).code(), Some(0));
 }
+
+#[test]
+fn top_without_a_terminal_says_so() {
+    // No terminal (standard output a pipe), or --json: a usage error that
+    // names the alternatives, not a panic or a stray escape sequence.
+    let broker = spawn_broker();
+    wait_ready(&broker);
+    for args in [&["top"][..], &["--json", "top"]] {
+        let (code, out, err) = broker.cli(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}: nothing on stdout");
+        assert!(err.contains(" watch`"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

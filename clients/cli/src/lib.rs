@@ -334,7 +334,7 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::History(args) => history::run(opts, args, cli.json).await,
         Command::Run(args) => run::run(opts, args).await,
         Command::Queue { command } => queue::run(opts, command, cli.json).await,
-        Command::Top => top::run(opts).await,
+        Command::Top => top::run(opts, cli.json).await,
         Command::Yield(args) => yield_::run(opts, args, cli.json).await,
         // Answered in `main`, without a broker.
         Command::Completions { .. } | Command::Manpage | Command::Fleet { .. } => Ok(EXIT_OK),

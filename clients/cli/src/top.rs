@@ -22,7 +22,7 @@ use turnstile_client::proto as v1;
 use turnstile_client::{ClientError, ConnectOptions, ShortName, WatchItem, Watcher, kinds};
 
 use crate::format::{estimate, mode, now_ms, progress, span, who};
-use crate::{EXIT_OK, EXIT_SOFTWARE};
+use crate::{EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE};
 
 /// Events kept for the bottom pane.
 const EVENTS_KEPT: usize = 100;
@@ -209,9 +209,28 @@ pub fn draw(frame: &mut Frame, model: &Model, now: u64) {
     );
 }
 
-pub async fn run(opts: ConnectOptions) -> Result<u8, ClientError> {
+pub async fn run(opts: ConnectOptions, json: bool) -> Result<u8, ClientError> {
+    if json {
+        eprintln!(
+            "turnstile top: a full-screen view has no --json; for every change as JSON, use `turnstile --json watch`"
+        );
+        return Ok(EXIT_USAGE);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        eprintln!(
+            "turnstile top: needs a terminal (standard output is not one); `turnstile status` prints the same once, `turnstile watch` each change"
+        );
+        return Ok(EXIT_USAGE);
+    }
     let mut watcher = Watcher::start(opts, Vec::new()).await?;
-    let mut terminal = ratatui::init();
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = crossterm::terminal::disable_raw_mode();
+            eprintln!("turnstile top: cannot use the terminal: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
     let mut keys = EventStream::new();
     let mut model = Model::default();
     let mut redraw = tokio::time::interval(REDRAW);
