@@ -70,6 +70,32 @@ fn status_and_why_outputs() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["resources"].as_array().unwrap().is_empty());
+    // Free after use (the broker still remembers it): `null`, as
+    // docs/json.md says, and the same words.
+    let (code, _, err) = broker.cli(&["run", "pcm", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = broker.cli(&["--json", "why", "pcm"]);
+    assert_eq!((code, out.as_str()), (0, "null\n"));
+    let (_, out, _) = broker.cli(&["why", "pcm"]);
+    assert_eq!(out, "pcm is free: nobody holds it and nobody waits.\n");
+    // A count or limit of 0 is a usage error, not "the default".
+    for args in [
+        &["history", "pcm", "--limit", "0"][..],
+        &["queue", "peek", "q", "--limit", "0"],
+        &["ping", "--count", "0"],
+    ] {
+        let (code, _, err) = broker.cli(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(err.contains("0 is not in 1.."), "{args:?}: {err}");
+    }
+    // --no-legend: rows only, and there are none.
+    for args in [
+        &["status", "--no-legend"][..],
+        &["queue", "ls", "--no-legend"],
+    ] {
+        let (code, out, _) = broker.cli(args);
+        assert_eq!((code, out.as_str()), (0, ""), "{args:?}");
+    }
 }
 
 #[test]

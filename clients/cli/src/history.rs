@@ -22,9 +22,9 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::run::parse_duration)]
     since: Option<Duration>,
     /// At most this many leases: the newest [default: as many as fit in one answer]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     limit: Option<u32>,
-    /// No header line in the table
+    /// Only the rows: no header line, no line saying there are none, no summary (for scripts)
     #[arg(long)]
     no_legend: bool,
 }
@@ -152,7 +152,11 @@ fn mode_text(e: &v1::HistoryEntry) -> String {
 /// The table of entries (oldest first) and the summary below it.
 pub fn history_text(resource: &str, h: &v1::History, legend: bool) -> String {
     if h.entries.is_empty() {
-        return format!("no recorded lease of {resource} matches\n");
+        return if legend {
+            format!("no recorded lease of {resource} matches\n")
+        } else {
+            String::new()
+        };
     }
     let mut t = table(
         &[
@@ -188,6 +192,9 @@ pub fn history_text(resource: &str, h: &v1::History, legend: bool) -> String {
         ]);
     }
     let mut out = table_text(&mut t);
+    if !legend {
+        return out;
+    }
     out.push('\n');
     out.push_str(&summary(h));
     if h.truncated {
@@ -292,6 +299,13 @@ mod tests {
         };
         let text = history_text("pcm", &h, true);
         crate::snapshot::check("turnstile-history.txt", &text);
+        // --no-legend: the rows alone, for scripts.
+        let rows = history_text("pcm", &h, false);
+        assert_eq!(rows.lines().count(), h.entries.len(), "{rows}");
+        assert!(rows.starts_with("1  pcmsvc (root, pid 4242)"), "{rows}");
+        let none = v1::History::default();
+        assert_eq!(history_text("pcm", &none, false), "");
+        assert!(history_text("pcm", &none, true).starts_with("no recorded lease"));
         let (waits, holds) = spreads(&h);
         assert_eq!(waits.unwrap().max, 1_200_000);
         assert_eq!(holds.unwrap().p50, 60_500);

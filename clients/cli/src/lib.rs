@@ -88,7 +88,7 @@ enum Command {
     /// Round trips to the broker: prints the time of each, or min/p50/p99/max with --count
     Ping {
         /// Number of round trips
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
         /// Payload size in bytes
         #[arg(long, default_value_t = 64)]
@@ -98,7 +98,7 @@ enum Command {
     Status {
         /// Resources to show
         resources: Vec<String>,
-        /// No header lines in the tables
+        /// Only the rows: no header line, no line saying there are none, no summary (for scripts)
         #[arg(long)]
         no_legend: bool,
     },

@@ -34,7 +34,7 @@ const DEFAULT_PREFETCH: u32 = 16;
 pub enum QueueCommand {
     /// Every queue in use: messages ready, delivered and unacknowledged, consumers
     Ls {
-        /// No header line
+        /// Only the rows: no header line, no line saying there are none, no summary (for scripts)
         #[arg(long)]
         no_legend: bool,
     },
@@ -70,7 +70,7 @@ pub enum QueueCommand {
         /// The queue
         queue: String,
         /// At most this many messages, the next to be delivered first
-        #[arg(long, value_name = "N", default_value_t = 10)]
+        #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
     /// Drop every ready message of QUEUE (policy verb queue-admin: by default root and the broker's user)
@@ -307,7 +307,8 @@ fn ls_text(queues: &[v1::QueueInfo], legend: bool, json: bool) -> String {
         return format!("{}\n", serde_json::to_string(&list).unwrap_or_default());
     }
     if queues.is_empty() {
-        return "no queue holds messages or has consumers\n".to_string();
+        let none = "no queue holds messages or has consumers\n";
+        return if legend { none } else { "" }.to_string();
     }
     queues_table(queues, legend)
 }

@@ -28,10 +28,13 @@ pub async fn run(
 fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
     let mut out = String::new();
     if s.resources.is_empty() {
-        out.push_str(&format!(
-            "no resource is held or waited for (revision {})\n",
-            s.revision
-        ));
+        // With --no-legend only rows, and there are none.
+        if legend {
+            out.push_str(&format!(
+                "no resource is held or waited for (revision {})\n",
+                s.revision
+            ));
+        }
     } else {
         let mut t = table(
             &[

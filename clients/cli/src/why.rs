@@ -16,10 +16,13 @@ use crate::format::{
 pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
     let status = client.status(std::slice::from_ref(&resource)).await?;
+    // A resource nobody holds or waits for is free, whether or not the
+    // broker still remembers it (docs/json.md: `null`).
     let state = status
         .resources
         .into_iter()
-        .find(|r| r.resource == resource);
+        .find(|r| r.resource == resource)
+        .filter(|r| !r.holders.is_empty() || !r.waiters.is_empty());
     if json {
         crate::view::print(&state.as_ref().map(crate::view::ResourceView::from));
     } else {
@@ -31,7 +34,7 @@ pub async fn run(opts: ConnectOptions, resource: String, json: bool) -> Result<u
 /// The answer to "why am I waiting?" in one screen.
 fn why_text(resource: &str, state: Option<&v1::ResourceState>, now: u64) -> String {
     let mut out = String::new();
-    let Some(r) = state.filter(|r| !r.holders.is_empty() || !r.waiters.is_empty()) else {
+    let Some(r) = state else {
         let _ = writeln!(out, "{resource} is free: nobody holds it and nobody waits.");
         return out;
     };
