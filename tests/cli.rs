@@ -210,6 +210,18 @@ fn the_cli_finds_the_users_broker_and_says_where_it_looked() {
     let looked = empty.path().join("turnstile.sock");
     assert!(err.contains(&looked.display().to_string()), "{err}");
     assert!(err.contains("systemctl start turnstiled"), "{err}");
+    // A socket named explicitly: the broker to start is one serving it.
+    let named = empty.path().join("elsewhere.sock");
+    let out = Command::new(turnstile_cli())
+        .arg("--socket")
+        .arg(&named)
+        .arg("ping")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    let start = format!("`turnstiled --socket {}`", named.display());
+    assert!(err.contains(&start), "{err}");
     // Only the system socket with --system, wherever the user's broker is.
     let (code, _, err) = cli_finding(runtime, &["--system", "ping"]);
     if code != 0 {

@@ -251,7 +251,9 @@ fn exit_code_of(e: &ClientError) -> u8 {
 pub(crate) fn describe(e: &ClientError) -> String {
     let (code, message) = match e {
         ClientError::Broker { code, message } => (code, message),
-        ClientError::Connect { .. } => return format!("{e}\n{}", locate::how_to_start()),
+        ClientError::Connect { socket, .. } => {
+            return format!("{e}\n{}", locate::how_to_start(Some(socket)));
+        }
         _ => return e.to_string(),
     };
     if *code != ErrorCode::PermissionDenied {

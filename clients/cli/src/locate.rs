@@ -60,16 +60,28 @@ pub fn find(candidates: &[PathBuf]) -> Result<PathBuf, String> {
     Err(format!(
         "no broker answers; looked at\n{}\n{}",
         tried.join("\n"),
-        how_to_start()
+        how_to_start(candidates.first().map(PathBuf::as_path))
     ))
 }
 
-/// What to do when no broker answers.
-pub fn how_to_start() -> &'static str {
+/// What to do when no broker answers at `socket`: the command that starts
+/// one there (`turnstiled` alone serves the default socket; any other
+/// needs `--socket`).
+pub fn how_to_start(socket: Option<&std::path::Path>) -> String {
+    let own = match socket {
+        Some(s) if s != turnstile_client::default_socket() => {
+            format!("turnstiled --socket {}", s.display())
+        }
+        _ => "turnstiled".to_string(),
+    };
     if cfg!(windows) {
-        "is turnstiled running? Start the service (`sc start turnstiled`, after `turnstiled service install`) or run `turnstiled` in a console."
+        format!(
+            "is turnstiled running? Start the service (`sc start turnstiled`, after `turnstiled service install`) or run `{own}` in a console."
+        )
     } else {
-        "is turnstiled running? Start the system broker with `sudo systemctl start turnstiled` (packaging/turnstiled.service),\nor your own in the foreground with `turnstiled` (it serves the first socket above)."
+        format!(
+            "is turnstiled running? Start the system broker with `sudo systemctl start turnstiled` (packaging/turnstiled.service),\nor your own in the foreground with `{own}`."
+        )
     }
 }
 
