@@ -361,6 +361,10 @@ async fn the_cli_asks_to_yield_and_shows_permits_stuck_holders_and_users() {
         "Install now",
     ]);
     assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out, "asked the holder of downloads to make way within 2 min 0 s\n",
+        "{err}"
+    );
     let asked = tokio::time::timeout(PATIENCE, lease.next_yield_request())
         .await
         .unwrap()

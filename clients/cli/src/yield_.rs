@@ -8,6 +8,7 @@ use clap::Args;
 use turnstile_client::{Client, ClientError, ConnectOptions};
 
 use crate::EXIT_OK;
+use crate::format::span;
 
 #[derive(Args, Debug)]
 pub struct YieldArgs {
@@ -26,6 +27,14 @@ pub struct YieldArgs {
 
 pub async fn run(opts: ConnectOptions, args: YieldArgs, json: bool) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
+    // Who holds it now, to say whether anybody was asked (the request
+    // itself is answered alike either way).
+    let status = client.status(std::slice::from_ref(&args.resource)).await?;
+    let holders = status
+        .resources
+        .iter()
+        .find(|r| r.resource == args.resource)
+        .map_or(0, |r| r.holders.len());
     let mut req = client
         .request_yield(&args.resource)
         .within(args.within)
@@ -42,18 +51,64 @@ pub async fn run(opts: ConnectOptions, args: YieldArgs, json: bool) -> Result<u8
                 "within_ms": args.within.as_millis() as u64,
                 "reason": args.reason,
                 "revoke": args.revoke,
+                "holders": holders,
             })
         );
-    } else if args.revoke {
-        println!(
-            "asked the holders of {} to make way; a holder still holding in {:?} loses its lease",
-            args.resource, args.within
-        );
     } else {
-        println!(
-            "asked the holders of {} to make way within {:?}",
-            args.resource, args.within
-        );
+        print!("{}", yield_text(&args, holders));
     }
     Ok(EXIT_OK)
+}
+
+/// What `yield` says it did, `holders` holding when it asked.
+fn yield_text(args: &YieldArgs, holders: usize) -> String {
+    let r = &args.resource;
+    if holders == 0 {
+        return format!("nobody holds {r}: nobody was asked to make way\n");
+    }
+    let who = if holders == 1 {
+        "the holder".to_string()
+    } else {
+        format!("the {holders} holders")
+    };
+    let ms = args.within.as_millis().min(u128::from(u64::MAX)) as u64;
+    let when = if ms == 0 {
+        "at once".to_string()
+    } else {
+        format!("within {}", span(ms))
+    };
+    if args.revoke {
+        format!(
+            "asked {who} of {r} to make way {when}; a holder still holding then loses its lease\n"
+        )
+    } else {
+        format!("asked {who} of {r} to make way {when}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_who_was_asked_and_by_when() {
+        let args = |within_ms, revoke| YieldArgs {
+            resource: "pcm".into(),
+            within: Duration::from_millis(within_ms),
+            reason: String::new(),
+            revoke,
+        };
+        assert_eq!(
+            yield_text(&args(0, false), 0),
+            "nobody holds pcm: nobody was asked to make way\n"
+        );
+        assert_eq!(
+            yield_text(&args(0, false), 1),
+            "asked the holder of pcm to make way at once\n"
+        );
+        assert_eq!(
+            yield_text(&args(30_000, true), 2),
+            "asked the 2 holders of pcm to make way within 30 s; a holder still holding then loses its lease\n"
+        );
+    }
 }
