@@ -250,6 +250,19 @@ fn packaging_installs_man_pages_and_completions() {
     );
     let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
     assert!(read("usr/share/man/man1/turnstile.1").contains(".TH turnstile 1"));
+    // Every page the top page's SUBCOMMANDS section names is there.
+    let top = read("usr/share/man/man1/turnstile.1");
+    for page in ["run", "queue", "history"] {
+        assert!(top.contains(&format!("turnstile\\-{page}(1)")), "{page}");
+        let file = format!("usr/share/man/man1/turnstile-{page}.1");
+        assert!(root.path().join(file).exists(), "turnstile-{page}.1");
+    }
+    let run = read("usr/share/man/man1/turnstile-run.1");
+    assert!(
+        run.contains("no\\-wait") && run.contains("max\\-wait"),
+        "{run}"
+    );
+    assert!(read("usr/share/man/man1/turnstile-queue-consume.1").contains("count"));
     assert!(read("usr/share/man/man1/turnstiled.1").contains("max\\-connections"));
     assert!(read("usr/share/bash-completion/completions/turnstile").contains("completions"));
     assert!(read("usr/share/zsh/site-functions/_turnstile").contains("#compdef turnstile"));

@@ -133,8 +133,12 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `turnstile manpage > turnstile.1`
-    Manpage,
+    /// Print the man page (roff): `turnstile manpage > turnstile.1`; with --dir, write every page (turnstile-run.1, ...) there
+    Manpage {
+        /// Write turnstile.1 and a page for every subcommand (turnstile-run.1, turnstile-queue-consume.1, ...) into DIR
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The fleet, read from etcd: every host and its resources, and every global queue (needs a build with the `fleet` feature)
     Fleet {
         #[command(subcommand)]
@@ -188,12 +192,18 @@ pub fn main_with(fleet: Option<FleetStatus>) -> ExitCode {
             clap_complete::generate(*shell, &mut command, "turnstile", &mut std::io::stdout());
             return ExitCode::from(EXIT_OK);
         }
-        Command::Manpage => {
-            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            return match page.render(&mut std::io::stdout()) {
+        Command::Manpage { dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let written = match dir {
+                // The page of each subcommand too, named as the top
+                // page's SUBCOMMANDS section refers to them.
+                Some(dir) => clap_mangen::generate_to(command, &*dir),
+                None => clap_mangen::Man::new(command).render(&mut std::io::stdout()),
+            };
+            return match written {
                 Ok(()) => ExitCode::from(EXIT_OK),
                 Err(e) => {
-                    eprintln!("turnstile: cannot write the man page: {e}");
+                    eprintln!("turnstile: cannot write the man pages: {e}");
                     ExitCode::from(EXIT_SOFTWARE)
                 }
             };
@@ -339,7 +349,9 @@ async fn execute(cli: Cli) -> Result<u8, ClientError> {
         Command::Top => top::run(opts, cli.json).await,
         Command::Yield(args) => yield_::run(opts, args, cli.json).await,
         // Answered in `main`, without a broker.
-        Command::Completions { .. } | Command::Manpage | Command::Fleet { .. } => Ok(EXIT_OK),
+        Command::Completions { .. } | Command::Manpage { .. } | Command::Fleet { .. } => {
+            Ok(EXIT_OK)
+        }
     }
 }
 
