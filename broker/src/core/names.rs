@@ -1,7 +1,8 @@
 //! Validation of resource and queue names.
 //!
 //! Owns the one rule every name obeys (1 to 255 bytes of UTF-8 without
-//! control characters). It does not decide who may use a name: that is the
+//! control characters, not beginning or ending with white space: `"pcm "`
+//! and `"pcm"` would be two resources that look the same in every table). It does not decide who may use a name: that is the
 //! policy's job.
 
 use super::{BadArgument, CoreError};
@@ -19,6 +20,8 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), CoreError> {
             "it is {} bytes long, the limit is {MAX_NAME_BYTES}",
             name.len()
         )
+    } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        "it begins or ends with white space".to_string()
     } else if !has_control(name) {
         return Ok(());
     } else if let Some(c) = name.chars().find(|c| c.is_control()) {
@@ -89,6 +92,11 @@ mod tests {
         assert!(check_name("queue", "a\u{7f}b").is_err());
         assert!(check_name("queue", "a\u{85}b").is_err());
         assert!(check_name("queue", "a\u{a0}b").is_ok());
+        assert!(check_name("resource", "print queue").is_ok());
+        for padded in [" ", "  ", " pcm", "pcm ", "pcm\u{a0}", "\u{3000}pcm"] {
+            let e = check_name("resource", padded).unwrap_err();
+            assert!(e.to_string().contains("white space"), "{padded:?}: {e}");
+        }
     }
 
     /// The fast scan agrees with `char::is_control` on every character
