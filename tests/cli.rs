@@ -83,11 +83,16 @@ fn status_and_why_outputs() {
         &["history", "pcm", "--limit", "0"][..],
         &["queue", "peek", "q", "--limit", "0"],
         &["ping", "--count", "0"],
+        &["run", "pcm", "--capacity", "0", "--", "true"],
     ] {
         let (code, _, err) = broker.cli(args);
         assert_eq!(code, 64, "{args:?}: {err}");
         assert!(err.contains("0 is not in 1.."), "{args:?}: {err}");
     }
+    // Permits are for a shared lease (an exclusive one takes them all).
+    let (code, _, err) = broker.cli(&["run", "pcm", "--capacity", "2", "--permits", "2", "true"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--shared"), "{err}");
     // --no-legend: rows only, and there are none.
     for args in [
         &["status", "--no-legend"][..],

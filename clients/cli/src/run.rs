@@ -66,11 +66,11 @@ pub struct RunArgs {
     /// After SIGTERM for a lost lease, SIGKILL the command if it still runs after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     kill_after: Duration,
-    /// Permits of RESOURCE's counting semaphore to take (with --shared) [default: 1]
-    #[arg(long, value_name = "N")]
+    /// Permits of RESOURCE's counting semaphore to take (with --shared; an exclusive lease takes them all) [default: 1]
+    #[arg(long, value_name = "N", requires = "shared", value_parser = clap::value_parser!(u32).range(1..))]
     permits: Option<u32>,
-    /// RESOURCE's capacity as a counting semaphore (must match the broker's if it has one)
-    #[arg(long, value_name = "C")]
+    /// RESOURCE's capacity as a counting semaphore, C ≥ 1 (must match the broker's if it has one)
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u32).range(1..))]
     capacity: Option<u32>,
     /// Keep the lease or the place in the queue this long after turnstile's connection closes (the command sees TURNSTILE_RESUME_TOKEN)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
