@@ -46,9 +46,17 @@ pub async fn run(opts: ConnectOptions, args: HistoryArgs, json: bool) -> Result<
             "{}",
             history_text(&args.resource, &history, !args.no_legend)
         );
+        if args.no_legend && history.truncated {
+            // Rows only on stdout; a script still hears that some are missing.
+            eprint!("{TRUNCATED}");
+        }
     }
     Ok(EXIT_OK)
 }
+
+/// Said below the table (on stderr with --no-legend) when older entries
+/// were left out.
+const TRUNCATED: &str = "older entries left out: see them with --since or a larger --limit\n";
 
 /// How a recorded lease ended, in a word: `released`, `expired`,
 /// `disconnected`, `cancelled`, `timed out` (a CANCELLED whose wait ran
@@ -198,7 +206,7 @@ pub fn history_text(resource: &str, h: &v1::History, legend: bool) -> String {
     out.push('\n');
     out.push_str(&summary(h));
     if h.truncated {
-        out.push_str("older entries left out: see them with --since or a larger --limit\n");
+        out.push_str(TRUNCATED);
     }
     out
 }
