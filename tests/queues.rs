@@ -286,6 +286,39 @@ async fn an_oversized_payload_is_refused_and_the_broker_keeps_serving() {
     assert_eq!(info.ready, 1, "only the small message was stored");
 }
 
+/// Through the client library, a request over the broker's frame limit is
+/// refused before it is sent: the connection and its leases live on (the
+/// broker would have closed the connection, ending the leases).
+#[tokio::test]
+async fn the_client_refuses_a_request_over_the_frame_limit_and_keeps_its_leases() {
+    let broker = spawn_broker_with(&["--max-frame-bytes", "65536"]);
+    let client = broker.client("agent").await;
+    let lease = client.acquire("held").wait().await.unwrap();
+    let e = client
+        .publish("big", vec![7u8; 70_000], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::FrameTooLarge), "{e}");
+    assert!(e.to_string().contains("65536"), "{e}");
+    let e = client.ping(vec![0u8; 70_000]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::FrameTooLarge), "{e}");
+    // The connection serves, the lease is held, nothing was stored.
+    client.ping("still here").await.unwrap();
+    let status = client.status(&["held".to_string()]).await.unwrap();
+    assert_eq!(status.resources[0].holders[0].lease_id, lease.id());
+    assert!(queue_info(&client, "big").await.is_none());
+    // A Hello no broker takes (a client name of megabytes) is not sent.
+    let name = "x".repeat(2 << 20);
+    let e = turnstile_client::Client::connect(
+        turnstile_client::ConnectOptions::new(&name).socket(&broker.socket),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.code(), Some(ErrorCode::FrameTooLarge), "{e}");
+    lease.release().await.unwrap();
+}
+
 /// With `--max-delivery-attempts 2`, a message handed back twice moves to
 /// `QUEUE.dead`, where `turnstile queue ls` shows it and a consumer finds
 /// it with the headers saying where it failed.

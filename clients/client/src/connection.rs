@@ -268,6 +268,10 @@ struct State {
     reader: Option<Inbox>,
     /// Taken by the driver to shut it down once the connection is over.
     writer: Option<Writer>,
+    /// The largest frame the broker takes: a larger request is refused
+    /// here, unsent, rather than closing the connection (and ending its
+    /// leases) at the broker.
+    max_frame: usize,
     /// Encoded frames the socket has not taken yet.
     out: BytesMut,
     calls: Map<Slot>,
@@ -289,10 +293,12 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Takes over a connected, greeted socket and starts its driver task
-    /// on the current runtime.
-    pub(crate) fn start(reader: Reader, writer: Writer) -> Arc<Connection> {
+    /// on the current runtime; `max_frame` is the largest frame the broker
+    /// takes (`HelloReply.max_frame_bytes`).
+    pub(crate) fn start(reader: Reader, writer: Writer, max_frame: usize) -> Arc<Connection> {
         let conn = Arc::new(Connection {
             state: Mutex::new(State {
+                max_frame,
                 reader: Some(Inbox::new(reader)),
                 writer: Some(writer),
                 out: BytesMut::with_capacity(4096),
@@ -322,6 +328,9 @@ impl Connection {
             if let Some(lost) = &state.lost {
                 return Err(lost.clone());
             }
+            state.send(frame, &mut wake)?;
+            // Inserted after the send, under the same lock: nobody reads
+            // the reply before its slot is there.
             state.calls.insert(
                 frame.id,
                 Slot {
@@ -329,7 +338,6 @@ impl Connection {
                     waker: None,
                 },
             );
-            state.send(frame, &mut wake);
         }
         wake_all(wake);
         let mut call = Call {
@@ -347,7 +355,8 @@ impl Connection {
         {
             let mut state = self.lock();
             if state.lost.is_none() {
-                state.send(frame, &mut wake);
+                // Only small frames go this way (Release, Nack, Unwatch).
+                let _ = state.send(frame, &mut wake);
             }
         }
         wake_all(wake);
@@ -459,9 +468,22 @@ impl Drop for Call<'_> {
 impl State {
     /// Queues a frame and writes as much of what is queued as the socket
     /// takes now.
-    fn send(&mut self, frame: &v1::ClientFrame, wake: &mut Wake) {
+    /// Queues `frame` and writes what the socket takes; a frame larger
+    /// than the broker takes is refused, and nothing is queued.
+    fn send(&mut self, frame: &v1::ClientFrame, wake: &mut Wake) -> Result<(), ClientError> {
+        let before = self.out.len();
         encode_frame(frame, &mut self.out);
+        // The frame with its length prefix: only past the limit is the
+        // body's own length worth computing.
+        if self.out.len() - before > self.max_frame {
+            let len = prost::Message::encoded_len(frame);
+            if len > self.max_frame {
+                self.out.truncate(before);
+                return Err(too_large(len, self.max_frame));
+            }
+        }
         self.flush(wake);
+        Ok(())
     }
 
     /// Writes what is queued until the socket would block; the driver is
@@ -642,5 +664,16 @@ impl State {
         self.out.clear();
         self.reading = Reading::Driver;
         wake.extend(self.driver.clone());
+    }
+}
+
+/// The refusal of a request larger than the broker takes, as the broker
+/// would word it (the CLI and libturnstile map the code as the broker's).
+pub(crate) fn too_large(len: usize, max: usize) -> ClientError {
+    ClientError::Broker {
+        code: crate::ErrorCode::FrameTooLarge,
+        message: format!(
+            "the request is {len} bytes, over the broker's limit of {max} bytes (its --max-frame-bytes); it was not sent"
+        ),
     }
 }

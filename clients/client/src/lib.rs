@@ -217,6 +217,12 @@ impl Client {
         let (recv, mut writer) = stream;
         let mut frames = FramedRead::new(recv, ClientCodec::new(DEFAULT_MAX_FRAME_BYTES));
         let hello = hello(&mut frames, &mut writer, &options).await?;
+        // What the broker takes (0 from a broker that does not say: the
+        // protocol's default).
+        let max_frame = match hello.max_frame_bytes {
+            0 => DEFAULT_MAX_FRAME_BYTES,
+            n => n,
+        } as usize;
         // Frames as large as the broker says it sends (a broker run with a
         // larger --max-frame-bytes), never below the protocol's default.
         frames
@@ -224,7 +230,7 @@ impl Client {
             .set_max_frame_bytes(hello.max_frame_bytes.max(DEFAULT_MAX_FRAME_BYTES));
         Ok(Client {
             inner: Arc::new(Inner {
-                conn: Connection::start(frames, writer),
+                conn: Connection::start(frames, writer, max_frame),
                 next_id: AtomicU64::new(1),
                 hello,
                 kept,
@@ -422,6 +428,12 @@ async fn hello(
         },
         &mut buf,
     );
+    // Every broker takes a frame of the protocol's default size; a larger
+    // Hello (a client name of megabytes) would only be dropped unanswered.
+    let max = DEFAULT_MAX_FRAME_BYTES as usize;
+    if buf.len() > max {
+        return Err(connection::too_large(buf.len(), max));
+    }
     let lost = |e: String| ClientError::Disconnected(e);
     writer
         .write_all(&buf)
