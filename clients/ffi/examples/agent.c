@@ -88,8 +88,10 @@ int main(int argc, char **argv) {
     ts_lease *lease = NULL;
     e = ts_acquire(client, "pcm", &opts, TS_WAIT_FOREVER, &lease);
     if (e != TS_OK) {
+        /* The message first: any later call, the close too, replaces it. */
+        int status = fail("acquire pcm", e);
         ts_client_close(client);
-        return fail("acquire pcm", e);
+        return status;
     }
     ts_lease_details d;
     ts_lease_get_details(lease, &d);
@@ -102,7 +104,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     e = ts_lease_release(lease, 5000);
+    int status = e == TS_OK ? 0 : fail("release", e);
     ts_client_close(client);
-    if (e != TS_OK) return fail("release", e);
-    return 0;
+    return status;
 }

@@ -300,7 +300,9 @@ pub unsafe extern "C" fn ts_acquire_options_init(
         if options.is_null() {
             return Err(Failure::invalid("options is NULL"));
         }
-        if !(OPTIONS_V1..=OPTIONS_MAX).contains(&struct_size) {
+        // The sizes `ts_acquire` reads: a version's, or a newer library's.
+        let known = struct_size == OPTIONS_V1 || (OPTIONS_V2..=OPTIONS_MAX).contains(&struct_size);
+        if !known {
             return Err(Failure::invalid(format!(
                 "struct_size {struct_size} is not the size of any ts_acquire_options \
                  (pass sizeof(ts_acquire_options); this library's is {OPTIONS_V2})"

@@ -139,6 +139,16 @@ fn invalid_handles_are_errors_not_crashes() {
     ok(unsafe {
         ts_acquire_options_init(opts.as_mut_ptr(), std::mem::size_of::<ts_acquire_options>())
     });
+    // A size between two versions is no version's: refused here as
+    // ts_acquire would refuse it.
+    let between = std::mem::size_of::<ts_acquire_options>() - 4;
+    assert_eq!(
+        unsafe { ts_acquire_options_init(opts.as_mut_ptr(), between) },
+        TS_ERR_INVALID_ARGUMENT
+    );
+    ok(unsafe {
+        ts_acquire_options_init(opts.as_mut_ptr(), std::mem::size_of::<ts_acquire_options>())
+    });
     unsafe { (*opts.as_mut_ptr()).flags = 0x80 };
     assert_eq!(
         unsafe { ts_acquire(c, res.as_ptr(), opts.as_ptr(), 10, &mut out) },
