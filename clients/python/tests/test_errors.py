@@ -9,7 +9,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-from typing import Callable
+from typing import Callable, List, Tuple
 
 import pytest
 
@@ -48,6 +48,43 @@ def test_invalid_argument(broker: Broker) -> None:
         with pytest.raises(turnstile.InvalidArgument):
             c.acquire("pcm", ttl=-1.0)  # refused before sending
         assert c.ping(b"still open") == b"still open"
+
+
+def test_wrong_types_name_the_argument(broker: Broker) -> None:
+    # Checked before protobuf sees them (whose TypeError names nothing);
+    # the connection serves on.
+    with broker.connect() as c:
+        cases: List[Tuple[Callable[[], object], str]] = [
+            (lambda: c.acquire(5), "resource must be a str"),  # type: ignore[arg-type]
+            (lambda: c.acquire(b"pcm"), "resource must be a str"),  # type: ignore[arg-type]
+            (lambda: c.acquire("pcm", purpose=5), "purpose must be a str"),  # type: ignore[arg-type]
+            (lambda: c.publish("q", 5), "payload must be bytes or str"),  # type: ignore[arg-type]
+            (lambda: c.publish("q", b"x", headers={"a": 1}), "header 'a'"),  # type: ignore[dict-item]
+            (lambda: c.history(5), "resource must be a str"),  # type: ignore[arg-type]
+            (lambda: c.consume("q", prefetch=-1), "prefetch must be an integer"),
+            (lambda: c.reattach("garbage"), "not a resume token"),
+            (lambda: c.status([5]), "a resource name must be a str"),  # type: ignore[list-item]
+        ]
+        for call, words in cases:
+            with pytest.raises(turnstile.InvalidArgument) as e:
+                call()
+            assert words in str(e.value), (words, str(e.value))
+        with c.acquire("pcm") as lease:
+            with pytest.raises(turnstile.InvalidArgument, match="done must be"):
+                lease.report_progress(-1, 5)
+        # A single name is one name, not its letters.
+        with c.acquire("pcm"):
+            status = c.status("pcm")
+            assert [r.resource for r in status.resources] == ["pcm"]
+        assert c.peek("q") is not None and c.ping(b"ok") == b"ok"
+
+
+def test_a_closed_client_is_a_lost_connection(broker: Broker) -> None:
+    c = broker.connect()
+    c.close()
+    for call in (lambda: c.acquire("zz"), lambda: c.status(["zz"]), lambda: c.ping(b"x")):
+        with pytest.raises(turnstile.ConnectionLost, match="closed"):
+            call()
 
 
 def test_not_found(broker: Broker) -> None:

@@ -1,13 +1,18 @@
 """The one place where ``acquire``'s keyword arguments become an ``Acquire``
 message, for both flavours, and where float seconds become the wire's
 milliseconds. A new option of the wire is added here and to the two
-``acquire`` signatures that pass it through."""
+``acquire`` signatures that pass it through.
+
+Every argument a caller gives is checked here before protobuf sees it, so
+that a wrong type or value is an :class:`InvalidArgument` naming the
+argument (protobuf's own ``TypeError: bad argument type for built-in
+operation`` names none)."""
 
 from __future__ import annotations
 
 import datetime
 import math
-from typing import Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from ._errors import InvalidArgument
 from .v1 import turnstile_pb2 as pb
@@ -38,6 +43,37 @@ def count(value: int, what: str) -> int:
     return value
 
 
+def text(value: object, what: str) -> str:
+    """A ``str`` argument (a name, a purpose, a reason)."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a str, not {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def names(value: Optional[Sequence[str]], what: str) -> List[str]:
+    """Names to look at: ``None`` for none named, and a single ``str`` is one
+    name (not a sequence of one-letter names)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [text(v, what) for v in value]
+
+
+def payload_bytes(payload: Union[bytes, str]) -> bytes:
+    """A message's payload: bytes as they are, a ``str`` as UTF-8."""
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    raise InvalidArgument(f"payload must be bytes or str, not {type(payload).__name__}")
+
+
+def header_map(headers: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """A message's headers, names and values ``str``."""
+    return {text(k, "a header name"): text(v, f"header {k!r}") for k, v in (headers or {}).items()}
+
+
 def acquire_message(
     resource: str,
     *,
@@ -53,12 +89,12 @@ def acquire_message(
 ) -> pb.Acquire:
     """The ``Acquire`` request for these options."""
     return pb.Acquire(
-        resource=resource,
+        resource=text(resource, "resource"),
         mode=pb.MODE_SHARED if shared else pb.MODE_EXCLUSIVE,
         ttl_ms=millis(ttl, "ttl"),
         wait=pb.WAIT_POLICY_QUEUE if wait else pb.WAIT_POLICY_NO_WAIT,
         max_wait_ms=millis(max_wait, "max_wait"),
-        purpose=purpose,
+        purpose=text(purpose, "purpose"),
         permits=count(permits, "permits"),
         capacity=count(capacity, "capacity"),
         detach_grace_ms=millis(detach_grace, "detach_grace", zero_is_none=True),
@@ -71,7 +107,10 @@ def request_yield_message(
 ) -> pb.RequestYield:
     """The ``RequestYield`` request for these options."""
     return pb.RequestYield(
-        resource=resource, within_ms=millis(within, "within", zero_is_none=True), reason=reason, revoke=revoke
+        resource=text(resource, "resource"),
+        within_ms=millis(within, "within", zero_is_none=True),
+        reason=text(reason, "reason"),
+        revoke=revoke,
     )
 
 
@@ -86,4 +125,11 @@ def history_message(
         if not (stamp >= 0) or math.isinf(stamp):
             raise InvalidArgument(f"since must be a Unix timestamp >= 0, not {since!r}")
         since_ms = int(round(stamp * 1000))
-    return pb.GetHistory(resource=resource, since_ms=since_ms, limit=count(limit, "limit"))
+    return pb.GetHistory(resource=text(resource, "resource"), since_ms=since_ms, limit=count(limit, "limit"))
+
+
+def progress_message(lease_id: int, done: int, total: int, message: str) -> pb.ReportProgress:
+    """The ``ReportProgress`` request: ``done`` of ``total`` steps."""
+    return pb.ReportProgress(
+        lease_id=lease_id, done=count(done, "done"), total=count(total, "total"), message=text(message, "message")
+    )

@@ -22,7 +22,7 @@ from typing import Any, Callable, Coroutine, Dict, Iterator, Optional, Sequence,
 from . import aio
 from ._errors import ConnectionLost, NotFound, TimedOut
 from ._connection import Connection
-from ._lease_options import history_message, request_yield_message
+from ._lease_options import count, history_message, names, progress_message, request_yield_message, text
 from ._types import History, HelloInfo, Queued, QueuePeek, ResumeToken, Status, WatchEvent, YieldRequested
 from .v1 import turnstile_pb2 as pb
 
@@ -53,6 +53,9 @@ class _LoopThread:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a blocking turnstile call from inside its own loop thread would deadlock")
+        if self.loop.is_closed():
+            coro.close()
+            raise _closed()
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result(timeout)
@@ -67,6 +70,8 @@ class _LoopThread:
 
     def call(self, conn: Connection, field: str, body: Any, timeout: Optional[float]) -> pb.Reply:
         """One request on ``conn`` answered by a plain reply (no route), without a task."""
+        if self.loop.is_closed():
+            raise _closed()
         fut = conn.request_threadsafe(field, body)
         try:
             reply, _ = fut.result(timeout)
@@ -102,6 +107,12 @@ def _shut_down(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
     thread.join(_SHUTDOWN_PATIENCE)
     if not thread.is_alive():
         loop.close()
+
+
+def _closed() -> ConnectionLost:
+    """A call on a client that was closed: its connection is gone, as when
+    the broker closes it."""
+    return ConnectionLost("the client was closed")
 
 
 #: Seconds a shutdown waits for the loop thread before leaving it to die with the process.
@@ -192,7 +203,7 @@ class Client:
 
     def status(self, resources: Optional[Sequence[str]] = None, *, timeout: Optional[float] = None) -> Status:
         """The state of the named resources (every one in use when ``None``) and of the queues."""
-        body = pb.GetStatus(resources=list(resources or []))
+        body = pb.GetStatus(resources=names(resources, "a resource name"))
         reply = self._runner.call(self._inner._conn, "get_status", body, timeout)
         return Status.from_pb(aio.expect(reply, "status"))
 
@@ -221,7 +232,7 @@ class Client:
         """The next ready messages of ``queue``, next to be delivered first,
         without taking them (at most ``limit``; 0: as many as fit in one
         frame). Policy verb ``consume``."""
-        body = pb.PeekQueue(queue=queue, limit=limit)
+        body = pb.PeekQueue(queue=text(queue, "queue"), limit=count(limit, "limit"))
         reply = self._runner.call(self._inner._conn, "peek_queue", body, timeout)
         return QueuePeek.from_pb(aio.expect(reply, "queue_peek"))
 
@@ -229,13 +240,13 @@ class Client:
         """Drops every ready message of ``queue`` (delivered, unacknowledged
         ones stay with their consumers); answers how many. Policy verb
         ``queue-admin``."""
-        reply = self._runner.call(self._inner._conn, "purge_queue", pb.PurgeQueue(queue=queue), timeout)
+        reply = self._runner.call(self._inner._conn, "purge_queue", pb.PurgeQueue(queue=text(queue, "queue")), timeout)
         return int(aio.expect(reply, "queue_count").count)
 
     def requeue_dead(self, queue: str, *, timeout: Optional[float] = None) -> int:
         """Moves the dead letters of ``queue`` (``QUEUE.dead``) back to its
         end, attempts reset; answers how many. Policy verb ``queue-admin``."""
-        reply = self._runner.call(self._inner._conn, "requeue_dead", pb.RequeueDead(queue=queue), timeout)
+        reply = self._runner.call(self._inner._conn, "requeue_dead", pb.RequeueDead(queue=text(queue, "queue")), timeout)
         return int(aio.expect(reply, "queue_count").count)
 
     def acquire(
@@ -334,7 +345,8 @@ class Client:
                     on_queued(place)
                 place = run(request._next())
         except BaseException:
-            self._runner.loop.call_soon_threadsafe(request._give_back)
+            if not self._runner.loop.is_closed():
+                self._runner.loop.call_soon_threadsafe(request._give_back)
             raise
 
         async def take() -> aio.Lease:
@@ -461,7 +473,7 @@ class Lease:
         """Answers a request to make way: this holder will not, now, for
         ``reason`` (watchers see ``"YIELD_DECLINED"``). A pending revoke
         still stands."""
-        body = pb.DeclineYield(lease_id=self._inner.lease_id, reason=reason)
+        body = pb.DeclineYield(lease_id=self._inner.lease_id, reason=text(reason, "reason"))
         self._runner.call(self._inner._conn, "decline_yield", body, None)
 
     def detach(self) -> Optional[ResumeToken]:
@@ -481,7 +493,7 @@ class Lease:
     def report_progress(self, done: int, total: int, message: str = "") -> None:
         """Tells waiters and watchers how far the work under the lease has got."""
         inner = self._inner
-        body = pb.ReportProgress(lease_id=inner.lease_id, done=done, total=total, message=message)
+        body = progress_message(inner.lease_id, done, total, message)
         self._runner.call(inner._conn, "report_progress", body, None)
 
     def release(self) -> None:

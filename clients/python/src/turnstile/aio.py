@@ -42,8 +42,18 @@ from typing import (
 
 from ._connection import Connection, Push
 from ._endpoint import resolve_socket
-from ._errors import ConnectionLost, Error, LeaseLost, NotFound, ProtocolViolation, TimedOut
-from ._lease_options import acquire_message, history_message, request_yield_message
+from ._errors import ConnectionLost, Error, InvalidArgument, LeaseLost, NotFound, ProtocolViolation, TimedOut
+from ._lease_options import (
+    acquire_message,
+    count,
+    header_map,
+    history_message,
+    names,
+    payload_bytes,
+    progress_message,
+    request_yield_message,
+    text,
+)
 from ._types import (
     History,
     QueuePeek,
@@ -174,7 +184,7 @@ class Client:
         self, resources: Optional[Sequence[str]] = None, *, timeout: Optional[float] = None
     ) -> Status:
         """The state of the named resources (every one in use when ``None``) and of the queues."""
-        body = pb.GetStatus(resources=list(resources or []))
+        body = pb.GetStatus(resources=names(resources, "a resource name"))
         reply, _ = await self._conn.request("get_status", body, timeout)
         return Status.from_pb(expect(reply, "status"))
 
@@ -203,7 +213,7 @@ class Client:
         """The next ready messages of ``queue``, next to be delivered first,
         without taking them (at most ``limit``; 0: as many as fit in one
         frame). Policy verb ``consume``."""
-        body = pb.PeekQueue(queue=queue, limit=limit)
+        body = pb.PeekQueue(queue=text(queue, "queue"), limit=count(limit, "limit"))
         reply, _ = await self._conn.request("peek_queue", body, timeout)
         return QueuePeek.from_pb(expect(reply, "queue_peek"))
 
@@ -211,13 +221,13 @@ class Client:
         """Drops every ready message of ``queue`` (delivered, unacknowledged
         ones stay with their consumers); answers how many. Policy verb
         ``queue-admin``."""
-        reply, _ = await self._conn.request("purge_queue", pb.PurgeQueue(queue=queue), timeout)
+        reply, _ = await self._conn.request("purge_queue", pb.PurgeQueue(queue=text(queue, "queue")), timeout)
         return int(expect(reply, "queue_count").count)
 
     async def requeue_dead(self, queue: str, *, timeout: Optional[float] = None) -> int:
         """Moves the dead letters of ``queue`` (``QUEUE.dead``) back to its
         end, attempts reset; answers how many. Policy verb ``queue-admin``."""
-        reply, _ = await self._conn.request("requeue_dead", pb.RequeueDead(queue=queue), timeout)
+        reply, _ = await self._conn.request("requeue_dead", pb.RequeueDead(queue=text(queue, "queue")), timeout)
         return int(expect(reply, "queue_count").count)
 
     def acquire(
@@ -285,7 +295,10 @@ class Client:
         :class:`turnstile.NotFound`.
         """
         if isinstance(token, str):
-            token = ResumeToken.parse(token)
+            try:
+                token = ResumeToken.parse(token)
+            except ValueError as e:
+                raise InvalidArgument(f"token: {e}") from None
         body = pb.Reattach(lease_id=token.lease_id, resume_token=token.secret)
         return AcquireRequest(self._conn, token.resource, "reattach", body, on_queued, token)
 
@@ -352,7 +365,7 @@ class Client:
         acked nor nacked when it closes are delivered again.
         """
         reply, route = await self._conn.request(
-            "consume", pb.Consume(queue=queue, prefetch=prefetch), timeout
+            "consume", pb.Consume(queue=text(queue, "queue"), prefetch=count(prefetch, "prefetch")), timeout
         )
         started = expect(reply, "consume")
         assert route is not None
@@ -361,8 +374,7 @@ class Client:
 
 def publish_message(queue: str, payload: Union[bytes, str], headers: Optional[Dict[str, str]]) -> pb.Publish:
     """The ``Publish`` request (a ``str`` payload as UTF-8)."""
-    data = payload.encode() if isinstance(payload, str) else bytes(payload)
-    return pb.Publish(queue=queue, payload=data, headers=dict(headers or {}))
+    return pb.Publish(queue=text(queue, "queue"), payload=payload_bytes(payload), headers=header_map(headers))
 
 
 def expect(reply: pb.Reply, kind: str) -> Any:
@@ -744,7 +756,7 @@ class Lease:
         """Answers a request to make way: this holder will not, now, for
         ``reason`` (watchers see ``"YIELD_DECLINED"``). A pending revoke
         still stands."""
-        await self._conn.request("decline_yield", pb.DeclineYield(lease_id=self.lease_id, reason=reason))
+        await self._conn.request("decline_yield", pb.DeclineYield(lease_id=self.lease_id, reason=text(reason, "reason")))
 
     def detach(self) -> Optional[ResumeToken]:
         """Lets go of the lease without releasing it, and answers its
@@ -760,7 +772,7 @@ class Lease:
 
     async def report_progress(self, done: int, total: int, message: str = "") -> None:
         """Tells waiters and watchers how far the work under the lease has got."""
-        body = pb.ReportProgress(lease_id=self.lease_id, done=done, total=total, message=message)
+        body = progress_message(self.lease_id, done, total, message)
         await self._conn.request("report_progress", body)
 
     async def release(self) -> None:
@@ -825,7 +837,7 @@ class Watcher:
     ) -> None:
         self._socket = socket
         self._name = name
-        self._resources = list(resources or [])
+        self._resources = names(resources, "a resource name")
         self._heartbeats = heartbeats
         self._timeout = timeout
         self._conn: Optional[Connection] = None
