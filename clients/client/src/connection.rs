@@ -466,10 +466,9 @@ impl Drop for Call<'_> {
 }
 
 impl State {
-    /// Queues a frame and writes as much of what is queued as the socket
-    /// takes now.
-    /// Queues `frame` and writes what the socket takes; a frame larger
-    /// than the broker takes is refused, and nothing is queued.
+    /// Queues `frame` and writes as much of what is queued as the socket
+    /// takes now; a frame larger than the broker takes is refused, and
+    /// nothing is queued.
     fn send(&mut self, frame: &v1::ClientFrame, wake: &mut Wake) -> Result<(), ClientError> {
         let before = self.out.len();
         encode_frame(frame, &mut self.out);
