@@ -147,6 +147,16 @@ async fn two_hundred_clients_ping_at_once() {
 fn sigterm_stops_it_cleanly_and_removes_the_socket() {
     let mut broker = spawn_broker();
     assert!(broker.socket.exists());
+    // SIGHUP changes nothing (it ended the broker silently, and systemd
+    // does not restart a unit ended by it): said in the log, and it serves on.
+    broker.signal(libc::SIGHUP);
+    let start = std::time::Instant::now();
+    while !broker.log_text().contains("SIGHUP ignored") {
+        assert!(start.elapsed() < PATIENCE, "log:\n{}", broker.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, _, err) = broker.cli(&["ping"]);
+    assert_eq!(code, 0, "{err}");
     broker.signal(libc::SIGTERM);
     let status = broker.wait_exit();
     assert_eq!(status.code(), Some(0), "log:\n{}", broker.log_text());

@@ -69,7 +69,7 @@ impl<'de> Deserialize<'de> for Dur {
     name = "turnstiled",
     version,
     about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.",
-    long_about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.\n\nRuns in the foreground and logs to stderr. SIGINT or SIGTERM stops it cleanly and removes the socket file.\nEvery flag can also be given as a key of the same name in the TOML file of --config (flags win).",
+    long_about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.\n\nRuns in the foreground and logs to stderr. SIGINT or SIGTERM stops it cleanly and removes the socket file; SIGHUP is logged and ignored (nothing is reloaded).\nEvery flag can also be given as a key of the same name in the TOML file of --config (flags win).",
     after_help = "Exit codes: 0 after a clean stop; 64 bad flags; 69 the endpoint is taken by a live broker or cannot be bound;\n70 internal error; 73 the data store cannot be opened; 78 invalid configuration.\nOn Windows, `turnstiled service install|uninstall|run [FLAGS...]` runs it under the Service Control Manager.\n`turnstiled manpage` prints this as a man page."
 )]
 pub struct Settings {
