@@ -178,6 +178,11 @@ pub async fn run(
     let core = core_task::SharedCore::new(dispatcher);
     let core_task = tokio::spawn(core_task::run(core.clone(), core_rx, stop.clone()));
     let counts = Arc::new(Mutex::new(Counts::default()));
+    // Refused connections are logged like policy denials: ten a second,
+    // then a count (a uid over its limit retrying in a loop must not flood
+    // the log).
+    let mut refusals = dispatch::log_limit::LogLimit::default();
+    let epoch = std::time::Instant::now();
     tokio::pin!(shutdown);
 
     loop {
@@ -205,12 +210,15 @@ pub async fn run(
             }
         };
         let gate = outbound::ReadGate::new();
-        let refuse = |message: String| {
-            tracing::warn!(
-                uid = creds.uid,
-                pid = creds.pid,
-                "refusing a connection: {message}"
-            );
+        let mut refuse = |message: String| {
+            let now = epoch.elapsed().as_millis() as u64;
+            if refusals.admit(now, "refused connections") {
+                tracing::warn!(
+                    uid = creds.uid,
+                    pid = creds.pid,
+                    "refusing a connection: {message}"
+                );
+            }
             let _ = gate.push(Outbound::frame(wire::error_reply(
                 0,
                 wire::Refusal::TooManyConnections(message),

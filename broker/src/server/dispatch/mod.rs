@@ -34,7 +34,7 @@ mod fleet;
 mod hello;
 mod history;
 mod keep_alive;
-mod log_limit;
+pub(super) mod log_limit;
 mod nack;
 mod peek_queue;
 mod persist;
