@@ -104,6 +104,24 @@ fn status_and_why_outputs() {
 }
 
 #[test]
+fn check_config_refuses_a_broker_nobody_could_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("t.toml");
+    std::fs::write(&file, "max-connections = 0\n").unwrap();
+    let out = Command::new(turnstiled())
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("max-connections (0) must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_config_takes_the_form_its_help_describes() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("t.toml");

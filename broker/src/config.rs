@@ -446,8 +446,15 @@ impl Settings {
                 "max-frame-bytes ({max_frame_bytes}) must lie between 1024 and 67108864"
             )));
         }
+        let max_connections = self.max_connections.unwrap_or(d.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max-connections (0) must be at least 1: 0 would refuse every connection, root's too"
+                    .into(),
+            ));
+        }
         let server = ServerConfig {
-            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_connections,
             max_connections_per_uid: self
                 .max_connections_per_uid
                 .unwrap_or(d.max_connections_per_uid),
