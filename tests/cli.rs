@@ -103,18 +103,28 @@ fn status_and_why_outputs() {
     }
 }
 
-#[test]
-fn check_config_refuses_a_broker_nobody_could_use() {
+/// `turnstiled` with `args`, `{FILE}` in them standing for a config file
+/// holding `toml`: its exit code, stdout and stderr.
+fn check_config(toml: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("t.toml");
-    std::fs::write(&file, "max-connections = 0\n").unwrap();
+    std::fs::write(&file, toml).unwrap();
+    let file = file.to_str().unwrap();
     let out = Command::new(turnstiled())
-        .arg("--check-config")
-        .arg(&file)
+        .args(args.iter().map(|a| a.replace("{FILE}", file)))
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_refuses_a_broker_nobody_could_use() {
+    let (code, _, err) = check_config("max-connections = 0\n", &["--check-config", "{FILE}"]);
+    assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("max-connections (0) must be at least 1"),
         "{err}"
@@ -123,19 +133,13 @@ fn check_config_refuses_a_broker_nobody_could_use() {
 
 #[test]
 fn check_config_takes_the_form_its_help_describes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("t.toml");
-    std::fs::write(&file, "max-connections = 50\n").unwrap();
     // `--config FILE --check-config`, with no FILE after the flag.
-    let out = Command::new(turnstiled())
-        .arg("--config")
-        .arg(&file)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    let (code, out, err) = check_config(
+        "max-connections = 50\n",
+        &["--config", "{FILE}", "--check-config"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("valid"), "{out}");
 }
 
 #[test]
@@ -149,15 +153,9 @@ fn an_invalid_log_level_is_an_error_in_a_flag_and_in_a_file() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'verbose' is not a level"), "{err}");
-    let file = tmp.path().join("t.toml");
-    std::fs::write(&file, "log-level = \"loud\"\n").unwrap();
-    let out = Command::new(turnstiled())
-        .arg("--check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("'loud' is not a level"));
+    let (code, _, err) = check_config("log-level = \"loud\"\n", &["--check-config", "{FILE}"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("'loud' is not a level"), "{err}");
 }
 
 #[test]
