@@ -2,8 +2,8 @@
 //!
 //! Owns the one rule every name obeys (1 to 255 bytes of UTF-8 without
 //! control characters, not beginning or ending with white space: `"pcm "`
-//! and `"pcm"` would be two resources that look the same in every table). It does not decide who may use a name: that is the
-//! policy's job.
+//! and `"pcm"` would be two resources that look the same in every table).
+//! It does not decide who may use a name: that is the policy's job.
 
 use super::{BadArgument, CoreError};
 

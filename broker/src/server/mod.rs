@@ -27,6 +27,7 @@ mod clock;
 mod connection;
 mod core_task;
 mod dispatch;
+mod log_limit;
 mod outbound;
 pub mod wire;
 
@@ -181,7 +182,7 @@ pub async fn run(
     // Refused connections are logged like policy denials: ten a second,
     // then a count (a uid over its limit retrying in a loop must not flood
     // the log).
-    let mut refusals = dispatch::log_limit::LogLimit::default();
+    let mut refusals = log_limit::LogLimit::default();
     let epoch = std::time::Instant::now();
     tokio::pin!(shutdown);
 

@@ -73,6 +73,10 @@ pub fn user(uid: u32) -> String {
     user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
 }
 
+/// The help of every `--no-legend` (`status`, `queue ls`, `history`).
+pub const NO_LEGEND: &str =
+    "Only the rows: no header line, no line saying there are none, no summary (for scripts)";
+
 /// The one wording of a *stuck* lease (alive, keeping its lease, but no
 /// progress for its stall time: `Lease.stalled`), in `status`, `why`,
 /// `watch`, `top` and `run`'s waiting line alike.

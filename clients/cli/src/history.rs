@@ -24,8 +24,7 @@ pub struct HistoryArgs {
     /// At most this many leases: the newest [default: as many as fit in one answer]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     limit: Option<u32>,
-    /// Only the rows: no header line, no line saying there are none, no summary (for scripts)
-    #[arg(long)]
+    #[arg(long, help = crate::format::NO_LEGEND)]
     no_legend: bool,
 }
 

@@ -98,8 +98,7 @@ enum Command {
     Status {
         /// Resources to show
         resources: Vec<String>,
-        /// Only the rows: no header line, no line saying there are none, no summary (for scripts)
-        #[arg(long)]
+        #[arg(long, help = crate::format::NO_LEGEND)]
         no_legend: bool,
     },
     /// Why am I waiting? Who holds RESOURCE, for what, since when, how far, who waits, how long

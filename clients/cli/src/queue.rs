@@ -34,8 +34,7 @@ const DEFAULT_PREFETCH: u32 = 16;
 pub enum QueueCommand {
     /// Every queue in use: messages ready, delivered and unacknowledged, consumers
     Ls {
-        /// Only the rows: no header line, no line saying there are none, no summary (for scripts)
-        #[arg(long)]
+        #[arg(long, help = crate::format::NO_LEGEND)]
         no_legend: bool,
     },
     /// Publish one message: DATA, or all of stdin when DATA is absent; prints its sequence number once stored

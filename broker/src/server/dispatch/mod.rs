@@ -34,7 +34,6 @@ mod fleet;
 mod hello;
 mod history;
 mod keep_alive;
-pub(super) mod log_limit;
 mod nack;
 mod peek_queue;
 mod persist;
@@ -57,13 +56,13 @@ use turnstile_proto::hot::{HotFrame, HotRequest};
 use turnstile_proto::v1::{self, client_frame::Body};
 
 use super::clock::Clock;
+use super::log_limit::LogLimit;
 use super::outbound::Conn;
 use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
 use crate::core::{Change, Core, Map, Millis, SessionId};
 use crate::store::{StoreError, StoreWriter};
 use deliver::{concerns, encode_event};
-use log_limit::LogLimit;
 
 /// A request as it reaches the dispatcher: decoded by prost, or read in
 /// place (a hot one).
