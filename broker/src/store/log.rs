@@ -5,10 +5,9 @@
 //! It owns the file's layout, appending, and reading it back at startup;
 //! when to checkpoint and what the records mean for redb is `mod.rs`'s.
 //!
-//! Layout: a header block of [`HEADER`] bytes (magic, a random salt, their
-//! CRC), then two halves of equal room ([`half_of`]: half the rest,
-//! rounded down to whole blocks), each holding one generation's records
-//! from its start, each record
+//! Layout: a header block of [`HEADER`] bytes, then two halves of equal
+//! room ([`half_of`]: half the capacity, rounded down to whole blocks),
+//! each holding one generation's records from its start, each record
 //! `len: u32 LE | generation: u64 LE | crc: u32 LE | body (len bytes)`.
 //! The CRC (CRC-32 by `crc32fast`, seeded with the file's salt) covers
 //! length, generation and body; the salt, unreadable to others (the data
@@ -18,6 +17,21 @@
 //! full size once, zero-filled and synced, and then reused in place: an
 //! append never changes the file's size, so its `fdatasync` flushes data
 //! only (as the benchmark's bare loop does).
+//!
+//! Header: `magic "TSWAL\0\0\x02" (8 bytes, the last one the version) |
+//! salt: u32 LE | capacity: u64 LE | crc: u32 LE` (CRC-32 of the 20 bytes
+//! before it), zero-padded to the block. The capacity is the room for
+//! records the file was made with: where the halves lie follows from it,
+//! never from the file's length. A file shorter than `HEADER + capacity`
+//! was truncated (records of a generation not yet applied may have been
+//! cut off), and the store refuses to start ([`StoreError::Corrupt`],
+//! naming both lengths) rather than start without them. Bytes past
+//! `HEADER + capacity` (a file grown by a copy) hold nothing of the log,
+//! since no append goes there: they are ignored, with a warning. Earlier
+//! builds wrote version 1, `magic "TSWAL\0\0\x01" | salt | crc` (16
+//! bytes), without the capacity: such a log is read with the capacity its
+//! length gives, as they read it, and `mod.rs` makes it anew as version 2
+//! once redb holds what it had.
 //!
 //! Generations: generation `g` is written in half `g % 2`, from its
 //! start; the writer moves on to `g + 1` in the other half once redb
@@ -52,7 +66,14 @@ pub const FILE_NAME: &str = "turnstile.wal";
 /// appends never share a block with it.
 pub(super) const HEADER: u64 = 4096;
 
-const MAGIC: &[u8; 8] = b"TSWAL\0\0\x01";
+/// The header's first bytes, the last one its version.
+const MAGIC: &[u8; 8] = b"TSWAL\0\0\x02";
+
+/// The header of version 1 (earlier builds): no capacity.
+const MAGIC_V1: &[u8; 8] = b"TSWAL\0\0\x01";
+
+/// Bytes of the header of version 2 (version 1 had 16).
+const HEADER_LEN: usize = 24;
 
 /// Bytes of a record before its body.
 const RECORD_HEADER: usize = 16;
@@ -350,13 +371,70 @@ fn crc(salt: u32, parts: &[&[u8]]) -> u32 {
     hasher.finalize()
 }
 
-fn header_bytes(salt: u32) -> [u8; 16] {
-    let mut header = [0u8; 16];
+fn header_bytes(salt: u32, capacity: u64) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&salt.to_le_bytes());
+    header[12..20].copy_from_slice(&capacity.to_le_bytes());
+    let check = crc(0, &[&header[..20]]);
+    header[20..24].copy_from_slice(&check.to_le_bytes());
+    header
+}
+
+/// The header of version 1, as earlier builds wrote it.
+fn header_bytes_v1(salt: u32) -> [u8; 16] {
+    let mut header = [0u8; 16];
+    header[..8].copy_from_slice(MAGIC_V1);
     header[8..12].copy_from_slice(&salt.to_le_bytes());
     let check = crc(0, &[&header[..12]]);
     header[12..16].copy_from_slice(&check.to_le_bytes());
     header
+}
+
+/// What a header that checks says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    salt: u32,
+    /// The capacity the log was made with; `None` for version 1, which did
+    /// not record it.
+    capacity: Option<u64>,
+}
+
+/// Why the first bytes of a file are not a header this build reads.
+enum BadHeader {
+    /// Not a turnstile log at all.
+    Foreign,
+    /// A turnstile log's header that does not check.
+    Damaged,
+    /// A turnstile log of a version this build does not know (a later one).
+    Version(u8),
+}
+
+/// Reads the header from the file's first bytes (zeros past its end).
+fn read_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, BadHeader> {
+    let salt = u32_at(bytes, 8);
+    match &bytes[..8] {
+        m if m == MAGIC => {
+            if crc(0, &[&bytes[..20]]) != u32_at(bytes, 20) {
+                return Err(BadHeader::Damaged);
+            }
+            Ok(Header {
+                salt,
+                capacity: Some(u64_at(bytes, 12)),
+            })
+        }
+        m if m == MAGIC_V1 => {
+            if bytes[..16] != header_bytes_v1(salt) {
+                return Err(BadHeader::Damaged);
+            }
+            Ok(Header {
+                salt,
+                capacity: None,
+            })
+        }
+        m if m[..7] == MAGIC[..7] => Err(BadHeader::Version(m[7])),
+        _ => Err(BadHeader::Foreign),
+    }
 }
 
 fn u32_at(data: &[u8], at: usize) -> u32 {
@@ -399,8 +477,11 @@ pub(super) struct Log {
     generation: u64,
     /// Where the next record goes, from the start of the generation's half.
     pos: u64,
-    /// Room for records: the file's length past the header.
+    /// Room for records: as the header records it (for a header of
+    /// version 1, the file's length past the header).
     capacity: u64,
+    /// Whether the header records the capacity (version 2).
+    recorded: bool,
     /// Room for one generation: half of it ([`half_of`]).
     half: u64,
     buf: Vec<u8>,
@@ -513,7 +594,7 @@ impl Log {
             let mut salt = [0u8; 4];
             getrandom::fill(&mut salt).map_err(|e| std::io::Error::other(e.to_string()))?;
             let mut block = vec![0u8; HEADER as usize];
-            block[..16].copy_from_slice(&header_bytes(u32::from_le_bytes(salt)));
+            block[..HEADER_LEN].copy_from_slice(&header_bytes(u32::from_le_bytes(salt), capacity));
             file.write_at(0, &block)?;
             // Zeros written for real, not a sparse file or unwritten
             // extents: an append later changes data only.
@@ -539,7 +620,8 @@ impl Log {
     /// Opens the log and reads the records of the generations after
     /// `applied` that it may hold: those to replay, in order. In each, a
     /// torn tail is logged and left behind; damage followed by good
-    /// records is [`StoreError::Corrupt`]. The log is returned at
+    /// records is [`StoreError::Corrupt`], and so is a file shorter than
+    /// the header says it was made (truncated). The log is returned at
     /// generation `applied + 1`; [`Log::restart`] it before writing.
     pub(super) fn open(
         path: &Path,
@@ -556,21 +638,65 @@ impl Log {
             detail: e.to_string(),
         };
         let len = file.len().map_err(read_err)?;
-        if len < HEADER {
-            return Err(corrupt(format!(
-                "it is {len} bytes long, shorter than its header"
-            )));
-        }
-        let mut header = [0u8; 16];
-        file.read_at(0, &mut header).map_err(read_err)?;
-        if &header[..8] != MAGIC {
-            return Err(corrupt("it is not a turnstile log".to_string()));
-        }
-        let salt = u32_at(&header, 8);
-        if header != header_bytes(salt) {
-            return Err(corrupt("its header does not check".to_string()));
-        }
-        let capacity = len - HEADER;
+        let mut bytes = [0u8; HEADER_LEN];
+        let readable = bytes.len().min(usize::try_from(len).unwrap_or(HEADER_LEN));
+        file.read_at(0, &mut bytes[..readable]).map_err(read_err)?;
+        let header_cut = || {
+            corrupt(format!(
+                "it is {len} bytes long, shorter than a log's header ({HEADER} bytes): it was \
+                 truncated, and the records in it not yet applied to the database may be \
+                 lost; restore it whole from a backup"
+            ))
+        };
+        let header = match read_header(&bytes) {
+            Ok(header) => header,
+            // The header itself may have been cut.
+            Err(_) if len < HEADER => return Err(header_cut()),
+            Err(BadHeader::Foreign) => {
+                return Err(corrupt("it is not a turnstile log".to_string()));
+            }
+            Err(BadHeader::Damaged) => {
+                return Err(corrupt("its header does not check".to_string()));
+            }
+            Err(BadHeader::Version(version)) => {
+                return Err(StoreError::Format {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "its log header is of version {version}, and this broker reads \
+                         versions 1 and 2 (a later turnstiled made it)"
+                    ),
+                });
+            }
+        };
+        let capacity = match header.capacity {
+            Some(capacity) => {
+                let made = HEADER.checked_add(capacity).ok_or_else(|| {
+                    corrupt(format!("its header gives a capacity of {capacity} bytes"))
+                })?;
+                // Zeros where the cut was read as no record: extended
+                // back, the log gives what is left before the cut.
+                if len < made {
+                    return Err(corrupt(format!(
+                        "it is {len} bytes long, but was made at {made} bytes: it was \
+                         truncated, and records in it not yet applied to the database may have \
+                         been cut off; restore it whole from a backup, or extend it back to \
+                         {made} bytes (`truncate -s {made}`) to start without what was cut off"
+                    )));
+                }
+                if len > made {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "the log is {len} bytes long but was made at {made} bytes: the {} bytes \
+                         past its end hold nothing of it and are ignored",
+                        len - made
+                    );
+                }
+                capacity
+            }
+            None if len < HEADER => return Err(header_cut()),
+            None => len - HEADER,
+        };
+        let salt = header.salt;
         let size = usize::try_from(capacity)
             .map_err(|_| corrupt(format!("it is too large ({len} bytes)")))?;
         let mut data = vec![0u8; size];
@@ -603,6 +729,7 @@ impl Log {
                 generation: next,
                 pos: 0,
                 capacity,
+                recorded: header.capacity.is_some(),
                 half,
                 buf: Vec::new(),
             },
@@ -647,6 +774,22 @@ impl Log {
     /// Room for records in all.
     pub(super) fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// Whether the header records the capacity: a log of version 1 (an
+    /// earlier build's) does not, and is made anew once applied.
+    pub(super) fn records_capacity(&self) -> bool {
+        self.recorded
+    }
+
+    /// Rewrites the header as version 1 (an earlier build's), keeping the
+    /// salt, so that the records still check.
+    #[cfg(test)]
+    pub(super) fn write_header_v1(&mut self) {
+        let mut block = vec![0u8; HEADER as usize];
+        block[..16].copy_from_slice(&header_bytes_v1(self.salt));
+        self.file.write_at(0, &block).unwrap();
+        self.file.sync_data().unwrap();
     }
 
     /// The path of the file.

@@ -30,12 +30,13 @@
 //!   is committed to redb directly, on the redb thread. A file from before
 //!   it simply has none yet; a table `history` (the first layout, never
 //!   released) is dropped;
-//! - `turnstile.wal`: a header, then two halves of equal room; generation
-//!   `g` of the log is written in half `g % 2`, from its start, as
-//!   records, each one group commit's operations with their length,
-//!   generation and CRC-32 (`log.rs` has the byte layout). The file is made
-//!   at its full size ([`LOG_CAPACITY`]) once and overwritten in place, so
-//!   that an append's `fdatasync` has no size change to commit.
+//! - `turnstile.wal`: a header (which records the size the file was made
+//!   at), then two halves of equal room; generation `g` of the log is
+//!   written in half `g % 2`, from its start, as records, each one group
+//!   commit's operations with their length, generation and CRC-32
+//!   (`log.rs` has the byte layout). The file is made at its full size
+//!   ([`LOG_CAPACITY`]) once and overwritten in place, so that an append's
+//!   `fdatasync` has no size change to commit.
 //!
 //! Checkpoint: after the commit that takes the current generation past
 //! [`CHECKPOINT_BYTES`] or [`CHECKPOINT_INTERVAL`] after the last one (the
@@ -81,7 +82,8 @@
 //! warning. If a good record of the same generation follows it in its
 //! half, the log was damaged and the store refuses to start
 //! ([`StoreError::Corrupt`]), as it does for a damaged redb file, a log
-//! that is shorter than its header, a missing log once `log.applied` is
+//! shorter than the size its header records (truncated: records not yet
+//! applied may have been cut off), a missing log once `log.applied` is
 //! set, or a `log.applied` so large that `log.applied + 3` overflows. A
 //! known blind spot: damage to the last record of generation
 //! `log.applied + 1` is taken for a torn tail even when `log.applied + 2`
@@ -97,7 +99,10 @@
 //! to format 3 in the transaction that applies it. Format 1 (no log) is
 //! opened and upgraded in place: its log is created on first open. A
 //! broker that reads only format 2 refuses format 3 (its format check)
-//! rather than misread the log.
+//! rather than misread the log. A log whose header does not record its
+//! size (version 1, from earlier builds) is read with the size its length
+//! gives, as those builds did, and made anew with a header of version 2
+//! once redb holds what it had, as for a change of size.
 
 mod history;
 mod log;
@@ -950,7 +955,18 @@ impl Store {
             );
         }
         log.restart(last + 1);
-        if log.capacity() != options.capacity {
+        // The size compared is the one the log was made at (a log cut
+        // short was refused above, never taken for one of another size);
+        // a log of an earlier build, whose header does not record it, is
+        // made anew whatever its size, so that a later cut is noticed.
+        if !log.records_capacity() {
+            tracing::info!(
+                file = %log_path.display(),
+                "the log was made by an earlier build, without its size in its header: it is \
+                 made anew (a broker older than this one can no longer open it)"
+            );
+        }
+        if log.capacity() != options.capacity || !log.records_capacity() {
             // redb holds everything the old log had: it is replaced whole
             // (closed first: Windows does not replace an open file).
             log.close();

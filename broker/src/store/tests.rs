@@ -2192,3 +2192,151 @@ async fn a_failed_sweep_of_the_history_is_tried_again_at_the_next_commit() {
         "the sweep was not tried again"
     );
 }
+
+/// Cuts the log in `dir` to `len(made)` bytes: its length before and after.
+fn cut_log(dir: &Path, len: impl Fn(u64) -> u64) -> (u64, u64) {
+    let path = dir.join(log::FILE_NAME);
+    let made = std::fs::metadata(&path).unwrap().len();
+    let cut = len(made);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    (made, cut)
+}
+
+#[test]
+fn a_log_cut_short_is_refused_naming_both_lengths() {
+    // The halves lie where the size the log was made at puts them, not
+    // where its length does: a log cut short (to half, by a block, by a
+    // length of no whole blocks, by a byte) is refused as truncated,
+    // naming both lengths, and left as it is; the records of generation 3,
+    // in the second half, were not yet applied.
+    let cuts: [fn(u64) -> u64; 4] = [|n| n / 2, |n| n - 4096, |n| n - 1000, |n| n - 1];
+    for cut in cuts {
+        let dir = tempfile::tempdir().unwrap();
+        three_records_then_crash(dir.path());
+        let (made, len) = cut_log(dir.path(), cut);
+        let path = dir.path().join(log::FILE_NAME);
+        assert_refused_as_corrupt(dir.path(), &path, "truncated");
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&format!("{len} bytes long")), "{err}");
+        assert!(err.contains(&format!("made at {made} bytes")), "{err}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "left as it is"
+        );
+    }
+}
+
+#[test]
+fn a_log_cut_to_the_configured_size_is_refused_not_made_anew() {
+    // The configured size changed to what the cut log's length says: the
+    // log is still the one made at the old size, cut short, and is refused
+    // rather than taken for a log of the new size.
+    let dir = tempfile::tempdir().unwrap();
+    three_records_then_crash(dir.path());
+    let (_, len) = cut_log(dir.path(), |_| log::HEADER + SMALL.capacity);
+    let err = Store::open_with_options(dir.path(), SMALL).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    let path = dir.path().join(log::FILE_NAME);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        len,
+        "left as it is"
+    );
+}
+
+#[test]
+fn a_log_cut_short_and_extended_back_gives_what_is_left_before_the_cut() {
+    // The way out the refusal offers without a backup: the log extended
+    // back to its size (zeros where the cut was) opens, with the records
+    // before the cut, the one it cut through dropped as a torn tail.
+    let dir = tempfile::tempdir().unwrap();
+    let starts = three_records_then_crash(dir.path());
+    let (made, _) = cut_log(dir.path(), |_| starts[1] + 10);
+    let path = dir.path().join(log::FILE_NAME);
+    assert_refused_as_corrupt(dir.path(), &path, "truncated");
+    cut_log(dir.path(), |_| made);
+    assert_eq!(stored_seqs(dir.path()), [1]);
+}
+
+#[test]
+fn a_log_grown_past_its_size_is_read_at_its_size() {
+    // Bytes past the size the log was made at (a copy that padded it)
+    // hold nothing of it: its records are read where its size puts them.
+    let dir = tempfile::tempdir().unwrap();
+    three_records_then_crash(dir.path());
+    cut_log(dir.path(), |n| n + 3 * 4096 + 7);
+    assert_eq!(stored_seqs(dir.path()), [1, 2, 3]);
+}
+
+#[test]
+fn a_log_header_that_does_not_check_is_refused() {
+    // The size in the header is covered by its CRC: a changed one is
+    // damage, not a log of another size.
+    let dir = tempfile::tempdir().unwrap();
+    three_records_then_crash(dir.path());
+    let path = dir.path().join(log::FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[14] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_refused_as_corrupt(dir.path(), &path, "does not check");
+}
+
+#[test]
+fn a_log_of_an_earlier_build_replays_and_is_made_anew_with_its_size() {
+    // A log whose header is of version 1 (no size in it), as earlier
+    // builds left it after a crash: its records are replayed where its
+    // length puts them, then it is made anew at the configured size with
+    // a header that records it, so that a later cut is noticed.
+    let dir = tempfile::tempdir().unwrap();
+    three_records_then_crash(dir.path());
+    let path = dir.path().join(log::FILE_NAME);
+    {
+        let file = log::open_log_file(&path).unwrap();
+        let (mut log, replay) = Log::open(&path, file, 2, Layout::Halves).unwrap();
+        assert_eq!(replay.len(), 3);
+        log.write_header_v1();
+        let file = log::open_log_file(&path).unwrap();
+        let (log, replay) = Log::open(&path, file, 2, Layout::Halves).unwrap();
+        assert!(!log.records_capacity());
+        assert_eq!(replay.len(), 3, "read as version 1");
+    }
+    let made = std::fs::metadata(&path).unwrap().len();
+    let mut store = Store::open(dir.path()).unwrap();
+    assert!(store.log.records_capacity(), "made anew");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), made);
+    assert_eq!(contents(&store.load().unwrap(), "q").len(), 3);
+    store.commit(&[append("q", message(4, "after"))]).unwrap();
+    store.crash();
+    cut_log(dir.path(), |n| n / 2);
+    assert_refused_as_corrupt(dir.path(), &path, "truncated");
+}
+
+#[test]
+fn a_log_of_an_earlier_build_and_another_size_is_made_anew_at_the_configured_size() {
+    // Both at once: version 1, and a size change.
+    let dir = tempfile::tempdir().unwrap();
+    three_records_then_crash(dir.path());
+    let path = dir.path().join(log::FILE_NAME);
+    {
+        let file = log::open_log_file(&path).unwrap();
+        Log::open(&path, file, 2, Layout::Halves)
+            .unwrap()
+            .0
+            .write_header_v1();
+    }
+    let mut store = Store::open_with_options(dir.path(), SMALL).unwrap();
+    assert!(store.log.records_capacity());
+    assert_eq!(store.log.capacity(), SMALL.capacity);
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(len, log::HEADER + SMALL.capacity);
+    store.commit(&[append("q", message(4, "after"))]).unwrap();
+    store.crash();
+    assert_eq!(stored_seqs(dir.path()), [1, 2, 3, 4]);
+}
