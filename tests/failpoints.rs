@@ -1,7 +1,9 @@
 //! Faults injected into the real `turnstiled` (feature `failpoints`, set
 //! with its `FAILPOINTS` environment variable; see `broker/src/store/mod.rs`):
 //! the counter reservation's sync stalled while a block boundary is
-//! crossed, its write failing, a publish's sync failing.
+//! crossed, its write failing, a publish's sync failing; and one fault
+//! made from outside, with no failpoint: its log cut short while it is
+//! down.
 //!
 //! Run with `cargo test --features failpoints --test failpoints` (CI does);
 //! without the feature this file is not built (`required-features`).
@@ -496,4 +498,67 @@ async fn acks_whose_commit_fails_are_answered_with_an_error() {
             break;
         }
     }
+}
+
+/// The log is cut short while the broker is down (an operator's
+/// `truncate`, a bad copy or restore), after a SIGKILL left acknowledged
+/// publishes and the counters' reservation in it alone (no checkpoint
+/// yet): the restarted broker refuses to start, with exit code 73 and a
+/// message naming `turnstile.wal` and saying it was truncated, and leaves
+/// the file as it was. (It used to start without those publishes, and
+/// handed out the same fencing tokens again.)
+#[tokio::test]
+async fn a_log_cut_short_after_a_kill_stops_the_broker_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut broker = start_in(tmp.path(), &[]);
+    let client = broker.client("publisher").await;
+    for i in 0..5 {
+        client
+            .publish("kept", format!("m{i}").into_bytes(), &[])
+            .await
+            .expect("publish");
+    }
+    let mut raw = broker.raw().await;
+    let (token, _) = take_and_release(&mut raw, "job").await;
+    drop((client, raw));
+    broker.kill();
+    let wal = broker.data_dir.join("turnstile.wal");
+    let made = std::fs::metadata(&wal).unwrap().len();
+    let cut = made / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let mut restarted = start_in_no_wait(tmp.path(), &[], None);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = restarted.child.try_wait().unwrap() {
+            break status;
+        }
+        if std::os::unix::net::UnixStream::connect(&restarted.socket).is_ok() {
+            let client = restarted.client("observer").await;
+            let status = client.status(&[]).await.expect("status");
+            let mut raw = restarted.raw().await;
+            let (again, _) = take_and_release(&mut raw, "job").await;
+            panic!(
+                "the broker started over a log cut from {made} to {cut} bytes: queues {:?} \
+                 (5 acknowledged in \"kept\"), fencing token {again} after {token}",
+                status.queues
+            );
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the broker neither started nor stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let log = restarted.log_text();
+    assert_eq!(status.code(), Some(73), "log:\n{log}");
+    assert!(log.contains(&wal.display().to_string()), "{log}");
+    assert!(log.contains("truncated"), "{log}");
+    assert!(log.contains(&format!("made at {made} bytes")), "{log}");
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), cut, "left as it is");
 }
