@@ -144,6 +144,10 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_waiters_per_uid: Option<usize>,
 
+    /// Leases, held or waiting, one user may have over all its connections; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 16384]
+    #[arg(long, value_name = "N")]
+    pub max_leases_per_uid: Option<usize>,
+
     /// Watches one connection may have [default: 64]
     #[arg(long, value_name = "N")]
     pub max_watches_per_connection: Option<usize>,
@@ -346,6 +350,7 @@ impl Settings {
             max_ttl,
             max_leases_per_connection,
             max_waiters_per_uid,
+            max_leases_per_uid,
             max_watches_per_connection,
             watch_history,
             heartbeat_interval,
@@ -405,6 +410,7 @@ impl Settings {
                 .max_leases_per_connection
                 .unwrap_or(c.max_leases_per_session),
             max_waiters_per_uid: self.max_waiters_per_uid.unwrap_or(c.max_waiters_per_uid),
+            max_leases_per_uid: self.max_leases_per_uid.unwrap_or(c.max_leases_per_uid),
             own_uid: d.own_uid,
             max_watches_per_session: self
                 .max_watches_per_connection

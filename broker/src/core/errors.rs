@@ -64,6 +64,16 @@ pub enum CoreError {
         /// The limit in force.
         limit: usize,
     },
+    /// The requester's uid is at its limit of leases, held or queued.
+    #[error(
+        "uid {uid} already has {limit} leases, held or waiting, the per-user limit (--max-leases-per-uid)"
+    )]
+    UserLeases {
+        /// The requester.
+        uid: u32,
+        /// The limit in force.
+        limit: usize,
+    },
     /// No watch with this id on this session.
     #[error("watch {0} is not known on this connection")]
     UnknownWatch(WatchId),

@@ -430,6 +430,10 @@ pub struct CoreConfig {
     /// Requests one uid may have waiting in lease queues, over all its
     /// connections (root and `own_uid` are not bound by it).
     pub max_waiters_per_uid: usize,
+    /// Leases (held or queued) one uid may have over all its connections
+    /// (root and `own_uid` are not bound by it), so that no user can fill
+    /// the broker's memory with leases on names nobody else uses.
+    pub max_leases_per_uid: usize,
     /// The broker's own uid, trusted like root.
     pub own_uid: u32,
     /// Watches one session may have at once.
@@ -470,6 +474,7 @@ impl Default for CoreConfig {
             max_ttl_ms: 3_600_000,
             max_leases_per_session: 1024,
             max_waiters_per_uid: 4096,
+            max_leases_per_uid: 16_384,
             own_uid: 0,
             max_watches_per_session: 64,
             watch_history: 4096,

@@ -34,7 +34,9 @@ impl From<&CoreError> for v1::Error {
             }
             CoreError::NotOwner(_) => ErrorCode::PermissionDenied,
             CoreError::Busy { .. } => ErrorCode::Busy,
-            CoreError::Quota { .. } | CoreError::UserWaiters { .. } => ErrorCode::ResourceExhausted,
+            CoreError::Quota { .. }
+            | CoreError::UserWaiters { .. }
+            | CoreError::UserLeases { .. } => ErrorCode::ResourceExhausted,
             CoreError::Queue(q) => match q {
                 QueueError::QueueFull { .. }
                 | QueueError::QueueBytesFull { .. }

@@ -162,6 +162,7 @@ struct Limits {
     max_ttl_ms: u32,
     max_per_session: usize,
     max_waiters_per_uid: usize,
+    max_leases_per_uid: usize,
     own_uid: u32,
     /// `CoreConfig::waiter_update_interval_ms`.
     waiter_update_interval_ms: u64,
@@ -171,6 +172,12 @@ struct Limits {
 }
 
 impl Limits {
+    /// Whether `uid` is bound by the per-user limits (root and the
+    /// broker's own user are not).
+    fn binds(&self, uid: u32) -> bool {
+        uid != 0 && uid != self.own_uid
+    }
+
     /// How long the `waiters` of one resource go between two updates: the
     /// configured interval, or longer for a queue that could not all be
     /// told within it at `waiter_updates_per_second`.
@@ -203,8 +210,11 @@ pub(crate) struct LeaseTable {
     /// the table (if still idle then) when another comes in.
     idle_order: VecDeque<Slot>,
     /// Requests waiting in queues, per uid (`--max-waiters-per-uid`); a
-    /// uid with none waiting may stay at 0 (see [`left_queue`]).
+    /// uid with none waiting may stay at 0 (see [`count_down`]).
     waiting_per_uid: Map<u32, usize>,
+    /// Leases, held or queued, per uid bound by the per-user limits
+    /// (`--max-leases-per-uid`); a uid with none may stay at 0.
+    leases_per_uid: Map<u32, usize>,
     /// Capacities fixed by the broker's config file.
     configured: Map<Arc<str>, u32>,
     /// Resources whose waiters are owed an update held back by the pace
@@ -237,6 +247,7 @@ impl LeaseTable {
                 max_ttl_ms: config.max_ttl_ms,
                 max_per_session: config.max_leases_per_session,
                 max_waiters_per_uid: config.max_waiters_per_uid,
+                max_leases_per_uid: config.max_leases_per_uid,
                 own_uid: config.own_uid,
                 waiter_update_interval_ms: config.waiter_update_interval_ms,
                 waiter_updates_per_second: config.waiter_updates_per_second.max(1),
@@ -245,6 +256,7 @@ impl LeaseTable {
             admitted: Map::default(),
             global_places: Map::default(),
             waiting_per_uid: Map::default(),
+            leases_per_uid: Map::default(),
             resources: Map::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -383,7 +395,18 @@ impl LeaseTable {
         };
         let uid = peer.uid;
         let waiting = self.waiting_per_uid.get(&uid).copied().unwrap_or(0);
-        let bounded = uid != 0 && uid != self.limits.own_uid;
+        let bounded = self.limits.binds(uid);
+        let held = if bounded {
+            self.leases_per_uid.get(&uid).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        if bounded && held >= self.limits.max_leases_per_uid {
+            return Err(CoreError::UserLeases {
+                uid,
+                limit: self.limits.max_leases_per_uid,
+            });
+        }
         if !free_now && bounded && waiting >= self.limits.max_waiters_per_uid {
             return Err(CoreError::UserWaiters {
                 uid,
@@ -459,6 +482,9 @@ impl LeaseTable {
         } else {
             res.waiters.push_back(id);
             *self.waiting_per_uid.entry(uid).or_insert(0) += 1;
+        }
+        if bounded {
+            self.leases_per_uid.insert(uid, held + 1);
         }
         let give_up_at = (req.max_wait_ms > 0).then(|| now + u64::from(req.max_wait_ms));
         self.leases.insert(
@@ -1113,6 +1139,9 @@ impl LeaseTable {
         dequeued: bool,
     ) -> Option<(Slot, usize)> {
         let l = self.leases.remove(&lease)?;
+        if self.limits.binds(l.peer.uid) {
+            count_down(&mut self.leases_per_uid, l.peer.uid);
+        }
         self.remember_ending(lease, ending);
         if let Some(until) = l.detached_until {
             fx.deadlines.remove(&(until, Deadline::Grace(lease)));
@@ -1155,7 +1184,7 @@ impl LeaseTable {
                     }
                     index.unwrap_or(0)
                 };
-                left_queue(&mut self.waiting_per_uid, l.peer.uid);
+                count_down(&mut self.waiting_per_uid, l.peer.uid);
                 (false, index)
             }
         };
@@ -1308,7 +1337,7 @@ impl LeaseTable {
         res.waiters.pop_front();
         res.holders.push(head);
         if let Some(l) = self.leases.get(&head) {
-            left_queue(&mut self.waiting_per_uid, l.peer.uid);
+            count_down(&mut self.waiting_per_uid, l.peer.uid);
         }
         self.hold(slot, head, fencing, fx)
     }
@@ -1738,12 +1767,13 @@ pub(crate) fn is_global(name: &str) -> bool {
 /// Names arbitrated by the fleet begin with this.
 pub const GLOBAL_PREFIX: &str = "global/";
 
-/// One of `uid`'s requests left a queue (granted or ended). Its count
-/// stays in the map at 0: a uid whose request queues and is granted in
-/// turn (a contended handoff) costs no remove and insert each time, and
-/// the map holds one entry per local user that ever queued.
-fn left_queue(waiting: &mut Map<u32, usize>, uid: u32) {
-    if let Some(n) = waiting.get_mut(&uid) {
+/// One of `uid`'s requests left a queue (granted or ended), or one of its
+/// leases ended. Its count stays in the map at 0: a uid whose request
+/// queues and is granted in turn (a contended handoff) costs no remove and
+/// insert each time, and the map holds one entry per local user that ever
+/// queued or held.
+fn count_down(counts: &mut Map<u32, usize>, uid: u32) {
+    if let Some(n) = counts.get_mut(&uid) {
         *n = n.saturating_sub(1);
     }
 }

@@ -844,6 +844,46 @@ fn waiters_per_uid_are_bounded_over_all_its_sessions() {
     expect_queued(&acquire_ex(&mut core, b, "pcm", 0), 3);
 }
 
+#[test]
+fn leases_per_uid_are_bounded_over_all_its_sessions() {
+    // One uid has at most `max_leases_per_uid` leases, held or queued,
+    // whatever the number of its connections; an end frees a place, a
+    // disconnect frees all of its session's; root is not bound.
+    let mut core = core_with(CoreConfig {
+        max_leases_per_uid: 3,
+        ..CoreConfig::default()
+    });
+    let svc = core.connect("service".into(), 0, 1).session;
+    let a = connect(&mut core, "a");
+    let b = connect(&mut core, "b");
+    let first = expect_granted(&acquire_ex(&mut core, a, "r1", 0)).lease_id;
+    expect_granted(&acquire_ex(&mut core, b, "r2", 0));
+    expect_granted(&acquire_ex(&mut core, svc, "busy", 0));
+    expect_queued(&acquire_ex(&mut core, b, "busy", 0), 1);
+    let full = CoreError::UserLeases {
+        uid: 1000,
+        limit: 3,
+    };
+    assert_eq!(
+        core.acquire(a, request("r4", Mode::Exclusive), 0)
+            .unwrap_err(),
+        full
+    );
+    for i in 0..5 {
+        expect_granted(&acquire_ex(&mut core, svc, &format!("root{i}"), 0));
+    }
+    release(&mut core, a, first, 1);
+    expect_granted(&acquire_ex(&mut core, a, "r4", 1));
+    assert_eq!(
+        core.acquire(a, request("r5", Mode::Exclusive), 1)
+            .unwrap_err(),
+        full
+    );
+    core.goodbye(b, 2);
+    expect_granted(&acquire_ex(&mut core, a, "r5", 2));
+    expect_granted(&acquire_ex(&mut core, a, "r6", 2));
+}
+
 /// The history lines the core gathered: (lease, kind, granted at, ended at).
 fn ended(core: &mut Core) -> Vec<(LeaseId, EventKind, Option<Millis>, Millis)> {
     core.take_ended()
