@@ -546,7 +546,7 @@ fn why_status_and_top_show_the_estimate_the_broker_sent() {
                 waiters: vec![waiter],
                 ..Default::default()
             }],
-            queues: Vec::new(),
+            ..Default::default()
         },
     );
     let cli = |args: &[&str]| {

@@ -347,13 +347,29 @@ impl Core {
 
     /// [`Core::status`] as of `now`: waiters carry the broker's estimate
     /// of their wait.
+    #[cfg(test)]
     pub fn status_at(&self, resources: &[String], now: Millis) -> StatusView {
+        let (revision, views) = self.status_in_order(resources, now);
         StatusView {
-            revision: self.issuer.revision,
-            resources: self
-                .leases
-                .views(resources, self.issuer.revision, Some(now)),
+            revision,
+            resources: views.collect(),
         }
+    }
+
+    /// [`Core::status`] as of `now`, one resource at a time, in name order
+    /// (see [`LeaseTable::views_in_order`]: a caller that stops early does
+    /// not pay for the rest); waiters carry the broker's estimate of their
+    /// wait. The revision is the snapshot's.
+    pub fn status_in_order<'a>(
+        &'a self,
+        resources: &'a [String],
+        now: Millis,
+    ) -> (Revision, impl Iterator<Item = ResourceView> + 'a) {
+        let revision = self.issuer.revision;
+        (
+            revision,
+            self.leases.views_in_order(resources, revision, Some(now)),
+        )
     }
 
     /// The peer behind a session, if it is still connected.

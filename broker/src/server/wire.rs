@@ -18,7 +18,7 @@ use crate::core::queues::{Delivery, QueueError, QueueInfo};
 use crate::core::{
     AcquireOutcome, AcquireRequest, CoreError, EventKind, Grant, LeaseUpdate, LeaseView,
     LostReason, Millis, Mode, Peer, QueuePosition, ResourceView, ResumeToken, StateEvent,
-    StatusView, WaitPolicy,
+    WaitPolicy,
 };
 use crate::policy::Denied;
 use crate::store::StoreError;
@@ -135,6 +135,19 @@ pub enum Refusal {
         /// The payload's size.
         payload: usize,
     },
+    /// A watch whose snapshot could not fit in a frame.
+    #[error(
+        "the watch's snapshot of {resources} resources would take {len} bytes, over the \
+         {limit}-byte frame limit: watch the resources needed by name"
+    )]
+    SnapshotTooLarge {
+        /// Resources in the snapshot.
+        resources: usize,
+        /// The snapshot's bytes.
+        len: usize,
+        /// The frame limit.
+        limit: u32,
+    },
     /// The store could not make a publish durable.
     #[error("the message was not stored: {0}")]
     NotStored(StoreError),
@@ -177,7 +190,9 @@ impl From<&Refusal> for v1::Error {
             | Refusal::UnknownMode(_)
             | Refusal::UnknownWaitPolicy(_)
             | Refusal::IdInFlight(_) => ErrorCode::InvalidArgument,
-            Refusal::MessageTooLarge { .. } => ErrorCode::FrameTooLarge,
+            Refusal::MessageTooLarge { .. } | Refusal::SnapshotTooLarge { .. } => {
+                ErrorCode::FrameTooLarge
+            }
             // A full disk: the publisher may retry later.
             Refusal::NotStored(e) if e.is_disk_full() => ErrorCode::ResourceExhausted,
             Refusal::NotStored(_)
@@ -327,19 +342,6 @@ pub fn resource(r: &ResourceView, clock: &Clock, now: Millis) -> v1::ResourceSta
         waiters: r.waiters.iter().map(|l| lease(l, clock, now)).collect(),
         capacity: r.capacity,
         permits_held: r.permits_held,
-    }
-}
-
-/// The wire form of a status snapshot (queues are added by the caller).
-pub fn status(s: &StatusView, clock: &Clock, now: Millis) -> v1::Status {
-    v1::Status {
-        revision: s.revision.0,
-        resources: s
-            .resources
-            .iter()
-            .map(|r| resource(r, clock, now))
-            .collect(),
-        queues: Vec::new(),
     }
 }
 

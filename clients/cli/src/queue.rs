@@ -101,6 +101,9 @@ pub async fn run(
             let client = Client::connect(opts).await?;
             let status = client.status(&[]).await?;
             print!("{}", ls_text(&status.queues, !no_legend, json));
+            if status.queues_truncated {
+                eprint!("{}", crate::status::QUEUES_LEFT_OUT);
+            }
             Ok(EXIT_OK)
         }
         QueueCommand::Publish {

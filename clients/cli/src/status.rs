@@ -20,9 +20,33 @@ pub async fn run(
         view::print(&StatusView::from(&status));
     } else {
         print!("{}", status_text(&status, now_ms(), legend));
+        if !legend {
+            // Rows only on stdout; a script still hears that some are missing.
+            eprint!("{}", left_out(&status));
+        }
     }
     Ok(EXIT_OK)
 }
+
+/// Said below the tables (on stderr with --no-legend) when the broker left
+/// resources or queues out to fit its answer in one frame.
+pub(crate) fn left_out(s: &v1::Status) -> String {
+    let mut out = String::new();
+    if s.truncated {
+        out.push_str(
+            "more resources are in use than fit in one answer of the broker \
+             (--max-frame-bytes): name them to see them\n",
+        );
+    }
+    if s.queues_truncated {
+        out.push_str(QUEUES_LEFT_OUT);
+    }
+    out
+}
+
+/// Said when the broker left queues out to fit its answer in one frame.
+pub(crate) const QUEUES_LEFT_OUT: &str =
+    "more queues exist than fit in one answer of the broker (--max-frame-bytes)\n";
 
 /// The `status` tables: leases, then queues.
 fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
@@ -103,6 +127,10 @@ fn status_text(s: &v1::Status, now: u64, legend: bool) -> String {
     if !s.queues.is_empty() {
         out.push('\n');
         out.push_str(&crate::queue::queues_table(&s.queues, legend));
+    }
+    if legend && (s.truncated || s.queues_truncated) {
+        out.push('\n');
+        out.push_str(&left_out(s));
     }
     out
 }

@@ -251,6 +251,11 @@ pub struct StatusView {
     pub resources: Vec<ResourceView>,
     /// Every queue.
     pub queues: Vec<QueueView>,
+    /// Resources were left out so that the answer fits in one frame
+    /// (`Status.truncated`): name them to see them.
+    pub truncated: bool,
+    /// Queues were left out so that the answer fits in one frame.
+    pub queues_truncated: bool,
 }
 
 impl From<&v1::Status> for StatusView {
@@ -259,6 +264,8 @@ impl From<&v1::Status> for StatusView {
             revision: s.revision,
             resources: s.resources.iter().map(ResourceView::from).collect(),
             queues: s.queues.iter().map(QueueView::from).collect(),
+            truncated: s.truncated,
+            queues_truncated: s.queues_truncated,
         }
     }
 }

@@ -142,31 +142,43 @@ impl LeaseTable {
         current: Revision,
         now: Option<Millis>,
     ) -> Vec<ResourceView> {
-        let mut out: Vec<ResourceView> = if names.is_empty() {
+        self.views_in_order(names, current, now).collect()
+    }
+
+    /// [`LeaseTable::views`] one at a time: only the names are sorted up
+    /// front, and each view is made when it is asked for, so that a caller
+    /// that stops early (an answer that must fit in one frame) does the
+    /// work of what it keeps, not of every resource in use.
+    pub(crate) fn views_in_order<'a>(
+        &'a self,
+        names: &'a [String],
+        current: Revision,
+        now: Option<Millis>,
+    ) -> impl Iterator<Item = ResourceView> + 'a {
+        let mut order: Vec<&'a str> = if names.is_empty() {
             self.slots
                 .iter()
                 .flatten()
                 .filter(|r| !r.idle)
-                .map(|r| self.view(r, now))
+                .map(|r| &*r.name)
                 .collect()
         } else {
-            names
-                .iter()
-                .map(|n| match self.resource(n.as_str()) {
-                    Some(r) => self.view(r, now),
-                    None => ResourceView {
-                        resource: Arc::from(n.as_str()),
-                        revision: current,
-                        holders: Vec::new(),
-                        waiters: Vec::new(),
-                        capacity: self.configured.get(n.as_str()).copied().unwrap_or(0),
-                        permits_held: 0,
-                    },
-                })
-                .collect()
+            names.iter().map(String::as_str).collect()
         };
-        out.sort_by(|a, b| a.resource.cmp(&b.resource));
-        out.dedup_by(|a, b| a.resource == b.resource);
-        out
+        order.sort_unstable();
+        order.dedup();
+        order
+            .into_iter()
+            .map(move |name| match self.resource(name) {
+                Some(r) => self.view(r, now),
+                None => ResourceView {
+                    resource: Arc::from(name),
+                    revision: current,
+                    holders: Vec::new(),
+                    waiters: Vec::new(),
+                    capacity: self.configured.get(name).copied().unwrap_or(0),
+                    permits_held: 0,
+                },
+            })
     }
 }

@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
+
 use turnstile_proto::v1;
 
 use super::{Answer, Dispatcher};
 use crate::core::{Change, Millis, SessionId};
 use crate::policy::Verb;
-use crate::server::wire;
+use crate::server::wire::{self, Refusal};
+
+/// Room kept in the frame for everything around the `WatchStarted`.
+const FRAME_MARGIN: usize = 64;
 
 pub(super) fn handle(
     d: &mut Dispatcher,
@@ -46,5 +51,18 @@ pub(super) fn handle(
             .collect(),
         resync: start.resync,
     };
+    // A snapshot that cannot go out in one frame is refused, and the watch
+    // with it: a watcher needs all of it or nothing (never a silent gap).
+    let len = started.encoded_len();
+    let limit = d.config.max_frame_bytes;
+    if len + FRAME_MARGIN > limit as usize {
+        d.core.unwatch(session, start.watch_id)?;
+        return Err(Refusal::SnapshotTooLarge {
+            resources: started.snapshot.len(),
+            len,
+            limit,
+        }
+        .into());
+    }
     Ok((v1::reply::Result::Watch(started), changes))
 }

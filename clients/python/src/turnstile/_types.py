@@ -172,6 +172,11 @@ class Status:
     revision: int
     resources: Tuple[ResourceState, ...]
     queues: Tuple[QueueInfo, ...]
+    #: Resources were left out so that the answer fits in one frame: name
+    #: them to see them.
+    truncated: bool = False
+    #: Queues were left out so that the answer fits in one frame.
+    queues_truncated: bool = False
 
     @classmethod
     def from_pb(cls, m: pb.Status) -> "Status":
@@ -180,6 +185,8 @@ class Status:
             m.revision,
             tuple(ResourceState.from_pb(r) for r in m.resources),
             tuple(QueueInfo(q.queue, q.ready, q.unacked, q.consumers) for q in m.queues),
+            m.truncated,
+            m.queues_truncated,
         )
 
     def resource(self, name: str) -> Optional[ResourceState]:

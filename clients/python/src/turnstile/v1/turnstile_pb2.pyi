@@ -254,14 +254,18 @@ class GetStatus(_message.Message):
     def __init__(self, resources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("revision", "resources", "queues")
+    __slots__ = ("revision", "resources", "queues", "truncated", "queues_truncated")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     revision: int
     resources: _containers.RepeatedCompositeFieldContainer[ResourceState]
     queues: _containers.RepeatedCompositeFieldContainer[QueueInfo]
-    def __init__(self, revision: _Optional[int] = ..., resources: _Optional[_Iterable[_Union[ResourceState, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueInfo, _Mapping]]] = ...) -> None: ...
+    truncated: bool
+    queues_truncated: bool
+    def __init__(self, revision: _Optional[int] = ..., resources: _Optional[_Iterable[_Union[ResourceState, _Mapping]]] = ..., queues: _Optional[_Iterable[_Union[QueueInfo, _Mapping]]] = ..., truncated: bool = ..., queues_truncated: bool = ...) -> None: ...
 
 class Acquire(_message.Message):
     __slots__ = ("resource", "mode", "ttl_ms", "wait", "max_wait_ms", "purpose", "permits", "capacity", "detach_grace_ms", "stall_after_ms")
