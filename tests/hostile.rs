@@ -672,14 +672,16 @@ async fn many_names_per_watch_do_not_blow_up_the_broker() {
 /// A raw connection that, like the client library, refuses frames over the
 /// limit the broker announces (1 MiB by default).
 async fn strict_raw(broker: &Broker) -> Raw {
+    strict_raw_at(broker, turnstile_proto::DEFAULT_MAX_FRAME_BYTES).await
+}
+
+/// [`strict_raw`] for a broker whose frame limit is `limit`.
+async fn strict_raw_at(broker: &Broker, limit: u32) -> Raw {
     let stream = tokio::net::UnixStream::connect(&broker.socket)
         .await
         .expect("connect");
     let mut raw = Raw {
-        framed: tokio_util::codec::Framed::new(
-            stream,
-            turnstile_proto::ClientCodec::new(turnstile_proto::DEFAULT_MAX_FRAME_BYTES),
-        ),
+        framed: tokio_util::codec::Framed::new(stream, turnstile_proto::ClientCodec::new(limit)),
         next_id: 1,
         pushed: Vec::new(),
     };
@@ -755,4 +757,132 @@ async fn a_frame_started_and_never_finished_is_closed_at_a_deadline() {
         closed.is_ok(),
         "a stalled half frame kept its connection open for 20 s"
     );
+}
+
+/// Takes `count` SHARED leases on `r00000`, `r00001`, ... with a purpose
+/// of `purpose` bytes, over as many connections as the per-connection
+/// limit needs; the connections are returned (the leases last with them).
+async fn hold_many(broker: &Broker, count: usize, purpose: usize) -> Vec<Raw> {
+    let mut conns = Vec::new();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+        let mut raw = broker.raw().await;
+        for i in chunk {
+            let r = raw
+                .request(Body::Acquire(v1::Acquire {
+                    resource: format!("r{i:05}"),
+                    mode: v1::Mode::Shared as i32,
+                    wait: v1::WaitPolicy::NoWait as i32,
+                    purpose: "p".repeat(purpose),
+                    ..Default::default()
+                }))
+                .await;
+            assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+        }
+        conns.push(raw);
+    }
+    conns
+}
+
+/// Found by an operator's review and fixed: a status of every resource was
+/// made whole however large, and sent over the frame limit the broker
+/// announces; the client library refused it, so `turnstile status` said
+/// "broker unavailable" (69) while a user held 100 000 leases, and a watch
+/// of everything could never start. Now the answer is cut to one frame,
+/// in name order, and says so; a watch whose snapshot cannot fit is
+/// refused (FRAME_TOO_LARGE) and the connection kept.
+#[tokio::test]
+async fn a_status_of_more_than_fits_in_a_frame_is_cut_and_says_so() {
+    let limit = 65_536u32;
+    let broker = spawn_broker_with(&["--max-frame-bytes", &limit.to_string()]);
+    let _held = hold_many(&broker, 1500, 100).await;
+    let mut raw = strict_raw_at(&broker, limit).await;
+    let r = raw.request(Body::GetStatus(v1::GetStatus::default())).await;
+    let reply::Result::Status(all) = r else {
+        panic!("{r:?}")
+    };
+    assert!(all.truncated && !all.queues_truncated, "{}", all.truncated);
+    let names: Vec<&str> = all.resources.iter().map(|r| r.resource.as_str()).collect();
+    assert!(names.len() > 100 && names.len() < 1500, "{}", names.len());
+    let expected: Vec<String> = (0..names.len()).map(|i| format!("r{i:05}")).collect();
+    assert_eq!(names, expected, "the first resources in name order");
+    // Named ones come whole.
+    let r = raw
+        .request(Body::GetStatus(v1::GetStatus {
+            resources: vec!["r01499".into(), "r00000".into()],
+        }))
+        .await;
+    let reply::Result::Status(two) = r else {
+        panic!("{r:?}")
+    };
+    assert!(!two.truncated && two.resources.len() == 2);
+    assert_eq!(two.resources[1].holders.len(), 1);
+
+    let r = raw.request(Body::Watch(v1::Watch::default())).await;
+    assert_eq!(error_code(&r), Some(ErrorCode::FrameTooLarge), "{r:?}");
+    let r = raw
+        .request(Body::Watch(v1::Watch {
+            resources: vec!["r00001".into()],
+            start_revision: 0,
+        }))
+        .await;
+    let reply::Result::Watch(one) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(one.snapshot.len(), 1);
+
+    // The CLI shows what fits and says the rest was left out.
+    let out = std::process::Command::new(turnstile_cli())
+        .arg("--socket")
+        .arg(&broker.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("r00000") && text.contains("name them to see them"),
+        "{text}"
+    );
+}
+
+/// Found by an operator's review and fixed: answers were queued for a
+/// connection without counting their bytes (up to 256 of them, as
+/// structs), and its requests were read and answered while it read
+/// nothing. 100 connections of `nobody` that each sent four `GetStatus`
+/// and never read grew the broker to 5.7 GB. Now the queue is bounded in
+/// bytes too, and a connection that does not read its answers is not read
+/// either: one such connection costs at most about `--max-outbound-bytes`.
+#[tokio::test]
+async fn a_client_that_asks_for_large_answers_and_reads_none_costs_bounded_memory() {
+    let broker = spawn_broker();
+    let _held = hold_many(&broker, 1500, 1000).await;
+    let before = rss_kib(broker.pid());
+    // 2 000 requests for a status of ~1 MiB each, written by a task of
+    // their own (the writes block once the broker stops reading them).
+    let mut greedy = broker.raw().await;
+    let mut frames = bytes::BytesMut::new();
+    for id in 1..=2000u64 {
+        frames.extend_from_slice(&encode(&v1::ClientFrame {
+            id,
+            body: Some(Body::GetStatus(v1::GetStatus::default())),
+        }));
+    }
+    let writer = tokio::spawn(async move {
+        greedy.send_bytes(&frames).await;
+        greedy
+    });
+    let mut peak = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib(broker.pid()));
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    // Others are still served meanwhile.
+    let mut other = broker.raw().await;
+    ping_on(&mut other).await;
+    assert!(
+        grown_mib < 64,
+        "one connection that reads nothing grew the broker by {grown_mib} MiB"
+    );
+    writer.abort();
 }

@@ -5,9 +5,10 @@
 //! never waits for a client.
 //!
 //! Frames go into the connection's bounded queue ([`ReadGate::push`],
-//! at most [`OUTBOUND_QUEUE`]). When the queue is full, replies and lease updates wait in a backlog (bounded in
-//! bytes: past `max_outbound_bytes` the client is cut off, it is not
-//! reading) while watch events are **coalesced**: only the newest state per
+//! at most [`OUTBOUND_QUEUE`] frames and half of `max_outbound_bytes`).
+//! When the queue is full, replies and lease updates wait in a backlog
+//! (bounded in bytes: past `max_outbound_bytes` the client is cut off, it
+//! is not reading) while watch events are **coalesced**: only the newest state per
 //! watch and resource is kept, and it is sent marked `coalesced` when the
 //! queue has room again. So a stalled watcher costs bounded memory however
 //! many changes happen, and never delays anyone else.
@@ -210,7 +211,16 @@ pub struct ReadGate {
 /// block of 32 slots, issue 14).
 #[derive(Debug, Default)]
 struct Frames {
-    items: VecDeque<Outbound>,
+    items: VecDeque<Queued>,
+    /// What the items cost ([`Outbound::cost`]): past `byte_bound` the
+    /// queue takes no more, and the core keeps what follows in the
+    /// connection's backlog, which closes the reader's gate when it grows
+    /// (so a client that asks for large answers and reads none holds at
+    /// most `--max-outbound-bytes` of them, not [`OUTBOUND_QUEUE`]).
+    bytes: usize,
+    /// Half of `--max-outbound-bytes` (0: no bound, before the connection's
+    /// Hello).
+    byte_bound: usize,
     /// The task is gone: nothing more is taken.
     closed: bool,
     /// The core waits for room (a [`ToCore::Writable`] when some is made).
@@ -233,6 +243,32 @@ struct Frames {
     direct_entry: u64,
 }
 
+/// A frame in a connection's queue, with what it costs there.
+#[derive(Debug)]
+struct Queued {
+    item: Outbound,
+    cost: usize,
+}
+
+impl Queued {
+    /// `item` as it waits in the queue: a large frame is encoded at once
+    /// (its structs cost several times its bytes), a small one waits as it
+    /// is and is encoded by the task.
+    fn new(item: Outbound) -> Queued {
+        let item = match item {
+            Outbound::Frame(f) if prost::Message::encoded_len(f.as_ref()) > ENCODE_QUEUED => {
+                Outbound::Frame(f).into_waiting()
+            }
+            other => other,
+        };
+        let cost = item.cost();
+        Queued { item, cost }
+    }
+}
+
+/// A frame larger than this (encoded) is queued as its bytes.
+const ENCODE_QUEUED: usize = 4096;
+
 /// Entries into the core so far (see `Frames::direct_entry`).
 static ENTRY: AtomicU64 = AtomicU64::new(1);
 
@@ -252,6 +288,13 @@ thread_local! {
 const KEEP_DIRECT_BUFFER: usize = 64 * 1024;
 
 impl Frames {
+    /// Puts `item` at the end of the queue.
+    fn queue(&mut self, item: Outbound) {
+        let queued = Queued::new(item);
+        self.bytes += queued.cost;
+        self.items.push_back(queued);
+    }
+
     /// Writes `item` into the socket now when nothing waits before it and
     /// the connection's task is not inside the core (`busy`: its own
     /// answers go out together when it is back). What the socket did not
@@ -458,14 +501,16 @@ impl ReadGate {
             if frames.closed {
                 return Err(TrySendError::Closed(item));
             }
-            if frames.items.len() >= OUTBOUND_QUEUE {
+            if frames.items.len() >= OUTBOUND_QUEUE
+                || (frames.byte_bound != 0 && frames.bytes > frames.byte_bound)
+            {
                 return Err(TrySendError::Full(item));
             }
             let Some(item) = frames.write_now(item, self.busy.load(Ordering::Acquire)) else {
                 // The socket took it all: the task has nothing to do.
                 return Ok(());
             };
-            frames.items.push_back(item);
+            frames.queue(item);
         }
         self.queued();
         Ok(())
@@ -497,7 +542,7 @@ impl ReadGate {
                     queue.direct = None;
                     return false;
                 }
-                Written::Part(rest) => queue.items.push_back(Outbound::Encoded(rest)),
+                Written::Part(rest) => queue.queue(Outbound::Encoded(rest)),
             }
         }
         self.queued();
@@ -527,9 +572,10 @@ impl ReadGate {
         let mut frames = self.frames();
         let mut taken = 0;
         while dst.len() < max_bytes && taken < max_frames {
-            let Some(item) = frames.items.pop_front() else {
+            let Some(Queued { item, cost }) = frames.items.pop_front() else {
                 break;
             };
+            frames.bytes -= cost;
             item.encode(dst);
             taken += 1;
         }
@@ -565,12 +611,21 @@ impl ReadGate {
 
     /// The task stops taking frames: what is left is returned, and later
     /// pushes are refused as closed.
-    pub fn close_queue(&self) -> VecDeque<Outbound> {
+    pub fn close_queue(&self) -> Vec<Outbound> {
         let mut frames = self.frames();
         frames.closed = true;
         // The task's handle on the socket is then its only one.
         frames.direct = None;
+        frames.bytes = 0;
         std::mem::take(&mut frames.items)
+            .into_iter()
+            .map(|q| q.item)
+            .collect()
+    }
+
+    /// Bounds the queue's bytes (see `Frames::bytes`).
+    pub fn bound_bytes(&self, bytes: usize) {
+        self.frames().byte_bound = bytes;
     }
 
     /// Whether the core is done with the connection.
@@ -649,6 +704,8 @@ impl Conn {
         gate: Arc<ReadGate>,
         limit: usize,
     ) -> Conn {
+        // Half for the queue, half for the backlog behind it.
+        gate.bound_bytes(limit / 2);
         Conn {
             uid: subject.uid,
             subject,
@@ -693,11 +750,16 @@ impl Conn {
         self.refresh_gate();
     }
 
+    /// The client does not read its answers: its backlog is over half its
+    /// bound. Its requests wait, and its reader with them.
+    pub fn backed_up(&self) -> bool {
+        self.backlog_bytes > self.limit / 2
+    }
+
     /// Closes or opens the reader's gate by the backlog, the requests in
     /// flight and the deferred ones.
     fn refresh_gate(&self) {
-        let closed =
-            self.backlog_bytes > self.limit / 2 || self.in_flight_full || !self.deferred.is_empty();
+        let closed = self.backed_up() || self.in_flight_full || !self.deferred.is_empty();
         self.gate.set_closed(closed);
     }
 

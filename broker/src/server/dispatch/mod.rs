@@ -304,8 +304,12 @@ impl Dispatcher {
                 self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
             }
             ToCore::Goodbye { session, reason } => match self.conns.get_mut(&session) {
-                // Requests it sent before it went are handled first.
-                Some(conn) if !conn.deferred.is_empty() => conn.pending_goodbye = Some(reason),
+                // Requests it sent before it went are handled first: now,
+                // unless they wait for answers in flight.
+                Some(conn) if !conn.deferred.is_empty() => {
+                    conn.pending_goodbye = Some(reason);
+                    self.resume(session);
+                }
                 _ => self.goodbye(session, &reason),
             },
             ToCore::CountersStored { until } => self.counters_stored(until),
@@ -319,6 +323,10 @@ impl Dispatcher {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
                     conn.flush(|e| encode_event(e, true, &clock, now));
+                    if !conn.deferred.is_empty() {
+                        // What it sent while it was not reading its answers.
+                        self.resume(session);
+                    }
                 }
             }
             ToCore::HistoryRead {
@@ -358,15 +366,17 @@ impl Dispatcher {
     }
 
     /// Handles a request now, or keeps it (in order) while its connection
-    /// has `--max-in-flight` requests awaiting answers: DESIGN "Flow
-    /// control" stops reading rather than refusing. The reader's gate is
-    /// closed meanwhile, so what is kept is at most what the reader had
-    /// already handed over.
+    /// has `--max-in-flight` requests awaiting answers, or does not read
+    /// the answers it has (its backlog is over half its bound): DESIGN
+    /// "Flow control" stops reading rather than refusing. The reader's
+    /// gate is closed meanwhile, so what is kept is at most what the
+    /// reader had already handed over, and a client that asks for large
+    /// answers and reads none holds at most `--max-outbound-bytes` of them.
     fn admit(&mut self, session: SessionId, frame: Incoming<'_>) {
         let full = self.in_flight(session) >= self.config.max_in_flight;
         if let Some(conn) = self.conns.get_mut(&session) {
             conn.taken();
-            if full || !conn.deferred.is_empty() {
+            if full || conn.backed_up() || !conn.deferred.is_empty() {
                 conn.deferred.push_back(frame.into_frame());
                 conn.set_in_flight_full(full);
                 return;
@@ -399,8 +409,10 @@ impl Dispatcher {
         }
     }
 
-    /// Handles what `session` sent while it was at `--max-in-flight`, as far
-    /// as answers have gone out; then a goodbye that waited for them.
+    /// Handles what `session` sent while it was at `--max-in-flight` or not
+    /// reading, as far as answers have gone out; then a goodbye that waited
+    /// for them (a client that is gone reads nothing: its requests are
+    /// handled without waiting for its backlog).
     fn resume(&mut self, session: SessionId) {
         loop {
             let full = self.in_flight(session) >= self.config.max_in_flight;
@@ -409,6 +421,10 @@ impl Dispatcher {
             };
             if full {
                 conn.set_in_flight_full(true);
+                return;
+            }
+            if conn.backed_up() && conn.pending_goodbye.is_none() {
+                // `Writable` resumes it once the backlog has drained.
                 return;
             }
             let Some(frame) = conn.deferred.pop_front() else {
