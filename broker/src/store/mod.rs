@@ -226,12 +226,13 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
-    /// The file is not a readable turnstile store.
+    /// The file is not a readable turnstile store. What the operator can
+    /// do depends on the file ([`corrupt_advice`]); a `detail` may add a
+    /// way out of its own (a truncated log can be extended back).
     #[error(
-        "{} is corrupt ({detail}); the broker will not start over it. Restore it from a backup, \
-         or move it aside to start with empty queues (fencing tokens and revisions then restart \
-         from zero)",
-        path.display()
+        "{} is corrupt ({detail}); the broker will not start over it. {}",
+        path.display(),
+        corrupt_advice(path)
     )]
     Corrupt {
         /// The file.
@@ -297,6 +298,23 @@ pub enum StoreError {
     /// The writer thread has stopped: the broker is shutting down.
     #[error("the store is closed")]
     Closed,
+}
+
+/// What to do about a corrupt store file, for the message: the two files
+/// go together. The log holds what the database does not have yet, and
+/// the database says which of the log's records are new, so a backup of
+/// one is good only with the other of the same moment; and the log alone
+/// cannot be moved aside (a missing log is refused once the database has
+/// applied one). Moving both aside starts afresh.
+fn corrupt_advice(path: &Path) -> &'static str {
+    if path.file_name() == Some(std::ffi::OsStr::new(log::FILE_NAME)) {
+        "A backup of the log is good only with the turnstile.redb of the same moment: restore \
+         both from it, or move both aside to start with empty queues (fencing tokens and \
+         revisions then restart from zero); the log cannot be moved aside alone"
+    } else {
+        "Restore it from a backup, with the turnstile.wal of the same moment, or move both aside \
+         to start with empty queues (fencing tokens and revisions then restart from zero)"
+    }
 }
 
 impl StoreError {
@@ -897,9 +915,8 @@ impl Store {
             if applied.is_some() {
                 return Err(StoreError::Corrupt {
                     path: log_path,
-                    detail: "it is missing, and what was stored since the last checkpoint is in \
-                             it (the broker will not start without it: restore it, or move \
-                             both files aside)"
+                    detail: "it is missing, and turnstile.redb has applied a log: what was \
+                             stored since its last checkpoint was only in it"
                         .to_string(),
                 });
             }

@@ -265,8 +265,54 @@ fn a_file_of_garbage_is_refused_and_kept() {
         *b = x as u8;
     }
     std::fs::write(&path, &garbage).unwrap();
-    assert_refused_as_corrupt(dir.path(), &path, "move it aside");
+    assert_refused_as_corrupt(dir.path(), &path, "move both aside");
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[test]
+fn a_corrupt_log_is_never_said_to_be_movable_aside_alone() {
+    // The database's advice ("move it aside to start with empty queues")
+    // is wrong for the log: a missing log is refused once redb has
+    // applied one. Whatever is wrong with the log (missing, its header
+    // damaged, cut short, a record damaged), the advice is to restore it
+    // with the database of the same moment or move both aside, and never
+    // contradicts what the message said before it (a cut log can be
+    // extended back).
+    let path_of = |dir: &Path| dir.join(log::FILE_NAME);
+    type Damage = fn(&Path, &[u64]);
+    let damages: [(&str, Damage); 4] = [
+        ("missing", |dir, _| {
+            std::fs::remove_file(dir.join(log::FILE_NAME)).unwrap()
+        }),
+        ("does not check", |dir, _| {
+            let path = dir.join(log::FILE_NAME);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[14] ^= 0x01;
+            std::fs::write(&path, &bytes).unwrap();
+        }),
+        ("truncate -s", |dir, _| {
+            cut_log(dir, |n| n / 2);
+        }),
+        ("damaged", |dir, starts| {
+            let path = dir.join(log::FILE_NAME);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[starts[1] as usize + 6] ^= 0x10;
+            std::fs::write(&path, &bytes).unwrap();
+        }),
+    ];
+    for (says, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let starts = three_records_then_crash(dir.path());
+        damage(dir.path(), &starts);
+        assert_refused_as_corrupt(dir.path(), &path_of(dir.path()), says);
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(!err.contains("move it aside"), "{err}");
+        assert!(err.contains("the log cannot be moved aside alone"), "{err}");
+        assert!(
+            err.contains("restore both") && err.contains("move both aside"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
