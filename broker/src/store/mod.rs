@@ -97,12 +97,15 @@
 //! Format 2 (the log in one piece: generation `log.applied + 1` from the
 //! start of the log) is opened, its log replayed the old way, and upgraded
 //! to format 3 in the transaction that applies it. Format 1 (no log) is
-//! opened and upgraded in place: its log is created on first open. A
-//! broker that reads only format 2 refuses format 3 (its format check)
-//! rather than misread the log. A log whose header does not record its
-//! size (version 1, from earlier builds) is read with the size its length
-//! gives, as those builds did, and made anew with a header of version 2
-//! once redb holds what it had, as for a change of size.
+//! opened and upgraded in place: its log is created on first open. A log
+//! found beside a database of this format that never applied one (a new
+//! database, its predecessor moved aside) was left by another store: it
+//! is made anew, since the generations it holds are those the new store
+//! writes next. A broker that reads only format 2 refuses format 3 (its
+//! format check) rather than misread the log. A log whose header does not
+//! record its size (version 1, from earlier builds) is read with the size
+//! its length gives, as those builds did, and made anew with a header of
+//! version 2 once redb holds what it had, as for a change of size.
 
 mod history;
 mod log;
@@ -922,6 +925,19 @@ impl Store {
             }
             // A store from before the log, or one just created.
             create_log("cannot create the log")?;
+        } else if applied.is_none() && format == FORMAT {
+            // A database that never applied a log (a new one, or one from
+            // before the log) has nothing in this one: it was left by
+            // another store, its database moved aside to start afresh.
+            // Its records carry the generations the new store writes next,
+            // under the same salt: kept, they came back at a later start.
+            tracing::warn!(
+                file = %log_path.display(),
+                "the log was left by another store ({} has never applied a log): it is made \
+                 anew, and what it held is dropped",
+                path.display()
+            );
+            create_log("cannot make anew the log another store left")?;
         }
         let layout = if format == FORMAT_ONE_LOG {
             Layout::Whole

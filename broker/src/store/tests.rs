@@ -1359,7 +1359,7 @@ async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() 
 
 #[test]
 fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once() {
-    // The journal holds every line whole, resources interleaved as their
+    // The journal holds every line, resources interleaved as their
     // leases ended; grouped per resource, a line whose holder and purpose
     // are the previous line's in its batch leaves them out, and every
     // line reads back in order under its own resource.
@@ -1679,6 +1679,28 @@ fn a_missing_log_is_refused() {
     let path = dir.path().join(log::FILE_NAME);
     std::fs::remove_file(&path).unwrap();
     assert_refused_as_corrupt(dir.path(), &path, "missing");
+}
+
+#[test]
+fn a_log_left_beside_a_new_database_is_made_anew_and_its_records_never_come_back() {
+    // turnstile.redb moved aside to start afresh, turnstile.wal left
+    // (as the advice for a corrupt database said until it named both):
+    // the old log's records, generations 3 and 4 under the old salt,
+    // are those the new store replays at its second start. They must
+    // not come back then, nor after a crash of the new store.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[append("q", message(1, "one"))]).unwrap();
+    store.checkpoint().unwrap();
+    store.commit(&[append("q", message(2, "two"))]).unwrap();
+    store.crash();
+    std::fs::rename(dir.path().join(FILE_NAME), dir.path().join("aside")).unwrap();
+    assert_eq!(stored(dir.path()), []);
+    assert_eq!(stored(dir.path()), [], "the old log's records came back");
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[append("new", message(1, "n"))]).unwrap();
+    store.crash();
+    assert_eq!(stored(dir.path()), [("new".to_string(), 1)]);
 }
 
 #[test]
@@ -2385,4 +2407,83 @@ fn a_log_of_an_earlier_build_and_another_size_is_made_anew_at_the_configured_siz
     store.commit(&[append("q", message(4, "after"))]).unwrap();
     store.crash();
     assert_eq!(stored_seqs(dir.path()), [1, 2, 3, 4]);
+}
+
+#[test]
+fn a_resource_s_lines_from_two_journals_keep_their_holders_and_purposes() {
+    // Two hand-overs staged before one commit: a journal's holders are
+    // its own (indices), so the first line of the second journal is told
+    // from the batch's last by its fields; a holder that changes and
+    // comes back, with and without a purpose, reads back as recorded.
+    use crate::core::{Peer, SessionId};
+    let peer = |name: &str, session| {
+        Arc::new(Peer {
+            session: SessionId(session),
+            client_name: name.into(),
+            uid: 1000,
+            pid: 7,
+            user: "u".into(),
+            login_session: String::new(),
+        })
+    };
+    let (a, b) = (peer("a", 1), peer("b", 2));
+    let holders = [&a, &a, &a, &a, &b, &a, &a];
+    let purposes = ["", "", "x", "x", "x", "", "y"];
+    let mut first = HistoryJournal::default();
+    let mut second = HistoryJournal::default();
+    for (i, (holder, purpose)) in holders.iter().zip(purposes).enumerate() {
+        let id = i as u64 + 1;
+        let mut line = history_line("pcm", id, 10_000 + id);
+        line.ended.lease.holder = Arc::clone(holder);
+        line.ended.lease.purpose = Arc::from(purpose);
+        if i < 3 { &mut first } else { &mut second }.record(&line);
+    }
+    let mut staged = StagedHistory::from_journal(&first, 1000);
+    staged.add(&second, 1000);
+    assert_eq!(staged.lines(), 7);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let bounds = HistoryBounds {
+        max_entries: 1000,
+        max_age_ms: 0,
+    };
+    store
+        .commit_staged(&[], &mut vec![staged], Some((bounds, 20_000, false)))
+        .unwrap();
+    let found = store
+        .read_history(&HistoryQuery {
+            resource: "pcm".into(),
+            since_ms: 0,
+            limit: 0,
+            max_bytes: 1 << 20,
+            now_ms: 20_000,
+            bounds,
+        })
+        .unwrap();
+    let read: Vec<(u64, String, u64, String)> = found
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.lease_id,
+                l.client_name.clone(),
+                l.session_id,
+                l.purpose.clone(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, String, u64, String)> = holders
+        .iter()
+        .zip(purposes)
+        .enumerate()
+        .map(|(i, (h, p))| {
+            (
+                i as u64 + 1,
+                h.client_name.clone(),
+                h.session.0,
+                p.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(read, expected);
 }
