@@ -923,3 +923,98 @@ async fn a_burst_of_acks_and_the_deliveries_it_makes_room_for_survive_a_sigkill(
     })
     .await;
 }
+
+/// The uid the tests below publish as: a user other than root and the
+/// broker's own, so that the per-user limits bind it.
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A broker whose socket `nobody` can reach (a 0755 directory).
+fn broker_for_two_users(args: &[&str]) -> Broker {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut broker = start_in(tmp.path(), args);
+    broker._tmp = Some(tmp);
+    broker
+}
+
+/// Runs the CLI as `nobody` against `broker`: (exit code, stdout, stderr).
+fn cli_as_nobody(broker: &Broker, args: &[&str]) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(turnstile_cli())
+        .arg("--socket")
+        .arg(&broker.socket)
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run turnstile as nobody");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An operator's review published 10 000 messages into each of 50 queues
+/// as `nobody`, within every per-queue limit: a 1.1 GB store and a 36 s
+/// restart. A user's messages are now bounded over all queues together,
+/// and in how many queues it has some: the bound holds after a restart (the
+/// stored messages count against their publisher again), consuming or
+/// purging frees it, and root is not bound.
+#[test]
+fn one_user_is_bounded_over_all_queues_also_after_a_restart() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let args = [
+        "--max-stored-messages-per-uid",
+        "5",
+        "--max-queues-per-uid",
+        "3",
+    ];
+    let mut broker = broker_for_two_users(&args);
+    #[track_caller]
+    fn publishes(broker: &Broker, queue: &str) {
+        let (code, _, err) = cli_as_nobody(broker, &["queue", "publish", queue, "x"]);
+        assert_eq!(code, 0, "nobody's publish to {queue} was refused: {err}");
+    }
+    #[track_caller]
+    fn refused(broker: &Broker, queue: &str, flag: &str) {
+        let (code, _, err) = cli_as_nobody(broker, &["queue", "publish", queue, "x"]);
+        assert_eq!(code, 1, "nobody's publish to {queue}: {err}");
+        assert!(err.contains(flag), "{err}");
+    }
+    for queue in ["q1", "q1", "q2", "q2", "q3"] {
+        publishes(&broker, queue);
+    }
+    refused(&broker, "q4", "--max-stored-messages-per-uid");
+    refused(&broker, "q1", "--max-stored-messages-per-uid");
+    // Root is not bound.
+    let (code, _, err) = broker.cli(&["queue", "publish", "q4", "root's"]);
+    assert_eq!(code, 0, "{err}");
+
+    broker.kill();
+    let broker = start_in(&broker.dir.clone(), &args);
+    refused(&broker, "q1", "--max-stored-messages-per-uid");
+    // Root consumes nobody's message in q3: nobody has 4 messages in 2
+    // queues, so it may publish one more, in a third queue.
+    let (code, out, err) = broker.cli(&["queue", "consume", "q3", "--count", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('x'), "{out}");
+    publishes(&broker, "q5");
+    refused(&broker, "q6", "--max-stored-messages-per-uid");
+    // A purge frees what it drops: 3 messages left, in q2 and q5.
+    let (code, _, err) = broker.cli(&["queue", "purge", "q1"]);
+    assert_eq!(code, 0, "{err}");
+    publishes(&broker, "q6");
+    refused(&broker, "q7", "--max-queues-per-uid");
+    publishes(&broker, "q2");
+}

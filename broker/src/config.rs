@@ -180,13 +180,25 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_queue_bytes: Option<u64>,
 
-    /// Messages one user (other than root and the broker's own) may have in one queue, so that no user can fill a queue others depend on [default: 10000]
+    /// Messages one user (other than root and the broker's own) may have in one queue, so that no user can fill a queue others depend on. Over all queues together see --max-stored-messages-per-uid [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_queue_depth_per_uid: Option<u64>,
 
-    /// Bytes one user (other than root and the broker's own) may have in one queue [default: 8388608]
+    /// Bytes one user (other than root and the broker's own) may have in one queue. Over all queues together see --max-stored-bytes-per-uid [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_queue_bytes_per_uid: Option<u64>,
+
+    /// Messages one user (other than root and the broker's own) may have stored over all queues together (ready, unacknowledged and being stored; they count again after a restart, and go on counting in a dead-letter queue), so that no user can fill the broker's memory, disk and startup time by spreading over many queues. --max-queue-depth-per-uid bounds the same user in any one queue: the stricter of the two applies [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_stored_messages_per_uid: Option<u64>,
+
+    /// Bytes (payloads and headers) one user (other than root and the broker's own) may have stored over all queues together, counted like --max-stored-messages-per-uid. --max-queue-bytes-per-uid bounds the same user in any one queue [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub max_stored_bytes_per_uid: Option<u64>,
+
+    /// Queues in which one user (other than root and the broker's own) may have messages stored at once, so that it cannot spread them thin (a message alone in its queue costs the broker about 1.6 KiB of memory, one among many about 0.2 KiB); a queue stops counting once the user's messages have left it [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_queues_per_uid: Option<u64>,
 
     /// Deliveries a message may have before it moves to the dead-letter queue QUEUE.dead; 0 = no limit [default: 5]
     #[arg(long, value_name = "N")]
@@ -361,6 +373,9 @@ impl Settings {
             max_queue_bytes,
             max_queue_depth_per_uid,
             max_queue_bytes_per_uid,
+            max_stored_messages_per_uid,
+            max_stored_bytes_per_uid,
+            max_queues_per_uid,
             max_delivery_attempts,
             max_consumers_per_connection,
             max_in_flight,
@@ -391,6 +406,13 @@ impl Settings {
             max_bytes: self.max_queue_bytes.unwrap_or(q.max_bytes),
             max_depth_per_uid: self.max_queue_depth_per_uid.unwrap_or(q.max_depth_per_uid),
             max_bytes_per_uid: self.max_queue_bytes_per_uid.unwrap_or(q.max_bytes_per_uid),
+            max_stored_messages_per_uid: self
+                .max_stored_messages_per_uid
+                .unwrap_or(q.max_stored_messages_per_uid),
+            max_stored_bytes_per_uid: self
+                .max_stored_bytes_per_uid
+                .unwrap_or(q.max_stored_bytes_per_uid),
+            max_queues_per_uid: self.max_queues_per_uid.unwrap_or(q.max_queues_per_uid),
             max_attempts: self.max_delivery_attempts.unwrap_or(q.max_attempts),
             max_consumers_per_session: self
                 .max_consumers_per_connection

@@ -224,6 +224,36 @@ pub enum QueueError {
         /// The limit reached.
         limit: u64,
     },
+    /// The publisher's uid has its share of every queue together
+    /// (`--max-stored-messages-per-uid`, `--max-stored-bytes-per-uid`), so
+    /// that no user can fill the broker's memory, disk and startup time by
+    /// spreading over many queues (RESOURCE_EXHAUSTED).
+    #[error(
+        "uid {uid} would have more than {limit} {what} stored over all queues, the per-user \
+         limit ({flag}): its messages must be consumed before it publishes more"
+    )]
+    UserStored {
+        /// The publisher.
+        uid: u32,
+        /// "messages" or "bytes".
+        what: &'static str,
+        /// The limit reached.
+        limit: u64,
+        /// The flag that sets it.
+        flag: &'static str,
+    },
+    /// The publisher's uid has messages in `--max-queues-per-uid` queues
+    /// and this one is not among them (RESOURCE_EXHAUSTED).
+    #[error(
+        "uid {uid} already has messages in {limit} queues, the per-user limit \
+         (--max-queues-per-uid): publish to one of those, or let one be consumed empty first"
+    )]
+    UserQueues {
+        /// The publisher.
+        uid: u32,
+        /// The limit reached.
+        limit: u64,
+    },
     /// No delivery in flight has this id: it never existed, or it was
     /// already acknowledged or handed back.
     #[error("delivery {0} is not known: never made, or already acknowledged or returned")]

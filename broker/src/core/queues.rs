@@ -20,8 +20,15 @@
 //! - a consumer never has more than its prefetch unacknowledged deliveries;
 //!   consumers with room are served round robin;
 //! - depth and bytes (reserved, ready and in flight together) stay within
-//!   [`QueueConfig`] for publishes; messages loaded at startup are always
-//!   accepted, even past a limit lowered since;
+//!   [`QueueConfig`] for publishes, per queue, per publisher in each queue,
+//!   and per publisher over every queue together (its messages, their
+//!   bytes, and the queues it has messages in); messages loaded at startup
+//!   are always accepted, even past a limit lowered since, and are counted
+//!   against their publisher again;
+//! - a message moved (to a dead-letter queue and back) still counts
+//!   against its publisher, in the queue it is in now; a move is never
+//!   refused for the publisher's total, which it does not raise (but for
+//!   the dead-letter headers' few bytes);
 //! - sequence numbers come from one counter for all queues: strictly
 //!   increasing per queue, never reused, also after a restart (the store
 //!   keeps the high-water mark).
@@ -72,9 +79,10 @@ pub struct Message {
     pub headers: Vec<(String, String)>,
     /// Deliveries so far (0 = never delivered).
     pub attempt: u32,
-    /// The uid it counts against ([`QueueConfig::max_depth_per_uid`]);
-    /// `None` for a privileged publisher (root, the broker's own user),
-    /// whose messages count only against the queue's own limits.
+    /// The uid it counts against ([`QueueConfig::max_depth_per_uid`],
+    /// [`QueueConfig::max_stored_messages_per_uid`] and the like); `None`
+    /// for a privileged publisher (root, the broker's own user), whose
+    /// messages count only against the queue's own limits.
     pub publisher: Option<u32>,
 }
 
@@ -252,26 +260,45 @@ impl Queue {
     }
 
     /// A message of `size` bytes from `publisher` enters the queue
-    /// (reserved, loaded or moved in).
-    fn count_in(&mut self, size: u64, publisher: Option<u32>) {
+    /// (reserved, loaded or moved in); it counts in the publisher's
+    /// `totals` over every queue too.
+    fn count_in(&mut self, size: u64, publisher: Option<u32>, totals: &mut Map<u32, Stored>) {
         self.bytes += size;
         if let Some(uid) = publisher {
             let usage = self.by_uid.entry(uid).or_default();
+            let total = totals.entry(uid).or_default();
+            if usage.messages == 0 {
+                total.queues += 1;
+            }
             usage.messages += 1;
             usage.bytes += size;
+            total.messages += 1;
+            total.bytes += size;
         }
     }
 
-    /// A message of `size` bytes from `publisher` leaves the queue.
-    fn count_out(&mut self, size: u64, publisher: Option<u32>) {
+    /// A message of `size` bytes from `publisher` leaves the queue, and the
+    /// publisher's `totals`.
+    fn count_out(&mut self, size: u64, publisher: Option<u32>, totals: &mut Map<u32, Stored>) {
         self.bytes = self.bytes.saturating_sub(size);
         if let Some(uid) = publisher
             && let Some(usage) = self.by_uid.get_mut(&uid)
         {
             usage.messages = usage.messages.saturating_sub(1);
             usage.bytes = usage.bytes.saturating_sub(size);
-            if usage.messages == 0 {
+            let last_here = usage.messages == 0;
+            if last_here {
                 self.by_uid.remove(&uid);
+            }
+            if let Some(total) = totals.get_mut(&uid) {
+                total.messages = total.messages.saturating_sub(1);
+                total.bytes = total.bytes.saturating_sub(size);
+                if last_here {
+                    total.queues = total.queues.saturating_sub(1);
+                }
+                if total.messages == 0 {
+                    totals.remove(&uid);
+                }
             }
         }
     }
@@ -334,6 +361,16 @@ struct Usage {
     bytes: u64,
 }
 
+/// What one unprivileged publisher has over every queue together: the sum
+/// of its [`Usage`]s, and the number of queues where it has one. Kept
+/// only for the users the limits bind, and only while they have messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stored {
+    messages: u64,
+    bytes: u64,
+    queues: u64,
+}
+
 struct Consumer {
     session: SessionId,
     queue: Arc<str>,
@@ -364,6 +401,10 @@ pub struct QueueTable {
     consumers: Map<ConsumerId, Consumer>,
     deliveries: Map<DeliveryId, InFlight>,
     sessions: Map<SessionId, SessionQueues>,
+    /// What each unprivileged publisher has over every queue (reserved,
+    /// ready and in flight), so that no uid can take the broker's memory,
+    /// disk and startup time by spreading over many queues.
+    stored_by_uid: Map<u32, Stored>,
     /// The last sequence number handed out, for all queues.
     last_seq: u64,
     next_consumer: u64,
@@ -378,6 +419,19 @@ fn out_of_attempts(config: &QueueConfig, queue: &str, attempt: u32) -> bool {
         && !queue.ends_with(DEAD_LETTER_SUFFIX)
 }
 
+/// The queue named `queue` in `queues`, created empty if it does not
+/// exist (a function of the map alone, so that the table's other fields
+/// stay free to borrow beside it).
+fn queue_in<'a>(queues: &'a mut Map<Arc<str>, Queue>, queue: &str) -> &'a mut Queue {
+    let key = match queues.get_key_value(queue) {
+        Some((name, _)) => name.clone(),
+        None => Arc::from(queue),
+    };
+    queues
+        .entry(key)
+        .or_insert_with_key(|name| Queue::new(name.clone()))
+}
+
 impl QueueTable {
     /// An empty table whose sequence numbers continue above `last_seq`
     /// (the store's high-water mark, [`crate::store::Loaded::last_seq`]).
@@ -388,6 +442,7 @@ impl QueueTable {
             consumers: Map::default(),
             deliveries: Map::default(),
             sessions: Map::default(),
+            stored_by_uid: Map::default(),
             last_seq,
             next_consumer: 1,
             next_delivery: 1,
@@ -405,11 +460,12 @@ impl QueueTable {
         }
         let highest = messages.iter().map(|m| m.seq).max().unwrap_or(0);
         self.last_seq = self.last_seq.max(highest);
-        let q = self.queue_mut(queue);
+        let totals = &mut self.stored_by_uid;
+        let q = queue_in(&mut self.queues, queue);
         for message in messages {
-            q.count_in(message.size(), message.publisher);
+            q.count_in(message.size(), message.publisher, totals);
             if let Some(old) = q.ready.insert(message.seq, message) {
-                q.count_out(old.size(), old.publisher);
+                q.count_out(old.size(), old.publisher, totals);
             }
         }
         let name = q.name.clone();
@@ -424,8 +480,9 @@ impl QueueTable {
     /// [`QueueTable::publish_committed`] or [`QueueTable::publish_failed`]:
     /// until then it counts against the limits, and no later message of the
     /// queue is delivered. `publisher` is the uid the message counts
-    /// against ([`QueueConfig::max_depth_per_uid`]), `None` for a
-    /// privileged one.
+    /// against ([`QueueConfig::max_depth_per_uid`] in this queue,
+    /// [`QueueConfig::max_stored_messages_per_uid`] and the like over every
+    /// queue), `None` for a privileged one.
     pub fn begin_publish_from(
         &mut self,
         queue: &str,
@@ -442,15 +499,24 @@ impl QueueTable {
             publisher,
         };
         let size = message.size();
-        match self.queues.get(queue) {
-            Some(q) => q.check_room_for(size, publisher, &self.config)?,
-            None => Queue::new(Arc::from(queue)).check_room_for(size, publisher, &self.config)?,
+        let has_share = match self.queues.get(queue) {
+            Some(q) => {
+                q.check_room_for(size, publisher, &self.config)?;
+                publisher.is_some_and(|uid| q.by_uid.contains_key(&uid))
+            }
+            None => {
+                Queue::new(Arc::from(queue)).check_room_for(size, publisher, &self.config)?;
+                false
+            }
+        };
+        if let Some(uid) = publisher {
+            self.check_user_total(uid, size, has_share)?;
         }
         self.last_seq += 1;
         message.seq = self.last_seq;
-        let q = self.queue_mut(queue);
+        let q = queue_in(&mut self.queues, queue);
         q.pending.insert(message.seq, (size, publisher));
-        q.count_in(size, publisher);
+        q.count_in(size, publisher, &mut self.stored_by_uid);
         Ok(message)
     }
 
@@ -473,13 +539,14 @@ impl QueueTable {
     pub fn publish_committed(&mut self, queue: &str, message: Message) -> Vec<QueueChange> {
         let mut changes = Vec::new();
         self.last_seq = self.last_seq.max(message.seq);
-        let q = self.queue_mut(queue);
+        let totals = &mut self.stored_by_uid;
+        let q = queue_in(&mut self.queues, queue);
         if let Some((reserved, publisher)) = q.pending.remove(&message.seq) {
-            q.count_out(reserved, publisher);
+            q.count_out(reserved, publisher, totals);
         }
-        q.count_in(message.size(), message.publisher);
+        q.count_in(message.size(), message.publisher, totals);
         if let Some(old) = q.ready.insert(message.seq, message) {
-            q.count_out(old.size(), old.publisher);
+            q.count_out(old.size(), old.publisher, totals);
         }
         let name = q.name.clone();
         self.pump(&name, &mut changes);
@@ -494,7 +561,7 @@ impl QueueTable {
             return changes;
         };
         if let Some((size, publisher)) = q.pending.remove(&seq) {
-            q.count_out(size, publisher);
+            q.count_out(size, publisher, &mut self.stored_by_uid);
         }
         let name = q.name.clone();
         self.pump(&name, &mut changes);
@@ -709,8 +776,8 @@ impl QueueTable {
                 attempt: 0,
                 publisher: message.publisher,
             };
-            let q = self.queue_mut(&target);
-            q.count_in(moved.size(), moved.publisher);
+            let q = queue_in(&mut self.queues, &target);
+            q.count_in(moved.size(), moved.publisher, &mut self.stored_by_uid);
             changes.push(QueueChange::Persist(StoreOp::Append {
                 queue: target.clone(),
                 message: moved.clone(),
@@ -742,13 +809,38 @@ impl QueueTable {
 
     /// The queue, created empty if it does not exist.
     fn queue_mut(&mut self, queue: &str) -> &mut Queue {
-        let key = match self.queues.get_key_value(queue) {
-            Some((name, _)) => name.clone(),
-            None => Arc::from(queue),
-        };
-        self.queues
-            .entry(key)
-            .or_insert_with_key(|name| Queue::new(name.clone()))
+        queue_in(&mut self.queues, queue)
+    }
+
+    /// Whether unprivileged `uid` may store one more message of `size`
+    /// bytes over every queue; `has_share`: it already has messages in the
+    /// queue this one goes to (which then is not one more queue).
+    fn check_user_total(&self, uid: u32, size: u64, has_share: bool) -> Result<(), QueueError> {
+        let stored = self.stored_by_uid.get(&uid).copied().unwrap_or_default();
+        let config = &self.config;
+        if stored.messages >= config.max_stored_messages_per_uid {
+            return Err(QueueError::UserStored {
+                uid,
+                what: "messages",
+                limit: config.max_stored_messages_per_uid,
+                flag: "--max-stored-messages-per-uid",
+            });
+        }
+        if stored.bytes.saturating_add(size) > config.max_stored_bytes_per_uid {
+            return Err(QueueError::UserStored {
+                uid,
+                what: "bytes",
+                limit: config.max_stored_bytes_per_uid,
+                flag: "--max-stored-bytes-per-uid",
+            });
+        }
+        if !has_share && stored.queues >= config.max_queues_per_uid {
+            return Err(QueueError::UserQueues {
+                uid,
+                limit: config.max_queues_per_uid,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a delivery in flight, checking it is the session's, and
@@ -797,7 +889,7 @@ impl QueueTable {
     /// A message taken out of the queue leaves it for good.
     fn forget(&mut self, queue: &Arc<str>, message: &Message, changes: &mut Vec<QueueChange>) {
         if let Some(q) = self.queues.get_mut(queue) {
-            q.count_out(message.size(), message.publisher);
+            q.count_out(message.size(), message.publisher, &mut self.stored_by_uid);
         }
         changes.push(QueueChange::Persist(StoreOp::Remove {
             queue: queue.clone(),
@@ -847,13 +939,14 @@ impl QueueTable {
         };
         let size = moved.size();
         let config = self.config.clone();
-        let dq = self.queue_mut(&dead_name);
+        let totals = &mut self.stored_by_uid;
+        let dq = queue_in(&mut self.queues, &dead_name);
         let dead = dq.name.clone();
         while dq.check_room(size, &config).is_err() {
             let Some((_, oldest)) = dq.ready.pop_first() else {
                 break;
             };
-            dq.count_out(oldest.size(), oldest.publisher);
+            dq.count_out(oldest.size(), oldest.publisher, totals);
             changes.push(QueueChange::Persist(StoreOp::Remove {
                 queue: dead.clone(),
                 seq: oldest.seq,
@@ -873,7 +966,7 @@ impl QueueTable {
             self.tidy(&dead);
             return;
         }
-        dq.count_in(size, moved.publisher);
+        dq.count_in(size, moved.publisher, totals);
         let dead_seq = moved.seq;
         changes.push(QueueChange::Persist(StoreOp::Append {
             queue: dead.clone(),

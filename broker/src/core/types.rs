@@ -724,6 +724,13 @@ pub struct QueueConfig {
     /// Bytes one unprivileged uid may have in one queue, counted like
     /// `max_depth_per_uid`.
     pub max_bytes_per_uid: u64,
+    /// Messages one unprivileged uid may have over all queues together,
+    /// counted like `max_depth_per_uid`.
+    pub max_stored_messages_per_uid: u64,
+    /// Bytes one unprivileged uid may have over all queues together.
+    pub max_stored_bytes_per_uid: u64,
+    /// Queues in which one unprivileged uid may have messages.
+    pub max_queues_per_uid: u64,
     /// Deliveries a message may have; one that has had this many and comes
     /// back is moved to its dead-letter queue. 0 = no limit.
     pub max_attempts: u32,
@@ -738,6 +745,9 @@ impl Default for QueueConfig {
             max_bytes: 64 * 1024 * 1024,
             max_depth_per_uid: 10_000,
             max_bytes_per_uid: 8 * 1024 * 1024,
+            max_stored_messages_per_uid: 100_000,
+            max_stored_bytes_per_uid: 64 * 1024 * 1024,
+            max_queues_per_uid: 1000,
             max_attempts: 5,
             max_consumers_per_session: 64,
         }

@@ -41,6 +41,8 @@ impl From<&CoreError> for v1::Error {
                 QueueError::QueueFull { .. }
                 | QueueError::QueueBytesFull { .. }
                 | QueueError::UserQuota { .. }
+                | QueueError::UserStored { .. }
+                | QueueError::UserQueues { .. }
                 | QueueError::TooManyConsumers { .. } => ErrorCode::ResourceExhausted,
                 QueueError::UnknownDelivery(_) | QueueError::UnknownConsumer(_) => {
                     ErrorCode::NotFound

@@ -110,6 +110,20 @@ impl QueueTable {
             assert_eq!(q.consumers as usize, consumers, "{name} consumers");
             assert!(q.available.iter().all(|id| self.consumers.contains_key(id)));
         }
+        // Each publisher's totals: the sum of its shares, and the number
+        // of queues where it has one.
+        let mut totals: BTreeMap<u32, Stored> = BTreeMap::new();
+        for q in self.queues.values() {
+            for (&uid, usage) in &q.by_uid {
+                let total = totals.entry(uid).or_default();
+                total.messages += usage.messages;
+                total.bytes += usage.bytes;
+                total.queues += 1;
+            }
+        }
+        let counted: BTreeMap<u32, Stored> =
+            self.stored_by_uid.iter().map(|(&u, &s)| (u, s)).collect();
+        assert_eq!(counted, totals, "per-user totals over every queue");
     }
 }
 
@@ -929,7 +943,7 @@ proptest! {
     /// in flight, acknowledged, dropped by a nack, or dead-lettered.
     #[test]
     fn random_workloads_keep_every_message_accounted_for(ops in proptest::collection::vec(op(), 1..120)) {
-        let mut t = table_with(QueueConfig { max_attempts: 3, max_depth: 6, max_depth_per_uid: 2, ..QueueConfig::default() });
+        let mut t = table_with(QueueConfig { max_attempts: 3, max_depth: 6, max_depth_per_uid: 2, max_stored_messages_per_uid: 3, max_queues_per_uid: 1, ..QueueConfig::default() });
         let queues = ["q0", "q1"];
         let mut reserved: Vec<(&str, Message)> = Vec::new();
         let mut in_flight: HashMap<DeliveryId, (SessionId, u64)> = HashMap::new();
@@ -1075,4 +1089,186 @@ fn a_users_share_is_counted_in_bytes_too() {
         }))
     ));
     t.assert_consistent();
+}
+
+/// Publishes `body` to `queue` from `uid` and commits it.
+fn publish_from(
+    t: &mut QueueTable,
+    queue: &str,
+    body: &str,
+    uid: Option<u32>,
+) -> Result<u64, CoreError> {
+    let m = t.begin_publish_from(
+        queue,
+        Bytes::copy_from_slice(body.as_bytes()),
+        Vec::new(),
+        uid,
+    )?;
+    let seq = m.seq;
+    t.publish_committed(queue, m);
+    t.assert_consistent();
+    Ok(seq)
+}
+
+#[track_caller]
+fn refused_stored(r: Result<u64, CoreError>, what: &str) {
+    match r {
+        Err(CoreError::Queue(QueueError::UserStored { uid: 1000, what: w, .. })) if w == what => {}
+        other => panic!("expected a refusal for {what} over all queues, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_user_is_bounded_over_all_queues_together() {
+    // uid 1000 may have 4 messages over every queue, each queue allowing
+    // it 10: spreading over queues does not get it past 4.
+    let mut t = table_with(QueueConfig {
+        max_depth_per_uid: 10,
+        max_stored_messages_per_uid: 4,
+        max_attempts: 1,
+        ..QueueConfig::default()
+    });
+    for queue in ["a", "a", "b", "c"] {
+        publish_from(&mut t, queue, "x", Some(1000)).unwrap();
+    }
+    refused_stored(publish_from(&mut t, "d", "x", Some(1000)), "messages");
+    refused_stored(publish_from(&mut t, "a", "x", Some(1000)), "messages");
+    // The refusal names the flag.
+    let e = publish_from(&mut t, "d", "x", Some(1000)).unwrap_err();
+    assert!(
+        e.to_string().contains("--max-stored-messages-per-uid"),
+        "{e}"
+    );
+    // Another user, root and the broker's own user are not concerned.
+    publish_from(&mut t, "d", "x", Some(1001)).unwrap();
+    publish_from(&mut t, "d", "x", None).unwrap();
+
+    // An acknowledged message frees a place.
+    let (_, changes) = consume(&mut t, A, "c", 1);
+    let id = ids(&changes)[0];
+    ack(&mut t, A, id);
+    publish_from(&mut t, "d", "x", Some(1000)).unwrap();
+    refused_stored(publish_from(&mut t, "e", "x", Some(1000)), "messages");
+
+    // A reservation counts until it fails.
+    t.goodbye(A);
+    let (_, changes) = consume(&mut t, A, "d", 16);
+    for id in ids(&changes) {
+        ack(&mut t, A, id);
+    }
+    let m = t
+        .begin_publish_from("e", Bytes::from_static(b"x"), Vec::new(), Some(1000))
+        .unwrap();
+    refused_stored(publish_from(&mut t, "e", "y", Some(1000)), "messages");
+    t.publish_failed("e", m.seq);
+    t.assert_consistent();
+    publish_from(&mut t, "e", "x", Some(1000)).unwrap();
+
+    // A dead-lettered message still counts against its publisher, in
+    // QUEUE.dead; it is freed when consumed there.
+    let (_, changes) = consume(&mut t, B, "a", 1);
+    let id = ids(&changes)[0];
+    let changes = nack(&mut t, B, id, true);
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, QueueChange::DeadLettered { .. })),
+        "{changes:?}"
+    );
+    refused_stored(publish_from(&mut t, "f", "x", Some(1000)), "messages");
+    t.goodbye(B);
+    let (_, changes) = consume(&mut t, B, "a.dead", 1);
+    ack(&mut t, B, ids(&changes)[0]);
+    publish_from(&mut t, "f", "x", Some(1000)).unwrap();
+
+    // A purge frees what it drops; a nack without requeue what it drops.
+    t.goodbye(B);
+    let (dropped, _) = t.purge("b");
+    assert_eq!(dropped, 1);
+    t.assert_consistent();
+    publish_from(&mut t, "g", "x", Some(1000)).unwrap();
+    let (_, changes) = consume(&mut t, C, "g", 1);
+    nack(&mut t, C, ids(&changes)[0], false);
+    publish_from(&mut t, "h", "x", Some(1000)).unwrap();
+    refused_stored(publish_from(&mut t, "i", "x", Some(1000)), "messages");
+}
+
+#[test]
+fn one_users_bytes_are_bounded_over_all_queues_together() {
+    let mut t = table_with(QueueConfig {
+        max_bytes_per_uid: 8,
+        max_stored_bytes_per_uid: 12,
+        ..QueueConfig::default()
+    });
+    publish_from(&mut t, "a", "12345678", Some(1000)).unwrap();
+    publish_from(&mut t, "b", "1234", Some(1000)).unwrap();
+    refused_stored(publish_from(&mut t, "c", "1", Some(1000)), "bytes");
+    let e = publish_from(&mut t, "c", "1", Some(1000)).unwrap_err();
+    assert!(e.to_string().contains("--max-stored-bytes-per-uid"), "{e}");
+    publish_from(&mut t, "c", "1", Some(1001)).unwrap();
+}
+
+#[test]
+fn one_user_may_have_messages_in_so_many_queues() {
+    // uid 1000 may have messages in 2 queues: more in those is fine, a
+    // third is refused until one of the two is emptied of its messages.
+    let mut t = table_with(QueueConfig {
+        max_queues_per_uid: 2,
+        ..QueueConfig::default()
+    });
+    publish_from(&mut t, "a", "x", Some(1000)).unwrap();
+    publish_from(&mut t, "b", "x", Some(1000)).unwrap();
+    publish_from(&mut t, "b", "y", Some(1000)).unwrap();
+    let refused = publish_from(&mut t, "c", "x", Some(1000));
+    assert_eq!(
+        refused,
+        Err(CoreError::Queue(QueueError::UserQueues {
+            uid: 1000,
+            limit: 2
+        }))
+    );
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("--max-queues-per-uid")
+    );
+    // Someone else's messages in "c" do not make it one of uid 1000's.
+    publish_from(&mut t, "c", "x", Some(1001)).unwrap();
+    publish_from(&mut t, "c", "x", None).unwrap();
+    assert!(publish_from(&mut t, "c", "x", Some(1000)).is_err());
+    // "a" emptied of uid 1000's message: "c" may be its second queue.
+    let (_, changes) = consume(&mut t, A, "a", 1);
+    ack(&mut t, A, ids(&changes)[0]);
+    publish_from(&mut t, "c", "x", Some(1000)).unwrap();
+    assert!(publish_from(&mut t, "a", "x", Some(1000)).is_err());
+}
+
+#[test]
+fn a_users_totals_are_counted_again_from_what_the_store_held() {
+    // After a restart the loaded messages count against their publisher
+    // as before: the bound is not reset by restarting the broker.
+    let mut t = table_with(QueueConfig {
+        max_stored_messages_per_uid: 3,
+        max_queues_per_uid: 3,
+        ..QueueConfig::default()
+    });
+    let stored = |seq: u64, publisher: Option<u32>| Message {
+        seq,
+        payload: Bytes::from_static(b"x"),
+        headers: Vec::new(),
+        attempt: 0,
+        publisher,
+    };
+    t.load("a", vec![stored(1, Some(1000)), stored(2, None)]);
+    t.load("b", vec![stored(3, Some(1000)), stored(4, Some(1001))]);
+    t.load("c", vec![stored(5, Some(1000))]);
+    t.assert_consistent();
+    refused_stored(publish_from(&mut t, "a", "x", Some(1000)), "messages");
+    publish_from(&mut t, "a", "x", Some(1001)).unwrap();
+    // Loading is never refused, even past a limit lowered since.
+    t.load("d", vec![stored(6, Some(1000)), stored(7, Some(1000))]);
+    t.assert_consistent();
+    assert_eq!(t.stored_by_uid[&1000].messages, 5);
+    assert_eq!(t.stored_by_uid[&1000].queues, 4);
 }
