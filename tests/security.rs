@@ -103,6 +103,39 @@ fn a_policy_grants_exclusive_on_one_resource_only() {
     );
 }
 
+#[test]
+fn a_rule_for_every_verb_grants_or_takes_away_all_of_them() {
+    // `verbs = ["*"]`, as the error for an empty list suggests: every
+    // verb. The first rule grants nobody even EXCLUSIVE leases (denied by
+    // default) on the printers; the second, naming nobody, takes even
+    // SHARED leases and watches (allowed by default) away on "pcm".
+    if !is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("policy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[policy]]\nverbs = [\"*\"]\nresources = [\"printer*\"]\nusers = [{NOBODY}]\n\
+             [[policy]]\nverbs = [\"*\"]\nresources = [\"pcm\"]\n"
+        ),
+    )
+    .unwrap();
+    let broker = broker_for_two_users(&["--config", config.to_str().unwrap()]);
+    let lines = as_nobody(&broker, "exclusive:printer-1 shared watch exclusive:pcm");
+    assert_eq!(
+        lines,
+        [
+            "exclusive:printer-1 OK",
+            "shared PERMISSION_DENIED",
+            "watch PERMISSION_DENIED",
+            "exclusive:pcm PERMISSION_DENIED",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn one_user_is_capped_while_root_still_connects_and_acquires() {
     if !is_root() {

@@ -63,7 +63,8 @@ impl<'de> Deserialize<'de> for Principal {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RuleConfig {
-    /// The verbs the rule is about (see [`Verb::as_str`]); at least one.
+    /// The verbs the rule is about (see [`Verb::as_str`]), or `"*"` for
+    /// every verb; at least one.
     pub verbs: Vec<String>,
     /// Resource (or queue) names or patterns the rule is about; at least one.
     pub resources: Vec<String>,

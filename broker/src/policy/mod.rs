@@ -36,6 +36,10 @@
 //!   open the socket watches, reads status, takes SHARED leases, asks
 //!   holders to yield and uses queues; rules grant or restrict from there.
 //! - Rules are order-independent: a grant in any mentioning rule wins.
+//! - `verbs = ["*"]` is every verb, those a later version adds included
+//!   (a rule that restricts then restricts them too, one that grants
+//!   grants them). `users` and `groups` take names and ids only: `"*"`
+//!   there is refused, since a rule includes only whom it names.
 //! - Patterns are matched against the whole name: `*` matches any run of
 //!   characters (also none), `?` exactly one character, `\` makes the next
 //!   character literal (`\*`, `\?`, `\\`). `[`, `]`, `{` and `}` are
@@ -59,8 +63,9 @@
 //!
 //! User and group names are resolved to ids once, at startup; an unknown
 //! name is an error naming the rule and the name, as are an unknown verb,
-//! an empty `verbs` or `resources` list and a bad pattern. A name that is
-//! all digits and names no user (group) is taken as the id, like chown(1).
+//! an empty `verbs` or `resources` list, a `"*"` among users or groups and
+//! a bad pattern. A name that is all digits and names no user (group) is
+//! taken as the id, like chown(1).
 //! On Windows a user or group is a SID (`S-1-5-21-...`) or an account name,
 //! resolved with `LookupAccountNameW` and matched against the SIDs in the
 //! client's token (see `platform::peer::windows_identity`).
@@ -185,6 +190,9 @@ impl FromStr for Verb {
     }
 }
 
+/// What a rule's `verbs` hold for every verb.
+pub const EVERY_VERB: &str = "*";
+
 /// The id a platform reports when it cannot tell (`PeerCredentials` on
 /// Windows until SIDs are mapped; `(uid_t)-1` is no valid id on Unix
 /// either). It is never privileged and matches no rule, even one that lists
@@ -229,7 +237,7 @@ pub enum Decision {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// A verb that does not exist.
-    #[error("policy rule {rule}: {source}")]
+    #[error("policy rule {rule}: {source}, or \"*\" for every verb")]
     UnknownVerb {
         /// The rule, from 1.
         rule: usize,
@@ -238,12 +246,25 @@ pub enum PolicyError {
     },
     /// A rule without verbs or without resources would never apply.
     #[error(
-        "policy rule {rule}: `{key}` is empty; a rule needs at least one (use \"*\" for every name)"
+        "policy rule {rule}: `{key}` is empty; a rule needs at least one (use \"*\" for every {})",
+        if *key == "verbs" { "verb" } else { "name" }
     )]
     Empty {
         /// The rule, from 1.
         rule: usize,
         /// `verbs` or `resources`.
+        key: &'static str,
+    },
+    /// `"*"` among a rule's users or groups: they are names or ids, not
+    /// patterns.
+    #[error(
+        "policy rule {rule}: `{key}` cannot hold \"*\": users and groups are names or ids, not \
+         patterns, and a rule includes only those it names"
+    )]
+    Wildcard {
+        /// The rule, from 1.
+        rule: usize,
+        /// `users` or `groups`.
         key: &'static str,
     },
     /// A pattern that cannot be compiled.
@@ -414,6 +435,10 @@ impl Policy {
             }
             let mut verbs = [false; Verb::ALL.len()];
             for v in &rc.verbs {
+                if v == EVERY_VERB {
+                    verbs = [true; Verb::ALL.len()];
+                    continue;
+                }
                 let verb: Verb = v.parse().map_err(|source| PolicyError::UnknownVerb {
                     rule: number,
                     source,
@@ -565,6 +590,17 @@ fn resolve_principal(
 ) -> Result<u32, PolicyError> {
     let name = match p {
         Principal::Id(id) => return Ok(*id),
+        // Refused before any lookup, so that a file means the same on
+        // every system.
+        Principal::Name(name) if name == "*" => {
+            return Err(PolicyError::Wildcard {
+                rule,
+                key: match kind {
+                    Kind::User => "users",
+                    Kind::Group => "groups",
+                },
+            });
+        }
         Principal::Name(name) => name,
     };
     let (what, found) = match kind {

@@ -349,7 +349,7 @@ fn resolve_errors_name_the_rule_and_what_is_wrong() {
     );
     assert_eq!(
         e.to_string(),
-        "policy rule 1: unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke, queue-admin"
+        "policy rule 1: unknown verb \"lease\"; the verbs are lease-exclusive, lease-shared, watch, status, publish, consume, yield, revoke, queue-admin, or \"*\" for every verb"
     );
     let e = resolve_err(
         r#"
@@ -399,6 +399,91 @@ fn resolve_errors_name_the_rule_and_what_is_wrong() {
     assert!(e.to_string().contains("`verbs` is empty"), "{e}");
     let e = resolve_err("[[policy]]\nverbs = [\"watch\"]\nresources = []");
     assert!(e.to_string().contains("`resources` is empty"), "{e}");
+}
+
+#[test]
+fn what_an_error_suggests_is_accepted() {
+    // An empty `verbs` said to use "*", which was then refused as an
+    // unknown verb. Whatever an error suggests for a key is valid there:
+    // "*" in `verbs` is every verb, in `resources` every name.
+    for key in ["verbs", "resources"] {
+        let mut rule = [("verbs", "[\"watch\"]"), ("resources", "[\"pcm\"]")];
+        for (k, v) in &mut rule {
+            if *k == key {
+                *v = "[]";
+            }
+        }
+        let text = format!(
+            "[[policy]]\n{} = {}\n{} = {}\n",
+            rule[0].0, rule[0].1, rule[1].0, rule[1].1
+        );
+        let e = resolve_err(&text).to_string();
+        let (_, hint) = e
+            .split_once("(use ")
+            .unwrap_or_else(|| panic!("no suggestion: {e}"));
+        let suggested = hint.split(' ').next().unwrap();
+        assert_eq!(suggested, "\"*\"", "{e}");
+        policy(&text.replace("[]", &format!("[{suggested}]")));
+    }
+    let e = resolve_err("[[policy]]\nverbs = []\nresources = [\"pcm\"]");
+    assert!(e.to_string().ends_with("(use \"*\" for every verb)"), "{e}");
+}
+
+#[test]
+fn every_verb_is_a_star_and_users_and_groups_take_no_star() {
+    // `verbs = ["*"]` mentions every verb: a rule with it grants each of
+    // them to whom it includes and takes each away from the others.
+    let p = policy(
+        r#"
+        [[policy]]
+        verbs = ["*"]
+        resources = ["pcm"]
+        users = ["alice"]
+        "#,
+    );
+    let (alice, bob) = (user(1002), user(1003));
+    for v in Verb::ALL {
+        assert!(allowed(&p, &alice, v, "pcm"), "alice may {v}");
+        assert!(!allowed(&p, &bob, v, "pcm"), "bob may not {v}");
+        let denied = p.check(&bob, v, "pcm").unwrap_err();
+        assert_eq!(denied.by, DeniedBy::Rules(vec![1]), "{v}");
+        // Other names keep their defaults.
+        assert_eq!(
+            allowed(&p, &bob, v, "other"),
+            v.builtin_default() == Decision::Allow,
+            "{v}"
+        );
+    }
+    // With other verbs beside it, "*" still means every verb.
+    let p = policy(
+        r#"
+        [[policy]]
+        verbs = ["watch", "*"]
+        resources = ["*"]
+        groups = ["wheel"]
+        "#,
+    );
+    let wheel = Subject {
+        uid: 5000,
+        gid: 10,
+        groups: Vec::new(),
+    };
+    for v in Verb::ALL {
+        assert!(p.check_every_name(&wheel, v).is_ok(), "{v}");
+    }
+    // A user or group "*" would read as everyone; it is refused, naming
+    // the key, without looking the name up.
+    for key in ["users", "groups"] {
+        let e = resolve_err(&format!(
+            "[[policy]]\nverbs = [\"watch\"]\nresources = [\"pcm\"]\n{key} = [\"*\"]\n"
+        ));
+        assert_eq!(e, PolicyError::Wildcard { rule: 1, key }, "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("`{key}` cannot hold \"*\"")),
+            "{e}"
+        );
+    }
 }
 
 #[test]
