@@ -256,208 +256,217 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// Encodes one line whole, as a [`HistoryJournal`] holds it: every field,
-/// the holder's and the purpose too (the batch it joins on the writer's
-/// thread leaves out what repeats the line before, see [`JournalLine`]).
-/// Strings are copied once; no allocation but `buf`'s growth, and the
-/// detail is not formatted (see [`DETAIL_ENDING`]). Returns the lengths
-/// of its four parts: head (flags, lease id, permits), purpose, holder,
-/// tail.
-fn encode_line(h: &HistoryLine, buf: &mut Vec<u8>) -> [usize; 4] {
-    let start = buf.len();
-    let l = &h.ended.lease;
-    let ending = match &h.ended.cause {
-        Cause::Ended {
-            ending,
-            was_holder,
-            ttl_ms,
-            ..
-        } => Some((*ending, *was_holder, *ttl_ms)),
-        _ => None,
-    };
-    let text = match (&h.ended.cause, ending) {
-        (Cause::None, _) | (_, Some(_)) => None,
-        // Rare (a revocation, a fleet loss): written now.
-        (cause, None) => Some(cause.to_string()),
-    };
-    let mut flags = (mode_code(l.mode) << MODE_SHIFT) | (kind_code(h.ended.kind) << KIND_SHIFT);
-    if h.granted_at_ms != 0 {
-        flags |= GRANTED;
-    }
-    if let Some((_, was_holder, _)) = ending {
-        flags |= DETAIL_ENDING;
-        if was_holder {
-            flags |= WAS_HOLDER;
-        }
-    }
-    if text.is_some() {
-        flags |= DETAIL_TEXT;
-    }
-    put_varint(buf, flags);
-    put_varint(buf, l.lease_id.0);
-    put_varint(buf, u64::from(l.permits));
-    let purpose_at = buf.len();
-    put_str(buf, &l.purpose);
-    let holder_at = buf.len();
-    let p = &*l.holder;
-    put_str(buf, &p.client_name);
-    put_varint(buf, u64::from(p.uid));
-    put_varint(buf, u64::from(p.pid));
-    put_varint(buf, p.session.0);
-    put_str(buf, &p.user);
-    put_str(buf, &p.login_session);
-    let tail_at = buf.len();
-    // Times as the end and how long before it (small numbers).
-    put_varint(buf, h.ended_at_ms);
-    put_varint(buf, h.ended_at_ms.wrapping_sub(h.queued_at_ms));
-    if h.granted_at_ms != 0 {
-        put_varint(buf, h.ended_at_ms.wrapping_sub(h.granted_at_ms));
-    }
-    put_varint(buf, l.fencing.map_or(0, |f| f.0));
-    if let Some((e, _, ttl_ms)) = ending {
-        put_varint(buf, ending_code(e));
-        put_varint(buf, u64::from(ttl_ms));
-    }
-    if let Some(text) = &text {
-        put_str(buf, text);
-    }
-    [
-        purpose_at - start,
-        holder_at - purpose_at,
-        tail_at - holder_at,
-        buf.len() - tail_at,
-    ]
+/// One ended lease as a [`HistoryJournal`] keeps it: a fixed-size entry,
+/// its resource and holder as indices into the journal's tables
+/// ([`Interned`]), its texts in the journal's arena. Nothing is encoded
+/// on the core task: the writer's thread encodes each entry into its
+/// resource's batch ([`StagedHistory::add`]).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    resource: u32,
+    holder: u32,
+    /// The purpose, in the journal's `text`.
+    purpose: Text,
+    /// A detail kept as text ([`DETAIL_TEXT`]), in the journal's `text`.
+    detail: Text,
+    /// The line's flags as a batch stores them, without the `SAME_*` ones.
+    flags: u32,
+    permits: u32,
+    /// With [`DETAIL_ENDING`]: how it ended ([`ending_code`]).
+    ending: u32,
+    /// With [`DETAIL_ENDING`]: its TTL.
+    ttl_ms: u32,
+    lease_id: u64,
+    fencing: u64,
+    ended_at_ms: u64,
+    queued_at_ms: u64,
+    granted_at_ms: u64,
 }
 
-/// Bytes in front of each line of a [`HistoryJournal`]: the lengths of
-/// its resource's name and of its four parts ([`encode_line`]), `u32`
-/// each, and when it ended (epoch ms, `u64`), little-endian; so that the
-/// writer's thread cuts a line into its parts without decoding it.
-const JOURNAL_HEADER: usize = 5 * 4 + 8;
+/// Where a string lies in a journal's `text`: offset and length.
+#[derive(Clone, Copy, Debug, Default)]
+struct Text(u32, u32);
 
-/// Lines of ended leases, each encoded whole after its resource's name,
-/// one after the other in one buffer, in the order they ended: what the
-/// dispatch layer gathers on the core task for a second and hands to the
-/// store's writer thread, which groups them per resource
-/// ([`StagedHistory::add`]) and inserts them.
+/// Values that many lines share (resources, holders), kept once per
+/// journal and found by the address of their `Arc`: a lookup in a small
+/// table per line instead of a copy of their strings. The table holds a
+/// clone of each `Arc`, so that no address is reused for another value
+/// while it is in the table.
+#[derive(Debug)]
+struct Interned<T: ?Sized> {
+    items: Vec<Arc<T>>,
+    index: HashMap<usize, u32, foldhash::fast::RandomState>,
+}
+
+impl<T: ?Sized> Default for Interned<T> {
+    fn default() -> Interned<T> {
+        Interned {
+            items: Vec::new(),
+            index: HashMap::default(),
+        }
+    }
+}
+
+impl<T: ?Sized> Interned<T> {
+    /// Room for as many values as `other` holds.
+    fn with_room_of(other: &Interned<T>) -> Interned<T> {
+        Interned {
+            items: Vec::with_capacity(other.items.len()),
+            index: HashMap::with_capacity_and_hasher(other.items.len(), Default::default()),
+        }
+    }
+
+    /// The index of `value`, added if new; `None` past `u32::MAX` values.
+    #[inline]
+    fn id(&mut self, value: &Arc<T>) -> Option<u32> {
+        let key = Arc::as_ptr(value).cast::<()>().addr();
+        if let Some(&i) = self.index.get(&key) {
+            return Some(i);
+        }
+        let i = u32::try_from(self.items.len()).ok()?;
+        self.items.push(Arc::clone(value));
+        self.index.insert(key, i);
+        Some(i)
+    }
+
+    fn get(&self, id: u32) -> Option<&Arc<T>> {
+        self.items.get(id as usize)
+    }
+}
+
+/// Leases that ended, in the order they ended: what the dispatch layer
+/// gathers on the core task for a second and hands to the store's writer
+/// thread, which groups them per resource ([`StagedHistory::add`]),
+/// encodes them and inserts them.
 ///
-/// Recording a line is thus a few dozen bytes appended where the last
-/// line ended, in memory the core task has just written. Grouping them on
-/// the core task instead (a map lookup, the resource's entry and its
-/// batch's tail, for one line each time) cost it a cache miss at each of
-/// the three in a flood over many resources, most of what recording
-/// cost it (`perf annotate`, BENCHMARKS.md "What recording lease history
-/// costs"); the writer's thread groups a second's lines in one go, with
-/// them all in its cache. Each line is encoded where it ends, so the
-/// lease's strings are read while still in the cache and freed by the
-/// thread that allocated them.
+/// Recording a lease is one fixed-size [`Entry`] appended where the last
+/// one ended, with two lookups of an `Arc`'s address in small tables (its
+/// resource and its holder, each kept once per journal) and its purpose
+/// copied, if it has one: no string of the holder or resource is copied
+/// and nothing is encoded on the core task (encoding each line whole
+/// there, ~580 instructions, was most of what recording cost it:
+/// BENCHMARKS.md "Recording history"). Grouping on the core task instead
+/// (a map lookup, the resource's entry and its batch's tail, for one line
+/// each time) cost it a cache miss at each of the three in a flood over
+/// many resources; the writer's thread groups a second's lines in one go.
+/// The lease's own strings are never handed over: they are freed by the
+/// thread that allocated them (a string freed on the writer's thread made
+/// the core task's allocations slower).
 #[derive(Debug, Default)]
 pub struct HistoryJournal {
-    buf: Vec<u8>,
-    lines: usize,
+    entries: Vec<Entry>,
+    resources: Interned<str>,
+    holders: Interned<Peer>,
+    /// Purposes and detail sentences, one after the other.
+    text: Vec<u8>,
 }
 
 impl HistoryJournal {
-    /// Room for as many bytes as `other` holds (the next second of a
+    /// Room for as many lines as `other` holds (the next second of a
     /// flood ends about as many leases as the last one).
     pub fn with_room_of(other: &HistoryJournal) -> HistoryJournal {
         HistoryJournal {
-            buf: Vec::with_capacity(other.buf.len()),
-            lines: 0,
+            entries: Vec::with_capacity(other.entries.len()),
+            resources: Interned::with_room_of(&other.resources),
+            holders: Interned::with_room_of(&other.holders),
+            text: Vec::with_capacity(other.text.len()),
         }
     }
 
     /// Appends `line`.
     pub fn record(&mut self, line: &HistoryLine) {
-        let buf = &mut self.buf;
-        let start = buf.len();
-        buf.resize(start + JOURNAL_HEADER, 0);
-        let resource = line.ended.lease.resource.as_bytes();
-        buf.extend_from_slice(resource);
-        let [head, purpose, holder, tail] = encode_line(line, buf);
-        let mut header = [0u8; JOURNAL_HEADER];
-        for (i, len) in [resource.len(), head, purpose, holder, tail]
-            .into_iter()
-            .enumerate()
-        {
-            // A length past u32 (never: every string is bounded by the
-            // frame size) makes the line not decode: it is dropped.
-            let len = u32::try_from(len).unwrap_or(u32::MAX);
-            header[4 * i..4 * i + 4].copy_from_slice(&len.to_le_bytes());
+        let l = &line.ended.lease;
+        let (Some(resource), Some(holder)) =
+            (self.resources.id(&l.resource), self.holders.id(&l.holder))
+        else {
+            // Past 4 billion resources in one journal: never.
+            return;
+        };
+        let ending = match &line.ended.cause {
+            Cause::Ended {
+                ending,
+                was_holder,
+                ttl_ms,
+                ..
+            } => Some((*ending, *was_holder, *ttl_ms)),
+            _ => None,
+        };
+        let mut flags =
+            (mode_code(l.mode) << MODE_SHIFT) | (kind_code(line.ended.kind) << KIND_SHIFT);
+        if line.granted_at_ms != 0 {
+            flags |= GRANTED;
         }
-        header[20..].copy_from_slice(&line.ended_at_ms.to_le_bytes());
-        buf[start..start + JOURNAL_HEADER].copy_from_slice(&header);
-        self.lines += 1;
+        let (mut code, mut ttl_ms) = (0, 0);
+        if let Some((e, was_holder, ttl)) = ending {
+            flags |= DETAIL_ENDING;
+            if was_holder {
+                flags |= WAS_HOLDER;
+            }
+            code = ending_code(e) as u32;
+            ttl_ms = ttl;
+        }
+        let detail = match (&line.ended.cause, ending) {
+            (Cause::None, _) | (_, Some(_)) => Text::default(),
+            // Rare (a revocation, a fleet loss): written now.
+            (cause, None) => {
+                flags |= DETAIL_TEXT;
+                self.put_text(&cause.to_string())
+            }
+        };
+        let purpose = self.put_text(&l.purpose);
+        self.entries.push(Entry {
+            resource,
+            holder,
+            purpose,
+            detail,
+            flags: flags as u32,
+            permits: l.permits,
+            ending: code,
+            ttl_ms,
+            lease_id: l.lease_id.0,
+            fencing: l.fencing.map_or(0, |f| f.0),
+            ended_at_ms: line.ended_at_ms,
+            queued_at_ms: line.queued_at_ms,
+            granted_at_ms: line.granted_at_ms,
+        });
+    }
+
+    /// Copies `s` into the arena (an empty one costs nothing).
+    fn put_text(&mut self, s: &str) -> Text {
+        if s.is_empty() {
+            return Text::default();
+        }
+        match (u32::try_from(self.text.len()), u32::try_from(s.len())) {
+            (Ok(at), Ok(len)) if at.checked_add(len).is_some() => {
+                self.text.extend_from_slice(s.as_bytes());
+                Text(at, len)
+            }
+            // Past 4 GiB of text in one journal: never (a hand-over comes
+            // first); the line keeps no text rather than a wrong one.
+            _ => Text::default(),
+        }
+    }
+
+    /// A string of the arena ("" for one that is not there: a bug).
+    fn text(&self, t: Text) -> &[u8] {
+        let (at, len) = (t.0 as usize, t.1 as usize);
+        self.text.get(at..at + len).unwrap_or_default()
     }
 
     /// Lines recorded.
     pub fn lines(&self) -> usize {
-        self.lines
+        self.entries.len()
     }
 
     /// Bytes recorded (for tests of what grouping saves).
     #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
-        self.buf.len()
+        self.entries.len() * std::mem::size_of::<Entry>() + self.text.len()
     }
 
     /// Nothing is recorded.
     pub fn is_empty(&self) -> bool {
-        self.lines == 0
-    }
-}
-
-/// One line of a [`HistoryJournal`], cut where a batch may leave parts
-/// out: `head` (its flags, lease id, permits), `purpose` and `holder`
-/// (each as encoded), then `tail` (the rest).
-struct JournalLine<'a> {
-    /// The resource's name, checked to be UTF-8 only when it is new to
-    /// the grouping ([`StagedHistory::add`]): once per resource rather
-    /// than once per line (`from_utf8` was ~1 % of the broker's samples in
-    /// the bench's flood, on the writer's thread).
-    resource: &'a [u8],
-    head: &'a [u8],
-    purpose: &'a [u8],
-    holder: &'a [u8],
-    tail: &'a [u8],
-    ended_at_ms: u64,
-}
-
-impl<'a> JournalLine<'a> {
-    /// Takes the next line off the front of `rest`; `None` at the end, or
-    /// if what is left does not hold a whole line (the journal is this
-    /// process's own, so that would be a bug: the rest is dropped, never
-    /// misread).
-    fn next(rest: &mut &'a [u8]) -> Option<JournalLine<'a>> {
-        let (header, mut body) = rest.split_at_checked(JOURNAL_HEADER)?;
-        let len = |i: usize| -> Option<usize> {
-            let bytes = header.get(4 * i..4 * i + 4)?.try_into().ok()?;
-            usize::try_from(u32::from_le_bytes(bytes)).ok()
-        };
-        let ended_at_ms = u64::from_le_bytes(header.get(20..)?.try_into().ok()?);
-        let mut take = |i: usize| -> Option<&'a [u8]> {
-            let (part, after) = body.split_at_checked(len(i)?)?;
-            body = after;
-            Some(part)
-        };
-        let resource = take(0)?;
-        // Never empty: its flags come first.
-        let head = take(1)?;
-        let purpose = take(2)?;
-        let holder = take(3)?;
-        let tail = take(4)?;
-        if head.is_empty() {
-            return None;
-        }
-        *rest = body;
-        Some(JournalLine {
-            resource,
-            head,
-            purpose,
-            holder,
-            tail,
-            ended_at_ms,
-        })
+        self.entries.is_empty()
     }
 }
 
@@ -465,14 +474,41 @@ impl<'a> JournalLine<'a> {
 /// encoded), which the next line of that batch leaves out when they are
 /// the same (meaningless while the batch is empty). The buffers are kept
 /// from batch to batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Before {
     holder: Vec<u8>,
+    /// The holder's index in the journal being added, when `holder` is
+    /// known to be that one's ([`NO_HOLDER`]: not known): a line of the
+    /// same holder is then told without encoding its fields.
+    holder_id: u32,
     purpose: Vec<u8>,
 }
 
-/// A batch being staged: its lines encoded ([`encode_line`]), without the
-/// header ([`write_batch`] puts it in front).
+impl Default for Before {
+    fn default() -> Before {
+        Before {
+            holder: Vec::new(),
+            holder_id: NO_HOLDER,
+            purpose: Vec::new(),
+        }
+    }
+}
+
+/// No holder of the journal being added (see [`Before::holder_id`]).
+const NO_HOLDER: u32 = u32::MAX;
+
+/// Encodes a holder's fields as a batch stores them.
+fn encode_holder(p: &Peer, buf: &mut Vec<u8>) {
+    put_str(buf, &p.client_name);
+    put_varint(buf, u64::from(p.uid));
+    put_varint(buf, u64::from(p.pid));
+    put_varint(buf, p.session.0);
+    put_str(buf, &p.user);
+    put_str(buf, &p.login_session);
+}
+
+/// A batch being staged: its lines encoded, without the header
+/// ([`write_batch`] puts it in front).
 #[derive(Debug, Default)]
 struct StagedBatch {
     body: Vec<u8>,
@@ -501,11 +537,10 @@ struct StagedResource {
 #[derive(Debug, Default)]
 pub struct StagedHistory {
     resources: Vec<StagedResource>,
-    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
-    /// The resource of the last line staged (an index into `resources`):
-    /// lines of one resource tend to come together (one client's loop).
-    last: Option<usize>,
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     lines: usize,
+    /// A holder's fields, encoded to be compared with a batch's last.
+    scratch: Vec<u8>,
 }
 
 impl StagedHistory {
@@ -533,7 +568,6 @@ impl StagedHistory {
     pub fn clear(&mut self) {
         self.resources.clear();
         self.index.clear();
-        self.last = None;
         self.lines = 0;
     }
 
@@ -554,48 +588,61 @@ impl StagedHistory {
         if max_entries == 0 {
             return;
         }
-        let mut rest = journal.buf.as_slice();
-        while !rest.is_empty() {
-            let Some(line) = JournalLine::next(&mut rest) else {
-                debug_assert!(false, "a history journal that does not decode");
-                tracing::warn!("lease history: a journal that does not decode; its rest is lost");
-                return;
+        // Holder indices are the journal's own.
+        for r in &mut self.resources {
+            r.before.holder_id = NO_HOLDER;
+        }
+        // Where each of the journal's resources is staged: its name is
+        // looked up once per journal, not once per line.
+        let mut staged_at: Vec<Option<usize>> = vec![None; journal.resources.items.len()];
+        for entry in &journal.entries {
+            let Some(at) = staged_at.get_mut(entry.resource as usize) else {
+                debug_assert!(false, "a history journal line of no resource");
+                continue;
             };
-            self.add_line(&line, max_entries);
+            let i = match *at {
+                Some(i) => i,
+                None => {
+                    let Some(name) = journal.resources.get(entry.resource) else {
+                        continue;
+                    };
+                    let i = self.staged_index(name);
+                    *at = Some(i);
+                    i
+                }
+            };
+            let Some(holder) = journal.holders.get(entry.holder) else {
+                debug_assert!(false, "a history journal line of no holder");
+                continue;
+            };
+            self.add_line(i, entry, holder, journal, max_entries);
         }
     }
 
-    fn add_line(&mut self, line: &JournalLine<'_>, max_entries: u64) {
-        let resource = line.resource;
-        let i = match self.last {
-            Some(i)
-                if self
-                    .resources
-                    .get(i)
-                    .is_some_and(|r| r.resource.as_bytes() == resource) =>
-            {
-                i
-            }
-            _ => match self.index.get(resource) {
-                Some(&i) => i,
-                None => {
-                    let Ok(name) = std::str::from_utf8(resource) else {
-                        debug_assert!(false, "a history journal line of no resource");
-                        return;
-                    };
-                    let name: Arc<str> = Arc::from(name);
-                    self.index.insert(resource.into(), self.resources.len());
-                    self.resources.push(StagedResource {
-                        resource: name,
-                        batches: std::collections::VecDeque::new(),
-                        lines: 0,
-                        before: Before::default(),
-                    });
-                    self.resources.len() - 1
-                }
-            },
-        };
-        self.last = Some(i);
+    /// Where `resource`'s lines are staged, added if new.
+    fn staged_index(&mut self, resource: &Arc<str>) -> usize {
+        if let Some(&i) = self.index.get(&**resource) {
+            return i;
+        }
+        self.index
+            .insert(Arc::clone(resource), self.resources.len());
+        self.resources.push(StagedResource {
+            resource: Arc::clone(resource),
+            batches: std::collections::VecDeque::new(),
+            lines: 0,
+            before: Before::default(),
+        });
+        self.resources.len() - 1
+    }
+
+    fn add_line(
+        &mut self,
+        i: usize,
+        e: &Entry,
+        holder: &Peer,
+        journal: &HistoryJournal,
+        max_entries: u64,
+    ) {
         let Some(r) = self.resources.get_mut(i) else {
             return;
         };
@@ -615,37 +662,59 @@ impl StagedHistory {
         };
         let b = &mut r.before;
         let any = batch.lines > 0;
-        let same_holder = any && b.holder == line.holder;
-        let same_purpose = any && b.purpose == line.purpose;
-        // The flags' first byte holds their lowest seven bits, these two
-        // among them, clear in a journal.
-        let mut flags = 0;
-        if same_holder {
-            flags |= SAME_HOLDER as u8;
-        } else {
+        let same_holder = any
+            && (b.holder_id == e.holder || {
+                self.scratch.clear();
+                encode_holder(holder, &mut self.scratch);
+                self.scratch == b.holder
+            });
+        if !same_holder {
             b.holder.clear();
-            b.holder.extend_from_slice(line.holder);
+            encode_holder(holder, &mut b.holder);
+        }
+        b.holder_id = e.holder;
+        let purpose = journal.text(e.purpose);
+        let same_purpose = any && b.purpose == purpose;
+        if !same_purpose {
+            b.purpose.clear();
+            b.purpose.extend_from_slice(purpose);
+        }
+        let mut flags = u64::from(e.flags);
+        if same_holder {
+            flags |= SAME_HOLDER;
         }
         if same_purpose {
-            flags |= SAME_PURPOSE as u8;
-        } else {
-            b.purpose.clear();
-            b.purpose.extend_from_slice(line.purpose);
+            flags |= SAME_PURPOSE;
         }
         let body = &mut batch.body;
-        if let Some((first, rest)) = line.head.split_first() {
-            body.push(first | flags);
-            body.extend_from_slice(rest);
-        }
+        put_varint(body, flags);
+        put_varint(body, e.lease_id);
+        put_varint(body, u64::from(e.permits));
         if !same_purpose {
-            body.extend_from_slice(line.purpose);
+            put_varint(body, purpose.len() as u64);
+            body.extend_from_slice(purpose);
         }
         if !same_holder {
-            body.extend_from_slice(line.holder);
+            body.extend_from_slice(&b.holder);
         }
-        body.extend_from_slice(line.tail);
+        // Times as the end and how long before it (small numbers).
+        put_varint(body, e.ended_at_ms);
+        put_varint(body, e.ended_at_ms.wrapping_sub(e.queued_at_ms));
+        if flags & GRANTED != 0 {
+            put_varint(body, e.ended_at_ms.wrapping_sub(e.granted_at_ms));
+        }
+        put_varint(body, e.fencing);
+        if flags & DETAIL_ENDING != 0 {
+            put_varint(body, u64::from(e.ending));
+            put_varint(body, u64::from(e.ttl_ms));
+        }
+        if flags & DETAIL_TEXT != 0 {
+            let text = journal.text(e.detail);
+            put_varint(body, text.len() as u64);
+            body.extend_from_slice(text);
+        }
         batch.lines += 1;
-        batch.newest_ms = batch.newest_ms.max(line.ended_at_ms);
+        batch.newest_ms = batch.newest_ms.max(e.ended_at_ms);
         r.lines += 1;
         self.lines += 1;
         // Lines that the count bound would drop right after the commit
