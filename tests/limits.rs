@@ -1,8 +1,11 @@
-//! The broker raises its soft open-files limit (RLIMIT_NOFILE) to the hard
-//! limit at start, and warns when even that is below what
-//! `--max-connections` needs (issue #12, point 12). The broker is started
-//! with the limits set between fork and exec; what it got is read back from
-//! `/proc/PID/limits`.
+//! The broker's limits as the operator meets them: it raises its soft
+//! open-files limit (RLIMIT_NOFILE) to the hard limit at start, and warns
+//! when even that is below what `--max-connections` needs (issue #12,
+//! point 12; the broker is started with the limits set between fork and
+//! exec, and what it got is read back from `/proc/PID/limits`); a limit of
+//! 0 is taken only where its help gives 0 a meaning; a refused value read
+//! from a config file names the file and the key; fleet settings need a
+//! build with the fleet.
 #![cfg(target_os = "linux")]
 
 mod support;
@@ -110,4 +113,113 @@ fn a_hard_limit_below_max_connections_is_warned_about() {
     // The broker still serves.
     let (code, _, _) = broker.cli(&["ping"]);
     assert_eq!(code, 0);
+}
+
+/// `turnstiled` with `args`, `{FILE}` in them standing for a config file
+/// holding `toml`: its exit code, stdout and stderr, and the file's path.
+fn check_config(toml: &str, args: &[&str]) -> (Option<i32>, String, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("turnstiled.toml");
+    std::fs::write(&file, toml).unwrap();
+    let file = file.to_str().unwrap();
+    let out = Command::new(turnstiled())
+        .args(args.iter().map(|a| a.replace("{FILE}", file)))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        file.to_string(),
+    )
+}
+
+#[test]
+fn a_zero_is_taken_only_where_the_help_gives_it_a_meaning() {
+    // Refused (78), with a sentence naming the file and the key, and what
+    // 0 would have done: it used to start a broker that refused every
+    // publish of every user but root.
+    let (code, _, err, file) = check_config(
+        "max-queue-bytes-per-uid = 0\n",
+        &["--check-config", "{FILE}"],
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains(&format!(
+            "config file {file}: max-queue-bytes-per-uid (0) must be at least 1: 0 would refuse \
+             every publish"
+        )),
+        "{err}"
+    );
+    // Clamped to 1 before, silently: refused now.
+    let (code, _, err, _) = check_config("max-in-flight = 0\n", &["--check-config", "{FILE}"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("max-in-flight (0) must be at least 1"),
+        "{err}"
+    );
+    // Where the help says what 0 means, it is taken.
+    let (code, out, err, _) = check_config(
+        "max-delivery-attempts = 0\nheartbeat-interval = \"0s\"\nwatch-history = 0\n\
+         history-max-entries = 0\nstore-checkpoint-interval = \"0s\"\n",
+        &["--check-config", "{FILE}"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("valid"), "{out}");
+}
+
+#[test]
+fn a_refused_value_names_the_file_only_when_the_file_gave_it() {
+    let (code, _, err, file) = check_config(
+        "min-ttl = \"2h\"\n",
+        &["--config", "{FILE}", "--check-config"],
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains(&format!("config file {file}: min-ttl (7200000 ms)")),
+        "{err}"
+    );
+    // The same value as a flag: the file is not to blame.
+    let (code, _, err, _) = check_config(
+        "max-connections = 50\n",
+        &["--config", "{FILE}", "--min-ttl", "2h", "--check-config"],
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("turnstiled: min-ttl (7200000 ms)"), "{err}");
+    // Starting the broker (not only --check-config) says the same.
+    let (code, _, err, file) = check_config(
+        "max-frame-bytes = 10\n",
+        &["--config", "{FILE}", "--socket", "/nonexistent/t.sock"],
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains(&format!("config file {file}: max-frame-bytes (10)")),
+        "{err}"
+    );
+}
+
+#[test]
+fn fleet_settings_need_a_build_with_the_fleet() {
+    // fleet-ttl below its minimum passed --check-config silently without
+    // --fleet-etcd, in every build.
+    let (code, _, err, _) = check_config("fleet-ttl = \"1s\"\n", &["--check-config", "{FILE}"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("fleet-ttl"), "{err}");
+    let (code, _, err, file) = check_config(
+        "fleet-ttl = \"10s\"\nfleet-prefix = \"/t\"\n",
+        &["--check-config", "{FILE}"],
+    );
+    if cfg!(feature = "fleet") {
+        assert_eq!(code, Some(0), "{err}");
+    } else {
+        assert_eq!(code, Some(78), "{err}");
+        assert!(
+            err.contains(&format!(
+                "config file {file}: fleet-prefix: this turnstiled was built without the `fleet` \
+                 feature"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("remove fleet-prefix, fleet-ttl"), "{err}");
+    }
 }

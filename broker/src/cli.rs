@@ -80,30 +80,19 @@ fn prepare(args: Vec<std::ffi::OsString>) -> Result<Config, ExitCode> {
             eprintln_quiet("turnstiled: --check-config needs a FILE (or --config FILE)");
             return Err(ExitCode::from(EXIT_USAGE));
         };
-        return Err(
-            match Settings::from_file(&file).and_then(|s| flags.clone().or(s).resolve()) {
-                Ok(_) => {
-                    println_quiet(&format!("{}: valid", file.display()));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln_quiet(&format!("turnstiled: {e}"));
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            },
-        );
-    }
-    let settings = match &flags.config {
-        Some(file) => match Settings::from_file(file) {
-            Ok(s) => flags.clone().or(s),
+        return Err(match flags.clone().resolve_with(Some(&file)) {
+            Ok(_) => {
+                println_quiet(&format!("{}: valid", file.display()));
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln_quiet(&format!("turnstiled: {e}"));
-                return Err(ExitCode::from(EXIT_CONFIG));
+                ExitCode::from(EXIT_CONFIG)
             }
-        },
-        None => flags,
-    };
-    settings.resolve().map_err(|e| {
+        });
+    }
+    let file = flags.config.clone();
+    flags.resolve_with(file.as_deref()).map_err(|e| {
         eprintln_quiet(&format!("turnstiled: {e}"));
         ExitCode::from(EXIT_CONFIG)
     })

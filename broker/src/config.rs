@@ -2,7 +2,11 @@
 //! file (`--config`), and the defaults, merged in that order of precedence.
 //!
 //! Every limit is here with its default, and `--help` prints them all.
-//! Unknown keys in the file are an error, never ignored.
+//! Unknown keys in the file are an error, never ignored. What 0 means is
+//! said for every limit: either it has a meaning its help states ("0 = no
+//! limit", "0s = never"), or it is refused (exit 78) with a sentence
+//! saying what it would have done. An error about a value the config
+//! file gave names the file and the key.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -96,63 +100,63 @@ pub struct Settings {
     #[arg(long, value_name = "FILTER", value_parser = log_filter)]
     pub log_level: Option<String>,
 
-    /// Connections in all [default: 10000]
+    /// Connections in all; at least 1 [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Connections per user; root and the broker's own user are bound only by --max-connections [default: 256]
+    /// Connections per user, at least 1; root and the broker's own user are bound only by --max-connections [default: 256]
     #[arg(long, value_name = "N")]
     pub max_connections_per_uid: Option<usize>,
 
-    /// Connections of one user that have not yet said Hello; more of that user's wait their turn, other users are not concerned [default: 64]
+    /// Connections of one user that have not yet said Hello, at least 1; more of that user's wait their turn, other users are not concerned [default: 64]
     #[arg(long, value_name = "N")]
     pub max_handshakes_per_uid: Option<usize>,
 
-    /// Time a new connection has to say Hello [default: 10s]
+    /// Time a new connection has to say Hello; above 0 [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub handshake_timeout: Option<Dur>,
 
-    /// Time a client has to finish a frame it has begun sending (slow senders are closed with TIMED_OUT) [default: 30s]
+    /// Time a client has to finish a frame it has begun sending (slow senders are closed with TIMED_OUT); above 0 [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub frame_timeout: Option<Dur>,
 
-    /// Largest frame in bytes, either way [default: 1048576]
+    /// Largest frame in bytes, either way; 1024 to 67108864 [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u32>,
 
-    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead) [default: 8388608]
+    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead); at least 1 [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes: Option<usize>,
 
-    /// TTL of a lease whose request says 0 [default: 15s]
+    /// TTL of a lease whose request says 0; between --min-ttl and --max-ttl [default: 15s]
     #[arg(long, value_name = "DURATION")]
     pub default_ttl: Option<Dur>,
 
-    /// Shortest TTL accepted [default: 100ms]
+    /// Shortest TTL accepted; above 0 [default: 100ms]
     #[arg(long, value_name = "DURATION")]
     pub min_ttl: Option<Dur>,
 
-    /// Longest TTL accepted [default: 1h]
+    /// Longest TTL accepted; at least --min-ttl, and at most about 49 days (2^32 - 1 ms; more is taken as that) [default: 1h]
     #[arg(long, value_name = "DURATION")]
     pub max_ttl: Option<Dur>,
 
-    /// Leases, held or queued, one connection may have [default: 1024]
+    /// Leases, held or queued, one connection may have; at least 1 [default: 1024]
     #[arg(long, value_name = "N")]
     pub max_leases_per_connection: Option<usize>,
 
-    /// Requests one user may have waiting in lease queues, over all its connections; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 4096]
+    /// Requests one user may have waiting in lease queues, over all its connections, at least 1; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 4096]
     #[arg(long, value_name = "N")]
     pub max_waiters_per_uid: Option<usize>,
 
-    /// Leases, held or waiting, one user may have over all its connections; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 16384]
+    /// Leases, held or waiting, one user may have over all its connections, at least 1; past it RESOURCE_EXHAUSTED (root and the broker's own user are not bound) [default: 16384]
     #[arg(long, value_name = "N")]
     pub max_leases_per_uid: Option<usize>,
 
-    /// Watches one connection may have [default: 64]
+    /// Watches one connection may have; at least 1 [default: 64]
     #[arg(long, value_name = "N")]
     pub max_watches_per_connection: Option<usize>,
 
-    /// State events remembered so that a watcher can resume from a revision [default: 4096]
+    /// State events remembered so that a watcher can resume from a revision; 0 = none (a watcher that resumes gets a fresh snapshot, marked resync) [default: 4096]
     #[arg(long, value_name = "N")]
     pub watch_history: Option<usize>,
 
@@ -164,39 +168,39 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     pub waiter_update_interval: Option<Dur>,
 
-    /// Updates the waiters of one resource get per second at most: a queue longer than this rate allows within --waiter-update-interval is told less often [default: 20000]
+    /// Updates the waiters of one resource get per second at most: a queue longer than this rate allows within --waiter-update-interval is told less often; at least 1 [default: 20000]
     #[arg(long, value_name = "N")]
     pub waiter_updates_per_second: Option<u64>,
 
-    /// Fencing tokens and revisions covered by one durable reservation in the store; the next is written when half is used, and grants wait if it is not durable in time [default: 1048576]
+    /// Fencing tokens and revisions covered by one durable reservation in the store; the next is written when half is used, and grants wait if it is not durable in time; at least 2 [default: 1048576]
     #[arg(long, value_name = "N")]
     pub counter_block: Option<u64>,
 
-    /// Messages one queue may hold, ready and unacknowledged together; past it publishes get RESOURCE_EXHAUSTED [default: 100000]
+    /// Messages one queue may hold, ready and unacknowledged together, at least 1; past it publishes get RESOURCE_EXHAUSTED [default: 100000]
     #[arg(long, value_name = "N")]
     pub max_queue_depth: Option<u64>,
 
-    /// Bytes (payloads and headers) one queue may hold; past it publishes get RESOURCE_EXHAUSTED [default: 67108864]
+    /// Bytes (payloads and headers) one queue may hold, at least 1; past it publishes get RESOURCE_EXHAUSTED [default: 67108864]
     #[arg(long, value_name = "BYTES")]
     pub max_queue_bytes: Option<u64>,
 
-    /// Messages one user (other than root and the broker's own) may have in one queue, so that no user can fill a queue others depend on. Over all queues together see --max-stored-messages-per-uid [default: 10000]
+    /// Messages one user (other than root and the broker's own) may have in one queue, so that no user can fill a queue others depend on; at least 1 (to keep a user from publishing, use a [[policy]] rule). Over all queues together see --max-stored-messages-per-uid [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_queue_depth_per_uid: Option<u64>,
 
-    /// Bytes one user (other than root and the broker's own) may have in one queue. Over all queues together see --max-stored-bytes-per-uid [default: 8388608]
+    /// Bytes one user (other than root and the broker's own) may have in one queue; at least 1. Over all queues together see --max-stored-bytes-per-uid [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_queue_bytes_per_uid: Option<u64>,
 
-    /// Messages one user (other than root and the broker's own) may have stored over all queues together (ready, unacknowledged and being stored; they count again after a restart, and go on counting in a dead-letter queue), so that no user can fill the broker's memory, disk and startup time by spreading over many queues. --max-queue-depth-per-uid bounds the same user in any one queue: the stricter of the two applies [default: 100000]
+    /// Messages one user (other than root and the broker's own) may have stored over all queues together (ready, unacknowledged and being stored; they count again after a restart, and go on counting in a dead-letter queue), so that no user can fill the broker's memory, disk and startup time by spreading over many queues; at least 1. --max-queue-depth-per-uid bounds the same user in any one queue: the stricter of the two applies [default: 100000]
     #[arg(long, value_name = "N")]
     pub max_stored_messages_per_uid: Option<u64>,
 
-    /// Bytes (payloads and headers) one user (other than root and the broker's own) may have stored over all queues together, counted like --max-stored-messages-per-uid. --max-queue-bytes-per-uid bounds the same user in any one queue [default: 67108864]
+    /// Bytes (payloads and headers) one user (other than root and the broker's own) may have stored over all queues together, counted like --max-stored-messages-per-uid; at least 1. --max-queue-bytes-per-uid bounds the same user in any one queue [default: 67108864]
     #[arg(long, value_name = "BYTES")]
     pub max_stored_bytes_per_uid: Option<u64>,
 
-    /// Queues in which one user (other than root and the broker's own) may have messages stored at once, so that it cannot spread them thin (a message alone in its queue costs the broker about 1.6 KiB of memory, one among many about 0.2 KiB); a queue stops counting once the user's messages have left it [default: 1000]
+    /// Queues in which one user (other than root and the broker's own) may have messages stored at once, so that it cannot spread them thin (a message alone in its queue costs the broker about 1.6 KiB of memory, one among many about 0.2 KiB); a queue stops counting once the user's messages have left it; at least 1 [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_queues_per_uid: Option<u64>,
 
@@ -204,23 +208,23 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     pub max_delivery_attempts: Option<u32>,
 
-    /// Queue consumers one connection may have [default: 64]
+    /// Queue consumers one connection may have; at least 1 [default: 64]
     #[arg(long, value_name = "N")]
     pub max_consumers_per_connection: Option<usize>,
 
-    /// Requests one connection may have awaiting answers (durable publishes); past it the broker stops reading that connection until answers go out, it never refuses [default: 128]
+    /// Requests one connection may have awaiting answers (durable publishes); past it the broker stops reading that connection until answers go out, it never refuses; at least 1 [default: 128]
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<usize>,
 
-    /// Bytes of the store's log (`turnstile.wal` in the data directory), made at this size once and reused, in two halves: commits go on in one while the other is applied to the database; a log of another size is made anew at startup [default: 16777216]
+    /// Bytes of the store's log (`turnstile.wal` in the data directory), made at this size once and reused, in two halves: commits go on in one while the other is applied to the database; a log of another size is made anew at startup; 65536 to 1073741824 [default: 16777216]
     #[arg(long, value_name = "BYTES")]
     pub store_log_size: Option<u64>,
 
-    /// The store's log is applied to its database (a checkpoint, on a thread of its own) once it holds this many bytes since the last one; at most --store-log-size, and a checkpoint comes at half of it anyway (a half is full) [default: 4194304, or a quarter of --store-log-size if less]
+    /// The store's log is applied to its database (a checkpoint, on a thread of its own) once it holds this many bytes since the last one, 1 to --store-log-size; a checkpoint comes at half of the log anyway (a half is full) [default: 4194304, or a quarter of --store-log-size if less]
     #[arg(long, value_name = "BYTES")]
     pub store_checkpoint_size: Option<u64>,
 
-    /// A checkpoint follows the first write this long after the last one, however little the log holds [default: 60s]
+    /// A checkpoint follows the first write this long after the last one, however little the log holds; 0s = after every write (as often as the database keeps up) [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub store_checkpoint_interval: Option<Dur>,
 
@@ -231,7 +235,7 @@ pub struct Settings {
     /// Recorded leases older than this are dropped; 0s = kept until --history-max-entries pushes them out [default: 30d]
     #[arg(long, value_name = "DURATION")]
     pub history_max_age: Option<Dur>,
-    /// etcd endpoints of the fleet, comma-separated (`http://10.0.0.5:2379,...`): mirrors this host's resources into etcd and arbitrates `global/` resources across hosts; without it `global/` names are refused (needs a build with the `fleet` feature) [default: none]
+    /// etcd endpoints of the fleet, comma-separated (`http://10.0.0.5:2379,...`): mirrors this host's resources into etcd and arbitrates `global/` resources across hosts; without it `global/` names are refused. Needs a build with the `fleet` feature: in one without, this and every other fleet setting is a configuration error [default: none]
     #[arg(long, value_name = "URL[,URL...]")]
     pub fleet_etcd: Option<String>,
 
@@ -243,11 +247,11 @@ pub struct Settings {
     #[arg(long, value_name = "NAME")]
     pub host_name: Option<String>,
 
-    /// TTL of the broker's etcd lease: a dead host's keys vanish after it, and a host that cannot reach etcd gives up its global leases before it (at least 2s) [default: 10s]
+    /// TTL of the broker's etcd lease: a dead host's keys vanish after it, and a host that cannot reach etcd gives up its global leases before it; 2s to 1h [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub fleet_ttl: Option<Dur>,
 
-    /// Least time between two writes of the mirrored state into etcd (changes in between are coalesced, newest state per resource) [default: 200ms]
+    /// Least time between two writes of the mirrored state into etcd (changes in between are coalesced, newest state per resource); above 0 [default: 200ms]
     #[arg(long, value_name = "DURATION")]
     pub fleet_mirror_interval: Option<Dur>,
 
@@ -300,9 +304,52 @@ pub enum ConfigError {
         /// What is wrong, with the line.
         message: String,
     },
-    /// A value is out of range.
-    #[error("{0}")]
-    Invalid(String),
+    /// A value is out of range, or values do not go together.
+    #[error("{}{message}", in_file(file.as_deref()))]
+    Invalid {
+        /// The keys whose values are at fault (as in the file; the flags
+        /// are the same with `--`).
+        keys: Vec<&'static str>,
+        /// What is wrong and what to do, naming the keys.
+        message: String,
+        /// The config file that gave one of `keys` (and no flag overrode
+        /// it), if any.
+        file: Option<PathBuf>,
+    },
+}
+
+/// "config file PATH: " before a sentence about a value it gave.
+fn in_file(file: Option<&Path>) -> String {
+    file.map(|f| format!("config file {}: ", f.display()))
+        .unwrap_or_default()
+}
+
+/// A refusal of the values of `keys`.
+fn invalid(keys: &[&'static str], message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        keys: keys.to_vec(),
+        message: message.into(),
+        file: None,
+    }
+}
+
+impl ConfigError {
+    /// Names `path` in a refusal of a value among `from_file`, the keys
+    /// the file gave and no flag overrode.
+    fn blame(self, path: &Path, from_file: &[String]) -> ConfigError {
+        match self {
+            ConfigError::Invalid {
+                keys,
+                message,
+                file: None,
+            } if keys.iter().any(|k| from_file.iter().any(|f| f == k)) => ConfigError::Invalid {
+                keys,
+                message,
+                file: Some(path.to_path_buf()),
+            },
+            other => other,
+        }
+    }
 }
 
 /// Everything `turnstiled` needs, resolved.
@@ -320,10 +367,116 @@ pub struct Config {
     pub server: ServerConfig,
 }
 
-macro_rules! merge {
-    ($a:ident, $b:ident, $($field:ident),*) => {
-        Settings { $($field: $a.$field.or($b.$field),)* }
+/// [`Settings::or`] and [`Settings::given`], over every field.
+macro_rules! every_field {
+    ($($field:ident),* $(,)?) => {
+        impl Settings {
+            /// These settings, with `other` filling what these leave unset.
+            pub fn or(self, other: Settings) -> Settings {
+                Settings { $($field: self.$field.or(other.$field),)* }
+            }
+
+            /// The keys these settings give, as written in a file.
+            fn given(&self) -> Vec<String> {
+                let mut keys = Vec::new();
+                $(
+                    if self.$field.is_some() {
+                        keys.push(stringify!($field).replace('_', "-"));
+                    }
+                )*
+                keys
+            }
+        }
     };
+}
+
+every_field!(
+    socket,
+    data_dir,
+    config,
+    check_config,
+    log_level,
+    max_connections,
+    max_connections_per_uid,
+    max_handshakes_per_uid,
+    handshake_timeout,
+    frame_timeout,
+    max_frame_bytes,
+    max_outbound_bytes,
+    default_ttl,
+    min_ttl,
+    max_ttl,
+    max_leases_per_connection,
+    max_waiters_per_uid,
+    max_leases_per_uid,
+    max_watches_per_connection,
+    watch_history,
+    heartbeat_interval,
+    waiter_update_interval,
+    waiter_updates_per_second,
+    counter_block,
+    max_queue_depth,
+    max_queue_bytes,
+    max_queue_depth_per_uid,
+    max_queue_bytes_per_uid,
+    max_stored_messages_per_uid,
+    max_stored_bytes_per_uid,
+    max_queues_per_uid,
+    max_delivery_attempts,
+    max_consumers_per_connection,
+    max_in_flight,
+    store_log_size,
+    store_checkpoint_size,
+    store_checkpoint_interval,
+    history_max_entries,
+    history_max_age,
+    fleet_etcd,
+    fleet_prefix,
+    host_name,
+    fleet_ttl,
+    fleet_mirror_interval,
+    policy,
+    policy_defaults,
+    resources,
+);
+
+/// `value` of `key` when it is at least 1; 0 is refused with what it
+/// would do (`would`: a sentence that may go on to say what to do
+/// instead).
+fn at_least_one<T: PartialEq + Default>(
+    key: &'static str,
+    value: T,
+    would: &str,
+) -> Result<T, ConfigError> {
+    if value == T::default() {
+        return Err(invalid(
+            &[key],
+            format!("{key} (0) must be at least 1: 0 would {would}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// `value` of `key` when it is above 0s; 0s is refused with what it would
+/// do.
+fn above_zero(key: &'static str, value: Duration, would: &str) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(invalid(
+            &[key],
+            format!("{key} (0s) must be above 0: 0s would {would}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Whom a per-user limit of 0 would refuse, and the tool to use instead.
+const NO_USER_MAY: &str = "to every user but root and the broker's own; to deny it to some \
+                           users, write a [[policy]] rule";
+
+/// Milliseconds of a duration, saturating (a duration may be far longer
+/// than `u64` milliseconds).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Settings {
@@ -339,162 +492,129 @@ impl Settings {
         })
     }
 
-    /// These settings, with `other` filling what these leave unset.
-    pub fn or(self, other: Settings) -> Settings {
-        let (a, b) = (self, other);
-        merge!(
-            a,
-            b,
-            socket,
-            data_dir,
-            config,
-            check_config,
-            log_level,
-            max_connections,
-            max_connections_per_uid,
-            max_handshakes_per_uid,
-            handshake_timeout,
-            frame_timeout,
-            max_frame_bytes,
-            max_outbound_bytes,
-            default_ttl,
-            min_ttl,
-            max_ttl,
-            max_leases_per_connection,
-            max_waiters_per_uid,
-            max_leases_per_uid,
-            max_watches_per_connection,
-            watch_history,
-            heartbeat_interval,
-            waiter_update_interval,
-            waiter_updates_per_second,
-            counter_block,
-            max_queue_depth,
-            max_queue_bytes,
-            max_queue_depth_per_uid,
-            max_queue_bytes_per_uid,
-            max_stored_messages_per_uid,
-            max_stored_bytes_per_uid,
-            max_queues_per_uid,
-            max_delivery_attempts,
-            max_consumers_per_connection,
-            max_in_flight,
-            store_log_size,
-            store_checkpoint_size,
-            store_checkpoint_interval,
-            history_max_entries,
-            history_max_age,
-            fleet_etcd,
-            fleet_prefix,
-            host_name,
-            fleet_ttl,
-            fleet_mirror_interval,
-            policy,
-            policy_defaults,
-            resources
-        )
+    /// These settings (the flags) over the config file `file`, if any,
+    /// resolved: a refusal of a value the file gave, and no flag
+    /// overrode, names the file.
+    pub fn resolve_with(self, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = file else {
+            return self.resolve();
+        };
+        let from_file = Settings::from_file(path)?;
+        let flags = self.given();
+        let blamed: Vec<String> = from_file
+            .given()
+            .into_iter()
+            .filter(|k| !flags.contains(k))
+            .collect();
+        self.or(from_file)
+            .resolve()
+            .map_err(|e| e.blame(path, &blamed))
     }
 
     /// Applies the defaults and checks the ranges.
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let d = ServerConfig::default();
         let c = CoreConfig::default();
-        let q = QueueConfig::default();
-        let ms = |v: Option<Dur>, default: u64| v.map_or(default, |d| d.0.as_millis() as u64);
-        let queues = QueueConfig {
-            max_depth: self.max_queue_depth.unwrap_or(q.max_depth),
-            max_bytes: self.max_queue_bytes.unwrap_or(q.max_bytes),
-            max_depth_per_uid: self.max_queue_depth_per_uid.unwrap_or(q.max_depth_per_uid),
-            max_bytes_per_uid: self.max_queue_bytes_per_uid.unwrap_or(q.max_bytes_per_uid),
-            max_stored_messages_per_uid: self
-                .max_stored_messages_per_uid
-                .unwrap_or(q.max_stored_messages_per_uid),
-            max_stored_bytes_per_uid: self
-                .max_stored_bytes_per_uid
-                .unwrap_or(q.max_stored_bytes_per_uid),
-            max_queues_per_uid: self.max_queues_per_uid.unwrap_or(q.max_queues_per_uid),
-            max_attempts: self.max_delivery_attempts.unwrap_or(q.max_attempts),
-            max_consumers_per_session: self
-                .max_consumers_per_connection
-                .unwrap_or(q.max_consumers_per_session),
-        };
-        if queues.max_depth == 0 || queues.max_bytes == 0 {
-            return Err(ConfigError::Invalid(format!(
-                "max-queue-depth ({}) and max-queue-bytes ({}) must be above 0",
-                queues.max_depth, queues.max_bytes
-            )));
-        }
+        let ms = |v: Option<Dur>, default: u64| v.map_or(default, |d| millis(d.0));
+        let queues = self.queues()?;
+        let (min_ttl_ms, max_ttl_ms, default_ttl_ms) = self.ttls(&c)?;
         let core = CoreConfig {
-            default_ttl_ms: ms(self.default_ttl, c.default_ttl_ms.into()) as u32,
-            min_ttl_ms: ms(self.min_ttl, c.min_ttl_ms.into()) as u32,
-            max_ttl_ms: ms(self.max_ttl, c.max_ttl_ms.into()).min(u64::from(u32::MAX)) as u32,
-            max_leases_per_session: self
-                .max_leases_per_connection
-                .unwrap_or(c.max_leases_per_session),
-            max_waiters_per_uid: self.max_waiters_per_uid.unwrap_or(c.max_waiters_per_uid),
-            max_leases_per_uid: self.max_leases_per_uid.unwrap_or(c.max_leases_per_uid),
+            default_ttl_ms,
+            min_ttl_ms,
+            max_ttl_ms,
+            max_leases_per_session: at_least_one(
+                "max-leases-per-connection",
+                self.max_leases_per_connection
+                    .unwrap_or(c.max_leases_per_session),
+                "refuse every lease",
+            )?,
+            max_waiters_per_uid: at_least_one(
+                "max-waiters-per-uid",
+                self.max_waiters_per_uid.unwrap_or(c.max_waiters_per_uid),
+                &format!("refuse every wait for a lease {NO_USER_MAY}"),
+            )?,
+            max_leases_per_uid: at_least_one(
+                "max-leases-per-uid",
+                self.max_leases_per_uid.unwrap_or(c.max_leases_per_uid),
+                &format!("refuse every lease {NO_USER_MAY}"),
+            )?,
             own_uid: d.own_uid,
-            max_watches_per_session: self
-                .max_watches_per_connection
-                .unwrap_or(c.max_watches_per_session),
+            max_watches_per_session: at_least_one(
+                "max-watches-per-connection",
+                self.max_watches_per_connection
+                    .unwrap_or(c.max_watches_per_session),
+                "refuse every watch",
+            )?,
             watch_history: self.watch_history.unwrap_or(c.watch_history),
             heartbeat_ms: ms(self.heartbeat_interval, c.heartbeat_ms),
             waiter_update_interval_ms: ms(self.waiter_update_interval, c.waiter_update_interval_ms),
-            waiter_updates_per_second: self
-                .waiter_updates_per_second
-                .unwrap_or(c.waiter_updates_per_second),
+            waiter_updates_per_second: at_least_one(
+                "waiter-updates-per-second",
+                self.waiter_updates_per_second
+                    .unwrap_or(c.waiter_updates_per_second),
+                "tell waiters nothing of their place",
+            )?,
             counter_block: self.counter_block.unwrap_or(c.counter_block),
             queues,
             capacities: capacities(self.resources.as_deref().unwrap_or_default())?,
             fleet: self.fleet_etcd.is_some(),
         };
         if core.counter_block < 2 {
-            return Err(ConfigError::Invalid(format!(
-                "counter-block ({}) must be at least 2",
-                core.counter_block
-            )));
-        }
-        if core.min_ttl_ms == 0 || core.min_ttl_ms > core.max_ttl_ms {
-            return Err(ConfigError::Invalid(format!(
-                "min-ttl ({} ms) must be above 0 and at most max-ttl ({} ms)",
-                core.min_ttl_ms, core.max_ttl_ms
-            )));
-        }
-        if !(core.min_ttl_ms..=core.max_ttl_ms).contains(&core.default_ttl_ms) {
-            return Err(ConfigError::Invalid(format!(
-                "default-ttl ({} ms) must lie between min-ttl ({} ms) and max-ttl ({} ms)",
-                core.default_ttl_ms, core.min_ttl_ms, core.max_ttl_ms
-            )));
+            return Err(invalid(
+                &["counter-block"],
+                format!("counter-block ({}) must be at least 2", core.counter_block),
+            ));
         }
         let fleet = self.fleet()?;
         let store = self.store()?;
         let max_frame_bytes = self.max_frame_bytes.unwrap_or(d.max_frame_bytes);
         if !(1024..=64 << 20).contains(&max_frame_bytes) {
-            return Err(ConfigError::Invalid(format!(
-                "max-frame-bytes ({max_frame_bytes}) must lie between 1024 and 67108864"
-            )));
-        }
-        let max_connections = self.max_connections.unwrap_or(d.max_connections);
-        if max_connections == 0 {
-            return Err(ConfigError::Invalid(
-                "max-connections (0) must be at least 1: 0 would refuse every connection, root's too"
-                    .into(),
+            return Err(invalid(
+                &["max-frame-bytes"],
+                format!("max-frame-bytes ({max_frame_bytes}) must lie between 1024 and 67108864"),
             ));
         }
+        let max_connections = at_least_one(
+            "max-connections",
+            self.max_connections.unwrap_or(d.max_connections),
+            "refuse every connection, root's too",
+        )?;
         let server = ServerConfig {
             max_connections,
-            max_connections_per_uid: self
-                .max_connections_per_uid
-                .unwrap_or(d.max_connections_per_uid),
-            max_handshakes_per_uid: self
-                .max_handshakes_per_uid
-                .unwrap_or(d.max_handshakes_per_uid)
-                .max(1),
-            handshake_timeout: self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
-            frame_timeout: self.frame_timeout.map_or(d.frame_timeout, |d| d.0),
+            max_connections_per_uid: at_least_one(
+                "max-connections-per-uid",
+                self.max_connections_per_uid
+                    .unwrap_or(d.max_connections_per_uid),
+                "refuse every connection of every user but root and the broker's own; to keep \
+                 other users out, put the socket in a directory they cannot enter",
+            )?,
+            max_handshakes_per_uid: at_least_one(
+                "max-handshakes-per-uid",
+                self.max_handshakes_per_uid
+                    .unwrap_or(d.max_handshakes_per_uid),
+                "let no connection say Hello",
+            )?,
+            handshake_timeout: above_zero(
+                "handshake-timeout",
+                self.handshake_timeout.map_or(d.handshake_timeout, |d| d.0),
+                "close every connection before its Hello",
+            )?,
+            frame_timeout: above_zero(
+                "frame-timeout",
+                self.frame_timeout.map_or(d.frame_timeout, |d| d.0),
+                "close every client whose frame arrives in more than one piece",
+            )?,
             max_frame_bytes,
-            max_outbound_bytes: self.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
-            max_in_flight: self.max_in_flight.unwrap_or(d.max_in_flight).max(1),
+            max_outbound_bytes: at_least_one(
+                "max-outbound-bytes",
+                self.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
+                "disconnect every consumer at its first delivery",
+            )?,
+            max_in_flight: at_least_one(
+                "max-in-flight",
+                self.max_in_flight.unwrap_or(d.max_in_flight),
+                "never read a request",
+            )?,
             own_uid: d.own_uid,
             policy: std::sync::Arc::new(
                 Policy::resolve(
@@ -504,7 +624,7 @@ impl Settings {
                     },
                     d.own_uid,
                 )
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                .map_err(|e| invalid(&["policy", "policy-defaults"], e.to_string()))?,
             ),
             core,
             storage: None,
@@ -518,9 +638,8 @@ impl Settings {
             socket: self.socket.unwrap_or_else(dirs::default_socket),
             data_dir: self.data_dir.unwrap_or_else(dirs::default_data_dir),
             log_level: match self.log_level {
-                Some(l) => {
-                    log_filter(&l).map_err(|e| ConfigError::Invalid(format!("log-level: {e}")))?
-                }
+                Some(l) => log_filter(&l)
+                    .map_err(|e| invalid(&["log-level"], format!("log-level: {e}")))?,
                 None => "info".to_string(),
             },
             store,
@@ -530,6 +649,87 @@ impl Settings {
 }
 
 impl Settings {
+    /// The queue limits, checked.
+    fn queues(&self) -> Result<QueueConfig, ConfigError> {
+        let q = QueueConfig::default();
+        let publish = format!("refuse every publish {NO_USER_MAY}");
+        Ok(QueueConfig {
+            max_depth: at_least_one(
+                "max-queue-depth",
+                self.max_queue_depth.unwrap_or(q.max_depth),
+                "refuse every publish",
+            )?,
+            max_bytes: at_least_one(
+                "max-queue-bytes",
+                self.max_queue_bytes.unwrap_or(q.max_bytes),
+                "refuse every publish",
+            )?,
+            max_depth_per_uid: at_least_one(
+                "max-queue-depth-per-uid",
+                self.max_queue_depth_per_uid.unwrap_or(q.max_depth_per_uid),
+                &publish,
+            )?,
+            max_bytes_per_uid: at_least_one(
+                "max-queue-bytes-per-uid",
+                self.max_queue_bytes_per_uid.unwrap_or(q.max_bytes_per_uid),
+                &publish,
+            )?,
+            max_stored_messages_per_uid: at_least_one(
+                "max-stored-messages-per-uid",
+                self.max_stored_messages_per_uid
+                    .unwrap_or(q.max_stored_messages_per_uid),
+                &publish,
+            )?,
+            max_stored_bytes_per_uid: at_least_one(
+                "max-stored-bytes-per-uid",
+                self.max_stored_bytes_per_uid
+                    .unwrap_or(q.max_stored_bytes_per_uid),
+                &publish,
+            )?,
+            max_queues_per_uid: at_least_one(
+                "max-queues-per-uid",
+                self.max_queues_per_uid.unwrap_or(q.max_queues_per_uid),
+                &publish,
+            )?,
+            max_attempts: self.max_delivery_attempts.unwrap_or(q.max_attempts),
+            max_consumers_per_session: at_least_one(
+                "max-consumers-per-connection",
+                self.max_consumers_per_connection
+                    .unwrap_or(q.max_consumers_per_session),
+                "refuse every consumer",
+            )?,
+        })
+    }
+
+    /// The TTL bounds, checked in whole milliseconds before they are
+    /// narrowed to the `u32` the wire carries (so that a huge value cannot
+    /// wrap into range): `(min, max, default)`. A longer `max-ttl` is taken
+    /// as the longest a request can carry.
+    fn ttls(&self, c: &CoreConfig) -> Result<(u32, u32, u32), ConfigError> {
+        let ms = |v: Option<Dur>, default: u32| v.map_or(u64::from(default), |d| millis(d.0));
+        let min = ms(self.min_ttl, c.min_ttl_ms);
+        let max = ms(self.max_ttl, c.max_ttl_ms).min(u64::from(u32::MAX));
+        let default = ms(self.default_ttl, c.default_ttl_ms);
+        if min == 0 || min > max {
+            return Err(invalid(
+                &["min-ttl", "max-ttl"],
+                format!("min-ttl ({min} ms) must be above 0 and at most max-ttl ({max} ms)"),
+            ));
+        }
+        if !(min..=max).contains(&default) {
+            return Err(invalid(
+                &["default-ttl", "min-ttl", "max-ttl"],
+                format!(
+                    "default-ttl ({default} ms) must lie between min-ttl ({min} ms) and max-ttl \
+                     ({max} ms)"
+                ),
+            ));
+        }
+        // All three are at most `max`, itself at most u32::MAX.
+        let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        Ok((narrow(min), narrow(max), narrow(default)))
+    }
+
     /// The store's log sizes and checkpoint bounds, checked.
     fn store(&self) -> Result<crate::store::LogOptions, ConfigError> {
         let d = crate::store::LogOptions::default();
@@ -544,68 +744,102 @@ impl Settings {
                 .map_or(d.checkpoint_interval, |i| i.0),
         };
         if !(64 << 10..=1 << 30).contains(&options.capacity) {
-            return Err(ConfigError::Invalid(format!(
-                "store-log-size ({}) must lie between 65536 and 1073741824",
-                options.capacity
-            )));
+            return Err(invalid(
+                &["store-log-size"],
+                format!(
+                    "store-log-size ({}) must lie between 65536 and 1073741824",
+                    options.capacity
+                ),
+            ));
         }
         if options.checkpoint_bytes == 0 || options.checkpoint_bytes > options.capacity {
-            return Err(ConfigError::Invalid(format!(
-                "store-checkpoint-size ({}) must lie between 1 and store-log-size ({})",
-                options.checkpoint_bytes, options.capacity
-            )));
+            return Err(invalid(
+                &["store-checkpoint-size", "store-log-size"],
+                format!(
+                    "store-checkpoint-size ({}) must lie between 1 and store-log-size ({})",
+                    options.checkpoint_bytes, options.capacity
+                ),
+            ));
         }
         Ok(options)
     }
 
     /// The fleet's settings, checked; `None` without `--fleet-etcd`.
+    ///
+    /// In a build without the `fleet` feature every fleet key is refused,
+    /// not only `fleet-etcd`: whoever wrote one expects a fleet (global
+    /// resources arbitrated across hosts), and a broker that starts
+    /// without one would only say so when a `global/` request is refused.
+    /// In a build with it, the values given are checked even without
+    /// `fleet-etcd`, which a flag may add to a shared file.
     fn fleet(&self) -> Result<Option<FleetConfig>, ConfigError> {
-        let Some(etcd) = &self.fleet_etcd else {
-            return Ok(None);
-        };
+        let given: Vec<&'static str> = [
+            ("fleet-etcd", self.fleet_etcd.is_some()),
+            ("fleet-prefix", self.fleet_prefix.is_some()),
+            ("host-name", self.host_name.is_some()),
+            ("fleet-ttl", self.fleet_ttl.is_some()),
+            (
+                "fleet-mirror-interval",
+                self.fleet_mirror_interval.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
         if !crate::fleet::AVAILABLE {
-            return Err(ConfigError::Invalid(
-                "fleet-etcd: this turnstiled was built without the `fleet` feature \
-                 (cargo build --features fleet; it needs protoc)"
-                    .to_string(),
-            ));
+            return match given.first() {
+                None => Ok(None),
+                Some(first) => Err(invalid(
+                    &given,
+                    format!(
+                        "{first}: this turnstiled was built without the `fleet` feature, so it \
+                         cannot join a fleet; build it with `cargo build --features fleet` (it \
+                         needs protoc), or remove {}",
+                        given.join(", ")
+                    ),
+                )),
+            };
         }
-        let endpoints = crate::fleet::endpoints(etcd);
-        if endpoints.is_empty() {
-            return Err(ConfigError::Invalid(
-                "fleet-etcd: no endpoint given (URL[,URL...])".to_string(),
-            ));
-        }
-        let host = self
-            .host_name
-            .clone()
-            .unwrap_or_else(crate::platform::host::host_name);
-        crate::core::check_name("host-name", &host).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "host-name {host:?}: {e} (give one with --host-name)"
-            ))
-        })?;
         let ttl = self.fleet_ttl.map_or(Duration::from_secs(10), |d| d.0);
         if ttl < Duration::from_secs(2) || ttl > Duration::from_secs(3600) {
-            return Err(ConfigError::Invalid(format!(
-                "fleet-ttl ({} ms) must lie between 2s and 1h",
-                ttl.as_millis()
-            )));
-        }
-        let mirror_interval = self
-            .fleet_mirror_interval
-            .map_or(Duration::from_millis(200), |d| d.0);
-        if mirror_interval.is_zero() {
-            return Err(ConfigError::Invalid(
-                "fleet-mirror-interval must be above 0".to_string(),
+            return Err(invalid(
+                &["fleet-ttl"],
+                format!("fleet-ttl ({} ms) must lie between 2s and 1h", millis(ttl)),
             ));
         }
+        let mirror_interval = above_zero(
+            "fleet-mirror-interval",
+            self.fleet_mirror_interval
+                .map_or(Duration::from_millis(200), |d| d.0),
+            "write to etcd at every change",
+        )?;
         let prefix = self
             .fleet_prefix
             .clone()
             .unwrap_or_else(|| "/turnstile".to_string());
         crate::core::check_name("fleet-prefix", &prefix)
-            .map_err(|e| ConfigError::Invalid(format!("fleet-prefix: {e}")))?;
+            .map_err(|e| invalid(&["fleet-prefix"], format!("fleet-prefix: {e}")))?;
+        if let Some(host) = &self.host_name {
+            check_host_name(host)?;
+        }
+        let Some(etcd) = &self.fleet_etcd else {
+            return Ok(None);
+        };
+        let endpoints = crate::fleet::endpoints(etcd);
+        if endpoints.is_empty() {
+            return Err(invalid(
+                &["fleet-etcd"],
+                "fleet-etcd: no endpoint given (URL[,URL...])",
+            ));
+        }
+        let host = match &self.host_name {
+            Some(host) => host.clone(),
+            None => {
+                let host = crate::platform::host::host_name();
+                check_host_name(&host)?;
+                host
+            }
+        };
         Ok(Some(FleetConfig {
             endpoints,
             prefix,
@@ -616,6 +850,16 @@ impl Settings {
     }
 }
 
+/// A host name the fleet can use as a key.
+fn check_host_name(host: &str) -> Result<(), ConfigError> {
+    crate::core::check_name("host-name", host).map_err(|e| {
+        invalid(
+            &["host-name"],
+            format!("host-name {host:?}: {e} (give one with --host-name)"),
+        )
+    })
+}
+
 /// The `[[resources]]` tables, checked: valid names, a capacity of 1 or
 /// more, each name once.
 fn capacities(resources: &[ResourceConfig]) -> Result<Vec<(String, u32)>, ConfigError> {
@@ -623,18 +867,18 @@ fn capacities(resources: &[ResourceConfig]) -> Result<Vec<(String, u32)>, Config
     for (i, r) in resources.iter().enumerate() {
         let which = format!("[[resources]] entry {}", i + 1);
         crate::core::check_name("resource", &r.name)
-            .map_err(|e| ConfigError::Invalid(format!("{which}: {e}")))?;
+            .map_err(|e| invalid(&["resources"], format!("{which}: {e}")))?;
         if r.capacity == 0 {
-            return Err(ConfigError::Invalid(format!(
-                "{which} ({}): capacity must be 1 or more",
-                r.name
-            )));
+            return Err(invalid(
+                &["resources"],
+                format!("{which} ({}): capacity must be 1 or more", r.name),
+            ));
         }
         if out.iter().any(|(n, _)| *n == r.name) {
-            return Err(ConfigError::Invalid(format!(
-                "{which}: {} is configured twice",
-                r.name
-            )));
+            return Err(invalid(
+                &["resources"],
+                format!("{which}: {} is configured twice", r.name),
+            ));
         }
         out.push((r.name.clone(), r.capacity));
     }
@@ -699,5 +943,115 @@ mod tests {
             ..Settings::default()
         };
         assert!(s.resolve().is_err());
+    }
+
+    /// `turnstiled ARGS` resolved without a file.
+    fn flags(args: &[&str]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("turnstiled").chain(args.iter().copied());
+        Settings::try_parse_from(argv).unwrap().resolve()
+    }
+
+    #[test]
+    fn zero_means_what_the_help_says_or_is_refused_naming_the_key() {
+        // Every flag that takes a count, a size or a duration: 0 either has
+        // a meaning its help states ("0 = ...", "0s = ..."), and is taken,
+        // or is refused with a sentence naming the key. A new flag falls
+        // under this test by itself.
+        let command = <Settings as clap::CommandFactory>::command();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(key) = arg.get_long() else { continue };
+            let zero = match arg.get_value_names().and_then(|n| n.first()) {
+                Some(n) if n.as_str() == "N" || n.as_str() == "BYTES" => "0",
+                Some(n) if n.as_str() == "DURATION" => "0s",
+                _ => continue,
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let flag = format!("--{key}");
+            let result = flags(&[&flag, zero]);
+            if help.contains(&format!("{zero} = ")) {
+                assert!(result.is_ok(), "{flag} {zero}: {:?}", result.err());
+            } else {
+                let e = result
+                    .err()
+                    .unwrap_or_else(|| panic!("{flag} {zero} was taken"));
+                assert!(e.to_string().contains(key), "{flag} {zero}: {e}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 30, "only {checked} flags checked");
+    }
+
+    #[test]
+    fn a_refused_value_from_the_file_names_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("turnstiled.toml");
+        let resolve = |toml: &str, args: &[&str]| {
+            std::fs::write(&file, toml).unwrap();
+            let argv = std::iter::once("turnstiled").chain(args.iter().copied());
+            Settings::try_parse_from(argv)
+                .unwrap()
+                .resolve_with(Some(&file))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let named = format!("config file {}: ", file.display());
+        for (toml, key) in [
+            ("max-queue-depth = 0\n", "max-queue-depth (0)"),
+            ("max-frame-bytes = 10\n", "max-frame-bytes (10)"),
+            ("min-ttl = \"2h\"\n", "min-ttl (7200000 ms)"),
+            ("log-level = \"loud\"\n", "log-level: 'loud'"),
+            (
+                "[[policy]]\nverbs = [\"fly\"]\nresources = [\"x\"]\n",
+                "policy rule 1",
+            ),
+            (
+                "[[resources]]\nname = \"d\"\ncapacity = 0\n",
+                "[[resources]] entry 1",
+            ),
+        ] {
+            let e = resolve(toml, &[]).unwrap_err();
+            assert!(e.starts_with(&format!("{named}{key}")), "{toml}: {e}");
+        }
+        // A flag that overrides the file's value is what is in effect.
+        resolve("max-queue-depth = 0\n", &["--max-queue-depth", "5"]).unwrap();
+        let e = resolve("max-connections = 5\n", &["--max-queue-depth", "0"]).unwrap_err();
+        assert!(e.starts_with("max-queue-depth (0)"), "{e}");
+        // Two keys at fault, one of them from the file: the file is named.
+        let e = resolve("max-ttl = \"1s\"\n", &["--default-ttl", "5s"]).unwrap_err();
+        assert!(e.starts_with(&format!("{named}default-ttl")), "{e}");
+    }
+
+    #[test]
+    fn a_ttl_too_long_for_the_wire_does_not_wrap_into_range() {
+        // 2^32 ms + 15 s: as a u32 it would have been 15 s, accepted.
+        let e = flags(&["--default-ttl", "4294982296ms"]).unwrap_err();
+        assert!(e.to_string().contains("default-ttl"), "{e}");
+        let c = flags(&["--max-ttl", "100d"]).unwrap();
+        assert_eq!(c.server.core.max_ttl_ms, u32::MAX);
+    }
+
+    #[test]
+    fn fleet_settings_need_a_build_with_the_fleet() {
+        for args in [
+            &["--fleet-ttl", "10s"][..],
+            &["--fleet-prefix", "/t"],
+            &["--host-name", "pc42"],
+            &["--fleet-mirror-interval", "1s"],
+        ] {
+            let result = flags(args);
+            if crate::fleet::AVAILABLE {
+                // Checked, not used, without --fleet-etcd (a flag may add
+                // it to a shared file).
+                assert!(result.unwrap().server.fleet.is_none(), "{args:?}");
+            } else {
+                let e = result.unwrap_err().to_string();
+                assert!(e.contains("without the `fleet` feature"), "{args:?}: {e}");
+                assert!(e.contains(&args[0][2..]), "{args:?}: {e}");
+            }
+        }
+        // Below its minimum, fleet-ttl is refused either way.
+        let e = flags(&["--fleet-ttl", "1s"]).unwrap_err().to_string();
+        assert!(e.contains("fleet-ttl"), "{e}");
     }
 }
