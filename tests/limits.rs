@@ -5,13 +5,16 @@
 //! exec, and what it got is read back from `/proc/PID/limits`); a limit of
 //! 0 is taken only where its help gives 0 a meaning; a refused value read
 //! from a config file names the file and the key; fleet settings need a
-//! build with the fleet.
+//! build with the fleet; a data directory it cannot use is said so, with
+//! what to do.
 #![cfg(target_os = "linux")]
 
 mod support;
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use support::*;
 
@@ -222,4 +225,120 @@ fn fleet_settings_need_a_build_with_the_fleet() {
         );
         assert!(err.contains("remove fleet-prefix, fleet-ttl"), "{err}");
     }
+}
+
+/// Runs `turnstiled` with `args` (as `uid` if given) until it exits:
+/// its exit code and stderr. It must exit within [`PATIENCE`].
+fn turnstiled_exit(args: &[&std::ffi::OsStr], uid: Option<u32>) -> (Option<i32>, String) {
+    let mut command = Command::new(turnstiled());
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    let mut child = command.spawn().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            panic!("turnstiled {args:?} did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A broker on a socket in `sockets` with `data` as its data directory,
+/// as `uid` if given: its exit code and stderr.
+fn start_with_data_dir(sockets: &Path, data: &Path, uid: Option<u32>) -> (Option<i32>, String) {
+    let socket = sockets.join("t.sock");
+    turnstiled_exit(
+        &[
+            "--socket".as_ref(),
+            socket.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ],
+        uid,
+    )
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_used_is_said_so_with_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sockets = dir.join("sockets");
+    // A file: "cannot create the data directory ...: File exists" before.
+    let file = dir.join("state");
+    std::fs::write(&file, "").unwrap();
+    let (code, err) = start_with_data_dir(&sockets, &file, None);
+    assert_eq!(code, Some(73), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the data directory {} is a file, not a directory: move the file aside, or start \
+             turnstiled with another --data-dir",
+            file.display()
+        )),
+        "{err}"
+    );
+    let (code, err) = start_with_data_dir(&sockets, &file.join("sub"), None);
+    assert_eq!(code, Some(73), "{err}");
+    assert!(
+        err.contains(&format!("{} is a file, not a directory", file.display())),
+        "{err}"
+    );
+    // Writable by everyone: anyone could replace the store (accepted before).
+    let open = dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, err) = start_with_data_dir(&sockets, &open, None);
+    assert_eq!(code, Some(73), "{err}");
+    assert!(
+        err.contains("is writable by other users (mode 777)"),
+        "{err}"
+    );
+    assert!(!open.join("turnstile.redb").exists());
+
+    // Not writable by the broker's user: "cannot read .../turnstile.redb:
+    // I/O error: Permission denied" before, of a file that did not exist.
+    // SAFETY: geteuid touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped the rest: needs root to run the broker as another user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sockets = dir.join("nobody's");
+    std::fs::create_dir(&sockets).unwrap();
+    std::os::unix::fs::chown(&sockets, Some(NOBODY), Some(NOBODY)).unwrap();
+    let closed = dir.join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let (code, err) = start_with_data_dir(&sockets, &closed, Some(NOBODY));
+    assert_eq!(code, Some(73), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the data directory {} is not writable by the user turnstiled runs as",
+            closed.display()
+        )),
+        "{err}"
+    );
+    let (code, err) = start_with_data_dir(&sockets, &closed.join("new"), Some(NOBODY));
+    assert_eq!(code, Some(73), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot be created: the user turnstiled runs as may not write in {}",
+            closed.display()
+        )),
+        "{err}"
+    );
 }

@@ -4,8 +4,9 @@
 //! Exit codes (sysexits): 0 after a clean stop; 64 bad flags; 69 the
 //! endpoint is taken by a live broker or cannot be bound; 70 an internal
 //! error (as for `turnstile`); 73 the data store cannot be opened (corrupt, unreadable, in use
-//! by another broker, or its directory cannot be created); 78 an invalid
-//! configuration.
+//! by another broker, or its directory cannot be created, is not one, is
+//! not writable by the broker or is writable by other users); 78 an
+//! invalid configuration.
 
 use std::process::ExitCode;
 
@@ -175,10 +176,18 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
         }
     };
     let mut config = config;
+    if let Err(why) = check_data_dir(&config.data_dir) {
+        tracing::error!("{why}");
+        drop(bound);
+        return ExitCode::from(EXIT_CANTCREAT);
+    }
     let storage = match Storage::open_with_options(&config.data_dir, config.store) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("cannot open the data store: {e}");
+            match unwritable(&config.data_dir) {
+                Some(why) => tracing::error!("{why}"),
+                None => tracing::error!("cannot open the data store: {e}"),
+            }
             drop(bound);
             return ExitCode::from(EXIT_CANTCREAT);
         }
@@ -217,6 +226,94 @@ async fn serve(config: Config, shutdown: impl Future<Output = &'static str>) -> 
             tracing::error!("the server failed: {e}");
             ExitCode::from(EXIT_SOFTWARE)
         }
+    }
+}
+
+/// What to do about a data directory the broker cannot use, said at the
+/// end of each sentence about one.
+const DATA_DIR_ADVICE: &str = "or start turnstiled with another --data-dir (a directory it \
+                               creates, mode 700, when missing)";
+
+/// Whether `dir` can be the data directory, checked before the store
+/// opens it so that the sentence is about the directory, not about a file
+/// in it: it must be a directory (or not exist yet, when its nearest
+/// existing ancestor is one) and must not be writable by other users, who
+/// could replace the store's files (refused, as the socket's directory
+/// is). One that other users can read or enter is only warned about:
+/// they can read every queued message, but refusing it would stop a
+/// broker that ran before.
+fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
+    let shown = dir.display();
+    let Some(existing) = dir.ancestors().find(|a| a.exists()) else {
+        return Ok(());
+    };
+    if !existing.is_dir() {
+        return Err(if existing == dir {
+            format!(
+                "the data directory {shown} is a file, not a directory: move the file aside, \
+                 {DATA_DIR_ADVICE}"
+            )
+        } else {
+            format!(
+                "the data directory {shown} cannot be created: {} is a file, not a directory; \
+                 move the file aside, {DATA_DIR_ADVICE}",
+                existing.display()
+            )
+        });
+    }
+    if existing != dir {
+        return Ok(());
+    }
+    let Some(mode) = crate::platform::fs::mode_bits(dir) else {
+        return Ok(());
+    };
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "the data directory {shown} is writable by other users (mode {mode:o}), who could \
+             replace the store's files: make it the broker's user's alone (chmod 700 {shown}), \
+             {DATA_DIR_ADVICE}"
+        ));
+    }
+    if mode & 0o005 != 0 {
+        tracing::warn!(
+            "other users can enter the data directory {shown} (mode {mode:o}) and read every \
+             queued message in its files: chmod 700 {shown}"
+        );
+    }
+    Ok(())
+}
+
+/// After the store failed to open: whether that is because the user the
+/// broker runs as may not write in the data directory (or, when it is
+/// missing, in the directory that would hold it), said so. Found by making
+/// a file there and removing it at once.
+fn unwritable(dir: &std::path::Path) -> Option<String> {
+    let existing = dir.ancestors().find(|a| a.is_dir())?;
+    let probe = existing.join(format!(".turnstiled-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(if existing == dir {
+            format!(
+                "the data directory {} is not writable by the user turnstiled runs as ({e}): \
+                 give that user the directory (chown it, chmod 700), {DATA_DIR_ADVICE}",
+                dir.display()
+            )
+        } else {
+            format!(
+                "the data directory {} cannot be created: the user turnstiled runs as may not \
+                 write in {} ({e}); create it for that user (mode 700), {DATA_DIR_ADVICE}",
+                dir.display(),
+                existing.display()
+            )
+        }),
+        Err(_) => None,
     }
 }
 

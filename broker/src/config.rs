@@ -74,14 +74,14 @@ impl<'de> Deserialize<'de> for Dur {
     version,
     about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.",
     long_about = "The turnstile broker: leases with a fair wait queue, state watches and durable message queues over a local socket.\n\nRuns in the foreground and logs to stderr. SIGINT or SIGTERM stops it cleanly and removes the socket file; SIGHUP is logged and ignored (nothing is reloaded).\nEvery flag can also be given as a key of the same name in the TOML file of --config (flags win).",
-    after_help = "Exit codes: 0 after a clean stop; 64 bad flags; 69 the endpoint is taken by a live broker or cannot be bound;\n70 internal error; 73 the data store cannot be opened; 78 invalid configuration.\nOn Windows, `turnstiled service install|uninstall|run [FLAGS...]` runs it under the Service Control Manager.\n`turnstiled manpage` prints this as a man page."
+    after_help = "Exit codes: 0 after a clean stop; 64 bad flags; 69 the endpoint is taken by a live broker or cannot be bound;\n70 internal error; 73 the data store or its directory cannot be used; 78 invalid configuration.\nOn Windows, `turnstiled service install|uninstall|run [FLAGS...]` runs it under the Service Control Manager.\n`turnstiled manpage` prints this as a man page."
 )]
 pub struct Settings {
     /// Socket to serve [default: $XDG_RUNTIME_DIR/turnstile.sock; for root /run/turnstile/turnstile.sock; else /tmp/turnstile-$UID/turnstile.sock; on Windows \\.\pipe\turnstile]
     #[arg(long, env = "TURNSTILE_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Directory for durable state: queues and the fencing/revision counters [default: /var/lib/turnstile for root, else $XDG_STATE_HOME/turnstile or ~/.local/state/turnstile]
+    /// Directory for durable state: queues and the fencing/revision counters; made (mode 700) when missing, refused when other users can write it [default: /var/lib/turnstile for root, else $XDG_STATE_HOME/turnstile or ~/.local/state/turnstile]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
