@@ -1113,7 +1113,9 @@ fn publish_from(
 #[track_caller]
 fn refused_stored(r: Result<u64, CoreError>, what: &str) {
     match r {
-        Err(CoreError::Queue(QueueError::UserStored { uid: 1000, what: w, .. })) if w == what => {}
+        Err(CoreError::Queue(QueueError::UserStored {
+            uid: 1000, what: w, ..
+        })) if w == what => {}
         other => panic!("expected a refusal for {what} over all queues, got {other:?}"),
     }
 }
