@@ -235,6 +235,14 @@ pub struct Settings {
     /// Recorded leases older than this are dropped; 0s = kept until --history-max-entries pushes them out [default: 30d]
     #[arg(long, value_name = "DURATION")]
     pub history_max_age: Option<Dur>,
+
+    /// Resources whose recorded leases are kept: past it, the history of those whose last lease ended longest ago is dropped whole (any user may name resources: this bounds the file) [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub history_max_resources: Option<u64>,
+
+    /// Recorded leases kept over all resources, dropped as for --history-max-resources [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub history_max_lines: Option<u64>,
     /// etcd endpoints of the fleet, comma-separated (`http://10.0.0.5:2379,...`): mirrors this host's resources into etcd and arbitrates `global/` resources across hosts; without it `global/` names are refused. Needs a build with the `fleet` feature: in one without, this and every other fleet setting is a configuration error [default: none]
     #[arg(long, value_name = "URL[,URL...]")]
     pub fleet_etcd: Option<String>,
@@ -430,6 +438,8 @@ every_field!(
     store_checkpoint_interval,
     history_max_entries,
     history_max_age,
+    history_max_resources,
+    history_max_lines,
     fleet_etcd,
     fleet_prefix,
     host_name,
@@ -631,6 +641,17 @@ impl Settings {
             history: crate::store::HistoryBounds {
                 max_entries: self.history_max_entries.unwrap_or(d.history.max_entries),
                 max_age_ms: ms(self.history_max_age, d.history.max_age_ms),
+                max_resources: at_least_one(
+                    "history-max-resources",
+                    self.history_max_resources
+                        .unwrap_or(d.history.max_resources),
+                    "keep no history; --history-max-entries 0 says so",
+                )?,
+                max_lines: at_least_one(
+                    "history-max-lines",
+                    self.history_max_lines.unwrap_or(d.history.max_lines),
+                    "keep no history; --history-max-entries 0 says so",
+                )?,
             },
             fleet,
         };

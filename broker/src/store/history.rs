@@ -51,7 +51,8 @@ pub(super) const OLD_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinit
 /// what the count bound keeps beyond itself stays small.
 const BATCH_LINES: usize = 256;
 
-/// Per-resource bounds of the history. Both are `turnstiled` flags.
+/// Bounds of the history, per resource and over all of them. All are
+/// `turnstiled` flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryBounds {
     /// Lines kept per resource (the newest); 0 keeps none.
@@ -59,14 +60,24 @@ pub struct HistoryBounds {
     /// Lines older than this (by their end) are dropped, in ms; 0 = no
     /// age bound.
     pub max_age_ms: u64,
+    /// Resources whose history is kept: past it, the history of those
+    /// whose last lease ended longest ago is dropped whole. Any user may
+    /// name resources: without it, one that takes a lease on a new name
+    /// in a loop would grow the file without end (a line a name).
+    pub max_resources: u64,
+    /// Lines kept over all resources, dropped as for `max_resources`.
+    pub max_lines: u64,
 }
 
 impl Default for HistoryBounds {
-    /// 10 000 lines or 30 days per resource.
+    /// 10 000 lines or 30 days per resource; 10 000 resources and
+    /// 1 000 000 lines in all (about 30 MB in the file).
     fn default() -> HistoryBounds {
         HistoryBounds {
             max_entries: 10_000,
             max_age_ms: 30 * 24 * 3_600_000,
+            max_resources: 10_000,
+            max_lines: 1_000_000,
         }
     }
 }
@@ -916,13 +927,14 @@ fn cutoff(bounds: HistoryBounds, now_ms: u64) -> u64 {
 
 /// Where a resource's lines stand: `first..=last` (empty when `first >
 /// last`), how many of them its first batch holds and when the newest of
-/// those ended (epoch ms).
+/// those ended, and when its newest line ended (epoch ms).
 #[derive(Clone, Copy, Debug)]
 struct Span {
     first: u64,
     last: u64,
     first_len: u64,
     first_newest_ms: u64,
+    newest_ms: u64,
 }
 
 impl Span {
@@ -931,6 +943,7 @@ impl Span {
         last: 0,
         first_len: 0,
         first_newest_ms: 0,
+        newest_ms: 0,
     };
 
     fn is_empty(&self) -> bool {
@@ -974,39 +987,52 @@ fn span_of(
     let Some((first, first_len, first_newest_ms)) = batch_from(table, resource, 0)? else {
         return Ok(Span::EMPTY);
     };
-    let last = match table
+    let (last, newest_ms) = match table
         .range((resource, 0)..=(resource, u64::MAX))?
         .next_back()
     {
         Some(e) => {
             let (k, v) = e?;
-            let (count, _) = header(v.value()).unwrap_or((1, 0));
-            k.value().1.saturating_add(count.max(1) - 1)
+            let (count, newest) = header(v.value()).unwrap_or((1, 0));
+            (k.value().1.saturating_add(count.max(1) - 1), newest)
         }
-        None => first + first_len - 1,
+        None => (first + first_len - 1, first_newest_ms),
     };
     Ok(Span {
         first,
         last,
         first_len,
         first_newest_ms,
+        newest_ms: newest_ms.max(first_newest_ms),
     })
 }
 
 /// The [`Span`] of the resources written to lately, so that appending a
-/// batch costs one insert rather than two range lookups. Forgotten
-/// whenever a transaction fails (it may describe what was not committed)
-/// and when it grows past [`SPANS_KEPT`] resources.
+/// batch costs one insert rather than two range lookups; after a sweep
+/// ([`sweep`]), of every resource in the table (`complete`), so that the
+/// bounds over all resources can be applied ([`evict`]) and a new
+/// resource costs no lookup at all. Forgotten whenever a transaction fails
+/// (it may describe what was not committed; the next sweep makes it
+/// complete again), and, while not complete, when it grows past
+/// [`SPANS_KEPT`] resources.
 #[derive(Debug, Default)]
-pub(super) struct Spans(HashMap<Arc<str>, Span>);
+pub(super) struct Spans {
+    spans: HashMap<Arc<str>, Span>,
+    /// Every resource with lines in the table is in `spans`.
+    complete: bool,
+    /// The lines of the resources in `spans`.
+    lines: u64,
+}
 
-/// Resources whose [`Span`] is kept.
+/// Resources whose [`Span`] is kept while [`Spans`] is not complete.
 const SPANS_KEPT: usize = 16_384;
 
 impl Spans {
     /// Forgets everything (a transaction failed).
     pub(super) fn clear(&mut self) {
-        self.0.clear();
+        self.spans.clear();
+        self.complete = false;
+        self.lines = 0;
     }
 
     fn get(
@@ -1014,13 +1040,26 @@ impl Spans {
         table: &redb::Table<(&str, u64), &[u8]>,
         resource: &Arc<str>,
     ) -> Result<Span, redb::Error> {
-        if let Some(span) = self.0.get(resource) {
+        if let Some(span) = self.spans.get(resource) {
             return Ok(*span);
         }
-        if self.0.len() >= SPANS_KEPT {
-            self.0.clear();
+        if self.complete {
+            return Ok(Span::EMPTY);
+        }
+        if self.spans.len() >= SPANS_KEPT {
+            self.clear();
         }
         span_of(table, resource)
+    }
+
+    /// Records `resource`'s span as it now is.
+    fn put(&mut self, resource: &Arc<str>, span: Span) {
+        let old = if span.is_empty() {
+            self.spans.remove(resource)
+        } else {
+            self.spans.insert(Arc::clone(resource), span)
+        };
+        self.lines = self.lines - old.map_or(0, |s| s.count()) + span.count();
     }
 }
 
@@ -1079,13 +1118,62 @@ pub(super) fn append(
                     last: n - 1,
                     first_len: batch.lines,
                     first_newest_ms: batch.newest_ms,
+                    newest_ms: 0,
                 };
             }
             span.last += batch.lines;
+            span.newest_ms = span.newest_ms.max(batch.newest_ms);
         }
         let span = trim(table, resource, span, bounds, oldest_kept)?;
-        spans.0.insert(resource.clone(), span);
+        spans.put(resource, span);
     }
+    evict(table, bounds, spans)
+}
+
+/// Applies the bounds over all resources, once [`Spans`] knows them all:
+/// past `max_resources` or `max_lines`, the history of the resources whose
+/// newest line is the oldest is dropped whole, down to nine tenths of
+/// each bound (so that the next time is a while away).
+fn evict(
+    table: &mut redb::Table<(&str, u64), &[u8]>,
+    bounds: HistoryBounds,
+    spans: &mut Spans,
+) -> Result<(), redb::Error> {
+    let over = |resources: u64, lines: u64, (max_resources, max_lines): (u64, u64)| {
+        resources > max_resources || lines > max_lines
+    };
+    let bound = (bounds.max_resources, bounds.max_lines);
+    if !spans.complete || !over(spans.spans.len() as u64, spans.lines, bound) {
+        return Ok(());
+    }
+    let keep = (
+        bounds.max_resources - bounds.max_resources / 10,
+        bounds.max_lines - bounds.max_lines / 10,
+    );
+    let mut oldest: Vec<(u64, Arc<str>)> = spans
+        .spans
+        .iter()
+        .map(|(r, s)| (s.newest_ms, Arc::clone(r)))
+        .collect();
+    oldest.sort_unstable();
+    let (mut resources, mut lines) = (0u64, 0u64);
+    for (_, resource) in oldest {
+        if !over(spans.spans.len() as u64, spans.lines, keep) {
+            break;
+        }
+        let r = &*resource;
+        lines += spans.spans.get(r).map_or(0, Span::count);
+        table.retain_in((r, 0)..=(r, u64::MAX), |_, _| false)?;
+        spans.put(&resource, Span::EMPTY);
+        resources += 1;
+    }
+    tracing::info!(
+        "lease history: the history of {resources} resources ({lines} leases) whose last \
+         lease ended longest ago was dropped, to keep at most {} resources and {} leases \
+         (--history-max-resources, --history-max-lines)",
+        bounds.max_resources,
+        bounds.max_lines
+    );
     Ok(())
 }
 
@@ -1119,9 +1207,12 @@ pub(super) fn sweep(
     let oldest_kept = cutoff(bounds, now_ms);
     for r in resources {
         let span = span_of(table, &r)?;
-        trim(table, &r, span, bounds, oldest_kept)?;
+        let span = trim(table, &r, span, bounds, oldest_kept)?;
+        spans.put(&Arc::from(r), span);
     }
-    Ok(())
+    // Every resource is known now.
+    spans.complete = true;
+    evict(table, bounds, spans)
 }
 
 /// Answers a query: the newest lines that match, oldest first. Only the
@@ -1177,4 +1268,158 @@ pub(super) fn read(
 #[cfg(test)]
 pub(super) fn lines_in(value: &[u8]) -> u64 {
     header(value).map_or(0, |(count, _)| count)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The bounds over all resources ([`evict`]).
+
+    use super::*;
+    use crate::core::{Ended, LeaseView};
+    use crate::store::Store;
+
+    /// A released lease of `resource` that ended at `ended_ms`.
+    fn line(resource: &str, id: u64, ended_ms: u64) -> HistoryLine {
+        HistoryLine {
+            ended: Ended {
+                lease: LeaseView {
+                    lease_id: LeaseId(id),
+                    resource: Arc::from(resource),
+                    mode: Mode::Exclusive,
+                    purpose: Arc::from(""),
+                    holder: Arc::new(Peer {
+                        session: SessionId(1),
+                        client_name: "svc".into(),
+                        uid: 1000,
+                        pid: 42,
+                        user: "u".into(),
+                        login_session: String::new(),
+                    }),
+                    fencing: None,
+                    progress: None,
+                    granted_at: None,
+                    queued_at: None,
+                    expires_at: None,
+                    position: 0,
+                    permits: 0,
+                    detached: false,
+                    stalled: false,
+                    estimated_wait_ms: None,
+                },
+                at: 0,
+                kind: EventKind::Released,
+                cause: Cause::None,
+            },
+            queued_at_ms: ended_ms,
+            granted_at_ms: 0,
+            ended_at_ms: ended_ms,
+        }
+    }
+
+    /// Commits `lines` lines for each of `resources`, the resources' last
+    /// ends in the order given, one after the other from `at` (ms).
+    fn commit(
+        store: &mut Store,
+        resources: &[String],
+        lines: u64,
+        at: u64,
+        bounds: HistoryBounds,
+        sweep: bool,
+    ) {
+        let mut journal = HistoryJournal::default();
+        let mut id = at * 1000;
+        for (i, r) in resources.iter().enumerate() {
+            for _ in 0..lines {
+                id += 1;
+                journal.record(&line(r, id, at + i as u64));
+            }
+        }
+        let staged = StagedHistory::from_journal(&journal, bounds.max_entries);
+        store
+            .commit_staged(&[], &mut vec![staged], Some((bounds, at + 1_000, sweep)))
+            .unwrap();
+    }
+
+    /// The resources (of `names`) that have recorded leases, and how many.
+    fn kept(store: &Store, names: &[String], bounds: HistoryBounds) -> Vec<(String, usize)> {
+        names
+            .iter()
+            .filter_map(|r| {
+                let found = store
+                    .read_history(&HistoryQuery {
+                        resource: r.clone(),
+                        since_ms: 0,
+                        limit: 0,
+                        max_bytes: 1 << 20,
+                        now_ms: 10_000_000,
+                        bounds,
+                    })
+                    .unwrap();
+                (!found.lines.is_empty()).then(|| (r.clone(), found.lines.len()))
+            })
+            .collect()
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("r{i:02}")).collect()
+    }
+
+    #[test]
+    fn past_max_resources_the_longest_idle_resources_lose_their_history() {
+        // Once the sweep at the first write knows every resource, a
+        // resource past the bound drops the history of the resources whose
+        // last lease ended longest ago, down to nine tenths of it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let bounds = HistoryBounds {
+            max_entries: 100,
+            max_age_ms: 0,
+            max_resources: 10,
+            max_lines: 1_000_000,
+        };
+        let all = names(14);
+        commit(&mut store, &all[..12], 2, 1_000, bounds, true);
+        let left: Vec<String> = kept(&store, &all, bounds)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(left, all[3..12].to_vec(), "r00-r02 went, nine are left");
+        commit(&mut store, &all[12..13], 2, 2_000, bounds, false);
+        assert_eq!(kept(&store, &all, bounds).len(), 10, "at the bound: kept");
+        commit(&mut store, &all[13..14], 2, 3_000, bounds, false);
+        let left: Vec<String> = kept(&store, &all, bounds)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(left, all[5..14].to_vec(), "past it again: r03 and r04 went");
+        // Reopened, the bound holds from the first write's sweep on.
+        drop(store);
+        let mut store = Store::open(dir.path()).unwrap();
+        let more = names(20);
+        commit(&mut store, &more[14..20], 1, 4_000, bounds, true);
+        assert_eq!(kept(&store, &more, bounds).len(), 9);
+    }
+
+    #[test]
+    fn past_max_lines_the_longest_idle_resources_lose_their_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let bounds = HistoryBounds {
+            max_entries: 1_000,
+            max_age_ms: 0,
+            max_resources: 10_000,
+            max_lines: 1_000,
+        };
+        let all = names(5);
+        commit(&mut store, &all, 300, 1_000, bounds, true);
+        // 1 500 lines: r00 and r01 go (900 left, nine tenths of the bound).
+        assert_eq!(
+            kept(&store, &all, bounds),
+            vec![
+                ("r02".to_string(), 300),
+                ("r03".to_string(), 300),
+                ("r04".to_string(), 300)
+            ]
+        );
+    }
 }

@@ -1013,6 +1013,7 @@ fn history_is_kept_per_resource_within_its_bounds_across_commits() {
     };
     let now = 10_000_000;
     let mut store = Store::open(dir.path()).unwrap();
+        ..HistoryBounds::default()
     for batch in 0..3u64 {
         let lines: Vec<HistoryLine> = (1..=3)
             .map(|i| history_line("pcm", batch * 3 + i, now + batch * 3 + i))
@@ -1199,6 +1200,7 @@ fn history_past_its_count_is_never_shown_however_it_was_batched() {
     };
     let now = 10_000_000;
     let mut store = Store::open(dir.path()).unwrap();
+        ..HistoryBounds::default()
     let mut id = 0u64;
     for size in [1usize, 2, 700, 1, 90, 3, 400, 1, 1] {
         let lines: Vec<HistoryLine> = (0..size)
@@ -1269,6 +1271,7 @@ async fn staged_history_is_seen_by_a_read_and_kept_at_the_stop() {
     };
     let now = 10_000_000;
     let staged = |lines: &[(&str, u64)]| -> HistoryJournal {
+        ..HistoryBounds::default()
         let mut journal = HistoryJournal::default();
         for &(resource, id) in lines {
             journal.record(&history_line(resource, id, now + id));
@@ -1320,6 +1323,7 @@ async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() 
     };
     let mut journal = HistoryJournal::default();
     journal.record(&history_line("pcm", 1, 10_000));
+        ..HistoryBounds::default()
     writer.record_history(journal, bounds);
     writer
         .submit(vec![append("q", message(1, "m"))])
@@ -1384,6 +1388,7 @@ fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once()
     };
     store
         .commit_staged(&[], &mut vec![staged], Some((bounds, 20_000, false)))
+        ..HistoryBounds::default()
         .unwrap();
     assert_eq!(
         history_ids(&store, "pcm", 0, 0, 20_000, bounds).0,
@@ -1420,6 +1425,7 @@ fn staged_history_keeps_a_resource_within_its_count() {
     };
     store
         .commit_staged(&[], &mut vec![staged], Some((bounds, 10_000, false)))
+        ..HistoryBounds::default()
         .unwrap();
     assert_eq!(
         history_ids(&store, "pcm", 0, 0, 10_000, bounds),
@@ -2227,6 +2233,7 @@ async fn a_failed_sweep_of_the_history_is_tried_again_at_the_next_commit() {
     };
     let query = HistoryQuery {
         resource: "pcm".into(),
+        ..HistoryBounds::default()
         since_ms: 0,
         limit: 0,
         max_bytes: 1 << 20,
@@ -2449,6 +2456,7 @@ fn a_resource_s_lines_from_two_journals_keep_their_holders_and_purposes() {
     };
     store
         .commit_staged(&[], &mut vec![staged], Some((bounds, 20_000, false)))
+        ..HistoryBounds::default()
         .unwrap();
     let found = store
         .read_history(&HistoryQuery {
