@@ -212,7 +212,8 @@ pub enum QueueError {
     /// no user can fill a queue others depend on (RESOURCE_EXHAUSTED).
     #[error(
         "uid {uid} already has its share of queue {queue}: at most {limit} {what} per user \
-         until its messages are consumed"
+         ({flag}) until its messages are consumed",
+        flag = if *what == "bytes" { "--max-queue-bytes-per-uid" } else { "--max-queue-depth-per-uid" }
     )]
     UserQuota {
         /// The queue.

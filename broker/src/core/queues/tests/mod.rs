@@ -1081,13 +1081,17 @@ fn a_users_share_is_counted_in_bytes_too() {
     });
     t.begin_publish_from("q", Bytes::from(vec![0u8; 8]), Vec::new(), Some(7))
         .unwrap();
+    let refused = t.begin_publish_from("q", Bytes::from(vec![0u8; 3]), Vec::new(), Some(7));
     assert!(matches!(
-        t.begin_publish_from("q", Bytes::from(vec![0u8; 3]), Vec::new(), Some(7)),
+        refused,
         Err(CoreError::Queue(QueueError::UserQuota {
             what: "bytes",
             ..
         }))
     ));
+    // The sentence names the flag that sets the share.
+    let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(said.contains("--max-queue-bytes-per-uid"), "{said}");
     t.assert_consistent();
 }
 
