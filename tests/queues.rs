@@ -1018,3 +1018,50 @@ fn one_user_is_bounded_over_all_queues_also_after_a_restart() {
     refused(&broker, "q7", "--max-queues-per-uid");
     publishes(&broker, "q2");
 }
+
+/// A consumer that reads its deliveries late is not cut off: deliveries
+/// are asked for (its prefetch window bounds them), like answers. With
+/// 1 MiB messages the default prefetch (16) is twice `--max-outbound-bytes`
+/// (8 MiB); since the connection's queue is bounded in bytes too, such a
+/// consumer was cut off as a client that does not read.
+#[tokio::test]
+async fn a_consumer_that_reads_late_gets_its_whole_window() {
+    let broker = spawn_broker();
+    let mut publisher = broker.raw().await;
+    let payload = bytes::Bytes::from(vec![b'x'; 1_000_000]);
+    for _ in 0..16 {
+        let r = publisher
+            .request(Body::Publish(v1::Publish {
+                queue: "big".into(),
+                payload: payload.clone(),
+                headers: Default::default(),
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Publish(_)), "{r:?}");
+    }
+    let mut consumer = broker.raw().await;
+    let r = consumer
+        .request(Body::Consume(v1::Consume {
+            queue: "big".into(),
+            prefetch: 16,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Consume(_)), "{r:?}");
+    // Not read for a while: the broker queues all 16 (16 MB).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = consumer
+        .pushed
+        .iter()
+        .filter(|f| matches!(f, server_frame::Body::Delivery(_)))
+        .count();
+    while got < 16 {
+        match consumer.next_frame().await {
+            Some(server_frame::Body::Delivery(d)) => {
+                assert_eq!(d.payload.len(), 1_000_000);
+                got += 1;
+            }
+            Some(other) => panic!("{other:?}"),
+            None => panic!("cut off after {got} deliveries"),
+        }
+    }
+}

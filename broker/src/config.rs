@@ -124,7 +124,7 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<u32>,
 
-    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead); at least 1 [default: 8388608]
+    /// Bytes (counted at what they cost the broker) queued for a client that does not read: past half of it the broker stops reading that client; past all of it, with events it did not ask for, the client is disconnected (watch events are coalesced instead; deliveries are bounded by the consumer's prefetch); at least 1 [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes: Option<usize>,
 

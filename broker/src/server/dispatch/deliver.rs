@@ -115,7 +115,11 @@ impl Dispatcher {
                 }
                 c @ Change::ReserveCounters { .. } => self.persist(&c),
                 Change::Queue(QueueChange::Deliver { session, delivery }) => {
-                    self.send(session, Outbound::frame(wire::delivery(&delivery)));
+                    // Asked for (Consume), and bounded by the consumer's
+                    // prefetch window: like an answer, it never cuts the
+                    // consumer off; a late reader is paused instead.
+                    let frame = Outbound::frame(wire::delivery(&delivery));
+                    self.send_item(session, frame, true);
                 }
                 // Taken out above.
                 Change::Queue(QueueChange::Persist(_)) => {}
