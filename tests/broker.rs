@@ -165,6 +165,56 @@ fn sigterm_stops_it_cleanly_and_removes_the_socket() {
 }
 
 #[test]
+fn opening_the_store_is_logged_from_start_to_end() {
+    // A large store takes seconds to open: without a line between the
+    // start and "ready", a busy broker looked hung. Its start names the
+    // file and its size, its end how long it took, phase by phase, and
+    // what it found.
+    let mut broker = spawn_broker();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = broker.client("publisher").await;
+        for i in 0..3 {
+            client
+                .publish("kept", format!("m{i}").into_bytes(), &[])
+                .await
+                .expect("publish");
+        }
+    });
+    broker.signal(libc::SIGTERM);
+    assert_eq!(broker.wait_exit().code(), Some(0));
+    let again = start_in(&broker.dir.clone(), &[]);
+    let (code, out, err) = again.cli(&["ping"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let log = again.log_text();
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in the log:\n{log}"))
+            .to_string()
+    };
+    let size = std::fs::metadata(broker.data_dir.join("turnstile.redb"))
+        .unwrap()
+        .len();
+    let start = line("opening the store");
+    assert!(start.contains("INFO"), "{start}");
+    assert!(start.contains("turnstile.redb"), "{start}");
+    assert!(start.contains(&format!("bytes={size}")), "{start}");
+    let end = line("store opened in");
+    assert!(end.contains("INFO"), "{end}");
+    assert!(end.contains("checking and opening the database"), "{end}");
+    assert!(end.contains("reading the messages"), "{end}");
+    assert!(end.contains("messages=3"), "{end}");
+    assert!(
+        log.find("store opened in") < log.find("turnstiled ready"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_second_broker_on_a_live_path_refuses_and_the_first_still_serves() {
     let broker = spawn_broker();
     let out = std::process::Command::new(turnstiled())

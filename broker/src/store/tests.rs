@@ -557,25 +557,28 @@ fn open_faulty(dir: &Path) -> (Store, Arc<Faults>) {
 fn open_faulty_with(dir: &Path, options: LogOptions) -> (Store, Arc<Faults>) {
     let faults = Arc::new(Faults::default());
     let shared = faults.clone();
-    let opener: Opener = Box::new(move |path: &Path, first: bool, sync_failed: SyncFailed| {
-        let file: File = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
-        let disk = SyncWatched {
-            inner: FaultyDisk {
-                file: FileBackend::new(file)?,
-                faults: shared.clone(),
-            },
-            failed: sync_failed,
-        };
-        let mut builder = Database::builder();
-        builder.set_check_integrity_on_open(first);
-        builder.create_with_backend(disk)
-    });
+    let opener: Opener = Box::new(
+        move |path: &Path, first: bool, sync_failed: SyncFailed, read: BytesRead| {
+            let file: File = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| DatabaseError::Storage(StorageError::Io(e)))?;
+            let disk = SyncWatched {
+                inner: FaultyDisk {
+                    file: FileBackend::new(file)?,
+                    faults: shared.clone(),
+                },
+                failed: sync_failed,
+                read,
+            };
+            let mut builder = Database::builder();
+            builder.set_check_integrity_on_open(first);
+            builder.create_with_backend(disk)
+        },
+    );
     let shared = faults.clone();
     let log_opener: LogOpener = Box::new(move |path: &Path| {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
@@ -1010,10 +1013,10 @@ fn history_is_kept_per_resource_within_its_bounds_across_commits() {
     let bounds = HistoryBounds {
         max_entries: 4,
         max_age_ms: 1_000_000,
+        ..HistoryBounds::default()
     };
     let now = 10_000_000;
     let mut store = Store::open(dir.path()).unwrap();
-        ..HistoryBounds::default()
     for batch in 0..3u64 {
         let lines: Vec<HistoryLine> = (1..=3)
             .map(|i| history_line("pcm", batch * 3 + i, now + batch * 3 + i))
@@ -1197,10 +1200,10 @@ fn history_past_its_count_is_never_shown_however_it_was_batched() {
     let bounds = HistoryBounds {
         max_entries: 300,
         max_age_ms: 0,
+        ..HistoryBounds::default()
     };
     let now = 10_000_000;
     let mut store = Store::open(dir.path()).unwrap();
-        ..HistoryBounds::default()
     let mut id = 0u64;
     for size in [1usize, 2, 700, 1, 90, 3, 400, 1, 1] {
         let lines: Vec<HistoryLine> = (0..size)
@@ -1268,10 +1271,10 @@ async fn staged_history_is_seen_by_a_read_and_kept_at_the_stop() {
     let bounds = HistoryBounds {
         max_entries: 100,
         max_age_ms: 0,
+        ..HistoryBounds::default()
     };
     let now = 10_000_000;
     let staged = |lines: &[(&str, u64)]| -> HistoryJournal {
-        ..HistoryBounds::default()
         let mut journal = HistoryJournal::default();
         for &(resource, id) in lines {
             journal.record(&history_line(resource, id, now + id));
@@ -1320,10 +1323,10 @@ async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() 
     let bounds = HistoryBounds {
         max_entries: 100,
         max_age_ms: 0,
+        ..HistoryBounds::default()
     };
     let mut journal = HistoryJournal::default();
     journal.record(&history_line("pcm", 1, 10_000));
-        ..HistoryBounds::default()
     writer.record_history(journal, bounds);
     writer
         .submit(vec![append("q", message(1, "m"))])
@@ -1385,10 +1388,10 @@ fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once()
     let bounds = HistoryBounds {
         max_entries: 1000,
         max_age_ms: 0,
+        ..HistoryBounds::default()
     };
     store
         .commit_staged(&[], &mut vec![staged], Some((bounds, 20_000, false)))
-        ..HistoryBounds::default()
         .unwrap();
     assert_eq!(
         history_ids(&store, "pcm", 0, 0, 20_000, bounds).0,
@@ -1422,10 +1425,10 @@ fn staged_history_keeps_a_resource_within_its_count() {
     let bounds = HistoryBounds {
         max_entries: 300,
         max_age_ms: 0,
+        ..HistoryBounds::default()
     };
     store
         .commit_staged(&[], &mut vec![staged], Some((bounds, 10_000, false)))
-        ..HistoryBounds::default()
         .unwrap();
     assert_eq!(
         history_ids(&store, "pcm", 0, 0, 10_000, bounds),
@@ -2230,10 +2233,10 @@ async fn a_failed_sweep_of_the_history_is_tried_again_at_the_next_commit() {
     let bounds = HistoryBounds {
         max_entries: 100,
         max_age_ms: 0,
+        ..HistoryBounds::default()
     };
     let query = HistoryQuery {
         resource: "pcm".into(),
-        ..HistoryBounds::default()
         since_ms: 0,
         limit: 0,
         max_bytes: 1 << 20,
@@ -2453,10 +2456,10 @@ fn a_resource_s_lines_from_two_journals_keep_their_holders_and_purposes() {
     let bounds = HistoryBounds {
         max_entries: 1000,
         max_age_ms: 0,
+        ..HistoryBounds::default()
     };
     store
         .commit_staged(&[], &mut vec![staged], Some((bounds, 20_000, false)))
-        ..HistoryBounds::default()
         .unwrap();
     let found = store
         .read_history(&HistoryQuery {
@@ -2494,4 +2497,118 @@ fn a_resource_s_lines_from_two_journals_keep_their_holders_and_purposes() {
         })
         .collect();
     assert_eq!(read, expected);
+}
+
+/// What is logged (debug and above) while the returned dispatch is the
+/// default, by every thread that takes it up (the open's progress thread
+/// does).
+fn captured_log() -> (tracing::Dispatch, Arc<Mutex<Vec<u8>>>) {
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink(text.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    (tracing::Dispatch::new(subscriber), text)
+}
+
+fn text_of(log: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&log.lock().unwrap()).into_owned()
+}
+
+#[test]
+fn an_open_is_logged_when_it_starts_and_when_it_ends_with_its_phases() {
+    // A large store takes seconds to open (24 s for 1.1 GB, with nothing
+    // logged): its start is logged with the files' sizes, and its end,
+    // after the messages are read, with how long it took and each phase.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        store.commit(&[append("q", message(1, "one"))]).unwrap();
+        store.commit(&[append("q", message(2, "two"))]).unwrap();
+        store.crash();
+    }
+    let (dispatch, log) = captured_log();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(!text_of(&log).contains("store opened"), "ended by the load");
+        assert_eq!(store.load().unwrap().queues[0].1.len(), 2);
+    });
+    let text = text_of(&log);
+    let path = dir.path().join(FILE_NAME).display().to_string();
+    let size = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+    let start = text
+        .lines()
+        .find(|l| l.contains("opening the store"))
+        .unwrap_or_else(|| panic!("no start:\n{text}"));
+    assert!(start.contains(" INFO "), "{start}");
+    assert!(start.contains(&path), "{start}");
+    assert!(start.contains(&format!("bytes={size}")), "{start}");
+    let end = text
+        .lines()
+        .find(|l| l.contains("store opened in"))
+        .unwrap_or_else(|| panic!("no end:\n{text}"));
+    assert!(end.contains(" INFO "), "{end}");
+    for phase in [
+        "checking and opening the database",
+        "reading the log",
+        "applying the log to the database",
+        "reading the messages",
+    ] {
+        assert!(end.contains(phase), "{phase} missing: {end}");
+    }
+    assert!(end.contains("2 operations of the log applied"), "{end}");
+    assert!(end.contains("messages=2"), "{end}");
+}
+
+#[test]
+fn a_long_open_tells_how_far_it_has_got_until_it_ends() {
+    // A phase is one long call into redb: its progress is told from a
+    // thread of its own, every so often, until the open ends.
+    let dir = tempfile::tempdir().unwrap();
+    let (dispatch, log) = captured_log();
+    let path = dir.path().join(FILE_NAME);
+    tracing::dispatcher::with_default(&dispatch, || {
+        let opening = Opening::start(
+            &path,
+            &dir.path().join(log::FILE_NAME),
+            Duration::from_millis(10),
+        );
+        opening.phase("checking and opening the database");
+        opening.shared.read.fetch_add(3 << 20, Ordering::Relaxed);
+        let start = Instant::now();
+        while !text_of(&log).contains("still opening the store") {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{}",
+                text_of(&log)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(opening);
+    });
+    let text = text_of(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("still opening the store"))
+        .unwrap();
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("checking and opening the database"), "{line}");
+    assert!(line.contains("3.0 MiB of the database"), "{line}");
+    // Dropped: the thread has stopped, nothing more comes.
+    let after = text_of(&log);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(text_of(&log), after);
 }
