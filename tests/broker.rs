@@ -214,6 +214,91 @@ fn opening_the_store_is_logged_from_start_to_end() {
     );
 }
 
+/// Wall-clock unix milliseconds, as a client reads them.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn times_from_before_a_sigstop_keep_their_wall_clock_time() {
+    // The broker takes the time it was stopped out of its own clock, so
+    // that leases kept alive on time do not expire; the wall-clock times
+    // it showed for what began before the stop moved with it: a lease
+    // granted before a 20 s stop showed a granted_at 20 s late ("held
+    // for 6 s" after 26), its history hold 20 s short, a waiter's wait
+    // too. Stopped for 3 s here: every time is what the clients saw.
+    let broker = spawn_broker();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let holder = broker.client("holder").await;
+        let waiter = broker.client("waiter").await;
+        let asked = wall_ms();
+        let lease = holder
+            .acquire("held")
+            .exclusive()
+            .ttl(Duration::from_secs(30))
+            .wait()
+            .await
+            .expect("granted");
+        let granted = wall_ms();
+        let queued = waiter
+            .acquire("held")
+            .exclusive()
+            .ttl(Duration::from_secs(30))
+            .start()
+            .await
+            .expect("queued");
+        let queued_by = wall_ms();
+        broker.signal(libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        broker.signal(libc::SIGCONT);
+        let status = holder.status(&["held".into()]).await.expect("status");
+        let state = &status.resources[0];
+        // A few milliseconds either way: the broker's wall-clock time of
+        // a core time and the clients' reads are rounded apart.
+        let shown = state.holders[0].granted_at_ms;
+        assert!(
+            (asked - 5..=granted + 5).contains(&shown),
+            "granted between {asked} and {granted}, shown at {shown}"
+        );
+        let shown = state.waiters[0].queued_at_ms;
+        assert!(
+            (granted - 5..=queued_by + 5).contains(&shown),
+            "queued between {granted} and {queued_by}, shown at {shown}"
+        );
+        let released = wall_ms();
+        lease.release().await.expect("release");
+        let second = queued.wait().await.expect("granted in turn");
+        second.release().await.expect("release");
+        let history = holder.history("held", 0, 10).await.expect("history");
+        let first = &history.entries[0];
+        let hold = first.ended_at_ms - first.granted_at_ms;
+        assert!(
+            hold + 5 >= released - granted,
+            "held for {} ms at least, history says {hold} ms",
+            released - granted
+        );
+        let next = &history.entries[1];
+        let wait = next.granted_at_ms - next.queued_at_ms;
+        assert!(
+            wait + 5 >= released - queued_by,
+            "waited {} ms at least, history says {wait} ms",
+            released - queued_by
+        );
+    });
+    assert!(
+        broker.log_text().contains("the broker did not run for"),
+        "the stop was noticed:\n{}",
+        broker.log_text()
+    );
+}
+
 #[test]
 fn a_second_broker_on_a_live_path_refuses_and_the_first_still_serves() {
     let broker = spawn_broker();
