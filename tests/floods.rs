@@ -21,25 +21,8 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 use turnstile_client::proto::{self as v1, client_frame::Body, reply, server_frame};
 
-const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn long() -> bool {
     std::env::var("TURNSTILE_FLOODS").as_deref() == Ok("long")
-}
-
-/// A broker whose socket `nobody` can reach (a 0755 directory).
-fn broker_for_two_users(args: &[&str]) -> Broker {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut broker = start_in(tmp.path(), args);
-    broker._tmp = Some(tmp);
-    broker
 }
 
 /// This test binary run as nobody with `script`; its stdin tells it when

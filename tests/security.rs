@@ -14,24 +14,6 @@ use std::process::{Command, Stdio};
 use support::*;
 use turnstile_client::proto::{self as v1, ErrorCode, client_frame::Body, reply};
 
-const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A broker whose socket a second user can reach (the socket directory is
-/// 0755 rather than the temp dir's 0700; still not writable by others).
-fn broker_for_two_users(args: &[&str]) -> Broker {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut broker = start_in(tmp.path(), args);
-    broker._tmp = Some(tmp);
-    broker
-}
-
 /// Runs `script` as nobody against `broker`; returns its ROLE lines.
 fn as_nobody(broker: &Broker, script: &str) -> Vec<String> {
     let out = Command::new(std::env::current_exe().unwrap())

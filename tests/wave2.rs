@@ -19,13 +19,6 @@ use support::*;
 use turnstile_client::proto::{self as v1, client_frame::Body};
 use turnstile_client::{Client, ClientError, ErrorCode, EventKind, ResumeToken, kinds};
 
-const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// This test binary re-executed as the role `role` against `broker`.
 fn role_command(broker: &Broker, role: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -34,16 +27,6 @@ fn role_command(broker: &Broker, role: &str) -> Command {
         .env("TURNSTILE_SOCKET", &broker.socket)
         .stdin(Stdio::null());
     cmd
-}
-
-/// A broker whose socket `nobody` can reach (its directory 0755).
-fn broker_for_two_users() -> Broker {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut broker = start_in(tmp.path(), &[]);
-    broker._tmp = Some(tmp);
-    broker
 }
 
 /// Runs the role `role` as nobody to its end; returns its ROLE lines.
@@ -255,7 +238,7 @@ fn nobody_may_ask_to_yield_but_not_revoke_and_is_named() {
         eprintln!("skipped: needs root to run a client as another user");
         return;
     }
-    let broker = broker_for_two_users();
+    let broker = broker_for_two_users(&[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_job, _lease) = rt.block_on(async {
         let job = broker.client("job").await;

@@ -38,6 +38,29 @@ pub fn turnstile_cli() -> &'static str {
     env!("CARGO_BIN_EXE_turnstile")
 }
 
+/// A user other than root and the broker's own, so that the per-user
+/// limits bind it: tests run roles as it.
+pub const NOBODY: u32 = 65534;
+
+/// Whether the tests run as root (needed to run a role as [`NOBODY`]).
+#[cfg(unix)]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A broker whose socket a second user can reach (the socket directory is
+/// 0755 rather than the temp dir's 0700; still not writable by others).
+#[cfg(unix)]
+pub fn broker_for_two_users(args: &[&str]) -> Broker {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut broker = start_in(tmp.path(), args);
+    broker._tmp = Some(tmp);
+    broker
+}
+
 /// Starts a broker with default settings on a fresh socket.
 pub fn spawn_broker() -> Broker {
     spawn_broker_with(&[])

@@ -1275,46 +1275,8 @@ mod tests {
     //! The bounds over all resources ([`evict`]).
 
     use super::*;
-    use crate::core::{Ended, LeaseView};
     use crate::store::Store;
-
-    /// A released lease of `resource` that ended at `ended_ms`.
-    fn line(resource: &str, id: u64, ended_ms: u64) -> HistoryLine {
-        HistoryLine {
-            ended: Ended {
-                lease: LeaseView {
-                    lease_id: LeaseId(id),
-                    resource: Arc::from(resource),
-                    mode: Mode::Exclusive,
-                    purpose: Arc::from(""),
-                    holder: Arc::new(Peer {
-                        session: SessionId(1),
-                        client_name: "svc".into(),
-                        uid: 1000,
-                        pid: 42,
-                        user: "u".into(),
-                        login_session: String::new(),
-                    }),
-                    fencing: None,
-                    progress: None,
-                    granted_at: None,
-                    queued_at: None,
-                    expires_at: None,
-                    position: 0,
-                    permits: 0,
-                    detached: false,
-                    stalled: false,
-                    estimated_wait_ms: None,
-                },
-                at: 0,
-                kind: EventKind::Released,
-                cause: Cause::None,
-            },
-            queued_at_ms: ended_ms,
-            granted_at_ms: 0,
-            ended_at_ms: ended_ms,
-        }
-    }
+    use crate::store::tests::history_line as line;
 
     /// Commits `lines` lines for each of `resources`, the resources' last
     /// ends in the order given, one after the other from `at` (ms).

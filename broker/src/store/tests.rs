@@ -931,7 +931,7 @@ fn write_meta(db: &Database, entries: &[(&str, u64)]) {
 }
 
 /// A line for the history of `resource`: lease `id`, ended at `ended_ms`.
-fn history_line(resource: &str, id: u64, ended_ms: u64) -> HistoryLine {
+pub(super) fn history_line(resource: &str, id: u64, ended_ms: u64) -> HistoryLine {
     use crate::core::{Cause, Ended, EventKind, LeaseId, LeaseView, Mode, Peer, SessionId};
     let peer = Arc::new(Peer {
         session: SessionId(1),
