@@ -103,27 +103,9 @@ fn status_and_why_outputs() {
     }
 }
 
-/// `turnstiled` with `args`, `{FILE}` in them standing for a config file
-/// holding `toml`: its exit code, stdout and stderr.
-fn check_config(toml: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("t.toml");
-    std::fs::write(&file, toml).unwrap();
-    let file = file.to_str().unwrap();
-    let out = Command::new(turnstiled())
-        .args(args.iter().map(|a| a.replace("{FILE}", file)))
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn check_config_refuses_a_broker_nobody_could_use() {
-    let (code, _, err) = check_config("max-connections = 0\n", &["--check-config", "{FILE}"]);
+    let (code, _, err, _) = check_config("max-connections = 0\n", &["--check-config", "{FILE}"]);
     assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("max-connections (0) must be at least 1"),
@@ -134,7 +116,7 @@ fn check_config_refuses_a_broker_nobody_could_use() {
 #[test]
 fn check_config_takes_the_form_its_help_describes() {
     // `--config FILE --check-config`, with no FILE after the flag.
-    let (code, out, err) = check_config(
+    let (code, out, err, _) = check_config(
         "max-connections = 50\n",
         &["--config", "{FILE}", "--check-config"],
     );
@@ -153,7 +135,7 @@ fn an_invalid_log_level_is_an_error_in_a_flag_and_in_a_file() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'verbose' is not a level"), "{err}");
-    let (code, _, err) = check_config("log-level = \"loud\"\n", &["--check-config", "{FILE}"]);
+    let (code, _, err, _) = check_config("log-level = \"loud\"\n", &["--check-config", "{FILE}"]);
     assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("'loud' is not a level"), "{err}");
 }

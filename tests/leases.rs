@@ -426,3 +426,69 @@ async fn holder_role() {
         println!("ROLE: {answer}");
     }
 }
+
+/// A user other than root and the broker's own has at most
+/// `--max-leases-per-uid` leases over all its connections: an operator's
+/// review held 100 000 as `nobody` (256 connections x 1 024 leases each
+/// were allowed), and the broker's memory grew with them. Root is not
+/// bound.
+#[test]
+fn a_users_leases_are_bounded_over_all_its_connections() {
+    if !is_root() {
+        eprintln!("SKIP: needs root to run the CLI as nobody");
+        return;
+    }
+    let broker = broker_for_two_users(&["--max-leases-per-uid", "2"]);
+    let mut holders: Vec<std::process::Child> = ["a", "b"]
+        .iter()
+        .map(|r| {
+            cli_as_nobody_command(
+                &broker,
+                &["run", "-n", r, "--shared", "-q", "--", "sleep", "30"],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a holder")
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = broker.client("root").await;
+        let start = Instant::now();
+        loop {
+            let status = client.status(&[]).await.unwrap();
+            if status
+                .resources
+                .iter()
+                .filter(|r| !r.holders.is_empty())
+                .count()
+                == 2
+            {
+                break;
+            }
+            assert!(start.elapsed() < PATIENCE, "the two holders never held");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let (code, _, err) = cli_as_nobody(&broker, &["run", "-n", "c", "--shared", "--", "true"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("--max-leases-per-uid"), "{err}");
+    // Root takes as many as it likes.
+    for r in ["c", "d", "e"] {
+        let out = Command::new(turnstile_cli())
+            .arg("--socket")
+            .arg(&broker.socket)
+            .args(["run", "-n", r, "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    for h in &mut holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+}

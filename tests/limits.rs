@@ -118,25 +118,6 @@ fn a_hard_limit_below_max_connections_is_warned_about() {
     assert_eq!(code, 0);
 }
 
-/// `turnstiled` with `args`, `{FILE}` in them standing for a config file
-/// holding `toml`: its exit code, stdout and stderr, and the file's path.
-fn check_config(toml: &str, args: &[&str]) -> (Option<i32>, String, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("turnstiled.toml");
-    std::fs::write(&file, toml).unwrap();
-    let file = file.to_str().unwrap();
-    let out = Command::new(turnstiled())
-        .args(args.iter().map(|a| a.replace("{FILE}", file)))
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        file.to_string(),
-    )
-}
-
 #[test]
 fn a_zero_is_taken_only_where_the_help_gives_it_a_meaning() {
     // Refused (78), with a sentence naming the file and the key, and what

@@ -946,25 +946,6 @@ async fn a_burst_of_acks_and_the_deliveries_it_makes_room_for_survive_a_sigkill(
     .await;
 }
 
-/// Runs the CLI as `nobody` against `broker`: (exit code, stdout, stderr).
-fn cli_as_nobody(broker: &Broker, args: &[&str]) -> (i32, String, String) {
-    use std::os::unix::process::CommandExt;
-    let out = Command::new(turnstile_cli())
-        .arg("--socket")
-        .arg(&broker.socket)
-        .args(args)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run turnstile as nobody");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// An operator's review published 10 000 messages into each of 50 queues
 /// as `nobody`, within every per-queue limit: a 1.1 GB store and a 36 s
 /// restart. A user's messages are now bounded over all queues together,

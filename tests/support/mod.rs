@@ -61,6 +61,52 @@ pub fn broker_for_two_users(args: &[&str]) -> Broker {
     broker
 }
 
+/// `turnstile` as [`NOBODY`] against `broker`, ready to run.
+#[cfg(unix)]
+pub fn cli_as_nobody_command(broker: &Broker, args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(turnstile_cli());
+    cmd.arg("--socket")
+        .arg(&broker.socket)
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the CLI as [`NOBODY`] against `broker`: (exit code, stdout, stderr).
+#[cfg(unix)]
+pub fn cli_as_nobody(broker: &Broker, args: &[&str]) -> (i32, String, String) {
+    let out = cli_as_nobody_command(broker, args)
+        .output()
+        .expect("run turnstile as nobody");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `turnstiled` with `args`, `{FILE}` in them standing for a config file
+/// holding `toml`: its exit code, stdout and stderr, and the file's path.
+pub fn check_config(toml: &str, args: &[&str]) -> (Option<i32>, String, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("turnstiled.toml");
+    std::fs::write(&file, toml).unwrap();
+    let file = file.to_str().unwrap();
+    let out = Command::new(turnstiled())
+        .args(args.iter().map(|a| a.replace("{FILE}", file)))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        file.to_string(),
+    )
+}
+
 /// Starts a broker with default settings on a fresh socket.
 pub fn spawn_broker() -> Broker {
     spawn_broker_with(&[])
