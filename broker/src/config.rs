@@ -236,11 +236,11 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     pub history_max_age: Option<Dur>,
 
-    /// Resources whose recorded leases are kept: past it, the history of those whose last lease ended longest ago is dropped whole (any user may name resources: this bounds the file) [default: 10000]
+    /// Resources whose recorded leases are kept: past it, the history of those whose last lease ended longest ago is dropped whole (any user may name resources: this bounds the file); at least 1 [default: 10000]
     #[arg(long, value_name = "N")]
     pub history_max_resources: Option<u64>,
 
-    /// Recorded leases kept over all resources, dropped as for --history-max-resources [default: 1000000]
+    /// Recorded leases kept over all resources, dropped as for --history-max-resources; at least 1 [default: 1000000]
     #[arg(long, value_name = "N")]
     pub history_max_lines: Option<u64>,
     /// etcd endpoints of the fleet, comma-separated (`http://10.0.0.5:2379,...`): mirrors this host's resources into etcd and arbitrates `global/` resources across hosts; without it `global/` names are refused. Needs a build with the `fleet` feature: in one without, this and every other fleet setting is a configuration error [default: none]

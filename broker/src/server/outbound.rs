@@ -136,14 +136,8 @@ impl Outbound {
     /// What this item costs the broker while it waits in a backlog: its
     /// bytes, the frame's own struct and the slot and allocations around it.
     pub fn cost(&self) -> usize {
-        /// A backlog slot plus the allocator's bookkeeping of a box.
-        const OVERHEAD: usize = std::mem::size_of::<Outbound>() + 32;
         match self {
-            Outbound::Frame(f) => {
-                prost::Message::encoded_len(f.as_ref())
-                    + std::mem::size_of::<v1::ServerFrame>()
-                    + OVERHEAD
-            }
+            Outbound::Frame(f) => frame_cost(prost::Message::encoded_len(f.as_ref())),
             Outbound::WatchEvent(w) => w.body.len() + std::mem::size_of::<WatchCopy>() + OVERHEAD,
             Outbound::Encoded(b) => b.len() + OVERHEAD,
             Outbound::Inline(f) => f.as_slice().len() + OVERHEAD,
@@ -255,12 +249,16 @@ impl Queued {
     /// (its structs cost several times its bytes), a small one waits as it
     /// is and is encoded by the task.
     fn new(item: Outbound) -> Queued {
-        let item = match item {
-            Outbound::Frame(f) if prost::Message::encoded_len(f.as_ref()) > ENCODE_QUEUED => {
-                Outbound::Frame(f).into_waiting()
+        if let Outbound::Frame(f) = &item {
+            let len = prost::Message::encoded_len(f.as_ref());
+            if len <= ENCODE_QUEUED {
+                return Queued {
+                    item,
+                    cost: frame_cost(len),
+                };
             }
-            other => other,
-        };
+        }
+        let item = item.into_waiting();
         let cost = item.cost();
         Queued { item, cost }
     }
@@ -268,6 +266,14 @@ impl Queued {
 
 /// A frame larger than this (encoded) is queued as its bytes.
 const ENCODE_QUEUED: usize = 4096;
+
+/// A queue or backlog slot plus the allocator's bookkeeping of a box.
+const OVERHEAD: usize = std::mem::size_of::<Outbound>() + 32;
+
+/// What an [`Outbound::Frame`] of `len` encoded bytes costs where it waits.
+fn frame_cost(len: usize) -> usize {
+    len + std::mem::size_of::<v1::ServerFrame>() + OVERHEAD
+}
 
 /// Entries into the core so far (see `Frames::direct_entry`).
 static ENTRY: AtomicU64 = AtomicU64::new(1);

@@ -56,7 +56,6 @@ impl Dispatcher {
         // The last event encoded, and its bytes: every watcher of one event gets
         // the same `Arc`, so identity says whether the bytes fit.
         let mut encoded: Option<(Arc<StateEvent>, Bytes)> = None;
-        let clock = self.clock;
         for change in changes.drain(..) {
             match change {
                 Change::Lease {
@@ -67,13 +66,15 @@ impl Dispatcher {
                     // Places in the queue come already paced and coalesced
                     // by the core (`waiter_update_interval_ms`).
                     let frame = match &update {
-                        LeaseUpdate::Queued(place) => queued_frame(place, &clock, now),
+                        LeaseUpdate::Queued(place) => queued_frame(place, &self.clock, now),
                         // The handoff's frame, encoded by hand on the stack
                         // like the hot answers (no boxed frame: issue 14).
                         LeaseUpdate::Granted(grant) => Outbound::encoded(
                             &hot::lease_granted_frame(lease.0, &wire::granted(grant)),
                         ),
-                        _ => Outbound::frame(wire::lease_update(lease.0, &update, &clock, now)),
+                        _ => {
+                            Outbound::frame(wire::lease_update(lease.0, &update, &self.clock, now))
+                        }
                     };
                     self.send(session, frame);
                 }
@@ -90,7 +91,7 @@ impl Dispatcher {
                     };
                     let body = || match &encoded {
                         Some((last, bytes)) if Arc::ptr_eq(last, &event) => bytes.clone(),
-                        _ => encode_event(&event, false, &clock, now),
+                        _ => encode_event(&event, false, &self.clock, now),
                     };
                     let mut produced = None;
                     let sent = conn.send_watch(watch.0, &event, || {

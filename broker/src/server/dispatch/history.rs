@@ -68,7 +68,7 @@ impl Dispatcher {
     pub(super) fn record_ended(&mut self) {
         let max_entries = self.config.history.max_entries;
         let keep = self.store.is_some() && max_entries > 0;
-        let clock = self.clock;
+        let clock = &self.clock;
         let wall = |at| clock.wall_ms(at);
         for ended in self.core.take_ended() {
             if !keep {
