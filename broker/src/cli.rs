@@ -240,8 +240,9 @@ const DATA_DIR_ADVICE: &str = "or start turnstiled with another --data-dir (a di
 /// existing ancestor is one) and must not be writable by other users, who
 /// could replace the store's files (refused, as the socket's directory
 /// is). One that other users can read or enter is only warned about:
-/// they can read every queued message, but refusing it would stop a
-/// broker that ran before.
+/// the store's files are the broker's user's alone (0600, see
+/// `store::make_private`), and refusing it would stop a broker that ran
+/// before.
 fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
     let shown = dir.display();
     let Some(existing) = dir.ancestors().find(|a| a.exists()) else {
@@ -276,8 +277,9 @@ fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
     }
     if mode & 0o005 != 0 {
         tracing::warn!(
-            "other users can enter the data directory {shown} (mode {mode:o}) and read every \
-             queued message in its files: chmod 700 {shown}"
+            "other users can enter the data directory {shown} (mode {mode:o}): the store's \
+             files are the broker's user's alone (0600), but others see their names and sizes; \
+             chmod 700 {shown}"
         );
     }
     Ok(())

@@ -586,9 +586,7 @@ impl Log {
         let building = PathBuf::from(building);
         let _ = std::fs::remove_file(&building);
         let made = (|| {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
+            let file = crate::platform::fs::private_file()
                 .create_new(true)
                 .open(&building)?;
             let mut salt = [0u8; 4];

@@ -784,9 +784,7 @@ fn open_file(
     sync_failed: SyncFailed,
     read: BytesRead,
 ) -> Result<Database, DatabaseError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
+    let file = crate::platform::fs::private_file()
         .create(true)
         .truncate(false)
         .open(path)?;
@@ -979,6 +977,7 @@ impl Store {
                 ),
             });
         }
+        make_private(&[&path, &log_path]);
         opening.phase("reading the log");
         let (mut log, replay) = open_log(applied, layout)?;
         opening.replayed(replay.len());
@@ -1767,6 +1766,30 @@ fn create(dir: &Path, path: &Path, opener: &Opener) -> Result<(), StoreError> {
     });
     let _ = std::fs::remove_file(&building);
     placed
+}
+
+/// Makes the store's files the broker's user's alone, as a new store's
+/// are (mode 0600): those of an older build were made 0644, so any user
+/// who could enter the data directory could read every stored message.
+/// Said in the log when it changes anything; a file it cannot change is
+/// warned about, not refused (the directory may still keep others out).
+fn make_private(files: &[&Path]) {
+    for file in files {
+        match crate::platform::fs::make_private(file) {
+            Ok(None) => {}
+            Ok(Some(mode)) => tracing::warn!(
+                file = %file.display(),
+                "other users could read this store file (mode {mode:04o}): it is made the \
+                 broker's user's alone (mode {:04o})",
+                mode & 0o700
+            ),
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                "other users may read this store file, and its mode cannot be changed ({e}): \
+                 chmod 600 it"
+            ),
+        }
+    }
 }
 
 /// Refuses a file of zero bytes: redb would take it for a new database and

@@ -214,6 +214,45 @@ fn the_data_directory_is_created_private() {
 }
 
 #[test]
+fn the_stores_files_are_readable_by_the_brokers_user_only() {
+    // A new store's files are mode 0600 whatever the umask leaves (it
+    // holds every stored message); those of an older build, made 0644,
+    // are made so when the store opens (where the platform has mode bits).
+    let dir = tempfile::tempdir().unwrap();
+    // Made so, not changed after: a user who opened a file while it was
+    // readable would keep reading it.
+    let made = dir.path().join("made");
+    drop(
+        crate::platform::fs::private_file()
+            .create_new(true)
+            .open(&made)
+            .unwrap(),
+    );
+    if let Some(mode) = crate::platform::fs::mode_bits(&made) {
+        assert_eq!(mode, 0o600);
+    }
+    std::fs::remove_file(&made).unwrap();
+    let files = [dir.path().join(FILE_NAME), dir.path().join(log::FILE_NAME)];
+    drop(Store::open(dir.path()).unwrap());
+    for file in &files {
+        if let Some(mode) = crate::platform::fs::mode_bits(file) {
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for (file, mode) in files.iter().zip([0o644, 0o666]) {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        drop(Store::open(dir.path()).unwrap());
+        for file in &files {
+            assert_eq!(crate::platform::fs::mode_bits(file), Some(0o600));
+        }
+    }
+}
+
+#[test]
 fn a_new_store_appears_whole_or_not_at_all() {
     // A store is built under a name of its own and linked into place when
     // complete: a partial one left by a broker killed while creating it is
