@@ -70,16 +70,6 @@ impl Drop for Flood {
     }
 }
 
-/// The broker's resident memory, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -171,6 +161,54 @@ async fn clients_that_pipeline_and_never_read_stall_themselves() {
         }))
         .await;
     assert!(matches!(r, reply::Result::Pong(_)), "{r:?}");
+}
+
+/// Found by an operator's review and fixed: the outbound bound was per
+/// connection only (`--max-outbound-bytes`, 8 MiB), so one user that
+/// opened `--max-connections-per-uid` (256) connections, asked each for
+/// large answers and read none held up to 2 GiB of the broker. Now all the
+/// connections of one uid together hold at most
+/// `--max-outbound-bytes-per-uid` (64 MiB): past it that user's requests
+/// wait on every connection of theirs, and the others are served. Here 48
+/// connections of nobody each ask for 64 statuses of ~1 MiB with a 16 MiB
+/// bound per uid: before, the broker grew by 519 MiB; now by ~20 MiB.
+#[tokio::test]
+async fn one_users_connections_that_read_nothing_hold_bounded_memory_together() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let broker = broker_for_two_users(&["--max-outbound-bytes-per-uid", "16777216"]);
+    // Root's leases, with long purposes: a status of them is ~1 MiB.
+    let _held = hold_many(&broker.socket, 1500, 1000).await;
+    let before = rss_kib(broker.pid());
+    let n = 48;
+    let mut flood = Flood::start(&broker, &format!("greedy:{n}"));
+    assert_eq!(flood.said(), format!("greedy {n} sent"));
+    let mut peak = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib(broker.pid()));
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    println!(
+        "FIGURE: broker RSS {} MiB before, {} MiB at most with {n} connections of nobody that \
+         asked for ~1 MiB statuses and read none (16 MiB per uid)",
+        before / 1024,
+        peak / 1024
+    );
+    // Root is served meanwhile, its own statuses too.
+    let mut raw = broker.raw().await;
+    let r = raw.request(Body::GetStatus(v1::GetStatus::default())).await;
+    assert!(matches!(r, reply::Result::Status(_)), "{r:?}");
+    assert!(
+        grown_mib < 120,
+        "{n} connections of one user that read nothing grew the broker by {grown_mib} MiB"
+    );
+    // Once they are gone, the user is served again: nothing of theirs is
+    // still counted.
+    flood.tell("close");
+    assert_eq!(flood.said(), "greedy after OK");
 }
 
 /// Point 9 of issue #12: 1 000 publishes pipelined on one connection
@@ -393,6 +431,7 @@ async fn nobody_role() {
         "silent" => silent(&socket, n).await,
         "pipeline" => pipeline(&socket, n).await,
         "waiters" => waiters(&socket, n).await,
+        "greedy" => greedy(&socket, n).await,
         other => panic!("unknown step {other}"),
     }
 }
@@ -540,5 +579,54 @@ async fn waiters(socket: &str, n: usize) {
     }
     println!("ROLE: waiters {n} queued");
     let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+/// `n` connections that each write 64 `GetStatus` and read nothing; on
+/// `close` closes them, then asks for a status on a new connection and
+/// reports whether it was answered.
+async fn greedy(socket: &str, n: usize) {
+    let mut writers = Vec::new();
+    for _ in 0..n {
+        let raw = Raw::connect(socket).await;
+        let stream = raw.framed.into_inner();
+        writers.push(tokio::spawn(async move {
+            let (rx, mut tx) = stream.into_split();
+            let mut buf = bytes::BytesMut::new();
+            for id in 2..66u64 {
+                turnstile_proto::encode_frame(
+                    &v1::ClientFrame {
+                        id,
+                        body: Some(Body::GetStatus(v1::GetStatus::default())),
+                    },
+                    &mut buf,
+                );
+            }
+            // Blocks once the broker stops reading: held open, unread.
+            let _ = tx.write_all(&buf).await;
+            std::future::pending::<()>().await;
+            drop((rx, tx));
+        }));
+    }
+    println!("ROLE: greedy {n} sent");
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    for w in &writers {
+        w.abort();
+    }
+    for w in writers {
+        let _ = w.await;
+    }
+    let mut raw = Raw::connect(socket).await;
+    let verdict = match tokio::time::timeout(
+        Duration::from_secs(10),
+        raw.request(Body::GetStatus(v1::GetStatus::default())),
+    )
+    .await
+    {
+        Ok(reply::Result::Status(_)) => "OK".to_string(),
+        other => format!("{other:?}"),
+    };
+    println!("ROLE: greedy after {verdict}");
     let _ = std::io::stdin().lock().read_line(&mut line);
 }

@@ -628,16 +628,6 @@ async fn unknown_enum_values_for_mode_and_wait_are_refused_and_the_connection_ke
     );
 }
 
-/// The broker's resident memory, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Found by this suite and fixed (names per request capped at 256): the
 /// number of names in one `Watch` (and `GetStatus`) was bounded only by the
 /// frame size, and each watch keeps its names. One connection of any user, 64 watches (the per-connection
@@ -759,30 +749,6 @@ async fn a_frame_started_and_never_finished_is_closed_at_a_deadline() {
     );
 }
 
-/// Takes `count` SHARED leases on `r00000`, `r00001`, ... with a purpose
-/// of `purpose` bytes, over as many connections as the per-connection
-/// limit needs; the connections are returned (the leases last with them).
-async fn hold_many(broker: &Broker, count: usize, purpose: usize) -> Vec<Raw> {
-    let mut conns = Vec::new();
-    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
-        let mut raw = broker.raw().await;
-        for i in chunk {
-            let r = raw
-                .request(Body::Acquire(v1::Acquire {
-                    resource: format!("r{i:05}"),
-                    mode: v1::Mode::Shared as i32,
-                    wait: v1::WaitPolicy::NoWait as i32,
-                    purpose: "p".repeat(purpose),
-                    ..Default::default()
-                }))
-                .await;
-            assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
-        }
-        conns.push(raw);
-    }
-    conns
-}
-
 /// Found by an operator's review and fixed: a status of every resource was
 /// made whole however large, and sent over the frame limit the broker
 /// announces; the client library refused it, so `turnstile status` said
@@ -794,7 +760,7 @@ async fn hold_many(broker: &Broker, count: usize, purpose: usize) -> Vec<Raw> {
 async fn a_status_of_more_than_fits_in_a_frame_is_cut_and_says_so() {
     let limit = 65_536u32;
     let broker = spawn_broker_with(&["--max-frame-bytes", &limit.to_string()]);
-    let _held = hold_many(&broker, 1500, 100).await;
+    let _held = hold_many(&broker.socket, 1500, 100).await;
     let mut raw = strict_raw_at(&broker, limit).await;
     let r = raw.request(Body::GetStatus(v1::GetStatus::default())).await;
     let reply::Result::Status(all) = r else {
@@ -855,7 +821,7 @@ async fn a_status_of_more_than_fits_in_a_frame_is_cut_and_says_so() {
 #[tokio::test]
 async fn a_client_that_asks_for_large_answers_and_reads_none_costs_bounded_memory() {
     let broker = spawn_broker();
-    let _held = hold_many(&broker, 1500, 1000).await;
+    let _held = hold_many(&broker.socket, 1500, 1000).await;
     let before = rss_kib(broker.pid());
     // 2 000 requests for a status of ~1 MiB each, written by a task of
     // their own (the writes block once the broker stops reading them).

@@ -84,15 +84,6 @@ async fn a_hundred_watchers_all_reach_the_final_state() {
     last.release().await.unwrap();
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// A watcher that never reads while 20 000 changes happen costs bounded
 /// memory and does not hold up a watcher that reads.
 #[tokio::test]

@@ -128,6 +128,10 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes: Option<usize>,
 
+    /// Bytes (counted as for --max-outbound-bytes) queued for all the connections of one user together, root and the broker's own user excepted: past it the broker stops reading that user's requests until what is queued goes out, so one user that opens many connections and reads none holds this much, not --max-connections-per-uid times --max-outbound-bytes; at least 1 [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound_bytes_per_uid: Option<usize>,
+
     /// TTL of a lease whose request says 0; between --min-ttl and --max-ttl [default: 15s]
     #[arg(long, value_name = "DURATION")]
     pub default_ttl: Option<Dur>,
@@ -411,6 +415,7 @@ every_field!(
     frame_timeout,
     max_frame_bytes,
     max_outbound_bytes,
+    max_outbound_bytes_per_uid,
     default_ttl,
     min_ttl,
     max_ttl,
@@ -619,6 +624,12 @@ impl Settings {
                 "max-outbound-bytes",
                 self.max_outbound_bytes.unwrap_or(d.max_outbound_bytes),
                 "disconnect every consumer at its first delivery",
+            )?,
+            max_outbound_bytes_per_uid: at_least_one(
+                "max-outbound-bytes-per-uid",
+                self.max_outbound_bytes_per_uid
+                    .unwrap_or(d.max_outbound_bytes_per_uid),
+                "stop reading a user's requests whenever one answer of theirs waits to go out",
             )?,
             max_in_flight: at_least_one(
                 "max-in-flight",

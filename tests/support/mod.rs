@@ -18,7 +18,7 @@ pub mod flood;
 mod raw;
 
 #[allow(unused_imports)]
-pub use raw::{PATIENCE, Raw, encode, error_code};
+pub use raw::{PATIENCE, Raw, encode, error_code, hold_many};
 
 /// A running `turnstiled` in its own temporary directory.
 pub struct Broker {
@@ -353,4 +353,14 @@ pub fn read_all(r: Option<impl Read>) -> String {
         let _ = r.read_to_string(&mut s);
     }
     s
+}
+
+/// A process's resident memory in KiB, from `/proc` (0 where there is none).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -151,3 +151,27 @@ pub fn error_code(r: &reply::Result) -> Option<v1::ErrorCode> {
         _ => None,
     }
 }
+
+/// Takes `count` SHARED leases on `r00000`, `r00001`, ... with a purpose
+/// of `purpose` bytes, over as many connections as the per-connection
+/// limit needs; the connections are returned (the leases last with them).
+pub async fn hold_many(socket: impl AsRef<Path> + Copy, count: usize, purpose: usize) -> Vec<Raw> {
+    let mut conns = Vec::new();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+        let mut raw = Raw::connect(socket).await;
+        for i in chunk {
+            let r = raw
+                .request(Body::Acquire(v1::Acquire {
+                    resource: format!("r{i:05}"),
+                    mode: v1::Mode::Shared as i32,
+                    wait: v1::WaitPolicy::NoWait as i32,
+                    purpose: "p".repeat(purpose),
+                    ..Default::default()
+                }))
+                .await;
+            assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+        }
+        conns.push(raw);
+    }
+    conns
+}

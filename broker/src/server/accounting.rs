@@ -1,6 +1,8 @@
 //! Connection accounting: how many connections are open, per uid and in
 //! all, against `--max-connections` and `--max-connections-per-uid`, and
-//! each uid's handshakes (`--max-handshakes-per-uid`). A [`ConnectionSlot`]
+//! each uid's handshakes (`--max-handshakes-per-uid`) and what its
+//! connections have queued to go out (`--max-outbound-bytes-per-uid`,
+//! [`UidOutbound`]). A [`ConnectionSlot`]
 //! is one connection's place; dropping it (when the connection's reader
 //! ends) gives the place back.
 //!
@@ -15,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 use super::ServerConfig;
+use super::outbound::UidOutbound;
 
 /// Counts of open connections, per uid and in all. A slot is released when
 /// its connection's reader ends.
@@ -24,11 +27,12 @@ pub(super) struct Counts {
     per_uid: HashMap<u32, UidCount>,
 }
 
-/// One uid's open connections and its handshake permits (shared by its
-/// connections; forgotten with its last connection).
+/// One uid's open connections, its handshake permits and its outbound
+/// account (shared by its connections; forgotten with its last connection).
 struct UidCount {
     connections: usize,
     handshakes: Arc<Semaphore>,
+    outbound: Arc<UidOutbound>,
 }
 
 /// One connection's place in the counts; dropping it gives the place back.
@@ -36,6 +40,7 @@ pub struct ConnectionSlot {
     counts: Arc<Mutex<Counts>>,
     uid: u32,
     handshakes: Arc<Semaphore>,
+    outbound: Arc<UidOutbound>,
 }
 
 impl ConnectionSlot {
@@ -45,6 +50,11 @@ impl ConnectionSlot {
     /// not refused), and other uids are not concerned.
     pub async fn handshake_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.handshakes.clone().acquire_owned().await.ok()
+    }
+
+    /// The account of what the uid's connections have queued to go out.
+    pub fn outbound(&self) -> Arc<UidOutbound> {
+        self.outbound.clone()
     }
 }
 
@@ -87,12 +97,17 @@ pub(super) fn take_slot(
     let n = c.per_uid.entry(uid).or_insert_with(|| UidCount {
         connections: 0,
         handshakes: Arc::new(Semaphore::new(config.max_handshakes_per_uid)),
+        outbound: UidOutbound::new(if privileged {
+            usize::MAX
+        } else {
+            config.max_outbound_bytes_per_uid
+        }),
     });
     n.connections += 1;
-    let handshakes = n.handshakes.clone();
     Ok(ConnectionSlot {
         counts: counts.clone(),
         uid,
-        handshakes,
+        handshakes: n.handshakes.clone(),
+        outbound: n.outbound.clone(),
     })
 }

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     /// Bytes queued for a client that does not read before it is cut off
     /// (watch events beyond the queue are coalesced and do not count).
     pub max_outbound_bytes: usize,
+    /// Bytes queued for all the connections of one uid (except root and
+    /// the broker's own user): past it that uid's requests wait until what
+    /// is queued goes out.
+    pub max_outbound_bytes_per_uid: usize,
     /// Requests answered later (durable publishes) one connection may have
     /// outstanding: past it the connection is not read until answers go out.
     pub max_in_flight: usize,
@@ -94,6 +98,7 @@ impl Default for ServerConfig {
             frame_timeout: Duration::from_secs(30),
             max_frame_bytes: turnstile_proto::DEFAULT_MAX_FRAME_BYTES,
             max_outbound_bytes: 8 << 20,
+            max_outbound_bytes_per_uid: 64 << 20,
             max_in_flight: 128,
             own_uid: crate::platform::peer::own_uid(),
             policy: std::sync::Arc::new(crate::policy::Policy::builtin(
@@ -233,6 +238,7 @@ pub async fn run(
                 continue;
             }
         };
+        gate.account_to(slot.outbound());
         let setup = connection::ReaderSetup {
             to_core: to_core.clone(),
             core: core.clone(),

@@ -171,6 +171,73 @@ impl Outbound {
     }
 }
 
+/// What all the connections of one uid have waiting to go out (their
+/// queues and backlogs, counted as [`Outbound::cost`]), against
+/// `--max-outbound-bytes-per-uid`. The bound per connection alone let one
+/// user that opens `--max-connections-per-uid` connections, asks each for
+/// large answers and reads none hold that many times `--max-outbound-bytes`
+/// (256 x 8 MiB). Past this bound the requests of every connection of the
+/// uid wait, as one connection's do past half its own bound, until what
+/// they have queued goes out: the user is slowed, the others are not.
+/// Shared by the uid's connections (`accounting`); root and the broker's
+/// own user have no bound.
+#[derive(Debug)]
+pub struct UidOutbound {
+    bytes: AtomicUsize,
+    bound: usize,
+    /// The core holds requests of this uid until `bytes` is back under
+    /// `bound`: the task that takes it under says so ([`Drained::room`]).
+    waiting: AtomicBool,
+}
+
+impl UidOutbound {
+    /// A uid's account, bounded by `bound` bytes (`usize::MAX`: none).
+    pub fn new(bound: usize) -> Arc<UidOutbound> {
+        Arc::new(UidOutbound {
+            bytes: AtomicUsize::new(0),
+            bound,
+            waiting: AtomicBool::new(false),
+        })
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Takes `n` off (never below zero: a miscount must not wrap into a
+    /// uid that waits for ever).
+    fn release(&self, n: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(n))
+            });
+    }
+
+    /// [`UidOutbound::release`] by the connection's task: whether the core
+    /// waits for this uid and it is under its bound now (told once).
+    fn released_by_task(&self, n: usize) -> bool {
+        self.release(n);
+        !self.over() && self.waiting.swap(false, Ordering::AcqRel)
+    }
+
+    /// The uid has more queued than its bound.
+    pub fn over(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > self.bound
+    }
+
+    /// The core holds requests of this uid: the task that takes it under
+    /// its bound tells it.
+    pub fn wait(&self) {
+        self.waiting.store(true, Ordering::Release);
+    }
+
+    /// Bytes queued for the uid (for tests and logs).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
 /// What the core and a connection's task signal each other, without a
 /// channel: whether the task may read its next frame (the gate), whether
 /// frames were queued for it, and whether the core is done with it.
@@ -215,6 +282,9 @@ struct Frames {
     /// Half of `--max-outbound-bytes` (0: no bound, before the connection's
     /// Hello).
     byte_bound: usize,
+    /// The account of the connection's uid, which `bytes` count in too
+    /// (`None` before it is known).
+    uid: Option<Arc<UidOutbound>>,
     /// The task is gone: nothing more is taken.
     closed: bool,
     /// The core waits for room (a [`ToCore::Writable`] when some is made).
@@ -298,6 +368,9 @@ impl Frames {
     fn queue(&mut self, item: Outbound) {
         let queued = Queued::new(item);
         self.bytes += queued.cost;
+        if let Some(uid) = &self.uid {
+            uid.add(queued.cost);
+        }
         self.items.push_back(queued);
     }
 
@@ -368,7 +441,8 @@ pub const OUTBOUND_QUEUE: usize = 256;
 pub struct Drained {
     /// Frames are left in the queue (the bounds of one write were reached).
     pub more: bool,
-    /// The core waited for room, and there is some now: tell it.
+    /// The core waited for room, or for the connection's uid to be under
+    /// its bound ([`UidOutbound`]), and there is some now: tell it.
     pub room: bool,
 }
 
@@ -577,14 +651,21 @@ impl ReadGate {
     pub fn drain_into(&self, dst: &mut BytesMut, max_bytes: usize, max_frames: usize) -> Drained {
         let mut frames = self.frames();
         let mut taken = 0;
+        let mut released = 0;
         while dst.len() < max_bytes && taken < max_frames {
             let Some(Queued { item, cost }) = frames.items.pop_front() else {
                 break;
             };
-            frames.bytes -= cost;
+            released += cost;
             item.encode(dst);
             taken += 1;
         }
+        frames.bytes -= released;
+        let uid_room = released > 0
+            && frames
+                .uid
+                .as_ref()
+                .is_some_and(|uid| uid.released_by_task(released));
         if frames.items.is_empty() && frames.items.capacity() > 16 {
             // Do not keep a burst's room while idle.
             frames.items = VecDeque::new();
@@ -599,7 +680,7 @@ impl ReadGate {
         }
         Drained {
             more: !frames.items.is_empty(),
-            room,
+            room: room || uid_room,
         }
     }
 
@@ -622,6 +703,9 @@ impl ReadGate {
         frames.closed = true;
         // The task's handle on the socket is then its only one.
         frames.direct = None;
+        if let Some(uid) = &frames.uid {
+            uid.release(frames.bytes);
+        }
         frames.bytes = 0;
         std::mem::take(&mut frames.items)
             .into_iter()
@@ -632,6 +716,21 @@ impl ReadGate {
     /// Bounds the queue's bytes (see `Frames::bytes`).
     pub fn bound_bytes(&self, bytes: usize) {
         self.frames().byte_bound = bytes;
+    }
+
+    /// Counts what is queued for the connection in its uid's account too,
+    /// from now on (what is queued already with it).
+    pub fn account_to(&self, uid: Arc<UidOutbound>) {
+        let mut frames = self.frames();
+        if !frames.closed {
+            uid.add(frames.bytes);
+            frames.uid = Some(uid);
+        }
+    }
+
+    /// The account of the connection's uid.
+    fn uid_account(&self) -> Option<Arc<UidOutbound>> {
+        self.frames().uid.clone()
     }
 
     /// Whether the core is done with the connection.
@@ -687,6 +786,12 @@ pub(super) struct Conn {
     /// `--max-outbound-bytes`: past it the client is cut off; past half of
     /// it its reader pauses.
     limit: usize,
+    /// The uid's account, which the backlog counts in too; past its bound
+    /// the connection's requests wait as past half of `limit`.
+    uid_account: Option<Arc<UidOutbound>>,
+    /// The dispatcher holds this connection's requests until its uid is
+    /// under its bound (it is on the dispatcher's list of them).
+    pub waits_for_uid: bool,
     gate: Arc<ReadGate>,
     coalesced: VecDeque<Coalesced>,
     waker_armed: bool,
@@ -699,6 +804,9 @@ impl Drop for Conn {
     /// The core forgot the connection (its goodbye, or it was cut off):
     /// its task ends too.
     fn drop(&mut self) {
+        if let Some(uid) = &self.uid_account {
+            uid.release(self.backlog_bytes);
+        }
         self.gate.end();
     }
 }
@@ -712,6 +820,7 @@ impl Conn {
     ) -> Conn {
         // Half for the queue, half for the backlog behind it.
         gate.bound_bytes(limit / 2);
+        let uid_account = gate.uid_account();
         Conn {
             uid: subject.uid,
             subject,
@@ -722,6 +831,8 @@ impl Conn {
             backlog: VecDeque::new(),
             backlog_bytes: 0,
             limit,
+            uid_account,
+            waits_for_uid: false,
             gate,
             coalesced: VecDeque::new(),
             waker_armed: false,
@@ -757,9 +868,20 @@ impl Conn {
     }
 
     /// The client does not read its answers: its backlog is over half its
-    /// bound. Its requests wait, and its reader with them.
+    /// bound, or its uid's connections have more queued than theirs
+    /// ([`UidOutbound`]). Its requests wait, and its reader with them.
     pub fn backed_up(&self) -> bool {
-        self.backlog_bytes > self.limit / 2
+        self.backlog_bytes > self.limit / 2 || self.uid_over()
+    }
+
+    /// The connection's uid has more queued than its bound.
+    pub fn uid_over(&self) -> bool {
+        self.uid_account.as_ref().is_some_and(|uid| uid.over())
+    }
+
+    /// The uid's account (shared by its connections).
+    pub fn uid_account(&self) -> Option<&Arc<UidOutbound>> {
+        self.uid_account.as_ref()
     }
 
     /// Closes or opens the reader's gate by the backlog, the requests in
@@ -799,7 +921,11 @@ impl Conn {
 
     fn push_backlog(&mut self, item: Outbound) {
         let item = item.into_waiting();
-        self.backlog_bytes += item.cost();
+        let cost = item.cost();
+        self.backlog_bytes += cost;
+        if let Some(uid) = &self.uid_account {
+            uid.add(cost);
+        }
         self.backlog.push_back(item);
         self.refresh_gate();
     }
@@ -854,7 +980,13 @@ impl Conn {
         while let Some(item) = self.backlog.pop_front() {
             let cost = item.cost();
             match self.push(item) {
-                Ok(()) => self.backlog_bytes -= cost,
+                Ok(()) => {
+                    // Now counted in the queue (or written).
+                    self.backlog_bytes -= cost;
+                    if let Some(uid) = &self.uid_account {
+                        uid.release(cost);
+                    }
+                }
                 Err(TrySendError::Closed(_)) => return,
                 Err(TrySendError::Full(item)) => {
                     self.backlog.push_front(item);

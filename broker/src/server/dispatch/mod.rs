@@ -57,7 +57,7 @@ use turnstile_proto::v1::{self, client_frame::Body};
 
 use super::clock::Clock;
 use super::log_limit::LogLimit;
-use super::outbound::Conn;
+use super::outbound::{Conn, UidOutbound};
 use super::wire::{self, Refusal};
 use super::{Outbound, ServerConfig, ToCore};
 use crate::core::{Change, Core, Map, Millis, SessionId};
@@ -95,6 +95,10 @@ pub(super) struct Dispatcher {
     stopping: bool,
     /// Boxed: the table is sized for its peak, so its slots stay small.
     conns: Map<SessionId, Box<Conn>>,
+    /// Connections whose requests wait because their uid has more queued
+    /// than `--max-outbound-bytes-per-uid`, per uid, with its account:
+    /// resumed together when it is under again.
+    uid_waiting: Map<u32, (std::sync::Arc<UidOutbound>, Vec<SessionId>)>,
     clock: Clock,
     config: ServerConfig,
     to_core: mpsc::Sender<ToCore>,
@@ -141,6 +145,7 @@ impl Dispatcher {
         let mut d = Dispatcher {
             core,
             conns: Map::default(),
+            uid_waiting: Map::default(),
             clock: Clock::start(),
             store: config.storage.as_ref().map(super::Storage::writer),
             config,
@@ -303,15 +308,24 @@ impl Dispatcher {
             ToCore::Fatal { session, refusal } => {
                 self.send(session, Outbound::frame(wire::error_reply(0, refusal)));
             }
-            ToCore::Goodbye { session, reason } => match self.conns.get_mut(&session) {
-                // Requests it sent before it went are handled first: now,
-                // unless they wait for answers in flight.
-                Some(conn) if !conn.deferred.is_empty() => {
-                    conn.pending_goodbye = Some(reason);
-                    self.resume(session);
+            ToCore::Goodbye { session, reason } => {
+                let uid = self.conns.get(&session).map(|c| c.uid);
+                match self.conns.get_mut(&session) {
+                    // Requests it sent before it went are handled first:
+                    // now, unless they wait for answers in flight.
+                    Some(conn) if !conn.deferred.is_empty() => {
+                        conn.pending_goodbye = Some(reason);
+                        self.resume(session);
+                    }
+                    _ => self.goodbye(session, &reason),
                 }
-                _ => self.goodbye(session, &reason),
-            },
+                // What it had queued is let go: its uid may be under now.
+                if let Some(uid) = uid
+                    && !self.uid_waiting.is_empty()
+                {
+                    self.resume_uid(uid);
+                }
+            }
             ToCore::CountersStored { until } => self.counters_stored(until),
             ToCore::Deliveries { deliveries } => {
                 let now = self.clock.now();
@@ -323,9 +337,13 @@ impl Dispatcher {
                 let (clock, now) = (self.clock, self.clock.now());
                 if let Some(conn) = self.conns.get_mut(&session) {
                     conn.flush(|e| encode_event(e, true, &clock, now));
+                    let uid = conn.uid;
                     if !conn.deferred.is_empty() {
                         // What it sent while it was not reading its answers.
                         self.resume(session);
+                    }
+                    if !self.uid_waiting.is_empty() {
+                        self.resume_uid(uid);
                     }
                 }
             }
@@ -379,6 +397,7 @@ impl Dispatcher {
             if full || conn.backed_up() || !conn.deferred.is_empty() {
                 conn.deferred.push_back(frame.into_frame());
                 conn.set_in_flight_full(full);
+                self.wait_for_uid(session);
                 return;
             }
             // A Ping read in place is answered here, in this one lookup of
@@ -409,6 +428,60 @@ impl Dispatcher {
         }
     }
 
+    /// Puts `session` on its uid's list of connections whose requests wait
+    /// for the uid to be under `--max-outbound-bytes-per-uid`, if that is
+    /// what they wait for; the task of a connection of that uid that takes
+    /// it under says so (`Writable`), and [`Dispatcher::resume_uid`]
+    /// resumes them all.
+    fn wait_for_uid(&mut self, session: SessionId) {
+        let Some(conn) = self.conns.get_mut(&session) else {
+            return;
+        };
+        if conn.waits_for_uid || !conn.uid_over() {
+            return;
+        }
+        let Some(account) = conn.uid_account().cloned() else {
+            return;
+        };
+        conn.waits_for_uid = true;
+        let uid = conn.uid;
+        account.wait();
+        if self.uid_waiting.is_empty() {
+            tracing::debug!(
+                uid,
+                bytes = account.bytes(),
+                "a user's connections wait for it to read (--max-outbound-bytes-per-uid)"
+            );
+        }
+        self.uid_waiting
+            .entry(uid)
+            .or_insert_with(|| (account, Vec::new()))
+            .1
+            .push(session);
+    }
+
+    /// Resumes the connections of `uid` that wait for it to be under its
+    /// bound, once it is.
+    fn resume_uid(&mut self, uid: u32) {
+        let Some((account, _)) = self.uid_waiting.get(&uid) else {
+            return;
+        };
+        if account.over() {
+            // Told again by the next task that takes it under.
+            account.wait();
+            return;
+        }
+        let Some((_, sessions)) = self.uid_waiting.remove(&uid) else {
+            return;
+        };
+        for session in sessions {
+            if let Some(conn) = self.conns.get_mut(&session) {
+                conn.waits_for_uid = false;
+                self.resume(session);
+            }
+        }
+    }
+
     /// Handles what `session` sent while it was at `--max-in-flight` or not
     /// reading, as far as answers have gone out; then a goodbye that waited
     /// for them (a client that is gone reads nothing: its requests are
@@ -424,7 +497,9 @@ impl Dispatcher {
                 return;
             }
             if conn.backed_up() && conn.pending_goodbye.is_none() {
-                // `Writable` resumes it once the backlog has drained.
+                // `Writable` resumes it once the backlog has drained (its
+                // own, or its uid's: see `wait_for_uid`).
+                self.wait_for_uid(session);
                 return;
             }
             let Some(frame) = conn.deferred.pop_front() else {
