@@ -307,6 +307,16 @@ struct Frames {
     direct_entry: u64,
 }
 
+impl Drop for Frames {
+    /// What is still queued when the gate goes (a connection that ended
+    /// before its Hello, or whose socket failed) leaves its uid's account.
+    fn drop(&mut self) {
+        if let Some(uid) = self.uid.take() {
+            uid.release(self.bytes);
+        }
+    }
+}
+
 /// A frame in a connection's queue, with what it costs there.
 #[derive(Debug)]
 struct Queued {
@@ -733,6 +743,17 @@ impl ReadGate {
         self.frames().uid.clone()
     }
 
+    /// The core is done with the connection: what its queue still holds
+    /// counts against its uid no more, so that the core's goodbye sees the
+    /// account as it will be (the task writes the rest as it closes, or
+    /// drops it when the socket fails, without telling the core).
+    fn leave_account(&self) {
+        let mut frames = self.frames();
+        if let Some(uid) = frames.uid.take() {
+            uid.release(frames.bytes);
+        }
+    }
+
     /// Whether the core is done with the connection.
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
@@ -807,6 +828,7 @@ impl Drop for Conn {
         if let Some(uid) = &self.uid_account {
             uid.release(self.backlog_bytes);
         }
+        self.gate.leave_account();
         self.gate.end();
     }
 }
@@ -1039,6 +1061,40 @@ mod tests {
             std::mem::size_of::<Outbound>(),
             std::mem::size_of::<Bytes>() + 8
         );
+    }
+
+    /// What a connection's queue holds counts in its uid's account while
+    /// it is queued, and leaves it when the task takes it, when the core
+    /// is done with the connection, or when the gate goes: a uid must
+    /// never stay over its bound for bytes that are gone.
+    #[test]
+    fn a_uids_account_counts_what_is_queued_and_only_that() {
+        let frame = || Outbound::Encoded(Bytes::from(vec![7u8; 1000]));
+        let uid = UidOutbound::new(1500);
+        let gate = ReadGate::new();
+        gate.account_to(uid.clone());
+        gate.push(frame()).unwrap();
+        let one = uid.bytes();
+        assert!(one >= 1000 && !uid.over(), "{one}");
+        gate.push(frame()).unwrap();
+        assert!(uid.over());
+        // The task takes them: the core waited, and is told.
+        uid.wait();
+        let mut dst = BytesMut::new();
+        assert!(gate.drain_into(&mut dst, 1 << 20, 256).room);
+        assert_eq!(uid.bytes(), 0);
+        // The core is done with it: what is queued leaves the account.
+        gate.push(frame()).unwrap();
+        assert_eq!(uid.bytes(), one);
+        gate.leave_account();
+        assert_eq!(uid.bytes(), 0);
+        // A gate that goes with frames queued takes them out too.
+        let other = ReadGate::new();
+        other.account_to(uid.clone());
+        other.push(frame()).unwrap();
+        assert_eq!(uid.bytes(), one);
+        drop(other);
+        assert_eq!(uid.bytes(), 0);
     }
 
     /// A short hand-encoded frame is held inline, a longer one in its own
