@@ -1114,7 +1114,9 @@ fn a_history_line_reads_back_as_it_was_recorded() {
     // Every field survives the batch encoding: holders and purposes that
     // repeat (left out of the file) or change within a batch, times,
     // mode, permits, fencing, and the detail, written on reading for an
-    // ordinary end and kept as text for another cause.
+    // ordinary end and kept as text for another cause; lease ids, ends
+    // and fencing tokens that go down as well as up from one line to the
+    // next (stored as differences), and TTLs that repeat (left out).
     use crate::core::{Cause, Ending, EventKind, FencingToken, LeaseId, Mode, Peer, SessionId};
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
@@ -1128,8 +1130,11 @@ fn a_history_line_reads_back_as_it_was_recorded() {
     });
     let now = 50_000_000;
     let mut lines = Vec::new();
+    let ids = [40, 2, 1 << 40, 7, u64::MAX, 3];
+    let ends = [now + 5, now + 2, now + 90, now + 90, now + 1, now + 30];
     for i in 0..6u64 {
-        let mut h = history_line("pcm", i + 1, now + i);
+        let (id, ended) = (ids[i as usize], ends[i as usize]);
+        let mut h = history_line("pcm", id, ended);
         if i % 3 == 1 {
             h.ended.lease.holder = other.clone();
             h.ended.lease.purpose = Arc::from("same");
@@ -1137,12 +1142,12 @@ fn a_history_line_reads_back_as_it_was_recorded() {
         if i % 2 == 0 {
             h.ended.lease.mode = Mode::Shared;
             h.ended.lease.permits = 3;
-            h.ended.lease.fencing = Some(FencingToken(900 + i));
-            h.granted_at_ms = now + i - 5;
-            h.queued_at_ms = now + i - 20;
+            h.ended.lease.fencing = Some(FencingToken(900 - 100 * i));
+            h.granted_at_ms = ended - 5;
+            h.queued_at_ms = ended - 20;
         }
         let peer = h.ended.lease.holder.clone();
-        let lease = LeaseId(i + 1);
+        let lease = LeaseId(id);
         (h.ended.kind, h.ended.cause) = match i {
             0 => (EventKind::Released, Cause::None),
             1 => (
