@@ -11,10 +11,10 @@
 //! write, nor retry: a failed transaction is reported to each of its
 //! submitters, and the next one is tried afresh.
 //!
-//! History lines ([`StoreWriter::record_history`], already encoded, in the
-//! order they ended) are grouped per resource here and ride along: they join the next transaction,
-//! whatever else it carries, and nobody waits for them (a failed one is
-//! logged): the store hands them to its redb thread, which commits them
+//! History lines ([`StoreWriter::record_history`], a journal of the leases
+//! that ended, in the order they ended) are grouped per resource and
+//! encoded here, and ride along: they join the next transaction, whatever
+//! else it carries, and nobody waits for them (a failed one is logged): the store hands them to its redb thread, which commits them
 //! in order with its checkpoints. Reads of the history are handed to the
 //! redb thread after the transaction they arrived with, and answered
 //! there, so a read sees every line recorded before it, and this thread

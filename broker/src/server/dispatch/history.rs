@@ -4,22 +4,22 @@
 //! Recording happens here, at the edge, from the [`Ended`] lines the core
 //! keeps in its outbox, one per end ([`crate::core::Core::take_ended`],
 //! taken with every delivery of changes): each gets its wall-clock times
-//! and is encoded at once onto the end of `Dispatcher::history`
-//! ([`crate::store::HistoryJournal`]), and the lease's strings are freed
-//! at once. The store's writer thread groups the lines per resource. What gathered goes to the store's writer thread at most every
-//! [`SEND_EVERY_MS`] (or once [`SEND_BATCH`] lines have gathered), where
-//! it joins the next group commit. The core task never waits for them,
-//! and no lease end costs an fsync of its own. A crash loses at most the
-//! lines of the last [`SEND_EVERY_MS`] (a second) and the commit in
-//! flight; a clean stop hands everything over.
+//! and is appended to `Dispatcher::history` ([`crate::store::HistoryJournal`])
+//! as a fixed-size entry, its resource and holder referenced rather than
+//! copied, and the lease's strings are freed at once, on this thread. What
+//! gathered goes to the store's writer thread at most every
+//! [`SEND_EVERY_MS`] (or once [`SEND_BATCH`] lines have gathered), which
+//! groups the lines per resource, encodes them and hands them to redb
+//! with the next group commit. The core task never waits for them, and no
+//! lease end costs an fsync of its own. A crash loses at most the lines of
+//! the last [`SEND_EVERY_MS`] (a second) and the commit in flight; a clean
+//! stop hands everything over.
 //!
-//! Encoding here costs the core task a couple of hundred instructions a
-//! line, in memory it has just written. Handing the lines over whole for
-//! the writer to encode cost more in all, and the core task too: the
-//! writer's thread then freed strings the core task had allocated, which
-//! made the core task's allocations slower; grouping them here cost the
-//! core task cache misses (BENCHMARKS.md "What recording lease history
-//! costs").
+//! Encoding each line whole here cost the core task ~580 instructions a
+//! line, and grouping here cost it cache misses; handing the lease's own
+//! strings over made the writer's thread free what the core task had
+//! allocated, which slowed the core task's allocations (BENCHMARKS.md
+//! "What recording lease history costs" and the tenth session).
 //!
 //! `GetHistory` (policy verb `status`) hands what is gathered to the
 //! store first, then asks the writer thread to read: answered, like a
@@ -44,8 +44,8 @@ use crate::store::{HistoryJournal, HistoryLine, HistoryQuery, Recorded, StoreErr
 const SEND_EVERY_MS: u64 = 1000;
 
 /// Lines handed to the store at once when this many have gathered: a
-/// bound on what waits here in a flood of lease ends (~86 bytes a line
-/// encoded whole: ~22 MiB at most, and only past ~260 k ends a second;
+/// bound on what waits here in a flood of lease ends (an 80-byte entry a
+/// line and its purpose: ~21 MiB at most, and only past ~260 k ends a second;
 /// the time bound above comes first below that). A transaction writes a
 /// batch per resource it touches, so in a flood over many resources its
 /// cost goes with how many lines each batch gets: with 1 024 resources
