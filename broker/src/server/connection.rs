@@ -182,7 +182,10 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// connection's own buffer (and what is queued behind that, too).
     async fn flush_queued(&mut self, gate: &ReadGate) -> std::io::Result<Drained> {
         if !self.buf.is_empty() {
-            return Ok(gate.drain_into(&mut self.buf, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES));
+            let before = self.buf.len();
+            let drained = gate.drain_into(&mut self.buf, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES);
+            gate.keep_buffered(self.buf.len() - before);
+            return Ok(drained);
         }
         poll_fn(|cx| {
             Poll::Ready(SCRATCH.with_borrow_mut(|scratch| {
@@ -198,6 +201,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 };
                 if let Ok(n) = written {
                     self.buf.extend_from_slice(&scratch[n..]);
+                    gate.keep_buffered(scratch.len() - n);
                 }
                 if self.buf.is_empty() {
                     // All of it went: the core may write straight to the
@@ -214,14 +218,18 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         .await
     }
 
-    /// `n` bytes of the connection's own buffer went out.
-    fn wrote(&mut self, n: usize, gate: &ReadGate) {
+    /// `n` bytes of the connection's own buffer went out: whether the
+    /// core waits for this connection's uid and it is under its bound now
+    /// (then it is told `Writable`).
+    fn wrote(&mut self, n: usize, gate: &ReadGate) -> bool {
         self.buf.advance(n);
+        let room = gate.wrote_buffered(n);
         if self.buf.is_empty() {
             // Rarely used (a socket that took part of a write): not kept.
             self.buf = BytesMut::new();
             gate.wrote_all();
         }
+        room
     }
 
     /// Writes what is queued until the core is done with the connection
@@ -238,6 +246,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             // Taken before draining: a frame queued after this wakes the
             // wait below again (and a stale flag does not spin it).
             gate.take_queued();
+            // Not counted as held (`keep_buffered`): the core is done with
+            // the connection or about to be, and then lets go of all it
+            // counted for it; a `Writable` from here would not reach it.
             gate.drain_into(&mut self.buf, WRITE_BATCH_BYTES, WRITE_BATCH_FRAMES);
             if !self.buf.is_empty() {
                 let write = tokio::select! {
@@ -360,7 +371,11 @@ async fn serve(
                 w = poll_fn(|cx| Pin::new(&mut out.io).poll_write(cx, &out.buf)), if writing => {
                     match w {
                         Ok(0) => break "the connection accepts no more bytes".to_string(),
-                        Ok(n) => out.wrote(n, &gate),
+                        Ok(n) => {
+                            if out.wrote(n, &gate) {
+                                call_core(&core, &gate, [ToCore::Writable { session }]);
+                            }
+                        }
                         Err(e) => break format!("writing to the connection failed: {e}"),
                     }
                 }

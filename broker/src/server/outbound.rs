@@ -285,6 +285,12 @@ struct Frames {
     /// The account of the connection's uid, which `bytes` count in too
     /// (`None` before it is known).
     uid: Option<Arc<UidOutbound>>,
+    /// Bytes the task took from the queue and holds in its own buffer
+    /// because the socket did not take them: still counted in `uid`
+    /// until they are written ([`ReadGate::keep_buffered`]), so that a
+    /// user whose connections read nothing holds no frame per connection
+    /// beyond its bound.
+    buffered: usize,
     /// The task is gone: nothing more is taken.
     closed: bool,
     /// The core waits for room (a [`ToCore::Writable`] when some is made).
@@ -312,7 +318,7 @@ impl Drop for Frames {
     /// before its Hello, or whose socket failed) leaves its uid's account.
     fn drop(&mut self) {
         if let Some(uid) = self.uid.take() {
-            uid.release(self.bytes);
+            uid.release(self.bytes + self.buffered);
         }
     }
 }
@@ -651,6 +657,40 @@ impl ReadGate {
         self.frames().direct = None;
     }
 
+    /// The connection's task keeps `n` bytes it took from the queue in its
+    /// own buffer, the socket having not taken them: they count in the
+    /// uid's account again until written ([`ReadGate::wrote_buffered`]).
+    /// Nothing is counted once the core is done with the connection.
+    pub fn keep_buffered(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut frames = self.frames();
+        if frames.uid.is_none() {
+            return;
+        }
+        frames.buffered += n;
+        if let Some(uid) = &frames.uid {
+            uid.add(n);
+        }
+    }
+
+    /// `n` bytes of the task's own buffer went out: whether its uid was
+    /// waited for and is under its bound now (tell the core, as for
+    /// [`Drained::room`]).
+    pub fn wrote_buffered(&self, n: usize) -> bool {
+        let mut frames = self.frames();
+        let n = n.min(frames.buffered);
+        if n == 0 {
+            return false;
+        }
+        frames.buffered -= n;
+        frames
+            .uid
+            .as_ref()
+            .is_some_and(|uid| uid.released_by_task(n))
+    }
+
     /// The connection's task has written all it took from the queue.
     pub fn wrote_all(&self) {
         self.frames().writing = false;
@@ -750,8 +790,9 @@ impl ReadGate {
     fn leave_account(&self) {
         let mut frames = self.frames();
         if let Some(uid) = frames.uid.take() {
-            uid.release(frames.bytes);
+            uid.release(frames.bytes + frames.buffered);
         }
+        frames.buffered = 0;
     }
 
     /// Whether the core is done with the connection.
@@ -1093,6 +1134,41 @@ mod tests {
         other.account_to(uid.clone());
         other.push(frame()).unwrap();
         assert_eq!(uid.bytes(), one);
+        drop(other);
+        assert_eq!(uid.bytes(), 0);
+    }
+
+    #[test]
+    fn bytes_a_task_holds_unwritten_stay_in_its_uids_account_until_written() {
+        // The socket took part of a write: the rest, in the task's own
+        // buffer, counts until it goes out, and the write that takes the
+        // uid back under its bound says so (once); what is left when the
+        // core is done with the connection, or the gate goes, leaves.
+        let uid = UidOutbound::new(1500);
+        let gate = ReadGate::new();
+        gate.account_to(uid.clone());
+        gate.keep_buffered(2000);
+        assert_eq!(uid.bytes(), 2000);
+        assert!(uid.over());
+        uid.wait();
+        assert!(!gate.wrote_buffered(400), "still over its bound");
+        assert!(gate.wrote_buffered(400), "under it now: the core is told");
+        assert!(!gate.wrote_buffered(100), "told once");
+        assert_eq!(uid.bytes(), 1100);
+        // More written than was counted (bytes kept before the account):
+        // never below zero.
+        assert!(!gate.wrote_buffered(5000));
+        assert_eq!(uid.bytes(), 0);
+        gate.keep_buffered(700);
+        gate.leave_account();
+        assert_eq!(uid.bytes(), 0);
+        // Once the core is done with it, nothing more is counted.
+        gate.keep_buffered(700);
+        assert_eq!(uid.bytes(), 0);
+        let other = ReadGate::new();
+        other.account_to(uid.clone());
+        other.keep_buffered(300);
+        assert_eq!(uid.bytes(), 300);
         drop(other);
         assert_eq!(uid.bytes(), 0);
     }
