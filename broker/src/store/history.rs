@@ -1452,56 +1452,22 @@ mod tests {
             put_varint(&mut v, 30_000);
         }
         let lines = decode_batch("old", &v).expect("a format 1 batch decodes");
-        let got: Vec<_> = lines
+        let numbers: Vec<_> = lines
             .iter()
-            .map(|l| {
-                (
-                    l.lease_id,
-                    l.ended_at_ms,
-                    l.ended_at_ms - l.queued_at_ms,
-                    l.ended_at_ms - l.granted_at_ms,
-                    l.fencing_token,
-                    l.purpose.as_str(),
-                    l.client_name.as_str(),
-                    l.user.as_str(),
-                    l.uid,
-                    l.session_id,
-                )
-            })
+            .map(|l| (l.lease_id, l.ended_at_ms, l.fencing_token))
             .collect();
         assert_eq!(
-            got,
-            [
-                (
-                    77,
-                    1_700_000_000_000,
-                    30,
-                    10,
-                    5,
-                    "nightly",
-                    "svc",
-                    "alice",
-                    1000,
-                    9
-                ),
-                (
-                    12,
-                    1_700_000_000_100,
-                    30,
-                    10,
-                    3,
-                    "nightly",
-                    "svc",
-                    "alice",
-                    1000,
-                    9
-                ),
-            ]
+            numbers,
+            [(77, 1_700_000_000_000, 5), (12, 1_700_000_000_100, 3)]
         );
-        assert!(
-            lines.iter().all(|l| l.detail.contains("released")),
-            "{lines:#?}"
-        );
+        for l in &lines {
+            let waited = l.ended_at_ms - l.queued_at_ms;
+            let held = l.ended_at_ms - l.granted_at_ms;
+            let who = (l.client_name.as_str(), l.user.as_str(), l.uid, l.session_id);
+            assert_eq!((waited, held, l.purpose.as_str()), (30, 10, "nightly"));
+            assert_eq!(who, ("svc", "alice", 1000, 9));
+            assert!(l.detail.contains("released"), "{l:#?}");
+        }
         assert_eq!(header(&v), Some((2, 1_700_000_000_100)));
     }
 
