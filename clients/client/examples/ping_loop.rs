@@ -212,7 +212,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `out` becomes the frame of request `id` (the raw modes).
+/// `out` becomes the frame of request `id` (the raw modes). Unix only, as they are.
+#[cfg(unix)]
 fn encode_request(
     out: &mut bytes::BytesMut,
     id: u64,
@@ -228,7 +229,8 @@ fn encode_request(
     );
 }
 
-/// The first whole frame in `buf`, taken from it (the raw modes).
+/// The first whole frame in `buf`, taken from it (the raw modes). Unix only, as they are.
+#[cfg(unix)]
 fn split_frame(
     buf: &mut bytes::BytesMut,
 ) -> Result<Option<turnstile_client::proto::ServerFrame>, Box<dyn std::error::Error>> {
