@@ -665,12 +665,9 @@ impl ReadGate {
         if n == 0 {
             return;
         }
-        let mut frames = self.frames();
-        if frames.uid.is_none() {
-            return;
-        }
-        frames.buffered += n;
+        let frames = &mut *self.frames();
         if let Some(uid) = &frames.uid {
+            frames.buffered += n;
             uid.add(n);
         }
     }

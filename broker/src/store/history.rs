@@ -900,12 +900,9 @@ fn decode_batch(resource: &str, mut value: &[u8]) -> Option<Vec<RecordedLease>> 
             0
         };
         let fencing_token = number(v, n.fencing)?;
-        n = Numbers {
-            lease_id,
-            ended_at_ms,
-            fencing: fencing_token,
-            ttl_ms: n.ttl_ms,
-        };
+        n.lease_id = lease_id;
+        n.ended_at_ms = ended_at_ms;
+        n.fencing = fencing_token;
         let mut line = RecordedLease {
             lease_id,
             resource: resource.to_string(),
