@@ -565,3 +565,178 @@ async fn a_log_cut_short_after_a_kill_stops_the_broker_naming_it() {
     assert!(log.contains(&format!("made at {made} bytes")), "{log}");
     assert_eq!(std::fs::metadata(&wal).unwrap().len(), cut, "left as it is");
 }
+
+/// Found in review: a connection that goes while a request of its waits
+/// for an answer in flight says goodbye only when the answer comes back
+/// (`pending_goodbye`). What it held of its uid's
+/// `--max-outbound-bytes-per-uid` was let go then, but the uid's other
+/// connections that waited for that room were not resumed: their requests
+/// waited for some other write of that uid, here for ever.
+///
+/// Nobody's connection A watches 256 names and publishes (each sync
+/// stalls 3 s; `--max-in-flight 2`); C asks for statuses it never reads,
+/// so the uid is over its 32 KiB and A's second publish waits; root takes
+/// the 256 names, whose events A never reads either; C goes, but A holds
+/// the uid over, so B's Ping waits. Then A goes: its second publish is
+/// started and its goodbye waits for both. Once they are stored, B's Ping
+/// is answered (before the fix: not within 15 s).
+#[tokio::test]
+async fn a_users_connection_that_goes_with_answers_in_flight_lets_its_other_connections_go_on() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut broker = start_in_env(
+        tmp.path(),
+        &[
+            "--max-outbound-bytes-per-uid",
+            "32768",
+            "--max-in-flight",
+            "2",
+        ],
+        &[("FAILPOINTS", "store-publish-commit=sleep(3000)")],
+    );
+    broker._tmp = Some(tmp);
+    // Root's leases, with long purposes: a status of them is ~330 KiB.
+    let _held = hold_many(&broker.socket, 300, 1000).await;
+    let mut role = RoleProcess::start(&broker, "uid_waiter_role");
+    assert_eq!(role.said(), "A's second publish waits");
+    let mut root = broker.raw().await;
+    for i in 0..256 {
+        let r = root
+            .request(Body::Acquire(v1::Acquire {
+                resource: format!("watched-{i}"),
+                mode: v1::Mode::Shared as i32,
+                wait: v1::WaitPolicy::NoWait as i32,
+                purpose: "p".repeat(1000),
+                ..Default::default()
+            }))
+            .await;
+        assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
+    }
+    role.tell("events sent");
+    assert_eq!(role.said(), "B's ping waits");
+    role.tell("close A");
+    assert_eq!(role.said(), "pong");
+}
+
+/// This test binary run as nobody, running the test named `role`; its
+/// stdin tells it when to go on, its stdout carries `ROLE:` lines.
+struct RoleProcess {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl RoleProcess {
+    fn start(broker: &Broker, role: &str) -> RoleProcess {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([role, "--exact", "--nocapture", "--test-threads=1"])
+            .env("TURNSTILE_TEST_ROLE", role)
+            .env("TURNSTILE_SOCKET", &broker.socket)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        RoleProcess { child, out }
+    }
+
+    #[track_caller]
+    fn said(&mut self) -> String {
+        read_role_line(&mut self.out)
+    }
+
+    fn tell(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Not a test of its own: nobody's connections in the test above.
+#[tokio::test]
+async fn uid_waiter_role() {
+    use tokio::io::AsyncWriteExt;
+    if std::env::var("TURNSTILE_TEST_ROLE").as_deref() != Ok("uid_waiter_role") {
+        return;
+    }
+    let wait_for_word = || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line);
+    };
+    let publish = |id| v1::ClientFrame {
+        id,
+        body: Some(publish_body("jobs", "stalled")),
+    };
+    let socket = std::env::var("TURNSTILE_SOCKET").unwrap();
+    let mut b = Raw::connect(&socket).await;
+    let mut a = Raw::connect(&socket).await;
+    let r = a
+        .request(Body::Watch(v1::Watch {
+            resources: (0..256).map(|i| format!("watched-{i}")).collect(),
+            start_revision: 0,
+        }))
+        .await;
+    assert!(matches!(r, reply::Result::Watch(_)), "{r:?}");
+    a.send(publish(100)).await;
+    let c = Raw::connect(&socket).await.framed.into_inner();
+    let c = tokio::spawn(async move {
+        let mut buf = bytes::BytesMut::new();
+        for id in 2..6u64 {
+            let body = Body::GetStatus(v1::GetStatus::default());
+            turnstile_proto::encode_frame(
+                &v1::ClientFrame {
+                    id,
+                    body: Some(body),
+                },
+                &mut buf,
+            );
+        }
+        let mut stream = c;
+        stream.write_all(&buf).await.expect("write the requests");
+        // Held open, unread, until aborted.
+        std::future::pending::<()>().await;
+        drop(stream);
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.send(publish(101)).await;
+    println!("ROLE: A's second publish waits");
+    wait_for_word();
+    c.abort();
+    let _ = c.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ping = v1::ClientFrame {
+        id: 100,
+        body: Some(Body::Ping(v1::Ping::default())),
+    };
+    b.send(ping).await;
+    let early = tokio::time::timeout(Duration::from_millis(500), b.next_frame()).await;
+    assert!(early.is_err(), "answered while the uid was over: {early:?}");
+    println!("ROLE: B's ping waits");
+    wait_for_word();
+    drop(a);
+    let verdict = match tokio::time::timeout(Duration::from_secs(15), b.next_frame()).await {
+        Ok(Some(server_frame::Body::Reply(v1::Reply {
+            result: Some(reply::Result::Pong(_)),
+            ..
+        }))) => "pong".to_string(),
+        other => format!("{other:?}"),
+    };
+    println!("ROLE: {verdict}");
+}

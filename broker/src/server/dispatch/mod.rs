@@ -505,7 +505,11 @@ impl Dispatcher {
             let Some(frame) = conn.deferred.pop_front() else {
                 conn.set_in_flight_full(false);
                 if let Some(reason) = conn.pending_goodbye.take() {
+                    let uid = conn.uid;
                     self.goodbye(session, &reason);
+                    // What it had queued is let go: its uid may be under
+                    // now (as after any goodbye: `ToCore::Goodbye`).
+                    self.resume_uid(uid);
                 }
                 return;
             };
