@@ -602,7 +602,7 @@ async fn a_users_connection_that_goes_with_answers_in_flight_lets_its_other_conn
     broker._tmp = Some(tmp);
     // Root's leases, with long purposes: a status of them is ~330 KiB.
     let _held = hold_many(&broker.socket, 300, 1000).await;
-    let mut role = RoleProcess::start(&broker, "uid_waiter_role");
+    let mut role = RoleProcess::as_nobody(&broker, "uid_waiter_role", &[]);
     assert_eq!(role.said(), "A's second publish waits");
     let mut root = broker.raw().await;
     for i in 0..256 {
@@ -623,57 +623,11 @@ async fn a_users_connection_that_goes_with_answers_in_flight_lets_its_other_conn
     assert_eq!(role.said(), "pong");
 }
 
-/// This test binary run as nobody, running the test named `role`; its
-/// stdin tells it when to go on, its stdout carries `ROLE:` lines.
-struct RoleProcess {
-    child: std::process::Child,
-    out: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl RoleProcess {
-    fn start(broker: &Broker, role: &str) -> RoleProcess {
-        use std::os::unix::process::CommandExt;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([role, "--exact", "--nocapture", "--test-threads=1"])
-            .env("TURNSTILE_TEST_ROLE", role)
-            .env("TURNSTILE_SOCKET", &broker.socket)
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = std::io::BufReader::new(child.stdout.take().unwrap());
-        RoleProcess { child, out }
-    }
-
-    #[track_caller]
-    fn said(&mut self) -> String {
-        read_role_line(&mut self.out)
-    }
-
-    fn tell(&mut self, line: &str) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-}
-
-impl Drop for RoleProcess {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Not a test of its own: nobody's connections in the test above.
 #[tokio::test]
 async fn uid_waiter_role() {
     use tokio::io::AsyncWriteExt;
-    if std::env::var("TURNSTILE_TEST_ROLE").as_deref() != Ok("uid_waiter_role") {
+    if std::env::var("TURNSTILE_TEST_ROLE").as_deref() != Ok("nobody") {
         return;
     }
     let wait_for_word = || {

@@ -11,9 +11,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -25,49 +23,9 @@ fn long() -> bool {
     std::env::var("TURNSTILE_FLOODS").as_deref() == Ok("long")
 }
 
-/// This test binary run as nobody with `script`; its stdin tells it when
-/// to stop, its stdout carries `ROLE:` lines.
-struct Flood {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Flood {
-    fn start(broker: &Broker, script: &str) -> Flood {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["nobody_role", "--exact", "--nocapture", "--test-threads=1"])
-            .env("TURNSTILE_TEST_ROLE", "nobody")
-            .env("TURNSTILE_SOCKET", &broker.socket)
-            .env("TURNSTILE_TEST_SCRIPT", script)
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Flood { child, out }
-    }
-
-    #[track_caller]
-    fn said(&mut self) -> String {
-        read_role_line(&mut self.out)
-    }
-
-    /// Sends the role a line (a command).
-    fn tell(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// This test binary run as nobody with `script` (see `nobody_role`).
+fn flood(broker: &Broker, script: &str) -> RoleProcess {
+    RoleProcess::as_nobody(broker, "nobody_role", &[("TURNSTILE_TEST_SCRIPT", script)])
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -89,7 +47,7 @@ async fn root_connects_while_nobody_holds_silent_connections() {
     }
     let silent = if long() { 200 } else { 64 };
     let broker = broker_for_two_users(&["--handshake-timeout", "1h"]);
-    let mut flood = Flood::start(&broker, &format!("silent:{silent}"));
+    let mut flood = flood(&broker, &format!("silent:{silent}"));
     assert_eq!(flood.said(), format!("silent {silent} open"));
 
     let rounds = if long() { 1000 } else { 50 };
@@ -135,7 +93,7 @@ async fn clients_that_pipeline_and_never_read_stall_themselves() {
     let broker = broker_for_two_users(args);
     let before = rss_kib(broker.pid());
     let n = if long() { 30 } else { 3 };
-    let mut flood = Flood::start(&broker, &format!("pipeline:{n}"));
+    let mut flood = flood(&broker, &format!("pipeline:{n}"));
     let said = flood.said();
     let after = rss_kib(broker.pid());
     println!(
@@ -185,7 +143,7 @@ async fn one_users_connections_that_read_nothing_hold_bounded_memory_together() 
     let _held = hold_many(&broker.socket, 1500, 1000).await;
     let before = rss_kib(broker.pid());
     let n = 48;
-    let mut flood = Flood::start(&broker, &format!("greedy:{n}"));
+    let mut flood = flood(&broker, &format!("greedy:{n}"));
     assert_eq!(flood.said(), format!("greedy {n} sent"));
     let mut peak = 0;
     for _ in 0..30 {
@@ -333,7 +291,7 @@ async fn many_waiters_behind_a_reporting_holder() {
     let mut first = broker.raw().await;
     let r = first.request(shared("svc")).await;
     assert!(matches!(r, reply::Result::Acquire(_)), "{r:?}");
-    let mut flood = Flood::start(&broker, &format!("waiters:{n}"));
+    let mut flood = flood(&broker, &format!("waiters:{n}"));
     assert_eq!(flood.said(), format!("waiters {n} queued"));
 
     // Root pings from its own connection all along, every 10 ms.
@@ -693,7 +651,7 @@ async fn root_pings_while_nobody_reads_large_statuses() {
     };
     let quiet = ping().await;
     let n = 16;
-    let mut flood = Flood::start(&broker, &format!("readers:{n}"));
+    let mut flood = flood(&broker, &format!("readers:{n}"));
     assert_eq!(flood.said(), format!("readers {n} reading"));
     let loud = ping().await;
     flood.tell("stop");

@@ -126,27 +126,19 @@ async fn one_user_is_capped_while_root_still_connects_and_acquires() {
     }
     let broker = broker_for_two_users(&[]);
     // 300 connections from nobody: 256 are served, the rest refused.
-    let socket = broker.socket.clone();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["nobody_role", "--exact", "--nocapture", "--test-threads=1"])
-        .env("TURNSTILE_TEST_ROLE", "nobody")
-        .env("TURNSTILE_SOCKET", &socket)
-        .env("TURNSTILE_TEST_SCRIPT", "flood:300")
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let line = read_role_line(&mut out);
+    let mut flood = RoleProcess::as_nobody(
+        &broker,
+        "nobody_role",
+        &[("TURNSTILE_TEST_SCRIPT", "flood:300")],
+    );
+    let line = flood.said();
     assert_eq!(line, "flood 256 served, 44 refused: RESOURCE_EXHAUSTED");
     // Meanwhile (nobody's 256 connections still open) root is served.
     let root = broker.client("root").await;
     let lease = root.acquire("pcm").wait().await.unwrap();
     lease.release().await.unwrap();
-    drop(child.stdin.take());
-    let _ = child.wait();
+    drop(flood.child.stdin.take());
+    let _ = flood.child.wait();
     assert!(broker.log_text().contains("per-user limit"));
 }
 

@@ -364,3 +364,57 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// This test binary re-executed as [`NOBODY`] to run only the test
+/// `role_test` (a role: it acts when `TURNSTILE_TEST_ROLE` is `"nobody"`
+/// and returns at once otherwise), with `TURNSTILE_SOCKET` set to the
+/// broker's and `env`. Its stdin tells it when to go on, a line at a
+/// time; its stdout carries `ROLE:` lines. Killed when dropped.
+#[cfg(unix)]
+pub struct RoleProcess {
+    pub child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+#[cfg(unix)]
+impl RoleProcess {
+    pub fn as_nobody(broker: &Broker, role_test: &str, env: &[(&str, &str)]) -> RoleProcess {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([role_test, "--exact", "--nocapture", "--test-threads=1"])
+            .env("TURNSTILE_TEST_ROLE", "nobody")
+            .env("TURNSTILE_SOCKET", &broker.socket)
+            .envs(env.iter().copied())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        RoleProcess { child, out }
+    }
+
+    /// Its next `ROLE:` line.
+    #[track_caller]
+    pub fn said(&mut self) -> String {
+        read_role_line(&mut self.out)
+    }
+
+    /// Sends it a line (a command).
+    pub fn tell(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+#[cfg(unix)]
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
