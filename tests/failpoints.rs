@@ -630,10 +630,6 @@ async fn uid_waiter_role() {
     if std::env::var("TURNSTILE_TEST_ROLE").as_deref() != Ok("nobody") {
         return;
     }
-    let wait_for_word = || {
-        let mut line = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line);
-    };
     let publish = |id| v1::ClientFrame {
         id,
         body: Some(publish_body("jobs", "stalled")),
@@ -671,7 +667,7 @@ async fn uid_waiter_role() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.send(publish(101)).await;
     println!("ROLE: A's second publish waits");
-    wait_for_word();
+    next_command().await;
     c.abort();
     let _ = c.await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -683,7 +679,7 @@ async fn uid_waiter_role() {
     let early = tokio::time::timeout(Duration::from_millis(500), b.next_frame()).await;
     assert!(early.is_err(), "answered while the uid was over: {early:?}");
     println!("ROLE: B's ping waits");
-    wait_for_word();
+    next_command().await;
     drop(a);
     let verdict = match tokio::time::timeout(Duration::from_secs(15), b.next_frame()).await {
         Ok(Some(server_frame::Body::Reply(v1::Reply {

@@ -257,7 +257,6 @@ async fn flood(socket: &str, n: usize) {
         "ROLE: flood {} served, {refused} refused: {first_refusal}",
         open.len()
     );
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
+    next_command().await;
     drop(open);
 }

@@ -410,6 +410,19 @@ impl RoleProcess {
     }
 }
 
+/// In a role: waits for the test's next line on stdin (a command), read
+/// off the runtime's thread so that the role's tasks go on meanwhile (a
+/// blocking read on a current-thread runtime stopped them all:
+/// connections that were to read their answers read nothing while the
+/// test measured).
+pub async fn next_command() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+    })
+    .await;
+}
+
 #[cfg(unix)]
 impl Drop for RoleProcess {
     fn drop(&mut self) {
