@@ -132,6 +132,10 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes_per_uid: Option<usize>,
 
+    /// Bytes of status and history answers built for all the connections of one user together in a second, root and the broker's own user excepted (a history read counts at least 64 KiB): past it that user's requests wait for the next second, so that one user asking for large statuses in a loop cannot take the broker from the others; at least 1 [default: 16777216]
+    #[arg(long, value_name = "BYTES")]
+    pub report_bytes_per_uid_per_second: Option<usize>,
+
     /// TTL of a lease whose request says 0; between --min-ttl and --max-ttl [default: 15s]
     #[arg(long, value_name = "DURATION")]
     pub default_ttl: Option<Dur>,
@@ -416,6 +420,7 @@ every_field!(
     max_frame_bytes,
     max_outbound_bytes,
     max_outbound_bytes_per_uid,
+    report_bytes_per_uid_per_second,
     default_ttl,
     min_ttl,
     max_ttl,
@@ -630,6 +635,12 @@ impl Settings {
                 self.max_outbound_bytes_per_uid
                     .unwrap_or(d.max_outbound_bytes_per_uid),
                 "stop reading a user's requests whenever one answer of theirs waits to go out",
+            )?,
+            report_bytes_per_uid_per_second: at_least_one(
+                "report-bytes-per-uid-per-second",
+                self.report_bytes_per_uid_per_second
+                    .unwrap_or(d.report_bytes_per_uid_per_second),
+                "make a user's requests wait after any status",
             )?,
             max_in_flight: at_least_one(
                 "max-in-flight",

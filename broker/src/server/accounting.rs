@@ -97,11 +97,14 @@ pub(super) fn take_slot(
     let n = c.per_uid.entry(uid).or_insert_with(|| UidCount {
         connections: 0,
         handshakes: Arc::new(Semaphore::new(config.max_handshakes_per_uid)),
-        outbound: UidOutbound::new(if privileged {
-            usize::MAX
+        outbound: if privileged {
+            UidOutbound::new(usize::MAX, usize::MAX)
         } else {
-            config.max_outbound_bytes_per_uid
-        }),
+            UidOutbound::new(
+                config.max_outbound_bytes_per_uid,
+                config.report_bytes_per_uid_per_second,
+            )
+        },
     });
     n.connections += 1;
     Ok(ConnectionSlot {

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// the broker's own user): past it that uid's requests wait until what
     /// is queued goes out.
     pub max_outbound_bytes_per_uid: usize,
+    /// Bytes of status and history answers built for all the connections
+    /// of one uid (except root and the broker's own user) in a second:
+    /// past it that uid's requests wait for the next second.
+    pub report_bytes_per_uid_per_second: usize,
     /// Requests answered later (durable publishes) one connection may have
     /// outstanding: past it the connection is not read until answers go out.
     pub max_in_flight: usize,
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             max_frame_bytes: turnstile_proto::DEFAULT_MAX_FRAME_BYTES,
             max_outbound_bytes: 8 << 20,
             max_outbound_bytes_per_uid: 64 << 20,
+            report_bytes_per_uid_per_second: 16 << 20,
             max_in_flight: 128,
             own_uid: crate::platform::peer::own_uid(),
             policy: std::sync::Arc::new(crate::policy::Policy::builtin(

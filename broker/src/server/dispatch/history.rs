@@ -56,6 +56,12 @@ const SEND_EVERY_MS: u64 = 1000;
 /// second).
 const SEND_BATCH: usize = 262_144;
 
+/// What a history read counts at least against
+/// `--report-bytes-per-uid-per-second`: it hands the lines gathered to
+/// the store and reads in a redb transaction however little it finds (16
+/// connections of one user reading in a loop halved root's publishes).
+const READ_COST: usize = 64 << 10;
+
 /// Room kept in a `History` frame for everything but the entries.
 const FRAME_MARGIN: usize = 256;
 
@@ -122,6 +128,8 @@ pub(super) fn handle(
     {
         return Err(Refusal::IdInFlight(id).into());
     }
+    // A read costs a transaction of the store's however little it finds.
+    d.charge_report(session, READ_COST);
     d.send_history(true);
     let Some(store) = &d.store else {
         // Nothing is kept without a store: an empty history, at once.
@@ -161,10 +169,11 @@ pub(super) fn read(
         }
     }
     let answer = match result {
-        Ok(found) => wire::reply(
-            request_id,
-            v1::reply::Result::History(wire::history(&found)),
-        ),
+        Ok(found) => {
+            let history = wire::history(&found);
+            d.charge_report(session, prost::Message::encoded_len(&history));
+            wire::reply(request_id, v1::reply::Result::History(history))
+        }
         Err(e) => wire::error_reply(request_id, Refusal::HistoryUnread(e)),
     };
     d.send(session, Outbound::frame(answer));

@@ -247,6 +247,7 @@ impl Dispatcher {
             self.deliver(changes, now);
         }
         self.send_history(false);
+        self.renew_budgets();
     }
 
     /// Ends every connection (the broker is stopping), after handing the
@@ -447,17 +448,52 @@ impl Dispatcher {
         let uid = conn.uid;
         account.wait();
         if self.uid_waiting.is_empty() {
-            tracing::debug!(
-                uid,
-                bytes = account.bytes(),
-                "a user's connections wait for it to read (--max-outbound-bytes-per-uid)"
-            );
+            if account.spent() {
+                tracing::debug!(
+                    uid,
+                    "a user's connections wait for the next second: their status and history \
+                     answers reached --report-bytes-per-uid-per-second"
+                );
+            } else {
+                tracing::debug!(
+                    uid,
+                    bytes = account.bytes(),
+                    "a user's connections wait for it to read (--max-outbound-bytes-per-uid)"
+                );
+            }
         }
         self.uid_waiting
             .entry(uid)
             .or_insert_with(|| (account, Vec::new()))
             .1
             .push(session);
+    }
+
+    /// Counts a report built for `session` (a status or history answer,
+    /// `bytes` long) against its uid's budget of the second.
+    pub(super) fn charge_report(&self, session: SessionId, bytes: usize) {
+        if let Some(account) = self.conns.get(&session).and_then(|c| c.uid_account()) {
+            account.charge_report(bytes);
+        }
+    }
+
+    /// Resumes the uids waiting for a new second of their report budget
+    /// (`--report-bytes-per-uid-per-second`): on every turn of the core
+    /// task (at least every 100 ms).
+    fn renew_budgets(&mut self) {
+        if self.uid_waiting.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let renewed: Vec<u32> = self
+            .uid_waiting
+            .iter()
+            .filter(|(_, (account, _))| account.renew_budget(now))
+            .map(|(uid, _)| *uid)
+            .collect();
+        for uid in renewed {
+            self.resume_uid(uid);
+        }
     }
 
     /// Resumes the connections of `uid` that wait for it to be under its

@@ -47,6 +47,7 @@ pub(super) fn handle(
         truncated,
         queues_truncated,
     };
+    d.charge_report(session, budget.saturating_sub(room.left));
     Ok((v1::reply::Result::Status(status), Vec::new()))
 }
 
