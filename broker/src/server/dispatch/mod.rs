@@ -85,6 +85,10 @@ impl Incoming<'_> {
 /// (delivered around the reply), or an error now.
 type Answer = Result<(v1::reply::Result, Vec<Change>), v1::Error>;
 
+/// How often (core ms) the report budgets of the uids that wait are
+/// looked at: a new second of budget resumes a uid at most this late.
+const BUDGET_CHECK_MS: Millis = 50;
+
 /// The state the core task owns besides the core itself.
 pub(super) struct Dispatcher {
     core: Core,
@@ -99,6 +103,9 @@ pub(super) struct Dispatcher {
     /// than `--max-outbound-bytes-per-uid`, per uid, with its account:
     /// resumed together when it is under again.
     uid_waiting: Map<u32, (std::sync::Arc<UidOutbound>, Vec<SessionId>)>,
+    /// When the report budgets of the waiting uids were last looked at
+    /// (core ms): every [`BUDGET_CHECK_MS`], not at every entry.
+    budgets_checked_at: Millis,
     clock: Clock,
     config: ServerConfig,
     to_core: mpsc::Sender<ToCore>,
@@ -146,6 +153,7 @@ impl Dispatcher {
             core,
             conns: Map::default(),
             uid_waiting: Map::default(),
+            budgets_checked_at: 0,
             clock: Clock::start(),
             store: config.storage.as_ref().map(super::Storage::writer),
             config,
@@ -478,12 +486,18 @@ impl Dispatcher {
     }
 
     /// Resumes the uids waiting for a new second of their report budget
-    /// (`--report-bytes-per-uid-per-second`): on every turn of the core
-    /// task (at least every 100 ms).
+    /// (`--report-bytes-per-uid-per-second`): looked at on the core task's
+    /// entries (it turns at least every 100 ms), at most every
+    /// [`BUDGET_CHECK_MS`].
     fn renew_budgets(&mut self) {
         if self.uid_waiting.is_empty() {
             return;
         }
+        let at = self.clock.now();
+        if at < self.budgets_checked_at.saturating_add(BUDGET_CHECK_MS) {
+            return;
+        }
+        self.budgets_checked_at = at;
         let now = std::time::Instant::now();
         let renewed: Vec<u32> = self
             .uid_waiting
