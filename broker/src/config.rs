@@ -132,7 +132,7 @@ pub struct Settings {
     #[arg(long, value_name = "BYTES")]
     pub max_outbound_bytes_per_uid: Option<usize>,
 
-    /// Bytes of status and history answers built for all the connections of one user together in a second, root and the broker's own user excepted (a history read counts at least 64 KiB): past it that user's requests wait for the next second, so that one user asking for large statuses in a loop cannot take the broker from the others; at least 1 [default: 16777216]
+    /// Bytes of status and history answers the broker builds for all the connections of one user together, per second, root and the broker's own user excepted (a history read counts at least 64 KiB): a user that owes more than a tenth of a second's worth waits, on every connection of theirs, until it is paid off at this rate, so that one user asking for large statuses in a loop cannot take the broker from the others; at least 1 [default: 16777216]
     #[arg(long, value_name = "BYTES")]
     pub report_bytes_per_uid_per_second: Option<usize>,
 

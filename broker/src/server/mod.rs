@@ -71,8 +71,9 @@ pub struct ServerConfig {
     /// is queued goes out.
     pub max_outbound_bytes_per_uid: usize,
     /// Bytes of status and history answers built for all the connections
-    /// of one uid (except root and the broker's own user) in a second:
-    /// past it that uid's requests wait for the next second.
+    /// of one uid (except root and the broker's own user) per second: a
+    /// uid that owes more than a tenth of a second's worth waits until it
+    /// is paid off at this rate.
     pub report_bytes_per_uid_per_second: usize,
     /// Requests answered later (durable publishes) one connection may have
     /// outstanding: past it the connection is not read until answers go out.

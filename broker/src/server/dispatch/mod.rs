@@ -86,7 +86,8 @@ impl Incoming<'_> {
 type Answer = Result<(v1::reply::Result, Vec<Change>), v1::Error>;
 
 /// How often (core ms) the report budgets of the uids that wait are
-/// looked at: a new second of budget resumes a uid at most this late.
+/// looked at: a uid that has paid off its reports is resumed at most this
+/// late.
 const BUDGET_CHECK_MS: Millis = 50;
 
 /// The state the core task owns besides the core itself.
@@ -459,8 +460,8 @@ impl Dispatcher {
             if account.spent() {
                 tracing::debug!(
                     uid,
-                    "a user's connections wait for the next second: their status and history \
-                     answers reached --report-bytes-per-uid-per-second"
+                    "a user's connections wait: their status and history answers are past \
+                     --report-bytes-per-uid-per-second"
                 );
             } else {
                 tracing::debug!(
@@ -478,14 +479,14 @@ impl Dispatcher {
     }
 
     /// Counts a report built for `session` (a status or history answer,
-    /// `bytes` long) against its uid's budget of the second.
+    /// `bytes` long) against its uid's budget.
     pub(super) fn charge_report(&self, session: SessionId, bytes: usize) {
         if let Some(account) = self.conns.get(&session).and_then(|c| c.uid_account()) {
             account.charge_report(bytes);
         }
     }
 
-    /// Resumes the uids waiting for a new second of their report budget
+    /// Resumes the uids that waited for their reports to be paid off
     /// (`--report-bytes-per-uid-per-second`): looked at on the core task's
     /// entries (it turns at least every 100 ms), at most every
     /// [`BUDGET_CHECK_MS`].
