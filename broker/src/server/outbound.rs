@@ -182,7 +182,6 @@ impl Outbound {
 /// Shared by the uid's connections (`accounting`); root and the broker's
 /// own user have no bound.
 ///
-///
 /// The same account holds the uid's budget of reports per second
 /// (`--report-bytes-per-uid-per-second`): bytes of status and history
 /// answers built for it, paid off at the budget a second. Once it owes
@@ -231,7 +230,7 @@ impl Reports {
 /// A uid waits once it owes more than its budget of this fraction of a
 /// second: its reports come in bursts of at most that much (a budget
 /// renewed a whole second at a time resumed all its waiting connections
-/// at once, and root's ping waited 35-42 ms once a second for their
+/// at once, and root's ping waited 30-42 ms once a second for their
 /// statuses).
 const BURST_DIVISOR: usize = 10;
 
