@@ -65,10 +65,18 @@ fn flock_style_flags_and_a_command_without_double_dash() {
     // -s: a shared lease is still refused by an exclusive holder.
     let (code, _, _) = broker.cli(&["run", "-s", "-n", "pcm", "true"]);
     assert_eq!(code, 75);
-    // -w with a fraction: gives up after the wait, with -E's code.
+    // -w with a fraction: gives up after the wait, with -E's code, and
+    // says after how long and who held it then.
     let (code, _, err) = broker.cli(&["run", "-w", "0.2", "-E", "9", "pcm", "true"]);
     assert_eq!(code, 9, "{err}");
-    assert!(err.contains("gave up waiting for pcm"), "{err}");
+    let gave_up = err
+        .lines()
+        .find(|l| l.contains("gave up waiting for pcm after "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        gave_up.contains("(--max-wait): position 1, held by turnstile-cli ("),
+        "{err}"
+    );
     stop(&broker, held);
 
     // The command without `--`, its own flags left alone; -c for a shell

@@ -183,6 +183,13 @@ pub async fn run(opts: ConnectOptions, mut args: RunArgs) -> Result<u8, ClientEr
             }
             return Ok(args.conflict_exit_code);
         }
+        Err(ClientError::Lost(l)) if l.reason == Some(v1::LostReason::TimedOut) => {
+            let said = waiting.ran_out();
+            if !args.quiet {
+                eprintln!("{said}");
+            }
+            return Ok(args.conflict_exit_code);
+        }
         Err(ClientError::Lost(l)) => {
             waiting.ended();
             if !args.quiet {

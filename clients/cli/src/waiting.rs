@@ -28,6 +28,8 @@ pub struct Waiting {
     resource: String,
     started: Instant,
     updates: u32,
+    /// Where the wait stood at the broker's last word (`queued_line`).
+    last: Option<String>,
 }
 
 enum How {
@@ -70,17 +72,16 @@ impl Waiting {
             resource: resource.to_owned(),
             started: Instant::now(),
             updates: 0,
+            last: None,
         }
     }
 
     /// The broker's latest word on the wait.
     pub fn update(&mut self, q: &v1::Queued) {
         self.updates += 1;
-        let line = format!(
-            "waiting for {}: {}",
-            self.resource,
-            format::queued_line(q.position, q.ahead.iter().find(|l| l.position == 0))
-        );
+        let stands = format::queued_line(q.position, q.ahead.iter().find(|l| l.position == 0));
+        let line = format!("waiting for {}: {stands}", self.resource);
+        self.last = Some(stands);
         match &self.how {
             How::Quiet => {}
             How::Plain => {
@@ -124,5 +125,24 @@ impl Waiting {
         if let How::Spinner(bar, _) = &self.how {
             bar.finish_and_clear();
         }
+    }
+
+    /// The wait ran out (`--max-wait`): the line goes, and what to say of
+    /// it: after how long, and where it stood then (who held the
+    /// resource, for what), which is what the one who waited wants to know.
+    pub fn ran_out(self) -> String {
+        let waited = format::span(self.started.elapsed().as_millis() as u64);
+        let said = match &self.last {
+            Some(stands) => format!(
+                "turnstile: gave up waiting for {} after {waited} (--max-wait): {stands}",
+                self.resource
+            ),
+            None => format!(
+                "turnstile: gave up waiting for {} after {waited} (--max-wait)",
+                self.resource
+            ),
+        };
+        self.ended();
+        said
     }
 }
