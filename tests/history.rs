@@ -182,6 +182,14 @@ async fn every_way_a_lease_ends_is_recorded_and_survives_a_restart() {
     assert_eq!(by("cancelled").granted_at_ms, 0);
     assert_eq!(by("cancelled").fencing_token, 0);
     assert!(by("timed out").detail.contains("max_wait"), "{h:#?}");
+    // Only the wait whose max_wait ran out is flagged so.
+    let flagged: Vec<&str> = h
+        .entries
+        .iter()
+        .filter(|e| e.timed_out)
+        .map(|e| e.purpose.as_str())
+        .collect();
+    assert_eq!(flagged, ["timed out"], "{h:#?}");
     assert!(by("holder").detail.contains("urgent"), "{h:#?}");
     assert!(by("expired").detail.contains("no KeepAlive"), "{h:#?}");
     // The waiter never got it: it waited from its request to its end.

@@ -214,11 +214,20 @@ static class CheckProgram
             Check("history: the released lease, newest last", () =>
             {
                 ulong id;
-                using (var l = agent.Acquire("ledger", new AcquireOptions { Purpose = "for the record" })) id = l.Id;
+                using (var l = agent.Acquire("ledger", new AcquireOptions { Purpose = "for the record" }))
+                {
+                    id = l.Id;
+                    Expect<TimedOutException>(() => agent.Acquire("ledger",
+                        new AcquireOptions { MaxWait = TimeSpan.FromMilliseconds(100) }));
+                }
                 var h = agent.History("ledger");
                 var last = h.Entries[h.Entries.Count - 1];
                 Assert(last.LeaseId == id && last.EndedBy == EventKind.Released && last.Purpose == "for the record"
-                    && last.HolderName == "check-agent" && last.EndedAtMs >= last.GrantedAtMs && !h.Truncated, "the entry");
+                    && last.HolderName == "check-agent" && last.EndedAtMs >= last.GrantedAtMs && !last.TimedOut
+                    && !h.Truncated, "the entry");
+                var impatient = h.Entries[h.Entries.Count - 2];
+                Assert(impatient.EndedBy == EventKind.Cancelled && impatient.TimedOut && impatient.GrantedAtMs == 0,
+                    "the wait that ran out");
             });
         }
 

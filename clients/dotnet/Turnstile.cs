@@ -219,6 +219,8 @@ namespace Turnstile
         public ulong QueuedAtMs; public ulong GrantedAtMs; public ulong EndedAtMs;
         /// <summary>Released, Expired, Disconnected, Cancelled (left the queue) or Revoked.</summary>
         public EventKind EndedBy; public string Detail; public ulong FencingToken;
+        /// <summary>Cancelled because its MaxWait ran out.</summary>
+        public bool TimedOut;
     }
 
     /// <summary>What Client.History answers: entries oldest first.</summary>
@@ -367,6 +369,7 @@ namespace Turnstile
                         HolderUid = e.holder_uid, HolderPid = e.holder_pid, HolderUser = Native.FromUtf8(e.holder_user),
                         QueuedAtMs = e.queued_at_ms, GrantedAtMs = e.granted_at_ms, EndedAtMs = e.ended_at_ms,
                         EndedBy = (EventKind)e.ended_by, Detail = Native.FromUtf8(e.detail), FencingToken = e.fencing_token,
+                        TimedOut = e.timed_out != 0,
                     });
                 }
                 return new History { Entries = entries, Truncated = truncated != 0 };
@@ -761,7 +764,7 @@ namespace Turnstile
             public ulong lease_id; public IntPtr resource; public int mode; public uint permits; public IntPtr purpose;
             public IntPtr holder_name; public uint holder_uid; public uint holder_pid; public IntPtr holder_user;
             public ulong queued_at_ms; public ulong granted_at_ms; public ulong ended_at_ms;
-            public int ended_by; public IntPtr detail; public ulong fencing_token;
+            public int ended_by; public IntPtr detail; public ulong fencing_token; public byte timed_out;
         }
 
         [StructLayout(LayoutKind.Sequential)]

@@ -293,6 +293,7 @@ fn server_frames_round_trip() {
                     ended_by: v1::EventKind::Released as i32,
                     detail: "lease 7 of pcmsvc (root, pid 4242) released".into(),
                     fencing_token: 41,
+                    timed_out: false,
                 }],
                 truncated: true,
             })),

@@ -465,6 +465,7 @@ pub fn history(found: &crate::store::Recorded) -> v1::History {
                 ended_by: l.ended_by.map_or(0, |k| event_kind(k) as i32),
                 detail: l.detail.clone(),
                 fencing_token: l.fencing_token,
+                timed_out: l.timed_out,
             })
             .collect(),
         truncated: found.truncated,

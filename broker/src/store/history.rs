@@ -161,6 +161,8 @@ pub struct RecordedLease {
     pub detail: String,
     /// The grant's fencing token; 0 = never granted.
     pub fencing_token: u64,
+    /// It left the queue because its `max_wait_ms` ran out.
+    pub timed_out: bool,
 }
 
 /// The first byte of every batch written: its layout. Format 2 stores
@@ -921,6 +923,7 @@ fn decode_batch(resource: &str, mut value: &[u8]) -> Option<Vec<RecordedLease>> 
             ended_by: kind_of((flags >> KIND_SHIFT) & 7),
             detail: String::new(),
             fencing_token,
+            timed_out: false,
         };
         if flags & DETAIL_ENDING != 0 {
             let ending = ending_of(decode_varint(v).ok()?);
@@ -932,6 +935,7 @@ fn decode_batch(resource: &str, mut value: &[u8]) -> Option<Vec<RecordedLease>> 
             n.ttl_ms = Some(ttl_ms);
             if let Some(ending) = ending {
                 line.detail = line.cause(ending, flags & WAS_HOLDER != 0, ttl_ms);
+                line.timed_out = ending == Ending::TimedOut;
             }
         }
         if flags & DETAIL_TEXT != 0 {
@@ -991,9 +995,9 @@ impl RecordedLease {
         ];
         numbers.iter().map(|&n| 1 + varint(n)).sum::<usize>()
             + strings.iter().map(|s| string(s)).sum::<usize>()
-            // mode and ended_by (small enums), the entry's and the
-            // holder's keys and length prefixes (at most 5 bytes each).
-            + 2 * 2
+            // mode and ended_by (small enums), timed_out, the entry's and
+            // the holder's keys and length prefixes (at most 5 bytes each).
+            + 2 * 3
             + 2 * 6
     }
 }

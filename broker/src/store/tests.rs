@@ -1227,10 +1227,23 @@ fn a_history_line_reads_back_as_it_was_recorded() {
                 ended_by: Some(h.ended.kind),
                 detail: h.ended.cause.to_string(),
                 fencing_token: l.fencing.map_or(0, |f| f.0),
+                timed_out: matches!(
+                    h.ended.cause,
+                    Cause::Ended {
+                        ending: Ending::TimedOut,
+                        ..
+                    }
+                ),
             }
         })
         .collect();
     assert!(expected[1].detail.contains("expired"), "{expected:#?}");
+    // Only the wait whose max_wait ran out says so.
+    assert_eq!(
+        expected.iter().filter(|l| l.timed_out).count(),
+        lines.len() - 4,
+        "{expected:#?}"
+    );
     assert_eq!(found.lines, expected);
     assert!(!found.truncated);
 }

@@ -73,9 +73,9 @@ pub fn ending(e: &v1::HistoryEntry) -> &'static str {
     }
 }
 
-/// A CANCELLED entry whose `max_wait` ran out (the broker's detail says so).
+/// A CANCELLED entry whose `max_wait` ran out (`HistoryEntry.timed_out`).
 pub fn timed_out(e: &v1::HistoryEntry) -> bool {
-    e.ended_by == v1::EventKind::Cancelled as i32 && e.detail.contains("max_wait")
+    e.ended_by == v1::EventKind::Cancelled as i32 && e.timed_out
 }
 
 /// How long it waited: from its request to its grant, or to its end when
@@ -283,6 +283,7 @@ mod tests {
         agent.purpose = "initialise".into();
         agent.detail =
             "lease 3 of pcm-agent (alice, pid 777) gave up waiting (max_wait reached)".into();
+        agent.timed_out = true;
         let h = v1::History {
             entries: vec![
                 entry(1, t0, t0, t0 + 1_200_000, EventKind::Released),
@@ -331,7 +332,10 @@ mod tests {
     fn a_wait_that_ran_out_is_timed_out() {
         let mut e = entry(1, 0, 0, 5, EventKind::Cancelled);
         assert_eq!(ending(&e), "cancelled");
+        // The broker's flag says so, not its sentence.
         e.detail = "lease 1 of x gave up waiting (max_wait reached)".into();
+        assert_eq!(ending(&e), "cancelled");
+        e.timed_out = true;
         assert_eq!(ending(&e), "timed out");
         assert_eq!(wait_ms(&e), 5);
         assert_eq!(hold_ms(&e), None);

@@ -328,12 +328,15 @@ typedef struct ts_history_entry {
   uint64_t ended_at_ms;
   // What ended it: `TS_EVENT_RELEASED`, `TS_EVENT_EXPIRED`,
   // `TS_EVENT_DISCONNECTED`, `TS_EVENT_CANCELLED` (it left the queue;
-  // `detail` says whether its wait timed out) or `TS_EVENT_REVOKED`.
+  // `timed_out` says whether its wait ran out) or `TS_EVENT_REVOKED`.
   enum ts_event_kind ended_by;
   // The broker's sentence about the end ("" if none).
   const char *detail;
   // The grant's fencing token; 0 = never granted.
   uint64_t fencing_token;
+  // It left the queue because its `max_wait_ms` ran out (`ended_by` is
+  // `TS_EVENT_CANCELLED`).
+  bool timed_out;
 } ts_history_entry;
 
 // What a granted lease is.

@@ -61,12 +61,15 @@ pub struct ts_history_entry {
     pub ended_at_ms: u64,
     /// What ended it: `TS_EVENT_RELEASED`, `TS_EVENT_EXPIRED`,
     /// `TS_EVENT_DISCONNECTED`, `TS_EVENT_CANCELLED` (it left the queue;
-    /// `detail` says whether its wait timed out) or `TS_EVENT_REVOKED`.
+    /// `timed_out` says whether its wait ran out) or `TS_EVENT_REVOKED`.
     pub ended_by: ts_event_kind,
     /// The broker's sentence about the end ("" if none).
     pub detail: *const c_char,
     /// The grant's fencing token; 0 = never granted.
     pub fencing_token: u64,
+    /// It left the queue because its `max_wait_ms` ran out (`ended_by` is
+    /// `TS_EVENT_CANCELLED`).
+    pub timed_out: bool,
 }
 
 pub(crate) struct HistoryHandle {
@@ -111,6 +114,7 @@ impl HistoryHandle {
                     ended_by: kind_of(e.ended_by),
                     detail: keep(&e.detail),
                     fencing_token: e.fencing_token,
+                    timed_out: e.timed_out,
                 }
             })
             .collect();
@@ -247,6 +251,7 @@ mod tests {
                 ended_by: v1::EventKind::Revoked as i32,
                 detail: "revoked by root".into(),
                 fencing_token: 9,
+                timed_out: true,
             }],
             truncated: true,
         };
@@ -259,6 +264,7 @@ mod tests {
         );
         let e = unsafe { &*e };
         assert_eq!((e.lease_id, e.permits, e.fencing_token), (7, 2, 9));
+        assert!(e.timed_out);
         assert_eq!(e.mode, ts_mode::TS_MODE_SHARED);
         assert_eq!(e.ended_by, ts_event_kind::TS_EVENT_REVOKED);
         assert_eq!((e.queued_at_ms, e.granted_at_ms, e.ended_at_ms), (1, 2, 3));

@@ -44,6 +44,7 @@ def test_history_records_each_lease_that_ended_and_survives_a_restart(broker: Br
         assert impatient.granted_at is None and impatient.fencing_token == 0 and impatient.held is None
         assert impatient.waited is not None and impatient.waited >= 0.2
         assert "max_wait" in impatient.detail
+        assert [e.timed_out for e in history] == [False, True, False]
         assert long.mode == "EXCLUSIVE" and long.fencing_token == 2 and long.holder.client_name == "second"
         assert all(e.ended_at is not None for e in history)
 

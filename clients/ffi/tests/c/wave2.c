@@ -397,7 +397,8 @@ static void history_lists_ended_leases(ts_client *c) {
     const ts_history_entry *last = NULL;
     OK(ts_history_get_entry(h, count - 1, &last));
     CHECK(last->lease_id == d.lease_id && last->fencing_token == d.fencing_token &&
-              last->ended_by == TS_EVENT_RELEASED && strcmp(last->purpose, "for the record") == 0 &&
+              last->ended_by == TS_EVENT_RELEASED && !last->timed_out &&
+              strcmp(last->purpose, "for the record") == 0 &&
               strcmp(last->holder_name, "wave2") == 0 && last->granted_at_ms > 0 &&
               last->ended_at_ms >= last->granted_at_ms,
           "the released lease, newest last: %" PRIu64 " ended by %d", last->lease_id,

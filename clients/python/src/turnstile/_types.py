@@ -351,9 +351,10 @@ class HistoryEntry:
     arrived (for a lease granted at once, the same as ``granted_at``),
     ``granted_at`` ``None`` for a request never granted, ``ended_at`` when
     it ended. ``ended_by`` is the event that ended it (``"RELEASED"``,
-    ``"EXPIRED"``, ``"DISCONNECTED"``, ``"CANCELLED"`` (also a ``max_wait``
-    run out, which ``detail`` says), ``"REVOKED"``); ``detail`` the broker's
-    sentence about it. ``fencing_token`` is 0 for one never granted.
+    ``"EXPIRED"``, ``"DISCONNECTED"``, ``"CANCELLED"``, ``"REVOKED"``), and
+    ``timed_out`` true for a ``"CANCELLED"`` whose ``max_wait`` ran out;
+    ``detail`` the broker's sentence about it. ``fencing_token`` is 0 for
+    one never granted.
     """
 
     lease_id: int
@@ -368,6 +369,7 @@ class HistoryEntry:
     ended_by: str
     detail: str
     fencing_token: int
+    timed_out: bool = False
 
     @property
     def waited(self) -> Optional[float]:
@@ -401,6 +403,7 @@ class HistoryEntry:
             ended_by=enum_name(pb.EventKind, m.ended_by, "EVENT_KIND_"),
             detail=m.detail,
             fencing_token=m.fencing_token,
+            timed_out=m.timed_out,
         )
 
 

@@ -502,7 +502,7 @@ class History(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., truncated: bool = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
-    __slots__ = ("lease_id", "resource", "mode", "permits", "purpose", "holder", "queued_at_ms", "granted_at_ms", "ended_at_ms", "ended_by", "detail", "fencing_token")
+    __slots__ = ("lease_id", "resource", "mode", "permits", "purpose", "holder", "queued_at_ms", "granted_at_ms", "ended_at_ms", "ended_by", "detail", "fencing_token", "timed_out")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -515,6 +515,7 @@ class HistoryEntry(_message.Message):
     ENDED_BY_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     resource: str
     mode: Mode
@@ -527,7 +528,8 @@ class HistoryEntry(_message.Message):
     ended_by: EventKind
     detail: str
     fencing_token: int
-    def __init__(self, lease_id: _Optional[int] = ..., resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., permits: _Optional[int] = ..., purpose: _Optional[str] = ..., holder: _Optional[_Union[Peer, _Mapping]] = ..., queued_at_ms: _Optional[int] = ..., granted_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., ended_by: _Optional[_Union[EventKind, str]] = ..., detail: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
+    timed_out: bool
+    def __init__(self, lease_id: _Optional[int] = ..., resource: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., permits: _Optional[int] = ..., purpose: _Optional[str] = ..., holder: _Optional[_Union[Peer, _Mapping]] = ..., queued_at_ms: _Optional[int] = ..., granted_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., ended_by: _Optional[_Union[EventKind, str]] = ..., detail: _Optional[str] = ..., fencing_token: _Optional[int] = ..., timed_out: bool = ...) -> None: ...
 
 class Watch(_message.Message):
     __slots__ = ("resources", "start_revision")
