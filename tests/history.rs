@@ -324,3 +324,40 @@ async fn since_and_limit_select_and_the_cli_shows_them() {
     let (code, _, err) = broker.cli(&["history", "pcm", "--since", "soon"]);
     assert_eq!(code, 64, "{err}");
 }
+
+// Past --history-max-resources, whole histories go, taken from the user
+// whose resources take most of the bound: nobody running leases on new
+// names in a loop drops the oldest of nobody's own, not root's older one
+// (by age alone, root's would have gone first).
+#[tokio::test]
+async fn one_user_naming_resources_in_a_loop_drops_their_own_history() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let broker = broker_for_two_users(&["--history-max-resources", "10"]);
+    let (code, _, err) = broker.cli(&["run", "pcm", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = (0..12).map(|i| format!("nobody-{i:02}")).collect();
+    for name in &names {
+        let (code, _, err) = cli_as_nobody(&broker, &["run", "-s", name, "true"]);
+        assert_eq!(code, 0, "{name}: {err}");
+    }
+    let mut raw = broker.raw().await;
+    // Reading hands everything over first: the bound has been applied.
+    let pcm = history(&mut raw, "pcm", 0, 0).await;
+    assert_eq!(purposes(&pcm), ["true"], "root's history is kept: {pcm:#?}");
+    let mut kept = Vec::new();
+    for name in &names {
+        if !history(&mut raw, name, 0, 0).await.entries.is_empty() {
+            kept.push(name.clone());
+        }
+    }
+    // 13 resources: down to nine, the four longest idle of nobody's gone.
+    assert_eq!(kept, names[4..].to_vec());
+    let log = broker.log_text();
+    assert!(
+        log.contains("(uid 65534)"),
+        "the log says whose went:\n{log}"
+    );
+}

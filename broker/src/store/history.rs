@@ -23,7 +23,8 @@
 //! bounds are applied to a resource each time lines are added to it, and
 //! to every resource by a sweep on the first write after the store opens
 //! and once an hour after (so that a resource nobody uses any more ages
-//! out too).
+//! out too). The bounds over all resources drop whole histories, taken
+//! from the user whose resources take most of them ([`evict`]).
 //!
 //! The detail sentence of an ordinary end is kept as data (how it ended,
 //! whether it was held, its TTL) and written only when read, as watchers'
@@ -60,10 +61,11 @@ pub struct HistoryBounds {
     /// Lines older than this (by their end) are dropped, in ms; 0 = no
     /// age bound.
     pub max_age_ms: u64,
-    /// Resources whose history is kept: past it, the history of those
-    /// whose last lease ended longest ago is dropped whole. Any user may
-    /// name resources: without it, one that takes a lease on a new name
-    /// in a loop would grow the file without end (a line a name).
+    /// Resources whose history is kept: past it, whole histories are
+    /// dropped, those of the user whose resources take most of it first
+    /// ([`evict`]). Any user may name resources: without it, one that
+    /// takes a lease on a new name in a loop would grow the file without
+    /// end (a line a name).
     pub max_resources: u64,
     /// Lines kept over all resources, dropped as for `max_resources`.
     pub max_lines: u64,
@@ -576,6 +578,9 @@ struct StagedResource {
     lines: u64,
     /// The last line of the batch filling.
     before: Before,
+    /// The uid of its newest line's holder: who the resource's history
+    /// counts against ([`Span::owner`]).
+    owner: u32,
 }
 
 /// Lines to be committed, grouped per resource in order of their first
@@ -682,6 +687,7 @@ impl StagedHistory {
             batches: std::collections::VecDeque::new(),
             lines: 0,
             before: Before::default(),
+            owner: UNKNOWN_OWNER,
         });
         self.resources.len() - 1
     }
@@ -782,6 +788,7 @@ impl StagedHistory {
         batch.lines += 1;
         batch.newest_ms = batch.newest_ms.max(e.ended_at_ms);
         r.lines += 1;
+        r.owner = holder.uid;
         self.lines += 1;
         // Lines that the count bound would drop right after the commit
         // are not kept until it.
@@ -844,14 +851,70 @@ fn get_u32(value: &mut &[u8]) -> Option<u32> {
     u32::try_from(decode_varint(value).ok()?).ok()
 }
 
-/// Decodes a batch of `resource`, oldest first; `None` if it does not
-/// decode (history is for reading: the caller skips it).
-fn decode_batch(resource: &str, mut value: &[u8]) -> Option<Vec<RecordedLease>> {
+/// Steps `value` over a batch's header to its first line: how many lines
+/// it holds, and whether its numbers are differences (format 2).
+fn lines_of(value: &mut &[u8]) -> Option<(u64, bool)> {
     let (count, _) = header(value)?;
     let deltas = value.first() == Some(&BATCH_FORMAT);
     value.advance(1);
-    decode_varint(&mut value).ok()?;
-    decode_varint(&mut value).ok()?;
+    decode_varint(value).ok()?;
+    decode_varint(value).ok()?;
+    Some((count, deltas))
+}
+
+/// The uid of the holder of a batch's last line, found by stepping over
+/// the lines without decoding them (a sweep does this for every resource);
+/// `None` if the batch does not decode. Both formats step alike: a number
+/// is one varint whether it is stored whole or as a difference.
+fn last_uid(mut value: &[u8]) -> Option<u32> {
+    let (count, deltas) = lines_of(&mut value)?;
+    let v = &mut value;
+    let number = |v: &mut &[u8]| decode_varint(v).ok().map(drop);
+    let text = |v: &mut &[u8]| {
+        let len = usize::try_from(decode_varint(v).ok()?).ok()?;
+        v.get(..len)?;
+        v.advance(len);
+        Some(())
+    };
+    let mut uid = None;
+    for _ in 0..count {
+        let flags = decode_varint(v).ok()?;
+        number(v)?; // lease id
+        number(v)?; // permits
+        if flags & SAME_PURPOSE == 0 {
+            text(v)?;
+        }
+        if flags & SAME_HOLDER == 0 {
+            text(v)?; // client name
+            uid = Some(get_u32(v)?);
+            number(v)?; // pid
+            number(v)?; // session
+            text(v)?; // user
+            text(v)?; // login session
+        }
+        number(v)?; // end
+        number(v)?; // queued, before the end
+        if flags & GRANTED != 0 {
+            number(v)?;
+        }
+        number(v)?; // fencing token
+        if flags & DETAIL_ENDING != 0 {
+            number(v)?;
+            if !(deltas && flags & SAME_TTL != 0) {
+                number(v)?;
+            }
+        }
+        if flags & DETAIL_TEXT != 0 {
+            text(v)?;
+        }
+    }
+    uid
+}
+
+/// Decodes a batch of `resource`, oldest first; `None` if it does not
+/// decode (history is for reading: the caller skips it).
+fn decode_batch(resource: &str, mut value: &[u8]) -> Option<Vec<RecordedLease>> {
+    let (count, deltas) = lines_of(&mut value)?;
     let v = &mut value;
     // Not `with_capacity(count)`: the count is read from the file.
     let mut lines: Vec<RecordedLease> = Vec::new();
@@ -1013,7 +1076,7 @@ fn cutoff(bounds: HistoryBounds, now_ms: u64) -> u64 {
 
 /// Where a resource's lines stand: `first..=last` (empty when `first >
 /// last`), how many of them its first batch holds and when the newest of
-/// those ended, and when its newest line ended (epoch ms).
+/// those ended, when its newest line ended (epoch ms), and whose it is.
 #[derive(Clone, Copy, Debug)]
 struct Span {
     first: u64,
@@ -1021,7 +1084,13 @@ struct Span {
     first_len: u64,
     first_newest_ms: u64,
     newest_ms: u64,
+    /// The uid of the holder of its newest line: the user its history
+    /// counts against in the bounds over all resources ([`evict`]).
+    owner: u32,
 }
+
+/// The owner of a resource whose last batch does not decode.
+const UNKNOWN_OWNER: u32 = u32::MAX;
 
 impl Span {
     const EMPTY: Span = Span {
@@ -1030,6 +1099,7 @@ impl Span {
         first_len: 0,
         first_newest_ms: 0,
         newest_ms: 0,
+        owner: UNKNOWN_OWNER,
     };
 
     fn is_empty(&self) -> bool {
@@ -1073,16 +1143,17 @@ fn span_of(
     let Some((first, first_len, first_newest_ms)) = batch_from(table, resource, 0)? else {
         return Ok(Span::EMPTY);
     };
-    let (last, newest_ms) = match table
+    let (last, newest_ms, owner) = match table
         .range((resource, 0)..=(resource, u64::MAX))?
         .next_back()
     {
         Some(e) => {
             let (k, v) = e?;
             let (count, newest) = header(v.value()).unwrap_or((1, 0));
-            (k.value().1.saturating_add(count.max(1) - 1), newest)
+            let owner = last_uid(v.value()).unwrap_or(UNKNOWN_OWNER);
+            (k.value().1.saturating_add(count.max(1) - 1), newest, owner)
         }
-        None => (first + first_len - 1, first_newest_ms),
+        None => (first + first_len - 1, first_newest_ms, UNKNOWN_OWNER),
     };
     Ok(Span {
         first,
@@ -1090,6 +1161,7 @@ fn span_of(
         first_len,
         first_newest_ms,
         newest_ms: newest_ms.max(first_newest_ms),
+        owner,
     })
 }
 
@@ -1205,10 +1277,14 @@ pub(super) fn append(
                     first_len: batch.lines,
                     first_newest_ms: batch.newest_ms,
                     newest_ms: 0,
+                    owner: UNKNOWN_OWNER,
                 };
             }
             span.last += batch.lines;
             span.newest_ms = span.newest_ms.max(batch.newest_ms);
+        }
+        if !staged.batches.is_empty() {
+            span.owner = staged.owner;
         }
         let span = trim(table, resource, span, bounds, oldest_kept)?;
         spans.put(resource, span);
@@ -1216,10 +1292,22 @@ pub(super) fn append(
     evict(table, bounds, spans)
 }
 
+/// What one user's resources hold, for [`evict`]: their resources, the
+/// longest idle last, and their lines.
+#[derive(Default)]
+struct Owned {
+    resources: Vec<(u64, Arc<str>)>,
+    lines: u64,
+}
+
 /// Applies the bounds over all resources, once [`Spans`] knows them all:
-/// past `max_resources` or `max_lines`, the history of the resources whose
-/// newest line is the oldest is dropped whole, down to nine tenths of
-/// each bound (so that the next time is a while away).
+/// past `max_resources` or `max_lines`, whole histories are dropped down
+/// to nine tenths of each bound (so that the next time is a while away).
+/// Each comes from the user whose resources take most of the bound passed
+/// (a resource's history counts against the holder of its newest line),
+/// the one of theirs whose last lease ended longest ago first: one user
+/// naming resources in a loop drops their own history, not the others'
+/// (any user may name resources).
 fn evict(
     table: &mut redb::Table<(&str, u64), &[u8]>,
     bounds: HistoryBounds,
@@ -1236,27 +1324,65 @@ fn evict(
         bounds.max_resources - bounds.max_resources / 10,
         bounds.max_lines - bounds.max_lines / 10,
     );
-    let mut oldest: Vec<(u64, Arc<str>)> = spans
-        .spans
-        .iter()
-        .map(|(r, s)| (s.newest_ms, Arc::clone(r)))
-        .collect();
-    oldest.sort_unstable();
+    let mut owners: HashMap<u32, Owned> = HashMap::new();
+    for (r, s) in &spans.spans {
+        let owned = owners.entry(s.owner).or_default();
+        owned.resources.push((s.newest_ms, Arc::clone(r)));
+        owned.lines += s.count();
+    }
+    for owned in owners.values_mut() {
+        owned.resources.sort_unstable_by(|a, b| b.cmp(a));
+    }
     let (mut resources, mut lines) = (0u64, 0u64);
-    for (_, resource) in oldest {
-        if !over(spans.spans.len() as u64, spans.lines, keep) {
+    let mut whose: Vec<u32> = Vec::new();
+    while over(spans.spans.len() as u64, spans.lines, keep) {
+        // Past the resources' bound, the user with the most resources;
+        // past the lines' bound only, the one with the most lines.
+        let by_resources = spans.spans.len() as u64 > keep.0;
+        let share = |o: &Owned| {
+            if by_resources {
+                o.resources.len() as u64
+            } else {
+                o.lines
+            }
+        };
+        let Some((&uid, owned)) = owners
+            .iter_mut()
+            .filter(|(_, o)| !o.resources.is_empty())
+            .max_by_key(|(uid, o)| (share(o), std::cmp::Reverse(**uid)))
+        else {
             break;
-        }
+        };
+        let Some((_, resource)) = owned.resources.pop() else {
+            break;
+        };
         let r = &*resource;
-        lines += spans.spans.get(r).map_or(0, Span::count);
+        let count = spans.spans.get(r).map_or(0, Span::count);
+        owned.lines = owned.lines.saturating_sub(count);
+        lines += count;
         table.retain_in((r, 0)..=(r, u64::MAX), |_, _| false)?;
         spans.put(&resource, Span::EMPTY);
         resources += 1;
+        if !whose.contains(&uid) {
+            whose.push(uid);
+        }
     }
+    let whose: Vec<String> = whose
+        .iter()
+        .map(|&uid| {
+            if uid == UNKNOWN_OWNER {
+                "unknown".to_string()
+            } else {
+                uid.to_string()
+            }
+        })
+        .collect();
     tracing::info!(
-        "lease history: the history of {resources} resources ({lines} leases) whose last \
-         lease ended longest ago was dropped, to keep at most {} resources and {} leases \
-         (--history-max-resources, --history-max-lines)",
+        "lease history: the history of {resources} resources ({lines} leases) was dropped, \
+         those of the users whose resources took most of it (uid {}), longest idle first, \
+         to keep at most {} resources and {} leases (--history-max-resources, \
+         --history-max-lines)",
+        whose.join(", "),
         bounds.max_resources,
         bounds.max_lines
     );
@@ -1410,6 +1536,86 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("r{i:02}")).collect()
+    }
+
+    /// A line of `resource` held by `uid`.
+    fn line_of(uid: u32, resource: &str, id: u64, at: u64) -> HistoryLine {
+        let mut l = line(resource, id, at);
+        let mut holder = (*l.ended.lease.holder).clone();
+        holder.uid = uid;
+        l.ended.lease.holder = Arc::new(holder);
+        l
+    }
+
+    #[test]
+    fn the_owner_of_a_batch_is_the_holder_of_its_last_line() {
+        // Holders alternate and repeat, so that some lines leave the
+        // holder out (the same as the line before) and some do not.
+        let mut journal = HistoryJournal::default();
+        for (i, uid) in [1000, 1000, 65534, 0, 0, 1000, 42].into_iter().enumerate() {
+            journal.record(&line_of(uid, "pcm", i as u64 + 1, 1_000 + i as u64));
+            let staged = StagedHistory::from_journal(&journal, 100);
+            let mut buf = Vec::new();
+            write_batch(&staged.resources[0].batches[0], &mut buf);
+            let decoded = decode_batch("pcm", &buf).unwrap();
+            assert_eq!(last_uid(&buf), decoded.last().map(|l| l.uid));
+            assert_eq!(last_uid(&buf), Some(uid));
+            assert_eq!(staged.resources[0].owner, uid);
+        }
+        assert_eq!(last_uid(&[BATCH_FORMAT, 3, 0, 0x80]), None, "cut short");
+    }
+
+    #[test]
+    fn a_user_naming_resources_in_a_loop_drops_their_own_history_first() {
+        // Root's and alice's resources ended longest ago: by age alone they
+        // would go first. Nobody's resources take most of the bound, so
+        // the oldest of nobody's go instead, whichever bound is passed.
+        let bounds = HistoryBounds {
+            max_entries: 1_000,
+            max_age_ms: 0,
+            max_resources: 10,
+            max_lines: 100,
+        };
+        for (what, per_resource) in [("resources", 1u64), ("lines", 30)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(dir.path()).unwrap();
+            let mut journal = HistoryJournal::default();
+            let mut id = 0;
+            let mut add = |journal: &mut HistoryJournal, uid, r: &str, at| {
+                for _ in 0..per_resource {
+                    id += 1;
+                    journal.record(&line_of(uid, r, id, at));
+                }
+            };
+            add(&mut journal, 0, "backup", 100);
+            add(&mut journal, 1000, "pcm", 200);
+            let flood = names(12);
+            for (i, r) in flood.iter().enumerate() {
+                add(&mut journal, 65534, r, 1_000 + i as u64);
+            }
+            let staged = StagedHistory::from_journal(&journal, bounds.max_entries);
+            store
+                .commit_staged(&[], &mut vec![staged], Some((bounds, 5_000, true)))
+                .unwrap();
+            let mut all = flood.clone();
+            all.extend(["backup".to_string(), "pcm".to_string()]);
+            let left: Vec<String> = kept(&store, &all, bounds)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+            assert!(
+                left.contains(&"backup".to_string()) && left.contains(&"pcm".to_string()),
+                "past max {what}: {left:?}"
+            );
+            // Nobody's newest are the ones kept.
+            let gone: Vec<&String> = flood.iter().filter(|r| !left.contains(r)).collect();
+            assert!(!gone.is_empty(), "past max {what}: {left:?}");
+            assert!(
+                gone.iter()
+                    .all(|g| left.iter().all(|k| !flood.contains(k) || k > *g)),
+                "past max {what}: the longest idle of nobody's go first: {left:?}"
+            );
+        }
     }
 
     #[test]
