@@ -244,7 +244,7 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     pub history_max_age: Option<Dur>,
 
-    /// Resources whose recorded leases are kept: past it, whole histories are dropped, those of the user whose resources take most of it (a resource counts against the holder of its last lease), longest idle first (any user may name resources: this bounds the file, and one user naming resources in a loop drops their own); at least 1 [default: 10000]
+    /// Resources whose recorded leases are kept: past it, whole histories are dropped, those of the user whose resources take most of it (a resource counts against the holder of its oldest recorded lease), longest idle first (any user may name resources: this bounds the file, and one user naming resources in a loop drops their own); at least 1 [default: 10000]
     #[arg(long, value_name = "N")]
     pub history_max_resources: Option<u64>,
 

@@ -567,6 +567,8 @@ struct StagedBatch {
     body: Vec<u8>,
     lines: u64,
     newest_ms: u64,
+    /// The uid of its first line's holder ([`Span::owner`]).
+    first_uid: u32,
 }
 
 /// One resource's staged lines, in batches of at most [`BATCH_LINES`]; the
@@ -578,9 +580,6 @@ struct StagedResource {
     lines: u64,
     /// The last line of the batch filling.
     before: Before,
-    /// The uid of its newest line's holder: who the resource's history
-    /// counts against ([`Span::owner`]).
-    owner: u32,
 }
 
 /// Lines to be committed, grouped per resource in order of their first
@@ -687,7 +686,6 @@ impl StagedHistory {
             batches: std::collections::VecDeque::new(),
             lines: 0,
             before: Before::default(),
-            owner: UNKNOWN_OWNER,
         });
         self.resources.len() - 1
     }
@@ -712,6 +710,7 @@ impl StagedHistory {
                 body: Vec::with_capacity(128),
                 lines: 0,
                 newest_ms: 0,
+                first_uid: holder.uid,
             });
         }
         let Some(batch) = r.batches.back_mut() else {
@@ -788,7 +787,6 @@ impl StagedHistory {
         batch.lines += 1;
         batch.newest_ms = batch.newest_ms.max(e.ended_at_ms);
         r.lines += 1;
-        r.owner = holder.uid;
         self.lines += 1;
         // Lines that the count bound would drop right after the commit
         // are not kept until it.
@@ -862,53 +860,20 @@ fn lines_of(value: &mut &[u8]) -> Option<(u64, bool)> {
     Some((count, deltas))
 }
 
-/// The uid of the holder of a batch's last line, found by stepping over
-/// the lines without decoding them (a sweep does this for every resource);
-/// `None` if the batch does not decode. Both formats step alike: a number
-/// is one varint whether it is stored whole or as a difference.
-fn last_uid(mut value: &[u8]) -> Option<u32> {
-    let (count, deltas) = lines_of(&mut value)?;
+/// The uid of the holder of a batch's first line (which always has the
+/// holder's fields); `None` if that line does not decode.
+fn first_uid(mut value: &[u8]) -> Option<u32> {
+    let (count, _) = lines_of(&mut value)?;
     let v = &mut value;
-    let number = |v: &mut &[u8]| decode_varint(v).ok().map(drop);
-    let text = |v: &mut &[u8]| {
-        let len = usize::try_from(decode_varint(v).ok()?).ok()?;
-        v.get(..len)?;
-        v.advance(len);
-        Some(())
-    };
-    let mut uid = None;
-    for _ in 0..count {
-        let flags = decode_varint(v).ok()?;
-        number(v)?; // lease id
-        number(v)?; // permits
-        if flags & SAME_PURPOSE == 0 {
-            text(v)?;
-        }
-        if flags & SAME_HOLDER == 0 {
-            text(v)?; // client name
-            uid = Some(get_u32(v)?);
-            number(v)?; // pid
-            number(v)?; // session
-            text(v)?; // user
-            text(v)?; // login session
-        }
-        number(v)?; // end
-        number(v)?; // queued, before the end
-        if flags & GRANTED != 0 {
-            number(v)?;
-        }
-        number(v)?; // fencing token
-        if flags & DETAIL_ENDING != 0 {
-            number(v)?;
-            if !(deltas && flags & SAME_TTL != 0) {
-                number(v)?;
-            }
-        }
-        if flags & DETAIL_TEXT != 0 {
-            text(v)?;
-        }
+    let flags = decode_varint(v).ok()?;
+    if count == 0 || flags & (SAME_PURPOSE | SAME_HOLDER) != 0 {
+        return None;
     }
-    uid
+    decode_varint(v).ok()?; // lease id
+    get_u32(v)?; // permits
+    get_str(v)?; // purpose
+    get_str(v)?; // client name
+    get_u32(v)
 }
 
 /// Decodes a batch of `resource`, oldest first; `None` if it does not
@@ -1084,12 +1049,15 @@ struct Span {
     first_len: u64,
     first_newest_ms: u64,
     newest_ms: u64,
-    /// The uid of the holder of its newest line: the user its history
-    /// counts against in the bounds over all resources ([`evict`]).
+    /// The uid of the holder of its oldest line kept (its first batch's
+    /// first): the user its history counts against in the bounds over all
+    /// resources ([`evict`]). Not its newest: one request of another user's
+    /// (even one that timed out waiting) would make it theirs.
     owner: u32,
 }
 
-/// The owner of a resource whose last batch does not decode.
+/// The owner of an empty span, or of one whose first batch does not
+/// decode.
 const UNKNOWN_OWNER: u32 = u32::MAX;
 
 impl Span {
@@ -1115,20 +1083,33 @@ impl Span {
     }
 }
 
-/// The batch of `resource` at or after `n`: its number, line count and
-/// newest end. A batch that does not decode counts as one line that ended
-/// at 0 (so that the bounds drop it).
+/// A resource's batch as the front of its [`Span`] sees it.
+struct Front {
+    n: u64,
+    lines: u64,
+    newest_ms: u64,
+    owner: u32,
+}
+
+/// The batch of `resource` at or after `n`: its number, line count,
+/// newest end and first holder. A batch that does not decode counts as one
+/// line that ended at 0 (so that the bounds drop it).
 fn batch_from(
     table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     resource: &str,
     n: u64,
-) -> Result<Option<(u64, u64, u64)>, redb::Error> {
+) -> Result<Option<Front>, redb::Error> {
     Ok(
         match table.range((resource, n)..=(resource, u64::MAX))?.next() {
             Some(e) => {
                 let (k, v) = e?;
                 let (count, newest) = header(v.value()).unwrap_or((1, 0));
-                Some((k.value().1, count.max(1), newest))
+                Some(Front {
+                    n: k.value().1,
+                    lines: count.max(1),
+                    newest_ms: newest,
+                    owner: first_uid(v.value()).unwrap_or(UNKNOWN_OWNER),
+                })
             }
             None => None,
         },
@@ -1140,28 +1121,27 @@ fn span_of(
     table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     resource: &str,
 ) -> Result<Span, redb::Error> {
-    let Some((first, first_len, first_newest_ms)) = batch_from(table, resource, 0)? else {
+    let Some(front) = batch_from(table, resource, 0)? else {
         return Ok(Span::EMPTY);
     };
-    let (last, newest_ms, owner) = match table
+    let (last, newest_ms) = match table
         .range((resource, 0)..=(resource, u64::MAX))?
         .next_back()
     {
         Some(e) => {
             let (k, v) = e?;
             let (count, newest) = header(v.value()).unwrap_or((1, 0));
-            let owner = last_uid(v.value()).unwrap_or(UNKNOWN_OWNER);
-            (k.value().1.saturating_add(count.max(1) - 1), newest, owner)
+            (k.value().1.saturating_add(count.max(1) - 1), newest)
         }
-        None => (first + first_len - 1, first_newest_ms, UNKNOWN_OWNER),
+        None => (front.n + front.lines - 1, front.newest_ms),
     };
     Ok(Span {
-        first,
+        first: front.n,
         last,
-        first_len,
-        first_newest_ms,
-        newest_ms: newest_ms.max(first_newest_ms),
-        owner,
+        first_len: front.lines,
+        first_newest_ms: front.newest_ms,
+        newest_ms: newest_ms.max(front.newest_ms),
+        owner: front.owner,
     })
 }
 
@@ -1237,10 +1217,11 @@ fn trim(
     {
         table.remove((resource, span.first))?;
         match batch_from(table, resource, span.first + 1)? {
-            Some((first, first_len, first_newest_ms)) if first <= span.last => {
-                span.first = first;
-                span.first_len = first_len;
-                span.first_newest_ms = first_newest_ms;
+            Some(front) if front.n <= span.last => {
+                span.first = front.n;
+                span.first_len = front.lines;
+                span.first_newest_ms = front.newest_ms;
+                span.owner = front.owner;
             }
             _ => span = Span::EMPTY,
         }
@@ -1277,14 +1258,11 @@ pub(super) fn append(
                     first_len: batch.lines,
                     first_newest_ms: batch.newest_ms,
                     newest_ms: 0,
-                    owner: UNKNOWN_OWNER,
+                    owner: batch.first_uid,
                 };
             }
             span.last += batch.lines;
             span.newest_ms = span.newest_ms.max(batch.newest_ms);
-        }
-        if !staged.batches.is_empty() {
-            span.owner = staged.owner;
         }
         let span = trim(table, resource, span, bounds, oldest_kept)?;
         spans.put(resource, span);
@@ -1304,7 +1282,8 @@ struct Owned {
 /// past `max_resources` or `max_lines`, whole histories are dropped down
 /// to nine tenths of each bound (so that the next time is a while away).
 /// Each comes from the user whose resources take most of the bound passed
-/// (a resource's history counts against the holder of its newest line),
+/// (a resource's history counts against the holder of its oldest line
+/// kept, [`Span::owner`]),
 /// the one of theirs whose last lease ended longest ago first: one user
 /// naming resources in a loop drops their own history, not the others'
 /// (any user may name resources).
@@ -1349,7 +1328,15 @@ fn evict(
         let Some((&uid, owned)) = owners
             .iter_mut()
             .filter(|(_, o)| !o.resources.is_empty())
-            .max_by_key(|(uid, o)| (share(o), std::cmp::Reverse(**uid)))
+            // Ties: the one whose longest idle resource is idle longest.
+            .max_by_key(|(uid, o)| {
+                let idle_since = o.resources.last().map_or(0, |r| r.0);
+                (
+                    share(o),
+                    std::cmp::Reverse(idle_since),
+                    std::cmp::Reverse(**uid),
+                )
+            })
         else {
             break;
         };
@@ -1548,21 +1535,20 @@ mod tests {
     }
 
     #[test]
-    fn the_owner_of_a_batch_is_the_holder_of_its_last_line() {
-        // Holders alternate and repeat, so that some lines leave the
-        // holder out (the same as the line before) and some do not.
+    fn the_owner_of_a_batch_is_the_holder_of_its_first_line() {
+        // Holders change and repeat; the first line always has its holder.
         let mut journal = HistoryJournal::default();
-        for (i, uid) in [1000, 1000, 65534, 0, 0, 1000, 42].into_iter().enumerate() {
+        for (i, uid) in [1000, 1000, 65534, 0, 42].into_iter().enumerate() {
             journal.record(&line_of(uid, "pcm", i as u64 + 1, 1_000 + i as u64));
-            let staged = StagedHistory::from_journal(&journal, 100);
-            let mut buf = Vec::new();
-            write_batch(&staged.resources[0].batches[0], &mut buf);
-            let decoded = decode_batch("pcm", &buf).unwrap();
-            assert_eq!(last_uid(&buf), decoded.last().map(|l| l.uid));
-            assert_eq!(last_uid(&buf), Some(uid));
-            assert_eq!(staged.resources[0].owner, uid);
         }
-        assert_eq!(last_uid(&[BATCH_FORMAT, 3, 0, 0x80]), None, "cut short");
+        let staged = StagedHistory::from_journal(&journal, 100);
+        let batch = &staged.resources[0].batches[0];
+        let mut buf = Vec::new();
+        write_batch(batch, &mut buf);
+        let decoded = decode_batch("pcm", &buf).unwrap();
+        assert_eq!(first_uid(&buf), Some(decoded[0].uid));
+        assert_eq!((first_uid(&buf), batch.first_uid), (Some(1000), 1000));
+        assert_eq!(first_uid(&buf[..buf.len().min(6)]), None, "cut short");
     }
 
     #[test]
@@ -1570,13 +1556,20 @@ mod tests {
         // Root's and alice's resources ended longest ago: by age alone they
         // would go first. Nobody's resources take most of the bound, so
         // the oldest of nobody's go instead, whichever bound is passed.
-        let bounds = HistoryBounds {
+        // Nobody's one later wait on root's resource does not make it
+        // nobody's (it counts against its oldest line's holder).
+        let resources = HistoryBounds {
             max_entries: 1_000,
             max_age_ms: 0,
             max_resources: 10,
-            max_lines: 100,
+            max_lines: 1_000_000,
         };
-        for (what, per_resource) in [("resources", 1u64), ("lines", 30)] {
+        let lines = HistoryBounds {
+            max_resources: 10_000,
+            max_lines: 200,
+            ..resources
+        };
+        for (what, per_resource, bounds) in [("resources", 1u64, resources), ("lines", 30, lines)] {
             let dir = tempfile::tempdir().unwrap();
             let mut store = Store::open(dir.path()).unwrap();
             let mut journal = HistoryJournal::default();
@@ -1589,6 +1582,7 @@ mod tests {
             };
             add(&mut journal, 0, "backup", 100);
             add(&mut journal, 1000, "pcm", 200);
+            journal.record(&line_of(65534, "backup", 1_000_000, 900));
             let flood = names(12);
             for (i, r) in flood.iter().enumerate() {
                 add(&mut journal, 65534, r, 1_000 + i as u64);
@@ -1676,6 +1670,7 @@ mod tests {
             assert!(l.detail.contains("released"), "{l:#?}");
         }
         assert_eq!(header(&v), Some((2, 1_700_000_000_100)));
+        assert_eq!(first_uid(&v), Some(1000));
     }
 
     #[test]
