@@ -1283,10 +1283,9 @@ struct Owned {
 /// to nine tenths of each bound (so that the next time is a while away).
 /// Each comes from the user whose resources take most of the bound passed
 /// (a resource's history counts against the holder of its oldest line
-/// kept, [`Span::owner`]),
-/// the one of theirs whose last lease ended longest ago first: one user
-/// naming resources in a loop drops their own history, not the others'
-/// (any user may name resources).
+/// kept, [`Span::owner`]), the one of theirs whose last lease ended
+/// longest ago first: one user naming resources in a loop drops their own
+/// history, not the others' (any user may name resources).
 fn evict(
     table: &mut redb::Table<(&str, u64), &[u8]>,
     bounds: HistoryBounds,
