@@ -40,8 +40,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// its turn (it is not refused) until one of its silent ones goes.
 #[tokio::test]
 async fn root_connects_while_nobody_holds_silent_connections() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let silent = if long() { 200 } else { 64 };
@@ -79,8 +78,7 @@ async fn root_connects_while_nobody_holds_silent_connections() {
 /// nobody is cut off, and memory stays bounded.
 #[tokio::test]
 async fn clients_that_pipeline_and_never_read_stall_themselves() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     // Short: a 1 MiB bound (before the fix: cut off at ~15 MiB each).
@@ -133,8 +131,7 @@ async fn clients_that_pipeline_and_never_read_stall_themselves() {
 /// the frame each task held in its own buffer, by 43 MiB (48 frames).
 #[tokio::test]
 async fn one_users_connections_that_read_nothing_hold_bounded_memory_together() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let broker = broker_for_two_users(&["--max-outbound-bytes-per-uid", "2097152"]);
@@ -263,8 +260,7 @@ fn shared(resource: &str) -> Body {
 /// for a queue past `--waiter-updates-per-second`), newest state only.
 #[tokio::test]
 async fn many_waiters_behind_a_reporting_holder() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let n: usize = if long() { 50_000 } else { 2_000 };
@@ -640,8 +636,7 @@ async fn readers(socket: &str, n: usize) {
 /// nobody got stays near its budget.
 #[tokio::test]
 async fn root_pings_while_nobody_reads_large_statuses() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let broker = broker_for_two_users(&[]);
@@ -718,8 +713,7 @@ async fn historians(socket: &str, n: usize) {
 /// asserted: every read and publish is answered.
 #[tokio::test]
 async fn publishes_while_nobody_reads_history_in_a_loop() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let broker = broker_for_two_users(&[]);

@@ -333,8 +333,7 @@ async fn since_and_limit_select_and_the_cli_shows_them() {
 // holder, not its newest's).
 #[tokio::test]
 async fn one_user_naming_resources_in_a_loop_drops_their_own_history() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let broker = broker_for_two_users(&["--history-max-resources", "10"]);

@@ -954,8 +954,7 @@ async fn a_burst_of_acks_and_the_deliveries_it_makes_room_for_survive_a_sigkill(
 /// purging frees it, and root is not bound.
 #[test]
 fn one_user_is_bounded_over_all_queues_also_after_a_restart() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let args = [

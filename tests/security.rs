@@ -37,8 +37,7 @@ fn as_nobody(broker: &Broker, script: &str) -> Vec<String> {
 
 #[test]
 fn another_user_may_wait_and_watch_but_not_take_exclusive() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let broker = broker_for_two_users(&[]);
@@ -64,8 +63,7 @@ fn another_user_may_wait_and_watch_but_not_take_exclusive() {
 
 #[test]
 fn a_policy_grants_exclusive_on_one_resource_only() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -91,8 +89,7 @@ fn a_rule_for_every_verb_grants_or_takes_away_all_of_them() {
     // verb. The first rule grants nobody even EXCLUSIVE leases (denied by
     // default) on the printers; the second, naming nobody, takes even
     // SHARED leases and watches (allowed by default) away on "pcm".
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -120,8 +117,7 @@ fn a_rule_for_every_verb_grants_or_takes_away_all_of_them() {
 
 #[tokio::test]
 async fn one_user_is_capped_while_root_still_connects_and_acquires() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let broker = broker_for_two_users(&[]);

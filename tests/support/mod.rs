@@ -49,6 +49,17 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether this test can run a client as [`NOBODY`] (only root can start a
+/// process as another user); says that it is skipped when it cannot.
+#[cfg(unix)]
+pub fn can_run_as_nobody() -> bool {
+    let root = is_root();
+    if !root {
+        eprintln!("skipped: needs root to run a client as another user");
+    }
+    root
+}
+
 /// A broker whose socket a second user can reach (the socket directory is
 /// 0755 rather than the temp dir's 0700; still not writable by others).
 #[cfg(unix)]
