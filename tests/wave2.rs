@@ -208,7 +208,7 @@ async fn revoke_as_root_takes_the_lease_and_the_next_in_line_goes() {
     let agent = broker.client("agent").await;
     let pending = agent.acquire("pcm").start().await.unwrap();
     let admin = broker.client("admin").await;
-    admin
+    let holders_asked = admin
         .request_yield("pcm")
         .within(Duration::from_millis(200))
         .reason("maintenance")
@@ -216,6 +216,7 @@ async fn revoke_as_root_takes_the_lease_and_the_next_in_line_goes() {
         .send()
         .await
         .unwrap();
+    assert_eq!(holders_asked, 1, "the broker counts the holder it asked");
     let asked = tokio::time::timeout(PATIENCE, lease.next_yield_request())
         .await
         .unwrap()
@@ -247,7 +248,11 @@ fn nobody_may_ask_to_yield_but_not_revoke_and_is_named() {
     let lines = as_nobody(&broker, "nobody");
     assert_eq!(
         lines,
-        vec!["user nobody", "yield OK", "revoke PERMISSION_DENIED"],
+        vec![
+            "user nobody",
+            "yield OK, 1 asked",
+            "revoke PERMISSION_DENIED"
+        ],
         "{lines:?}"
     );
 }
@@ -298,8 +303,8 @@ async fn role() {
         }
         "nobody" => {
             println!("ROLE: user {}", client.hello().peer.as_ref().unwrap().user);
-            let verdict = |r: Result<(), ClientError>| match r {
-                Ok(()) => "OK".to_string(),
+            let verdict = |r: Result<u32, ClientError>| match r {
+                Ok(asked) => format!("OK, {asked} asked"),
                 Err(e) => e.code().map_or(e.to_string(), |c| {
                     c.as_str_name()
                         .trim_start_matches("ERROR_CODE_")
@@ -347,6 +352,14 @@ async fn the_cli_asks_to_yield_and_shows_permits_stuck_holders_and_users() {
         out, "asked the holder of downloads to make way within 2 min 0 s\n",
         "{err}"
     );
+    // The count is the broker's: a resource nobody holds asks nobody.
+    let (code, out, err) = broker.cli(&["yield", "printer"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "nobody holds printer: nobody was asked to make way\n");
+    let (code, out, err) = broker.cli(&["--json", "yield", "downloads"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["holders"], 1, "{out}");
     let asked = tokio::time::timeout(PATIENCE, lease.next_yield_request())
         .await
         .unwrap()

@@ -132,7 +132,7 @@ proptest! {
         prop_assert_eq!(pong, prost_frame(&expected));
 
         let done = bytes_of(hot::done_frame(id));
-        prop_assert_eq!(done, prost_frame(&reply_frame(id, reply::Result::Done(v1::Done {}))));
+        prop_assert_eq!(done, prost_frame(&reply_frame(id, reply::Result::Done(v1::Done::default()))));
 
         let granted = v1::Granted {
             lease_id,

@@ -462,7 +462,8 @@ impl Core {
 
     /// Asks every holder of `resource` to make way within `within_ms`;
     /// with `revoke`, those still holding then lose their lease. The
-    /// policy decides who may ask before this is called.
+    /// policy decides who may ask before this is called. Returns how many
+    /// holders were asked.
     pub fn request_yield(
         &mut self,
         session: SessionId,
@@ -471,7 +472,7 @@ impl Core {
         reason: &str,
         revoke: bool,
         now: Millis,
-    ) -> Result<Vec<Change>, CoreError> {
+    ) -> Result<(u32, Vec<Change>), CoreError> {
         let requester = self.open(session)?.clone();
         let request = YieldRequest {
             requester,
@@ -480,8 +481,8 @@ impl Core {
             revoke,
         };
         let (leases, mut fx) = self.split(now);
-        leases.request_yield(resource, request, &mut fx)?;
-        Ok(fx.changes)
+        let asked = leases.request_yield(resource, request, &mut fx)?;
+        Ok((asked, fx.changes))
     }
 
     /// A holder declines a yield request; watchers are told why.

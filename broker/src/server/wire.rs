@@ -232,7 +232,7 @@ pub fn reply(id: u64, result: v1::reply::Result) -> v1::ServerFrame {
 }
 
 /// The answer to a request, ready for the connection's queue: the hot
-/// ones (`Pong`, `Done`, `AcquireReply { granted }`) encoded by hand
+/// ones (`Pong`, an empty `Done`, `AcquireReply { granted }`) encoded by hand
 /// straight away (no `ServerFrame` built, boxed, encoded by prost and
 /// dropped: issue 14), the rest as a frame.
 pub fn answer(id: u64, result: v1::reply::Result) -> Outbound {
@@ -240,7 +240,7 @@ pub fn answer(id: u64, result: v1::reply::Result) -> Outbound {
     use v1::reply::Result as R;
     match &result {
         R::Pong(p) => Outbound::encoded(&hot::pong_frame(id, &p.payload)),
-        R::Done(_) => Outbound::encoded(&hot::done_frame(id)),
+        R::Done(v1::Done { holders_asked: 0 }) => Outbound::encoded(&hot::done_frame(id)),
         R::Acquire(v1::AcquireReply {
             outcome: Some(Outcome::Granted(g)),
         }) => Outbound::encoded(&hot::granted_frame(id, g)),

@@ -27,14 +27,6 @@ pub struct YieldArgs {
 
 pub async fn run(opts: ConnectOptions, args: YieldArgs, json: bool) -> Result<u8, ClientError> {
     let client = Client::connect(opts).await?;
-    // Who holds it now, to say whether anybody was asked (the request
-    // itself is answered alike either way).
-    let status = client.status(std::slice::from_ref(&args.resource)).await?;
-    let holders = status
-        .resources
-        .iter()
-        .find(|r| r.resource == args.resource)
-        .map_or(0, |r| r.holders.len());
     let mut req = client
         .request_yield(&args.resource)
         .within(args.within)
@@ -42,7 +34,9 @@ pub async fn run(opts: ConnectOptions, args: YieldArgs, json: bool) -> Result<u8
     if args.revoke {
         req = req.revoke();
     }
-    req.send().await?;
+    // The broker says how many it asked, in the same turn as it asked
+    // them (a count read before would race with a release).
+    let holders = req.send().await? as usize;
     if json {
         println!(
             "{}",

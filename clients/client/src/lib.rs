@@ -403,12 +403,14 @@ impl YieldRequest {
         self
     }
 
-    /// Sends it; done once every holder has been asked.
-    pub async fn send(self) -> Result<(), ClientError> {
-        self.client
-            .call(Body::RequestYield(self.req))
-            .await
-            .map(|_| ())
+    /// Sends it; done once every holder has been asked. Answers how many
+    /// were (0: nobody held the resource).
+    pub async fn send(self) -> Result<u32, ClientError> {
+        let r = self.client.call(Body::RequestYield(self.req)).await?;
+        match r.result {
+            reply::Result::Done(d) => Ok(d.holders_asked),
+            other => Err(unexpected("Done", &other)),
+        }
     }
 }
 

@@ -286,7 +286,7 @@ pub unsafe extern "C" fn ts_request_yield(
             if flags & TS_YIELD_REVOKE != 0 {
                 req = req.revoke();
             }
-            req.send().await.map_err(Failure::from)
+            req.send().await.map(|_| ()).map_err(Failure::from)
         })
     })
 }

@@ -309,7 +309,7 @@ def test_a_yield_request_reaches_the_holder_who_declines(broker: Broker) -> None
         next_kind(w, "SNAPSHOT")
         with a.acquire("pcm", purpose="install") as lease:
             assert not lease.yield_requested.is_set() and lease.yield_request is None
-            b.request_yield("pcm", within=60.0, reason="user logon")
+            assert b.request_yield("pcm", within=60.0, reason="user logon") == 1
             assert lease.yield_requested.wait(PATIENCE)
             req = lease.yield_request
             assert req is not None and req.reason == "user logon" and req.within == 60.0
@@ -369,7 +369,8 @@ async def _aio_yield(b: Broker) -> None:
 
         lease.add_yield_callback(broken)  # reported, and the lease goes on (the revoke below reaches it)
         lease.add_yield_callback(heard.append)
-        await k.request_yield("pcm", reason="please")
+        assert await k.request_yield("pcm", reason="please") == 1
+        assert await k.request_yield("nothing-held", reason="please") == 0
         req = await lease.next_yield_request(timeout=PATIENCE)
         assert req.reason == "please" and req.requester.client_name == "admin" and req.within == 0.0
         assert lease.yield_requested.is_set() and heard == [req] and lease.yield_request == req

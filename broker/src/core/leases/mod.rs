@@ -845,19 +845,20 @@ impl LeaseTable {
         resource: &str,
         request: YieldRequest,
         fx: &mut Effects,
-    ) -> Result<(), CoreError> {
+    ) -> Result<u32, CoreError> {
         check_name("resource", resource)?;
         check_text("reason", &request.reason)?;
         let Some(&slot) = self.resources.get(resource) else {
-            return Ok(());
+            return Ok(0);
         };
         let Some(res) = self.res(slot) else {
-            return Ok(());
+            return Ok(0);
         };
         let holders = res.holders.clone();
         if holders.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let asked = u32::try_from(holders.len()).unwrap_or(u32::MAX);
         let request = Arc::new(request);
         let at = fx.now + u64::from(request.within_ms);
         for &h in &holders {
@@ -894,7 +895,7 @@ impl LeaseTable {
                 self.settle(slot, from, fx);
             }
         }
-        Ok(())
+        Ok(asked)
     }
 
     /// A holder answers a yield request: it will not make way. Watchers

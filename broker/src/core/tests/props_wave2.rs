@@ -246,7 +246,7 @@ impl World {
                 within_ms,
                 revoke,
             } => {
-                let changes = self
+                let (_, changes) = self
                     .core
                     .request_yield(
                         self.sessions[slot],

@@ -24,9 +24,10 @@ fn yield_then_decline() {
     let watcher = connect(&mut core, "ui");
     core.watch(watcher, vec!["pcm".into()], 0, 0).unwrap();
     let j = expect_granted(&acquire_ex(&mut core, job, "pcm", 0)).lease_id;
-    let changes = core
+    let (asked, changes) = core
         .request_yield(user, "pcm", 30_000, "Install now clicked", false, 10)
         .unwrap();
+    assert_eq!(asked, 1);
     assert_eq!(yield_requests(&changes), vec![(job, j)]);
     let events = watch_events(&changes);
     assert_eq!(events[0].1.kind, EventKind::YieldRequested);
@@ -132,7 +133,8 @@ fn revoke_within_zero_takes_every_holder_at_once() {
     acquire_sh(&mut core, a, "pcm", 0);
     acquire_sh(&mut core, b, "pcm", 0);
     let e = expect_queued(&acquire_ex(&mut core, w, "pcm", 0), 1).lease_id;
-    let changes = core.request_yield(admin, "pcm", 0, "now", true, 5).unwrap();
+    let (asked, changes) = core.request_yield(admin, "pcm", 0, "now", true, 5).unwrap();
+    assert_eq!(asked, 2, "both shared holders were asked (and revoked)");
     assert_eq!(
         granted(&changes)
             .iter()
@@ -147,11 +149,9 @@ fn revoke_within_zero_takes_every_holder_at_once() {
 fn yield_on_a_free_resource_asks_nobody() {
     let mut core = core();
     let a = connect(&mut core, "a");
-    assert!(
-        core.request_yield(a, "pcm", 0, "", true, 0)
-            .unwrap()
-            .is_empty()
-    );
+    let (asked, changes) = core.request_yield(a, "pcm", 0, "", true, 0).unwrap();
+    assert_eq!(asked, 0);
+    assert!(changes.is_empty());
 }
 
 #[test]

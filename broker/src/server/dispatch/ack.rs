@@ -221,7 +221,7 @@ fn answer(
 /// An ack's answer: Done, or why the acknowledgement may be lost.
 fn answer_frame(request_id: u64, result: &Result<(), StoreError>) -> v1::ServerFrame {
     match result {
-        Ok(()) => wire::reply(request_id, v1::reply::Result::Done(v1::Done {})),
+        Ok(()) => wire::reply(request_id, v1::reply::Result::Done(v1::Done::default())),
         Err(e) => wire::error_reply(request_id, Refusal::AckNotStored(e.clone())),
     }
 }

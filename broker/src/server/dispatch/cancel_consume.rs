@@ -14,7 +14,7 @@ pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::CancelCons
         .queues
         .cancel_consumer(session, ConsumerId(req.consumer_id))?;
     Ok((
-        v1::reply::Result::Done(v1::Done {}),
+        v1::reply::Result::Done(v1::Done::default()),
         Change::from_queue(changes),
     ))
 }

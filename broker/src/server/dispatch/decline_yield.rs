@@ -14,5 +14,5 @@ pub(super) fn handle(
     let changes = d
         .core
         .decline_yield(session, LeaseId(req.lease_id), &req.reason, now)?;
-    Ok((v1::reply::Result::Done(v1::Done {}), changes))
+    Ok((v1::reply::Result::Done(v1::Done::default()), changes))
 }

@@ -13,7 +13,7 @@ pub(super) fn handle(d: &mut Dispatcher, session: SessionId, req: v1::Nack) -> A
         .queues
         .nack(session, DeliveryId(req.delivery_id), req.requeue)?;
     Ok((
-        v1::reply::Result::Done(v1::Done {}),
+        v1::reply::Result::Done(v1::Done::default()),
         Change::from_queue(changes),
     ))
 }

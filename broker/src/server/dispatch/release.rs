@@ -12,5 +12,5 @@ pub(super) fn handle(
     now: Millis,
 ) -> Answer {
     let changes = d.core.release(session, LeaseId(req.lease_id), now)?;
-    Ok((v1::reply::Result::Done(v1::Done {}), changes))
+    Ok((v1::reply::Result::Done(v1::Done::default()), changes))
 }

@@ -20,5 +20,5 @@ pub(super) fn handle(
     let changes = d
         .core
         .report_progress(session, LeaseId(req.lease_id), progress, now)?;
-    Ok((v1::reply::Result::Done(v1::Done {}), changes))
+    Ok((v1::reply::Result::Done(v1::Done::default()), changes))
 }

@@ -20,7 +20,7 @@ pub(super) fn handle(
         Verb::Yield
     };
     d.allow(session, verb, Some(&req.resource))?;
-    let changes = d.core.request_yield(
+    let (holders_asked, changes) = d.core.request_yield(
         session,
         &req.resource,
         req.within_ms,
@@ -28,5 +28,5 @@ pub(super) fn handle(
         req.revoke,
         now,
     )?;
-    Ok((v1::reply::Result::Done(v1::Done {}), changes))
+    Ok((v1::reply::Result::Done(v1::Done { holders_asked }), changes))
 }

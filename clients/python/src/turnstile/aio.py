@@ -310,10 +310,10 @@ class Client:
         reason: str = "",
         revoke: bool = False,
         timeout: Optional[float] = None,
-    ) -> None:
+    ) -> int:
         """Asks every holder of ``resource`` to make way within ``within``
         seconds (``None`` or 0: at once), for ``reason``; returns once every
-        holder has been asked. Holders see it on their lease
+        holder has been asked, with how many were (0: nobody held it). Holders see it on their lease
         (:attr:`Lease.yield_requested`), watchers as ``"YIELD_REQUESTED"``.
 
         With ``revoke``, a holder still holding after ``within`` loses its
@@ -323,7 +323,7 @@ class Client:
         """
         body = request_yield_message(resource, within=within, reason=reason, revoke=revoke)
         reply, _ = await self._conn.request("request_yield", body, timeout)
-        expect(reply, "done")
+        return int(expect(reply, "done").holders_asked)
 
     def watch(
         self,

@@ -190,8 +190,10 @@ class Reply(_message.Message):
     def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., acquire: _Optional[_Union[AcquireReply, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAliveReply, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., watch: _Optional[_Union[WatchStarted, _Mapping]] = ..., publish: _Optional[_Union[Published, _Mapping]] = ..., consume: _Optional[_Union[ConsumeStarted, _Mapping]] = ..., history: _Optional[_Union[History, _Mapping]] = ..., queue_peek: _Optional[_Union[QueuePeek, _Mapping]] = ..., queue_count: _Optional[_Union[QueueCount, _Mapping]] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("holders_asked",)
+    HOLDERS_ASKED_FIELD_NUMBER: _ClassVar[int]
+    holders_asked: int
+    def __init__(self, holders_asked: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "client_name")
