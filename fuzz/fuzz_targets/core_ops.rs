@@ -202,6 +202,11 @@ impl World {
                 max_bytes_per_uid: 900,
                 max_attempts: 3,
                 max_consumers_per_session: 2,
+                // Below the sums too: a user's stored messages and bytes
+                // over every queue, and one queue of their own.
+                max_stored_messages_per_uid: 2 * MAX_DEPTH - 1,
+                max_stored_bytes_per_uid: 1000,
+                max_queues_per_uid: 1,
             },
             ..CoreConfig::default()
         };
@@ -354,6 +359,7 @@ impl World {
                 let name = RESOURCES[usize::from(*resource) % RESOURCES.len()];
                 self.core
                     .request_yield(s, name, u32::from(*within_ms), "fuzz", *revoke, now)
+                    .map(|(_, changes)| changes)
                     .unwrap_or_default()
             }
             Op::Decline { slot, lease } => {
