@@ -2,7 +2,8 @@
 //! without taking, `consume --count N` takes exactly N (no attempt used
 //! on a message it does not print, and acknowledges every one it printed
 //! even when a signal ends it), `CancelConsume` stops a consumer and
-//! keeps the connection, `queue purge` and `queue requeue-dead`.
+//! keeps the connection and is answered after every message the consumer
+//! was sent, `consume --max-wait`, `queue purge` and `queue requeue-dead`.
 #![cfg(unix)]
 
 mod support;
@@ -157,6 +158,78 @@ async fn cancel_consume_stops_a_consumer_and_keeps_the_connection() {
     assert_eq!(two.payload().as_ref(), b"two");
     assert_eq!(two.attempt(), 1);
     two.ack().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_answered_after_every_message_the_consumer_was_sent() {
+    // A delivery goes out once its attempt is stored; a CancelConsume
+    // right behind the Consume used to be answered at once, so the Done
+    // overtook the delivery and a client that stopped at its Done left a
+    // message it was sent unseen (its attempt used for nothing).
+    use futures::FutureExt;
+    let broker = spawn_broker();
+    wait_ready(&broker);
+    let client = broker.client("consumer").await;
+    for n in 0..10 {
+        client
+            .publish("jobs", format!("job {n}"), &[])
+            .await
+            .unwrap();
+    }
+    for n in 0..10 {
+        let mut consumer = client.consume("jobs", 1).await.unwrap();
+        consumer.cancel().await.unwrap();
+        let sent = consumer.next().now_or_never().flatten();
+        let delivery = sent.unwrap_or_else(|| panic!("job {n} came after the cancel's Done"));
+        assert_eq!(delivery.payload().as_ref(), format!("job {n}").as_bytes());
+        assert_eq!(delivery.attempt(), 1);
+        delivery.ack().await.unwrap();
+    }
+}
+
+#[test]
+fn consume_max_wait_stops_when_no_message_comes() {
+    let broker = spawn_broker();
+    wait_ready(&broker);
+    // Nothing there: 75 and a sentence, as `run -w` does.
+    let (code, out, err) = broker.cli(&["queue", "consume", "jobs", "--count", "1", "-w", "0.3"]);
+    assert_eq!((code, out.as_str()), (75, ""), "{err}");
+    assert_eq!(
+        err,
+        "turnstile: 0 of 1 message(s) from jobs: none came for 300 ms (--max-wait)\n"
+    );
+    // Fewer than the count: those printed, all acknowledged, then 75.
+    publish(&broker, "jobs", "a");
+    publish(&broker, "jobs", "b");
+    let (code, out, err) = broker.cli(&[
+        "queue",
+        "consume",
+        "jobs",
+        "--count",
+        "3",
+        "--max-wait",
+        "300ms",
+    ]);
+    assert_eq!(code, 75, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(counts(&broker, "jobs"), (0, 0, 0));
+    // Without a count it drains the queue: 0.
+    publish(&broker, "jobs", "c");
+    publish(&broker, "jobs", "d");
+    let (code, out, err) = broker.cli(&["queue", "consume", "jobs", "--timeout", "0.3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("] c\n") && out.contains("] d\n"), "{out}");
+    assert_eq!(counts(&broker, "jobs"), (0, 0, 0));
+    // Even -w 0, which gives up before the first delivery can arrive,
+    // prints the one the broker sent before it took the cancel: no
+    // message is taken and left unseen.
+    for n in 0..5 {
+        publish(&broker, "jobs", &format!("job {n}"));
+        let (code, out, err) = broker.cli(&["queue", "consume", "jobs", "--count", "1", "-w", "0"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("[seq {}, attempt 1] job {n}\n", 5 + n));
+        assert_eq!(counts(&broker, "jobs"), (0, 0, 0));
+    }
 }
 
 #[test]

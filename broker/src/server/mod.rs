@@ -153,6 +153,8 @@ pub(crate) enum ToCore {
     },
     /// Deliveries whose attempts the store now holds: send them.
     Deliveries {
+        /// Its number, for the answers held behind it.
+        batch: u64,
         deliveries: Vec<crate::core::Change>,
     },
     /// The store made the counter reservation up to `until` durable.

@@ -9,7 +9,8 @@
 //! Exit codes (sysexits style, the same numbers as `turnstiled`'s): 0
 //! success; 1 the broker refused a request; 64 bad usage (including a
 //! request the broker refused as an invalid argument); 69 the broker is unavailable; 70 an internal error;
-//! 75 `run --no-wait` found the resource busy (or `--max-wait` ran out);
+//! 75 `run --no-wait` found the resource busy (or `run`'s or `queue
+//! consume`'s `--max-wait` ran out);
 //! 76 `run`'s lease was lost while its command ran (see `run.rs`);
 //! `run` otherwise exits with its command's status (128+N if killed by
 //! signal N).
@@ -60,7 +61,7 @@ pub const EXIT_LOST: u8 = 76;
     name = "turnstile",
     version,
     about = "Talk to a turnstile broker: leases, queues, watches.",
-    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage (or an argument the broker refused); 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy or --max-wait ran out;\n76 `run`'s lease was lost while the command ran (unless --on-lost ignore);\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
+    after_help = "Exit codes: 0 success; 1 the broker refused the request; 64 bad usage (or an argument the broker refused); 69 the broker is unavailable;\n70 internal error; 75 `run --no-wait` found the resource busy, or `run`'s or `queue consume`'s --max-wait ran out;\n76 `run`'s lease was lost while the command ran (unless --on-lost ignore);\n`run` otherwise exits with its command's status (128+N when the command was killed by signal N)."
 )]
 struct Cli {
     /// Broker socket [default: $TURNSTILE_SOCKET, else the user's broker ($XDG_RUNTIME_DIR/turnstile.sock or /tmp/turnstile-$UID/turnstile.sock) if it answers, else the system's (/run/turnstile/turnstile.sock)]

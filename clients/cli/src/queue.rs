@@ -11,7 +11,9 @@
 //! than N are ever in flight, an ack that could let the broker send one
 //! past N waits, and the consumer is cancelled (`CancelConsume`) before
 //! the last acks go out (and when SIGINT, SIGTERM or SIGHUP ends it early,
-//! so that every message printed is acknowledged).
+//! so that every message printed is acknowledged). With `--max-wait` it
+//! stops once that long passes with no message (exit 75 short of
+//! `--count`): a script takes a job if there is one without hanging.
 //!
 //! Payloads in `--json` output: `"payload"` holds the payload as a string
 //! when it is valid UTF-8 (`"payload_encoding": "utf-8"`), else its
@@ -25,7 +27,9 @@ use serde_json::json;
 use turnstile_client::proto as v1;
 use turnstile_client::{Client, ClientError, ConnectOptions, Delivery};
 
-use crate::{EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE};
+use futures::FutureExt;
+
+use crate::{EXIT_BUSY, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE};
 
 /// Prefetch when consuming without `--count` or `--prefetch`.
 const DEFAULT_PREFETCH: u32 = 16;
@@ -63,6 +67,9 @@ pub enum QueueCommand {
         /// Messages held unacknowledged at a time [default: N of --count, at most 16 (all N with --no-ack); else 16]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         prefetch: Option<u32>,
+        /// Stop once this long passes with no message: exit 75 if --count was not reached, else 0 (the queue is drained); 0.5, 1.5s, 2m
+        #[arg(short = 'w', long, visible_alias = "timeout", value_name = "DURATION", value_parser = crate::run::parse_duration)]
+        max_wait: Option<std::time::Duration>,
     },
     /// Show the next messages of QUEUE without taking them (no delivery attempt is used)
     Peek {
@@ -175,6 +182,7 @@ pub async fn run(
             count,
             no_ack,
             prefetch,
+            max_wait,
         } => {
             let prefetch = prefetch.unwrap_or(match count {
                 Some(n) if no_ack => n.min(u64::from(u32::MAX)) as u32,
@@ -207,36 +215,27 @@ pub async fn run(
             } else {
                 None
             };
+            let mut ran_out = false;
             while count.is_none_or(|n| seen < n) {
-                let next = match &mut signals {
-                    Some(signals) => tokio::select! {
-                        d = consumer.next() => d,
-                        caught = signals.pass_on(None) => {
-                            return settle_interrupted(consumer, kept, caught).await;
-                        }
-                    },
-                    None => consumer.next().await,
+                let next = tokio::select! {
+                    d = consumer.next() => d,
+                    caught = caught(&mut signals) => {
+                        return settle_interrupted(consumer, kept, caught).await;
+                    }
+                    () = idle(max_wait) => {
+                        ran_out = true;
+                        break;
+                    }
                 };
                 let Some(delivery) = next else {
                     return Err(ClientError::Disconnected(
                         "the broker closed the connection".into(),
                     ));
                 };
-                // Written out before it is acknowledged: a reader that went
-                // away (`| head -1`) leaves the message in the queue.
-                let written = {
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "{}", delivery_line(delivery.as_proto(), json))
-                        .and_then(|()| out.flush())
-                };
-                if let Err(e) = written {
+                if let Err(code) = print_delivery(&delivery, json) {
                     delivery.leave_unacked();
                     kept.into_iter().for_each(Delivery::leave_unacked);
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return Ok(EXIT_OK);
-                    }
-                    eprintln!("turnstile: cannot write the message out: {e}");
-                    return Ok(EXIT_SOFTWARE);
+                    return Ok(code);
                 }
                 seen += 1;
                 let ack_now = match count {
@@ -252,9 +251,23 @@ pub async fn run(
                     kept.push(delivery);
                 }
             }
-            // The count is reached: stop the consumer before settling what
-            // is kept, so that nothing more is taken.
+            // The count is reached (or --max-wait ran out): stop the consumer
+            // before settling what is kept, so that nothing more is taken.
             consumer.cancel().await?;
+            if ran_out {
+                // What the broker sent before it took the cancel is here
+                // now: printed and settled like the rest, never dropped (it
+                // stays within --count: no more are ever in flight).
+                while let Some(Some(delivery)) = consumer.next().now_or_never() {
+                    if let Err(code) = print_delivery(&delivery, json) {
+                        delivery.leave_unacked();
+                        kept.into_iter().for_each(Delivery::leave_unacked);
+                        return Ok(code);
+                    }
+                    seen += 1;
+                    kept.push(delivery);
+                }
+            }
             if no_ack {
                 kept.into_iter().for_each(Delivery::leave_unacked);
             } else {
@@ -262,8 +275,51 @@ pub async fn run(
                     delivery.ack().await?;
                 }
             }
+            if count.is_some_and(|n| seen < n) {
+                let wanted = count.unwrap_or_default();
+                let waited = max_wait.unwrap_or_default();
+                eprintln!(
+                    "turnstile: {seen} of {wanted} message(s) from {queue}: none came for {} (--max-wait)",
+                    crate::format::span(waited.as_millis().min(u128::from(u64::MAX)) as u64)
+                );
+                return Ok(EXIT_BUSY);
+            }
             Ok(EXIT_OK)
         }
+    }
+}
+
+/// Writes one consumed message out, before it is acknowledged: a reader
+/// that went away (`| head -1`) leaves the message in the queue. `Err`
+/// is the exit code.
+fn print_delivery(delivery: &Delivery, json: bool) -> Result<(), u8> {
+    let mut out = std::io::stdout().lock();
+    let written =
+        writeln!(out, "{}", delivery_line(delivery.as_proto(), json)).and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_OK),
+        Err(e) => {
+            eprintln!("turnstile: cannot write the message out: {e}");
+            Err(EXIT_SOFTWARE)
+        }
+    }
+}
+
+/// The signal that ends `consume` early, when they are caught; never
+/// otherwise.
+async fn caught(signals: &mut Option<crate::child::Signals>) -> crate::child::Caught {
+    match signals {
+        Some(signals) => signals.pass_on(None).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `--max-wait` passing with no message; never without it.
+async fn idle(max_wait: Option<std::time::Duration>) {
+    match max_wait {
+        Some(w) => tokio::time::sleep(w).await,
+        None => std::future::pending().await,
     }
 }
 

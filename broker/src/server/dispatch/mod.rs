@@ -129,6 +129,9 @@ pub(super) struct Dispatcher {
     fleet: Option<fleet::FleetLink>,
     /// Acks not yet handed to the store (see `ack.rs`).
     acks: ack::AckBatch,
+    /// Deliveries waiting for the store, and answers held behind them
+    /// (see `persist.rs`).
+    awaiting_store: persist::AwaitingStore,
     /// Publishes the store has answered, for the next entry (see
     /// `publish.rs`).
     commits: std::sync::Arc<publish::Commits>,
@@ -167,6 +170,7 @@ impl Dispatcher {
             fleet: None,
             stopping: false,
             acks: Default::default(),
+            awaiting_store: Default::default(),
             commits: Default::default(),
             begun: false,
         };
@@ -337,9 +341,8 @@ impl Dispatcher {
                 }
             }
             ToCore::CountersStored { until } => self.counters_stored(until),
-            ToCore::Deliveries { deliveries } => {
-                let now = self.clock.now();
-                self.deliver(deliveries, now);
+            ToCore::Deliveries { batch, deliveries } => {
+                self.deliveries_stored(batch, deliveries);
             }
             ToCore::AcksStored(stored) => self.acks_stored(stored),
             ToCore::SubmitAcks => self.submit_scheduled_acks(),
@@ -613,7 +616,12 @@ impl Dispatcher {
                     Ok(history::Started) => return,
                     Err(e) => Err(e),
                 },
-                Body::CancelConsume(r) => cancel_consume::handle(self, session, r),
+                Body::CancelConsume(r) => match cancel_consume::handle(self, session, id, r) {
+                    // Answered after the deliveries it must not overtake.
+                    Ok(None) => return,
+                    Ok(Some(answer)) => Ok(answer),
+                    Err(e) => Err(e),
+                },
                 Body::PeekQueue(r) => peek_queue::handle(self, session, r),
                 Body::PurgeQueue(r) => purge_queue::handle(self, session, r),
                 Body::RequeueDead(r) => requeue_dead::handle(self, session, r),

@@ -7,12 +7,16 @@
 //! rather than letting a token be handed out twice across a restart.
 //!
 //! The queue writes a core call causes go to the store in order, without
-//! waiting.
+//! waiting. Deliveries among them wait for their commit
+//! ([`Dispatcher::store_then_deliver`]); an answer that must not overtake
+//! them (`CancelConsume`'s) waits with them ([`AwaitingStore`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::core::{Change, StoreOp};
+use crate::core::{Change, QueueChange, SessionId, StoreOp};
 use crate::server::ToCore;
+use crate::server::outbound::Outbound;
 use crate::store::StoreError;
 
 use super::Dispatcher;
@@ -97,6 +101,7 @@ impl Dispatcher {
             return;
         };
         let commit = store.enqueue(ops);
+        let batch = (!deliveries.is_empty()).then(|| self.awaiting_store.start(&deliveries));
         let to_core = self.to_core.clone();
         tokio::spawn(async move {
             if let Err(e) = commit.await {
@@ -104,9 +109,93 @@ impl Dispatcher {
                     "a queue update was not stored ({e}); a message may be delivered again after a restart, or with a lower attempt count"
                 );
             }
-            if !deliveries.is_empty() {
-                let _ = to_core.send(ToCore::Deliveries { deliveries }).await;
+            if let Some(batch) = batch {
+                let _ = to_core.send(ToCore::Deliveries { batch, deliveries }).await;
             }
         });
+    }
+
+    /// The deliveries of `batch` are stored: out they go, then the answers
+    /// that waited for them.
+    pub(super) fn deliveries_stored(&mut self, batch: u64, deliveries: Vec<Change>) {
+        let now = self.clock.now();
+        self.deliver(deliveries, now);
+        for (session, answer) in self.awaiting_store.back(batch) {
+            self.send_item(session, answer, true);
+        }
+    }
+}
+
+/// Deliveries waiting for their commit, per batch
+/// ([`Dispatcher::store_then_deliver`]), and the answers held behind
+/// them. A `CancelConsume` is answered only once every delivery decided
+/// for the connection before it is out: a client that has its `Done`
+/// has every message the consumer was sent (the promise "nothing is
+/// delivered to it after the Done"), so one that stops at a count or a
+/// time never leaves a message it was sent unseen, its attempt used for
+/// nothing.
+#[derive(Debug, Default)]
+pub(super) struct AwaitingStore {
+    /// The last batch number given.
+    last: u64,
+    /// The batches not back yet, with the connections they deliver to.
+    batches: BTreeMap<u64, Vec<SessionId>>,
+    /// Answers held until no batch up to the number beside them delivers
+    /// to their connection. At most one per consumer cancelled, and a
+    /// connection's consumers are bounded.
+    held: Vec<(u64, SessionId, Outbound)>,
+}
+
+impl AwaitingStore {
+    /// A batch of `deliveries` goes to the store: its number.
+    fn start(&mut self, deliveries: &[Change]) -> u64 {
+        let mut sessions: Vec<SessionId> = deliveries
+            .iter()
+            .filter_map(|c| match c {
+                Change::Queue(QueueChange::Deliver { session, .. }) => Some(*session),
+                _ => None,
+            })
+            .collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        self.last += 1;
+        self.batches.insert(self.last, sessions);
+        self.last
+    }
+
+    /// The newest batch not back yet that delivers to `session`.
+    pub(super) fn newest_for(&self, session: SessionId) -> Option<u64> {
+        self.batches
+            .iter()
+            .rev()
+            .find(|(_, sessions)| sessions.binary_search(&session).is_ok())
+            .map(|(&batch, _)| batch)
+    }
+
+    /// Holds `answer` to `session` until no batch up to `after` delivers
+    /// to it.
+    pub(super) fn hold(&mut self, after: u64, session: SessionId, answer: Outbound) {
+        self.held.push((after, session, answer));
+    }
+
+    /// `batch` is back: the answers free to go now, in the order held.
+    fn back(&mut self, batch: u64) -> Vec<(SessionId, Outbound)> {
+        self.batches.remove(&batch);
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let batches = &self.batches;
+        let waits = |after: u64, session: SessionId| {
+            batches
+                .range(..=after)
+                .any(|(_, sessions)| sessions.binary_search(&session).is_ok())
+        };
+        let (waiting, free): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|&(after, session, _)| waits(after, session));
+        self.held = waiting;
+        free.into_iter()
+            .map(|(_, session, answer)| (session, answer))
+            .collect()
     }
 }
