@@ -118,9 +118,10 @@ pub enum Refusal {
     /// An `Acquire` with a wait policy this version does not know.
     #[error("unknown wait policy {0}; expected WAIT_POLICY_QUEUE (1) or WAIT_POLICY_NO_WAIT (2)")]
     UnknownWaitPolicy(i32),
-    /// A publish reusing the id of one still in flight.
+    /// A request answered later (a publish, a history read, a held
+    /// `CancelConsume`) reusing the id of one still in flight.
     #[error(
-        "request id {0} is already taken by a publish in flight on this connection: \
+        "request id {0} is already taken by a request in flight on this connection: \
          its answer could not be told apart"
     )]
     IdInFlight(u64),

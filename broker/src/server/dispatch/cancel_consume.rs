@@ -9,7 +9,7 @@ use turnstile_proto::v1;
 use super::Dispatcher;
 use crate::core::queues::ConsumerId;
 use crate::core::{Change, SessionId};
-use crate::server::wire;
+use crate::server::wire::{self, Refusal};
 
 /// The answer and changes now, or `None` when the answer is held behind
 /// deliveries.
@@ -19,6 +19,13 @@ pub(super) fn handle(
     id: u64,
     req: v1::CancelConsume,
 ) -> Result<Option<(v1::reply::Result, Vec<Change>)>, v1::Error> {
+    // It may be answered later: its id must tell its answer apart.
+    if d.publishing
+        .get(&session)
+        .is_some_and(|ids| ids.contains(&id))
+    {
+        return Err(Refusal::IdInFlight(id).into());
+    }
     let changes = d
         .core
         .queues
@@ -28,8 +35,10 @@ pub(super) fn handle(
     let Some(batch) = d.awaiting_store.newest_for(session) else {
         return Ok(Some((done, changes)));
     };
+    // In flight until answered, like a publish (`--max-in-flight`).
+    d.publishing.entry(session).or_default().insert(id);
     d.awaiting_store
-        .hold(batch, session, wire::answer(id, done));
+        .hold(batch, session, id, wire::answer(id, done));
     if !changes.is_empty() {
         let now = d.clock.now();
         d.deliver(changes, now);

@@ -162,12 +162,7 @@ pub(super) fn read(
     request_id: u64,
     result: Result<Recorded, StoreError>,
 ) {
-    if let Some(ids) = d.publishing.get_mut(&session) {
-        ids.remove(&request_id);
-        if ids.is_empty() {
-            d.publishing.remove(&session);
-        }
-    }
+    d.no_longer_in_flight(session, request_id);
     let answer = match result {
         Ok(found) => {
             let history = wire::history(&found);

@@ -112,9 +112,10 @@ pub(super) struct Dispatcher {
     to_core: mpsc::Sender<ToCore>,
     /// The store's writer; `None` when the server keeps nothing on disk.
     store: Option<StoreWriter>,
-    /// Request ids of each connection's publishes not yet answered: a
-    /// second publish with one of them is refused, or its answer could not
-    /// be told apart.
+    /// Request ids of each connection's requests answered later (publishes,
+    /// history reads, a `CancelConsume` held behind deliveries) not yet
+    /// answered: they count against `--max-in-flight`, and a second request
+    /// with one of them is refused, or its answer could not be told apart.
     publishing: Map<SessionId, HashSet<u64, foldhash::fast::RandomState>>,
     /// Policy denials are logged at a bounded rate.
     denials: LogLimit,
@@ -387,8 +388,19 @@ impl Dispatcher {
         self.admit(session, Incoming::Hot(frame));
     }
 
+    /// A request answered later (a publish, a history read, a held
+    /// `CancelConsume`) is answered: no longer in flight.
+    pub(super) fn no_longer_in_flight(&mut self, session: SessionId, id: u64) {
+        if let Some(ids) = self.publishing.get_mut(&session) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.publishing.remove(&session);
+            }
+        }
+    }
+
     /// Requests `session` has sent that await their answer (durable
-    /// publishes).
+    /// publishes, history reads, a held `CancelConsume`).
     fn in_flight(&self, session: SessionId) -> usize {
         if self.publishing.is_empty() {
             return 0;

@@ -120,8 +120,11 @@ impl Dispatcher {
     pub(super) fn deliveries_stored(&mut self, batch: u64, deliveries: Vec<Change>) {
         let now = self.clock.now();
         self.deliver(deliveries, now);
-        for (session, answer) in self.awaiting_store.back(batch) {
+        for (session, id, answer) in self.awaiting_store.back(batch) {
+            self.no_longer_in_flight(session, id);
             self.send_item(session, answer, true);
+            // It goes on with what it sent meanwhile.
+            self.resume(session);
         }
     }
 }
@@ -141,9 +144,9 @@ pub(super) struct AwaitingStore {
     /// The batches not back yet, with the connections they deliver to.
     batches: BTreeMap<u64, Vec<SessionId>>,
     /// Answers held until no batch up to the number beside them delivers
-    /// to their connection. At most one per consumer cancelled, and a
-    /// connection's consumers are bounded.
-    held: Vec<(u64, SessionId, Outbound)>,
+    /// to their connection, with their request ids (counted in flight, so
+    /// `--max-in-flight` bounds them per connection).
+    held: Vec<(u64, SessionId, u64, Outbound)>,
 }
 
 impl AwaitingStore {
@@ -172,14 +175,14 @@ impl AwaitingStore {
             .map(|(&batch, _)| batch)
     }
 
-    /// Holds `answer` to `session` until no batch up to `after` delivers
-    /// to it.
-    pub(super) fn hold(&mut self, after: u64, session: SessionId, answer: Outbound) {
-        self.held.push((after, session, answer));
+    /// Holds `answer` to request `id` of `session` until no batch up to
+    /// `after` delivers to it.
+    pub(super) fn hold(&mut self, after: u64, session: SessionId, id: u64, answer: Outbound) {
+        self.held.push((after, session, id, answer));
     }
 
     /// `batch` is back: the answers free to go now, in the order held.
-    fn back(&mut self, batch: u64) -> Vec<(SessionId, Outbound)> {
+    fn back(&mut self, batch: u64) -> Vec<(SessionId, u64, Outbound)> {
         self.batches.remove(&batch);
         if self.held.is_empty() {
             return Vec::new();
@@ -192,10 +195,10 @@ impl AwaitingStore {
         };
         let (waiting, free): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
             .into_iter()
-            .partition(|&(after, session, _)| waits(after, session));
+            .partition(|&(after, session, _, _)| waits(after, session));
         self.held = waiting;
         free.into_iter()
-            .map(|(_, session, answer)| (session, answer))
+            .map(|(_, session, id, answer)| (session, id, answer))
             .collect()
     }
 }

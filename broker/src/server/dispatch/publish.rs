@@ -318,12 +318,7 @@ pub(super) fn committed(d: &mut Dispatcher, commit: Commit) {
         result,
         answered: _,
     } = commit;
-    if let Some(ids) = d.publishing.get_mut(&session) {
-        ids.remove(&request_id);
-        if ids.is_empty() {
-            d.publishing.remove(&session);
-        }
-    }
+    d.no_longer_in_flight(session, request_id);
     let seq = message.seq;
     let (answer, changes) = match result {
         Ok(()) => (
