@@ -143,3 +143,49 @@ fn the_waiting_line_is_plain_when_stderr_is_not_a_terminal() {
     let rest = read_all(Some(err));
     assert!(rest.contains("pcm granted after"), "{rest}");
 }
+
+#[test]
+fn a_yield_request_reaches_run_and_on_yield_term_makes_way() {
+    let broker = spawn_broker();
+    let stderr_of = |child: &mut Child| {
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        err
+    };
+    // By default the request is shown, and the command runs on.
+    let mut held = holder(&broker, &[], "pcm", "true");
+    let (code, out, err) =
+        broker.cli(&["yield", "pcm", "--within", "30s", "--reason", "Install now"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "asked the holder of pcm to make way within 30 s\n"),
+        "{err}"
+    );
+    std::fs::write(broker.dir.join("stop"), "").unwrap();
+    assert_eq!(wait_child(&mut held).code(), Some(0));
+    let err = stderr_of(&mut held);
+    assert!(
+        err.contains("asks the holders of pcm to make way within 30 s: \"Install now\"; ")
+            && err.contains("runs on (--on-yield term would stop it)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(broker.dir.join("held"));
+    let _ = std::fs::remove_file(broker.dir.join("stop"));
+
+    // With --on-yield term the command gets SIGTERM, the lease goes once
+    // it has exited, and run exits with its status.
+    let mut held = holder(&broker, &["--on-yield", "term"], "pcm", "true");
+    let (code, _, err) = broker.cli(&["yield", "pcm", "--reason", "Install now"]);
+    assert_eq!(code, 0, "{err}");
+    let status = wait_child(&mut held);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    let err = stderr_of(&mut held);
+    assert!(
+        err.contains("to make way at once: \"Install now\": stopping ")
+            && err.contains("with SIGTERM (--on-yield term)"),
+        "{err}"
+    );
+    let (code, out, _) = broker.cli(&["why", "pcm"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "pcm is free: nobody holds it and nobody waits.\n");
+}

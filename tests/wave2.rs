@@ -204,7 +204,7 @@ async fn revoke_as_root_takes_the_lease_and_the_next_in_line_goes() {
     }
     let broker = spawn_broker();
     let job = broker.client("job").await;
-    let mut lease = job.acquire("pcm").wait().await.unwrap();
+    let lease = job.acquire("pcm").wait().await.unwrap();
     let agent = broker.client("agent").await;
     let pending = agent.acquire("pcm").start().await.unwrap();
     let admin = broker.client("admin").await;
@@ -326,7 +326,7 @@ async fn the_cli_asks_to_yield_and_shows_permits_stuck_holders_and_users() {
     // semaphore's permits, a stuck holder and the account name.
     let broker = spawn_broker();
     let job = broker.client("job").await;
-    let mut lease = job
+    let lease = job
         .acquire("downloads")
         .shared()
         .capacity(2)

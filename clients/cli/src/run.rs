@@ -32,6 +32,17 @@ pub enum OnLost {
     Ignore,
 }
 
+/// What to do to the command when someone asks the holders to make way
+/// (`turnstile yield`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnYield {
+    // Say so on stderr; the command runs on.
+    Ignore,
+    // SIGTERM (then SIGKILL after --kill-after): the lease is released
+    // once it has exited; exit with its status.
+    Term,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The resource to hold
@@ -63,7 +74,10 @@ pub struct RunArgs {
     /// If the lease is lost while the command runs: SIGTERM it (then SIGKILL after --kill-after), SIGKILL it, or let it run on; exit 76 unless ignore
     #[arg(long, value_enum, value_name = "WHAT", default_value = "term")]
     on_lost: OnLost,
-    /// After SIGTERM for a lost lease, SIGKILL the command if it still runs after this long
+    /// When someone asks the holders to make way (turnstile yield): say so on stderr and run on, or SIGTERM the command (then SIGKILL after --kill-after) so that the lease goes once it has exited
+    #[arg(long, value_enum, value_name = "WHAT", default_value = "ignore")]
+    on_yield: OnYield,
+    /// After SIGTERM for a lost lease or a yield request, SIGKILL the command if it still runs after this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     kill_after: Duration,
     /// Permits of RESOURCE's counting semaphore to take (with --shared; an exclusive lease takes them all) [default: 1]
@@ -261,8 +275,30 @@ pub async fn run(opts: ConnectOptions, mut args: RunArgs) -> Result<u8, ClientEr
     Ok(exit_code(status))
 }
 
+/// "service (root, pid 12) asks the holders of pcm to make way within
+/// 30 s: \"Install now\"", and what a revoke then does.
+fn yield_line(asked: &v1::YieldRequested, resource: &str) -> String {
+    let when = if asked.within_ms == 0 {
+        "at once".to_string()
+    } else {
+        format!("within {}", span(u64::from(asked.within_ms)))
+    };
+    let mut line = format!(
+        "{} asks the holders of {resource} to make way {when}",
+        crate::format::who(asked.requester.as_ref())
+    );
+    if !asked.reason.is_empty() {
+        line.push_str(&format!(": {:?}", asked.reason));
+    }
+    if asked.revoke {
+        line.push_str(" (the lease is revoked then)");
+    }
+    line
+}
+
 /// Waits for the command to exit, passing signals on, and stops it as
-/// `--on-lost` says if the lease is lost (then SIGKILL after
+/// `--on-lost` says if the lease is lost, or `--on-yield` if the holders
+/// are asked to make way (then SIGKILL after
 /// `--kill-after` if SIGTERM was not enough). Answers its exit status and
 /// whether the lease was lost meanwhile.
 async fn supervise(
@@ -276,6 +312,7 @@ async fn supervise(
     let pid = child.id();
     let mut warned = false;
     let mut lost = false;
+    let mut yields_done = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let status = loop {
         let kill_timer = async {
@@ -312,6 +349,28 @@ async fn supervise(
             },
             caught = signals.pass_on(pid) => {
                 eprintln!("turnstile: {} passed on to {program}; the lease is held until it exits", caught.name);
+            }
+            asked = lease.next_yield_request(), if !yields_done => {
+                let Some(asked) = asked else {
+                    yields_done = true;
+                    continue;
+                };
+                let told = yield_line(&asked, &args.resource);
+                match args.on_yield {
+                    OnYield::Ignore => {
+                        if !args.quiet {
+                            eprintln!("turnstile: {told}; {program} runs on (--on-yield term would stop it)");
+                        }
+                    }
+                    OnYield::Term if kill_at.is_some() => {}
+                    OnYield::Term => {
+                        eprintln!("turnstile: {told}: stopping {program} with SIGTERM (--on-yield term)");
+                        if let Err(e) = child::stop(child, Stop::Term) {
+                            eprintln!("turnstile: cannot stop {program}: {e}");
+                        }
+                        kill_at = Some(tokio::time::Instant::now() + args.kill_after);
+                    }
+                }
             }
             why = lease.lost(), if !lost => {
                 lost = true;

@@ -385,7 +385,9 @@ pub struct Lease {
     granted: v1::Granted,
     lost: watch::Receiver<Option<LeaseLost>>,
     stop: Option<oneshot::Sender<()>>,
-    yields: mpsc::UnboundedReceiver<v1::YieldRequested>,
+    /// Behind an async lock so that waiting for one takes `&self`: a
+    /// holder waits for a yield request, its loss and its work at once.
+    yields: tokio::sync::Mutex<mpsc::UnboundedReceiver<v1::YieldRequested>>,
     resume: Option<ResumeToken>,
 }
 
@@ -416,7 +418,7 @@ impl Lease {
             granted,
             lost,
             stop: Some(stop_tx),
-            yields,
+            yields: tokio::sync::Mutex::new(yields),
             resume,
         }
     }
@@ -429,15 +431,15 @@ impl Lease {
 
     /// The next request that this holder make way (`turnstile yield`,
     /// [`Client::request_yield`]); waits for one. `None` once the lease is
-    /// no longer tracked.
-    pub async fn next_yield_request(&mut self) -> Option<v1::YieldRequested> {
-        self.yields.recv().await
+    /// no longer tracked. (Two waiting at once get successive requests.)
+    pub async fn next_yield_request(&self) -> Option<v1::YieldRequested> {
+        self.yields.lock().await.recv().await
     }
 
     /// A yield request received since the last call, without waiting: for
     /// a job that looks at its checkpoints.
     pub fn yield_requested(&mut self) -> Option<v1::YieldRequested> {
-        self.yields.try_recv().ok()
+        self.yields.get_mut().try_recv().ok()
     }
 
     /// Answers a yield request: this holder will not make way now (watchers

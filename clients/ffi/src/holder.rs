@@ -114,7 +114,7 @@ impl LeaseHandle {
 
 /// The lease's task: owns the lease until a release or a detach.
 async fn own(
-    mut lease: Lease,
+    lease: Lease,
     mut calls: mpsc::UnboundedReceiver<Call>,
     hooks: Hooks,
     gate: Arc<Gate>,
