@@ -186,7 +186,7 @@ static class CheckProgram
                     LeaseLostEventArgs why = null;
                     l.YieldRequested += (s, e) => { lock (requests) requests.Add(e); asked.Set(); };
                     l.Lost += (s, e) => { why = e; lost.Set(); };
-                    agent.RequestYield("printer", TimeSpan.FromSeconds(5), "urgent page");
+                    Assert(agent.RequestYield("printer", TimeSpan.FromSeconds(5), "urgent page") == 1, "one holder asked");
                     Assert(asked.WaitOne(30000), "asked");
                     lock (requests)
                         Assert(requests[0].RequesterName == "check-agent" && requests[0].Reason == "urgent page" && !requests[0].Revoke

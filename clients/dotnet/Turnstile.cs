@@ -381,11 +381,14 @@ namespace Turnstile
         }
 
         /// <summary>Asks every holder of resource to make way within the given time (their
-        /// Lease.YieldRequested); with revoke, a holder still holding then loses the lease.</summary>
-        public void RequestYield(string resource, TimeSpan within, string reason = null, bool revoke = false, int timeoutMs = Forever)
+        /// Lease.YieldRequested); with revoke, a holder still holding then loses the lease.
+        /// Returns how many holders were asked (0: nobody held it).</summary>
+        public int RequestYield(string resource, TimeSpan within, string reason = null, bool revoke = false, int timeoutMs = Forever)
         {
-            Native.Check(Native.ts_request_yield(Handle, Native.Utf8(resource), Native.Ms(within), Native.Utf8(reason),
-                revoke ? 1u : 0u, Native.Timeout(timeoutMs)));
+            uint asked;
+            Native.Check(Native.ts_request_yield_asked(Handle, Native.Utf8(resource), Native.Ms(within), Native.Utf8(reason),
+                revoke ? 1u : 0u, Native.Timeout(timeoutMs), out asked));
+            return (int)asked;
         }
 
         /// <summary>Appends a message to a queue; its sequence number once stored durably.</summary>
@@ -1012,7 +1015,7 @@ namespace Turnstile
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_get_history(ClientHandle client, byte[] resource, ulong sinceMs, uint limit, uint timeoutMs, out IntPtr history, out UIntPtr count, out byte truncated);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_history_get_entry(IntPtr history, UIntPtr index, out IntPtr entry);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_history_free(IntPtr history);
-        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_request_yield(ClientHandle client, byte[] resource, uint withinMs, byte[] reason, uint flags, uint timeoutMs);
+        [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_request_yield_asked(ClientHandle client, byte[] resource, uint withinMs, byte[] reason, uint flags, uint timeoutMs, out uint asked);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_open(ClientHandle client, IntPtr resources, UIntPtr count, IntPtr notify, IntPtr userData, out WatchHandle watch);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_next(WatchHandle watch, uint timeoutMs, out WatchEventNative ev);
         [DllImport(Lib, CallingConvention = CC)] internal static extern int ts_watch_close(IntPtr watch);

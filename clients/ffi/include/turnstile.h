@@ -73,7 +73,8 @@
  * ts_acquire_options marked (v2), ts_lease_resume_token, ts_reattach,
  * ts_lease_detach, ts_request_yield, ts_lease_decline_yield, the on_yield
  * callback, and the marks in ts_lease_info and in every state as JSON;
- * ts_get_history with ts_history_get_entry and ts_history_free.
+ * ts_get_history with ts_history_get_entry and ts_history_free;
+ * ts_request_yield_asked (how many holders were asked).
  */
 
 
@@ -655,7 +656,8 @@ enum ts_error ts_status(struct ts_client *client,
 // With `TS_YIELD_REVOKE` in `flags`, a holder still holding after
 // `within_ms` loses the lease and the next in line is granted. Returns
 // once every holder has been asked (not when they have made way: watch
-// the resource for that).
+// the resource for that). `ts_request_yield_asked` also says how many
+// were.
 //
 // Errors: `TS_ERR_PERMISSION_DENIED`, `TS_ERR_INVALID_ARGUMENT` (a bad
 // name, unknown flags), `TS_ERR_TIMED_OUT`, `TS_ERR_DISCONNECTED`.
@@ -668,6 +670,20 @@ enum ts_error ts_request_yield(struct ts_client *client,
                                const char *reason,
                                uint32_t flags,
                                uint32_t timeout_ms);
+
+// As `ts_request_yield`; `*asked_out` (may be NULL) receives how many
+// holders the broker asked, counted when it asked them (0: nobody held
+// `resource`).
+//
+// # Safety
+// As `ts_request_yield`; `asked_out` NULL or writable.
+enum ts_error ts_request_yield_asked(struct ts_client *client,
+                                     const char *resource,
+                                     uint32_t within_ms,
+                                     const char *reason,
+                                     uint32_t flags,
+                                     uint32_t timeout_ms,
+                                     uint32_t *asked_out);
 
 // Appends a message to `queue` and waits until the broker has stored it
 // durably; `*seq_out` (may be NULL) receives its sequence number.

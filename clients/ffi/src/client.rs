@@ -247,7 +247,8 @@ pub const TS_YIELD_REVOKE: u32 = 1;
 /// With `TS_YIELD_REVOKE` in `flags`, a holder still holding after
 /// `within_ms` loses the lease and the next in line is granted. Returns
 /// once every holder has been asked (not when they have made way: watch
-/// the resource for that).
+/// the resource for that). `ts_request_yield_asked` also says how many
+/// were.
 ///
 /// Errors: `TS_ERR_PERMISSION_DENIED`, `TS_ERR_INVALID_ARGUMENT` (a bad
 /// name, unknown flags), `TS_ERR_TIMED_OUT`, `TS_ERR_DISCONNECTED`.
@@ -262,6 +263,37 @@ pub unsafe extern "C" fn ts_request_yield(
     reason: *const c_char,
     flags: u32,
     timeout_ms: u32,
+) -> ts_error {
+    // SAFETY: per this function's contract, which is that one's.
+    unsafe {
+        ts_request_yield_asked(
+            client,
+            resource,
+            within_ms,
+            reason,
+            flags,
+            timeout_ms,
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// As `ts_request_yield`; `*asked_out` (may be NULL) receives how many
+/// holders the broker asked, counted when it asked them (0: nobody held
+/// `resource`).
+///
+/// # Safety
+/// As `ts_request_yield`; `asked_out` NULL or writable.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ts_request_yield_asked(
+    client: *mut ts_client,
+    resource: *const c_char,
+    within_ms: u32,
+    reason: *const c_char,
+    flags: u32,
+    timeout_ms: u32,
+    asked_out: *mut u32,
 ) -> ts_error {
     guard(|| {
         let h = handles::client(client as usize)?;
@@ -278,7 +310,7 @@ pub unsafe extern "C" fn ts_request_yield(
             )));
         }
         let c = h.client.clone();
-        block("yield request", &h.cancel, timeout_ms, async move {
+        let asked = block("yield request", &h.cancel, timeout_ms, async move {
             let mut req = c
                 .request_yield(&resource)
                 .within(Duration::from_millis(u64::from(within_ms)))
@@ -286,8 +318,13 @@ pub unsafe extern "C" fn ts_request_yield(
             if flags & TS_YIELD_REVOKE != 0 {
                 req = req.revoke();
             }
-            req.send().await.map(|_| ()).map_err(Failure::from)
-        })
+            req.send().await.map_err(Failure::from)
+        })?;
+        // SAFETY: per this function's contract (NULL allowed).
+        if let Some(out) = unsafe { asked_out.as_mut() } {
+            *out = asked;
+        }
+        Ok(())
     })
 }
 

@@ -320,7 +320,9 @@ static void yield_requests_reach_the_holder(ts_client *c, ts_watch *w) {
     ts_lease_details d;
     OK(ts_lease_get_details(l, &d));
 
-    OK(ts_request_yield(c, "printer", 5000, "urgent page", 0, PATIENCE_MS));
+    uint32_t asked = 99;
+    OK(ts_request_yield_asked(c, "printer", 5000, "urgent page", 0, PATIENCE_MS, &asked));
+    CHECK(asked == 1, "the broker asked the one holder: %" PRIu32, asked);
     signal_wait(&yields, 1, "the yield callback");
     char detail[512];
     expect_event(w, TS_EVENT_YIELD_REQUESTED, "printer", detail, sizeof detail, NULL, 0);
@@ -352,6 +354,10 @@ static void yield_requests_reach_the_holder(ts_client *c, ts_watch *w) {
     CHECK(why == TS_LOST_REVOKED, "check says revoked: %d", (int)why);
     EXPECT(TS_ERR_LOST, ts_lease_release(l, PATIENCE_MS));
     EXPECT(TS_ERR_INVALID_ARGUMENT, ts_request_yield(c, "printer", 0, NULL, 0x10, PATIENCE_MS));
+    asked = 99;
+    OK(ts_request_yield_asked(c, "nothing-held", 0, NULL, 0, PATIENCE_MS, &asked));
+    CHECK(asked == 0, "nobody holds nothing-held: %" PRIu32 " asked", asked);
+    OK(ts_request_yield_asked(c, "nothing-held", 0, NULL, 0, PATIENCE_MS, NULL));
     OK(ts_client_close(holder));
     signal_destroy(&yields);
     signal_destroy(&lost);
