@@ -9,7 +9,7 @@ use turnstile_proto::v1;
 use super::Dispatcher;
 use crate::core::queues::ConsumerId;
 use crate::core::{Change, SessionId};
-use crate::server::wire::{self, Refusal};
+use crate::server::wire;
 
 /// The answer and changes now, or `None` when the answer is held behind
 /// deliveries.
@@ -20,12 +20,7 @@ pub(super) fn handle(
     req: v1::CancelConsume,
 ) -> Result<Option<(v1::reply::Result, Vec<Change>)>, v1::Error> {
     // It may be answered later: its id must tell its answer apart.
-    if d.publishing
-        .get(&session)
-        .is_some_and(|ids| ids.contains(&id))
-    {
-        return Err(Refusal::IdInFlight(id).into());
-    }
+    d.id_not_in_flight(session, id)?;
     let changes = d
         .core
         .queues
@@ -36,7 +31,7 @@ pub(super) fn handle(
         return Ok(Some((done, changes)));
     };
     // In flight until answered, like a publish (`--max-in-flight`).
-    d.publishing.entry(session).or_default().insert(id);
+    d.now_in_flight(session, id);
     d.awaiting_store
         .hold(batch, session, id, wire::answer(id, done));
     if !changes.is_empty() {

@@ -122,12 +122,7 @@ pub(super) fn handle(
 ) -> Result<Started, v1::Error> {
     check_name("resource", &req.resource)?;
     d.allow(session, Verb::Status, Some(&req.resource))?;
-    if d.publishing
-        .get(&session)
-        .is_some_and(|ids| ids.contains(&id))
-    {
-        return Err(Refusal::IdInFlight(id).into());
-    }
+    d.id_not_in_flight(session, id)?;
     // A read costs a transaction of the store's however little it finds.
     d.charge_report(session, READ_COST);
     d.send_history(true);
@@ -146,7 +141,7 @@ pub(super) fn handle(
         bounds: d.config.history,
     };
     let answer = store.read_history(query);
-    d.publishing.entry(session).or_default().insert(id);
+    d.now_in_flight(session, id);
     d.answer_later(answer, move |result| ToCore::HistoryRead {
         session,
         request_id: id,

@@ -388,6 +388,26 @@ impl Dispatcher {
         self.admit(session, Incoming::Hot(frame));
     }
 
+    /// Refuses a request that may be answered later (a publish, a history
+    /// read, a `CancelConsume`) whose id is one still in flight on its
+    /// connection: the two answers could not be told apart.
+    pub(super) fn id_not_in_flight(&self, session: SessionId, id: u64) -> Result<(), v1::Error> {
+        if self
+            .publishing
+            .get(&session)
+            .is_some_and(|ids| ids.contains(&id))
+        {
+            return Err(Refusal::IdInFlight(id).into());
+        }
+        Ok(())
+    }
+
+    /// A request is to be answered later: in flight until then (it counts
+    /// against `--max-in-flight`).
+    pub(super) fn now_in_flight(&mut self, session: SessionId, id: u64) {
+        self.publishing.entry(session).or_default().insert(id);
+    }
+
     /// A request answered later (a publish, a history read, a held
     /// `CancelConsume`) is answered: no longer in flight.
     pub(super) fn no_longer_in_flight(&mut self, session: SessionId, id: u64) {

@@ -60,12 +60,7 @@ pub(super) fn handle(
     d.allow(session, crate::policy::Verb::Publish, Some(&req.queue))?;
     // Past --max-in-flight the dispatcher holds requests back (`admit`)
     // instead of handing them here: flow control, never a refusal.
-    if d.publishing
-        .get(&session)
-        .is_some_and(|ids| ids.contains(&id))
-    {
-        return Err(Refusal::IdInFlight(id).into());
-    }
+    d.id_not_in_flight(session, id)?;
     let dead_letters =
         d.core.config().queues.max_attempts != 0 && !req.queue.ends_with(DEAD_LETTER_SUFFIX);
     let len = delivery_len(&req, dead_letters);
@@ -97,7 +92,7 @@ pub(super) fn handle(
         headers.into_iter().collect(),
         publisher,
     )?;
-    d.publishing.entry(session).or_default().insert(id);
+    d.now_in_flight(session, id);
     let Some(store) = &d.store else {
         let commit = Commit {
             session,
