@@ -295,11 +295,11 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// One ended lease as a [`HistoryJournal`] keeps it: a fixed-size entry,
-/// its resource and holder as indices into the journal's tables
-/// ([`Interned`]), its texts in the journal's arena. Nothing is encoded
-/// on the core task: the writer's thread encodes each entry into its
-/// resource's batch ([`StagedHistory::add`]).
+/// One ended lease as a [`HistoryJournal`] reads it back
+/// ([`HistoryJournal::entries`]): its resource and holder as indices into
+/// the journal's tables ([`Interned`]), its texts in the journal's arena.
+/// The writer's thread encodes each into its resource's batch
+/// ([`StagedHistory::add`]).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     resource: u32,
@@ -378,13 +378,20 @@ impl<T: ?Sized> Interned<T> {
 /// thread, which groups them per resource ([`StagedHistory::add`]),
 /// encodes them and inserts them.
 ///
-/// Recording a lease is one fixed-size [`Entry`] appended where the last
-/// one ended, with two lookups of an `Arc`'s address in small tables (its
-/// resource and its holder, each kept once per journal) and its purpose
-/// copied, if it has one: no string of the holder or resource is copied
-/// and nothing is encoded on the core task (encoding each line whole
-/// there, ~580 instructions, was most of what recording cost it:
-/// BENCHMARKS.md "Recording history"). Grouping on the core task instead
+/// Recording a lease is one line of varints appended where the last one
+/// ended (its numbers, the lease id, token and end as differences from
+/// the line before: ~18 bytes in the bench's flood), with two lookups of
+/// an `Arc`'s address in small tables (its resource and its holder, each
+/// kept once per journal) and its purpose copied, if it has one: no
+/// string of the holder or resource is copied. Until the sixteenth
+/// session a line was a fixed-size 80-byte [`Entry`]: fewer instructions,
+/// but the core task paid for its stores to fresh memory at the next
+/// locked instruction (perf, the flood: the `Ended`'s drop right after
+/// took 4.6–5.0 % of the broker's samples against 1.7 % not recording,
+/// 2.3–2.6 % with these lines), and a second's journal was 4–5 times the
+/// size. Encoding each line whole there (its strings too, through prost),
+/// ~580 instructions, was most of what recording cost the core task at
+/// first (BENCHMARKS.md "Recording history"). Grouping on the core task instead
 /// (a map lookup, the resource's entry and its batch's tail, for one line
 /// each time) cost it a cache miss at each of the three in a flood over
 /// many resources; the writer's thread groups a second's lines in one go.
@@ -393,11 +400,190 @@ impl<T: ?Sized> Interned<T> {
 /// the core task's allocations slower).
 #[derive(Debug, Default)]
 pub struct HistoryJournal {
-    entries: Vec<Entry>,
+    /// The lines, each an [`Entry`] written as varints, its lease id,
+    /// fencing token and end as differences from the line before
+    /// (`last`), its other times as how long before its end
+    /// ([`HistoryJournal::entries`] reads them back).
+    lines: Vec<u8>,
+    /// How many lines `lines` holds.
+    count: usize,
+    /// The numbers of the last line written, which the next is written
+    /// against.
+    last: Deltas,
     resources: Interned<str>,
     holders: Interned<Peer>,
-    /// Purposes and detail sentences, one after the other.
+    /// Purposes and detail sentences, one after the other, in the order
+    /// of the lines.
     text: Vec<u8>,
+}
+
+/// The numbers of a journal's line that the next line stores as a
+/// difference from them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Deltas {
+    lease_id: u64,
+    fencing: u64,
+    ended_at_ms: u64,
+}
+
+/// Most bytes one journal line takes: eight numbers of at most 5 bytes
+/// (32-bit ones) and five of at most 10.
+const JOURNAL_LINE_MAX: usize = 8 * 5 + 5 * 10;
+
+/// One journal line being written, on the stack: its bytes go to the
+/// journal in one copy.
+struct LineBytes {
+    buf: [u8; JOURNAL_LINE_MAX],
+    len: usize,
+}
+
+impl LineBytes {
+    fn new() -> LineBytes {
+        LineBytes {
+            buf: [0; JOURNAL_LINE_MAX],
+            len: 0,
+        }
+    }
+
+    /// Appends `v` as a varint (as [`put_varint`]).
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    /// Appends `v - before` (wrapping) as a zigzag varint (as [`put_delta`]).
+    #[inline]
+    fn delta(&mut self, v: u64, before: u64) {
+        let d = v.wrapping_sub(before) as i64;
+        self.varint(((d << 1) ^ (d >> 63)) as u64);
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        // Never full: a line's numbers fit in `JOURNAL_LINE_MAX`.
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Reads a journal's lines back, in order ([`HistoryJournal::entries`]).
+struct JournalLines<'a> {
+    rest: &'a [u8],
+    /// Where the next line's texts start in the journal's `text`.
+    text_at: u32,
+    last: Deltas,
+}
+
+impl Iterator for JournalLines<'_> {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let entry = self.line();
+        debug_assert!(
+            entry.is_some(),
+            "a history journal line that does not read back"
+        );
+        entry
+    }
+}
+
+impl JournalLines<'_> {
+    fn line(&mut self) -> Option<Entry> {
+        let small = |r: &mut Self| u32::try_from(r.varint()?).ok();
+        let (resource, holder, flags) = (small(self)?, small(self)?, small(self)?);
+        let permits = small(self)?;
+        let (mut ending, mut ttl_ms) = (0, 0);
+        if u64::from(flags) & DETAIL_ENDING != 0 {
+            (ending, ttl_ms) = (small(self)?, small(self)?);
+        }
+        let detail_len = if u64::from(flags) & DETAIL_TEXT != 0 {
+            small(self)?
+        } else {
+            0
+        };
+        let purpose_len = small(self)?;
+        let lease_id = self.delta(self.last.lease_id)?;
+        let fencing = self.delta(self.last.fencing)?;
+        let ended_at_ms = self.delta(self.last.ended_at_ms)?;
+        let queued_at_ms = ended_at_ms.wrapping_sub(self.varint()?);
+        let granted_at_ms = if u64::from(flags) & GRANTED != 0 {
+            ended_at_ms.wrapping_sub(self.varint()?)
+        } else {
+            0
+        };
+        self.last = Deltas {
+            lease_id,
+            fencing,
+            ended_at_ms,
+        };
+        // The detail was put in the text before the purpose.
+        let detail = self.text(detail_len);
+        let purpose = self.text(purpose_len);
+        Some(Entry {
+            resource,
+            holder,
+            purpose,
+            detail,
+            flags,
+            permits,
+            ending,
+            ttl_ms,
+            lease_id,
+            fencing,
+            ended_at_ms,
+            queued_at_ms,
+            granted_at_ms,
+        })
+    }
+
+    /// The next varint (as [`LineBytes::varint`] wrote it). Not prost's
+    /// `decode_varint`: through its `Buf` it took as long as grouping
+    /// the line did (perf, fifteenth session).
+    #[inline]
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.rest.split_first()?;
+            self.rest = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The next difference (as [`LineBytes::delta`] wrote it) added to
+    /// `before`.
+    #[inline]
+    fn delta(&mut self, before: u64) -> Option<u64> {
+        let z = self.varint()?;
+        let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        Some(before.wrapping_add(d as u64))
+    }
+
+    /// The next `len` bytes of the journal's text.
+    fn text(&mut self, len: u32) -> Text {
+        if len == 0 {
+            return Text::default();
+        }
+        let at = self.text_at;
+        self.text_at = at.saturating_add(len);
+        Text(at, len)
+    }
 }
 
 impl HistoryJournal {
@@ -405,7 +591,9 @@ impl HistoryJournal {
     /// flood ends about as many leases as the last one).
     pub fn with_room_of(other: &HistoryJournal) -> HistoryJournal {
         HistoryJournal {
-            entries: Vec::with_capacity(other.entries.len()),
+            lines: Vec::with_capacity(other.lines.len()),
+            count: 0,
+            last: Deltas::default(),
             resources: Interned::with_room_of(&other.resources),
             holders: Interned::with_room_of(&other.holders),
             text: Vec::with_capacity(other.text.len()),
@@ -453,21 +641,34 @@ impl HistoryJournal {
             }
         };
         let purpose = self.put_text(&l.purpose);
-        self.entries.push(Entry {
-            resource,
-            holder,
-            purpose,
-            detail,
-            flags: flags as u32,
-            permits: l.permits,
-            ending: code,
-            ttl_ms,
+        let fencing = l.fencing.map_or(0, |f| f.0);
+        let mut b = LineBytes::new();
+        b.varint(u64::from(resource));
+        b.varint(u64::from(holder));
+        b.varint(flags);
+        b.varint(u64::from(l.permits));
+        if flags & DETAIL_ENDING != 0 {
+            b.varint(u64::from(code));
+            b.varint(u64::from(ttl_ms));
+        }
+        if flags & DETAIL_TEXT != 0 {
+            b.varint(u64::from(detail.1));
+        }
+        b.varint(u64::from(purpose.1));
+        b.delta(l.lease_id.0, self.last.lease_id);
+        b.delta(fencing, self.last.fencing);
+        b.delta(line.ended_at_ms, self.last.ended_at_ms);
+        b.varint(line.ended_at_ms.wrapping_sub(line.queued_at_ms));
+        if flags & GRANTED != 0 {
+            b.varint(line.ended_at_ms.wrapping_sub(line.granted_at_ms));
+        }
+        self.last = Deltas {
             lease_id: l.lease_id.0,
-            fencing: l.fencing.map_or(0, |f| f.0),
+            fencing,
             ended_at_ms: line.ended_at_ms,
-            queued_at_ms: line.queued_at_ms,
-            granted_at_ms: line.granted_at_ms,
-        });
+        };
+        self.lines.extend_from_slice(b.bytes());
+        self.count += 1;
     }
 
     /// Copies `s` into the arena (an empty one costs nothing).
@@ -494,18 +695,27 @@ impl HistoryJournal {
 
     /// Lines recorded.
     pub fn lines(&self) -> usize {
-        self.entries.len()
+        self.count
     }
 
-    /// Bytes recorded (for tests of what grouping saves).
+    /// The lines, in the order they were recorded.
+    fn entries(&self) -> JournalLines<'_> {
+        JournalLines {
+            rest: &self.lines,
+            text_at: 0,
+            last: Deltas::default(),
+        }
+    }
+
+    /// Bytes recorded (for tests).
     #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
-        self.entries.len() * std::mem::size_of::<Entry>() + self.text.len()
+        self.lines.len() + self.text.len()
     }
 
     /// Nothing is recorded.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.count == 0
     }
 }
 
@@ -650,7 +860,7 @@ impl StagedHistory {
         // Where each of the journal's resources is staged: its name is
         // looked up once per journal, not once per line.
         let mut staged_at: Vec<Option<usize>> = vec![None; journal.resources.items.len()];
-        for entry in &journal.entries {
+        for entry in journal.entries() {
             let Some(at) = staged_at.get_mut(entry.resource as usize) else {
                 debug_assert!(false, "a history journal line of no resource");
                 continue;
@@ -670,7 +880,7 @@ impl StagedHistory {
                 debug_assert!(false, "a history journal line of no holder");
                 continue;
             };
-            self.add_line(i, entry, holder, journal, max_entries);
+            self.add_line(i, &entry, holder, journal, max_entries);
         }
     }
 
@@ -1475,6 +1685,89 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use crate::store::tests::history_line as line;
+
+    #[test]
+    fn a_journal_reads_back_every_line_as_recorded() {
+        // Numbers written as differences must come back exact whatever
+        // they are: ids and tokens going back, times out of order (a
+        // wall clock stepped back), the largest values.
+        use crate::core::{FencingToken, LeaseId};
+        let mut journal = HistoryJournal::default();
+        // Lease id, fencing, queued, granted (0 = never), ended, purpose.
+        type Case = (u64, Option<u64>, u64, u64, u64, &'static str);
+        let cases: [Case; 6] = [
+            (7, Some(3), 1_000, 1_500, 2_000, "build"),
+            (8, None, 2_100, 0, 2_050, ""),
+            (u64::MAX, Some(u64::MAX), 0, u64::MAX, 5, "é"),
+            (1, Some(1), u64::MAX, 3, u64::MAX, ""),
+            (2, Some(2), 9, 9, 0, "x"),
+            (3, None, 40, 0, 41, "last"),
+        ];
+        // Resources and holders are told apart by their `Arc`'s address.
+        let names: [Arc<str>; 2] = [Arc::from("r0"), Arc::from("r1")];
+        let holder = line("r0", 0, 0).ended.lease.holder;
+        for (i, &(id, fencing, queued, granted, ended, purpose)) in cases.iter().enumerate() {
+            let mut l = line("r0", id, ended);
+            l.ended.lease.resource = names[i % 2].clone();
+            l.ended.lease.holder = holder.clone();
+            l.ended.lease.lease_id = LeaseId(id);
+            l.ended.lease.fencing = fencing.map(FencingToken);
+            l.ended.lease.purpose = Arc::from(purpose);
+            l.ended.lease.permits = i as u32;
+            if i == 4 {
+                l.ended.cause = Cause::FleetLost {
+                    lease: LeaseId(id),
+                    peer: l.ended.lease.holder.clone(),
+                    detail: Arc::from("etcd unreachable"),
+                };
+                l.ended.kind = EventKind::Revoked;
+            }
+            (l.queued_at_ms, l.granted_at_ms, l.ended_at_ms) = (queued, granted, ended);
+            journal.record(&l);
+        }
+        let read: Vec<Entry> = journal.entries().collect();
+        assert_eq!(read.len(), cases.len());
+        assert_eq!(journal.lines(), cases.len());
+        for (i, (e, &(id, fencing, queued, granted, ended, purpose))) in
+            read.iter().zip(&cases).enumerate()
+        {
+            assert_eq!(e.resource, (i % 2) as u32, "line {i}");
+            assert_eq!(e.holder, 0, "line {i}");
+            assert_eq!(e.lease_id, id, "line {i}");
+            assert_eq!(e.fencing, fencing.unwrap_or(0), "line {i}");
+            assert_eq!(
+                (e.queued_at_ms, e.granted_at_ms, e.ended_at_ms),
+                (queued, granted, ended),
+                "line {i}"
+            );
+            assert_eq!(e.permits, i as u32, "line {i}");
+            assert_eq!(journal.text(e.purpose), purpose.as_bytes(), "line {i}");
+            let detail: &[u8] = if i == 4 { b"etcd unreachable" } else { b"" };
+            assert!(journal.text(e.detail).ends_with(detail), "line {i}");
+            assert_eq!(e.flags & DETAIL_TEXT as u32 != 0, i == 4, "line {i}");
+        }
+    }
+
+    #[test]
+    fn a_journal_line_takes_a_few_bytes_in_a_flood() {
+        // Leases granted at once and released a few ms later, one after
+        // the other, no purpose: what the core task writes for each is a
+        // fifth of the 80-byte entry it wrote before.
+        use crate::core::FencingToken;
+        let mut journal = HistoryJournal::default();
+        let lines = 4096;
+        for id in 0..lines {
+            let ended = 1_764_000_000_000 + id / 64;
+            let mut l = line(&format!("r{}", id % 1024), id, ended);
+            l.ended.lease.fencing = Some(FencingToken(id + 1));
+            l.ended.lease.purpose = Arc::from("");
+            l.granted_at_ms = ended - 3;
+            l.queued_at_ms = l.granted_at_ms;
+            journal.record(&l);
+        }
+        let per_line = journal.bytes() as f64 / lines as f64;
+        assert!(per_line <= 16.0, "{per_line} bytes a line");
+    }
 
     /// Commits `lines` lines for each of `resources`, the resources' last
     /// ends in the order given, one after the other from `at` (ms).

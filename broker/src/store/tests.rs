@@ -1434,11 +1434,23 @@ fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once()
     }
     let staged = StagedHistory::from_journal(&journal, 1000);
     assert_eq!(staged.lines(), 200);
+    // The same lines, each of another holder (its pid): every line but
+    // each batch's first then carries its holder.
+    let mut other_holders = HistoryJournal::default();
+    for id in 1..=200 {
+        let resource = if id % 2 == 0 { "pcm" } else { "gpu" };
+        let mut line = history_line(resource, id, 10_000 + id);
+        let mut holder = (*line.ended.lease.holder).clone();
+        holder.pid = id as u32;
+        line.ended.lease.holder = Arc::new(holder);
+        other_holders.record(&line);
+    }
+    let unshared = StagedHistory::from_journal(&other_holders, 1000);
     assert!(
-        staged.bytes() * 2 < journal.bytes(),
-        "grouped {} bytes, recorded {}",
+        staged.bytes() + 198 * 8 < unshared.bytes(),
+        "grouped {} bytes, {} with a holder a line",
         staged.bytes(),
-        journal.bytes()
+        unshared.bytes()
     );
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();

@@ -5,8 +5,8 @@
 //! keeps in its outbox, one per end ([`crate::core::Core::take_ended`],
 //! taken with every delivery of changes): each gets its wall-clock times
 //! and is appended to `Dispatcher::history` ([`crate::store::HistoryJournal`])
-//! as a fixed-size entry, its resource and holder referenced rather than
-//! copied, and the lease's strings are freed at once, on this thread. What
+//! as a line of a few varints, its resource and holder referenced rather
+//! than copied, and the lease's strings are freed at once, on this thread. What
 //! gathered goes to the store's writer thread at most every
 //! [`SEND_EVERY_MS`] (or once [`SEND_BATCH`] lines have gathered), which
 //! groups the lines per resource, encodes them and hands them to redb
@@ -15,7 +15,7 @@
 //! the last [`SEND_EVERY_MS`] (a second) and the commit in flight; a clean
 //! stop hands everything over.
 //!
-//! Encoding each line whole here cost the core task ~580 instructions a
+//! Encoding each line whole here (its strings too) cost the core task ~580 instructions a
 //! line, and grouping here cost it cache misses; handing the lease's own
 //! strings over made the writer's thread free what the core task had
 //! allocated, which slowed the core task's allocations (BENCHMARKS.md
@@ -44,8 +44,9 @@ use crate::store::{HistoryJournal, HistoryLine, HistoryQuery, Recorded, StoreErr
 const SEND_EVERY_MS: u64 = 1000;
 
 /// Lines handed to the store at once when this many have gathered: a
-/// bound on what waits here in a flood of lease ends (an 80-byte entry a
-/// line and its purpose: ~21 MiB at most, and only past ~260 k ends a second;
+/// bound on what waits here in a flood of lease ends (~18 bytes a line in
+/// the bench's flood, 90 at most, and its purpose: ~5 MiB, 24 MiB at
+/// most, and only past ~260 k ends a second;
 /// the time bound above comes first below that). A transaction writes a
 /// batch per resource it touches, so in a flood over many resources its
 /// cost goes with how many lines each batch gets: with 1 024 resources
