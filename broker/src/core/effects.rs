@@ -257,7 +257,7 @@ impl<'a> Effects<'a> {
         name: &Arc<str>,
         revision: Revision,
         kind: EventKind,
-        cause: Cause,
+        cause: impl FnOnce() -> Cause,
         state: impl FnOnce(Revision) -> ResourceView,
     ) {
         self.watches.state_changed(

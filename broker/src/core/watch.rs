@@ -226,7 +226,7 @@ impl Watches {
         name: &Arc<str>,
         revision: Revision,
         kind: EventKind,
-        cause: Cause,
+        cause: impl FnOnce() -> Cause,
         state: impl FnOnce(Revision) -> ResourceView,
         now: Millis,
         changes: &mut Vec<Change>,
@@ -248,7 +248,7 @@ impl Watches {
             revision,
             kind,
             state: state(revision),
-            cause,
+            cause: cause(),
         });
         let targeted = self
             .by_resource

@@ -539,7 +539,7 @@ impl LeaseTable {
         if let Some(at) = give_up_at {
             fx.deadlines.insert((at, Deadline::Lease(id)));
         }
-        self.state_changed(slot, EventKind::Queued, Cause::None, fx);
+        self.state_changed(slot, EventKind::Queued, |_| Cause::None, fx);
         // It joined at the back: its place is known without a search of
         // the queue (which made queueing n waiters quadratic).
         let position = self.res(slot).and_then(|res| {
@@ -714,7 +714,7 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(lease)));
             }
         }
-        self.state_changed(slot, EventKind::Progress, Cause::None, fx);
+        self.state_changed(slot, EventKind::Progress, |_| Cause::None, fx);
         self.notify_waiters(slot, 0, fx);
         Ok(())
     }
@@ -764,7 +764,7 @@ impl LeaseTable {
             after_ms: l.stall_after_ms,
         };
         let slot = l.slot;
-        self.state_changed(slot, EventKind::Stalled, cause, fx);
+        self.state_changed(slot, EventKind::Stalled, move |_| cause, fx);
         self.notify_waiters(slot, 0, fx);
     }
 
@@ -825,7 +825,7 @@ impl LeaseTable {
         };
         self.by_session.entry(session).or_default().push(lease);
         let cause = Cause::Reattached { lease, peer };
-        self.state_changed(slot, EventKind::Reattached, cause, fx);
+        self.state_changed(slot, EventKind::Reattached, move |_| cause, fx);
         match grant {
             Some(g) => Ok(AcquireOutcome::Granted(g)),
             None => match self.queue_position(lease, now) {
@@ -883,7 +883,7 @@ impl LeaseTable {
             }
         }
         let cause = Cause::YieldRequested(request.clone());
-        self.state_changed(slot, EventKind::YieldRequested, cause, fx);
+        self.state_changed(slot, EventKind::YieldRequested, move |_| cause, fx);
         if request.revoke && request.within_ms == 0 {
             let mut from = usize::MAX;
             for h in holders {
@@ -918,7 +918,7 @@ impl LeaseTable {
             reason: Arc::from(reason),
         };
         let slot = l.slot;
-        self.state_changed(slot, EventKind::YieldDeclined, cause, fx);
+        self.state_changed(slot, EventKind::YieldDeclined, move |_| cause, fx);
         Ok(())
     }
 
@@ -943,7 +943,7 @@ impl LeaseTable {
             grace_ms: l.detach_grace_ms,
         };
         let slot = l.slot;
-        self.state_changed(slot, EventKind::Detached, cause, fx);
+        self.state_changed(slot, EventKind::Detached, move |_| cause, fx);
     }
 
     /// The session is gone: every lease of it leaves first, and only then
@@ -1079,7 +1079,13 @@ impl LeaseTable {
 
     /// Records a change of the state of the resource in `slot` under a new revision and hands
     /// the event to its watchers.
-    fn state_changed(&mut self, slot: Slot, kind: EventKind, cause: Cause, fx: &mut Effects) {
+    fn state_changed(
+        &mut self,
+        slot: Slot,
+        kind: EventKind,
+        cause: impl FnOnce(&LeaseTable) -> Cause,
+        fx: &mut Effects,
+    ) {
         let revision = fx.next_revision();
         if let Some(res) = self.res_mut(slot) {
             res.revision = revision;
@@ -1094,7 +1100,7 @@ impl LeaseTable {
         slot: Slot,
         revision: super::Revision,
         kind: EventKind,
-        cause: Cause,
+        cause: impl FnOnce(&LeaseTable) -> Cause,
         fx: &mut Effects,
     ) {
         let Some(res) = self.res(slot) else {
@@ -1102,9 +1108,13 @@ impl LeaseTable {
             return;
         };
         let now = fx.now;
-        fx.notify_watchers(&res.name, revision, kind, cause, |revision| {
-            self.view_in(res, revision, now)
-        });
+        fx.notify_watchers(
+            &res.name,
+            revision,
+            kind,
+            || cause(self),
+            |revision| self.view_in(res, revision, now),
+        );
     }
 
     /// The one way a lease ends: [`LeaseTable::detach_lease`], then
@@ -1240,15 +1250,17 @@ impl LeaseTable {
                 },
             );
         }
-        // One line of the resource's history: the dispatch layer records it.
+        // The watchers get a copy of the cause only if there are any (an
+        // `Arc` cloned and dropped per release otherwise); the line of the
+        // resource's history keeps it, for the dispatch layer to record.
         let slot = l.slot;
+        self.notify(slot, revision, kind, |_| cause.clone(), fx);
         fx.ended(super::Ended {
             lease: views::ended_lease_view(l),
             at: fx.now,
             kind,
-            cause: cause.clone(),
+            cause,
         });
-        self.notify(slot, revision, kind, cause, fx);
         Some((slot, waiter_index))
     }
 
@@ -1383,11 +1395,6 @@ impl LeaseTable {
         };
         let attached = l.detached_until.is_none();
         let session = attached.then_some(l.peer.session);
-        let cause = Cause::Granted {
-            lease: head,
-            peer: l.peer.clone(),
-            fencing,
-        };
         // A detached grantee's TTL and stall clocks start when it re-attaches.
         if attached {
             fx.deadlines.insert((expires_at, Deadline::Lease(head)));
@@ -1397,6 +1404,15 @@ impl LeaseTable {
                 fx.deadlines.insert((at, Deadline::Stall(head)));
             }
         }
+        // Made only for watchers: most grants have none to tell.
+        let cause = move |t: &LeaseTable| match t.leases.get(&head) {
+            Some(l) => Cause::Granted {
+                lease: head,
+                peer: l.peer.clone(),
+                fencing,
+            },
+            None => Cause::None,
+        };
         self.state_changed(slot, EventKind::Granted, cause, fx);
         Some((session, grant))
     }
