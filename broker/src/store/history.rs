@@ -279,15 +279,26 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 /// Appends `v - before` (wrapping) as a zigzag varint: small either way.
 #[inline]
 fn put_delta(buf: &mut Vec<u8>, v: u64, before: u64) {
+    put_varint(buf, zigzag(v, before));
+}
+
+/// `v - before` (wrapping), zigzagged: a small number either way.
+#[inline]
+fn zigzag(v: u64, before: u64) -> u64 {
     let d = v.wrapping_sub(before) as i64;
-    put_varint(buf, ((d << 1) ^ (d >> 63)) as u64);
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+/// The `v` that [`zigzag`] made `z` of.
+#[inline]
+fn unzigzag(z: u64, before: u64) -> u64 {
+    let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+    before.wrapping_add(d as u64)
 }
 
 /// Reads back what [`put_delta`] wrote.
 fn get_delta(value: &mut &[u8], before: u64) -> Option<u64> {
-    let z = decode_varint(value).ok()?;
-    let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
-    Some(before.wrapping_add(d as u64))
+    Some(unzigzag(decode_varint(value).ok()?, before))
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
@@ -458,8 +469,7 @@ impl LineBytes {
     /// Appends `v - before` (wrapping) as a zigzag varint (as [`put_delta`]).
     #[inline]
     fn delta(&mut self, v: u64, before: u64) {
-        let d = v.wrapping_sub(before) as i64;
-        self.varint(((d << 1) ^ (d >> 63)) as u64);
+        self.varint(zigzag(v, before));
     }
 
     #[inline]
@@ -551,7 +561,7 @@ impl JournalLines<'_> {
 
     /// The next varint (as [`LineBytes::varint`] wrote it). Not prost's
     /// `decode_varint`: through its `Buf` it took as long as grouping
-    /// the line did (perf, fifteenth session).
+    /// the line did (perf, BENCHMARKS.md sixteenth session).
     #[inline]
     fn varint(&mut self) -> Option<u64> {
         let mut v = 0;
@@ -563,6 +573,7 @@ impl JournalLines<'_> {
                 return Some(v);
             }
         }
+        // More than ten bytes: not what `LineBytes` writes.
         None
     }
 
@@ -570,9 +581,7 @@ impl JournalLines<'_> {
     /// `before`.
     #[inline]
     fn delta(&mut self, before: u64) -> Option<u64> {
-        let z = self.varint()?;
-        let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
-        Some(before.wrapping_add(d as u64))
+        Some(unzigzag(self.varint()?, before))
     }
 
     /// The next `len` bytes of the journal's text.
