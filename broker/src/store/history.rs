@@ -716,9 +716,8 @@ impl HistoryJournal {
         }
     }
 
-    /// Bytes recorded (for tests).
-    #[cfg(test)]
-    pub(super) fn bytes(&self) -> usize {
+    /// Bytes recorded: the lines and their texts.
+    pub fn bytes(&self) -> usize {
         self.lines.len() + self.text.len()
     }
 
@@ -1776,6 +1775,27 @@ mod tests {
         }
         let per_line = journal.bytes() as f64 / lines as f64;
         assert!(per_line <= 16.0, "{per_line} bytes a line");
+    }
+
+    #[test]
+    fn a_journal_counts_its_purposes_and_details_in_its_bytes() {
+        // The dispatch layer hands the journal over by its bytes, so that
+        // what waits is bounded whatever the purposes' lengths (a line
+        // count let 262 144 lines of 1 KiB purposes wait: ~280 MiB).
+        let mut journal = HistoryJournal::default();
+        let mut l = line("r", 1, 1_000);
+        l.ended.lease.purpose = Arc::from("p".repeat(1024).as_str());
+        journal.record(&l);
+        let mut l = line("r", 2, 1_001);
+        l.ended.lease.purpose = Arc::from("");
+        l.ended.cause = Cause::FleetLost {
+            lease: crate::core::LeaseId(2),
+            peer: l.ended.lease.holder.clone(),
+            detail: Arc::from("d".repeat(512).as_str()),
+        };
+        journal.record(&l);
+        assert!(journal.bytes() > 1024 + 512, "{} bytes", journal.bytes());
+        assert!(journal.bytes() < 1024 + 512 + 2 * JOURNAL_LINE_MAX + 100);
     }
 
     /// Commits `lines` lines for each of `resources`, the resources' last

@@ -8,7 +8,7 @@
 //! as a line of a few varints, its resource and holder referenced rather
 //! than copied, and the lease's strings are freed at once, on this thread. What
 //! gathered goes to the store's writer thread at most every
-//! [`SEND_EVERY_MS`] (or once [`SEND_BATCH`] lines have gathered), which
+//! [`SEND_EVERY_MS`] (or once it holds [`SEND_BYTES`]), which
 //! groups the lines per resource, encodes them and hands them to redb
 //! with the next group commit. The core task never waits for them, and no
 //! lease end costs an fsync of its own. A crash loses at most the lines of
@@ -43,19 +43,19 @@ use crate::store::{HistoryJournal, HistoryLine, HistoryQuery, Recorded, StoreErr
 /// `GetHistory` hands over first, so no answer misses a line.
 const SEND_EVERY_MS: u64 = 1000;
 
-/// Lines handed to the store at once when this many have gathered: a
-/// bound on what waits here in a flood of lease ends (~18 bytes a line in
-/// the bench's flood, 90 at most, and its purpose: ~5 MiB, 24 MiB at
-/// most, and only past ~260 k ends a second;
-/// the time bound above comes first below that). A transaction writes a
-/// batch per resource it touches, so in a flood over many resources its
-/// cost goes with how many lines each batch gets: with 1 024 resources
-/// busy, the store's thread took ~30 % of the core's CPU at 4 096 lines
-/// a hand-over and ~14 % at 16 384 (when it encoded them too); in the
-/// bench's flood (~150 k ends a second) 0.205 µs per lease operation at
-/// 65 536 (a hand-over every ~0.44 s) and 0.141 µs at this bound (one a
-/// second).
-const SEND_BATCH: usize = 262_144;
+/// The journal is handed to the store at once when it holds this many
+/// bytes (lines and their texts): a bound on what waits here in a flood
+/// of lease ends, whatever their purposes' lengths. In the bench's flood
+/// a line takes ~18 bytes, so below ~900 k ends a second the time bound
+/// above comes first. Until the seventeenth session the bound was a line
+/// count, 262 144: ~280 MiB could wait when each line had a purpose of
+/// 1 KiB, and the flood (~390 k ends a second) reached it every ~0.7 s,
+/// half as many transactions again, each with a batch per resource
+/// (BENCHMARKS.md, seventeenth session). A transaction's cost goes with
+/// how many lines each batch gets: with 1 024 resources busy, the store's
+/// thread took ~30 % of the core's CPU at 4 096 lines a hand-over and
+/// ~14 % at 16 384 (when it encoded them too).
+const SEND_BYTES: usize = 16 << 20;
 
 /// What a history read counts at least against
 /// `--report-bytes-per-uid-per-second`: it hands the lines gathered to
@@ -91,7 +91,7 @@ impl Dispatcher {
             };
             self.history.record(&line);
         }
-        if self.history.lines() >= SEND_BATCH {
+        if self.history.bytes() >= SEND_BYTES {
             self.send_history(true);
         }
     }
