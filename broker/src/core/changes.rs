@@ -46,7 +46,7 @@ pub enum Change {
 /// dispatch layer to record.
 ///
 /// Not a [`Change`]: every lease end makes one, so they gather in the
-/// core's outbox ([`super::Core::take_ended`]), whose room is reused,
+/// core's outbox ([`super::Core::each_ended`]), whose room is reused,
 /// rather than in each call's list of changes (an allocation, a box and a
 /// partition per release; measured with callgrind at ~1 200 instructions
 /// per Acquire + Release cycle, against ~300 this way).

@@ -84,9 +84,21 @@ impl Default for HistoryBounds {
     }
 }
 
-/// A lease that ended, with its times made wall-clock (Unix epoch ms) by
-/// the dispatch layer, to be recorded: journalled
+/// The times of a lease that ended, made wall-clock (Unix epoch ms) by
+/// the dispatch layer, which journals the lease with them
 /// ([`HistoryJournal::record`]) as soon as it ends, on the core task.
+#[derive(Clone, Copy, Debug)]
+pub struct LineTimes {
+    /// When it was asked for (its grant's time if granted at once).
+    pub queued_at_ms: u64,
+    /// When it was granted; 0 = never.
+    pub granted_at_ms: u64,
+    /// When it ended.
+    pub ended_at_ms: u64,
+}
+
+/// A lease that ended with its times, as the tests build them.
+#[cfg(test)]
 #[derive(Clone, Debug)]
 pub struct HistoryLine {
     /// The lease as it was at its end.
@@ -97,6 +109,18 @@ pub struct HistoryLine {
     pub granted_at_ms: u64,
     /// When it ended.
     pub ended_at_ms: u64,
+}
+
+#[cfg(test)]
+impl HistoryLine {
+    /// Its times, as [`HistoryJournal::record`] takes them.
+    pub fn times(&self) -> LineTimes {
+        LineTimes {
+            queued_at_ms: self.queued_at_ms,
+            granted_at_ms: self.granted_at_ms,
+            ended_at_ms: self.ended_at_ms,
+        }
+    }
 }
 
 /// A question to the history table.
@@ -609,16 +633,16 @@ impl HistoryJournal {
         }
     }
 
-    /// Appends `line`.
-    pub fn record(&mut self, line: &HistoryLine) {
-        let l = &line.ended.lease;
+    /// Appends the lease that `ended`, with its times.
+    pub fn record(&mut self, ended: &Ended, times: LineTimes) {
+        let l = &ended.lease;
         let (Some(resource), Some(holder)) =
             (self.resources.id(&l.resource), self.holders.id(&l.holder))
         else {
             // Past 4 billion resources in one journal: never.
             return;
         };
-        let ending = match &line.ended.cause {
+        let ending = match &ended.cause {
             Cause::Ended {
                 ending,
                 was_holder,
@@ -627,9 +651,8 @@ impl HistoryJournal {
             } => Some((*ending, *was_holder, *ttl_ms)),
             _ => None,
         };
-        let mut flags =
-            (mode_code(l.mode) << MODE_SHIFT) | (kind_code(line.ended.kind) << KIND_SHIFT);
-        if line.granted_at_ms != 0 {
+        let mut flags = (mode_code(l.mode) << MODE_SHIFT) | (kind_code(ended.kind) << KIND_SHIFT);
+        if times.granted_at_ms != 0 {
             flags |= GRANTED;
         }
         let (mut code, mut ttl_ms) = (0, 0);
@@ -641,7 +664,7 @@ impl HistoryJournal {
             code = ending_code(e) as u32;
             ttl_ms = ttl;
         }
-        let detail = match (&line.ended.cause, ending) {
+        let detail = match (&ended.cause, ending) {
             (Cause::None, _) | (_, Some(_)) => Text::default(),
             // Rare (a revocation, a fleet loss): written now.
             (cause, None) => {
@@ -666,18 +689,24 @@ impl HistoryJournal {
         b.varint(u64::from(purpose.1));
         b.delta(l.lease_id.0, self.last.lease_id);
         b.delta(fencing, self.last.fencing);
-        b.delta(line.ended_at_ms, self.last.ended_at_ms);
-        b.varint(line.ended_at_ms.wrapping_sub(line.queued_at_ms));
+        b.delta(times.ended_at_ms, self.last.ended_at_ms);
+        b.varint(times.ended_at_ms.wrapping_sub(times.queued_at_ms));
         if flags & GRANTED != 0 {
-            b.varint(line.ended_at_ms.wrapping_sub(line.granted_at_ms));
+            b.varint(times.ended_at_ms.wrapping_sub(times.granted_at_ms));
         }
         self.last = Deltas {
             lease_id: l.lease_id.0,
             fencing,
-            ended_at_ms: line.ended_at_ms,
+            ended_at_ms: times.ended_at_ms,
         };
         self.lines.extend_from_slice(b.bytes());
         self.count += 1;
+    }
+
+    /// Appends `line` (the tests' lines).
+    #[cfg(test)]
+    pub fn record_line(&mut self, line: &HistoryLine) {
+        self.record(&line.ended, line.times());
     }
 
     /// Copies `s` into the arena (an empty one costs nothing).
@@ -1731,7 +1760,7 @@ mod tests {
                 l.ended.kind = EventKind::Revoked;
             }
             (l.queued_at_ms, l.granted_at_ms, l.ended_at_ms) = (queued, granted, ended);
-            journal.record(&l);
+            journal.record_line(&l);
         }
         let read: Vec<Entry> = journal.entries().collect();
         assert_eq!(read.len(), cases.len());
@@ -1771,7 +1800,7 @@ mod tests {
             l.ended.lease.purpose = Arc::from("");
             l.granted_at_ms = ended - 3;
             l.queued_at_ms = l.granted_at_ms;
-            journal.record(&l);
+            journal.record_line(&l);
         }
         let per_line = journal.bytes() as f64 / lines as f64;
         assert!(per_line <= 16.0, "{per_line} bytes a line");
@@ -1785,7 +1814,7 @@ mod tests {
         let mut journal = HistoryJournal::default();
         let mut l = line("r", 1, 1_000);
         l.ended.lease.purpose = Arc::from("p".repeat(1024).as_str());
-        journal.record(&l);
+        journal.record_line(&l);
         let mut l = line("r", 2, 1_001);
         l.ended.lease.purpose = Arc::from("");
         l.ended.cause = Cause::FleetLost {
@@ -1793,7 +1822,7 @@ mod tests {
             peer: l.ended.lease.holder.clone(),
             detail: Arc::from("d".repeat(512).as_str()),
         };
-        journal.record(&l);
+        journal.record_line(&l);
         assert!(journal.bytes() > 1024 + 512, "{} bytes", journal.bytes());
         assert!(journal.bytes() < 1024 + 512 + 2 * JOURNAL_LINE_MAX + 100);
     }
@@ -1813,7 +1842,7 @@ mod tests {
         for (i, r) in resources.iter().enumerate() {
             for _ in 0..lines {
                 id += 1;
-                journal.record(&line(r, id, at + i as u64));
+                journal.record_line(&line(r, id, at + i as u64));
             }
         }
         let staged = StagedHistory::from_journal(&journal, bounds.max_entries);
@@ -1860,7 +1889,7 @@ mod tests {
         // Holders change and repeat; the first line always has its holder.
         let mut journal = HistoryJournal::default();
         for (i, uid) in [1000, 1000, 65534, 0, 42].into_iter().enumerate() {
-            journal.record(&line_of(uid, "pcm", i as u64 + 1, 1_000 + i as u64));
+            journal.record_line(&line_of(uid, "pcm", i as u64 + 1, 1_000 + i as u64));
         }
         let staged = StagedHistory::from_journal(&journal, 100);
         let batch = &staged.resources[0].batches[0];
@@ -1898,12 +1927,12 @@ mod tests {
             let mut add = |journal: &mut HistoryJournal, uid, r: &str, at| {
                 for _ in 0..per_resource {
                     id += 1;
-                    journal.record(&line_of(uid, r, id, at));
+                    journal.record_line(&line_of(uid, r, id, at));
                 }
             };
             add(&mut journal, 0, "backup", 100);
             add(&mut journal, 1000, "pcm", 200);
-            journal.record(&line_of(65534, "backup", 1_000_000, 900));
+            journal.record_line(&line_of(65534, "backup", 1_000_000, 900));
             let flood = names(12);
             for (i, r) in flood.iter().enumerate() {
                 add(&mut journal, 65534, r, 1_000 + i as u64);

@@ -135,9 +135,10 @@ use crate::platform::fs::sync_dir;
 use log::{AppendError, Layout, Log, LogOpener};
 use record::Record;
 
+#[cfg(test)]
+pub use history::HistoryLine;
 pub use history::{
-    HistoryBounds, HistoryJournal, HistoryLine, HistoryQuery, Recorded, RecordedLease,
-    StagedHistory,
+    HistoryBounds, HistoryJournal, HistoryQuery, LineTimes, Recorded, RecordedLease, StagedHistory,
 };
 pub use storage::Storage;
 pub use writer::{StoreWriter, after_answers};
@@ -1126,7 +1127,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut journal = HistoryJournal::default();
         for line in history {
-            journal.record(line);
+            journal.record_line(line);
         }
         let staged = bounds.map_or_else(StagedHistory::default, |(b, _, _)| {
             StagedHistory::from_journal(&journal, b.max_entries)

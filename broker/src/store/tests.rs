@@ -1334,7 +1334,7 @@ async fn staged_history_is_seen_by_a_read_and_kept_at_the_stop() {
     let staged = |lines: &[(&str, u64)]| -> HistoryJournal {
         let mut journal = HistoryJournal::default();
         for &(resource, id) in lines {
-            journal.record(&history_line(resource, id, now + id));
+            journal.record_line(&history_line(resource, id, now + id));
         }
         journal
     };
@@ -1383,7 +1383,7 @@ async fn a_commit_without_lines_after_history_was_recorded_syncs_only_the_log() 
         ..HistoryBounds::default()
     };
     let mut journal = HistoryJournal::default();
-    journal.record(&history_line("pcm", 1, 10_000));
+    journal.record_line(&history_line("pcm", 1, 10_000));
     writer.record_history(journal, bounds);
     writer
         .submit(vec![append("q", message(1, "m"))])
@@ -1430,7 +1430,7 @@ fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once()
     let mut journal = HistoryJournal::default();
     for id in 1..=200 {
         let resource = if id % 2 == 0 { "pcm" } else { "gpu" };
-        journal.record(&history_line(resource, id, 10_000 + id));
+        journal.record_line(&history_line(resource, id, 10_000 + id));
     }
     let staged = StagedHistory::from_journal(&journal, 1000);
     assert_eq!(staged.lines(), 200);
@@ -1443,7 +1443,7 @@ fn lines_recorded_interleaved_are_grouped_and_a_repeated_holder_is_stored_once()
         let mut holder = (*line.ended.lease.holder).clone();
         holder.pid = id as u32;
         line.ended.lease.holder = Arc::new(holder);
-        other_holders.record(&line);
+        other_holders.record_line(&line);
     }
     let unshared = StagedHistory::from_journal(&other_holders, 1000);
     assert!(
@@ -1479,9 +1479,9 @@ fn staged_history_keeps_a_resource_within_its_count() {
     // the other resources staged in between is untouched.
     let mut journal = HistoryJournal::default();
     for id in 1..=1000 {
-        journal.record(&history_line("pcm", id, id));
+        journal.record_line(&history_line("pcm", id, id));
         if id % 100 == 0 {
-            journal.record(&history_line("gpu", id, id));
+            journal.record_line(&history_line("gpu", id, id));
         }
     }
     let staged = StagedHistory::from_journal(&journal, 300);
@@ -2314,7 +2314,7 @@ async fn a_failed_sweep_of_the_history_is_tried_again_at_the_next_commit() {
     };
     faults.redb_full.store(true, Ordering::SeqCst);
     let mut journal = HistoryJournal::default();
-    journal.record(&history_line("pcm", 1, 10_000));
+    journal.record_line(&history_line("pcm", 1, 10_000));
     writer.record_history(journal, bounds);
     writer
         .submit(vec![append("q", message(1, "m"))])
@@ -2515,7 +2515,7 @@ fn a_resource_s_lines_from_two_journals_keep_their_holders_and_purposes() {
         let mut line = history_line("pcm", id, 10_000 + id);
         line.ended.lease.holder = Arc::clone(holder);
         line.ended.lease.purpose = Arc::from(purpose);
-        if i < 3 { &mut first } else { &mut second }.record(&line);
+        if i < 3 { &mut first } else { &mut second }.record_line(&line);
     }
     let mut staged = StagedHistory::from_journal(&first, 1000);
     staged.add(&second, 1000);

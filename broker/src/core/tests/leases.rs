@@ -886,9 +886,9 @@ fn leases_per_uid_are_bounded_over_all_its_sessions() {
 
 /// The history lines the core gathered: (lease, kind, granted at, ended at).
 fn ended(core: &mut Core) -> Vec<(LeaseId, EventKind, Option<Millis>, Millis)> {
-    core.take_ended()
-        .map(|e| (e.lease.lease_id, e.kind, e.lease.granted_at, e.at))
-        .collect()
+    let mut lines = Vec::new();
+    core.each_ended(|e| lines.push((e.lease.lease_id, e.kind, e.lease.granted_at, e.at)));
+    lines
 }
 
 #[test]

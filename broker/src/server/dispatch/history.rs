@@ -2,7 +2,7 @@
 //! `GetHistory`.
 //!
 //! Recording happens here, at the edge, from the [`Ended`] lines the core
-//! keeps in its outbox, one per end ([`crate::core::Core::take_ended`],
+//! keeps in its outbox, one per end ([`crate::core::Core::each_ended`],
 //! taken with every delivery of changes): each gets its wall-clock times
 //! and is appended to `Dispatcher::history` ([`crate::store::HistoryJournal`])
 //! as a line of a few varints, its resource and holder referenced rather
@@ -33,7 +33,7 @@ use crate::core::{SessionId, check_name};
 use crate::policy::Verb;
 use crate::server::wire::{self, Refusal};
 use crate::server::{Outbound, ToCore};
-use crate::store::{HistoryJournal, HistoryLine, HistoryQuery, Recorded, StoreError};
+use crate::store::{HistoryJournal, HistoryQuery, LineTimes, Recorded, StoreError};
 
 /// Lines are handed to the store at least this often (core ms) while
 /// leases end. Each hand-over is a transaction of its own unless other
@@ -73,24 +73,24 @@ impl Dispatcher {
     /// Takes the leases that ended from the core and records them
     /// (nothing is kept without a store).
     pub(super) fn record_ended(&mut self) {
-        let max_entries = self.config.history.max_entries;
-        let keep = self.store.is_some() && max_entries > 0;
-        let clock = &self.clock;
+        let keep = self.store.is_some() && self.config.history.max_entries > 0;
+        let (clock, history) = (&self.clock, &mut self.history);
         let wall = |at| clock.wall_ms(at);
-        for ended in self.core.take_ended() {
+        self.core.each_ended(|ended| {
             if !keep {
-                continue;
+                return;
             }
             let granted_at = ended.lease.granted_at;
             let queued_at = ended.lease.queued_at.or(granted_at).unwrap_or(ended.at);
-            let line = HistoryLine {
-                queued_at_ms: wall(queued_at),
-                granted_at_ms: granted_at.map_or(0, wall),
-                ended_at_ms: wall(ended.at),
+            history.record(
                 ended,
-            };
-            self.history.record(&line);
-        }
+                LineTimes {
+                    queued_at_ms: wall(queued_at),
+                    granted_at_ms: granted_at.map_or(0, wall),
+                    ended_at_ms: wall(ended.at),
+                },
+            );
+        });
         if self.history.bytes() >= SEND_BYTES {
             self.send_history(true);
         }
